@@ -1,0 +1,218 @@
+"""Experiment configs: one YAML file validated into the components' own dataclasses.
+
+Layout::
+
+    preset: smoke            # smoke | proxy | paper | custom
+    seed: 0
+    space: dag               # a name in SPACES
+    method: {name: egs, M: 7, ...}        # -> the method's config dataclass
+    task: {name: cifar10, data_dir: ...}  # -> the task's config dataclass
+    search: {epochs: 50, ...}             # -> methods.base.SearchConfig
+    evaluate: {epochs: 600, ...}          # -> the task's TrainConfig
+
+``CONFIG`` on the command line is a path or a bundled name such as ``smoke/egs-cifar10``
+(``benchmark/configs/<preset>/<name>.yaml``). Dotted overrides (``--set method.M=4``) are
+parsed as YAML scalars. Unknown keys and wrong types raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from methods import METHODS, SearchConfig
+from tasks import TASKS, TrainConfig
+from tasks.spaces import SPACES, ConfigError, UnknownNameError
+from tasks.spaces.registry import unknown_name_message
+
+__all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "load_config", "parse_config"]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
+TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device")
+
+
+@dataclass
+class ExperimentConfig:
+    method_name: str
+    method: Any  # the method's config dataclass instance
+    task_name: str
+    task: Any  # the task's config dataclass instance
+    search: SearchConfig = field(default_factory=SearchConfig)
+    evaluate: TrainConfig = field(default_factory=TrainConfig)
+    space: str = "dag"
+    preset: str = "custom"
+    seed: int = 0
+    device: str = "auto"  # auto (accelerate's choice) | cpu
+
+    def to_dict(self) -> dict:
+        return {
+            "preset": self.preset,
+            "seed": self.seed,
+            "space": self.space,
+            "device": self.device,
+            "method": {"name": self.method_name, **dataclasses.asdict(self.method)},
+            "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
+            "search": dataclasses.asdict(self.search),
+            "evaluate": dataclasses.asdict(self.evaluate),
+        }
+
+    def hash(self) -> str:
+        """sha256 of the resolved config, the identity of a run up to its seed."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def bundled_configs() -> list[str]:
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("*/*.yaml"))
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """Return ``value`` if it fits ``hint`` (ints are accepted as floats), else raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(value, option, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[-1]
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is Any:
+        return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint in (str, bool):
+        if isinstance(value, hint):
+            return value
+    elif origin in (tuple, list):
+        if isinstance(value, (list, tuple)):
+            args = typing.get_args(hint)
+            item = args[0] if args else Any
+            return origin(_check_type(v, item, key) for v in value)
+    else:
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key {key!r} must be {name}, got {value!r} ({type(value).__name__})")
+
+
+def build_dataclass(cls: type, data: Any, where: str) -> Any:
+    """Validate a mapping into dataclass ``cls``; errors name ``where.key``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config block {where!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {where}.{close[0]}?" if close else ""
+            raise ConfigError(f"unknown config key {where}.{key}{hint} Valid keys: {', '.join(names)}")
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid {where} config: {err}") from None
+
+
+def _named_block(block: Any, key: str) -> tuple[str, dict]:
+    if not isinstance(block, dict) or "name" not in block:
+        raise ConfigError(f"config block {key!r} must be a mapping with a 'name', e.g. {key}: {{name: ...}}")
+    block = dict(block)
+    return str(block.pop("name")), block
+
+
+def parse_config(data: dict) -> ExperimentConfig:
+    """Validate a raw config mapping (after overrides) into an :class:`ExperimentConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must be a YAML mapping with keys " + ", ".join(TOP_KEYS))
+    for key in data:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint} Valid top-level keys: {', '.join(TOP_KEYS)}")
+    method_name, method_block = _named_block(data.get("method"), "method")
+    task_name, task_block = _named_block(data.get("task"), "task")
+    method_cls, task_cls = METHODS.get(method_name), TASKS.get(task_name)
+    space = _check_type(data.get("space", "dag"), str, "space")
+    SPACES.get(space)  # fail early on an unknown space
+    preset = _check_type(data.get("preset", "custom"), str, "preset")
+    if preset not in PRESETS:
+        raise ConfigError(f"config key 'preset' must be one of {list(PRESETS)}, got {preset!r}")
+    device = _check_type(data.get("device", "auto"), str, "device")
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
+    return ExperimentConfig(
+        method_name=method_name,
+        method=build_dataclass(method_cls.config_class, method_block, "method"),
+        task_name=task_name,
+        task=build_dataclass(task_cls.config_class, task_block, "task"),
+        search=build_dataclass(SearchConfig, data.get("search"), "search"),
+        evaluate=build_dataclass(getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate"),
+        space=space,
+        preset=preset,
+        seed=_check_type(data.get("seed", 0), int, "seed"),
+        device=device,
+    )
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` to a nested mapping; the value is parsed as a YAML scalar."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value (e.g. --set method.M=4)")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a config block")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def resolve_config_path(source: str) -> Path:
+    path = Path(source)
+    if path.is_file():
+        return path
+    name = source[:-5] if source.endswith(".yaml") else source
+    bundled = CONFIG_DIR / f"{name}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise UnknownNameError(
+        unknown_name_message("config", source, bundled_configs()) + " (or pass the path of a YAML file)"
+    )
+
+
+def load_config(source: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read ``source`` (a path or bundled name), apply ``--set`` overrides, validate."""
+    path = resolve_config_path(source)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return parse_config(data)

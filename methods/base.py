@@ -1,0 +1,128 @@
+"""The method seam: what a search method is given, what it must provide, and small shared pieces.
+
+A search method owns the architecture parameters (one ``(E, K)`` alpha tensor per cell
+type), turns them into edge weights, performs search steps and derives a genotype. It sees
+the supernet and the task only through :class:`SearchContext`: a model, a loss function
+``loss(model, batch, weights) -> LossOutput`` and a ``backward`` (``accelerator.backward``
+under the runner). It never imports a task or the harness.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from tasks.spaces import EdgeWeights, Genotype, LossOutput, SearchSpace
+
+__all__ = [
+    "EdgeWeights",
+    "LossOutput",
+    "ScoreFn",
+    "SearchConfig",
+    "SearchContext",
+    "SearchMethod",
+    "StepStats",
+    "cosine_lr",
+    "make_weight_optimizer",
+    "set_lr",
+    "weight_parameters",
+]
+
+ScoreFn = Callable[[EdgeWeights], float]  # edge weights -> search-validation score (higher is better)
+
+
+@dataclass
+class SearchConfig:
+    """The ``search:`` block: supernet size, data and the shared weight optimiser (DARTS defaults)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    channels: int = 16  # supernet C
+    layers: int = 8  # supernet cells L
+    lr: float = 0.025  # SGD on the supernet weights, cosine-annealed per epoch to lr_min
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # weights only, never alpha
+    max_steps_per_epoch: int | None = None  # None = one pass over search-train
+    score_batches: int | None = None  # search-val batches used to score a candidate in derivation; None = all
+
+
+@dataclass
+class SearchContext:
+    """Everything a method needs from the runner."""
+
+    model: nn.Module  # the supernet, possibly wrapped for distributed training
+    space: SearchSpace
+    loss: Callable[[nn.Module, Any, EdgeWeights], LossOutput]
+    config: SearchConfig
+    steps_per_epoch: int
+    seed: int = 0
+    op_costs: Callable[[str], dict[str, torch.Tensor]] | None = None  # metric -> {cell type: (E, K)}
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+
+@dataclass
+class StepStats:
+    """One search step's outcome: training loss, batch metrics and the step's schedule values."""
+
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, float] = field(default_factory=dict)  # e.g. tau, lr, active ops per edge
+
+
+@runtime_checkable
+class SearchMethod(Protocol):
+    """The protocol every method in ``methods/`` meets (NASLib's setup/step/derive, flattened)."""
+
+    def setup(self, ctx: SearchContext) -> None:
+        """Create architecture parameters and optimisers for ``ctx.model``."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Apply per-epoch schedules (learning rate, temperature) before epoch ``epoch`` (0-based)."""
+
+    def step(self, train_batch: Any, val_batch: Any) -> StepStats:
+        """One search iteration; bilevel methods use ``val_batch`` for alpha, single-level ones ignore it."""
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """Current per-edge op distribution ``{cell type: (E, K)}``, for reports."""
+
+    def derive(self, score: ScoreFn) -> Genotype:
+        """The final architecture; ``score`` evaluates candidate edge weights on search-validation data."""
+
+    def state_dict(self) -> dict:
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
+
+def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def make_weight_optimizer(params: Iterable[nn.Parameter], cfg: SearchConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) under DARTS's per-epoch cosine schedule.
+
+    Epoch 0 gets ``lr``; the schedule would reach ``lr_min`` at epoch ``epochs`` (the original
+    ``CosineAnnealingLR(T_max=epochs)`` stepped at each epoch start under PyTorch 0.3).
+    """
+    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

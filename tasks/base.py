@@ -1,0 +1,94 @@
+"""The task seam: data per split, networks, losses, metrics and the final-training recipe.
+
+A task never touches ``Accelerator``: it hands plain ``DataLoader``s and modules to the
+runner, which prepares them. Methods reach a task only through ``search_loss`` (wrapped in
+the method's :class:`~methods.base.SearchContext`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tasks.spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
+
+__all__ = ["TASKS", "DataInfo", "Task", "TrainConfig", "SPLITS"]
+
+TASKS: Registry = Registry("task")
+
+# search-train / search-val: the halves of the training set used during search;
+# train / test: the official split for final training and the reported metric.
+SPLITS = ("search-train", "search-val", "train", "test")
+
+
+@dataclass
+class TrainConfig:
+    """The ``evaluate:`` block: final training of the derived network (DARTS CIFAR-10 recipe)."""
+
+    epochs: int = 600
+    batch_size: int = 96
+    channels: int = 36  # C of the final network
+    layers: int = 20  # cells of the final network
+    lr: float = 0.025  # SGD, cosine-annealed per epoch to lr_min
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    cutout: int = 16  # side of the cutout hole in pixels; 0 disables
+    drop_path: float = 0.2  # final drop-path probability, ramped linearly from 0 over the epochs
+    auxiliary_weight: float = 0.4  # weight of the auxiliary-head loss; 0 builds no head
+    label_smoothing: float = 0.0
+    max_steps_per_epoch: int | None = None  # None = one pass over the training split
+    eval_every: int = 1  # test-set evaluation every N epochs for the curves (the last epoch always)
+
+
+@dataclass
+class DataInfo:
+    """Where the data came from, for the run record."""
+
+    source: str  # e.g. "imagefolder-tar:/data/cifar10-jpg.tar.gz" or "embedded:cifar10_demo.npz"
+    sha256: str  # of the decoded images and labels, so any two sources with equal pixels agree
+    sizes: Mapping[str, int]  # examples per split after limits
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task in ``tasks/`` provides (one class, a config dataclass, registered in ``TASKS``)."""
+
+    score_key: str  # the metric that ranks candidates, higher is better (e.g. "accuracy")
+
+    def prepare_data(self) -> DataInfo:
+        """Load or locate the data; raise ``DataNotFoundError`` saying where it looked and what to do."""
+
+    def loader(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None, recipe: TrainConfig | None = None
+    ) -> DataLoader:
+        """A loader over ``split`` (one of ``SPLITS``) with that split's augmentation (``recipe`` for "train")."""
+
+    def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> nn.Module:
+        ...
+
+    def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput:
+        ...
+
+    def build_network(self, genotype: Genotype, config: TrainConfig) -> nn.Module:
+        ...
+
+    def example_input(self) -> torch.Tensor:
+        """One input sample with a batch axis, for MAC counting."""
+
+    def start_epoch(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
+        """Per-epoch recipe state such as the drop-path probability."""
+
+    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig) -> LossOutput:
+        ...
+
+    def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
+        """Metric sums of one batch as a 1-D tensor (summed across batches and processes)."""
+
+    def summarize(self, sums: torch.Tensor) -> dict[str, float]:
+        """Turn summed ``eval_sums`` into metrics, e.g. ``{"accuracy": ..., "error": ..., "loss": ...}``."""

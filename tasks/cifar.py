@@ -1,0 +1,213 @@
+"""CIFAR-10 image classification (DARTS search and evaluation protocol).
+
+Data sources, tried in this order for ``data_dir``:
+
+1. ``embedded``: the real CIFAR-10 subset shipped in the package (1,600 train and 400 test
+   JPEGs, balanced over classes; ``scripts/make_demo_data.py`` made it).
+2. The torchvision format: ``data_dir/cifar-10-batches-py`` (downloaded there when
+   ``download: true`` and online).
+3. An ImageFolder tree ``data_dir/train/<class>/*``, ``data_dir/test/<class>/*``, or a
+   ``.tar`` / ``.tar.gz`` archive of one.
+
+Search splits the (possibly limited) training set in two halves, search-train and
+search-val, both with the training augmentation (pad-4 random crop, horizontal flip, no
+cutout), as DARTS. Final training uses the whole training split with cutout; the reported
+metric is on the official test split.
+
+Deviations: DARTS splits by index (first 25k / last 25k of the pickled order, which is
+already shuffled); an ImageFolder is sorted by class, so here the split is a fixed
+permutation (``split_seed``) of the training set for every source. ``train_limit`` and
+``test_limit`` (proxy and smoke presets) take the first N of such a permutation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tasks.spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
+
+from .base import SPLITS, TASKS, DataInfo, TrainConfig
+from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
+
+__all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
+
+MEAN = (0.49139968, 0.48215827, 0.44653124)
+STD = (0.24703233, 0.24348505, 0.26158768)
+EMBEDDED_DATA = Path(__file__).parent / "data" / "cifar10_demo.npz"
+
+
+def default_data_dir() -> str:
+    return os.environ.get("EGSBENCH_CIFAR10", str(Path.home() / ".cache" / "egsbench" / "datasets" / "cifar10"))
+
+
+@dataclass
+class CIFAR10Config:
+    data_dir: str | None = None  # None: $EGSBENCH_CIFAR10 or ~/.cache/egsbench/datasets/cifar10; or "embedded"
+    download: bool = False  # fetch the torchvision copy into data_dir when it is missing
+    train_limit: int | None = None  # use the first N images of a fixed permutation of the training set
+    test_limit: int | None = None
+    split_seed: int = 0  # permutation behind the search-train/search-val halves and the limits
+
+
+def _load_torchvision(root: Path, download: bool) -> dict[str, ImageSplit]:
+    from torchvision.datasets import CIFAR10 as TV
+
+    out = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = TV(str(root), train=train, download=download)
+        out[split] = ImageSplit(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
+    return out
+
+
+def _is_image_folder(path: Path) -> bool:
+    return (path / "train").is_dir() and (path / "test").is_dir()
+
+
+def load_cifar10(data_dir: str | None, download: bool) -> tuple[dict[str, ImageSplit], str]:
+    """Return ``({"train": ..., "test": ...}, source)`` or raise a ``DataNotFoundError`` that says what to do."""
+    if data_dir == "embedded":
+        data, _ = read_jpeg_npz(EMBEDDED_DATA)
+        return data, f"embedded:{EMBEDDED_DATA.name}"
+    root = Path(os.path.expanduser(data_dir or default_data_dir()))
+    if (root / "cifar-10-batches-py").is_dir() or root.name == "cifar-10-batches-py":
+        base = root.parent if root.name == "cifar-10-batches-py" else root
+        return _load_torchvision(base, download=False), f"torchvision:{base}"
+    if root.is_file() and root.name.endswith((".tar", ".tar.gz", ".tgz")):
+        return read_image_folder(root)[0], f"imagefolder-tar:{root}"
+    if _is_image_folder(root):
+        return read_image_folder(root)[0], f"imagefolder:{root}"
+    if download:
+        try:
+            return _load_torchvision(root, download=True), f"torchvision:{root}"
+        except Exception as err:  # network errors come in many types; the message is what matters
+            raise DataNotFoundError(
+                f"CIFAR-10 download into {root} failed ({type(err).__name__}: {err}); copy the data there "
+                "or pass --set task.data_dir=PATH"
+            ) from None
+    raise DataNotFoundError(
+        f"CIFAR-10 not found at {root} (looked for {root}/cifar-10-batches-py, an ImageFolder tree "
+        f"{root}/train/<class>/* + {root}/test/<class>/*, or a .tar.gz of one); pass --set task.data_dir=PATH, "
+        "--set task.download=true to fetch it, or --set task.data_dir=embedded for the bundled subset"
+    )
+
+
+def _checksum(data: dict[str, ImageSplit]) -> str:
+    h = hashlib.sha256()
+    for split in sorted(data):
+        h.update(data[split].images.numpy().tobytes())
+        h.update(data[split].labels.numpy().tobytes())
+    return h.hexdigest()
+
+
+@TASKS.register("cifar10")
+class CIFAR10:
+    """CIFAR-10 with the DARTS search and evaluation recipe."""
+
+    config_class = CIFAR10Config
+    train_config_class = TrainConfig
+    num_classes = 10
+    score_key = "accuracy"
+
+    def __init__(self, config: CIFAR10Config):
+        self.config = config
+        self.splits: dict[str, ImageSplit] | None = None
+
+    # -- data ----------------------------------------------------------------------------------
+    def prepare_data(self) -> DataInfo:
+        cfg = self.config
+        data, source = load_cifar10(cfg.data_dir, cfg.download)
+        checksum = _checksum(data)
+        gen = torch.Generator().manual_seed(cfg.split_seed)
+        train = data["train"].subset(torch.randperm(len(data["train"]), generator=gen)[: cfg.train_limit])
+        test = data["test"]
+        if cfg.test_limit is not None:
+            test = test.subset(torch.randperm(len(test), generator=gen)[: cfg.test_limit])
+        half = len(train) // 2
+        self.splits = {
+            "search-train": train.subset(torch.arange(half)),
+            "search-val": train.subset(torch.arange(half, 2 * half)),
+            "train": train,
+            "test": test,
+        }
+        return DataInfo(source=source, sha256=checksum, sizes={s: len(d) for s, d in self.splits.items()})
+
+    def loader(
+        self, split: str, batch_size: int, generator: torch.Generator | None = None, recipe: TrainConfig | None = None
+    ) -> DataLoader:
+        if self.splits is None:
+            self.prepare_data()
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid splits: {SPLITS}")
+        data = self.splits[split]
+        training = split != "test"
+        augment = BatchAugment(
+            MEAN,
+            STD,
+            crop_padding=4 if training else 0,
+            flip=training,
+            cutout=recipe.cutout if split == "train" and recipe is not None else 0,
+        )
+        return DataLoader(
+            TensorDataset(data.images, data.labels),
+            batch_size=batch_size,
+            shuffle=training,
+            drop_last=False,
+            collate_fn=augment,
+            generator=generator,
+        )
+
+    # -- networks ------------------------------------------------------------------------------
+    def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> SearchNetwork:
+        return SearchNetwork(space, channels, self.num_classes, layers, image_size=32)
+
+    def build_network(self, genotype: Genotype, config: TrainConfig) -> NetworkCIFAR:
+        return NetworkCIFAR(genotype, config.channels, self.num_classes, config.layers, config.auxiliary_weight > 0)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, 3, 32, 32)
+
+    # -- losses and metrics --------------------------------------------------------------------
+    def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput:
+        x, y = batch
+        logits = model(x, weights)
+        loss = F.cross_entropy(logits, y)
+        return LossOutput(loss, {"accuracy": _accuracy(logits, y)})
+
+    def start_epoch(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
+        # DARTS: drop_path_prob = drop_path * epoch / epochs, on the unwrapped model.
+        getattr(model, "module", model).drop_path_prob = config.drop_path * epoch / max(config.epochs, 1)
+
+    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig) -> LossOutput:
+        x, y = batch
+        logits, aux = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        if aux is not None:
+            loss = loss + config.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=config.label_smoothing)
+        return LossOutput(loss, {"accuracy": _accuracy(logits, y)})
+
+    @torch.no_grad()
+    def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
+        x, y = batch
+        out = model(x) if weights is None else model(x, weights)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        correct = (logits.argmax(dim=1) == y).sum()
+        return torch.stack([correct.double(), torch.full_like(loss, len(y), dtype=torch.float64), loss.double()])
+
+    def summarize(self, sums: torch.Tensor) -> dict[str, float]:
+        correct, count, loss = sums.tolist()
+        accuracy = 100.0 * correct / max(count, 1)
+        return {"accuracy": accuracy, "error": 100.0 - accuracy, "loss": loss / max(count, 1), "count": int(count)}
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (logits.detach().argmax(dim=1) == y).float().mean().item()

@@ -1,0 +1,41 @@
+"""Search spaces: ops, cells, networks, genotypes and cost counting."""
+
+from .cell import Cell, SearchCell, active_ops, drop_path
+from .cnn import AuxiliaryHeadCIFAR, NetworkCIFAR, SearchNetwork
+from .cost import MacCount, count_macs, count_parameters
+from .errors import ConfigError, DataNotFoundError, UserError
+from .genotype import DARTS_V1, DARTS_V2, SPACES, CellGenotype, Genotype, GenotypeError, SearchSpace, prune_cell
+from .ops import OPS, PRIMITIVES, make_op
+from .registry import Registry, UnknownNameError
+from .weighting import EdgeWeights, LossOutput
+
+__all__ = [
+    "DARTS_V1",
+    "DARTS_V2",
+    "OPS",
+    "PRIMITIVES",
+    "SPACES",
+    "AuxiliaryHeadCIFAR",
+    "ConfigError",
+    "DataNotFoundError",
+    "UserError",
+    "Cell",
+    "CellGenotype",
+    "Genotype",
+    "GenotypeError",
+    "MacCount",
+    "NetworkCIFAR",
+    "EdgeWeights",
+    "LossOutput",
+    "Registry",
+    "SearchCell",
+    "SearchNetwork",
+    "SearchSpace",
+    "UnknownNameError",
+    "active_ops",
+    "count_macs",
+    "count_parameters",
+    "drop_path",
+    "make_op",
+    "prune_cell",
+]

@@ -1,0 +1,124 @@
+"""DAG cells: the search cell (every edge mixes all ops) and the final cell (a genotype).
+
+The search cell implements **sparse execution**: an edge computes only the ops whose weight
+is non-zero, and the zero op never. Dense weightings (DARTS softmax) therefore run every
+non-zero op, while sampled weightings (GDAS, EGS, random search) pay only for what they
+sample. Gradients reach the weights of the ops that ran; an op that did not run contributes
+no gradient (for straight-through estimators this drops the term <dL/dy, op_k(x)> of the
+unsampled ops, exactly as GDAS's one-op-per-edge execution does).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .genotype import CellGenotype, SearchSpace
+from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+
+__all__ = ["Cell", "SearchCell", "active_ops", "drop_path"]
+
+
+def active_ops(weights: torch.Tensor, zero_index: int | None) -> list[list[int]]:
+    """Indices of the non-zero, non-zero-op entries of each row of ``weights`` ``(E, K)``.
+
+    One host transfer per cell type and forward pass, shared by all cells of that type.
+    """
+    mask = weights.detach() != 0
+    if zero_index is not None:
+        mask[:, zero_index] = False
+    return [row.nonzero().flatten().tolist() for row in mask.cpu()]
+
+
+def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
+    # After a reduction cell s0 is twice the resolution of s1, so it is factorized down.
+    pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
+    return pre0, ReLUConvBN(c_p, c, 1, 1, 0, affine)
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge; sums ``w_k * op_k(x)`` over the active ``k`` only."""
+
+    def __init__(self, op_names: tuple[str, ...], channels: int, stride: int):
+        super().__init__()
+        self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False) for name in op_names)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: list[int]) -> torch.Tensor | None:
+        out = None
+        for k in active:
+            y = weights[k] * self.ops[k](x)
+            out = y if out is None else out + y
+        return out
+
+
+class SearchCell(nn.Module):
+    """A search cell of ``space``: output = concat of all intermediate nodes, ``n_nodes * C`` channels."""
+
+    def __init__(self, space: SearchSpace, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.space = space
+        self.reduction = reduction
+        self.preprocess0, self.preprocess1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=False)
+        self.edges = nn.ModuleList(
+            MixedEdge(space.ops, c, stride=2 if reduction and src < space.n_inputs else 1) for src, _ in space.edges
+        )
+
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, active: list[list[int]]
+    ) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]  # each (B, C, H, W)
+        stride = 2 if self.reduction else 1
+        e = 0
+        for dst in self.space.intermediate_nodes:
+            node = None
+            for src in range(dst):
+                y = self.edges[e](states[src], weights[e], active[e])
+                if y is not None:
+                    node = y if node is None else node + y
+                e += 1
+            # Every edge into this node was zero: the node is zeros of the cell's output size.
+            states.append(node if node is not None else torch.zeros_like(states[0][:, :, ::stride, ::stride]))
+        return torch.cat(states[self.space.n_inputs :], dim=1)  # (B, n_nodes * C, H/stride, W/stride)
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (out-of-place)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class Cell(nn.Module):
+    """A final-network cell built from one cell genotype (any in-degree, several ops per edge)."""
+
+    def __init__(
+        self, genotype: CellGenotype, n_inputs: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+    ):
+        super().__init__()
+        if n_inputs != 2:
+            raise ValueError(f"CNN cells take exactly 2 inputs, got n_inputs={n_inputs}")
+        self.reduction = reduction
+        self.preprocess0, self.preprocess1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=True)
+        self.links = [(src, dst) for src, dst, _ in genotype.edges]
+        self.ops = nn.ModuleList(
+            make_op(op, c, 2 if reduction and src < n_inputs else 1, affine=True) for src, _, op in genotype.edges
+        )
+        self.nodes = sorted({dst for _, dst in self.links})
+        self.concat = list(genotype.concat)
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        for dst in self.nodes:
+            node = None
+            for (src, d), op in zip(self.links, self.ops):
+                if d != dst:
+                    continue
+                y = op(states[src])
+                if self.training and not isinstance(op, Identity):
+                    y = drop_path(y, drop_prob)
+                node = y if node is None else node + y
+            states[dst] = node
+        return torch.cat([states[n] for n in self.concat], dim=1)  # (B, len(concat) * C, H', W')

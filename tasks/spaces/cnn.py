@@ -1,0 +1,203 @@
+"""DARTS-style convolutional networks: the search supernet and the final network.
+
+Code origin: quark0/darts ``cnn/model_search.py`` (``Network``) and ``cnn/model.py``
+(``NetworkCIFAR``, ``AuxiliaryHeadCIFAR``). Both stack ``layers`` cells after a 3x3 stem
+with ``3 * C`` channels, double the channels and halve the resolution at ``layers // 3``
+and ``2 * layers // 3`` (reduction cells), then global-average-pool into a linear
+classifier. The search network takes edge weights from its caller on every forward pass
+(``forward(x, weights)``, one ``(E, K)`` tensor per cell type, shared by all cells of that
+type); the final network is built from a :class:`Genotype` and supports drop path and the
+auxiliary head.
+
+Deviation: the final network accepts any genotype of the ``dag`` space (several ops per
+edge, any in-degree, any concat), of which DARTS genotypes are a special case; parameter
+counts for DARTS genotypes match the original exactly (see tests).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .cell import Cell, SearchCell, active_ops
+from .cost import count_macs, count_parameters
+from .genotype import Genotype, SearchSpace
+
+__all__ = ["AuxiliaryHeadCIFAR", "NetworkCIFAR", "SearchNetwork"]
+
+STEM_MULTIPLIER = 3
+
+
+def _stem(in_channels: int, c: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+
+def _is_reduction(i: int, layers: int) -> bool:
+    return i in (layers // 3, 2 * layers // 3)
+
+
+class SearchNetwork(nn.Module):
+    """The DARTS CNN supernet over ``space``.
+
+    Args:
+        space: the search space (ops, cell types ``normal``/``reduce``, edges).
+        channels: initial channels C (16 in the DARTS search).
+        num_classes: classifier outputs.
+        layers: number of cells L (8 in the DARTS search).
+        in_channels: image channels.
+        image_size: side of the (square) input, used for cost measurement only.
+
+    Examples:
+        >>> from tasks.spaces import SPACES
+        >>> space = SPACES.get("darts")
+        >>> net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
+        >>> w = {t: torch.full((space.num_edges, space.num_ops), 1 / space.num_ops) for t in space.cell_types}
+        >>> net(torch.zeros(2, 3, 16, 16), w).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        channels: int,
+        num_classes: int,
+        layers: int,
+        in_channels: int = 3,
+        image_size: int = 32,
+    ):
+        super().__init__()
+        if tuple(space.cell_types) != ("normal", "reduce"):
+            raise ValueError(f"SearchNetwork needs cell types ('normal', 'reduce'), space has {space.cell_types}")
+        self.space = space
+        self.input_shape = (in_channels, image_size, image_size)
+        c_curr = STEM_MULTIPLIER * channels
+        self.stem = _stem(in_channels, c_curr)
+        c_pp, c_p, c_curr = c_curr, c_curr, channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = _is_reduction(i, layers)
+            c_curr = c_curr * 2 if reduction else c_curr
+            self.cells.append(SearchCell(space, c_pp, c_p, c_curr, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, space.n_nodes * c_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+        zero = space.zero_op
+        self._zero_index = space.op_index(zero) if zero in space.ops else None
+
+    def cell_type(self, cell: SearchCell) -> str:
+        return "reduce" if cell.reduction else "normal"
+
+    def forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        active = {t: active_ops(w, self._zero_index) for t, w in weights.items()}
+        s0 = s1 = self.stem(x)  # (B, 3C, H, W)
+        for cell in self.cells:
+            t = self.cell_type(cell)
+            s0, s1 = s1, cell(s0, s1, weights[t], active[t])
+        return self.classifier(self.global_pooling(s1).flatten(1))  # (B, num_classes)
+
+    @torch.no_grad()
+    def op_costs(self, metric: str = "macs") -> dict[str, torch.Tensor]:
+        """Cost of each op at each edge, summed over all cells of a type: ``{cell_type: (E, K)}``.
+
+        ``metric`` is ``"macs"`` (multiply-accumulates for one input, pools included) or
+        ``"params"``. The zero op and identity cost 0.
+        """
+        E, K = self.space.num_edges, self.space.num_ops
+        costs = {t: torch.zeros(E, K, dtype=torch.float64) for t in self.space.cell_types}
+        if metric == "params":
+            per_module = {name: p.numel() for name, p in self.named_parameters()}
+        elif metric == "macs":
+            ones = {t: torch.ones(E, K) for t in self.space.cell_types}
+            was_training = self.training
+            self.eval()
+            device = next(self.parameters()).device
+            ones = {t: w.to(device) for t, w in ones.items()}
+            per_module = count_macs(self, torch.zeros(1, *self.input_shape, device=device), ones).per_module
+            self.train(was_training)
+        else:
+            raise ValueError(f"unknown cost metric {metric!r}; use 'macs' or 'params'")
+        for name, value in per_module.items():
+            parts = name.split(".")
+            # cells.{i}.edges.{e}.ops.{k}.<rest>
+            if len(parts) > 6 and parts[0] == "cells" and parts[2] == "edges" and parts[4] == "ops":
+                cell = self.cells[int(parts[1])]
+                costs[self.cell_type(cell)][int(parts[3]), int(parts[5])] += value
+        return costs
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on the 8x8 feature map after cell ``2L // 3``."""
+
+    def __init__(self, c: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),  # 8x8 -> 2x2
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=False),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class NetworkCIFAR(nn.Module):
+    """The final CIFAR network for a genotype (DARTS evaluation network).
+
+    ``forward`` returns ``(logits, aux_logits)``; ``aux_logits`` is None unless the network
+    has an auxiliary head and is training. ``drop_path_prob`` is set by the training loop.
+    Parameter counts exclude the auxiliary head (``count_parameters``), as DARTS reports.
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        channels: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool = False,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        self.drop_path_prob = 0.0
+        c_curr = STEM_MULTIPLIER * channels
+        self.stem = _stem(in_channels, c_curr)
+        c_pp, c_p, c_curr = c_curr, c_curr, channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        c_aux = None
+        for i in range(layers):
+            reduction = _is_reduction(i, layers)
+            c_curr = c_curr * 2 if reduction else c_curr
+            cell_genotype = genotype["reduce" if reduction else "normal"]
+            cell = Cell(cell_genotype, 2, c_pp, c_p, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == 2 * layers // 3:
+                c_aux = c_p
+        self.aux_index = 2 * layers // 3
+        self.auxiliary = AuxiliaryHeadCIFAR(c_aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary is not None and self.training:
+                aux = self.auxiliary(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+
+    def num_parameters(self) -> int:
+        return count_parameters(self)

@@ -1,0 +1,26 @@
+"""The edge-weighting protocol between methods and tasks.
+
+A supernet's ``forward(x, weights)`` takes :data:`EdgeWeights`: one ``(E, K)`` tensor per
+cell type, produced by a method once per forward pass and shared by every cell of that
+type. A task's search loss returns a :class:`LossOutput`. These two types are all a method
+and a task know of each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+__all__ = ["EdgeWeights", "LossOutput"]
+
+EdgeWeights = Mapping[str, torch.Tensor]  # cell type -> (E, K)
+
+
+@dataclass
+class LossOutput:
+    """A task's loss for one batch and detached batch metrics (e.g. ``{"accuracy": 53.1}``)."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,191 @@
+"""Image data shared by the vision tasks: reading, caching and batch-wise augmentation.
+
+Images are held in memory as one ``uint8`` tensor ``(N, 3, H, W)`` per split (CIFAR-10 is
+180 MB) and augmented a batch at a time in the loader's ``collate_fn``, so a search step
+never waits on per-image PIL transforms. Readers:
+
+- an ImageFolder tree ``<root>/<split>/<class>/*.jpg|png`` (classes sorted by name), or a
+  ``.tar`` / ``.tar.gz`` archive of one (read in place, never extracted);
+- an ``.npz`` of JPEG bytes (the embedded demo subset, see ``scripts/make_demo_data.py``).
+
+Decoded folders and archives are cached as ``.npy`` under ``$EGSBENCH_CACHE`` (default
+``~/.cache/egsbench``), keyed by path, size and modification time, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "BatchAugment",
+    "ImageSplit",
+    "cache_dir",
+    "read_image_folder",
+    "read_jpeg_npz",
+    "sha256_file",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class ImageSplit:
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ImageSplit:
+        return ImageSplit(self.images[index], self.labels[index])
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EGSBENCH_CACHE", Path.home() / ".cache" / "egsbench"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+
+
+def _stack(images: list[np.ndarray], labels: list[int]) -> ImageSplit:
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+    return ImageSplit(x, torch.tensor(labels, dtype=torch.int64))
+
+
+def _read_tree(root: Path, splits: tuple[str, ...]) -> tuple[dict[str, ImageSplit], list[str]]:
+    classes = sorted(p.name for p in (root / splits[0]).iterdir() if p.is_dir())
+    out = {}
+    for split in splits:
+        images, labels = [], []
+        for label, name in enumerate(classes):
+            for f in sorted((root / split / name).iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(_decode(f.read_bytes()))
+                    labels.append(label)
+        out[split] = _stack(images, labels)
+    return out, classes
+
+
+def _read_tar(path: Path, splits: tuple[str, ...]) -> tuple[dict[str, ImageSplit], list[str]]:
+    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in splits}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if parts and parts[0] == ".":
+                parts = parts[1:]
+            # Accept <split>/<class>/<file> with or without one leading top-level folder.
+            if len(parts) == 4 and parts[1] in splits:
+                parts = parts[1:]
+            if not member.isfile() or len(parts) != 3 or parts[0] not in splits:
+                continue
+            if Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
+                found[parts[0]].setdefault(parts[1], []).append((parts[2], tar.extractfile(member).read()))
+    classes = sorted(found[splits[0]])
+    if not classes:
+        raise FileNotFoundError(f"{path} holds no <split>/<class>/<image> entries for splits {splits}")
+    out = {}
+    for split in splits:
+        images, labels = [], []
+        for label, name in enumerate(classes):
+            for _, data in sorted(found[split].get(name, [])):
+                images.append(_decode(data))
+                labels.append(label)
+        out[split] = _stack(images, labels)
+    return out, classes
+
+
+def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "test")) -> tuple[dict, list[str]]:
+    """Read an ImageFolder tree (or a tar archive of one) into memory, through the cache.
+
+    Returns ``({split: ImageSplit}, class_names)``.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{splits}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "decoded" / f"{path.name}-{key}.npz"
+    if cached.exists():
+        with np.load(cached) as z:
+            data = {s: ImageSplit(torch.from_numpy(z[f"{s}_x"]), torch.from_numpy(z[f"{s}_y"])) for s in splits}
+            return data, [str(c) for c in z["classes"]]
+    data, classes = _read_tar(path, splits) if path.is_file() else _read_tree(path, splits)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")
+    arrays = {f"{s}_x": d.images.numpy() for s, d in data.items()} | {f"{s}_y": d.labels.numpy() for s, d in data.items()}
+    np.savez(tmp, classes=np.array(classes), **arrays)
+    os.replace(tmp, cached)  # atomic: a concurrent reader sees the old state or the whole file
+    return data, classes
+
+
+def read_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:
+    """Read an npz of JPEG bytes: ``<split>_jpeg`` (uint8), ``<split>_offsets``, ``<split>_labels``, ``classes``."""
+    with np.load(path) as z:
+        classes = [str(c) for c in z["classes"]]
+        splits = [k[: -len("_jpeg")] for k in z.files if k.endswith("_jpeg")]
+        out = {}
+        for s in splits:
+            blob, offsets = z[f"{s}_jpeg"].tobytes(), z[f"{s}_offsets"]
+            images = [_decode(blob[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+            out[s] = _stack(images, z[f"{s}_labels"].tolist())
+    return out, classes
+
+
+class BatchAugment:
+    """``collate_fn`` that turns ``uint8`` samples into a normalised float batch, augmenting if asked.
+
+    Order as torchvision's DARTS pipeline: zero-pad + random crop, horizontal flip,
+    normalise, then cutout (one square hole of ``cutout`` pixels, centre uniform over the
+    image, clipped at the border; p = 1).
+    """
+
+    def __init__(self, mean, std, crop_padding: int = 0, flip: bool = False, cutout: int = 0):
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
+
+    def __call__(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([s[0] for s in samples]).float().div_(255.0)  # (B, 3, H, W)
+        y = torch.stack([s[1] for s in samples])
+        B, _, H, W = x.shape
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy, dx = torch.randint(0, 2 * p + 1, (2, B))
+            rows = (dy[:, None] + torch.arange(H))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx[:, None] + torch.arange(W))[:, None, None, :]  # (B, 1, 1, W)
+            x = padded[torch.arange(B)[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols]
+        if self.flip:
+            flip = torch.rand(B) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = (x - self.mean) / self.std
+        if self.cutout:
+            cy, cx = torch.randint(0, H, (B,)), torch.randint(0, W, (B,))
+            half = self.cutout // 2
+            ys, xs = torch.arange(H)[None, :, None], torch.arange(W)[None, None, :]
+            # Exact DARTS Cutout box: rows [cy - half, cy + half), cols likewise.
+            hole = (
+                (ys >= (cy - half)[:, None, None])
+                & (ys < (cy + half)[:, None, None])
+                & (xs >= (cx - half)[:, None, None])
+                & (xs < (cx + half)[:, None, None])
+            )
+            x = x * (~hole)[:, None].float()
+        return x, y
