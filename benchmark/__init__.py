@@ -4,4 +4,13 @@ from .config import ExperimentConfig, load_config
 from .registry import METHODS, SPACES, TASKS, load_plugins
 from .runner import RunResult, run_experiment
 
-__all__ = ["METHODS", "SPACES", "TASKS", "ExperimentConfig", "RunResult", "load_config", "load_plugins", "run_experiment"]
+__all__ = [
+    "METHODS",
+    "SPACES",
+    "TASKS",
+    "ExperimentConfig",
+    "RunResult",
+    "load_config",
+    "load_plugins",
+    "run_experiment",
+]

@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="search -> derive -> evaluate one config")
-    run.add_argument("config", help="a YAML path or a bundled name such as smoke/egs-cifar10 (see: egsbench list configs)")
+    run.add_argument(
+        "config", help="a YAML path or a bundled name such as smoke/egs-cifar10 (see: egsbench list configs)"
+    )
     run.add_argument("--out", required=True, type=Path, help="run folder to write (config, genotype, curves, record)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set method.M=4 (repeatable)")  # fmt: skip
@@ -96,8 +98,9 @@ def _demo(args) -> int:
         cfg = load_config(name)
         folder = out / name.replace("/", "-")
         records.append(run_experiment(cfg, folder, progress=not args.no_progress).record)
-    print(f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({records[0]['data']['sizes']['train']} train / "
-          f"{records[0]['data']['sizes']['test']} test images), CPU-sized networks; not comparable to paper numbers.")  # fmt: skip
+    sizes = records[0]["data"]["sizes"]
+    print(f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({sizes['train']} train / {sizes['test']} test images), "
+          "CPU-sized networks; not comparable to paper numbers.")  # fmt: skip
     print(results_table(records))
     print(f"total wall time {time.perf_counter() - start:.0f} s; run folders under {out}")
     return 0

@@ -167,7 +167,9 @@ def parse_config(data: dict) -> ExperimentConfig:
         task_name=task_name,
         task=build_dataclass(task_cls.config_class, task_block, "task"),
         search=build_dataclass(SearchConfig, data.get("search"), "search"),
-        evaluate=build_dataclass(getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate"),
+        evaluate=build_dataclass(
+            getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate"
+        ),
         space=space,
         preset=preset,
         seed=_check_type(data.get("seed", 0), int, "seed"),

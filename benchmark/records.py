@@ -16,9 +16,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "atomic_write_text", "manifest", "write_csv", "write_json"]
 

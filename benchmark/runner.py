@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -247,7 +248,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         "evaluate": final["cost"],
         "data": {"source": data.source, "sha256": data.sha256, "sizes": dict(data.sizes)},
         "manifest": manifest(_device_name(accelerator)),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if accelerator.is_main_process:
         genotype.save(out_dir / "genotype.json")

@@ -1,8 +1,7 @@
 """Search methods: how architecture parameters become edge weights, are updated, and derive a genotype."""
 
+from . import egs  # noqa: E402,F401  (registers "egs")
 from .base import LossOutput, SearchConfig, SearchContext, SearchMethod, StepStats
 from .registry import METHODS
-
-from . import egs  # noqa: E402,F401  (registers "egs")
 
 __all__ = ["METHODS", "LossOutput", "SearchConfig", "SearchContext", "SearchMethod", "StepStats"]

@@ -10,8 +10,9 @@ under the runner). It never imports a task or the harness.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -99,11 +100,9 @@ class SearchMethod(Protocol):
     def derive(self, score: ScoreFn) -> Genotype:
         """The final architecture; ``score`` evaluates candidate edge weights on search-validation data."""
 
-    def state_dict(self) -> dict:
-        ...
+    def state_dict(self) -> dict: ...
 
-    def load_state_dict(self, state: dict) -> None:
-        ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def weight_parameters(model: nn.Module) -> list[nn.Parameter]:

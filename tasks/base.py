@@ -7,8 +7,9 @@ the method's :class:`~methods.base.SearchContext`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -69,14 +70,11 @@ class Task(Protocol):
     ) -> DataLoader:
         """A loader over ``split`` (one of ``SPLITS``) with that split's augmentation (``recipe`` for "train")."""
 
-    def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> nn.Module:
-        ...
+    def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> nn.Module: ...
 
-    def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput:
-        ...
+    def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput: ...
 
-    def build_network(self, genotype: Genotype, config: TrainConfig) -> nn.Module:
-        ...
+    def build_network(self, genotype: Genotype, config: TrainConfig) -> nn.Module: ...
 
     def example_input(self) -> torch.Tensor:
         """One input sample with a batch axis, for MAC counting."""
@@ -84,8 +82,7 @@ class Task(Protocol):
     def start_epoch(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
         """Per-epoch recipe state such as the drop-path probability."""
 
-    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig) -> LossOutput:
-        ...
+    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig) -> LossOutput: ...
 
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
         """Metric sums of one batch as a 1-D tensor (summed across batches and processes)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,24 @@ class CIFAR10Config:
     split_seed: int = 0  # permutation behind the search-train/search-val halves and the limits
 
 
-def _load_torchvision(root: Path, download: bool) -> dict[str, ImageSplit]:
-    from torchvision.datasets import CIFAR10 as TV
-
+def _read_pickles(folder: Path) -> dict[str, ImageSplit]:
+    """Read the official python-pickle batches (``data_batch_1..5``, ``test_batch``) in ``folder``."""
     out = {}
-    for split, train in (("train", True), ("test", False)):
-        ds = TV(str(root), train=train, download=download)
-        out[split] = ImageSplit(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        images, labels = [], []
+        for name in names:
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).view(-1, 3, 32, 32))
+            labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
+        out[split] = ImageSplit(torch.cat(images), torch.cat(labels))
     return out
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
+
+    TorchvisionCIFAR10(str(root), train=True, download=True)  # fetches and checks the md5 of the archive
 
 
 def _is_image_folder(path: Path) -> bool:
@@ -78,16 +89,17 @@ def load_cifar10(data_dir: str | None, download: bool) -> tuple[dict[str, ImageS
         data, _ = read_jpeg_npz(EMBEDDED_DATA)
         return data, f"embedded:{EMBEDDED_DATA.name}"
     root = Path(os.path.expanduser(data_dir or default_data_dir()))
-    if (root / "cifar-10-batches-py").is_dir() or root.name == "cifar-10-batches-py":
-        base = root.parent if root.name == "cifar-10-batches-py" else root
-        return _load_torchvision(base, download=False), f"torchvision:{base}"
+    batches = root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+    if batches.is_dir():
+        return _read_pickles(batches), f"torchvision:{batches}"
     if root.is_file() and root.name.endswith((".tar", ".tar.gz", ".tgz")):
         return read_image_folder(root)[0], f"imagefolder-tar:{root}"
     if _is_image_folder(root):
         return read_image_folder(root)[0], f"imagefolder:{root}"
     if download:
         try:
-            return _load_torchvision(root, download=True), f"torchvision:{root}"
+            _download(root)
+            return _read_pickles(root / "cifar-10-batches-py"), f"torchvision:{root / 'cifar-10-batches-py'}"
         except Exception as err:  # network errors come in many types; the message is what matters
             raise DataNotFoundError(
                 f"CIFAR-10 download into {root} failed ({type(err).__name__}: {err}); copy the data there "

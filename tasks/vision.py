@@ -129,7 +129,9 @@ def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "tes
     data, classes = _read_tar(path, splits) if path.is_file() else _read_tree(path, splits)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")
-    arrays = {f"{s}_x": d.images.numpy() for s, d in data.items()} | {f"{s}_y": d.labels.numpy() for s, d in data.items()}
+    arrays = {f"{s}_x": d.images.numpy() for s, d in data.items()} | {
+        f"{s}_y": d.labels.numpy() for s, d in data.items()
+    }
     np.savez(tmp, classes=np.array(classes), **arrays)
     os.replace(tmp, cached)  # atomic: a concurrent reader sees the old state or the whole file
     return data, classes
@@ -143,7 +145,7 @@ def read_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:
         out = {}
         for s in splits:
             blob, offsets = z[f"{s}_jpeg"].tobytes(), z[f"{s}_offsets"]
-            images = [_decode(blob[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+            images = [_decode(blob[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
             out[s] = _stack(images, z[f"{s}_labels"].tolist())
     return out, classes
 

@@ -113,7 +113,7 @@ class Cell(nn.Module):
         states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
         for dst in self.nodes:
             node = None
-            for (src, d), op in zip(self.links, self.ops):
+            for (src, d), op in zip(self.links, self.ops, strict=True):
                 if d != dst:
                     continue
                 y = op(states[src])

@@ -16,7 +16,7 @@ counts for DARTS genotypes match the original exactly (see tests).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -19,9 +19,9 @@ in-degree and several ops per edge.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from .errors import UserError
 from .ops import PRIMITIVES
@@ -71,9 +71,7 @@ class SearchSpace:
 
     def __post_init__(self):
         # Destination-major order, as DARTS enumerates them: (0,2) (1,2) (0,3) (1,3) (2,3) ...
-        edges = tuple(
-            (src, dst) for dst in range(self.n_inputs, self.n_inputs + self.n_nodes) for src in range(dst)
-        )
+        edges = tuple((src, dst) for dst in range(self.n_inputs, self.n_inputs + self.n_nodes) for src in range(dst))
         object.__setattr__(self, "edges", edges)
 
     @property

@@ -16,7 +16,7 @@ PyTorch, quark0/darts#109); the values computed are identical.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, Generic, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .errors import UnknownNameError
+
+T = TypeVar("T")
 
 __all__ = ["Registry", "UnknownNameError", "unknown_name_message"]
 

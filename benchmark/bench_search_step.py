@@ -1,0 +1,106 @@
+"""Time one search step (forward + backward) of the DARTS CNN supernet under different edge weightings.
+
+EGS codes at M = 1 and M = 7 (sparse execution: only sampled ops run) against dense
+softmax weighting (DARTS: every op runs) on the same supernet, in one process, with the
+variants interleaved round by round so that machine noise hits them alike. Reports the
+median time per variant and its ratio to the dense step.
+
+    python -m benchmark.bench_search_step                # C=16, 8 cells, batch 64 (the DARTS search net)
+    python -m benchmark.bench_search_step --channels 8 --layers 5 --batch 32 --rounds 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from methods import SearchConfig, SearchContext
+from methods.egs import EGS, EGSConfig
+from tasks.spaces import SPACES, SearchNetwork
+
+__all__ = ["main", "time_variants"]
+
+
+def _egs(model: SearchNetwork, M: int, lam: float) -> EGS:
+    method = EGS(EGSConfig(M=M, lam=lam))
+    method.setup(
+        SearchContext(
+            model=model, space=model.space, loss=None, config=SearchConfig(), steps_per_epoch=1, op_costs=model.op_costs
+        )  # fmt: skip
+    )
+    return method
+
+
+def time_variants(channels: int, layers: int, batch: int, rounds: int, threads: int | None = None) -> dict:
+    """Median seconds per forward+backward step for each weighting, and the ratio to dense."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    space = SPACES.get("dag")
+    model = SearchNetwork(space, channels, 10, layers)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    alphas = {t: (1e-3 * torch.randn(space.num_edges, space.num_ops)).requires_grad_() for t in space.cell_types}
+    methods = {"egs_m1": _egs(model, 1, 0.5), "egs_m7": _egs(model, 7, 0.5), "egs_m1_lam1": _egs(model, 1, 1.0)}
+
+    def step(weights_fn: Callable[[], dict]) -> Callable[[], float]:
+        def run() -> float:
+            model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            weights = weights_fn()
+            F.cross_entropy(model(x, weights), y).backward()
+            return time.perf_counter() - start
+
+        return run
+
+    variants = {"dense_softmax": step(lambda: {t: torch.softmax(a, dim=-1) for t, a in alphas.items()})}
+    variants |= {name: step(m.sample) for name, m in methods.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for run in variants.values():  # warm-up round, not timed
+        run()
+    for _ in range(rounds):
+        for name, run in variants.items():
+            times[name].append(run())
+    dense = statistics.median(times["dense_softmax"])
+    return {
+        "config": {
+            "channels": channels,
+            "layers": layers,
+            "batch": batch,
+            "rounds": rounds,
+            "threads": torch.get_num_threads(),
+        },  # fmt: skip
+        "median_s": {name: statistics.median(t) for name, t in times.items()},
+        "ratio_to_dense": {name: statistics.median(t) / dense for name, t in times.items()},
+        "times_s": times,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=str, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    result = time_variants(args.channels, args.layers, args.batch, args.rounds, args.threads)
+    cfg = result["config"]
+    print(f"search step (forward + backward), C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
+          f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
+    for name, median in result["median_s"].items():
+        print(f"  {name:14s} median {median:8.3f} s   ratio to dense {result['ratio_to_dense'][name]:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The command line: listings, and every bad-input case exits 2 with one `error:` line and no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.config import bundled_configs
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "what, expected", [("methods", "egs"), ("tasks", "cifar10"), ("spaces", "dag"), ("configs", "smoke/egs-cifar10")]
+)
+def test_list(what, expected, capsys):
+    assert main(["list", what]) == 0
+    assert expected in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "method.name=gdass"], "unknown method 'gdass'"),
+        (["--set", "task.name=cifar100"], "unknown task 'cifar100'; did you mean 'cifar10'?"),
+        (["--set", "method.lamda=0.3"], "unknown config key method.lamda; did you mean method.lam?"),
+        (["--set", "search.epochs=two"], "'search.epochs' must be int"),
+        (["--set", "task.data_dir=/nonexistent/cifar"], "CIFAR-10 not found at /nonexistent/cifar"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("run", "smoke/egs-cifar10", *args, "--out", str(out), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (out / "record.json").exists() and not (out / "config.yaml").exists()  # nothing half-written
+
+
+def test_unknown_config_name_lists_the_closest_bundled_one(tmp_path):
+    proc = run_cli("run", "smokey/egs-cifar10", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "error: unknown config 'smokey/egs-cifar10'; did you mean 'smoke/egs-cifar10'? Valid configs: "
+        + ", ".join(bundled_configs())
+        + " (or pass the path of a YAML file)"
+    )
+
+
+def test_usage_errors_exit_non_zero():
+    proc = run_cli("list", "widgets")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr

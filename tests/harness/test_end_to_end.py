@@ -1,0 +1,78 @@
+"""search -> derive -> evaluate through the public entry points, on the embedded and the real CIFAR-10."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from benchmark.cli import main
+from benchmark.config import load_config
+from benchmark.runner import run_experiment
+from tasks.spaces import SPACES, Genotype, UserError
+
+RECORD_KEYS = {"schema_version", "method", "task", "space", "preset", "seed", "config_hash", "metrics", "genotype",
+               "search", "evaluate", "data", "manifest", "created"}  # fmt: skip
+
+
+def check_run_folder(folder, cfg):
+    record = json.loads((folder / "record.json").read_text())
+    assert RECORD_KEYS <= set(record)
+    assert (record["method"], record["task"], record["preset"], record["seed"]) == (
+        cfg.method_name, cfg.task_name, cfg.preset, cfg.seed)  # fmt: skip
+    m = record["metrics"]
+    assert 0.0 <= m["test_accuracy"] <= 100.0 and m["test_error"] == pytest.approx(100.0 - m["test_accuracy"])
+    assert m["params_m"] > 0 and m["macs_m"] > 0
+    assert record["search"]["wall_time_s"] > 0 and record["search"]["steps"] > 0
+    assert {"torch", "accelerate", "egs-bench"} <= set(record["manifest"]["packages"])
+    assert record["manifest"]["device"]
+    assert len(record["data"]["sha256"]) == 64
+    genotype = Genotype.load(folder / "genotype.json")
+    SPACES.get(record["space"]).validate(genotype)
+    assert genotype.to_dict() == record["genotype"]
+    assert yaml.safe_load((folder / "config.yaml").read_text()) == cfg.to_dict()
+    for cell_type in ("normal", "reduce"):
+        png = (folder / f"cell_{cell_type}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    search_rows = list(csv.DictReader(open(folder / "search_curves.csv")))
+    eval_rows = list(csv.DictReader(open(folder / "eval_curves.csv")))
+    assert len(search_rows) == cfg.search.epochs and len(eval_rows) == cfg.evaluate.epochs
+    assert {"loss", "accuracy", "tau", "lr", "ops_per_edge"} <= set(search_rows[0])
+    assert "test_accuracy" in eval_rows[-1]
+    assert not list(folder.glob(".*.tmp"))  # no temporary files left behind
+    return record
+
+
+def test_smoke_run_on_embedded_data(tmp_path):
+    cfg = load_config("smoke/egs-cifar10")
+    result = run_experiment(cfg, tmp_path / "run", progress=False)
+    record = check_run_folder(tmp_path / "run", cfg)
+    assert record["data"]["source"] == "embedded:cifar10_demo.npz"
+    assert result.record == record
+    with pytest.raises(UserError, match="already exists"):
+        run_experiment(cfg, tmp_path / "run", progress=False)
+
+
+def test_same_seed_gives_the_same_genotype_and_metrics(tmp_path):
+    cfg = load_config("smoke/egs-cifar10")
+    a = run_experiment(cfg, tmp_path / "a", progress=False).record
+    b = run_experiment(cfg, tmp_path / "b", progress=False).record
+    assert a["genotype"] == b["genotype"]
+    assert a["metrics"]["test_accuracy"] == b["metrics"]["test_accuracy"]
+    assert a["metrics"]["test_loss"] == b["metrics"]["test_loss"]
+
+
+@pytest.mark.slow
+def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
+    out = tmp_path / "real"
+    args = ["run", "smoke/egs-cifar10", "--out", str(out), "--no-progress", "--set", f"task.data_dir={cifar_tar}",
+            "--set", "task.train_limit=1024", "--set", "task.test_limit=512"]  # fmt: skip
+    assert main(args) == 0
+    cfg = load_config("smoke/egs-cifar10", [a for a in args if "=" in a])
+    record = check_run_folder(out, cfg)
+    assert record["data"]["source"] == f"imagefolder-tar:{cifar_tar}"
+    assert record["data"]["sizes"] == {"search-train": 512, "search-val": 512, "train": 1024, "test": 512}
+    printed = capsys.readouterr().out
+    assert "test acc (%)" in printed and "egs" in printed

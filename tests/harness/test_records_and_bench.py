@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.bench_search_step import time_variants
+from benchmark.records import atomic_write_text, manifest, write_csv, write_json
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "record.json"
+    write_json(path, {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})  # not serialisable: fails before anything is written
+    with pytest.raises(TypeError):
+        atomic_write_text(path, None)  # fails while writing the temporary file
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_write_csv_unions_columns(tmp_path):
+    write_csv(tmp_path / "c.csv", [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5, "test_accuracy": 40.0}])
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert lines[0] == "epoch,loss,test_accuracy" and lines[2] == "1,0.5,40.0"
+
+
+def test_manifest_names_versions_and_device():
+    m = manifest("cpu")
+    assert m["device"] == "cpu" and m["packages"]["torch"] and m["python"]
+
+
+def test_search_step_benchmark_runs_all_variants():
+    result = time_variants(channels=2, layers=3, batch=2, rounds=1, threads=None)
+    assert set(result["ratio_to_dense"]) == {"dense_softmax", "egs_m1", "egs_m7", "egs_m1_lam1"}
+    assert result["ratio_to_dense"]["dense_softmax"] == 1.0
+    assert all(len(t) == 1 and t[0] > 0 for t in result["times_s"].values())

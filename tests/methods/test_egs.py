@@ -1,0 +1,208 @@
+"""EGS: sampler statistics (paper Definition 1, Figure 1), resource constraint, search step, derivation."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from methods import METHODS, SearchConfig, SearchContext
+from methods.egs import EGS, EGSConfig, efficiency_credits, ensemble_gumbel_softmax
+from tasks.spaces import SPACES, ConfigError, LossOutput, SearchNetwork
+
+N = 200_000
+
+
+def _binomial_tolerance(p: float, n: int = N) -> float:
+    return 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma: a false failure is ~1 in 3.5 million
+
+
+def test_figure1_code_frequencies_for_two_samples():
+    g = torch.Generator().manual_seed(0)
+    codes = ensemble_gumbel_softmax(torch.log(torch.tensor([0.5, 0.5])).expand(N, 2), M=2, generator=g)
+    freq = Counter(map(tuple, codes.tolist()))
+    assert set(freq) == {(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)}
+    for code, p in {(1.0, 1.0): 0.5, (1.0, 0.0): 0.25, (0.0, 1.0): 0.25}.items():
+        assert abs(freq[code] / N - p) < _binomial_tolerance(p)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 7])
+def test_marginals_and_number_of_ones(M):
+    g = torch.Generator().manual_seed(M)
+    p = torch.tensor([0.05, 0.1, 0.15, 0.3, 0.4])
+    codes = ensemble_gumbel_softmax(torch.log(p).expand(N, 5), M=M, generator=g)
+    assert set(codes.unique().tolist()) <= {0.0, 1.0}  # exactly binary forward values
+    ones = codes.sum(dim=-1)
+    assert ones.min() >= 1 and ones.max() <= min(M, 5)
+    expected = 1 - (1 - p) ** M
+    for k in range(5):
+        assert abs(codes[:, k].mean().item() - expected[k].item()) < _binomial_tolerance(expected[k].item())
+
+
+def test_codes_are_exactly_binary_with_gradients():
+    logits = torch.randn(6, 8, requires_grad=True)
+    codes = ensemble_gumbel_softmax(torch.log_softmax(logits, -1), M=4, tau=0.7)
+    assert ((codes == 0) | (codes == 1)).all()
+    (codes * torch.randn(6, 8)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_same_generator_seed_gives_same_codes_and_bad_arguments_raise():
+    lp = torch.log_softmax(torch.randn(14, 8), -1)
+    a = ensemble_gumbel_softmax(lp, 7, generator=torch.Generator().manual_seed(3))
+    b = ensemble_gumbel_softmax(lp, 7, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="M must be at least 1"):
+        ensemble_gumbel_softmax(lp, 0)
+    with pytest.raises(ValueError, match="tau"):
+        ensemble_gumbel_softmax(lp, 2, tau=0.0)
+
+
+def test_efficiency_credits_favour_cheap_ops_and_sum_to_one():
+    cost = torch.tensor([[0.0, 1.0, 4.0, 10.0], [0.0, 0.0, 0.0, 0.0]])
+    credits = efficiency_credits(cost)
+    assert torch.allclose(credits.sum(-1), torch.ones(2))
+    assert (credits[0, :-1] > credits[0, 1:]).all()
+    assert torch.allclose(credits[1], torch.full((4,), 0.25))
+    assert efficiency_credits(cost, sharpness=4.0)[0, 0] > credits[0, 0]
+
+
+def _ctx(space_name="dag", layers=3, channels=4, **search):
+    space = SPACES.get(space_name)
+    model = SearchNetwork(space, channels, 10, layers)
+
+    def loss(m, batch, weights):
+        x, y = batch
+        logits = m(x, weights)
+        return LossOutput(F.cross_entropy(logits, y), {"accuracy": 0.0})
+
+    return SearchContext(model=model, space=space, loss=loss, config=SearchConfig(epochs=2, **search),
+                         steps_per_epoch=1, seed=0, op_costs=model.op_costs)  # fmt: skip
+
+
+def _batch(seed=0, n=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_registered_and_resource_constraint_mixes_credits():
+    assert METHODS.get("egs") is EGS
+    m = EGS(EGSConfig(lam=0.5))
+    m.setup(_ctx())
+    p = m.probabilities()["normal"]
+    h = torch.softmax(m.alphas["normal"], -1)
+    assert torch.allclose(p, 0.5 * h + 0.5 * m.credits_l["normal"])
+    assert torch.allclose(p.sum(-1), torch.ones(14))
+    k = m.ctx.space.op_index
+    assert (p[:, k("skip_connect")] > p[:, k("sep_conv_5x5")]).all()  # free ops get more mass
+    off = EGS(EGSConfig(lam=1.0))
+    off.setup(_ctx())
+    assert off.credits_l is None
+    assert torch.allclose(off.probabilities()["normal"], torch.softmax(off.alphas["normal"], -1))
+
+
+@pytest.mark.parametrize("bilevel", [False, True])
+def test_search_step_updates_weights_and_alpha(bilevel):
+    torch.manual_seed(0)
+    m = EGS(EGSConfig(M=3, bilevel=bilevel))
+    ctx = _ctx()
+    m.setup(ctx)
+    m.start_epoch(0)
+    before_w = [p.detach().clone() for p in ctx.model.parameters()]
+    before_a = {t: a.detach().clone() for t, a in m.alphas.items()}
+    stats = m.step(_batch(0), _batch(1))
+    assert math.isfinite(stats.loss) and 1.0 <= stats.extras["ops_per_edge"] <= 3.0
+    assert any(not torch.equal(a, b) for a, b in zip(before_w, ctx.model.parameters(), strict=True))
+    assert all(not torch.equal(before_a[t], m.alphas[t]) for t in before_a)
+
+
+def test_gradients_reach_alpha_through_the_supernet():
+    m = EGS(EGSConfig(M=2))
+    ctx = _ctx()
+    m.setup(ctx)
+    x, y = _batch()
+    F.cross_entropy(ctx.model(x, m.sample()), y).backward()
+    for t, alpha in m.alphas.items():
+        assert alpha.grad is not None and alpha.grad.abs().sum() > 0, t
+
+
+def test_normalize_divides_codes_by_their_sum():
+    m = EGS(EGSConfig(M=5, normalize=True))
+    m.setup(_ctx())
+    codes = m.sample(torch.Generator().manual_seed(0))
+    for c in codes.values():
+        assert torch.allclose(c.sum(-1), torch.ones(c.shape[0]))
+
+
+def test_derive_keeps_every_sampled_op_and_picks_the_best_scored_candidate():
+    m = EGS(EGSConfig(M=4, derive_candidates=6))
+    ctx = _ctx()
+    m.setup(ctx)
+    seen = []
+
+    def score(codes):
+        seen.append({t: c.clone() for t, c in codes.items()})
+        return float(codes["normal"].sum())  # prefers the densest candidate
+
+    genotype = m.derive(score)
+    ctx.space.validate(genotype)
+    assert len(seen) == 6
+    best = max(seen, key=lambda c: float(c["normal"].sum()))
+    assert genotype == m.genotype_from_codes(best)
+    # Several ops on one edge occur for M = 4 over 8 ops.
+    normal = genotype["normal"]
+    assert any(len(normal.ops_on(s, d)) > 1 for s, d, _ in normal.edges)
+    assert all(op != "none" for _, _, op in normal.edges)
+    # Seeded: the same alphas give the same genotype.
+    assert m.derive(score) == genotype
+
+
+def test_state_dict_round_trip_resumes_identically():
+    torch.manual_seed(0)
+    a = EGS(EGSConfig(M=2))
+    ctx = _ctx()
+    a.setup(ctx)
+    a.start_epoch(0)
+    a.step(_batch(0), _batch(1))
+    state = copy.deepcopy(a.state_dict())  # as a checkpoint on disk would hold it
+    model_state = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+
+    b = EGS(EGSConfig(M=2))
+    ctx_b = _ctx()
+    ctx_b.model.load_state_dict(model_state)
+    b.setup(ctx_b)
+    b.load_state_dict(state)
+    for t in a.alphas:
+        assert torch.equal(a.alphas[t], b.alphas[t])
+    torch.manual_seed(5)
+    a.step(_batch(2), _batch(3))
+    torch.manual_seed(5)
+    b.step(_batch(2), _batch(3))
+    for t in a.alphas:
+        assert torch.equal(a.alphas[t], b.alphas[t])
+
+
+def test_tau_schedule():
+    m = EGS(EGSConfig(tau=1.0, tau_final=0.1, tau_schedule="exponential"))
+    ctx = _ctx()
+    m.setup(ctx)
+    m.start_epoch(1)
+    assert m.tau == pytest.approx(0.1)
+    lin = EGS(EGSConfig(tau=1.0, tau_final=0.5))
+    lin.setup(ctx)
+    lin.start_epoch(1)
+    assert lin.tau == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"M": 0}, "method.M"), ({"lam": 1.5}, "method.lam"), ({"cost": "flops"}, "method.cost"),
+     ({"credits": "sigmoid"}, "method.credits"), ({"derive_candidates": 0}, "method.derive_candidates")],
+)  # fmt: skip
+def test_bad_config_values_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        EGSConfig(**kwargs)

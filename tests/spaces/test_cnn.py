@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tasks.spaces import (
+    DARTS_V1,
+    DARTS_V2,
+    SPACES,
+    CellGenotype,
+    Genotype,
+    NetworkCIFAR,
+    SearchNetwork,
+    cnn,
+    count_macs,
+    count_parameters,
+    drop_path,
+)
+
+
+def uniform(space, value=None):
+    v = 1.0 / space.num_ops if value is None else value
+    return {t: torch.full((space.num_edges, space.num_ops), v) for t in space.cell_types}
+
+
+@pytest.mark.parametrize("space_name", ["darts", "dag"])
+def test_search_supernet_parameter_count_matches_darts(space_name):
+    # quark0/darts issue #16 log: "param size = 1.930618MB" for C=16, 8 cells, 10 classes.
+    net = SearchNetwork(SPACES.get(space_name), channels=16, num_classes=10, layers=8)
+    assert count_parameters(net) == 1_930_618
+
+
+@pytest.mark.parametrize("genotype, expected", [(DARTS_V2, 3_349_342), (DARTS_V1, 3_169_414)])
+def test_final_network_parameter_count_matches_darts(genotype, expected):
+    net = NetworkCIFAR(genotype, channels=36, num_classes=10, layers=20, auxiliary=True)
+    assert count_parameters(net) == expected
+    assert sum(p.numel() for p in net.auxiliary.parameters()) > 400_000  # excluded, but present
+
+
+def test_supernet_shapes_and_cell_outputs():
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=7, layers=5)
+    assert [c.reduction for c in net.cells] == [False, True, False, True, False]
+    assert net(torch.randn(3, 3, 16, 16), uniform(space)).shape == (3, 7)
+    cell = net.cells[1]
+    out = cell(torch.randn(2, 12, 16, 16), torch.randn(2, 16, 16, 16), uniform(space)["reduce"],
+               [list(range(1, 8))] * space.num_edges)  # fmt: skip
+    assert out.shape == (2, 4 * 8, 8, 8)
+
+
+def _count_calls(net):
+    calls = {}
+
+    def hook(name):
+        def fn(*_):
+            calls[name] = calls.get(name, 0) + 1
+
+        return fn
+
+    for name, module in net.named_modules():
+        parts = name.split(".")
+        if len(parts) == 6 and parts[2] == "edges" and parts[4] == "ops":
+            module.register_forward_hook(hook(name))
+    return calls
+
+
+def test_sparse_execution_skips_zero_weights_and_never_runs_the_zero_op():
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
+    calls = _count_calls(net)
+    weights = {t: torch.zeros(space.num_edges, space.num_ops) for t in space.cell_types}
+    sep3, none = space.op_index("sep_conv_3x3"), space.op_index("none")
+    weights["normal"][:, sep3] = 1.0
+    weights["normal"][:, none] = 1.0  # non-zero weight on the zero op: still never executed
+    weights["reduce"][3, space.op_index("max_pool_3x3")] = 1.0
+    net(torch.randn(2, 3, 16, 16), weights)
+    ran = set(calls)
+    assert ran, "no op ran"
+    assert all(name.endswith(f"ops.{sep3}") or name.endswith("edges.3.ops.1") for name in ran)
+    assert not any(name.endswith(f"ops.{none}") for name in ran)
+    # With 3 cells the layout is normal, reduce, reduce: 14 sep_conv_3x3 edges + 2 x 1 max_pool edge.
+    assert [c.reduction for c in net.cells] == [False, True, True]
+    assert len(ran) == 14 + 2 and all(v == 1 for v in calls.values())
+
+
+def test_sparse_execution_matches_dense_mixing(monkeypatch):
+    torch.manual_seed(0)
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3).eval()
+    x = torch.randn(2, 3, 16, 16)
+    w = {t: torch.rand(space.num_edges, space.num_ops) * (torch.rand(space.num_edges, space.num_ops) < 0.4)
+         for t in space.cell_types}  # fmt: skip
+    sparse = net(x, w)
+    # Dense reference: every op runs and is multiplied by its (possibly zero) weight.
+    monkeypatch.setattr(cnn, "active_ops", lambda weights, zero: [list(range(weights.shape[1]))] * weights.shape[0])
+    dense = net(x, w)
+    assert torch.allclose(sparse, dense, atol=1e-6)
+
+
+def test_gradients_reach_edge_weights_of_active_ops_only():
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
+    w = {t: torch.zeros(space.num_edges, space.num_ops) for t in space.cell_types}
+    for t in w:
+        w[t][:, space.op_index("sep_conv_3x3")] = 1.0
+        w[t].requires_grad_()
+    net(torch.randn(2, 3, 16, 16), w).sum().backward()
+    grad = w["normal"].grad
+    assert grad[:, space.op_index("sep_conv_3x3")].abs().sum() > 0
+    assert grad[:, space.op_index("dil_conv_5x5")].abs().sum() == 0
+
+
+def test_final_network_accepts_several_ops_per_edge_and_any_in_degree():
+    cell = CellGenotype(((0, 2, "sep_conv_3x3"), (0, 2, "skip_connect"), (1, 2, "max_pool_3x3"),
+                         (0, 3, "dil_conv_5x5"), (1, 3, "avg_pool_3x3"), (2, 3, "sep_conv_5x5"),
+                         (3, 5, "skip_connect")), (2, 3, 5))  # fmt: skip
+    genotype = Genotype({"normal": cell, "reduce": cell})
+    SPACES.get("dag").validate(genotype)
+    net = NetworkCIFAR(genotype, channels=4, num_classes=10, layers=5, auxiliary=True)
+    logits, aux = net(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and aux.shape == (2, 10)
+    net.eval()
+    logits, aux = net(torch.randn(2, 3, 32, 32))
+    assert aux is None
+    assert net.cells[0].multiplier == 3
+
+
+def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x = torch.ones(4000, 2, 2, 2)
+    y = drop_path(x, 0.3)
+    per_sample = y.flatten(1)
+    values = per_sample[:, 0].unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    assert (per_sample == per_sample[:, :1]).all()
+    assert abs(y.mean().item() - 1.0) < 0.05
+    assert drop_path(x, 0.0) is x
+
+
+def test_drop_path_applies_only_in_training_and_not_to_identity():
+    genotype = Genotype({t: CellGenotype(((0, 2, "skip_connect"), (1, 2, "skip_connect")), (2,))
+                         for t in ("normal", "reduce")})  # fmt: skip
+    net = NetworkCIFAR(genotype, channels=4, num_classes=10, layers=3)
+    net.drop_path_prob = 0.9
+    cell = net.cells[0].train()
+    s = torch.randn(8, 12, 8, 8)
+    torch.manual_seed(0)
+    a = cell(s, s, 0.9)
+    torch.manual_seed(1)
+    b = cell(s, s, 0.9)
+    assert torch.equal(a, b)  # identity edges are never dropped
+
+
+def test_mac_counter_counts_convs_linears_and_pools():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)
+    )
+    count = count_macs(model, torch.zeros(1, 3, 8, 8))
+    conv, pool, linear = 9 * 3 * 8 * 8 * 8, 4 * 8 * 4 * 4, 128 * 10
+    assert count.total == conv + pool + linear
+    assert count.per_module == {"0": conv, "1": pool, "3": linear}
+    dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    assert count_macs(dw, torch.zeros(1, 8, 4, 4)).total == 9 * 8 * 16
+
+
+def test_darts_v2_macs_are_in_the_published_range():
+    net = NetworkCIFAR(DARTS_V2, channels=36, num_classes=10, layers=20, auxiliary=True).eval()
+    macs = count_macs(net, torch.zeros(1, 3, 32, 32)).total
+    assert 500e6 < macs < 560e6  # xautodl reports ~0.53 GMACs for DARTS-V2 on CIFAR-10
+
+
+def test_op_costs_rank_ops_by_macs():
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
+    costs = net.op_costs("macs")["normal"]
+    k = space.op_index
+    assert (costs[:, k("none")] == 0).all() and (costs[:, k("skip_connect")] == 0).all()
+    assert (costs[:, k("sep_conv_5x5")] > costs[:, k("sep_conv_3x3")]).all()
+    assert (costs[:, k("sep_conv_3x3")] > costs[:, k("dil_conv_3x3")]).all()
+    assert (costs[:, k("max_pool_3x3")] > 0).all()
+    params = net.op_costs("params")["reduce"]
+    assert (params[:2, k("skip_connect")] > 0).all()  # FactorizedReduce on the reduction inputs has weights
+    with pytest.raises(ValueError, match="unknown cost metric"):
+        net.op_costs("latency")

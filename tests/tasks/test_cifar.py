@@ -1,0 +1,129 @@
+"""CIFAR-10 readers on fixtures written in the real on-disk formats, the shared real copy, and augmentation."""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks import TrainConfig
+from tasks.cifar import CIFAR10, CIFAR10Config, load_cifar10
+from tasks.spaces import DataNotFoundError
+from tasks.vision import BatchAugment
+
+CLASSES = ["airplane", "automobile", "bird"]
+
+
+def _image(label: int, i: int) -> np.ndarray:
+    rng = np.random.default_rng(100 * label + i)
+    return rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def write_image_folder(root, n_train=4, n_test=2):
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(_image(label, i)).save(root / split / name / f"{i:04d}.png")  # lossless
+    return root
+
+
+def test_image_folder_tree_and_tar_archive_read_the_same_pixels(tmp_path):
+    root = write_image_folder(tmp_path / "cifar")
+    data, source = load_cifar10(str(root), download=False)
+    assert source.startswith("imagefolder:")
+    assert data["train"].images.shape == (12, 3, 32, 32) and data["train"].images.dtype == torch.uint8
+    assert data["train"].labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert torch.equal(data["train"].images[5].permute(1, 2, 0), torch.from_numpy(_image(1, 1)))
+    archive = tmp_path / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    from_tar, source = load_cifar10(str(archive), download=False)
+    assert source.startswith("imagefolder-tar:")
+    for split in ("train", "test"):
+        assert torch.equal(from_tar[split].images, data[split].images)
+        assert torch.equal(from_tar[split].labels, data[split].labels)
+    again, _ = load_cifar10(str(archive), download=False)  # second read comes from the cache
+    assert torch.equal(again["test"].images, data["test"].images)
+
+
+def test_torchvision_pickle_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = np.stack([_image(i % 3, i).transpose(2, 0, 1).reshape(-1) for i in range(3)])  # (N, 3072) CHW rows
+        images[name] = x
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": x, "labels": [0, 1, 2], "batch_label": name}, f)
+    data, source = load_cifar10(str(tmp_path), download=False)
+    assert source.startswith("torchvision:")
+    assert data["train"].images.shape == (15, 3, 32, 32) and len(data["test"]) == 3
+    assert torch.equal(data["test"].images[1].permute(1, 2, 0), torch.from_numpy(_image(1, 1)))
+
+
+def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path):
+    with pytest.raises(DataNotFoundError) as err:
+        load_cifar10(str(tmp_path / "nowhere"), download=False)
+    message = str(err.value)
+    assert str(tmp_path / "nowhere") in message and "task.data_dir" in message and "task.download=true" in message
+
+
+def test_splits_are_disjoint_halves_and_limits_apply(tmp_path):
+    root = write_image_folder(tmp_path / "cifar", n_train=10, n_test=5)
+    task = CIFAR10(CIFAR10Config(data_dir=str(root), train_limit=20, test_limit=6))
+    info = task.prepare_data()
+    assert dict(info.sizes) == {"search-train": 10, "search-val": 10, "train": 20, "test": 6}
+    st, sv = task.splits["search-train"].images, task.splits["search-val"].images
+    flat = lambda x: {bytes(i.numpy().tobytes()) for i in x}  # noqa: E731
+    assert not flat(st) & flat(sv)
+    assert len(set(task.splits["search-train"].labels.tolist())) > 1  # the permutation mixes classes
+    x, y = next(iter(task.loader("search-train", 4)))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (4,)
+
+
+def test_embedded_subset_is_real_and_balanced():
+    data, source = load_cifar10("embedded", download=False)
+    assert source == "embedded:cifar10_demo.npz"
+    assert data["train"].images.shape == (1600, 3, 32, 32) and len(data["test"]) == 400
+    assert torch.bincount(data["train"].labels).tolist() == [160] * 10
+    assert data["train"].images.float().std() > 40  # natural images, not constants
+
+
+def test_real_cifar10_archive_reads_all_images(cifar_tar):
+    task = CIFAR10(CIFAR10Config(data_dir=str(cifar_tar)))
+    info = task.prepare_data()
+    assert dict(info.sizes) == {"search-train": 25000, "search-val": 25000, "train": 50000, "test": 10000}
+    assert torch.bincount(task.splits["test"].labels).tolist() == [1000] * 10
+
+
+def test_augmentation_crop_flip_cutout():
+    torch.manual_seed(0)
+    img = torch.arange(3 * 8 * 8, dtype=torch.uint8).view(3, 8, 8)
+    samples = [(img, torch.tensor(0))] * 64
+    plain = BatchAugment((0, 0, 0), (1, 1, 1))(samples)[0]
+    assert torch.allclose(plain[0], img.float() / 255)
+    cropped = BatchAugment((0, 0, 0), (1, 1, 1), crop_padding=2)(samples)[0]
+    assert cropped.shape == (64, 3, 8, 8)
+    assert (cropped == 0).any()  # zero padding shows at some borders
+    assert not all(torch.equal(c, plain[0]) for c in cropped)
+    flipped = BatchAugment((0, 0, 0), (1, 1, 1), flip=True)(samples)[0]
+    n_flipped = sum(torch.equal(f, plain[0].flip(-1)) for f in flipped)
+    assert 10 < n_flipped < 54
+    ones = [(torch.full((3, 32, 32), 255, dtype=torch.uint8), torch.tensor(0))] * 256
+    cut = BatchAugment((0, 0, 0), (1, 1, 1), cutout=16)(ones)[0]
+    holes = (cut[:, 0] == 0).flatten(1).sum(1)
+    assert holes.max() == 256 and holes.min() >= 64  # a 16x16 hole, clipped at the border
+
+
+def test_cutout_only_on_the_final_training_split():
+    task = CIFAR10(CIFAR10Config(data_dir="embedded"))
+    assert task.loader("train", 8, recipe=TrainConfig(cutout=16)).collate_fn.cutout == 16
+    assert task.loader("search-train", 8).collate_fn.cutout == 0
+    test_loader = task.loader("test", 8)
+    assert test_loader.collate_fn.crop_padding == 0 and not test_loader.collate_fn.flip
