@@ -125,9 +125,8 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     bar.close()
     search_seconds = time.perf_counter() - start
 
-    def score(weights: EdgeWeights) -> float:
-        metrics = evaluate_split(task, model, val_loader, accelerator, weights, cfg.search.score_batches)
-        return metrics[task.score_key]
+    def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
+        return evaluate_split(task, model, val_loader, accelerator, weights, batches)[task.score_key]
 
     start = time.perf_counter()
     genotype = method.derive(score)

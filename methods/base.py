@@ -33,7 +33,9 @@ __all__ = [
     "weight_parameters",
 ]
 
-ScoreFn = Callable[[EdgeWeights], float]  # edge weights -> search-validation score (higher is better)
+# score(weights, batches=default) -> search-validation score of the supernet under these edge weights
+# (higher is better), over the first ``batches`` search-val batches (None: all of them).
+ScoreFn = Callable[..., float]
 
 
 @dataclass
