@@ -49,7 +49,7 @@ class ExperimentConfig:
     task: Any  # the task's config dataclass instance
     search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: TrainConfig = field(default_factory=TrainConfig)
-    space: str = "dag"
+    space: str = "dag"  # defaults to the method's own space
     preset: str = "custom"
     seed: int = 0
     device: str = "auto"  # auto (accelerate's choice) | cpu
@@ -67,8 +67,9 @@ class ExperimentConfig:
         }
 
     def hash(self) -> str:
-        """sha256 of the resolved config, the identity of a run up to its seed."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """sha256 of the resolved config without the seed: the identity of a run up to its seed."""
+        data = {k: v for k, v in self.to_dict().items() if k != "seed"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def bundled_configs() -> list[str]:
@@ -153,8 +154,13 @@ def parse_config(data: dict) -> ExperimentConfig:
     method_name, method_block = _named_block(data.get("method"), "method")
     task_name, task_block = _named_block(data.get("task"), "task")
     method_cls, task_cls = METHODS.get(method_name), TASKS.get(task_name)
-    space = _check_type(data.get("space", "dag"), str, "space")
-    SPACES.get(space)  # fail early on an unknown space
+    method_space = getattr(method_cls, "space", "dag")
+    space = _check_type(data.get("space", method_space), str, "space")
+    if SPACES.get(space).inputs_per_node is not None and SPACES.get(method_space).inputs_per_node is None:
+        raise ConfigError(
+            f"method {method_name!r} derives cells with any in-degree, which space {space!r} rejects; "
+            f"set space: {method_space}"
+        )
     preset = _check_type(data.get("preset", "custom"), str, "preset")
     if preset not in PRESETS:
         raise ConfigError(f"config key 'preset' must be one of {list(PRESETS)}, got {preset!r}")

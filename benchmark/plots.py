@@ -1,8 +1,12 @@
-"""Figures for a run folder: a diagram of each derived cell.
+"""Figures for a run folder, written atomically as PNG.
 
-Inputs on the left (green), intermediate nodes left to right, the concatenated output on
-the right (yellow). Every (src, dst, op) triple is one labelled arrow; several ops on one
-edge fan out as separate arcs. Dashed arrows feed the output concat.
+- ``plot_cell``: a diagram of a derived cell. Inputs on the left (green), intermediate nodes
+  left to right, the concatenated output on the right (yellow). Every (src, dst, op) triple
+  is one labelled arrow; several ops on one edge fan out as separate arcs; dashed arrows
+  feed the output concat.
+- ``plot_probability_evolution``: per edge, a heatmap of each op's probability over the
+  search epochs.
+- ``plot_curves``: search and final-training loss and accuracy against epochs.
 """
 
 from __future__ import annotations
@@ -17,55 +21,114 @@ from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
 from tasks.spaces import CellGenotype  # noqa: E402
 
-__all__ = ["plot_cell"]
+__all__ = ["plot_cell", "plot_curves", "plot_probability_evolution"]
 
 
 def _positions(cell: CellGenotype, n_inputs: int) -> dict[int, tuple[float, float]]:
     nodes = sorted({d for _, d, _ in cell.edges} | set(cell.concat))
     pos = {i: (0.0, 1.5 - 3.0 * i / max(n_inputs - 1, 1)) for i in range(n_inputs)}
     for j, node in enumerate(nodes):
-        pos[node] = (1.0 + j, 0.8 * (1 if j % 2 else -1))
+        pos[node] = (1.5 * (1 + j), 0.9 * (1 if j % 2 else -1))
     return pos
 
 
 def plot_cell(cell: CellGenotype, path: str | Path, title: str = "", n_inputs: int = 2) -> None:
-    """Draw one cell genotype to a PNG at ``path``."""
+    """Draw one cell genotype to a PNG at ``path``: one arrow per edge, labelled with all its ops."""
     pos = _positions(cell, n_inputs)
-    out_x = max(x for x, _ in pos.values()) + 1.0
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * out_x, 4.0), dpi=100)
-    counts: dict[tuple[int, int], int] = {}
+    out_x = max(x for x, _ in pos.values()) + 1.5
+    ops_on: dict[tuple[int, int], list[str]] = {}
     for src, dst, op in cell.edges:
-        k = counts.get((src, dst), 0)
-        counts[(src, dst)] = k + 1
-        rad = 0.15 + 0.25 * k
-        arrow = FancyArrowPatch(
-            pos[src], pos[dst], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=12,
-            shrinkA=14, shrinkB=14, color="0.25", lw=1.0,
-        )  # fmt: skip
-        ax.add_patch(arrow)
+        ops_on.setdefault((src, dst), []).append(op)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * (out_x + 1.4), 5.2), dpi=110)
+    for (src, dst), ops in ops_on.items():
         (x0, y0), (x1, y1) = pos[src], pos[dst]
-        mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-        # Label at the arc's midpoint: offset perpendicular to the chord by rad * length / 2.
-        ax.text(mx + rad * (y1 - y0) / 2, my - rad * (x1 - x0) / 2, op, fontsize=7, ha="center", va="center",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})  # fmt: skip
+        rad = 0.25 if (dst - src) % 2 else -0.25
+        ax.add_patch(FancyArrowPatch(pos[src], pos[dst], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+                                     mutation_scale=12, shrinkA=15, shrinkB=15, color="0.3", lw=1.0))  # fmt: skip
+        # Label at the arc's midpoint: the chord's midpoint moved perpendicular by rad * length / 2.
+        ax.text((x0 + x1) / 2 + rad * (y1 - y0) / 2, (y0 + y1) / 2 - rad * (x1 - x0) / 2, "\n".join(ops),
+                fontsize=6, ha="center", va="center",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7", "alpha": 0.9})  # fmt: skip
     for node in cell.concat:
         ax.add_patch(FancyArrowPatch(pos[node], (out_x, 0.0), arrowstyle="-|>", mutation_scale=10,
-                                     shrinkA=14, shrinkB=16, color="0.55", lw=0.8, linestyle="--"))  # fmt: skip
+                                     shrinkA=15, shrinkB=17, color="0.55", lw=0.8, linestyle="--"))  # fmt: skip
     for node, (x, y) in pos.items():
         color = "#a8e6a1" if node < n_inputs else "#aed6f1"
-        ax.scatter([x], [y], s=700, c=color, edgecolors="0.2", zorder=3)
-        ax.text(x, y, f"c_{{k-{n_inputs - node}}}" if node < n_inputs else str(node), ha="center", va="center",
-                fontsize=8, zorder=4)  # fmt: skip
+        label = f"$c_{{k-{n_inputs - node}}}$" if node < n_inputs else str(node)
+        ax.scatter([x], [y], s=800, c=color, edgecolors="0.2", zorder=3)
+        ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=4)
     ax.scatter([out_x], [0.0], s=900, c="#f9e79f", edgecolors="0.2", zorder=3)
-    ax.text(out_x, 0.0, "c_{k}", ha="center", va="center", fontsize=8, zorder=4)
-    ax.set_xlim(-0.6, out_x + 0.6)
-    ax.set_ylim(-2.2, 2.2)
+    ax.text(out_x, 0.0, "$c_k$", ha="center", va="center", fontsize=9, zorder=4)
+    ax.set_xlim(-0.7, out_x + 0.7)
+    ax.set_ylim(-3.2, 3.2)
+    ax.set_aspect("equal")  # arc3 bends in display space: equal scales keep the labels on their arcs
     ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=10)
+    ax.set_title(title or "cell", fontsize=10)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def plot_probability_evolution(
+    history: list[dict[str, list[list[float]]]],
+    cell_type: str,
+    edges: list[tuple[int, int]],
+    ops: list[str],
+    path: str | Path,
+    title: str = "",
+) -> None:
+    """One panel per edge: each op's probability (rows) after each search epoch (columns)."""
+    import numpy as np
+
+    probs = np.array([epoch[cell_type] for epoch in history])  # (epochs, E, K)
+    n_edges = len(edges)
+    cols = min(7, n_edges)
+    rows = -(-n_edges // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1.8, 1.9 * rows + 0.6), dpi=100, squeeze=False)
+    image = None
+    for e, (src, dst) in enumerate(edges):
+        ax = axes[e // cols][e % cols]
+        image = ax.imshow(probs[:, e, :].T, aspect="auto", cmap="viridis", vmin=0.0, vmax=float(probs.max()))
+        ax.set_title(f"{src}->{dst}", fontsize=8)
+        ax.set_yticks(range(len(ops)))
+        ax.set_yticklabels(ops if e % cols == 0 else [], fontsize=6)
+        ax.set_xticks([0, probs.shape[0] - 1])
+        ax.tick_params(labelsize=6)
+    for e in range(n_edges, rows * cols):
+        axes[e // cols][e % cols].axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="p(op)")
+    fig.suptitle(title or f"{cell_type} cell: op probabilities per edge over search epochs", fontsize=10)
+    _save(fig, path)
+
+
+def plot_curves(search_rows: list[dict], eval_rows: list[dict], path: str | Path, title: str = "") -> None:
+    """Search loss/accuracy and final-training loss/accuracy against epochs."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    series = [
+        (search_rows, "loss", ax_loss, "search train loss"),
+        (eval_rows, "train_loss", ax_loss, "final train loss"),
+        (search_rows, "accuracy", ax_acc, "search train acc"),
+        (eval_rows, "train_accuracy", ax_acc, "final train acc"),
+        (eval_rows, "test_accuracy", ax_acc, "final test acc"),
+    ]
+    for rows, key, ax, label in series:
+        points = [(float(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", ms=3, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

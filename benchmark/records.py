@@ -1,9 +1,21 @@
-"""Run records and atomic file writes.
+"""Run records: the versioned ``record.json`` schema, atomic file writes and a store many processes can add to.
 
 A run folder holds ``config.yaml`` (resolved), ``genotype.json``, ``cell_<type>.png``,
 ``search_curves.csv``, ``eval_curves.csv`` and ``record.json``. Every file is written to a
 temporary name in the same folder and renamed into place, so a crash never leaves a
 half-written record: a record either exists whole or not at all.
+
+``RECORD_SCHEMA`` describes ``record.json`` (version ``SCHEMA_VERSION``) in a small subset of JSON
+Schema: ``type``, ``nullable``, ``required``, ``properties``, ``additionalProperties``, ``enum``,
+``minimum``/``maximum`` and ``format: date-time``. Unlike JSON Schema, an object with ``properties``
+is closed: a key it does not list is an error, and extra fields belong under the top-level ``extras``.
+Errors name the field's dotted path (``field metrics.test_error must be a number or null, got 'abc'``).
+
+Version-1 records (before ``status``, ``error``, ``config``, ``evaluate.steps_per_s`` and
+``manifest.determinism``) are upgraded in memory by ``read_record``, never rewritten on disk: they were
+written only by completed runs, so ``status`` is ``"ok"``; ``config`` comes from the run folder's
+``config.yaml`` when there is one (else null); ``evaluate.steps_per_s`` is computed from its steps and
+wall time; ``manifest.determinism`` is null (it was not recorded); ``extras.upgraded_from`` is ``1``.
 """
 
 from __future__ import annotations
@@ -13,29 +25,328 @@ import io
 import json
 import os
 import platform
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "atomic_write_text", "manifest", "write_csv", "write_json"]
+import yaml
 
-SCHEMA_VERSION = 1
+from tasks.spaces import UserError
+
+__all__ = [
+    "RECORD_SCHEMA",
+    "SCHEMA_VERSION",
+    "RecordError",
+    "RecordStore",
+    "atomic_write_text",
+    "manifest",
+    "read_record",
+    "upgrade_record",
+    "validate_record",
+    "write_csv",
+    "write_json",
+    "write_record",
+]
+
+SCHEMA_VERSION = 2
 PACKAGES = ("egs-bench", "torch", "torchvision", "accelerate", "timm", "numpy", "pandas")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+class RecordError(UserError, ValueError):
+    """A run record that does not match the schema, or cannot be read; ``problems`` lists each one."""
+
+    def __init__(self, message: str, problems: Iterable[str] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+# --- schema --------------------------------------------------------------------------------------------------------
+
+
+def _object(properties: dict, nullable: bool = False, optional: tuple[str, ...] = ()) -> dict:
+    """A closed object whose keys are all required (a value may still be null where its schema allows)."""
+    required = [k for k in properties if k not in optional]
+    return {"type": "object", "nullable": nullable, "required": required, "properties": properties}
+
+
+_STR = {"type": "string"}
+_COUNT = {"type": "integer", "minimum": 0}
+_SECONDS = {"type": "number", "minimum": 0}
+_RATE = {"type": "number", "minimum": 0, "nullable": True}  # null when nothing ran (zero steps or zero time)
+_PERCENT = {"type": "number", "minimum": 0, "maximum": 100, "nullable": True}  # null for tasks without it
+_FLAG = {"type": "boolean"}
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+
+RECORD_SCHEMA: dict = _object(
+    {
+        "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
+        "status": {"type": "string", "enum": ["ok", "failed"]},
+        "error": {"type": "string", "nullable": True},  # what went wrong, for a failed run
+        "method": _STR,
+        "task": _STR,
+        "space": _STR,
+        "preset": _STR,
+        "seed": {"type": "integer"},
+        "config_hash": _STR,
+        "config": _ANY_OBJECT | {"nullable": True},  # the resolved config; null only in upgraded v1 records
+        "metrics": _object(
+            {
+                "test_accuracy": _PERCENT,
+                "test_error": _PERCENT,
+                "test_loss": {"type": "number", "nullable": True},
+                "params_m": {"type": "number", "minimum": 0, "nullable": True},
+                "macs_m": {"type": "number", "minimum": 0, "nullable": True},
+                "search_val_score": {"type": "number", "nullable": True},
+            },
+            nullable=True,
+        ),
+        "genotype": _ANY_OBJECT | {"nullable": True},  # its content is the search space's to validate
+        "search": _object(
+            {
+                "wall_time_s": _SECONDS,
+                "derive_wall_time_s": _SECONDS,
+                "steps": _COUNT,
+                "steps_per_s": _RATE,
+                "device_hours": _SECONDS,
+                "peak_memory_mb": _SECONDS,
+            },
+            nullable=True,
+        ),
+        "evaluate": _object(
+            {
+                "wall_time_s": _SECONDS,
+                "steps": _COUNT,
+                "steps_per_s": _RATE,
+                "device_hours": _SECONDS,
+                "peak_memory_mb": _SECONDS,
+            },
+            nullable=True,
+        ),
+        "data": _object(
+            {"source": _STR, "sha256": _STR, "sizes": {"type": "object", "additionalProperties": _COUNT}},
+            nullable=True,
+        ),
+        "manifest": _object(
+            {
+                "git_sha": {"type": "string", "nullable": True},  # null outside a git checkout
+                "python": _STR,
+                "packages": {"type": "object", "additionalProperties": {"type": "string", "nullable": True}},
+                "platform": _STR,
+                "device": _STR,
+                "determinism": _object(  # null only in upgraded v1 records
+                    {
+                        "torch_deterministic_algorithms": _FLAG,
+                        "cudnn_deterministic": _FLAG,
+                        "cudnn_benchmark": _FLAG,
+                        "seed": {"type": "integer"},
+                    },
+                    nullable=True,
+                ),
+            }
+        ),
+        "created": {"type": "string", "format": "date-time"},
+        "extras": _ANY_OBJECT,  # anything else a tool wants to keep with the record
+    },
+    optional=("extras",),
+)
+NEEDED_WHEN_OK = ("metrics", "genotype", "search", "evaluate", "data")
+
+_KINDS = {"object": "an object", "string": "a string", "integer": "an integer", "number": "a number",
+          "boolean": "true or false"}  # fmt: skip
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # bool is an int subclass, but True is not a seed or a step count
+        return False
+    return isinstance(value, int) if kind == "integer" else isinstance(value, int | float)
+
+
+def _check(value: Any, schema: dict, path: str, problems: list[str]) -> None:
+    """Append to ``problems`` one line per place where ``value`` breaks ``schema``."""
+    nullable = schema.get("nullable", False)
+    if value is None and nullable:
+        return
+    kind = schema["type"]
+    if not _is(value, kind):
+        expected = _KINDS[kind] + (" or null" if nullable else "")
+        problems.append(f"field {path} must be {expected}, got {_show(value)}")
+        return
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"field {path} must be one of {', '.join(map(repr, schema['enum']))}, got {_show(value)}")
+    if "minimum" in schema and value < schema["minimum"]:
+        problems.append(f"field {path} must be >= {schema['minimum']}, got {_show(value)}")
+    if "maximum" in schema and value > schema["maximum"]:
+        problems.append(f"field {path} must be <= {schema['maximum']}, got {_show(value)}")
+    if schema.get("format") == "date-time":
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            problems.append(f"field {path} must be an ISO 8601 date-time, got {_show(value)}")
+    if kind == "object":
+        _check_object(value, schema, path, problems)
+
+
+def _check_object(value: dict, schema: dict, path: str, problems: list[str]) -> None:
+    prefix = f"{path}." if path else ""
+    properties = schema.get("properties", {})
+    for key in schema.get("required", ()):
+        if key not in value:
+            problems.append(f"missing field {prefix}{key}")
+    extra = schema.get("additionalProperties", False)
+    for key, item in value.items():
+        if key in properties:
+            _check(item, properties[key], prefix + key, problems)
+        elif isinstance(extra, dict):
+            _check(item, extra, prefix + key, problems)
+        elif not extra:
+            problems.append(f"unknown field {prefix}{key} (extra fields belong under extras)")
+
+
+def validate_record(record: Any, where: str = "record") -> dict:
+    """Check ``record`` against ``RECORD_SCHEMA`` (the current version) and return it.
+
+    Args:
+        record: a parsed ``record.json``.
+        where: how messages name the record, e.g. ``"record runs/x/record.json"``.
+
+    Raises:
+        RecordError: naming every offending field by its dotted path.
+
+    Examples:
+        >>> validate_record({"schema_version": 2}, where="record r.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        benchmark.records.RecordError: record r.json: ... problems: missing field status; ...
+    """
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: must be a JSON object, got {_show(record)}")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"{where}: {_version_problem(version)}", [_version_problem(version)])
+    problems: list[str] = []
+    _check(record, RECORD_SCHEMA, "", problems)
+    status = record.get("status")
+    if status == "ok":
+        problems += [f"field {k} must not be null when status is 'ok'" for k in NEEDED_WHEN_OK
+                     if k in record and record[k] is None]  # fmt: skip
+        if record.get("error") is not None:
+            problems.append(f"field error must be null when status is 'ok', got {_show(record['error'])}")
+    elif status == "failed" and not record.get("error"):
+        problems.append("field error must say what went wrong when status is 'failed'")
+    if problems:
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
+        raise RecordError(f"{where}: {head}", problems)
+    return record
+
+
+def _version_problem(version: Any) -> str:
+    if version is None:
+        return "missing field schema_version"
+    if version == 1:
+        return ("field schema_version is 1, an older record: read it with read_record, which upgrades it in "
+                "memory, or re-run the experiment to write a current one")  # fmt: skip
+    if _is(version, "integer") and version > SCHEMA_VERSION:
+        return (f"field schema_version is {version}, newer than this egs-bench reads ({SCHEMA_VERSION}); "
+                "upgrade egs-bench")  # fmt: skip
+    return f"field schema_version must be {SCHEMA_VERSION}, got {_show(version)}"
+
+
+def upgrade_record(record: dict, folder: str | Path | None = None) -> dict:
+    """A version-1 record as the current version, in memory (see the module docstring for what is filled).
+
+    Args:
+        record: a parsed version-1 record (returned unchanged if it is not one).
+        folder: its run folder, whose ``config.yaml`` fills ``config``.
+    """
+    if not isinstance(record, dict) or record.get("schema_version") != 1:
+        return record
+    config = None
+    if folder is not None and (Path(folder) / "config.yaml").is_file():
+        try:
+            loaded = yaml.safe_load((Path(folder) / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            loaded = None  # only fills a field v1 never had: an unreadable config leaves it null
+        config = loaded if isinstance(loaded, dict) else None
+    out = {"schema_version": SCHEMA_VERSION, "status": "ok", "error": None} | {
+        k: v for k, v in record.items() if k != "schema_version"
+    }
+    out.setdefault("config", config)
+    if isinstance(out.get("evaluate"), dict) and "steps_per_s" not in out["evaluate"]:
+        ev = out["evaluate"]
+        seconds, steps = ev.get("wall_time_s"), ev.get("steps")
+        rate = steps / seconds if _is(steps, "number") and _is(seconds, "number") and seconds > 0 else None
+        out["evaluate"] = ev | {"steps_per_s": rate}
+    if isinstance(out.get("manifest"), dict):
+        out["manifest"] = {"determinism": None} | out["manifest"]
+    out["extras"] = (out.get("extras") or {}) | {"upgraded_from": 1}
+    return out
+
+
+def read_record(path: str | Path) -> dict:
+    """Parse and validate one ``record.json``, upgrading a version-1 record in memory.
+
+    Raises:
+        RecordError: naming ``path`` when the file cannot be read, is not JSON (torn or not a record) or
+            breaks the schema.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    where = f"record {path}"
+    try:
+        record = json.loads(path.read_text())
+    except OSError as err:
+        problem = f"cannot read it ({err.strerror or err})"
+        raise RecordError(f"{where}: {problem}", [problem]) from err
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        problem = f"not valid JSON ({err}); the file is torn or not a run record: delete it or re-run that experiment"
+        raise RecordError(f"{where}: {problem}", [problem]) from err
+    run_folder = path.parent if path.name == "record.json" else None  # a store's flat files have no config.yaml
+    return validate_record(upgrade_record(record, run_folder), where)
+
+
+def write_record(path: str | Path, record: dict) -> None:
+    """Validate ``record`` and write it atomically to ``path`` (nothing is written if it is invalid)."""
+    write_json(path, validate_record(record, f"record {path}"))
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+
+
+def _write_temporary(folder: Path, prefix: str, text: str) -> str:
+    """Write ``text`` to a new hidden temporary file in ``folder`` (flushed to disk) and return its path."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{prefix}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temporary(path.parent, path.name, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,12 +389,158 @@ def _version(package: str) -> str | None:
         return None
 
 
-def manifest(device: str) -> dict:
-    """Provenance of a run: code version, package versions, machine."""
+def manifest(device: str, determinism: dict | None = None) -> dict:
+    """Provenance of a run: code version, package versions, machine and determinism flags."""
     return {
         "git_sha": _git_sha(),
         "python": sys.version.split()[0],
         "packages": {p: _version(p) for p in PACKAGES},
         "platform": platform.platform(),
         "device": device,
+        "determinism": determinism,
     }
+
+
+# --- store ---------------------------------------------------------------------------------------------------------
+
+_IDENTITY = ("method", "task", "space", "preset", "seed", "config_hash", "status", "error", "created")
+_FLATTENED = ("metrics", "search", "evaluate")
+# Dotted names as pd.json_normalize writes them (``metrics.test_error``), so the tables can nest rows back.
+FRAME_COLUMNS = (
+    list(_IDENTITY)
+    + [f"{part}.{k}" for part in _FLATTENED for k in RECORD_SCHEMA["properties"][part]["properties"]]
+    + ["data.sha256", "manifest.device", "manifest.git_sha", "path"]
+)
+
+
+def _stem(record: dict) -> str:
+    parts = [record["method"], record["task"], record["preset"], f"seed{record['seed']}", record["config_hash"]]
+    return "_".join(re.sub(r"[^\w.-]+", "-", str(p)) for p in parts)
+
+
+def _publish(tmp: str, folder: Path, stem: str) -> Path:
+    """Give the finished file ``tmp`` a name of its own in ``folder``, never replacing another writer's file."""
+    name = f"{stem}.json"
+    for _ in range(64):
+        path = folder / name
+        try:
+            os.link(tmp, path)  # atomic, and fails instead of replacing: no two writers can take one name
+            return path
+        except FileExistsError:
+            name = f"{stem}.{secrets.token_hex(4)}.json"
+        except OSError:  # a file system without hard links: a 128-bit random name cannot collide in practice
+            path = folder / f"{stem}.{secrets.token_hex(16)}.json"
+            os.replace(tmp, path)
+            return path
+    raise RecordError(f"store {folder}: could not find a free file name for {stem}.json")
+
+
+class RecordStore:
+    """A folder of run records, one JSON file each, that many processes can add to at once.
+
+    ``add`` writes the whole record to a hidden temporary file in the folder, then hard-links it to its
+    final name (``os.link`` is atomic and fails rather than replace an existing file, so two writers that
+    pick the same name never lose a record: the loser takes a random suffix), then removes the temporary
+    name. A reader therefore only ever sees complete records, and ignores hidden ``.*.tmp`` files.
+
+    Reading validates every file. A file that is torn, not JSON or breaks the schema is never skipped
+    silently: with ``strict=True`` (the default) reading raises a ``RecordError`` naming every bad path;
+    with ``strict=False`` the good records are returned and ``store.errors`` holds one ``RecordError``
+    per bad file (its message starts with the path), refreshed on each read.
+
+    Args:
+        root: the folder (created on the first ``add``).
+        strict: raise on bad files (else collect them into ``errors``).
+        pattern: which files under ``root`` are records.
+
+    Examples:
+        >>> store = RecordStore("results/records")  # doctest: +SKIP
+        >>> store.add(record)  # doctest: +SKIP
+        PosixPath('results/records/egs_cifar10_smoke_seed0_df4d9e8b9aea7baf.json')
+        >>> frame = store.frame(status="ok")  # doctest: +SKIP
+        >>> frame.groupby(["method", "task"])["metrics.test_error"].agg(["mean", "std"])  # doctest: +SKIP
+        >>> RecordStore.scan("runs/sweep-1").find(method="egs", seed=0)  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path, strict: bool = True, pattern: str = "*.json"):
+        self.root = Path(root)
+        self.strict = strict
+        self.pattern = pattern
+        self.errors: list[RecordError] = []
+
+    @classmethod
+    def scan(cls, root: str | Path, strict: bool = True) -> RecordStore:
+        """A read-only store of the ``record.json`` of every run folder under ``root``, at any depth."""
+        if not Path(root).is_dir():
+            raise RecordError(f"no folder {root} to scan for run records; pass the --out folder of a run or sweep")
+        return cls(root, strict, pattern="**/record.json")
+
+    def paths(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.glob(self.pattern) if p.is_file() and not p.name.startswith("."))
+
+    def add(self, record: dict) -> Path:
+        """Validate ``record`` and write it to a new file of its own; returns that file's path."""
+        if self.pattern != "*.json":
+            raise RecordError(f"store {self.root} was scanned from run folders and is read-only; "
+                              "add records to a RecordStore(folder) of their own")  # fmt: skip
+        validate_record(record, f"record for store {self.root}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        stem = _stem(record)
+        tmp = _write_temporary(self.root, stem, json.dumps(record, indent=1) + "\n")
+        try:
+            return _publish(tmp, self.root, stem)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _load(self, filters: dict) -> list[tuple[Path, dict]]:
+        unknown = sorted(set(filters) - set(RECORD_SCHEMA["properties"]))
+        if unknown:
+            raise RecordError(f"cannot filter records on {', '.join(unknown)}: a record has no such field; "
+                              f"use one of {', '.join(RECORD_SCHEMA['properties'])}")  # fmt: skip
+        loaded, errors = [], []
+        for path in self.paths():
+            try:
+                loaded.append((path, read_record(path)))
+            except RecordError as err:
+                errors.append(err)
+        self.errors = errors
+        if errors and self.strict:
+            lines = "; ".join(str(e) for e in errors)
+            raise RecordError(f"{len(errors)} bad record file(s) in {self.root}: {lines}. Move or delete them, "
+                              "or read with strict=False to get the others", [str(e) for e in errors])  # fmt: skip
+        return [(p, r) for p, r in loaded if all(r.get(k) == v for k, v in filters.items())]
+
+    def records(self, **filters: Any) -> list[dict]:
+        """Every valid record whose top-level fields equal ``filters`` (e.g. ``method="egs", status="ok"``)."""
+        return [record for _, record in self._load(filters)]
+
+    def find(
+        self,
+        method: str | None = None,
+        task: str | None = None,
+        preset: str | None = None,
+        seed: int | None = None,
+        config_hash: str | None = None,
+    ) -> list[dict]:
+        """The records of one experiment; arguments left as None match anything."""
+        given = {"method": method, "task": task, "preset": preset, "seed": seed, "config_hash": config_hash}
+        return self.records(**{k: v for k, v in given.items() if v is not None})
+
+    def frame(self, **filters: Any):
+        """A pandas DataFrame, one row per record: identity, ``metrics.*``, ``search.*``, ``evaluate.*``, path."""
+        import pandas as pd  # only the tables need it
+
+        rows = []
+        for path, r in self._load(filters):
+            row = {k: r[k] for k in _IDENTITY}
+            for part in _FLATTENED:
+                row |= {f"{part}.{k}": v for k, v in (r[part] or {}).items()}
+            row["data.sha256"] = (r["data"] or {}).get("sha256")
+            row |= {"manifest.device": r["manifest"]["device"], "manifest.git_sha": r["manifest"]["git_sha"]}
+            rows.append(row | {"path": str(path)})
+        return pd.DataFrame(rows, columns=FRAME_COLUMNS)
+
+    def __repr__(self) -> str:
+        return f"RecordStore({str(self.root)!r}, pattern={self.pattern!r})"

@@ -8,6 +8,7 @@ fp32 (finite-difference hypergradients and Gumbel codes do not survive reduced p
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, c
 
 from .config import ExperimentConfig
 from .plots import plot_cell
-from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json
+from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
 __all__ = ["RunResult", "run_experiment"]
 
@@ -80,6 +81,42 @@ def _steps(loader, cap: int | None) -> int:
     return len(loader) if cap is None else min(len(loader), cap)
 
 
+def _sgd(net, recipe) -> torch.optim.SGD:
+    return torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: Accelerator, bar=None) -> dict:
+    """One epoch of the task's final-training recipe (cosine lr, per-epoch state, clipping); returns its curve row."""
+    steps = _steps(loader, recipe.max_steps_per_epoch)
+    set_lr(optimizer, cosine_lr(epoch, recipe.epochs, recipe.lr, recipe.lr_min))
+    task.start_epoch(net, epoch, recipe)
+    net.train()
+    loss_sum, metric_sums = 0.0, {}
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        out = task.train_loss(net, batch, recipe)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(out.loss)
+        accelerator.clip_grad_norm_(net.parameters(), recipe.grad_clip)
+        optimizer.step()
+        loss_sum += out.loss.item()
+        for k, v in out.metrics.items():
+            metric_sums[k] = metric_sums.get(k, 0.0) + v
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+    row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / steps}
+    return row | {f"train_{k}": v / steps for k, v in metric_sums.items()}
+
+
+def candidate_recipe(recipe, method_config):
+    """``recipe`` with the method config's non-None ``candidate_<key>`` values (e.g. ``candidate_epochs``)."""
+    keys = [f.name for f in dataclasses.fields(recipe)]
+    overrides = {k: getattr(method_config, f"candidate_{k}", None) for k in keys}
+    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool) -> dict:
     """Run the architecture search and derivation; returns the genotype and the search's costs and curves."""
     space = SPACES.get(cfg.space)
@@ -91,6 +128,21 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     val_loader = task.loader("search-val", bs, torch.Generator().manual_seed(cfg.seed + 1))
     model, train_loader, val_loader = accelerator.prepare(supernet, train_loader, val_loader)
     steps = _steps(train_loader, cfg.search.max_steps_per_epoch)
+
+    def train_candidate(genotype: Genotype) -> float:
+        # Brief training of a final network on search-train, scored on search-val (DARTS's selection protocol).
+        recipe = candidate_recipe(cfg.evaluate, cfg.method)
+        set_seed(cfg.seed)  # every candidate starts from the same seed, whatever the order
+        net = task.build_network(genotype, recipe)
+        optimizer = _sgd(net, recipe)
+        gen = torch.Generator().manual_seed(cfg.seed + 2)
+        loader = task.loader("search-train", recipe.batch_size, gen, recipe=recipe)
+        net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+        with torch.enable_grad():  # a method may call this from inside its own no_grad derivation
+            for epoch in range(recipe.epochs):
+                train_epoch(task, net, optimizer, loader, recipe, epoch, accelerator)
+        return evaluate_split(task, net, val_loader, accelerator)[task.score_key]
+
     ctx = SearchContext(
         model=model,
         space=space,
@@ -101,13 +153,16 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         op_costs=getattr(supernet, "op_costs", None),
         backward=accelerator.backward,
         device=accelerator.device,
+        train_candidate=train_candidate,
     )
     method.setup(ctx)
+    # Methods without supernet training (the DARTS random baseline) go straight to derivation.
+    epochs = cfg.search.epochs if getattr(method, "trains_supernet", True) else 0
     val_iter = _cycle(val_loader)
     curves, probs_history = [], []
     start = time.perf_counter()
-    bar = tqdm(total=cfg.search.epochs * steps, desc=f"search {cfg.method_name}", disable=not progress, leave=False)
-    for epoch in range(cfg.search.epochs):
+    bar = tqdm(total=epochs * steps, desc=f"search {cfg.method_name}", disable=not progress, leave=False)
+    for epoch in range(epochs):
         method.start_epoch(epoch)
         model.train()
         totals: dict[str, float] = {}
@@ -132,7 +187,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     genotype = method.derive(score)
     space.validate(genotype)
     derive_seconds = time.perf_counter() - start
-    total_steps = cfg.search.epochs * steps
+    total_steps = epochs * steps
     return {
         "genotype": genotype,
         "curves": curves,
@@ -158,7 +213,7 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     net.eval()
     macs = count_macs(net, task.example_input()).total
     net.train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=ev.lr, momentum=ev.momentum, weight_decay=ev.weight_decay)
+    optimizer = _sgd(net, ev)
     train_loader = task.loader("train", ev.batch_size, torch.Generator().manual_seed(cfg.seed + 2), recipe=ev)
     test_loader = task.loader("test", ev.batch_size)
     net, optimizer, train_loader, test_loader = accelerator.prepare(net, optimizer, train_loader, test_loader)
@@ -168,25 +223,7 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     start = time.perf_counter()
     bar = tqdm(total=ev.epochs * steps, desc="evaluate", disable=not progress, leave=False)
     for epoch in range(ev.epochs):
-        set_lr(optimizer, cosine_lr(epoch, ev.epochs, ev.lr, ev.lr_min))
-        task.start_epoch(net, epoch, ev)
-        net.train()
-        loss_sum, metric_sums = 0.0, {}
-        for i, batch in enumerate(train_loader):
-            if i >= steps:
-                break
-            out = task.train_loss(net, batch, ev)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(out.loss)
-            accelerator.clip_grad_norm_(net.parameters(), ev.grad_clip)
-            optimizer.step()
-            loss_sum += out.loss.item()
-            for k, v in out.metrics.items():
-                metric_sums[k] = metric_sums.get(k, 0.0) + v
-            bar.update()
-            bar.set_postfix(loss=f"{out.loss.item():.3f}")
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / steps}
-        row |= {f"train_{k}": v / steps for k, v in metric_sums.items()}
+        row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar)
         last = epoch == ev.epochs - 1
         if last or (ev.eval_every > 0 and (epoch + 1) % ev.eval_every == 0):
             test = evaluate_split(task, net, test_loader, accelerator)
@@ -226,14 +263,25 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     accelerator.print("[egsbench] evaluate: training the derived network from scratch")
     final = evaluate(cfg, task, genotype, accelerator, progress)
     test = final["test"]
+    ev_cost = final["cost"]
+    ev_rate = ev_cost["steps"] / ev_cost["wall_time_s"] if ev_cost["wall_time_s"] > 0 else None
+    determinism = {
+        "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "seed": cfg.seed,
+    }
     record = {
         "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "error": None,
         "method": cfg.method_name,
         "task": cfg.task_name,
         "space": cfg.space,
         "preset": cfg.preset,
         "seed": cfg.seed,
         "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
         "metrics": {
             "test_accuracy": test.get("accuracy"),
             "test_error": test.get("error"),
@@ -244,9 +292,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         },
         "genotype": genotype.to_dict(),
         "search": found["cost"],
-        "evaluate": final["cost"],
+        "evaluate": ev_cost | {"steps_per_s": ev_rate},
         "data": {"source": data.source, "sha256": data.sha256, "sizes": dict(data.sizes)},
-        "manifest": manifest(_device_name(accelerator)),
+        "manifest": manifest(_device_name(accelerator), determinism),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if accelerator.is_main_process:
@@ -256,6 +304,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         write_csv(out_dir / "search_curves.csv", found["curves"])
         write_csv(out_dir / "eval_curves.csv", final["curves"])
         write_json(out_dir / "arch_probabilities.json", found["probabilities"])
-        write_json(out_dir / "record.json", record)  # last: its presence marks a complete run
+        write_record(out_dir / "record.json", record)  # last: its presence marks a complete run
     accelerator.wait_for_everyone()
     return RunResult(record, out_dir, genotype, found["curves"], final["curves"])

@@ -4,7 +4,10 @@ A search method owns the architecture parameters (one ``(E, K)`` alpha tensor pe
 type), turns them into edge weights, performs search steps and derives a genotype. It sees
 the supernet and the task only through :class:`SearchContext`: a model, a loss function
 ``loss(model, batch, weights) -> LossOutput`` and a ``backward`` (``accelerator.backward``
-under the runner). It never imports a task or the harness.
+under the runner). It never imports a task or the harness; methods that must train final
+networks (the DARTS random baseline) ask the runner through ``SearchContext.train_candidate``.
+A method whose class or instance sets ``trains_supernet = False`` gets no search steps: the
+runner goes straight from ``setup`` to ``derive``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class SearchContext:
     op_costs: Callable[[str], dict[str, torch.Tensor]] | None = None  # metric -> {cell type: (E, K)}
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Train a candidate genotype briefly on search-train and return its search-val score, higher is better;
+    # provided by the runner (the run's evaluate recipe with the method's candidate_* overrides).
+    train_candidate: Callable[[Genotype], float] | None = None
 
     @property
     def total_steps(self) -> int:
@@ -85,7 +91,15 @@ class StepStats:
 
 @runtime_checkable
 class SearchMethod(Protocol):
-    """The protocol every method in ``methods/`` meets (NASLib's setup/step/derive, flattened)."""
+    """The protocol every method in ``methods/`` meets (NASLib's setup/step/derive, flattened).
+
+    Class attributes: ``config_class`` (the ``@dataclass`` its ``method:`` block validates
+    into) and ``space`` (the space its genotypes belong to: ``"darts"`` for two inputs per
+    node, ``"dag"`` for any in-degree and several ops per edge).
+    """
+
+    config_class: type
+    space: str
 
     def setup(self, ctx: SearchContext) -> None:
         """Create architecture parameters and optimisers for ``ctx.model``."""

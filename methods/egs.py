@@ -146,7 +146,7 @@ class EGS:
     """DARTS-EGS search (see the module docstring)."""
 
     config_class = EGSConfig
-    sparse = True  # codes are sparse: the supernet pays only for sampled ops
+    space = "dag"  # genotypes keep any in-degree and several ops per edge
 
     def __init__(self, config: EGSConfig):
         self.config = config

@@ -128,6 +128,7 @@ class CIFAR10:
     train_config_class = TrainConfig
     num_classes = 10
     score_key = "accuracy"
+    mean, std = MEAN, STD  # per-channel normalisation of the [0, 1] pixels
 
     def __init__(self, config: CIFAR10Config):
         self.config = config
@@ -137,6 +138,11 @@ class CIFAR10:
     def prepare_data(self) -> DataInfo:
         cfg = self.config
         data, source = load_cifar10(cfg.data_dir, cfg.download)
+        return self._split(data, source)
+
+    def _split(self, data: dict[str, ImageSplit], source: str) -> DataInfo:
+        """Limit, permute and halve the training set into the search splits; keep the official test split."""
+        cfg = self.config
         checksum = _checksum(data)
         gen = torch.Generator().manual_seed(cfg.split_seed)
         train = data["train"].subset(torch.randperm(len(data["train"]), generator=gen)[: cfg.train_limit])
@@ -162,8 +168,8 @@ class CIFAR10:
         data = self.splits[split]
         training = split != "test"
         augment = BatchAugment(
-            MEAN,
-            STD,
+            self.mean,
+            self.std,
             crop_padding=4 if training else 0,
             flip=training,
             cutout=recipe.cutout if split == "train" and recipe is not None else 0,

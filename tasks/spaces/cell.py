@@ -6,6 +6,10 @@ non-zero op, while sampled weightings (GDAS, EGS, random search) pay only for wh
 sample. Gradients reach the weights of the ops that ran; an op that did not run contributes
 no gradient (for straight-through estimators this drops the term <dL/dy, op_k(x)> of the
 unsampled ops, exactly as GDAS's one-op-per-edge execution does).
+
+Search-time drop path (SNAS uses 0.3) is optional and off by default: the supernet's
+``drop_path_prob`` drops each executed op output per sample (out-of-place, never on
+identity), only in training mode.
 """
 
 from __future__ import annotations
@@ -43,10 +47,15 @@ class MixedEdge(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False) for name in op_names)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: list[int]) -> torch.Tensor | None:
+    def forward(
+        self, x: torch.Tensor, weights: torch.Tensor, active: list[int], drop_prob: float = 0.0
+    ) -> torch.Tensor | None:
         out = None
         for k in active:
-            y = weights[k] * self.ops[k](x)
+            y = self.ops[k](x)
+            if drop_prob > 0.0 and not isinstance(self.ops[k], Identity):
+                y = drop_path(y, drop_prob)  # one mask per sample and op (SNAS search-time drop path)
+            y = weights[k] * y
             out = y if out is None else out + y
         return out
 
@@ -64,15 +73,21 @@ class SearchCell(nn.Module):
         )
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, active: list[list[int]]
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights: torch.Tensor,
+        active: list[list[int]],
+        drop_prob: float = 0.0,
     ) -> torch.Tensor:
+        """``drop_prob`` > 0 drops each executed non-identity op output per sample (callers pass 0 in eval)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # each (B, C, H, W)
         stride = 2 if self.reduction else 1
         e = 0
         for dst in self.space.intermediate_nodes:
             node = None
             for src in range(dst):
-                y = self.edges[e](states[src], weights[e], active[e])
+                y = self.edges[e](states[src], weights[e], active[e], drop_prob)
                 if y is not None:
                     node = y if node is None else node + y
                 e += 1

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from .cell import Cell, SearchCell, active_ops
-from .cost import count_macs, count_parameters
+from .cost import MacCount, count_macs, count_parameters
 from .genotype import Genotype, SearchSpace
+from .ops import Identity
 
 __all__ = ["AuxiliaryHeadCIFAR", "NetworkCIFAR", "SearchNetwork"]
 
@@ -38,6 +39,31 @@ def _is_reduction(i: int, layers: int) -> bool:
     return i in (layers // 3, 2 * layers // 3)
 
 
+@torch.no_grad()
+def _count_memory_access(model: nn.Module, *inputs) -> MacCount:
+    """Memory access cost per module for one sample: input + output elements + own parameters.
+
+    Counted for convolutions, pools and identities, as SNAS's per-op ``mac`` attributes.
+    """
+    result = MacCount()
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, Identity)):
+
+            def hook(mod, inp, out, name=name):
+                value = inp[0][0].numel() + out[0].numel() + sum(p.numel() for p in mod.parameters(recurse=False))
+                result.per_module[name] = result.per_module.get(name, 0) + value
+                result.total += value
+
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return result
+
+
 class SearchNetwork(nn.Module):
     """The DARTS CNN supernet over ``space``.
 
@@ -48,6 +74,9 @@ class SearchNetwork(nn.Module):
         layers: number of cells L (8 in the DARTS search).
         in_channels: image channels.
         image_size: side of the (square) input, used for cost measurement only.
+
+    ``drop_path_prob`` (default 0, off) drops each executed non-identity op output per sample
+    in training mode; search methods that use search-time drop path (SNAS) set it.
 
     Examples:
         >>> from tasks.spaces import SPACES
@@ -72,6 +101,7 @@ class SearchNetwork(nn.Module):
             raise ValueError(f"SearchNetwork needs cell types ('normal', 'reduce'), space has {space.cell_types}")
         self.space = space
         self.input_shape = (in_channels, image_size, image_size)
+        self.drop_path_prob = 0.0
         c_curr = STEM_MULTIPLIER * channels
         self.stem = _stem(in_channels, c_curr)
         c_pp, c_p, c_curr = c_curr, c_curr, channels
@@ -93,40 +123,52 @@ class SearchNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         active = {t: active_ops(w, self._zero_index) for t, w in weights.items()}
+        drop_prob = self.drop_path_prob if self.training else 0.0
         s0 = s1 = self.stem(x)  # (B, 3C, H, W)
         for cell in self.cells:
             t = self.cell_type(cell)
-            s0, s1 = s1, cell(s0, s1, weights[t], active[t])
+            s0, s1 = s1, cell(s0, s1, weights[t], active[t], drop_prob)
         return self.classifier(self.global_pooling(s1).flatten(1))  # (B, num_classes)
 
     @torch.no_grad()
-    def op_costs(self, metric: str = "macs") -> dict[str, torch.Tensor]:
+    def op_costs(self, metric: str = "macs", per_cell: bool = False) -> dict[str, torch.Tensor]:
         """Cost of each op at each edge, summed over all cells of a type: ``{cell_type: (E, K)}``.
 
-        ``metric`` is ``"macs"`` (multiply-accumulates for one input, pools included) or
-        ``"params"``. The zero op and identity cost 0.
+        ``metric`` is ``"macs"`` (multiply-accumulates for one input, pools included),
+        ``"params"``, or ``"mac_memory"`` (memory access cost for one input: input plus output
+        feature-map elements plus parameters of every conv, pool and identity, ShuffleNet V2's
+        MAC as SNAS's ``operations.py`` counts it; FactorizedReduce's shifted path reads
+        ``(H-1)(W-1)`` positions, where SNAS counts ``H*W``). The zero op costs 0; identity
+        costs 0 except under ``mac_memory`` (it reads and writes its feature map).
+
+        ``per_cell=True`` returns ``{cell_type: (n_cells_of_type, E, K)}`` instead, one slice
+        per cell in network order (SNAS penalises each cell's cost separately).
         """
         E, K = self.space.num_edges, self.space.num_ops
-        costs = {t: torch.zeros(E, K, dtype=torch.float64) for t in self.space.cell_types}
         if metric == "params":
             per_module = {name: p.numel() for name, p in self.named_parameters()}
-        elif metric == "macs":
-            ones = {t: torch.ones(E, K) for t in self.space.cell_types}
+        elif metric in ("macs", "mac_memory"):
             was_training = self.training
             self.eval()
             device = next(self.parameters()).device
-            ones = {t: w.to(device) for t, w in ones.items()}
-            per_module = count_macs(self, torch.zeros(1, *self.input_shape, device=device), ones).per_module
+            ones = {t: torch.ones(E, K, device=device) for t in self.space.cell_types}
+            x = torch.zeros(1, *self.input_shape, device=device)
+            counter = count_macs if metric == "macs" else _count_memory_access
+            per_module = counter(self, x, ones).per_module
             self.train(was_training)
         else:
-            raise ValueError(f"unknown cost metric {metric!r}; use 'macs' or 'params'")
+            raise ValueError(f"unknown cost metric {metric!r}; use 'macs', 'params' or 'mac_memory'")
+        per_cell_costs = torch.zeros(len(self.cells), E, K, dtype=torch.float64)
         for name, value in per_module.items():
             parts = name.split(".")
-            # cells.{i}.edges.{e}.ops.{k}.<rest>
-            if len(parts) > 6 and parts[0] == "cells" and parts[2] == "edges" and parts[4] == "ops":
-                cell = self.cells[int(parts[1])]
-                costs[self.cell_type(cell)][int(parts[3]), int(parts[5])] += value
-        return costs
+            # cells.{i}.edges.{e}.ops.{k}[.<rest>]: an identity op is itself the counted module
+            if len(parts) >= 6 and parts[0] == "cells" and parts[2] == "edges" and parts[4] == "ops":
+                per_cell_costs[int(parts[1]), int(parts[3]), int(parts[5])] += value
+        out = {}
+        for t in self.space.cell_types:
+            rows = [i for i, cell in enumerate(self.cells) if self.cell_type(cell) == t]
+            out[t] = per_cell_costs[rows] if per_cell else per_cell_costs[rows].sum(dim=0)
+        return out
 
 
 class AuxiliaryHeadCIFAR(nn.Module):

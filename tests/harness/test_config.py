@@ -32,6 +32,8 @@ def test_overrides_are_typed_yaml_scalars():
     assert cfg.method.M == 4 and cfg.method.tau_final == 0.5 and cfg.search.max_steps_per_epoch is None
     assert cfg.task.data_dir == "/some/where" and cfg.seed == 3
     assert load_config("smoke/egs-cifar10").hash() != cfg.hash()
+    seeds = [load_config("smoke/egs-cifar10", [f"seed={k}"]) for k in (0, 1)]
+    assert seeds[0].hash() == seeds[1].hash()  # the hash identifies a run up to its seed
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,7 @@ def test_overrides_are_typed_yaml_scalars():
         (["method.M=0"], r"method\.M must be >= 1"),
         (["preset=huge"], r"'preset' must be one of"),
         (["method.M"], r"not of the form key=value"),
+        (["space=darts"], r"method 'egs' derives cells with any in-degree, which space 'darts' rejects"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(overrides, match):

@@ -183,3 +183,68 @@ def test_op_costs_rank_ops_by_macs():
     assert (params[:2, k("skip_connect")] > 0).all()  # FactorizedReduce on the reduction inputs has weights
     with pytest.raises(ValueError, match="unknown cost metric"):
         net.op_costs("latency")
+
+
+def test_op_costs_per_cell_sum_to_the_per_type_costs():
+    net = SearchNetwork(SPACES.get("dag"), channels=4, num_classes=10, layers=3, image_size=16)
+    for metric in ("macs", "params", "mac_memory"):
+        summed, per_cell = net.op_costs(metric), net.op_costs(metric, per_cell=True)
+        assert per_cell["normal"].shape == (1, 14, 8) and per_cell["reduce"].shape == (2, 14, 8)
+        for t in summed:
+            assert torch.equal(per_cell[t].sum(0), summed[t])
+
+
+def test_mac_memory_matches_the_snas_formulas():
+    # SNAS operations.py: MAC = input + output feature-map elements + parameters, per conv / pool / identity.
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3, image_size=16)
+    costs = net.op_costs("mac_memory", per_cell=True)
+    k = space.op_index
+    normal, reduce = costs["normal"][0], costs["reduce"][0]  # cell 0: C=4 at 16x16; cell 1: C=8, 16x16 -> 8x8
+    c, hw = 4, 16 * 16
+    for op, kernel in (("sep_conv_3x3", 3), ("sep_conv_5x5", 5)):
+        assert normal[0, k(op)] == hw * (7 * c + c) + 2 * c * kernel**2 + 2 * c * c
+    for op, kernel in (("dil_conv_3x3", 3), ("dil_conv_5x5", 5)):
+        assert normal[0, k(op)] == hw * (3 * c + c) + c * kernel**2 + c * c
+    for op in ("max_pool_3x3", "avg_pool_3x3", "skip_connect"):
+        assert normal[0, k(op)] == 2 * c * hw
+    assert (normal[:, k("none")] == 0).all()
+    c, out = 8, 8 * 8  # stride-2 edges of the reduction cell
+    assert reduce[0, k("sep_conv_3x3")] == out * (10 * c + c) + 2 * c * 9 + 2 * c * c
+    assert reduce[0, k("dil_conv_3x3")] == out * (6 * c + c) + c * 9 + c * c
+    assert reduce[0, k("max_pool_3x3")] == 5 * c * out
+    # FactorizedReduce: SNAS counts 2 * (4 * out) * c inputs; the shifted path reads (H-1)(W-1) positions.
+    assert reduce[0, k("skip_connect")] == (16 * 16 + 15 * 15) * c + 2 * (c // 2) * out + 2 * c * (c // 2)
+    assert (reduce[4, k("skip_connect")] == 2 * c * out).all()  # edge (2, 3): stride 1, identity
+
+
+def test_search_drop_path_is_off_by_default_per_op_and_never_on_identity():
+    torch.manual_seed(0)
+    space = SPACES.get("dag")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3).train()
+    x = torch.randn(8, 3, 16, 16)
+    only = {}
+    for op in ("skip_connect", "sep_conv_3x3"):
+        w = {t: torch.zeros(space.num_edges, space.num_ops) for t in space.cell_types}
+        w["normal"][:, space.op_index(op)] = 1.0
+        w["reduce"][:, space.op_index("max_pool_3x3")] = 1.0
+        only[op] = w
+    cell, s = net.cells[0], torch.randn(8, 12, 8, 8)
+    active = [[space.op_index("skip_connect")]] * space.num_edges
+    a = cell(s, s, only["skip_connect"]["normal"], active, drop_prob=0.9)
+    b = cell(s, s, only["skip_connect"]["normal"], active, drop_prob=0.0)
+    assert torch.equal(a, b)  # identity is never dropped
+    active = [[space.op_index("sep_conv_3x3")]] * space.num_edges
+    torch.manual_seed(1)
+    node2 = cell(s, s, only["sep_conv_3x3"]["normal"], active, drop_prob=0.9)[:, :4]  # two dropped ops, (8, C, H, W)
+    zero = (node2.flatten(1) == 0).all(dim=1)
+    assert zero.any() and not zero.all()  # whole samples dropped, per op (both ops gone: p = 0.81)
+    assert net.drop_path_prob == 0.0
+    torch.manual_seed(2)
+    y0 = net(x, only["sep_conv_3x3"])
+    net.drop_path_prob = 0.5
+    torch.manual_seed(2)
+    assert not torch.equal(net(x, only["sep_conv_3x3"]), y0)
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x, only["sep_conv_3x3"]), net(x, only["sep_conv_3x3"]))  # no drop in eval

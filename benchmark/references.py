@@ -1,0 +1,112 @@
+"""The papers' reported numbers (``results/references/*.csv``) and which runs reproduce them.
+
+Each reference row that a method here can reproduce carries ``method``, ``task``, ``preset`` and a
+``selector``: a JSON object of method-config values the run must have (``{"M": 7}`` for egs,
+``{"order": 2}`` for darts, ...). ``references_for`` returns the rows whose selector a run's
+method config satisfies. Where each table comes from: ``results/references/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.spaces import UnknownNameError
+from tasks.spaces.registry import unknown_name_message
+
+__all__ = ["REFERENCE_DIR", "TABLES", "VARIANT_KEYS", "load_reference", "references_for", "variant_of"]
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "references"
+
+# table name -> where it comes from (the file is ``<name>.csv``)
+TABLES = {
+    "cifar10": "DARTS-EGS paper, Table 1 (CIFAR-10)",
+    "imagenet_mobile": "DARTS-EGS paper, Table 2 (ImageNet, mobile setting)",
+    "ptb": "DARTS-EGS paper, Table 3 (Penn Treebank)",
+    "wt2": "DARTS-EGS paper, Table 4 (WikiText-2)",
+    "sampling_times": "DARTS-EGS paper, Table 5 (CIFAR-10, number of sampling times M)",
+    "voc2012": "DARTS-EGS paper, Section 4.3.2 (PASCAL VOC 2012 segmentation)",
+}
+
+# method-config keys that make runs of one method different rows of a table; other keys
+# (learning rates, temperatures...) are settings of the same variant
+VARIANT_KEYS: dict[str, tuple[str, ...]] = {
+    "egs": ("M",),
+    "darts": ("order",),
+    "snas": ("constraint",),
+    "random": ("variant",),
+}
+
+_INT_COLUMNS = ("M", "ops")  # integer columns with blanks: nullable Int64, not float
+
+
+def load_reference(table: str, root: str | Path = REFERENCE_DIR) -> pd.DataFrame:
+    """One reference table as a frame, one row per reported architecture.
+
+    Args:
+        table: a name in ``TABLES``: cifar10, imagenet_mobile, ptb, wt2, sampling_times, voc2012.
+        root: the folder of the CSVs.
+
+    Examples:
+        >>> load_reference("cifar10").set_index("architecture").loc["DARTS-EGS (M=7)", "test_error_pct"]
+        np.float64(2.79)
+    """
+    if table not in TABLES:
+        raise UnknownNameError(unknown_name_message("reference table", table, sorted(TABLES)))
+    frame = pd.read_csv(Path(root) / f"{table}.csv", keep_default_na=False, na_values=[""])
+    for column in _INT_COLUMNS:
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    for column in ("method", "task", "preset", "selector", "note"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def _selects(selector: str | None, method_config: Mapping[str, Any]) -> bool:
+    wanted = json.loads(selector) if selector else {}
+    return all(key in method_config and method_config[key] == value for key, value in wanted.items())
+
+
+def references_for(
+    method: str,
+    task: str,
+    preset: str,
+    method_config: Mapping[str, Any],
+    tables: list[str] | None = None,
+    root: str | Path = REFERENCE_DIR,
+) -> pd.DataFrame:
+    """The reference rows a run reproduces, from every table, with ``table`` and ``row`` (position in it) columns.
+
+    Args:
+        method: the registered method name (``egs``, ``darts``...).
+        task: the task name (``cifar10``...).
+        preset: the run's preset; reported numbers are tied to ``paper``.
+        method_config: the run's method config (the ``method`` block of its config); a row matches
+            when every key of its selector is there with the same value.
+        tables: the tables to search; all by default.
+        root: the folder of the CSVs.
+
+    Examples:
+        >>> rows = references_for("darts", "cifar10", "paper", {"order": 2})
+        >>> rows["architecture"].tolist()
+        ['DARTS (2nd order) + cutout']
+    """
+    found = []
+    for table in tables or list(TABLES):
+        frame = load_reference(table, root)
+        keep = (frame["method"] == method) & (frame["task"] == task) & (frame["preset"] == preset)
+        keep &= frame["selector"].map(lambda s: _selects(s, method_config))
+        if keep.any():
+            found.append(frame[keep].assign(table=table, row=frame.index[keep]))  # row: position in its table
+    if not found:
+        return pd.DataFrame(columns=["table", "method", "task", "preset", "selector"])
+    return pd.concat(found, ignore_index=True)
+
+
+def variant_of(method: str, method_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``method_config`` that distinguish variants of ``method`` (``{"M": 7}``)."""
+    return {key: method_config[key] for key in VARIANT_KEYS.get(method, ()) if key in method_config}

@@ -1,0 +1,78 @@
+"""One self-contained HTML report for a folder of runs (a sweep): tables and figures, offline.
+
+Every figure is embedded as a base64 ``data:`` URI and the styles are inline, so the file
+opens from disk with no network and no sibling files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .records import atomic_write_text
+
+__all__ = ["write_report"]
+
+FIGURES = ("cell_normal.png", "cell_reduce.png", "probabilities_normal.png", "probabilities_reduce.png", "curves.png")
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+details{margin:1em 0;border:1px solid #ddd;padding:.5em 1em;border-radius:4px}
+summary{cursor:pointer;font-weight:600}img{max-width:100%;margin:.5em 0}
+.failed{color:#b00}
+"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _run_section(folder: Path, record: dict, root: Path) -> str:
+    m = record.get("metrics") or {}
+    status = record.get("status", "ok")
+    title = f"{record['method']} / {record['task']} / {record['preset']} / seed {record['seed']}"
+    if status != "ok":
+        return (f'<details><summary class="failed">{html.escape(title)}: FAILED</summary>'
+                f"<pre>{html.escape(str(record.get('error')))}</pre></details>")  # fmt: skip
+    facts = (
+        f"test accuracy {m.get('test_accuracy', float('nan')):.2f}%, params {m.get('params_m', float('nan')):.3f} M, "
+        f"MACs {m.get('macs_m', float('nan')):.1f} M, search {record['search']['wall_time_s']:.0f} s on "
+        f"{html.escape(record['manifest']['device'])}; folder {html.escape(str(folder.relative_to(root)))}"
+    )
+    figures = "".join(_img(folder / name) for name in FIGURES if (folder / name).is_file())
+    genotype = html.escape(json.dumps(record.get("genotype")))
+    return (f"<details><summary>{html.escape(title)}: {m.get('test_accuracy', float('nan')):.2f}%</summary>"
+            f"<p>{facts}</p>{figures}<p><code>{genotype}</code></p></details>")  # fmt: skip
+
+
+def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
+    """Gather ``runs_dir/**/record.json`` into one HTML file at ``out``."""
+    from .tables import render_tables
+
+    root = Path(runs_dir)
+    found = sorted(root.rglob("record.json"))
+    records = [(p.parent, json.loads(p.read_text())) for p in found]
+    failed = sum(1 for _, r in records if r.get("status", "ok") != "ok")
+    tables = render_tables([r for _, r in records], fmt="html")
+    sections = "".join(_run_section(folder, rec, root) for folder, rec in records)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or root.name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>EGS-Bench report: {html.escape(title or root.name)}</h1>
+<p>{len(records)} runs ({failed} failed) under <code>{html.escape(str(root))}</code>; generated {when}.</p>
+<h2>Results beside the reported numbers</h2>
+{tables}
+<h2>Runs</h2>
+{sections}
+</body></html>
+"""
+    out = Path(out)
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,293 @@
+"""DARTS: differentiable architecture search with a softmax relaxation and bilevel optimisation.
+
+Paper: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
+(https://arxiv.org/abs/1806.09055). Code origin: quark0/darts ``cnn/model_search.py``
+(alphas, ``genotype``), ``cnn/architect.py`` (first- and second-order alpha step) and
+``cnn/train_search.py`` (the loop). This module follows ``METHODS-SPEC.md`` section 1.
+
+Every edge mixes all ops with ``softmax(alpha)`` (one ``(E, K)`` alpha per cell type, shared
+by all cells of that type, initialised to ``1e-3 * randn``). Each step first updates alpha on
+a validation batch, then the weights on a training batch (SGD, cosine learning rate, gradient
+clipping on the weights only). ``order: 1`` uses ``grad_alpha L_val(w, alpha)``. ``order: 2``
+uses the one-step unrolled objective ``L_val(w', alpha)`` with
+``w' = w - xi * (mu * v_mom + grad_w L_tr(w) + wd * w)`` (``xi`` the current weight learning
+rate, ``v_mom`` the SGD momentum buffer): the gradient is ``g - xi * hvp`` where
+``g = grad_alpha L_val(w')``, ``v = grad_w' L_val(w')`` and the Hessian-vector product
+``hvp = (grad_alpha L_tr(w + R v) - grad_alpha L_tr(w - R v)) / (2R)``, ``R = unrolled_r / ||v||``,
+a central difference around the original ``w`` (quark0/darts#21). The genotype keeps, per
+intermediate node, the two incoming edges with the largest non-zero-op probability and on
+each the most probable non-zero op.
+
+Deviations from the original code, and why:
+- The unrolled model is not a copy (``model.new()`` + ``load_state_dict`` every step is very
+  slow, pitfall 5): all second-order passes evaluate the task loss on the supernet through
+  ``torch.func.functional_call`` with virtual weight tensors (``w'``, ``w +- R v``). The real
+  parameters are never modified, so they are restored bitwise; the original perturbs
+  ``p.data`` in place and subtracts again, which is exact only up to rounding.
+- BatchNorm running statistics: the search BNs run in training mode (batch statistics), so
+  the running statistics never enter a search loss; they matter only for eval-mode metrics
+  (search-val accuracy). The virtual second-order passes update a scratch copy of the
+  buffers that is thrown away, so the real statistics see only passes at the real weights
+  (the weight step; with ``order: 1`` also the alpha pass on the validation batch, as the
+  original). The original also updated them from its ``grad_w L_tr`` pass and from both
+  perturbed passes ``w +- R v``.
+- The learning rate of epoch ``e`` is the per-epoch cosine value ``eta(e)``, set at the epoch
+  start as the original's ``scheduler.step()`` did under PyTorch 0.3 (pitfall 3).
+- Alphas live in an ``nn.ParameterDict`` (the original used bare tensors) that is kept out of
+  the SGD group, weight decay and gradient clipping (pitfall 4); their dtype follows the
+  supernet's parameters.
+- The weight step feeds the supernet detached softmax weights: the same values, without the
+  alpha gradients the original accumulated and discarded.
+- The architect runs in full fp32: on CUDA, TF32 convolutions and matmuls are switched off
+  during the second-order gradient (Ampere and newer default to TF32 convolutions, whose
+  rounding swamps the ``R = 0.01 / ||v||`` differences; the 1080 Ti of the paper had none).
+- The supernet never executes the zero op (its output is zeros anyway): values and gradients,
+  including the softmax gradient reaching ``alpha_none``, are those of the original's ``x * 0``.
+- Weights that receive no gradient count as zero gradient in the unrolled step (the original
+  ``autograd.grad`` would raise).
+- Under several processes the second-order passes run on the unwrapped supernet in each
+  process without gradient all-reduce, and alpha gradients are not averaged across
+  processes (as for every method here); the original is single-GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from tasks.spaces import CellGenotype, ConfigError, Genotype
+
+from .base import EdgeWeights, ScoreFn, SearchContext, StepStats, cosine_lr, make_weight_optimizer, set_lr
+from .registry import METHODS
+
+__all__ = ["DARTS", "DARTSConfig", "UnrolledGradient"]
+
+
+@dataclass
+class DARTSConfig:
+    order: int = 1  # 1: first-order alpha gradient; 2: one-step unrolled (second order, ~2.5x the step cost)
+    unrolled_r: float = 0.01  # finite-difference radius R = unrolled_r / ||v|| of the second-order term
+    arch_lr: float = 3e-4
+    arch_beta1: float = 0.5
+    arch_beta2: float = 0.999
+    arch_weight_decay: float = 1e-3
+
+    def __post_init__(self):
+        if self.order not in (1, 2):
+            raise ConfigError(f"method.order must be 1 (first order) or 2 (second order), got {self.order!r}")
+        if self.unrolled_r <= 0:
+            raise ConfigError(f"method.unrolled_r must be positive, got {self.unrolled_r}")
+
+
+@dataclass
+class UnrolledGradient:
+    """The second-order alpha gradient of one step and cheap by-products (all detached)."""
+
+    alpha: dict[str, torch.Tensor]  # cell type -> (E, K): g - xi * hvp
+    val_loss: float  # L_val(w', alpha)
+    radius: float  # R = unrolled_r / ||v||
+    correction: float  # ||xi * hvp|| / ||g||: how far the second-order term moves the first-order gradient
+
+
+class _Virtual(nn.Module):
+    """``module`` called with some parameters and buffers replaced (``torch.func.functional_call``)."""
+
+    def __init__(self, module: nn.Module, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        self.module = module
+        self.tensors = tensors
+
+    def forward(self, *args, **kwargs):
+        return functional_call(self.module, self.tensors, args, kwargs)
+
+
+@contextmanager
+def _full_fp32(device: torch.device) -> Iterator[None]:
+    """Switch TF32 off for cuDNN convolutions and CUDA matmuls, restoring the previous flags after."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+
+
+def _zeros_for_none(grads: tuple[torch.Tensor | None, ...], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, like, strict=True)]
+
+
+@METHODS.register("darts")
+class DARTS:
+    """DARTS search (see the module docstring)."""
+
+    config_class = DARTSConfig
+    space = "darts"  # derives exactly two inputs per node
+    sparse = False  # softmax weights: every non-zero op runs on every edge
+
+    def __init__(self, config: DARTSConfig):
+        self.config = config
+        self.epoch = 0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, ctx: SearchContext) -> None:
+        cfg, space = self.config, ctx.space
+        self.ctx = ctx
+        self.net = getattr(ctx.model, "module", ctx.model)  # unwrapped, for the virtual passes
+        named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        self.weight_names = [n for n, _ in named]
+        self.weight_params = [p for _, p in named]
+        gen = torch.Generator().manual_seed(ctx.seed)
+        dtype = self.weight_params[0].dtype if self.weight_params else torch.get_default_dtype()
+        self.alphas = nn.ParameterDict(
+            {t: nn.Parameter(1e-3 * torch.randn(space.num_edges, space.num_ops, generator=gen, dtype=dtype))
+             for t in space.cell_types}
+        ).to(ctx.device)  # fmt: skip
+        self.w_optimizer = make_weight_optimizer(self.weight_params, ctx.config)
+        self.a_optimizer = torch.optim.Adam(
+            self.alphas.parameters(),
+            lr=cfg.arch_lr,
+            betas=(cfg.arch_beta1, cfg.arch_beta2),
+            weight_decay=cfg.arch_weight_decay,
+        )
+
+    # -- distributions -------------------------------------------------------------------------
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """``softmax(alpha)`` per cell type, ``(E, K)``: the mixing weights of every edge."""
+        return {t: torch.softmax(alpha, dim=-1) for t, alpha in self.alphas.items()}
+
+    # -- search --------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        c = self.ctx.config
+        set_lr(self.w_optimizer, cosine_lr(epoch, c.epochs, c.lr, c.lr_min))
+
+    def step(self, train_batch, val_batch) -> StepStats:
+        ctx = self.ctx
+        lr = self.w_optimizer.param_groups[0]["lr"]
+        # (1) alpha step on the validation batch.
+        self.a_optimizer.zero_grad(set_to_none=True)
+        if self.config.order == 1:
+            val = ctx.loss(ctx.model, val_batch, self.probabilities())
+            ctx.backward(val.loss)
+            extras = {"lr": lr, "val_loss": val.loss.item()}
+        else:
+            hyper = self.unrolled_gradient(train_batch, val_batch)
+            for t, alpha in self.alphas.items():
+                alpha.grad = hyper.alpha[t]
+            # val_loss is L_val(w') here; hvp_correction = ||xi * hvp|| / ||g||.
+            extras = {"lr": lr, "val_loss": hyper.val_loss, "fd_radius": hyper.radius,
+                      "hvp_correction": hyper.correction}  # fmt: skip
+        self.a_optimizer.step()
+        # (2) weight step on the training batch, alpha fixed.
+        self.w_optimizer.zero_grad(set_to_none=True)
+        weights = {t: p.detach() for t, p in self.probabilities().items()}
+        out = ctx.loss(ctx.model, train_batch, weights)
+        ctx.backward(out.loss)
+        nn.utils.clip_grad_norm_(self.weight_params, ctx.config.grad_clip)
+        self.w_optimizer.step()
+        return StepStats(loss=out.loss.item(), metrics=out.metrics, extras=extras)
+
+    def _virtual_loss(self, params: list[torch.Tensor], buffers: dict, batch, weights: EdgeWeights) -> torch.Tensor:
+        """The task loss of the supernet with its weights replaced by ``params`` (ordered as ``weight_params``)."""
+        tensors = dict(zip(self.weight_names, params, strict=True)) | buffers
+        return self.ctx.loss(_Virtual(self.net, tensors), batch, weights).loss
+
+    def unrolled_gradient(self, train_batch, val_batch) -> UnrolledGradient:
+        """The second-order alpha gradient (architect.py ``_backward_step_unrolled``).
+
+        Touches neither the supernet's parameters, their ``.grad`` nor its buffers.
+        """
+        group = self.w_optimizer.param_groups[0]
+        xi, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        alphas = list(self.alphas.values())
+        w = [p.detach() for p in self.weight_params]
+        # BN layers update running statistics in place even in virtual passes: give them a scratch copy.
+        buffers = {n: b.detach().clone() for n, b in self.net.named_buffers()}
+        with _full_fp32(self.ctx.device):
+            # w' = w - xi * (mu * v_mom + grad_w L_tr(w) + wd * w): the SGD step the weights would take (no clipping).
+            leaves = [p.detach().requires_grad_(True) for p in self.weight_params]
+            fixed = {t: p.detach() for t, p in self.probabilities().items()}
+            loss_tr = self._virtual_loss(leaves, buffers, train_batch, fixed)
+            dtheta = _zeros_for_none(torch.autograd.grad(loss_tr, leaves, allow_unused=True), w)
+            with torch.no_grad():
+                unrolled = []
+                for p, g, param in zip(w, dtheta, self.weight_params, strict=True):
+                    step = g + wd * p
+                    buf = self.w_optimizer.state.get(param, {}).get("momentum_buffer")
+                    if buf is not None and mu != 0:
+                        step = step + mu * buf
+                    unrolled.append((p - xi * step).requires_grad_(True))
+            # g = grad_alpha L_val(w'), v = grad_w' L_val(w').
+            loss_val = self._virtual_loss(unrolled, buffers, val_batch, self.probabilities())
+            grads = torch.autograd.grad(loss_val, alphas + unrolled, allow_unused=True)
+            g = _zeros_for_none(grads[: len(alphas)], alphas)
+            v = _zeros_for_none(grads[len(alphas) :], w)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v])) if v else None
+            if norm is None or norm.item() == 0.0:
+                hvp, radius = [torch.zeros_like(a) for a in alphas], 0.0
+            else:
+                radius = self.config.unrolled_r / norm.item()
+                # Central difference around the ORIGINAL w (quark0/darts#21), divided by 2R.
+                sides = []
+                for sign in (1.0, -1.0):
+                    with torch.no_grad():
+                        shifted = [p + sign * radius * d for p, d in zip(w, v, strict=True)]
+                    loss = self._virtual_loss(shifted, buffers, train_batch, self.probabilities())
+                    sides.append(_zeros_for_none(torch.autograd.grad(loss, alphas, allow_unused=True), alphas))
+                hvp = [(gp - gm) / (2 * radius) for gp, gm in zip(*sides, strict=True)]
+        final = [gi - xi * h for gi, h in zip(g, hvp, strict=True)]
+        g_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in g])).item()
+        h_norm = xi * torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in hvp])).item()
+        return UnrolledGradient(
+            alpha={t: f.detach() for t, f in zip(self.alphas, final, strict=True)},
+            val_loss=loss_val.item(),
+            radius=radius,
+            correction=h_norm / g_norm if g_norm > 0 else 0.0,
+        )
+
+    # -- derivation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def derive(self, score: ScoreFn) -> Genotype:
+        """``model_search.genotype``: per node the top-2 edges by max non-zero-op probability, argmax op each.
+
+        ``score`` is unused: DARTS derives from alpha alone.
+        """
+        del score
+        space = self.ctx.space
+        keep = space.inputs_per_node or 2
+        candidates = [k for k, op in enumerate(space.ops) if op != space.zero_op]
+        cells = {}
+        for t, p in self.probabilities().items():
+            rows = p.detach().double().cpu().tolist()  # (E, K)
+            edges = []
+            for dst in space.intermediate_nodes:
+                incoming = {src: rows[space.edge_index(src, dst)] for src in range(dst)}
+                strength = {src: max(row[k] for k in candidates) for src, row in incoming.items()}
+                # Stable sorts (reverse=True included) and max() keep the first of equals, as the original.
+                for src in sorted(incoming, key=strength.__getitem__, reverse=True)[:keep]:
+                    edges.append((src, dst, space.ops[max(candidates, key=incoming[src].__getitem__)]))
+            cells[t] = CellGenotype(tuple(edges), tuple(space.intermediate_nodes))
+        return space.validate(Genotype(cells))
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "alphas": self.alphas.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "a_optimizer": self.a_optimizer.state_dict(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.alphas.load_state_dict(state["alphas"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.a_optimizer.load_state_dict(state["a_optimizer"])
+        self.epoch = state["epoch"]

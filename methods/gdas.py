@@ -1,0 +1,213 @@
+"""GDAS: searching for a robust neural architecture in four GPU hours.
+
+Paper: Dong, Yang, "Searching for A Robust Neural Architecture in Four GPU Hours", CVPR 2019
+(https://arxiv.org/abs/1910.04465). Official code: D-X-Y/AutoDL-Projects, now xautodl
+(``xautodl/models/cell_searchs/search_model_gdas_nasnet.py``,
+``exps/NAS-Bench-201-algos/GDAS.py``). This module follows ``METHODS-SPEC.md`` section 4.
+
+Per cell type and forward pass, one Gumbel sample per edge:
+``h = softmax((log_softmax(alpha) + g) / tau)``, ``idx = argmax h``, and the edge weights are
+``one_hot(idx)`` in the forward pass with the gradient of ``h`` in the backward pass
+(straight-through). The forward values are exactly 0 or 1, so sparse execution runs exactly
+one op per edge, ``op_idx(x) * 1`` (nothing when ``idx`` is ``none``: its output is zero), and
+alpha receives gradient through ``h[idx]``. The temperature is annealed linearly per epoch,
+``tau_e = tau_max - (tau_max - tau_min) * e / (E - 1)``, from 10 to 0.1. Each step is a first-order
+alternation: a weight step on the training batch (fresh sample), then an alpha step on the
+validation batch (fresh sample). Alpha: ``1e-3 * randn`` init, Adam(3e-4, betas (0.5, 0.999),
+weight decay 1e-3).
+
+Derivation: per intermediate node, the two (input, op) pairs with the largest
+``softmax(alpha)`` over all incoming edges, ``none`` excluded (the same input may appear twice
+with two different ops); every intermediate node is concatenated. Valid in the ``darts`` space.
+
+Deviations, and why:
+- Supernet: the shared DARTS supernet (8 cells by default, no final BN-ReLU) instead of GDAS's
+  NASNet-style search net (C=16, N=2: 6 cells with 2 reductions, BN-ReLU before pooling), so
+  that every method of the benchmark searches the same network; ``search.layers`` sets the
+  depth.
+- Weight optimiser: the shared one (SGD, momentum 0.9, weight decay 3e-4, cosine 0.025 ->
+  0.001, clip 5 on the weights only); GDAS used Nesterov momentum and weight decay 5e-4, and
+  clipped ``network.parameters()`` (alphas included).
+- The weight step detaches alpha (xautodl back-propagates into alpha there and discards the
+  gradient at the alpha step's ``zero_grad``; the update is the same).
+- Gumbel noise comes from ``gumbel_like``, which is finite by construction, so xautodl's
+  "resample if inf or nan" loop is not needed.
+- Edge order is DARTS's (destination-major) rather than xautodl's sorted ``"i<-j"`` keys; ties
+  in the derivation are broken by (input, op) order.
+- Under several processes alpha gradients are not averaged across processes (as for every
+  method here); the original is single-GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.spaces import CellGenotype, ConfigError, Genotype
+
+from .base import (
+    ScoreFn,
+    SearchContext,
+    StepStats,
+    cosine_lr,
+    make_weight_optimizer,
+    set_lr,
+    weight_parameters,
+)
+from .registry import METHODS
+from .sampling import gumbel_like, straight_through
+
+__all__ = ["GDAS", "GDASConfig", "gumbel_hard"]
+
+
+def gumbel_hard(
+    alpha: torch.Tensor, tau: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GDAS's hard Gumbel-softmax sample of each row of ``alpha`` ``(E, K)``.
+
+    Returns:
+        ``(weights, index)``: ``weights`` is ``one_hot(index)`` in the forward pass (exactly 0/1)
+        with the gradient of ``h = softmax((log_softmax(alpha) + g) / tau)``; ``index`` ``(E,)``
+        is the sampled op per row.
+
+    Examples:
+        >>> w, idx = gumbel_hard(torch.zeros(3, 4), tau=1.0, generator=torch.Generator().manual_seed(0))
+        >>> w.sum(-1).tolist(), bool((w.argmax(-1) == idx).all())
+        ([1.0, 1.0, 1.0], True)
+    """
+    log_p = torch.log_softmax(alpha, dim=-1)
+    h = torch.softmax((log_p + gumbel_like(log_p, generator)) / tau, dim=-1)  # (E, K)
+    index = h.argmax(dim=-1)
+    hard = F.one_hot(index, alpha.shape[-1]).to(alpha.dtype)
+    return straight_through(hard, h), index
+
+
+@dataclass
+class GDASConfig:
+    tau_max: float = 10.0  # Gumbel-softmax temperature at the first epoch
+    tau_min: float = 0.1  # ... annealed linearly to this at the last epoch
+    arch_lr: float = 3e-4
+    arch_beta1: float = 0.5
+    arch_beta2: float = 0.999
+    arch_weight_decay: float = 1e-3
+
+    def __post_init__(self):
+        if self.tau_min <= 0:
+            raise ConfigError(f"method.tau_min must be positive, got {self.tau_min}")
+        if self.tau_max < self.tau_min:
+            raise ConfigError(f"method.tau_max must be >= method.tau_min, got {self.tau_max} < {self.tau_min}")
+        if self.arch_lr <= 0:
+            raise ConfigError(f"method.arch_lr must be positive, got {self.arch_lr}")
+
+
+@METHODS.register("gdas")
+class GDAS:
+    """GDAS search (see the module docstring)."""
+
+    config_class = GDASConfig
+    space = "darts"  # two (input, op) pairs per node
+
+    def __init__(self, config: GDASConfig):
+        self.config = config
+        self.epoch = 0
+        self.tau = config.tau_max
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, ctx: SearchContext) -> None:
+        cfg, space = self.config, ctx.space
+        self.ctx = ctx
+        gen = torch.Generator().manual_seed(ctx.seed)
+        self.alphas = nn.ParameterDict(
+            {
+                t: nn.Parameter(1e-3 * torch.randn(space.num_edges, space.num_ops, generator=gen))
+                for t in space.cell_types
+            }
+        ).to(ctx.device)
+        self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
+        self.a_optimizer = torch.optim.Adam(
+            self.alphas.parameters(),
+            lr=cfg.arch_lr,
+            betas=(cfg.arch_beta1, cfg.arch_beta2),
+            weight_decay=cfg.arch_weight_decay,
+        )
+
+    # -- distributions -------------------------------------------------------------------------
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """``softmax(alpha)`` per cell type, ``(E, K)``."""
+        return {t: torch.softmax(a, dim=-1) for t, a in self.alphas.items()}
+
+    def sample(self, generator: torch.Generator | None = None, detach: bool = False) -> dict[str, torch.Tensor]:
+        """One hard straight-through sample per cell type, ``(E, K)``, shared by all cells of that type."""
+        return {t: gumbel_hard(a.detach() if detach else a, self.tau, generator)[0] for t, a in self.alphas.items()}
+
+    # -- search --------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        cfg, epochs = self.config, self.ctx.config.epochs
+        self.epoch = epoch
+        set_lr(self.w_optimizer, cosine_lr(epoch, epochs, self.ctx.config.lr, self.ctx.config.lr_min))
+        self.tau = cfg.tau_max - (cfg.tau_max - cfg.tau_min) * epoch / max(epochs - 1, 1)
+
+    def step(self, train_batch, val_batch) -> StepStats:
+        ctx = self.ctx
+        # (1) weights on the training batch; alpha is not updated here, so its sample is detached.
+        self.w_optimizer.zero_grad(set_to_none=True)
+        out = ctx.loss(ctx.model, train_batch, self.sample(detach=True))
+        ctx.backward(out.loss)
+        nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
+        self.w_optimizer.step()
+        # (2) alpha on the validation batch with a fresh sample (first order).
+        self.a_optimizer.zero_grad(set_to_none=True)
+        arch = ctx.loss(ctx.model, val_batch, self.sample())
+        ctx.backward(arch.loss)
+        self.a_optimizer.step()
+        return StepStats(
+            loss=out.loss.item(),
+            metrics=out.metrics,
+            extras={"tau": self.tau, "lr": self.w_optimizer.param_groups[0]["lr"], "arch_loss": arch.loss.item()},
+        )
+
+    # -- derivation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def derive(self, score: ScoreFn) -> Genotype:
+        """Per node, the top-2 (input, op) pairs by ``softmax(alpha)``, ``none`` excluded."""
+        space = self.ctx.space
+        cells, weights = {}, {}
+        for t, p in self.probabilities().items():
+            p = p.cpu()
+            w = torch.zeros(space.num_edges, space.num_ops)
+            edges = []
+            for dst in space.intermediate_nodes:
+                candidates = [
+                    (float(p[space.edge_index(src, dst), k]), src, k)
+                    for src in range(dst)
+                    for k, op in enumerate(space.ops)
+                    if op != space.zero_op
+                ]
+                # Stable sort on the weight alone: ties keep (input, op) order.
+                for _, src, k in sorted(candidates, key=lambda c: -c[0])[:2]:
+                    edges.append((src, dst, space.ops[k]))
+                    w[space.edge_index(src, dst), k] = 1.0
+            cells[t] = CellGenotype(tuple(edges), tuple(space.intermediate_nodes))
+            weights[t] = w.to(self.ctx.device)
+        genotype = Genotype(cells)
+        self.derive_score = score(weights)  # the derived cells in the supernet, on search-val
+        return genotype
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "alphas": self.alphas.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "a_optimizer": self.a_optimizer.state_dict(),
+            "epoch": self.epoch,
+            "tau": self.tau,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.alphas.load_state_dict(state["alphas"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.a_optimizer.load_state_dict(state["a_optimizer"])
+        self.epoch, self.tau = state["epoch"], state["tau"]

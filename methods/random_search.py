@@ -1,0 +1,266 @@
+"""Random search: with weight sharing (Li & Talwalkar) and the DARTS paper's random baseline.
+
+Papers:
+- Li, Talwalkar, "Random Search and Reproducibility for Neural Architecture Search", UAI 2019
+  (arXiv:1902.07638). Code: liamcli/randomNAS_release (``searchers/random_weight_share.py``,
+  ``benchmarks/cnn/darts/darts_wrapper_discrete.py``) on their DARTS fork liamcli/darts.
+- Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
+  (arXiv:1806.09055): the random baseline of its Table 1 (3.29 +- 0.15 % error, 4 GPU-days).
+
+``variant: weight_sharing`` (default). Every minibatch samples one architecture uniformly:
+per cell type and intermediate node, two distinct inputs (a uniform unordered pair of its
+predecessors) and for each an op drawn uniformly from all ops, ``none`` included, as in
+``DartsWrapper.sample_arch``. The architecture becomes one-hot edge weights (edges not chosen
+are all zero), so the supernet runs only the sampled ops; one SGD step on the shared weights
+follows (no architecture parameters). Selection (``Random_NAS.get_eval_arch``): sample
+``n_candidates`` (1000) architectures, score each on ``score_batches`` (10) search-val
+minibatches with the shared weights, re-score the top ``n_rescore`` (10) on the whole
+search-val split and return the best.
+
+``variant: darts_baseline``. ``n_candidates`` (24) random DARTS cells (two distinct inputs per
+node, ops uniform over the non-``none`` ops), each trained from scratch by the runner
+(``SearchContext.train_candidate``: the run's ``evaluate`` recipe with ``candidate_epochs`` (100)
+and optional ``candidate_channels``/``candidate_layers``, trained on search-train and scored on
+search-val); the best by validation accuracy is returned. No supernet is trained: instances of
+this variant set ``trains_supernet = False`` and the runner skips the search epochs.
+
+Deviations, and why:
+- Selection candidates draw their ops from the non-``none`` ops only. The original reuses
+  the training sampler (all 8 ops), so its final cells can hold ``none`` edges, which DARTS's
+  final network runs as zero ops (a node whose two ops are ``none`` outputs zeros); the
+  ``darts`` space rejects ``none`` in a genotype. Supernet training samples ``none`` as the
+  original does.
+- The release scores each candidate on the next 10 batches of one persistent validation
+  iterator; here every first-round score is over ``score_batches`` batches of a freshly
+  shuffled pass of search-val, so each candidate likewise sees a random 10 batches.
+- The release repeats the 1000-candidate round ``max(1, B // 10000)`` times (B = training
+  steps: one round for 50 epochs at batch 64, three for 100) and keeps the best; here there
+  is one round (raise ``n_candidates`` for more).
+- Samples come from a ``torch.Generator`` seeded from the run seed and checkpointed with the
+  method (the release used numpy's global generator), so resumed runs draw the same
+  architectures; seeds do not map to the release's architectures.
+- Schedules follow this project's DARTS conventions (``cosine_lr`` per epoch, gradient clip
+  ``search.grad_clip`` = 5). The release's CLI defaults are 100 epochs and clip 0.25 (the PTB
+  value); the per-run values live in the authors' spreadsheet, not checked here.
+- darts_baseline: DARTS gives only "training from scratch for a short period (100 epochs on
+  CIFAR-10)", not the network size. The default keeps the evaluation network (20 cells,
+  C = 36 in the paper preset): DARTS's costs fit it (selecting among 4 cells took 1 GPU-day,
+  i.e. 100/600 of the 1.5-GPU-day evaluation per cell; the baseline's 24 cells took 4
+  GPU-days, where an 8-cell C = 16 network would take well under one). Candidates train on
+  search-train, to which the task applies no cutout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tasks.spaces import CellGenotype, ConfigError, Genotype, SearchSpace
+
+from .base import (
+    EdgeWeights,
+    ScoreFn,
+    SearchContext,
+    StepStats,
+    cosine_lr,
+    make_weight_optimizer,
+    set_lr,
+    weight_parameters,
+)
+from .registry import METHODS
+
+__all__ = ["RandomSearch", "RandomSearchConfig", "cell_genotype", "one_hot_weights", "sample_cells"]
+
+VARIANTS = ("weight_sharing", "darts_baseline")
+PAPER_CANDIDATES = {"weight_sharing": 1000, "darts_baseline": 24}
+
+# {cell type: [(src, dst, op index), ...]}: a sampled architecture, sorted by (dst, src).
+Cells = dict[str, list[tuple[int, int, int]]]
+
+
+def sample_cells(space: SearchSpace, generator: torch.Generator, ops: Sequence[int], inputs: int = 2) -> Cells:
+    """One random cell per cell type of ``space``.
+
+    Every intermediate node takes ``inputs`` distinct predecessors (a uniform subset) and, for
+    each, an op index drawn uniformly from ``ops``.
+
+    Examples:
+        >>> from tasks.spaces import SPACES
+        >>> cells = sample_cells(SPACES.get("darts"), torch.Generator().manual_seed(0), ops=range(1, 8))
+        >>> [len(entries) for entries in cells.values()]
+        [8, 8]
+    """
+    choices = torch.as_tensor(list(ops))
+    cells = {}
+    for cell_type in space.cell_types:
+        entries = []
+        for dst in space.intermediate_nodes:  # node dst has predecessors 0 .. dst-1
+            srcs = torch.randperm(dst, generator=generator)[:inputs].tolist()
+            picks = choices[torch.randint(len(choices), (len(srcs),), generator=generator)].tolist()
+            entries += sorted((src, dst, k) for src, k in zip(srcs, picks, strict=True))
+        cells[cell_type] = entries
+    return cells
+
+
+def one_hot_weights(space: SearchSpace, cells: Cells, device: torch.device | None = None) -> EdgeWeights:
+    """Edge weights ``{cell type: (E, K)}``: 1 at each sampled (edge, op), 0 elsewhere."""
+    weights = {}
+    for cell_type, entries in cells.items():
+        w = torch.zeros(space.num_edges, space.num_ops)
+        for src, dst, k in entries:
+            w[space.edge_index(src, dst), k] = 1.0
+        weights[cell_type] = w.to(device)
+    return weights
+
+
+def cell_genotype(space: SearchSpace, cells: Cells) -> Genotype:
+    """The genotype of a sampled architecture whose ops exclude the zero op; every node is concatenated."""
+    concat = tuple(space.intermediate_nodes)
+    return Genotype(
+        {
+            t: CellGenotype(tuple((src, dst, space.ops[k]) for src, dst, k in entries), concat)
+            for t, entries in cells.items()
+        }
+    )
+
+
+@dataclass
+class RandomSearchConfig:
+    variant: str = "weight_sharing"  # weight_sharing (Li & Talwalkar) | darts_baseline (DARTS Table 1)
+    n_candidates: int | None = None  # None: the paper's value, 1000 (weight_sharing) or 24 (darts_baseline)
+    score_batches: int | None = 10  # weight_sharing: search-val minibatches per first-round score; None = all
+    n_rescore: int = 10  # weight_sharing: best first-round candidates re-scored on the whole search-val split
+    candidate_epochs: int = 100  # darts_baseline: DARTS's selection protocol trains each cell for 100 epochs
+    candidate_channels: int | None = None  # darts_baseline: None keeps evaluate.channels
+    candidate_layers: int | None = None  # darts_baseline: None keeps evaluate.layers
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"method.variant must be one of {list(VARIANTS)}, got {self.variant!r}")
+        if self.n_candidates is None:
+            self.n_candidates = PAPER_CANDIDATES[self.variant]
+        for key in ("n_candidates", "n_rescore", "candidate_epochs", "score_batches", "candidate_channels",
+                    "candidate_layers"):  # fmt: skip
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"method.{key} must be >= 1, got {value}")
+
+
+@METHODS.register("random")
+class RandomSearch:
+    """Random search with weight sharing, or the DARTS random baseline (see the module docstring)."""
+
+    config_class = RandomSearchConfig
+    space = "darts"  # two distinct inputs per node, one op each
+    trains_supernet = True  # darts_baseline instances set False: the runner then skips the search epochs
+
+    def __init__(self, config: RandomSearchConfig):
+        self.config = config
+        self.trains_supernet = config.variant == "weight_sharing"
+        self.epoch = 0
+        self.candidate_scores: list[float] = []  # first-round (weight_sharing) or trained (darts_baseline) scores
+        self.rescores: list[tuple[int, float]] = []  # weight_sharing: (candidate index, full search-val score)
+        self.derive_score: float | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, ctx: SearchContext) -> None:
+        space = ctx.space
+        self.ctx = ctx
+        self.generator = torch.Generator().manual_seed(ctx.seed)  # architectures of the training steps
+        self.inputs = space.inputs_per_node or 2
+        self.train_ops = list(range(space.num_ops))  # 'none' included, as the release's sampler
+        self.cell_ops = [k for k, op in enumerate(space.ops) if op != space.zero_op]  # a final cell never holds 'none'
+        if self.trains_supernet:
+            self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
+        else:
+            self.w_optimizer = None
+            if ctx.train_candidate is None:
+                raise ValueError(
+                    "method.variant=darts_baseline trains each candidate, but SearchContext.train_candidate is None; "
+                    "run it through benchmark.runner (or pass a train_candidate function)"
+                )
+
+    # -- distributions -------------------------------------------------------------------------
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """Uniform over ops on every edge, ``(E, K)``: random search learns no distribution."""
+        space = self.ctx.space
+        return {t: torch.full((space.num_edges, space.num_ops), 1.0 / space.num_ops) for t in space.cell_types}
+
+    def sample(self, generator: torch.Generator | None = None) -> EdgeWeights:
+        """One uniformly sampled architecture (ops over all ops, 'none' included) as one-hot edge weights."""
+        cells = sample_cells(self.ctx.space, generator or self.generator, self.train_ops, self.inputs)
+        return one_hot_weights(self.ctx.space, cells, self.ctx.device)
+
+    # -- search --------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.w_optimizer is not None:
+            cfg = self.ctx.config
+            set_lr(self.w_optimizer, cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min))
+
+    def step(self, train_batch, val_batch) -> StepStats:
+        if not self.trains_supernet:  # darts_baseline: nothing to train (the runner does not call this)
+            return StepStats(loss=math.nan, extras={"lr": 0.0, "ops_per_edge": 0.0})
+        ctx = self.ctx
+        weights = self.sample()
+        self.w_optimizer.zero_grad(set_to_none=True)  # ops not sampled keep grad None: no decay, no momentum
+        out = ctx.loss(ctx.model, train_batch, weights)
+        ctx.backward(out.loss)
+        nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
+        self.w_optimizer.step()
+        ran = sum(float(w[:, self.cell_ops].sum()) for w in weights.values())  # ops executed ('none' never runs)
+        edges = len(weights) * ctx.space.num_edges
+        return StepStats(
+            loss=out.loss.item(),
+            metrics=out.metrics,
+            extras={"lr": self.w_optimizer.param_groups[0]["lr"], "ops_per_edge": ran / edges},
+        )
+
+    # -- derivation ----------------------------------------------------------------------------
+    def derive(self, score: ScoreFn) -> Genotype:
+        gen = torch.Generator().manual_seed(self.ctx.seed + 1)
+        space = self.ctx.space
+        candidates = [sample_cells(space, gen, self.cell_ops, self.inputs) for _ in range(self.config.n_candidates)]
+        if self.trains_supernet:
+            best = self._select_with_shared_weights(candidates, score)
+        else:
+            best = self._select_by_training(candidates)
+        return cell_genotype(space, candidates[best])
+
+    @torch.no_grad()
+    def _select_with_shared_weights(self, candidates: list[Cells], score: ScoreFn) -> int:
+        """Li & Talwalkar: score all on a few minibatches, re-score the best on the whole split."""
+        cfg, space, device = self.config, self.ctx.space, self.ctx.device
+        self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=cfg.score_batches))
+                                 for c in candidates]  # fmt: skip
+        # Stable sort: ties keep sampling order, so the choice is seeded.
+        top = sorted(range(len(candidates)), key=self.candidate_scores.__getitem__, reverse=True)[: cfg.n_rescore]
+        self.rescores = [(i, float(score(one_hot_weights(space, candidates[i], device), batches=None))) for i in top]
+        best, self.derive_score = max(self.rescores, key=lambda r: r[1])
+        return best
+
+    def _select_by_training(self, candidates: list[Cells]) -> int:
+        """DARTS baseline: train every candidate briefly (through the runner), keep the best on search-val."""
+        space = self.ctx.space
+        self.candidate_scores = [float(self.ctx.train_candidate(cell_genotype(space, c))) for c in candidates]
+        best = max(range(len(candidates)), key=self.candidate_scores.__getitem__)
+        self.derive_score = self.candidate_scores[best]
+        return best
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "w_optimizer": None if self.w_optimizer is None else self.w_optimizer.state_dict(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if self.w_optimizer is not None:
+            self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.epoch = state["epoch"]

@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from benchmark.records import write_json
+from benchmark.references import TABLES, VARIANT_KEYS, load_reference, references_for
+from benchmark.tables import (
+    FORMATS,
+    ablation_table,
+    comparison_table,
+    load_records,
+    render,
+    render_tables,
+    runs_frame,
+)
+from tasks.spaces import UnknownNameError, UserError
+from tests.harness.test_records import make_record  # a small schema-valid record
+
+
+def record(method, seed, error, config, *, status=None, preset="paper", params=3.0, hours=24.0, task="cifar10"):
+    """A run record as ``run_experiment`` writes it, cut down to the fields the tables read."""
+    rec = {
+        "schema_version": 1,
+        "method": method,
+        "task": task,
+        "space": "dag",
+        "preset": preset,
+        "seed": seed,
+        "config_hash": f"{method}{seed}",
+        "metrics": {"test_accuracy": None if error is None else 100 - error, "test_error": error, "params_m": params},
+        "search": {"wall_time_s": hours * 3600, "device_hours": hours},
+        "config": {"method": {"name": method, **config}, "seed": seed, "preset": preset},
+    }
+    if status is not None:
+        rec["status"] = status
+    return rec
+
+
+@pytest.fixture
+def records():
+    """Two methods x three seeds, plus runs that must stay out of the statistics or apart from them."""
+    return [
+        record("egs", 0, 2.70, {"M": 7, "tau": 1.0}, params=2.8, hours=12.0),
+        record("egs", 1, 2.80, {"M": 7, "tau": 1.0}, params=2.9, hours=24.0),
+        record("egs", 2, 2.90, {"M": 7, "tau": 1.0}, params=3.0, hours=36.0),
+        record("darts", 0, 3.00, {"order": 2}, params=3.3, hours=96.0),
+        record("darts", 1, 3.10, {"order": 2}, params=3.3, hours=96.0),
+        record("darts", 2, 3.50, {"order": 2}, params=3.3, hours=96.0),
+        record("darts", 3, None, {"order": 2}, status="failed"),
+        record("darts", 4, 99.0, {"order": 2}, status="failed"),  # a failed run's numbers never count
+        record("egs", 0, 3.20, {"M": 4}),
+        record("egs", 0, 50.0, {"M": 7}, preset="smoke"),
+    ]
+
+
+def _row(table, column, value):
+    rows = table[table[column] == value]
+    assert len(rows) == 1, f"{len(rows)} rows with {column}={value!r}"
+    return rows.iloc[0]
+
+
+# ---- references --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_references_load_with_sources_and_valid_ties(table):
+    frame = load_reference(table)
+    assert len(frame) > 0 and frame["source"].notna().all()
+    assert {"method", "task", "preset", "selector", "note"} <= set(frame.columns)
+    tied = frame[frame["method"].notna()]
+    assert len(tied) > 0
+    assert (tied["preset"] == "paper").all()
+    assert tied["task"].isin(["cifar10", "imagenet", "ptb", "wt2", "voc2012"]).all()
+    for method, selector in zip(tied["method"], tied["selector"], strict=True):
+        # every selector key is a variant key, so grouping runs by variant finds their reference row
+        assert set(json.loads(selector)) <= set(VARIANT_KEYS[method])
+    untied = frame[frame["method"].isna()]
+    assert untied[["task", "preset", "selector"]].isna().all().all()
+
+
+def test_cifar10_table_ties_rows_to_methods():
+    frame = load_reference("cifar10").set_index("architecture")
+    expected = {
+        "DARTS-EGS (M=7)": ("egs", {"M": 7}, 2.79),
+        "DARTS-EGS (M=4)": ("egs", {"M": 4}, 3.01),
+        "DARTS (1st order) + cutout": ("darts", {"order": 1}, 3.00),
+        "DARTS (2nd order) + cutout": ("darts", {"order": 2}, 2.76),
+        "SNAS + moderate + cutout": ("snas", {"constraint": "moderate"}, 2.85),
+        "Random search baseline + cutout": ("random", {"variant": "darts_baseline"}, 3.29),
+    }
+    for arch, (method, selector, error) in expected.items():
+        row = frame.loc[arch]
+        assert (row["method"], json.loads(row["selector"]), row["test_error_pct"]) == (method, selector, error)
+        assert (row["task"], row["preset"]) == ("cifar10", "paper")
+    for arch in ("NASNet-A + cutout", "AmoebaNet-A", "ENAS + cutout", "DenseNet-BC"):
+        assert frame.loc[arch, "method"] is None
+    assert frame.loc["DARTS-EGS (M=7)", "ops"] == 7 and str(frame["ops"].dtype) == "Int64"
+
+
+@pytest.mark.parametrize(
+    ("method", "task", "config", "table", "architecture"),
+    [
+        ("egs", "cifar10", {"M": 7, "tau": 1.0, "lam": 0.5}, "cifar10", "DARTS-EGS (M=7)"),
+        ("egs", "cifar10", {"M": 4}, "cifar10", "DARTS-EGS (M=4)"),
+        ("darts", "cifar10", {"order": 1}, "cifar10", "DARTS (1st order) + cutout"),
+        ("snas", "cifar10", {"constraint": "aggressive"}, "cifar10", "SNAS + aggressive + cutout"),
+        ("random", "cifar10", {"variant": "darts_baseline"}, "cifar10", "Random search baseline + cutout"),
+        ("darts", "ptb", {"order": 2}, "ptb", "DARTS (second order)"),
+        ("egs", "imagenet", {"M": 4}, "imagenet_mobile", "DARTS-EGS (M=4)"),
+        ("egs", "wt2", {"M": 7}, "wt2", "DARTS-EGS (M=7)"),
+        ("darts", "voc2012", {"order": 1}, "voc2012", "DARTS"),  # VOC names no order: {} matches any
+    ],
+)
+def test_selectors_pick_the_right_reference_row(method, task, config, table, architecture):
+    rows = references_for(method, task, "paper", config, tables=[table])
+    assert rows["architecture"].tolist() == [architecture]
+
+
+def test_selectors_that_match_nothing():
+    assert references_for("random", "cifar10", "paper", {"variant": "weight_sharing"}).empty
+    assert references_for("egs", "cifar10", "paper", {}).empty  # no M in the config: no row claims the run
+    assert references_for("egs", "cifar10", "smoke", {"M": 7}).empty  # reported numbers are tied to paper
+    assert references_for("gdas", "cifar10", "paper", {}).empty  # the paper does not report GDAS
+
+
+def test_references_for_spans_tables():
+    rows = references_for("egs", "cifar10", "paper", {"M": 4})
+    assert rows["table"].tolist() == ["cifar10", "sampling_times"]
+    assert rows["test_error_pct"].tolist() == [3.01, 3.05]  # the paper's Table 1 and Table 5 disagree
+
+
+def test_unknown_table_lists_the_valid_ones():
+    with pytest.raises(UnknownNameError, match="did you mean 'cifar10'.*imagenet_mobile.*sampling_times"):
+        load_reference("cifar")
+
+
+# ---- statistics --------------------------------------------------------------------------------
+
+
+def test_comparison_table_mean_std_delta_and_seeds(records):
+    table = comparison_table(records, "cifar10")
+    egs = _row(table[table["Preset"] == "paper"], "Architecture", "DARTS-EGS (M=7)")
+    assert egs["Test error (%)"] == pytest.approx(2.80)
+    assert egs["Test error (%) std"] == pytest.approx(0.10)  # sample std (ddof=1) over seeds
+    assert egs["Reported (%)"] == 2.79 and egs["Δ"] == pytest.approx(0.01)
+    assert egs["Params (M)"] == pytest.approx(2.9) and egs["Search cost (GPU days)"] == pytest.approx(1.0)
+    assert (egs["Ops"], egs["Search type"], egs["Seeds"], egs["Failed"]) == (7, "gradient-based", 3, 0)
+
+    darts = _row(table, "Architecture", "DARTS (2nd order) + cutout")
+    assert darts["Test error (%)"] == pytest.approx(3.20)
+    assert darts["Test error (%) std"] == pytest.approx(pd.Series([3.0, 3.1, 3.5]).std())
+    assert darts["Δ"] == pytest.approx(3.20 - 2.76) and darts["Search cost (GPU days)"] == pytest.approx(4.0)
+    assert (darts["Seeds"], darts["Failed"]) == (3, 2)  # failed runs counted, left out of the mean
+
+    m4 = _row(table, "Architecture", "DARTS-EGS (M=4)")
+    assert m4["Seeds"] == 1 and pd.isna(m4["Test error (%) std"]) and m4["Δ"] == pytest.approx(0.19)
+
+    smoke = _row(table, "Preset", "smoke")  # another preset: its own row, no reported number
+    assert smoke["Architecture"] == "egs (M=7)" and pd.isna(smoke["Reported (%)"]) and pd.isna(smoke["Δ"])
+    # rows follow the paper's order: DARTS, then DARTS-EGS M=4, M=7; unmatched groups last
+    assert table["Architecture"].tolist()[:3] == ["DARTS (2nd order) + cutout", "DARTS-EGS (M=4)", "DARTS-EGS (M=7)"]
+
+
+def test_a_group_of_only_failed_runs_shows_its_failures():
+    table = comparison_table([record("snas", 0, None, {"constraint": "mild"}, status="failed")], "cifar10")
+    row = _row(table, "Architecture", "SNAS + mild + cutout")
+    assert (row["Seeds"], row["Failed"]) == (0, 1) and pd.isna(row["Test error (%)"])
+
+
+def test_records_without_status_count_as_ok_and_other_tasks_are_left_out(records):
+    assert runs_frame(records)["ok"].sum() == 8
+    other = record("egs", 0, 1.0, {"M": 7}, task="imagenet")
+    assert len(comparison_table([*records, other], "cifar10")) == len(comparison_table(records, "cifar10"))
+    assert comparison_table([other], "imagenet")["Reported (%)"].tolist() == [24.9]
+
+
+@pytest.mark.parametrize("as_frame", [pd.DataFrame, pd.json_normalize])
+def test_a_frame_of_records_gives_the_same_table(records, as_frame):
+    expected = comparison_table(records, "cifar10")
+    pd.testing.assert_frame_equal(comparison_table(as_frame(records), "cifar10"), expected)
+
+
+def test_empty_and_unknown_inputs():
+    assert comparison_table([], "cifar10").empty
+    assert "Architecture" in render(comparison_table([], "cifar10"), "md")
+    with pytest.raises(UnknownNameError, match="Valid table tasks: cifar10"):
+        comparison_table([], "cifar100")
+    with pytest.raises(UnknownNameError, match="Valid table formats: md, csv, latex, html"):
+        render(comparison_table([], "cifar10"), "xlsx")
+
+
+# ---- ablation over M -----------------------------------------------------------------------------
+
+
+def test_ablation_table_over_m():
+    runs = [record("egs", s, e, {"M": m}, params=p) for m, es, p in [(1, (3.3, 3.5), 2.3), (9, (2.7, 2.8), 3.0)]
+            for s, e in enumerate(es)]  # fmt: skip
+    runs += [record("egs", 2, None, {"M": 9}, status="failed"), record("darts", 0, 3.0, {"order": 2})]
+    table = ablation_table(runs)
+    assert table["M"].tolist() == [1, 9]  # darts runs are not part of the sweep
+    m1, m9 = table.iloc[0], table.iloc[1]
+    assert m1["Test error (%)"] == pytest.approx(3.4) and m1["Reported (%)"] == 3.38
+    assert m1["Δ"] == pytest.approx(0.02) and m1["Test error (%) std"] == pytest.approx(pd.Series([3.3, 3.5]).std())
+    assert m1["Params (M)"] == pytest.approx(2.3) and m1["Params reported (M)"] == 2.29
+    assert (m9["Reported (%)"], m9["Params reported (M)"], m9["Seeds"], m9["Failed"]) == (2.73, 3.02, 2, 1)
+
+
+# ---- output formats ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_renders_the_numbers(records, fmt):
+    text = render(comparison_table(records, "cifar10"), fmt)
+    assert "DARTS-EGS (M=7)" in text and "2.79" in text
+    if fmt == "md":
+        lines = text.splitlines()
+        assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
+        row = "| DARTS-EGS (M=7) | paper | 2.80 ± 0.10 | 2.79 | +0.01 | 2.90 | 1 | 7 | gradient-based | 3 | 0 |"
+        assert row in lines
+    elif fmt == "latex":
+        assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
+        assert r"Test error (\%)" in text and r"2.80 $\pm$ 0.10" in text and r"$\Delta$" in text
+        assert "%" not in text.replace(r"\%", "")  # an unescaped % would comment out the rest of the line
+    elif fmt == "html":
+        assert text.startswith("<table>") and "<th>Test error (%)</th>" in text and "<td>2.80 ± 0.10</td>" in text
+    else:
+        back = pd.read_csv(io.StringIO(text))
+        assert list(back.columns) == list(comparison_table(records, "cifar10").columns)
+        row = _row(back[back["Preset"] == "paper"], "Architecture", "DARTS-EGS (M=7)")
+        assert row["Test error (%)"] == pytest.approx(2.80) and row["Test error (%) std"] == pytest.approx(0.10)
+        assert row["Seeds"] == 3
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ablation_renders(fmt):
+    text = render(ablation_table([record("egs", 0, 2.9, {"M": 7}), record("egs", 1, 2.7, {"M": 7})]), fmt)
+    assert "2.79" in text and ("7,paper,2.8,0.141421,2.79,0.01,3,2.79,2,0" in text if fmt == "csv" else "2.80" in text)
+
+
+def test_latex_escapes_special_characters():
+    table = pd.DataFrame({"Architecture": ["a_b & c # 50%"], "Seeds": [1]})
+    assert r"a\_b \& c \# 50\%" in render(table, "latex")
+    assert "a_b &amp; c # 50%" in render(table, "html")
+
+
+# ---- gathering records and rendering them all ----------------------------------------------------
+
+
+def test_load_records_validates_and_upgrades_old_records(tmp_path):
+    v1 = make_record(schema_version=1, preset="paper")
+    for key in ("status", "error", "config"):
+        del v1[key]
+    del v1["evaluate"]["steps_per_s"], v1["manifest"]["determinism"]
+    write_json(tmp_path / "sweep" / "m7-seed0" / "record.json", v1)
+    (tmp_path / "sweep" / "m7-seed0" / "config.yaml").write_text("method:\n  name: egs\n  M: 7\n")
+    write_json(tmp_path / "sweep" / "m7-seed1" / "record.json", make_record(seed=1, preset="paper"))
+    (tmp_path / "sweep" / "running").mkdir()  # a run still going: no record yet
+    found = load_records(tmp_path / "sweep")
+    assert [r["seed"] for r in found] == [0, 1] and found[0]["config"]["method"]["M"] == 7
+    assert _row(comparison_table(found), "Architecture", "DARTS-EGS (M=7)")["Seeds"] == 2
+
+    (tmp_path / "sweep" / "torn").mkdir()
+    (tmp_path / "sweep" / "torn" / "record.json").write_text('{"schema_version": 2, "meth')
+    with pytest.raises(UserError, match="torn"):
+        load_records(tmp_path / "sweep")
+    assert len(load_records(tmp_path / "sweep", strict=False)) == 2
+    with pytest.raises(UserError, match="no folder"):
+        load_records(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_render_tables_gives_each_task_and_the_m_sweep_a_titled_table(records, fmt):
+    other = record("darts", 0, 55.0, {"order": 1}, task="ptb")  # no perplexity yet: a row without a number
+    plugin = record("egs", 0, 1.0, {"M": 7}, task="mnist")
+    text = render_tables([*records, other, plugin], fmt)
+    assert "Table 1 (CIFAR-10)" in text and "Table 3 (Penn Treebank)" in text and "DARTS (first order)" in text
+    assert "Table 5" in text  # egs ran with M=4 and M=7
+    assert "runs of mnist left out" in text
+    assert "Table 5" not in render_tables(records[:3], fmt)  # one M: no ablation
+
+
+def test_render_tables_rejects_unknown_formats(records):
+    with pytest.raises(UnknownNameError, match="did you mean 'md'"):
+        render_tables(records, "mdx")

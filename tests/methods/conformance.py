@@ -1,0 +1,146 @@
+"""Checks every search method must pass, whatever it is. Parametrised over ``METHODS`` in
+``test_conformance.py``; plug-in packages can run them on their own methods too.
+
+A method class provides ``config_class`` and ``space`` (the name of the space its genotypes
+belong to: ``darts`` for two-inputs-per-node cells, ``dag`` for any in-degree).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from methods import SearchConfig, SearchContext
+from tasks.spaces import SPACES, Genotype, LossOutput, SearchNetwork
+
+CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
+
+
+def tiny_context(method_cls, seed: int = 0) -> SearchContext:
+    """A 3-cell C=4 supernet on 16x16 inputs with a plain cross-entropy loss."""
+    torch.manual_seed(seed)
+    space = SPACES.get(getattr(method_cls, "space", "dag"))
+    model = SearchNetwork(space, CHANNELS, 10, LAYERS, image_size=SIZE)
+
+    def loss(m, batch, weights):
+        x, y = batch
+        logits = m(x, weights)
+        return LossOutput(
+            F.cross_entropy(logits, y), {"accuracy": 100.0 * (logits.argmax(1) == y).float().mean().item()}
+        )
+
+    def train_candidate(genotype: Genotype) -> float:
+        # Stand-in for the runner's brief training: a deterministic function of the genotype.
+        return float(sum(len(op) * (src + 1) for cell in genotype.cells.values() for src, _, op in cell.edges) % 97)
+
+    return SearchContext(model=model, space=space, loss=loss, config=SearchConfig(epochs=2), steps_per_epoch=2,
+                         seed=seed, op_costs=model.op_costs, train_candidate=train_candidate)  # fmt: skip
+
+
+def batch(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(BATCH, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
+
+
+def build(method_cls, config=None, seed: int = 0):
+    method = method_cls(config if config is not None else method_cls.config_class())
+    ctx = tiny_context(method_cls, seed)
+    method.setup(ctx)
+    method.start_epoch(0)
+    return method, ctx
+
+
+def score(weights, batches=None) -> float:
+    """A fake search-val score that depends on the weights (and, weakly, on the batch count)."""
+    total = sum((w.detach() * torch.arange(w.numel()).view_as(w).sin()).sum() for w in weights.values())
+    return float(total) + (0.0 if batches is None else 1e-3 * batches)
+
+
+def _alphas(method) -> dict[str, torch.Tensor]:
+    alphas = getattr(method, "alphas", None)
+    return dict(alphas.items()) if alphas is not None else {}
+
+
+def _snapshot(method, ctx):
+    return [p.detach().clone() for p in ctx.model.parameters()], {
+        t: a.detach().clone() for t, a in _alphas(method).items()
+    }
+
+
+def check_step_changes_parameters(method_cls, config=None):
+    method, ctx = build(method_cls, config)
+    weights, alphas = _snapshot(method, ctx)
+    stats = method.step(batch(0), batch(1))
+    assert stats.loss == stats.loss or not getattr(method_cls, "trains_supernet", True)  # finite when it trains
+    changed_w = any(not torch.equal(a, b) for a, b in zip(weights, ctx.model.parameters(), strict=True))
+    changed_a = any(not torch.equal(alphas[t], a) for t, a in _alphas(method).items())
+    assert changed_w or changed_a or not getattr(method_cls, "trains_supernet", True), "a step changed nothing"
+    if getattr(method_cls, "trains_supernet", True):
+        assert changed_w, "the supernet weights did not change"
+
+
+def check_gradients_reach_alpha(method_cls, config=None):
+    method, ctx = build(method_cls, config)
+    alphas = _alphas(method)
+    if not alphas:
+        return  # methods without architecture parameters (random search) have nothing to check
+    before = {t: a.detach().clone() for t, a in alphas.items()}
+    method.step(batch(0), batch(1))
+    for t, a in alphas.items():
+        assert a.grad is not None and a.grad.abs().sum() > 0, f"no gradient reached alpha[{t}]"
+        assert not torch.equal(before[t], a.detach()), f"alpha[{t}] did not move"
+
+
+def check_state_dict_round_trip(method_cls, config=None):
+    torch.manual_seed(0)
+    a, ctx_a = build(method_cls, config)
+    a.step(batch(0), batch(1))
+    state = copy.deepcopy(a.state_dict())
+    model_state = copy.deepcopy(ctx_a.model.state_dict())
+    b, ctx_b = build(method_cls, config, seed=0)
+    ctx_b.model.load_state_dict(model_state)
+    b.load_state_dict(state)
+    for method, seed in ((a, 7), (b, 7)):
+        torch.manual_seed(seed)
+        method.start_epoch(1)
+        method.step(batch(2), batch(3))
+    for pa, pb in zip(ctx_a.model.parameters(), ctx_b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb), "a resumed method diverged from the uninterrupted one (weights)"
+    for t, alpha in _alphas(a).items():
+        assert torch.equal(alpha, _alphas(b)[t]), "a resumed method diverged from the uninterrupted one (alpha)"
+    assert a.derive(score) == b.derive(score)
+
+
+def check_derive_is_valid(method_cls, config=None) -> Genotype:
+    method, ctx = build(method_cls, config)
+    method.step(batch(0), batch(1))
+    genotype = method.derive(score)
+    ctx.space.validate(genotype)
+    for cell in genotype.cells.values():
+        assert all(op != ctx.space.zero_op for _, _, op in cell.edges)
+    if ctx.space.inputs_per_node is not None:  # DARTS-style: exactly two (input, op) entries per node
+        for cell in genotype.cells.values():
+            for node in ctx.space.intermediate_nodes:
+                assert sum(1 for _, dst, _ in cell.edges if dst == node) == ctx.space.inputs_per_node
+    return genotype
+
+
+def check_same_seed_same_genotype(method_cls, config=None):
+    genotypes = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        method, _ = build(method_cls, config, seed=3)
+        method.step(batch(0), batch(1))
+        genotypes.append(method.derive(score))
+    assert genotypes[0] == genotypes[1]
+
+
+CHECKS = (
+    check_step_changes_parameters,
+    check_gradients_reach_alpha,
+    check_state_dict_round_trip,
+    check_derive_is_valid,
+    check_same_seed_same_genotype,
+)

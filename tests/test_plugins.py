@@ -1,0 +1,82 @@
+"""The plug-in path: the worked example in examples/plugin, found through its entry points."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import benchmark.registry as registry
+from benchmark.cli import main
+from benchmark.config import load_config
+from benchmark.runner import run_experiment
+from methods import METHODS
+from tasks import TASKS
+from tests.methods.conformance import CHECKS
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin"
+
+
+@pytest.fixture(scope="module")
+def example_plugin(tmp_path_factory):
+    """Make the example importable and visible to importlib.metadata, as `pip install -e examples/plugin` would."""
+    site = tmp_path_factory.mktemp("site")
+    dist = site / "egsbench_example-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: egsbench-example\nVersion: 0.1.0\n")
+    # The entry points are exactly the ones the example's pyproject.toml declares.
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    (dist / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items())
+            for group, entries in project["entry-points"].items()
+        )
+    )
+    sys.path[:0] = [str(site), str(EXAMPLE)]
+    registry._loaded = False
+    registry.load_plugins()
+    yield
+    sys.path.remove(str(site))
+    sys.path.remove(str(EXAMPLE))
+
+
+def test_entry_points_register_the_example(example_plugin, capsys):
+    assert "single-level-softmax" in METHODS.names()
+    assert "imagefolder32" in TASKS.names()
+    assert main(["list", "methods"]) == 0
+    assert "single-level-softmax" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_example_method_passes_the_conformance_suite(example_plugin, check):
+    check(METHODS.get("single-level-softmax"))
+
+
+def _write_folder(root: Path, classes=("cat", "dog", "frog"), n=8):
+    for split in ("train", "test"):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                img = Image.new("RGB", (32, 32), (40 * c + 3 * i, 255 - 60 * c, 7 * i))
+                img.save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_example_task_and_method_run_end_to_end(example_plugin, tmp_path):
+    data = _write_folder(tmp_path / "data")
+    cfg = load_config(str(EXAMPLE / "egsbench_example" / "configs" / "smoke.yaml"), [f"task.data_dir={data}"])
+    result = run_experiment(cfg, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["method"] == "single-level-softmax" and record["task"] == "imagefolder32"
+    assert record["data"]["sizes"]["test"] == 24
+    assert result.genotype == result.genotype.from_dict(record["genotype"])
+
+
+def test_example_task_missing_data_is_a_one_line_error(example_plugin, tmp_path, capsys):
+    config = str(EXAMPLE / "egsbench_example" / "configs" / "smoke.yaml")
+    assert main(["run", config, "--out", str(tmp_path / "r"), "--set", f"task.data_dir={tmp_path}/none"]) == 2
+    assert "no ImageFolder tree" in capsys.readouterr().err
