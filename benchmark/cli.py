@@ -1,8 +1,12 @@
-"""``egsbench`` (also ``python -m benchmark``): run, list and demo.
+"""``egsbench`` (also ``python -m benchmark``).
 
-    egsbench run CONFIG --out DIR [--set key=value ...]
+    egsbench run CONFIG --out DIR [--set key=value ...] [--resume]
     egsbench list methods|tasks|spaces|configs
     egsbench demo [--out DIR]
+    egsbench sweep SWEEP.yaml [--out DIR] [--shard I/N]
+    egsbench table [--runs DIR] [--format md|csv|latex|html] [--ablation]
+    egsbench regress [--runs DIR] [--tolerances FILE] [--golden DIR] [--update-golden]
+    egsbench report [--runs DIR] [--out FILE]
 
 A user mistake (unknown name, bad config key, missing data) prints one ``error:`` line and
 exits with status 2; no traceback.
@@ -20,7 +24,13 @@ from tasks.spaces import UserError
 
 __all__ = ["main"]
 
-DEMO_CONFIGS = ("demo/egs-cifar10",)
+DEMO_CONFIGS = (
+    "demo/egs-cifar10",
+    "demo/darts-cifar10",
+    "demo/snas-cifar10",
+    "demo/gdas-cifar10",
+    "demo/random-cifar10",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, type=Path, help="run folder to write (config, genotype, curves, record)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. --set method.M=4 (repeatable)")  # fmt: skip
+    run.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     lst = sub.add_parser("list", help="list registered components or bundled configs")
@@ -42,6 +53,31 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run EGS on the embedded CIFAR-10 subset and print a results table")
     demo.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temp dir)")
     demo.add_argument("--no-progress", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="run methods x tasks x presets x seeds; skips finished runs")
+    sweep.add_argument("sweep", type=Path, help="a sweep YAML file (see benchmark/sweep.py)")
+    sweep.add_argument("--out", type=Path, default=None, help="output folder (default: the file's out: or runs/<name>)")
+    sweep.add_argument("--shard", default="0/1", help="run only runs i, i+n, i+2n, ... (I/N), for parallel workers")
+    sweep.add_argument("--progress", action="store_true", help="show per-run progress bars")
+    sweep.add_argument("--report", action="store_true", help="write <out>/report.html at the end")
+
+    table = sub.add_parser("table", help="mean +/- std over seeds beside the reported numbers")
+    table.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (searched recursively)")
+    table.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])
+    table.add_argument("--task", default="cifar10", help="the task of a single table (with --ablation or csv)")
+    table.add_argument("--ablation", action="store_true", help="the M-ablation table (paper Table 5) only")
+
+    regress = sub.add_parser(
+        "regress", help="reproduced numbers against reported and golden ones; exit 1 on regression"
+    )
+    regress.add_argument("--runs", type=Path, default=Path("runs"))
+    regress.add_argument("--tolerances", type=Path, default=None, help="default: results/tolerances.yaml")
+    regress.add_argument("--golden", type=Path, default=None, help="default: results/golden")
+    regress.add_argument("--update-golden", action="store_true", help="copy the smoke records in --runs to --golden")
+
+    report = sub.add_parser("report", help="one self-contained HTML report of a folder of runs")
+    report.add_argument("--runs", type=Path, default=Path("runs"))
+    report.add_argument("--out", type=Path, default=None, help="default: <runs>/report.html")
     return parser
 
 
@@ -59,7 +95,7 @@ def results_table(records: list[dict]) -> str:
             "test err (%)": r["metrics"]["test_error"],
             "params (M)": r["metrics"]["params_m"],
             "MACs (M)": r["metrics"]["macs_m"],
-            "search (s)": r["search"]["wall_time_s"],
+            "search (s)": r["search"]["wall_time_s"] + r["search"]["derive_wall_time_s"],
             "eval (s)": r["evaluate"]["wall_time_s"],
         }
         for r in records
@@ -72,7 +108,7 @@ def _run(args) -> int:
     from .runner import run_experiment
 
     cfg = load_config(args.config, args.overrides)
-    result = run_experiment(cfg, args.out, progress=not args.no_progress)
+    result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume)
     print(results_table([result.record]))
     print(f"run folder: {result.out_dir}")
     return 0
@@ -106,13 +142,81 @@ def _demo(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from .sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.sweep)
+    out = args.out or Path(spec.out or Path("runs") / spec.name)
+    try:
+        index, count = (int(x) for x in args.shard.split("/"))
+        assert 0 <= index < count
+    except (ValueError, AssertionError):
+        raise UserError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}") from None
+    summary = run_sweep(spec, out, progress=args.progress, shard=(index, count))
+    print(f"sweep {spec.name}: {summary['ran']} ran, {summary['skipped']} skipped (done), {summary['failed']} failed, "
+          f"of {summary['total']} runs; records under {out}")  # fmt: skip
+    if args.report:
+        from .report import write_report
+
+        print(f"report: {write_report(out, out / 'report.html', spec.name)}")
+    return 1 if summary["failed"] else 0
+
+
+def _table(args) -> int:
+    from .tables import ablation_table, comparison_table, load_records, render, render_tables
+
+    records = load_records(args.runs)
+    if args.ablation:
+        print(render(ablation_table(records, args.task), args.format))
+    elif args.format == "csv":
+        print(render(comparison_table(records, args.task), "csv"))
+    else:
+        print(render_tables(records, args.format))
+    return 0
+
+
+def _regress(args) -> int:
+    import json
+    import shutil
+
+    from .regress import GOLDEN_DIR, compare_golden, compare_reported, load_tolerances, render_checks
+    from .tables import load_records
+
+    golden_dir = args.golden or GOLDEN_DIR
+    records = load_records(args.runs)
+    if args.update_golden:
+        golden_dir.mkdir(parents=True, exist_ok=True)
+        smoke = [p for p in sorted(args.runs.rglob("record.json")) if json.loads(p.read_text())["preset"] == "smoke"]
+        for path in smoke:
+            r = json.loads(path.read_text())
+            shutil.copyfile(path, golden_dir / f"{r['method']}-{r['task']}-seed{r['seed']}.json")
+        print(f"wrote {len(smoke)} golden records to {golden_dir}")
+        return 0
+    tolerances = load_tolerances(args.tolerances) if args.tolerances else load_tolerances()
+    golden = [json.loads(p.read_text()) for p in sorted(golden_dir.glob("*.json"))]
+    checks = compare_reported(records, tolerances) + compare_golden(records, golden, tolerances)
+    print(render_checks(checks))
+    failed = [c for c in checks if not c.ok]
+    print(f"\n{len(checks)} checks, {len(failed)} regressions")
+    return 1 if failed else 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    print(f"report: {write_report(args.runs, args.out or args.runs / 'report.html')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from .registry import load_plugins
 
         load_plugins()
-        return {"run": _run, "list": _list, "demo": _demo}[args.command](args)
+        commands = {"run": _run, "list": _list, "demo": _demo, "sweep": _sweep, "table": _table, "regress": _regress,
+                    "report": _report}  # fmt: skip
+        return commands[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ fp32 (finite-difference hypergradients and Gumbel codes do not survive reduced p
 from __future__ import annotations
 
 import dataclasses
+import json
 import resource
 import time
 from collections.abc import Iterator
@@ -28,11 +29,12 @@ from methods.base import cosine_lr, set_lr
 from tasks import TASKS
 from tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
 
+from .checkpoint import Checkpointer
 from .config import ExperimentConfig
-from .plots import plot_cell
+from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
-__all__ = ["RunResult", "run_experiment"]
+__all__ = ["RunResult", "failed_record", "run_experiment"]
 
 
 @dataclass
@@ -117,31 +119,35 @@ def candidate_recipe(recipe, method_config):
     return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool) -> dict:
-    """Run the architecture search and derivation; returns the genotype and the search's costs and curves."""
+def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool, folder: Path) -> dict:
+    """Run the architecture search and derivation; returns the genotype and the search's costs and curves.
+
+    Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
+    """
     space = SPACES.get(cfg.space)
     set_seed(cfg.seed)
     supernet = task.build_supernet(space, cfg.search.channels, cfg.search.layers)
     method = METHODS.get(cfg.method_name)(cfg.method)
     bs = cfg.search.batch_size
-    train_loader = task.loader("search-train", bs, torch.Generator().manual_seed(cfg.seed))
-    val_loader = task.loader("search-val", bs, torch.Generator().manual_seed(cfg.seed + 1))
+    train_gen, val_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+    train_loader = task.loader("search-train", bs, train_gen)
+    val_loader = task.loader("search-val", bs, val_gen)
     model, train_loader, val_loader = accelerator.prepare(supernet, train_loader, val_loader)
     steps = _steps(train_loader, cfg.search.max_steps_per_epoch)
 
     def train_candidate(genotype: Genotype) -> float:
         # Brief training of a final network on search-train, scored on search-val (DARTS's selection protocol).
         recipe = candidate_recipe(cfg.evaluate, cfg.method)
+        acc = _accelerator(cfg)  # its own, so the search's checkpoints hold only the supernet
         set_seed(cfg.seed)  # every candidate starts from the same seed, whatever the order
         net = task.build_network(genotype, recipe)
         optimizer = _sgd(net, recipe)
-        gen = torch.Generator().manual_seed(cfg.seed + 2)
-        loader = task.loader("search-train", recipe.batch_size, gen, recipe=recipe)
-        net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+        loader = task.loader("search-train", recipe.batch_size, torch.Generator().manual_seed(cfg.seed + 2), recipe)
+        net, optimizer, loader = acc.prepare(net, optimizer, loader)
         with torch.enable_grad():  # a method may call this from inside its own no_grad derivation
             for epoch in range(recipe.epochs):
-                train_epoch(task, net, optimizer, loader, recipe, epoch, accelerator)
-        return evaluate_split(task, net, val_loader, accelerator)[task.score_key]
+                train_epoch(task, net, optimizer, loader, recipe, epoch, acc)
+        return evaluate_split(task, net, val_loader, acc)[task.score_key]
 
     ctx = SearchContext(
         model=model,
@@ -158,13 +164,23 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     method.setup(ctx)
     # Methods without supernet training (the DARTS random baseline) go straight to derivation.
     epochs = cfg.search.epochs if getattr(method, "trains_supernet", True) else 0
-    val_iter = _cycle(val_loader)
-    curves, probs_history = [], []
-    start = time.perf_counter()
-    bar = tqdm(total=epochs * steps, desc=f"search {cfg.method_name}", disable=not progress, leave=False)
-    for epoch in range(epochs):
+    ckpt = Checkpointer(folder, accelerator)
+    curves, probs_history, elapsed, first = [], [], 0.0, 0
+    restored = ckpt.restore()
+    if restored is not None:
+        method.load_state_dict(restored.state["method"])
+        train_gen.set_state(restored.state["train_gen"])
+        val_gen.set_state(restored.state["val_gen"])
+        curves, probs_history = restored.progress["curves"], restored.progress["probabilities"]
+        elapsed, first = restored.progress["seconds"], restored.epoch + 1
+        accelerator.print(f"[egsbench] resumed the search after epoch {restored.epoch}")
+    bar = tqdm(total=epochs * steps, initial=first * steps, desc=f"search {cfg.method_name}", disable=not progress,
+               leave=False)  # fmt: skip
+    for epoch in range(first, epochs):
+        start = time.perf_counter()
         method.start_epoch(epoch)
         model.train()
+        val_iter = _cycle(val_loader)  # restarted each epoch, so a resumed epoch sees the same batches
         totals: dict[str, float] = {}
         for i, batch in enumerate(train_loader):
             if i >= steps:
@@ -174,11 +190,12 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
                 totals[key] = totals.get(key, 0.0) + value
             bar.update()
             bar.set_postfix(loss=f"{stats.loss:.3f}", **{k: f"{v:.3g}" for k, v in stats.extras.items()})
-        curves.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()},
-                       "seconds": time.perf_counter() - start})  # fmt: skip
+        elapsed += time.perf_counter() - start
+        curves.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()}, "seconds": elapsed})
         probs_history.append({t: p.detach().cpu().tolist() for t, p in method.probabilities().items()})
+        state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
+        ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed})
     bar.close()
-    search_seconds = time.perf_counter() - start
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
         return evaluate_split(task, model, val_loader, accelerator, weights, batches)[task.score_key]
@@ -189,23 +206,27 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     derive_seconds = time.perf_counter() - start
     total_steps = epochs * steps
     return {
-        "genotype": genotype,
+        "genotype": genotype.to_dict(),
         "curves": curves,
         "probabilities": probs_history,
         "cost": {
-            "wall_time_s": search_seconds,
+            "wall_time_s": elapsed,
             "derive_wall_time_s": derive_seconds,
             "steps": total_steps,
-            "steps_per_s": total_steps / search_seconds if search_seconds > 0 else None,
-            "device_hours": search_seconds * accelerator.num_processes / 3600,
+            "steps_per_s": total_steps / elapsed if elapsed > 0 else None,
+            "device_hours": (elapsed + derive_seconds) * accelerator.num_processes / 3600,
             "peak_memory_mb": _peak_memory_mb(accelerator.device),
         },
         "derive_score": getattr(method, "derive_score", None),
     }
 
 
-def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accelerator, progress: bool) -> dict:
-    """Train the derived network from scratch with the task's recipe; test on the official test split."""
+def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accelerator, progress: bool,
+             folder: Path) -> dict:  # fmt: skip
+    """Train the derived network from scratch with the task's recipe; test on the official test split.
+
+    Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
+    """
     ev = cfg.evaluate
     set_seed(cfg.seed)
     net = task.build_network(genotype, ev)
@@ -214,67 +235,63 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     macs = count_macs(net, task.example_input()).total
     net.train()
     optimizer = _sgd(net, ev)
-    train_loader = task.loader("train", ev.batch_size, torch.Generator().manual_seed(cfg.seed + 2), recipe=ev)
+    train_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    train_loader = task.loader("train", ev.batch_size, train_gen, recipe=ev)
     test_loader = task.loader("test", ev.batch_size)
     net, optimizer, train_loader, test_loader = accelerator.prepare(net, optimizer, train_loader, test_loader)
     steps = _steps(train_loader, ev.max_steps_per_epoch)
-    curves = []
-    test: dict = {}
-    start = time.perf_counter()
-    bar = tqdm(total=ev.epochs * steps, desc="evaluate", disable=not progress, leave=False)
-    for epoch in range(ev.epochs):
+    ckpt = Checkpointer(folder, accelerator)
+    curves, test, elapsed, first = [], {}, 0.0, 0
+    restored = ckpt.restore()
+    if restored is not None:
+        train_gen.set_state(restored.state["train_gen"])
+        curves, test = restored.progress["curves"], restored.progress["test"]
+        elapsed, first = restored.progress["seconds"], restored.epoch + 1
+        accelerator.print(f"[egsbench] resumed the final training after epoch {restored.epoch}")
+    bar = tqdm(total=ev.epochs * steps, initial=first * steps, desc="evaluate", disable=not progress, leave=False)
+    for epoch in range(first, ev.epochs):
+        start = time.perf_counter()
         row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar)
-        last = epoch == ev.epochs - 1
-        if last or (ev.eval_every > 0 and (epoch + 1) % ev.eval_every == 0):
+        if epoch == ev.epochs - 1 or (ev.eval_every > 0 and (epoch + 1) % ev.eval_every == 0):
             test = evaluate_split(task, net, test_loader, accelerator)
             row |= {f"test_{k}": v for k, v in test.items() if k != "count"}
-        curves.append(row | {"seconds": time.perf_counter() - start})
+        elapsed += time.perf_counter() - start
+        curves.append(row | {"seconds": elapsed})
+        ckpt.save(epoch, {"train_gen": train_gen.get_state()}, {"curves": curves, "test": test, "seconds": elapsed})
     bar.close()
-    seconds = time.perf_counter() - start
+    total_steps = ev.epochs * steps
     return {
         "curves": curves,
         "test": test,
         "params": params,
         "macs": macs,
         "cost": {
-            "wall_time_s": seconds,
-            "steps": ev.epochs * steps,
-            "device_hours": seconds * accelerator.num_processes / 3600,
+            "wall_time_s": elapsed,
+            "steps": total_steps,
+            "steps_per_s": total_steps / elapsed if elapsed > 0 else None,
+            "device_hours": elapsed * accelerator.num_processes / 3600,
             "peak_memory_mb": _peak_memory_mb(accelerator.device),
         },
     }
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> RunResult:
-    """Run one experiment into ``out_dir`` and return its record (also written to ``record.json``)."""
-    out_dir = Path(out_dir)
-    if (out_dir / "record.json").exists():
-        raise UserError(f"{out_dir / 'record.json'} already exists: that run is complete; pass a new --out folder")
-    accelerator = Accelerator(cpu=cfg.device == "cpu")
-    task = TASKS.get(cfg.task_name)(cfg.task)
-    data = task.prepare_data()  # before any output, so missing data leaves nothing behind
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    accelerator.print(f"[egsbench] {cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
-    found = search(cfg, task, accelerator, progress)
-    genotype = found["genotype"]
-    accelerator.print(f"[egsbench] derived genotype {genotype.to_json()}")
-    accelerator.print("[egsbench] evaluate: training the derived network from scratch")
-    final = evaluate(cfg, task, genotype, accelerator, progress)
-    test = final["test"]
-    ev_cost = final["cost"]
-    ev_rate = ev_cost["steps"] / ev_cost["wall_time_s"] if ev_cost["wall_time_s"] > 0 else None
-    determinism = {
+def _accelerator(cfg: ExperimentConfig) -> Accelerator:
+    # One per phase: accelerate's save_state saves every object its accelerator prepared.
+    return Accelerator(cpu=cfg.device == "cpu")
+
+
+def _determinism(seed: int) -> dict:
+    return {
         "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "seed": cfg.seed,
+        "seed": seed,
     }
-    record = {
+
+
+def _identity(cfg: ExperimentConfig) -> dict:
+    return {
         "schema_version": SCHEMA_VERSION,
-        "status": "ok",
-        "error": None,
         "method": cfg.method_name,
         "task": cfg.task_name,
         "space": cfg.space,
@@ -282,6 +299,85 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         "seed": cfg.seed,
         "config_hash": cfg.hash(),
         "config": cfg.to_dict(),
+    }
+
+
+def _check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a finished run, to mix two configs in one folder, or to restart a partial run silently."""
+    if (out_dir / "record.json").exists():
+        raise UserError(f"{out_dir / 'record.json'} already exists: that run is complete; pass a new --out folder")
+    saved = out_dir / "config.yaml"
+    if not saved.exists():
+        return
+    if not resume:
+        raise UserError(f"{out_dir} holds an unfinished run; pass --resume to continue it or a new --out folder")
+    if yaml.safe_load(saved.read_text()) != cfg.to_dict():
+        raise UserError(f"{out_dir} holds a run of a different config; resume with the same config and --set "
+                        "values, or pass a new --out folder")  # fmt: skip
+
+
+def failed_record(cfg: ExperimentConfig, out_dir: str | Path, error: str) -> dict:
+    """Write (and return) the record of a run that failed with ``error``; metrics and costs are null."""
+    record = _identity(cfg) | {
+        "status": "failed",
+        "error": error,
+        "metrics": None,
+        "genotype": None,
+        "search": None,
+        "evaluate": None,
+        "data": None,
+        "manifest": manifest("unknown", _determinism(cfg.seed)),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_record(Path(out_dir) / "record.json", record)
+    return record
+
+
+def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, found: dict, final: dict) -> None:
+    space = SPACES.get(cfg.space)
+    for cell_type, cell in genotype.cells.items():
+        plot_cell(cell, out_dir / f"cell_{cell_type}.png", title=f"{cfg.method_name}: {cell_type} cell")
+        if found["probabilities"]:
+            plot_probability_evolution(found["probabilities"], cell_type, list(space.edges), list(space.ops),
+                                       out_dir / f"probabilities_{cell_type}.png")  # fmt: skip
+    plot_curves(found["curves"], final["curves"], out_dir / "curves.png",
+                title=f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed})")  # fmt: skip
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, resume: bool = False
+) -> RunResult:
+    """Run one experiment into ``out_dir`` and return its record (also written to ``record.json``).
+
+    With ``resume``, a folder holding an unfinished run of the same config continues from its
+    last checkpoint (search epoch, finished search, or final-training epoch).
+    """
+    out_dir = Path(out_dir)
+    _check_folder(cfg, out_dir, resume)
+    accelerator = _accelerator(cfg)
+    task = TASKS.get(cfg.task_name)(cfg.task)
+    data = task.prepare_data()  # before any output, so missing data leaves nothing behind
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    searched = out_dir / "search_result.json"
+    if searched.exists():
+        found = json.loads(searched.read_text())
+        accelerator.print("[egsbench] search already finished; using its result")
+    else:
+        accelerator.print(f"[egsbench] {cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
+        found = search(cfg, task, accelerator, progress, out_dir / "checkpoints" / "search")
+        if accelerator.is_main_process:
+            write_json(searched, found)
+    genotype = Genotype.from_dict(found["genotype"])
+    accelerator.print(f"[egsbench] derived genotype {genotype.to_json()}")
+    accelerator.print("[egsbench] evaluate: training the derived network from scratch")
+    eval_accelerator = _accelerator(cfg)
+    final = evaluate(cfg, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate")
+    test = final["test"]
+    record = _identity(cfg) | {
+        "status": "ok",
+        "error": None,
         "metrics": {
             "test_accuracy": test.get("accuracy"),
             "test_error": test.get("error"),
@@ -292,18 +388,17 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         },
         "genotype": genotype.to_dict(),
         "search": found["cost"],
-        "evaluate": ev_cost | {"steps_per_s": ev_rate},
+        "evaluate": final["cost"],
         "data": {"source": data.source, "sha256": data.sha256, "sizes": dict(data.sizes)},
-        "manifest": manifest(_device_name(accelerator), determinism),
+        "manifest": manifest(_device_name(accelerator), _determinism(cfg.seed)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if accelerator.is_main_process:
         genotype.save(out_dir / "genotype.json")
-        for cell_type, cell in genotype.cells.items():
-            plot_cell(cell, out_dir / f"cell_{cell_type}.png", title=f"{cfg.method_name}: {cell_type} cell")
         write_csv(out_dir / "search_curves.csv", found["curves"])
         write_csv(out_dir / "eval_curves.csv", final["curves"])
         write_json(out_dir / "arch_probabilities.json", found["probabilities"])
+        _write_figures(cfg, out_dir, genotype, found, final)
         write_record(out_dir / "record.json", record)  # last: its presence marks a complete run
     accelerator.wait_for_everyone()
     return RunResult(record, out_dir, genotype, found["curves"], final["curves"])

@@ -28,8 +28,8 @@ import pandas as pd
 from tasks.spaces import UnknownNameError
 from tasks.spaces.registry import unknown_name_message
 
-from .records import RecordStore
 from .references import TABLES, references_for, variant_of
+from .store import RecordStore
 
 __all__ = [
     "FORMATS",

@@ -13,7 +13,6 @@ from benchmark.config import load_config
 from benchmark.records import (
     SCHEMA_VERSION,
     RecordError,
-    RecordStore,
     read_record,
     upgrade_record,
     validate_record,
@@ -21,6 +20,7 @@ from benchmark.records import (
     write_record,
 )
 from benchmark.runner import run_experiment
+from benchmark.store import RecordStore
 from tasks.spaces import UserError
 
 

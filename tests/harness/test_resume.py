@@ -1,0 +1,86 @@
+"""Checkpoint and resume: a run killed with SIGKILL mid-search and resumed ends with the same record."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.config import load_config
+from benchmark.runner import run_experiment
+from tasks.spaces import UserError
+
+OVERRIDES = ["search.epochs=8", "search.max_steps_per_epoch=2", "evaluate.epochs=2", "evaluate.max_steps_per_epoch=2"]
+VOLATILE = {"created", "search", "evaluate", "manifest"}  # wall times, memory, machine: differ between any two runs
+
+
+def comparable(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    out["search_steps"] = record["search"]["steps"]
+    out["evaluate_steps"] = record["evaluate"]["steps"]
+    return out
+
+
+def curves(folder: Path, name: str) -> list[dict]:
+    rows = (folder / name).read_text().splitlines()
+    header = rows[0].split(",")
+    keep = [i for i, h in enumerate(header) if h != "seconds"]
+    return [[row.split(",")[i] for i in keep] for row in rows]
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    cfg = load_config("smoke/egs-cifar10")
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    for phase in ("search", "evaluate"):
+        [latest] = list((tmp_path / "run" / "checkpoints" / phase).glob("epoch-*"))
+        state = torch.load(latest / "state.pt", weights_only=True)
+        assert "train_gen" in state
+        assert (latest / "model.safetensors").is_file()
+        assert json.loads((latest / "progress.json").read_text())["epoch"] == 0
+
+
+def test_unfinished_folder_needs_resume_and_the_same_config(tmp_path):
+    cfg = load_config("smoke/egs-cifar10")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(UserError, match="unfinished run; pass --resume"):
+        run_experiment(cfg, folder, progress=False)
+    with pytest.raises(UserError, match="different config"):
+        run_experiment(cfg, folder, progress=False, resume=True)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_search_then_resume_gives_the_same_record(tmp_path):
+    cfg = load_config("smoke/egs-cifar10", OVERRIDES)
+    reference = run_experiment(cfg, tmp_path / "uninterrupted", progress=False).record
+
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "benchmark", "run", "smoke/egs-cifar10", "--out", str(killed), "--no-progress"]
+    for o in OVERRIDES:
+        args += ["--set", o]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "search" / "epoch-0002"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "search_result.json").exists(), "the process finished its search before the kill"
+    assert not (killed / "record.json").exists()
+
+    resumed = run_experiment(cfg, killed, progress=False, resume=True).record
+    assert comparable(resumed) == comparable(reference)
+    for name in ("search_curves.csv", "eval_curves.csv"):
+        assert curves(killed, name) == curves(tmp_path / "uninterrupted", name)
+    assert json.loads((killed / "arch_probabilities.json").read_text()) == json.loads(
+        (tmp_path / "uninterrupted" / "arch_probabilities.json").read_text()
+    )
