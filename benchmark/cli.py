@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     regress.add_argument("--tolerances", type=Path, default=None, help="default: results/tolerances.yaml")
     regress.add_argument("--golden", type=Path, default=None, help="default: results/golden")
     regress.add_argument("--update-golden", action="store_true", help="copy the smoke records in --runs to --golden")
+    regress.add_argument(
+        "--calibrate", action="store_true", help="write golden tolerances from the seed spread of smoke runs in --runs"
+    )
 
     report = sub.add_parser("report", help="one self-contained HTML report of a folder of runs")
     report.add_argument("--runs", type=Path, default=Path("runs"))
@@ -179,11 +182,24 @@ def _regress(args) -> int:
     import json
     import shutil
 
-    from .regress import GOLDEN_DIR, compare_golden, compare_reported, load_tolerances, render_checks
+    from .regress import (
+        GOLDEN_DIR,
+        TOLERANCES,
+        calibrate,
+        compare_golden,
+        compare_reported,
+        load_tolerances,
+        render_checks,
+        write_tolerances,
+    )
     from .tables import load_records
 
     golden_dir = args.golden or GOLDEN_DIR
     records = load_records(args.runs)
+    if args.calibrate:
+        path = write_tolerances(calibrate(records), args.tolerances or TOLERANCES)
+        print(f"wrote golden tolerances to {path}")
+        return 0
     if args.update_golden:
         golden_dir.mkdir(parents=True, exist_ok=True)
         smoke = [p for p in sorted(args.runs.rglob("record.json")) if json.loads(p.read_text())["preset"] == "smoke"]

@@ -1,0 +1,119 @@
+"""Determinism of every method, the regression gate against the committed golden records, sweeps and reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.cli import main
+from benchmark.config import load_config
+from benchmark.regress import GOLDEN_DIR, calibrate, compare_reported, load_tolerances
+from benchmark.runner import run_experiment
+from methods import METHODS
+
+GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory) -> Path:
+    """Every method's smoke run, twice with the same seed: runs/<method>/{a,b}."""
+    root = tmp_path_factory.mktemp("smoke-runs")
+    for name in METHODS.names():
+        cfg = load_config(f"smoke/{name}-cifar10")
+        for copy in ("a", "b"):
+            run_experiment(cfg, root / copy / name, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_same_config_and_seed_give_identical_genotype_and_metrics(smoke_runs, method):
+    a = json.loads((smoke_runs / "a" / method / "record.json").read_text())
+    b = json.loads((smoke_runs / "b" / method / "record.json").read_text())
+    assert a["genotype"] == b["genotype"]
+    assert a["metrics"] == b["metrics"]
+    assert (smoke_runs / "a" / method / "search_curves.csv").read_text().split("seconds")[0] == (
+        smoke_runs / "b" / method / "search_curves.csv"
+    ).read_text().split("seconds")[0]
+
+
+def test_golden_records_cover_every_method():
+    assert {json.loads(p.read_text())["method"] for p in GOLDEN} == set(METHODS.names())
+
+
+def test_regress_passes_on_fresh_runs(smoke_runs, capsys):
+    assert main(["regress", "--runs", str(smoke_runs / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSION" not in out and "0 regressions" in out
+
+
+def test_regress_fails_on_a_moved_golden_number(smoke_runs, tmp_path, capsys):
+    golden = tmp_path / "golden"
+    shutil.copytree(GOLDEN_DIR, golden)
+    path = golden / "egs-cifar10-seed0.json"
+    record = json.loads(path.read_text())
+    tolerance = load_tolerances()["golden"]["egs"]["test_accuracy"]
+    record["metrics"]["test_accuracy"] += tolerance + 5.0
+    path.write_text(json.dumps(record))
+    assert main(["regress", "--runs", str(smoke_runs / "a"), "--golden", str(golden)]) == 1
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "REGRESSION" in line)
+    assert "egs/cifar10/smoke/0" in line and "test_accuracy" in line
+    assert "1 regressions" in out
+
+
+def test_regress_flags_a_missing_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["regress", "--runs", str(tmp_path / "empty")]) == 1
+    assert "no fresh run" in capsys.readouterr().out
+
+
+def test_reported_numbers_gate_paper_records():
+    record = json.loads(GOLDEN[0].read_text())
+    paper = dict(record, preset="paper", method="darts", config={"method": {"name": "darts", "order": 2}})
+    paper["metrics"] = dict(record["metrics"], test_error=2.80)  # reported 2.76 +- 0.09
+    tolerances = {"reported": {"test_error": 0.27}, "golden": {}}
+    [check] = [c for c in compare_reported([paper], tolerances) if c.metric == "test_error"]
+    assert check.ok and check.expected == pytest.approx(2.76)
+    paper["metrics"]["test_error"] = 3.2
+    [check] = [c for c in compare_reported([paper], tolerances) if c.metric == "test_error"]
+    assert not check.ok
+
+
+def test_calibrate_uses_the_seed_spread():
+    base = json.loads(GOLDEN[0].read_text())
+    runs = [dict(base, seed=s, metrics=dict(base["metrics"], test_accuracy=a)) for s, a in enumerate((10, 12, 14))]
+    tol = calibrate(runs)[base["method"]]
+    assert tol["test_accuracy"] == pytest.approx(3 * 2.0)
+    assert tol["seeds"] == 3
+
+
+def test_sweep_skips_finished_runs_and_records_failures(tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0, 1],
+        "grid": {"task.data_dir": ["embedded", "/nonexistent/cifar"]},
+    }))  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--report"]) == 1  # one grid value fails
+    records = sorted(out.rglob("record.json"))
+    assert len(records) == 4
+    status = sorted(json.loads(p.read_text())["status"] for p in records)
+    assert status == ["failed", "failed", "ok", "ok"]
+    failed = next(json.loads(p.read_text()) for p in records if json.loads(p.read_text())["status"] == "failed")
+    assert "CIFAR-10 not found at /nonexistent/cifar" in failed["error"] and failed["metrics"] is None
+    printed = capsys.readouterr().out
+    assert "2 ran, 0 skipped (done), 2 failed" in printed
+    html = (out / "report.html").read_text()
+    assert "<table" in html and "data:image/png;base64," in html and "FAILED" in html
+    assert "http://" not in html and "https://" not in html  # opens offline
+
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 1
+    assert "0 ran, 2 skipped (done), 2 failed" in capsys.readouterr().out
+
+    assert main(["table", "--runs", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "|" in table and "Failed" in table
