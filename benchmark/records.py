@@ -325,10 +325,15 @@ def write_record(path: str | Path, record: dict) -> None:
 # --- files ---------------------------------------------------------------------------------------------------------
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _write_temporary(folder: Path, prefix: str, text: str) -> str:
     """Write ``text`` to a new hidden temporary file in ``folder`` (flushed to disk) and return its path."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{prefix}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the mode a plain open() would
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -31,6 +31,8 @@ __all__ = [
     "SearchMethod",
     "StepStats",
     "cosine_lr",
+    "init_alphas",
+    "make_arch_optimizer",
     "make_weight_optimizer",
     "set_lr",
     "weight_parameters",
@@ -119,6 +121,25 @@ class SearchMethod(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def init_alphas(ctx: SearchContext, mean: float = 0.0, std: float = 1e-3, dtype=None) -> nn.ParameterDict:
+    """One ``(E, K)`` alpha per cell type, ``mean + std * N(0, 1)``, drawn from a generator seeded by ``ctx.seed``.
+
+    DARTS, GDAS and EGS start at ``1e-3 * randn``; SNAS at ``N(1, 0.01)``. Alphas never join the
+    weight optimiser, weight decay or gradient clipping (METHODS-SPEC pitfall 4).
+    """
+    gen = torch.Generator().manual_seed(ctx.seed)
+    shape = (ctx.space.num_edges, ctx.space.num_ops)
+    alphas = {t: mean + std * torch.randn(shape, generator=gen, dtype=dtype) for t in ctx.space.cell_types}
+    return nn.ParameterDict({t: nn.Parameter(a) for t, a in alphas.items()}).to(ctx.device)
+
+
+def make_arch_optimizer(alphas: nn.ParameterDict, cfg) -> torch.optim.Adam:
+    """DARTS's alpha optimiser, Adam, from a method config's ``arch_lr``, ``arch_beta1/2`` and ``arch_weight_decay``."""
+    return torch.optim.Adam(
+        alphas.parameters(), lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay
+    )
 
 
 def weight_parameters(model: nn.Module) -> list[nn.Parameter]:

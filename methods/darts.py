@@ -62,7 +62,17 @@ from torch.func import functional_call
 
 from tasks.spaces import CellGenotype, ConfigError, Genotype
 
-from .base import EdgeWeights, ScoreFn, SearchContext, StepStats, cosine_lr, make_weight_optimizer, set_lr
+from .base import (
+    EdgeWeights,
+    ScoreFn,
+    SearchContext,
+    StepStats,
+    cosine_lr,
+    init_alphas,
+    make_arch_optimizer,
+    make_weight_optimizer,
+    set_lr,
+)
 from .registry import METHODS
 
 __all__ = ["DARTS", "DARTSConfig", "UnrolledGradient"]
@@ -138,25 +148,16 @@ class DARTS:
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, ctx: SearchContext) -> None:
-        cfg, space = self.config, ctx.space
+        cfg = self.config
         self.ctx = ctx
         self.net = getattr(ctx.model, "module", ctx.model)  # unwrapped, for the virtual passes
         named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         self.weight_names = [n for n, _ in named]
         self.weight_params = [p for _, p in named]
-        gen = torch.Generator().manual_seed(ctx.seed)
         dtype = self.weight_params[0].dtype if self.weight_params else torch.get_default_dtype()
-        self.alphas = nn.ParameterDict(
-            {t: nn.Parameter(1e-3 * torch.randn(space.num_edges, space.num_ops, generator=gen, dtype=dtype))
-             for t in space.cell_types}
-        ).to(ctx.device)  # fmt: skip
+        self.alphas = init_alphas(ctx, dtype=dtype)
         self.w_optimizer = make_weight_optimizer(self.weight_params, ctx.config)
-        self.a_optimizer = torch.optim.Adam(
-            self.alphas.parameters(),
-            lr=cfg.arch_lr,
-            betas=(cfg.arch_beta1, cfg.arch_beta2),
-            weight_decay=cfg.arch_weight_decay,
-        )
+        self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
 
     # -- distributions -------------------------------------------------------------------------
     def probabilities(self) -> dict[str, torch.Tensor]:

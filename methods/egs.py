@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.spaces import ConfigError, Genotype, prune_cell
+from tasks.spaces import ConfigError, Genotype, UserError, prune_cell
 
 from .base import (
     EdgeWeights,
@@ -50,6 +50,8 @@ from .base import (
     SearchContext,
     StepStats,
     cosine_lr,
+    init_alphas,
+    make_arch_optimizer,
     make_weight_optimizer,
     set_lr,
     weight_parameters,
@@ -157,14 +159,8 @@ class EGS:
     def setup(self, ctx: SearchContext) -> None:
         cfg, space = self.config, ctx.space
         self.ctx = ctx
-        gen = torch.Generator().manual_seed(ctx.seed)
-        init = 1.0 if cfg.credits == "relu" else 0.0  # relu credits need positive alphas to start uniform
-        self.alphas = nn.ParameterDict(
-            {
-                t: nn.Parameter(init + 1e-3 * torch.randn(space.num_edges, space.num_ops, generator=gen))
-                for t in space.cell_types
-            }
-        ).to(ctx.device)
+        # relu credits need positive alphas to start (near) uniform
+        self.alphas = init_alphas(ctx, mean=1.0 if cfg.credits == "relu" else 0.0)
         if cfg.lam < 1.0:
             if ctx.op_costs is None:
                 raise ValueError("EGS with lam < 1 needs op costs from the supernet; set method.lam=1.0 to disable")
@@ -174,12 +170,7 @@ class EGS:
         else:
             self.credits_l = None
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
-        self.a_optimizer = torch.optim.Adam(
-            self.alphas.parameters(),
-            lr=cfg.arch_lr,
-            betas=(cfg.arch_beta1, cfg.arch_beta2),
-            weight_decay=cfg.arch_weight_decay,
-        )
+        self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
 
     # -- distributions -------------------------------------------------------------------------
     def probabilities(self) -> dict[str, torch.Tensor]:
@@ -257,7 +248,7 @@ class EGS:
             if value > best_score:
                 best, best_score = genotype, value
         if best is None:
-            raise RuntimeError("every derived EGS candidate left a cell without any operation; raise method.M")
+            raise UserError("every derived EGS candidate left a cell without any operation; raise method.M")
         self.derive_score = best_score
         return best
 

@@ -53,6 +53,8 @@ from .base import (
     SearchContext,
     StepStats,
     cosine_lr,
+    init_alphas,
+    make_arch_optimizer,
     make_weight_optimizer,
     set_lr,
     weight_parameters,
@@ -117,22 +119,11 @@ class GDAS:
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, ctx: SearchContext) -> None:
-        cfg, space = self.config, ctx.space
+        cfg = self.config
         self.ctx = ctx
-        gen = torch.Generator().manual_seed(ctx.seed)
-        self.alphas = nn.ParameterDict(
-            {
-                t: nn.Parameter(1e-3 * torch.randn(space.num_edges, space.num_ops, generator=gen))
-                for t in space.cell_types
-            }
-        ).to(ctx.device)
+        self.alphas = init_alphas(ctx)
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
-        self.a_optimizer = torch.optim.Adam(
-            self.alphas.parameters(),
-            lr=cfg.arch_lr,
-            betas=(cfg.arch_beta1, cfg.arch_beta2),
-            weight_decay=cfg.arch_weight_decay,
-        )
+        self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
 
     # -- distributions -------------------------------------------------------------------------
     def probabilities(self) -> dict[str, torch.Tensor]:

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tasks.spaces import ConfigError, Genotype, prune_cell
+from tasks.spaces import ConfigError, Genotype, UserError, prune_cell
 
 from .base import (
     EdgeWeights,
@@ -82,6 +82,8 @@ from .base import (
     SearchContext,
     StepStats,
     cosine_lr,
+    init_alphas,
+    make_arch_optimizer,
     make_weight_optimizer,
     set_lr,
     weight_parameters,
@@ -177,24 +179,16 @@ class SNAS:
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, ctx: SearchContext) -> None:
-        cfg, space = self.config, ctx.space
+        cfg = self.config
         self.ctx = ctx
-        gen = torch.Generator().manual_seed(ctx.seed)
-        shape = (space.num_edges, space.num_ops)
-        init = {t: cfg.init_mean + cfg.init_std * torch.randn(shape, generator=gen) for t in space.cell_types}
-        self.alphas = nn.ParameterDict({t: nn.Parameter(a) for t, a in init.items()}).to(ctx.device)  # log_alpha
+        self.alphas = init_alphas(ctx, cfg.init_mean, cfg.init_std)  # log_alpha
         self.resource_lambda = cfg.lambda_r
         self.costs = self._costs(ctx) if self.resource_lambda > 0 else None
         # The runner may hand over a wrapped model (DDP); the attribute lives on the supernet itself.
         getattr(ctx.model, "module", ctx.model).drop_path_prob = cfg.drop_path_prob
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
         if cfg.arch_optimizer == "adam":
-            self.a_optimizer = torch.optim.Adam(
-                self.alphas.parameters(),
-                lr=cfg.arch_lr,
-                betas=(cfg.arch_beta1, cfg.arch_beta2),
-                weight_decay=cfg.arch_weight_decay,
-            )
+            self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
         else:
             self.a_optimizer = torch.optim.SGD(self.alphas.parameters(), lr=cfg.arch_lr)
 
@@ -263,7 +257,7 @@ class SNAS:
             edges = [(src, dst, space.ops[k]) for (src, dst), k in zip(space.edges, best, strict=True)]
             cell = prune_cell([e for e in edges if e[2] != space.zero_op], space.n_inputs, space.n_nodes)
             if not cell.concat:
-                raise RuntimeError(
+                raise UserError(
                     f"SNAS derived an empty {t} cell: 'none' is the most likely op on every edge leaving the cell "
                     "inputs, so no node is connected. The resource penalty may be too strong (lower "
                     "method.constraint or set method.resource_lambda) or the search too short."

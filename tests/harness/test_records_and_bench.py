@@ -37,3 +37,22 @@ def test_search_step_benchmark_runs_all_variants():
     assert set(result["ratio_to_dense"]) == {"dense_softmax", "egs_m1", "egs_m7", "egs_m1_lam1"}
     assert result["ratio_to_dense"]["dense_softmax"] == 1.0
     assert all(len(t) == 1 and t[0] > 0 for t in result["times_s"].values())
+
+
+def test_method_step_benchmark_times_every_variant():
+    from benchmark.bench_methods import VARIANTS, time_methods
+
+    result = time_methods(channels=2, layers=3, batch=2, rounds=1)
+    assert set(result["median_s"]) == set(VARIANTS)
+    assert result["ratio_to_darts_1st"]["darts_1st"] == 1.0
+    assert all(t > 0 for t in result["median_s"].values())
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_json(tmp_path / "r.json", {})
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o666 & ~umask

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from methods import METHODS, SearchConfig, SearchContext
 from methods.snas import CONSTRAINTS, SNAS, SNASConfig, resource_penalty
-from tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, LossOutput, SearchNetwork
+from tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, LossOutput, SearchNetwork, UserError
 
 
 def _ctx(space_name="dag", layers=3, channels=4, epochs=2, **search):
@@ -224,7 +224,7 @@ def test_derive_keeps_every_non_none_argmax_edge_and_prunes_dead_nodes():
 def test_derive_names_the_empty_cell():
     m = _snas()
     _set_argmax(m, {"normal": {(0, 2): "sep_conv_3x3"}})
-    with pytest.raises(RuntimeError, match="empty reduce cell"):
+    with pytest.raises(UserError, match="empty reduce cell"):
         m.derive(lambda weights, batches=None: 0.0)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from methods import METHODS, SearchContext, StepStats
-from methods.base import ScoreFn, cosine_lr, make_weight_optimizer, set_lr, weight_parameters
+from methods.base import ScoreFn, cosine_lr, init_alphas, make_weight_optimizer, set_lr, weight_parameters
 from tasks.spaces import CellGenotype, ConfigError, Genotype
 
 
@@ -40,11 +40,7 @@ class SingleLevelSoftmax:
 
     def setup(self, ctx: SearchContext) -> None:
         self.ctx = ctx
-        gen = torch.Generator().manual_seed(ctx.seed)
-        shape = (ctx.space.num_edges, ctx.space.num_ops)
-        self.alphas = nn.ParameterDict(
-            {t: nn.Parameter(1e-3 * torch.randn(*shape, generator=gen)) for t in ctx.space.cell_types}
-        ).to(ctx.device)
+        self.alphas = init_alphas(ctx)  # {cell type: (E, K)}, 1e-3 * randn seeded by ctx.seed
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
         self.a_optimizer = torch.optim.Adam(
             self.alphas.parameters(),

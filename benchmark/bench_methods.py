@@ -1,0 +1,99 @@
+"""Time one full search step (``method.step``: every forward, backward and update) of each registered method.
+
+All methods run on supernets of one configuration, in one process, interleaved round by
+round so that machine noise hits them alike; the report is the median seconds per step and
+the ratio to DARTS first order.
+
+    python -m benchmark.bench_methods --channels 8 --layers 5 --batch 32 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from methods import METHODS, SearchConfig, SearchContext
+from tasks.spaces import SPACES, LossOutput, SearchNetwork
+
+__all__ = ["main", "time_methods"]
+
+VARIANTS = {  # name -> (method, config overrides)
+    "egs_m7": ("egs", {"M": 7}),
+    "egs_m1": ("egs", {"M": 1}),
+    "darts_1st": ("darts", {"order": 1}),
+    "darts_2nd": ("darts", {"order": 2}),
+    "snas": ("snas", {}),
+    "gdas": ("gdas", {}),
+    "random_ws": ("random", {}),
+}
+
+
+def _loss(model, batch, weights) -> LossOutput:
+    x, y = batch
+    return LossOutput(F.cross_entropy(model(x, weights), y))
+
+
+def time_methods(channels: int, layers: int, batch: int, rounds: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    val = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    steps = {}
+    for name, (method_name, overrides) in VARIANTS.items():
+        cls = METHODS.get(method_name)
+        torch.manual_seed(0)
+        space = SPACES.get(cls.space)
+        model = SearchNetwork(space, channels, 10, layers)
+        method = cls(cls.config_class(**overrides))
+        method.setup(SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(), steps_per_epoch=1,
+                                   op_costs=model.op_costs))  # fmt: skip
+        method.start_epoch(0)
+        steps[name] = method
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for method in steps.values():  # warm-up, not timed
+        method.step(train, val)
+    for _ in range(rounds):
+        for name, method in steps.items():
+            start = time.perf_counter()
+            method.step(train, val)
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["darts_1st"])
+    return {
+        "config": {
+            "channels": channels,
+            "layers": layers,
+            "batch": batch,
+            "rounds": rounds,
+            "threads": torch.get_num_threads(),
+        },  # fmt: skip
+        "median_s": {n: statistics.median(t) for n, t in times.items()},
+        "ratio_to_darts_1st": {n: statistics.median(t) / base for n, t in times.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    result = time_methods(args.channels, args.layers, args.batch, args.rounds)
+    cfg = result["config"]
+    print(f"one search step, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, 32x32, "
+          f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
+    for name, median in result["median_s"].items():
+        print(f"  {name:10s} median {median:7.3f} s   ratio to darts_1st {result['ratio_to_darts_1st'][name]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
