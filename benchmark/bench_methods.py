@@ -10,15 +10,15 @@ the ratio to DARTS first order.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
+import functools
 
 import torch
 import torch.nn.functional as F
 
 from methods import METHODS, SearchConfig, SearchContext
 from tasks.spaces import SPACES, LossOutput, SearchNetwork
+
+from .timing import print_result, time_interleaved
 
 __all__ = ["main", "time_methods"]
 
@@ -53,26 +53,8 @@ def time_methods(channels: int, layers: int, batch: int, rounds: int) -> dict:
                                    op_costs=model.op_costs))  # fmt: skip
         method.start_epoch(0)
         steps[name] = method
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for method in steps.values():  # warm-up, not timed
-        method.step(train, val)
-    for _ in range(rounds):
-        for name, method in steps.items():
-            start = time.perf_counter()
-            method.step(train, val)
-            times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["darts_1st"])
-    return {
-        "config": {
-            "channels": channels,
-            "layers": layers,
-            "batch": batch,
-            "rounds": rounds,
-            "threads": torch.get_num_threads(),
-        },  # fmt: skip
-        "median_s": {n: statistics.median(t) for n, t in times.items()},
-        "ratio_to_darts_1st": {n: statistics.median(t) / base for n, t in times.items()},
-    }
+    variants = {name: functools.partial(method.step, train, val) for name, method in steps.items()}
+    return time_interleaved(variants, rounds, "darts_1st", {"channels": channels, "layers": layers, "batch": batch})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,14 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     result = time_methods(args.channels, args.layers, args.batch, args.rounds)
-    cfg = result["config"]
-    print(f"one search step, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, 32x32, "
-          f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
-    for name, median in result["median_s"].items():
-        print(f"  {name:10s} median {median:7.3f} s   ratio to darts_1st {result['ratio_to_darts_1st'][name]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    print_result(result, "one search step (method.step), 32x32", args.json)
     return 0
 
 

@@ -12,9 +12,6 @@ median time per variant and its ratio to the dense step.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -23,6 +20,8 @@ import torch.nn.functional as F
 from methods import SearchConfig, SearchContext
 from methods.egs import EGS, EGSConfig
 from tasks.spaces import SPACES, SearchNetwork
+
+from .timing import print_result, time_interleaved
 
 __all__ = ["main", "time_variants"]
 
@@ -48,37 +47,22 @@ def time_variants(channels: int, layers: int, batch: int, rounds: int, threads: 
     alphas = {t: (1e-3 * torch.randn(space.num_edges, space.num_ops)).requires_grad_() for t in space.cell_types}
     methods = {"egs_m1": _egs(model, 1, 0.5), "egs_m7": _egs(model, 7, 0.5), "egs_m1_lam1": _egs(model, 1, 1.0)}
 
-    def step(weights_fn: Callable[[], dict]) -> Callable[[], float]:
-        def run() -> float:
+    def step(weights_fn: Callable[[], dict]) -> Callable[[], None]:
+        def run() -> None:
             model.zero_grad(set_to_none=True)
-            start = time.perf_counter()
-            weights = weights_fn()
-            F.cross_entropy(model(x, weights), y).backward()
-            return time.perf_counter() - start
+            F.cross_entropy(model(x, weights_fn()), y).backward()
 
         return run
 
     variants = {"dense_softmax": step(lambda: {t: torch.softmax(a, dim=-1) for t, a in alphas.items()})}
     variants |= {name: step(m.sample) for name, m in methods.items()}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for run in variants.values():  # warm-up round, not timed
-        run()
-    for _ in range(rounds):
-        for name, run in variants.items():
-            times[name].append(run())
-    dense = statistics.median(times["dense_softmax"])
-    return {
-        "config": {
-            "channels": channels,
-            "layers": layers,
-            "batch": batch,
-            "rounds": rounds,
-            "threads": torch.get_num_threads(),
-        },  # fmt: skip
-        "median_s": {name: statistics.median(t) for name, t in times.items()},
-        "ratio_to_dense": {name: statistics.median(t) / dense for name, t in times.items()},
-        "times_s": times,
-    }
+    return time_interleaved(
+        variants,
+        rounds,
+        "dense_softmax",
+        label="dense",
+        config={"channels": channels, "layers": layers, "batch": batch},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,14 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=str, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     result = time_variants(args.channels, args.layers, args.batch, args.rounds, args.threads)
-    cfg = result["config"]
-    print(f"search step (forward + backward), C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
-          f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
-    for name, median in result["median_s"].items():
-        print(f"  {name:14s} median {median:8.3f} s   ratio to dense {result['ratio_to_dense'][name]:.3f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    print_result(result, "search step (forward + backward)", args.json)
     return 0
 
 

@@ -30,10 +30,12 @@ __all__ = [
     "SearchContext",
     "SearchMethod",
     "StepStats",
+    "capture_state",
     "cosine_lr",
     "init_alphas",
     "make_arch_optimizer",
     "make_weight_optimizer",
+    "restore_state",
     "set_lr",
     "weight_parameters",
 ]
@@ -140,6 +142,26 @@ def make_arch_optimizer(alphas: nn.ParameterDict, cfg) -> torch.optim.Adam:
     return torch.optim.Adam(
         alphas.parameters(), lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay
     )
+
+
+def capture_state(owner: Any, names: Iterable[str]) -> dict:
+    """A method's checkpoint: the ``state_dict`` of each named attribute that has one (alphas, optimisers),
+    the plain value of the others (epoch, tau)."""
+    state = {}
+    for name in names:
+        value = getattr(owner, name)
+        state[name] = value.state_dict() if hasattr(value, "state_dict") else value
+    return state
+
+
+def restore_state(owner: Any, state: dict) -> None:
+    """Inverse of :func:`capture_state`: load into stateful attributes, assign the plain ones."""
+    for name, value in state.items():
+        current = getattr(owner, name)
+        if hasattr(current, "load_state_dict"):
+            current.load_state_dict(value)
+        else:
+            setattr(owner, name, value)
 
 
 def weight_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -52,10 +52,12 @@ from .base import (
     ScoreFn,
     SearchContext,
     StepStats,
+    capture_state,
     cosine_lr,
     init_alphas,
     make_arch_optimizer,
     make_weight_optimizer,
+    restore_state,
     set_lr,
     weight_parameters,
 )
@@ -189,16 +191,7 @@ class GDAS:
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "alphas": self.alphas.state_dict(),
-            "w_optimizer": self.w_optimizer.state_dict(),
-            "a_optimizer": self.a_optimizer.state_dict(),
-            "epoch": self.epoch,
-            "tau": self.tau,
-        }
+        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau"))
 
     def load_state_dict(self, state: dict) -> None:
-        self.alphas.load_state_dict(state["alphas"])
-        self.w_optimizer.load_state_dict(state["w_optimizer"])
-        self.a_optimizer.load_state_dict(state["a_optimizer"])
-        self.epoch, self.tau = state["epoch"], state["tau"]
+        restore_state(self, state)

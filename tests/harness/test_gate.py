@@ -117,3 +117,11 @@ def test_sweep_skips_finished_runs_and_records_failures(tmp_path, capsys):
     assert main(["table", "--runs", str(out)]) == 0
     table = capsys.readouterr().out
     assert "|" in table and "Failed" in table
+
+
+def test_reported_gate_uses_the_main_table_only():
+    record = json.loads(GOLDEN[0].read_text())
+    egs = dict(record, preset="paper", method="egs", config={"method": {"name": "egs", "M": 4}})
+    egs["metrics"] = dict(record["metrics"], test_error=3.01)
+    checks = [c for c in compare_reported([egs], {"reported": {"test_error": 0.27}, "golden": {}})]
+    assert [(c.metric, c.expected) for c in checks] == [("test_error", pytest.approx(3.01))]  # Table 1, not Table 5

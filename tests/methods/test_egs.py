@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
 
@@ -10,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS, SearchConfig, SearchContext
+from methods import METHODS
 from methods.egs import EGS, EGSConfig, efficiency_credits, ensemble_gumbel_softmax
-from tasks.spaces import SPACES, ConfigError, LossOutput, SearchNetwork
+from tasks.spaces import ConfigError
+from tests.methods.conformance import batch, tiny_context
 
 N = 200_000
 
@@ -71,28 +71,10 @@ def test_efficiency_credits_favour_cheap_ops_and_sum_to_one():
     assert efficiency_credits(cost, sharpness=4.0)[0, 0] > credits[0, 0]
 
 
-def _ctx(space_name="dag", layers=3, channels=4, **search):
-    space = SPACES.get(space_name)
-    model = SearchNetwork(space, channels, 10, layers)
-
-    def loss(m, batch, weights):
-        x, y = batch
-        logits = m(x, weights)
-        return LossOutput(F.cross_entropy(logits, y), {"accuracy": 0.0})
-
-    return SearchContext(model=model, space=space, loss=loss, config=SearchConfig(epochs=2, **search),
-                         steps_per_epoch=1, seed=0, op_costs=model.op_costs)  # fmt: skip
-
-
-def _batch(seed=0, n=4):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
 def test_registered_and_resource_constraint_mixes_credits():
     assert METHODS.get("egs") is EGS
     m = EGS(EGSConfig(lam=0.5))
-    m.setup(_ctx())
+    m.setup(tiny_context())
     p = m.probabilities()["normal"]
     h = torch.softmax(m.alphas["normal"], -1)
     assert torch.allclose(p, 0.5 * h + 0.5 * m.credits_l["normal"])
@@ -100,7 +82,7 @@ def test_registered_and_resource_constraint_mixes_credits():
     k = m.ctx.space.op_index
     assert (p[:, k("skip_connect")] > p[:, k("sep_conv_5x5")]).all()  # free ops get more mass
     off = EGS(EGSConfig(lam=1.0))
-    off.setup(_ctx())
+    off.setup(tiny_context())
     assert off.credits_l is None
     assert torch.allclose(off.probabilities()["normal"], torch.softmax(off.alphas["normal"], -1))
 
@@ -109,12 +91,12 @@ def test_registered_and_resource_constraint_mixes_credits():
 def test_search_step_updates_weights_and_alpha(bilevel):
     torch.manual_seed(0)
     m = EGS(EGSConfig(M=3, bilevel=bilevel))
-    ctx = _ctx()
+    ctx = tiny_context()
     m.setup(ctx)
     m.start_epoch(0)
     before_w = [p.detach().clone() for p in ctx.model.parameters()]
     before_a = {t: a.detach().clone() for t, a in m.alphas.items()}
-    stats = m.step(_batch(0), _batch(1))
+    stats = m.step(batch(0), batch(1))
     assert math.isfinite(stats.loss) and 1.0 <= stats.extras["ops_per_edge"] <= 3.0
     assert any(not torch.equal(a, b) for a, b in zip(before_w, ctx.model.parameters(), strict=True))
     assert all(not torch.equal(before_a[t], m.alphas[t]) for t in before_a)
@@ -122,9 +104,9 @@ def test_search_step_updates_weights_and_alpha(bilevel):
 
 def test_gradients_reach_alpha_through_the_supernet():
     m = EGS(EGSConfig(M=2))
-    ctx = _ctx()
+    ctx = tiny_context()
     m.setup(ctx)
-    x, y = _batch()
+    x, y = batch()
     F.cross_entropy(ctx.model(x, m.sample()), y).backward()
     for t, alpha in m.alphas.items():
         assert alpha.grad is not None and alpha.grad.abs().sum() > 0, t
@@ -132,7 +114,7 @@ def test_gradients_reach_alpha_through_the_supernet():
 
 def test_normalize_divides_codes_by_their_sum():
     m = EGS(EGSConfig(M=5, normalize=True))
-    m.setup(_ctx())
+    m.setup(tiny_context())
     codes = m.sample(torch.Generator().manual_seed(0))
     for c in codes.values():
         assert torch.allclose(c.sum(-1), torch.ones(c.shape[0]))
@@ -140,7 +122,7 @@ def test_normalize_divides_codes_by_their_sum():
 
 def test_derive_keeps_every_sampled_op_and_picks_the_best_scored_candidate():
     m = EGS(EGSConfig(M=4, derive_candidates=6))
-    ctx = _ctx()
+    ctx = tiny_context()
     m.setup(ctx)
     seen = []
 
@@ -161,34 +143,9 @@ def test_derive_keeps_every_sampled_op_and_picks_the_best_scored_candidate():
     assert m.derive(score) == genotype
 
 
-def test_state_dict_round_trip_resumes_identically():
-    torch.manual_seed(0)
-    a = EGS(EGSConfig(M=2))
-    ctx = _ctx()
-    a.setup(ctx)
-    a.start_epoch(0)
-    a.step(_batch(0), _batch(1))
-    state = copy.deepcopy(a.state_dict())  # as a checkpoint on disk would hold it
-    model_state = {k: v.clone() for k, v in ctx.model.state_dict().items()}
-
-    b = EGS(EGSConfig(M=2))
-    ctx_b = _ctx()
-    ctx_b.model.load_state_dict(model_state)
-    b.setup(ctx_b)
-    b.load_state_dict(state)
-    for t in a.alphas:
-        assert torch.equal(a.alphas[t], b.alphas[t])
-    torch.manual_seed(5)
-    a.step(_batch(2), _batch(3))
-    torch.manual_seed(5)
-    b.step(_batch(2), _batch(3))
-    for t in a.alphas:
-        assert torch.equal(a.alphas[t], b.alphas[t])
-
-
 def test_tau_schedule():
     m = EGS(EGSConfig(tau=1.0, tau_final=0.1, tau_schedule="exponential"))
-    ctx = _ctx()
+    ctx = tiny_context()
     m.setup(ctx)
     m.start_epoch(1)
     assert m.tau == pytest.approx(0.1)

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS, SearchConfig, SearchContext
+from methods import METHODS
 from methods.gdas import GDAS, GDASConfig, gumbel_hard
-from tasks.spaces import SPACES, ConfigError, LossOutput, SearchNetwork
-
-
-def _ctx(space_name="darts", layers=3, channels=4, epochs=2, **search):
-    space = SPACES.get(space_name)
-    model = SearchNetwork(space, channels, 10, layers, image_size=16)
-
-    def loss(m, batch, weights):
-        x, y = batch
-        logits = m(x, weights)
-        return LossOutput(F.cross_entropy(logits, y), {"accuracy": 0.0})
-
-    return SearchContext(model=model, space=space, loss=loss, config=SearchConfig(epochs=epochs, **search),
-                         steps_per_epoch=1, seed=0, op_costs=model.op_costs)  # fmt: skip
-
-
-def _batch(seed=0, n=4):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+from tasks.spaces import SPACES, ConfigError
+from tests.methods.conformance import batch, tiny_context
 
 
 def _gdas(ctx=None, **config):
     m = GDAS(GDASConfig(**config))
-    m.setup(ctx if ctx is not None else _ctx())
+    m.setup(ctx if ctx is not None else tiny_context("darts"))
     m.start_epoch(0)
     return m
 
@@ -63,7 +45,7 @@ def test_bad_config_values_name_the_key(kwargs, key):
 
 def test_temperature_goes_linearly_from_tau_max_to_tau_min():
     m = GDAS(GDASConfig())
-    m.setup(_ctx(epochs=5))
+    m.setup(tiny_context("darts", epochs=5))
     taus = []
     for e in range(5):
         m.start_epoch(e)
@@ -105,7 +87,7 @@ def test_exactly_the_sampled_op_runs_on_each_edge():
     net, space = m.ctx.model, m.ctx.space
     calls = _count_calls(net)
     weights = m.sample(torch.Generator().manual_seed(1))
-    net(_batch()[0], weights)
+    net(batch()[0], weights)
     none = space.op_index("none")
     expected = {}
     for i, cell in enumerate(net.cells):
@@ -118,7 +100,7 @@ def test_exactly_the_sampled_op_runs_on_each_edge():
 
 def test_gradient_reaches_alpha_through_the_sampled_op():
     m = _gdas()
-    x, y = _batch()
+    x, y = batch()
     weights = m.sample(torch.Generator().manual_seed(2))
     F.cross_entropy(m.ctx.model(x, weights), y).backward()
     for t, a in m.alphas.items():
@@ -129,11 +111,11 @@ def test_step_updates_weights_on_train_and_alpha_on_val():
     runs = []
     for val_seed in (1, 2):
         torch.manual_seed(0)
-        ctx = _ctx()
+        ctx = tiny_context("darts")
         m = _gdas(ctx)
         before_w = [p.detach().clone() for p in ctx.model.parameters()]
         before_a = {t: a.detach().clone() for t, a in m.alphas.items()}
-        stats = m.step(_batch(0), _batch(val_seed))
+        stats = m.step(batch(0), batch(val_seed))
         assert math.isfinite(stats.loss) and math.isfinite(stats.extras["arch_loss"]) and stats.extras["tau"] == 10.0
         assert any(not torch.equal(a, b) for a, b in zip(before_w, ctx.model.parameters(), strict=True))
         assert all(not torch.equal(before_a[t], m.alphas[t]) for t in before_a)
@@ -180,28 +162,3 @@ def test_derive_takes_the_top_two_input_op_pairs_per_node_excluding_none():
         assert sum(1 for _, dst, _ in genotype["reduce"].edges if dst == node) == 2
     assert all(op != "none" for c in genotype.cells.values() for _, _, op in c.edges)
     assert m.derive_score == 7.0 and seen[0]["normal"].sum() == 8 and seen[0]["normal"][e(0, 2)].sum() == 2
-
-
-def test_state_dict_round_trip_resumes_identically():
-    torch.manual_seed(0)
-    ctx_a = _ctx()
-    a = _gdas(ctx_a)
-    a.step(_batch(0), _batch(1))
-    state = copy.deepcopy(a.state_dict())  # as a checkpoint on disk would hold it
-    model_state = copy.deepcopy(ctx_a.model.state_dict())
-
-    ctx_b = _ctx()
-    ctx_b.model.load_state_dict(model_state)
-    b = GDAS(GDASConfig())
-    b.setup(ctx_b)
-    b.load_state_dict(state)
-    assert b.tau == a.tau and b.epoch == a.epoch
-    for m in (a, b):
-        torch.manual_seed(5)
-        m.start_epoch(1)
-        m.step(_batch(2), _batch(3))
-    for t in a.alphas:
-        assert torch.equal(a.alphas[t], b.alphas[t])
-    for p, q in zip(ctx_a.model.parameters(), ctx_b.model.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert a.tau == b.tau == pytest.approx(0.1)

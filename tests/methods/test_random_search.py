@@ -10,14 +10,14 @@ from itertools import combinations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from benchmark.config import load_config
 from benchmark.runner import candidate_recipe, run_experiment
-from methods import METHODS, SearchConfig, SearchContext
+from methods import METHODS
 from methods.random_search import RandomSearch, RandomSearchConfig, cell_genotype, one_hot_weights, sample_cells
 from tasks import TrainConfig
-from tasks.spaces import SPACES, ConfigError, Genotype, LossOutput, SearchNetwork
+from tasks.spaces import SPACES, ConfigError, Genotype
+from tests.methods.conformance import batch, tiny_context
 
 SPACE = SPACES.get("darts")
 NONE = SPACE.op_index("none")
@@ -27,25 +27,9 @@ def _tolerance(p: float, n: int) -> float:
     return 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma: a false failure is ~1 in 3.5 million
 
 
-def _ctx(train_candidate=None, seed=0):
-    model = SearchNetwork(SPACE, 4, 10, 3, image_size=16)
-
-    def loss(m, batch, weights):
-        x, y = batch
-        return LossOutput(F.cross_entropy(m(x, weights), y), {"accuracy": 0.0})
-
-    return SearchContext(model=model, space=SPACE, loss=loss, config=SearchConfig(epochs=2), steps_per_epoch=1,
-                         seed=seed, train_candidate=train_candidate)  # fmt: skip
-
-
-def _batch(seed=0, n=4):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
 def _build(config=None, **ctx_kwargs):
     method = RandomSearch(config or RandomSearchConfig())
-    ctx = _ctx(**ctx_kwargs)
+    ctx = tiny_context("darts", **ctx_kwargs)
     method.setup(ctx)
     method.start_epoch(0)
     return method, ctx
@@ -141,7 +125,7 @@ def test_step_runs_only_the_sampled_ops_and_updates_only_their_weights():
     ctx.loss = lambda m, batch, weights: seen.append(weights) or loss(m, batch, weights)
     calls = _count_op_calls(ctx.model)
     before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
-    stats = method.step(_batch(0), _batch(1))
+    stats = method.step(batch(0), batch(1))
     assert math.isfinite(stats.loss) and stats.extras["lr"] == pytest.approx(0.025)
     (weights,) = seen
     for t, w in weights.items():
@@ -206,7 +190,7 @@ def test_darts_baseline_trains_every_candidate_once_and_keeps_the_best():
 
     method, ctx = _build(RandomSearchConfig(variant="darts_baseline", n_candidates=6), train_candidate=train_candidate)
     before = [p.detach().clone() for p in ctx.model.parameters()]
-    stats = method.step(_batch(0), _batch(1))  # a no-op: nothing to train
+    stats = method.step(batch(0), batch(1))  # a no-op: nothing to train
     assert math.isnan(stats.loss)
     assert all(torch.equal(a, b) for a, b in zip(before, ctx.model.parameters(), strict=True))
 
@@ -228,7 +212,7 @@ def test_darts_baseline_needs_a_candidate_trainer():
 # -- resume --------------------------------------------------------------------------------------
 def test_state_dict_round_trip_resumes_identically():
     a, ctx_a = _build()
-    a.step(_batch(0), _batch(1))
+    a.step(batch(0), batch(1))
     state = copy.deepcopy(a.state_dict())  # as a checkpoint on disk would hold it
     model_state = copy.deepcopy(ctx_a.model.state_dict())
 
@@ -238,7 +222,7 @@ def test_state_dict_round_trip_resumes_identically():
     assert b.epoch == a.epoch
     for method in (a, b):
         method.start_epoch(1)
-        method.step(_batch(2), _batch(3))
+        method.step(batch(2), batch(3))
     for pa, pb in zip(ctx_a.model.parameters(), ctx_b.model.parameters(), strict=True):
         assert torch.equal(pa, pb)
     next_a, next_b, next_fresh = a.sample(), b.sample(), _build()[0].sample()

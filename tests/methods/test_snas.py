@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS, SearchConfig, SearchContext
+from methods import METHODS
 from methods.snas import CONSTRAINTS, SNAS, SNASConfig, resource_penalty
-from tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, LossOutput, SearchNetwork, UserError
-
-
-def _ctx(space_name="dag", layers=3, channels=4, epochs=2, **search):
-    space = SPACES.get(space_name)
-    model = SearchNetwork(space, channels, 10, layers, image_size=16)
-
-    def loss(m, batch, weights):
-        x, y = batch
-        logits = m(x, weights)
-        return LossOutput(F.cross_entropy(logits, y), {"accuracy": 0.0})
-
-    return SearchContext(model=model, space=space, loss=loss, config=SearchConfig(epochs=epochs, **search),
-                         steps_per_epoch=1, seed=0, op_costs=model.op_costs)  # fmt: skip
-
-
-def _batch(seed=0, n=4):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+from tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, UserError
+from tests.methods.conformance import batch, tiny_context
 
 
 def _snas(ctx=None, **config):
     m = SNAS(SNASConfig(**config))
-    m.setup(ctx if ctx is not None else _ctx())
+    m.setup(ctx if ctx is not None else tiny_context())
     m.start_epoch(0)
     return m
 
@@ -80,7 +62,7 @@ def test_constraint_levels_map_to_increasing_lambdas_and_the_override_wins():
 
 def test_temperature_is_annealed_linearly_from_first_to_last_epoch():
     m = SNAS(SNASConfig())
-    m.setup(_ctx(epochs=5))
+    m.setup(tiny_context(epochs=5))
     taus = []
     for e in range(5):
         m.start_epoch(e)
@@ -162,12 +144,12 @@ def test_single_level_step_updates_weights_and_alpha_and_ignores_val_batch(arch_
     states = []
     for val_seed in (1, 2):
         torch.manual_seed(0)
-        ctx = _ctx()
+        ctx = tiny_context()
         m = _snas(ctx, arch_optimizer=arch_optimizer)
         assert ctx.model.drop_path_prob == 0.3
         before_w = [p.detach().clone() for p in ctx.model.parameters()]
         before_a = {t: a.detach().clone() for t, a in m.alphas.items()}
-        stats = m.step(_batch(0), _batch(val_seed))
+        stats = m.step(batch(0), batch(val_seed))
         assert math.isfinite(stats.loss) and stats.extras["penalty"] > 0 and stats.extras["tau"] == 1.0
         assert any(not torch.equal(a, b) for a, b in zip(before_w, ctx.model.parameters(), strict=True))
         assert all(not torch.equal(before_a[t], m.alphas[t]) for t in before_a)
@@ -180,7 +162,7 @@ def test_single_level_step_updates_weights_and_alpha_and_ignores_val_batch(arch_
 def test_alpha_gradient_norm_is_clipped():
     m = _snas(arch_optimizer="sgd", arch_lr=1.0, arch_grad_clip=1e-3)
     before = {t: a.detach().clone() for t, a in m.alphas.items()}
-    m.step(_batch(0), _batch(1))
+    m.step(batch(0), batch(1))
     moved = torch.cat([(m.alphas[t] - before[t]).flatten() for t in before])
     assert moved.norm().item() == pytest.approx(1e-3, rel=1e-3)  # SGD step = lr * clipped gradient
 
@@ -226,28 +208,3 @@ def test_derive_names_the_empty_cell():
     _set_argmax(m, {"normal": {(0, 2): "sep_conv_3x3"}})
     with pytest.raises(UserError, match="empty reduce cell"):
         m.derive(lambda weights, batches=None: 0.0)
-
-
-def test_state_dict_round_trip_resumes_identically():
-    torch.manual_seed(0)
-    ctx_a = _ctx()
-    a = _snas(ctx_a)
-    a.step(_batch(0), _batch(1))
-    state = copy.deepcopy(a.state_dict())  # as a checkpoint on disk would hold it
-    model_state = copy.deepcopy(ctx_a.model.state_dict())
-
-    ctx_b = _ctx()
-    ctx_b.model.load_state_dict(model_state)
-    b = SNAS(SNASConfig())
-    b.setup(ctx_b)
-    b.load_state_dict(state)
-    assert b.tau == a.tau and b.epoch == a.epoch
-    for m in (a, b):
-        torch.manual_seed(5)
-        m.start_epoch(1)
-        m.step(_batch(2), _batch(3))
-    for t in a.alphas:
-        assert torch.equal(a.alphas[t], b.alphas[t])
-    for p, q in zip(ctx_a.model.parameters(), ctx_b.model.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert a.tau == b.tau == pytest.approx(0.03)

@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from methods import METHODS, SearchContext, StepStats
-from methods.base import ScoreFn, cosine_lr, init_alphas, make_weight_optimizer, set_lr, weight_parameters
+from methods.base import (
+    ScoreFn,
+    capture_state,
+    cosine_lr,
+    init_alphas,
+    make_weight_optimizer,
+    restore_state,
+    set_lr,
+    weight_parameters,
+)
 from tasks.spaces import CellGenotype, ConfigError, Genotype
 
 
@@ -84,15 +93,7 @@ class SingleLevelSoftmax:
         return Genotype(cells)
 
     def state_dict(self) -> dict:
-        return {
-            "alphas": self.alphas.state_dict(),
-            "w_optimizer": self.w_optimizer.state_dict(),
-            "a_optimizer": self.a_optimizer.state_dict(),
-            "epoch": self.epoch,
-        }
+        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch"))
 
     def load_state_dict(self, state: dict) -> None:
-        self.alphas.load_state_dict(state["alphas"])
-        self.w_optimizer.load_state_dict(state["w_optimizer"])
-        self.a_optimizer.load_state_dict(state["a_optimizer"])
-        self.epoch = state["epoch"]
+        restore_state(self, state)

@@ -1,0 +1,49 @@
+"""Side-by-side timing for the benchmark scripts: variants interleaved round by round, medians and ratios."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["print_result", "time_interleaved"]
+
+
+def time_interleaved(
+    variants: dict[str, Callable[[], object]], rounds: int, baseline: str, config: dict, label: str | None = None
+) -> dict:
+    """Call each variant once untimed (warm-up), then once per round in turn, so noise hits them alike.
+
+    Returns the config (with the torch thread count), each variant's median seconds, its ratio
+    to the ``baseline`` variant (under ``ratio_to_<label>``) and the raw times.
+    """
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for run in variants.values():
+        run()
+    for _ in range(rounds):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "config": config | {"rounds": rounds, "threads": torch.get_num_threads()},
+        "median_s": medians,
+        f"ratio_to_{label or baseline}": {name: m / medians[baseline] for name, m in medians.items()},
+        "times_s": times,
+    }
+
+
+def print_result(result: dict, title: str, json_path: str | None = None) -> None:
+    cfg = result["config"]
+    print(f"{title}, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
+          f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
+    ratio_key = next(k for k in result if k.startswith("ratio_to_"))
+    for name, median in result["median_s"].items():
+        print(f"  {name:14s} median {median:8.3f} s   {ratio_key.replace('_', ' ')} {result[ratio_key][name]:.3f}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
