@@ -4,7 +4,7 @@ All methods run on supernets of one configuration, in one process, interleaved r
 round so that machine noise hits them alike; the report is the median seconds per step and
 the ratio to DARTS first order.
 
-    python -m benchmark.bench_methods --channels 8 --layers 5 --batch 32 --rounds 3
+    python -m egsbench.benchmark.bench_methods --channels 8 --layers 5 --batch 32 --rounds 3
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS, SearchConfig, SearchContext
-from tasks.spaces import SPACES, LossOutput, SearchNetwork
+from ..methods import METHODS, SearchConfig, SearchContext
+from ..tasks.spaces import SPACES, LossOutput, SearchNetwork
 
 from .timing import print_result, time_interleaved
 

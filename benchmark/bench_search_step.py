@@ -5,8 +5,8 @@ softmax weighting (DARTS: every op runs) on the same supernet, in one process, w
 variants interleaved round by round so that machine noise hits them alike. Reports the
 median time per variant and its ratio to the dense step.
 
-    python -m benchmark.bench_search_step                # C=16, 8 cells, batch 64 (the DARTS search net)
-    python -m benchmark.bench_search_step --channels 8 --layers 5 --batch 32 --rounds 5 --json out.json
+    python -m egsbench.benchmark.bench_search_step                # C=16, 8 cells, batch 64 (the DARTS search net)
+    python -m egsbench.benchmark.bench_search_step --channels 8 --layers 5 --batch 32 --rounds 5 --json out.json
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from methods import SearchConfig, SearchContext
-from methods.egs import EGS, EGSConfig
-from tasks.spaces import SPACES, SearchNetwork
+from ..methods import SearchConfig, SearchContext
+from ..methods.egs import EGS, EGSConfig
+from ..tasks.spaces import SPACES, SearchNetwork
 
 from .timing import print_result, time_interleaved
 

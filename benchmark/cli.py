@@ -1,4 +1,4 @@
-"""``egsbench`` (also ``python -m benchmark``).
+"""``egsbench`` (also ``python -m egsbench``).
 
     egsbench run CONFIG --out DIR [--set key=value ...] [--resume]
     egsbench list methods|tasks|spaces|configs
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.spaces import UserError
+from ..tasks.spaces import UserError
 
 __all__ = ["main"]
 

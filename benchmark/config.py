@@ -24,19 +24,21 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from methods import METHODS, SearchConfig
-from tasks import TASKS, TrainConfig
-from tasks.spaces import SPACES, ConfigError, UnknownNameError
-from tasks.spaces.registry import unknown_name_message
+from ..methods import METHODS, SearchConfig
+from ..tasks import TASKS, TrainConfig
+from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
+from ..tasks.spaces.registry import unknown_name_message
 
 __all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "load_config", "parse_config"]
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+# Shipped data is read through importlib.resources, never relative to the working directory.
+CONFIG_DIR = Path(str(files(__package__) / "configs"))
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
 TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device")
 

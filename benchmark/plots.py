@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # no display on CI and servers
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from tasks.spaces import CellGenotype  # noqa: E402
+from ..tasks.spaces import CellGenotype  # noqa: E402
 
 __all__ = ["plot_cell", "plot_curves", "plot_probability_evolution"]
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from tasks.spaces import UserError
+from ..tasks.spaces import UserError
 
 __all__ = [
     "RECORD_SCHEMA",

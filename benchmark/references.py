@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tasks.spaces import UnknownNameError
-from tasks.spaces.registry import unknown_name_message
+from ..tasks.spaces import UnknownNameError
+from ..tasks.spaces.registry import unknown_name_message
 
 __all__ = ["REFERENCE_DIR", "TABLES", "VARIANT_KEYS", "load_reference", "references_for", "variant_of"]
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "references"
+REFERENCE_DIR = Path(str(files("egsbench.results") / "references"))
 
 # table name -> where it comes from (the file is ``<name>.csv``)
 TABLES = {

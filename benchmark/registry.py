@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from methods import METHODS
-from tasks import TASKS
-from tasks.spaces import SPACES, UserError
+from ..methods import METHODS
+from ..tasks import TASKS
+from ..tasks.spaces import SPACES, UserError
 
 __all__ = ["METHODS", "SPACES", "TASKS", "load_plugins"]
 

@@ -19,11 +19,12 @@ import json
 import math
 import statistics
 from dataclasses import asdict, dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-from tasks.spaces import ConfigError
+from ..tasks.spaces import ConfigError
 
 __all__ = [
     "Check",
@@ -35,7 +36,7 @@ __all__ = [
     "write_tolerances",
 ]
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(str(files("egsbench.results")))
 GOLDEN_DIR = RESULTS / "golden"
 TOLERANCES = RESULTS / "tolerances.yaml"
 

@@ -24,10 +24,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from methods import METHODS, SearchContext
-from methods.base import cosine_lr, set_lr
-from tasks import TASKS
-from tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
+from ..methods import METHODS, SearchContext
+from ..methods.base import cosine_lr, set_lr
+from ..tasks import TASKS
+from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
 
 from .checkpoint import Checkpointer
 from .config import ExperimentConfig

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.spaces import ConfigError
+from ..tasks.spaces import ConfigError
 
 from .config import load_config
 from .records import atomic_write_text

@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.spaces import UnknownNameError
-from tasks.spaces.registry import unknown_name_message
+from ..tasks.spaces import UnknownNameError
+from ..tasks.spaces.registry import unknown_name_message
 
 from .references import TABLES, references_for, variant_of
 from .store import RecordStore

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from tasks.spaces import EdgeWeights, Genotype, LossOutput, SearchSpace
+from ..tasks.spaces import EdgeWeights, Genotype, LossOutput, SearchSpace
 
 __all__ = [
     "EdgeWeights",

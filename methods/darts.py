@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from tasks.spaces import CellGenotype, ConfigError, Genotype
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype
 
 from .base import (
     EdgeWeights,

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.spaces import ConfigError, Genotype, UserError, prune_cell
+from ..tasks.spaces import ConfigError, Genotype, UserError, prune_cell
 
 from .base import (
     EdgeWeights,

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.spaces import CellGenotype, ConfigError, Genotype
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype
 
 from .base import (
     ScoreFn,

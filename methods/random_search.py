@@ -59,7 +59,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tasks.spaces import CellGenotype, ConfigError, Genotype, SearchSpace
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype, SearchSpace
 
 from .base import (
     EdgeWeights,

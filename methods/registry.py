@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.spaces.registry import Registry
+from ..tasks.spaces.registry import Registry
 
 __all__ = ["METHODS"]
 

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tasks.spaces import ConfigError, Genotype, UserError, prune_cell
+from ..tasks.spaces import ConfigError, Genotype, UserError, prune_cell
 
 from .base import (
     EdgeWeights,

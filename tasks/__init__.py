@@ -2,6 +2,6 @@
 
 # Importing a task module registers it in TASKS.
 from . import cifar  # noqa: F401
-from .base import SPLITS, TASKS, DataInfo, Task, TrainConfig
+from .base import SPLITS, TASKS, DataInfo, Metric, Task, TrainConfig
 
-__all__ = ["SPLITS", "TASKS", "DataInfo", "Task", "TrainConfig"]
+__all__ = ["SPLITS", "TASKS", "DataInfo", "Metric", "Task", "TrainConfig"]

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tasks.spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
+from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
 
-__all__ = ["TASKS", "DataInfo", "Task", "TrainConfig", "SPLITS"]
+__all__ = ["TASKS", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS"]
 
 TASKS: Registry = Registry("task")
 
@@ -47,6 +47,27 @@ class TrainConfig:
     eval_every: int = 1  # test-set evaluation every N epochs for the curves (the last epoch always)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A metric a task reports: its key in ``summarize()``, whether higher or lower is better, a column label.
+
+    The record stores it as ``test_<name>``; tables, the regression gate and candidate scoring read
+    the direction from here, so a plug-in task with a lower-is-better metric (perplexity) just works.
+    """
+
+    name: str  # key in summarize()'s dict, e.g. "error"
+    direction: str  # "max" (higher is better) or "min"
+    label: str = ""  # column header, e.g. "Test error (%)"
+
+    def __post_init__(self):
+        if self.direction not in ("max", "min"):
+            raise ValueError(f"Metric {self.name!r}: direction must be 'max' or 'min', got {self.direction!r}")
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value ``a`` is strictly better than ``b``."""
+        return a > b if self.direction == "max" else a < b
+
+
 @dataclass
 class DataInfo:
     """Where the data came from, for the run record."""
@@ -60,7 +81,10 @@ class DataInfo:
 class Task(Protocol):
     """What every task in ``tasks/`` provides (one class, a config dataclass, registered in ``TASKS``)."""
 
-    score_key: str  # the metric that ranks candidates, higher is better (e.g. "accuracy")
+    metrics: tuple[Metric, ...]  # every metric summarize() returns, with its direction
+    main_metric: str  # the name of the metric tables and the regression gate report (e.g. "error")
+    score_key: str  # the metric that ranks candidates during derivation (its direction from ``metrics``)
+    reference_table: str | None  # the reference table (results/references/<name>.csv) of this task
 
     def prepare_data(self) -> DataInfo:
         """Load or locate the data; raise ``DataNotFoundError`` saying where it looked and what to do."""

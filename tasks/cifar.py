@@ -26,6 +26,7 @@ import hashlib
 import os
 import pickle
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tasks.spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
+from .spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
 
-from .base import SPLITS, TASKS, DataInfo, TrainConfig
+from .base import SPLITS, TASKS, DataInfo, Metric, TrainConfig
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
 __all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
 
 MEAN = (0.49139968, 0.48215827, 0.44653124)
 STD = (0.24703233, 0.24348505, 0.26158768)
-EMBEDDED_DATA = Path(__file__).parent / "data" / "cifar10_demo.npz"
+EMBEDDED_DATA = Path(str(files(__package__) / "data" / "cifar10_demo.npz"))
 
 
 def default_data_dir() -> str:
@@ -127,7 +128,14 @@ class CIFAR10:
     config_class = CIFAR10Config
     train_config_class = TrainConfig
     num_classes = 10
-    score_key = "accuracy"
+    metrics = (
+        Metric("accuracy", "max", "Test accuracy (%)"),
+        Metric("error", "min", "Test error (%)"),
+        Metric("loss", "min", "Test loss"),
+    )
+    main_metric = "error"  # the papers' tables report test error
+    score_key = "accuracy"  # candidates are ranked by search-val accuracy
+    reference_table = "cifar10"
     mean, std = MEAN, STD  # per-channel normalisation of the [0, 1] pixels
 
     def __init__(self, config: CIFAR10Config):

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import benchmark.registry as registry
-from benchmark.cli import main
-from benchmark.config import load_config
-from benchmark.runner import run_experiment
-from methods import METHODS
-from tasks import TASKS
-from tests.methods.conformance import CHECKS
+import egsbench.benchmark.registry as registry
+from egsbench.benchmark.cli import main
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.runner import run_experiment
+from egsbench.methods import METHODS
+from egsbench.tasks import TASKS
+from egsbench.testing import METHOD_CHECKS as CHECKS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin"
 

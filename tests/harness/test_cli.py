@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.config import bundled_configs
+from egsbench.benchmark.cli import main
+from egsbench.benchmark.config import bundled_configs
 
 
 def run_cli(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "egsbench", *args], capture_output=True, text=True, cwd=cwd, timeout=300
     )
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import bundled_configs, load_config, parse_config
-from tasks.spaces import ConfigError, UnknownNameError
+from egsbench.benchmark.config import bundled_configs, load_config, parse_config
+from egsbench.tasks.spaces import ConfigError, UnknownNameError
 
 
 @pytest.mark.parametrize("name", bundled_configs())

@@ -8,10 +8,10 @@ import json
 import pytest
 import yaml
 
-from benchmark.cli import main
-from benchmark.config import load_config
-from benchmark.runner import run_experiment
-from tasks.spaces import SPACES, Genotype, UserError
+from egsbench.benchmark.cli import main
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.runner import run_experiment
+from egsbench.tasks.spaces import SPACES, Genotype, UserError
 
 RECORD_KEYS = {"schema_version", "method", "task", "space", "preset", "seed", "config_hash", "metrics", "genotype",
                "search", "evaluate", "data", "manifest", "created"}  # fmt: skip

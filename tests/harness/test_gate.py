@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.cli import main
-from benchmark.config import load_config
-from benchmark.regress import GOLDEN_DIR, calibrate, compare_reported, load_tolerances
-from benchmark.runner import run_experiment
-from methods import METHODS
+from egsbench.benchmark.cli import main
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.regress import GOLDEN_DIR, calibrate, compare_reported, load_tolerances
+from egsbench.benchmark.runner import run_experiment
+from egsbench.methods import METHODS
 
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
 

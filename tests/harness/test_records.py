@@ -9,8 +9,8 @@ import re
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.records import (
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.records import (
     SCHEMA_VERSION,
     RecordError,
     read_record,
@@ -19,9 +19,9 @@ from benchmark.records import (
     write_json,
     write_record,
 )
-from benchmark.runner import run_experiment
-from benchmark.store import RecordStore
-from tasks.spaces import UserError
+from egsbench.benchmark.runner import run_experiment
+from egsbench.benchmark.store import RecordStore
+from egsbench.tasks.spaces import UserError
 
 
 def make_record(**changes) -> dict:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from benchmark.bench_search_step import time_variants
-from benchmark.records import atomic_write_text, manifest, write_csv, write_json
+from egsbench.benchmark.bench_search_step import time_variants
+from egsbench.benchmark.records import atomic_write_text, manifest, write_csv, write_json
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path):
@@ -40,7 +40,7 @@ def test_search_step_benchmark_runs_all_variants():
 
 
 def test_method_step_benchmark_times_every_variant():
-    from benchmark.bench_methods import VARIANTS, time_methods
+    from egsbench.benchmark.bench_methods import VARIANTS, time_methods
 
     result = time_methods(channels=2, layers=3, batch=2, rounds=1)
     assert set(result["median_s"]) == set(VARIANTS)

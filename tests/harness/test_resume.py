@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.runner import run_experiment
-from tasks.spaces import UserError
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.runner import run_experiment
+from egsbench.tasks.spaces import UserError
 
 OVERRIDES = ["search.epochs=8", "search.max_steps_per_epoch=2", "evaluate.epochs=2", "evaluate.max_steps_per_epoch=2"]
 VOLATILE = {"created", "search", "evaluate", "manifest"}  # wall times, memory, machine: differ between any two runs
@@ -63,7 +63,7 @@ def test_sigkill_mid_search_then_resume_gives_the_same_record(tmp_path):
     reference = run_experiment(cfg, tmp_path / "uninterrupted", progress=False).record
 
     killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "benchmark", "run", "smoke/egs-cifar10", "--out", str(killed), "--no-progress"]
+    args = [sys.executable, "-m", "egsbench", "run", "smoke/egs-cifar10", "--out", str(killed), "--no-progress"]
     for o in OVERRIDES:
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

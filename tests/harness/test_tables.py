@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from benchmark.records import write_json
-from benchmark.references import TABLES, VARIANT_KEYS, load_reference, references_for
-from benchmark.tables import (
+from egsbench.benchmark.records import write_json
+from egsbench.benchmark.references import TABLES, VARIANT_KEYS, load_reference, references_for
+from egsbench.benchmark.tables import (
     FORMATS,
     ablation_table,
     comparison_table,
@@ -17,7 +17,7 @@ from benchmark.tables import (
     render_tables,
     runs_frame,
 )
-from tasks.spaces import UnknownNameError, UserError
+from egsbench.tasks.spaces import UnknownNameError, UserError
 from tests.harness.test_records import make_record  # a small schema-valid record
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from methods import METHODS
-from tests.methods.conformance import CHECKS
+from egsbench.methods import METHODS
+from egsbench.testing import METHOD_CHECKS as CHECKS
 
 
 def test_every_method_declares_config_and_space():

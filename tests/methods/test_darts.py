@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from methods import METHODS, SearchConfig, SearchContext
-from methods.darts import DARTS, DARTSConfig
-from tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, LossOutput, SearchNetwork
+from egsbench.methods import METHODS, SearchConfig, SearchContext
+from egsbench.methods.darts import DARTS, DARTSConfig
+from egsbench.tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, LossOutput, SearchNetwork
 
 
 def _loss(m, batch, weights):

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
-from methods.egs import EGS, EGSConfig, efficiency_credits, ensemble_gumbel_softmax
-from tasks.spaces import ConfigError
-from tests.methods.conformance import batch, tiny_context
+from egsbench.methods import METHODS
+from egsbench.methods.egs import EGS, EGSConfig, efficiency_credits, ensemble_gumbel_softmax
+from egsbench.tasks.spaces import ConfigError
+from egsbench.testing import batch, tiny_context
 
 N = 200_000
 

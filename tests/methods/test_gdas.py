@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
-from methods.gdas import GDAS, GDASConfig, gumbel_hard
-from tasks.spaces import SPACES, ConfigError
-from tests.methods.conformance import batch, tiny_context
+from egsbench.methods import METHODS
+from egsbench.methods.gdas import GDAS, GDASConfig, gumbel_hard
+from egsbench.tasks.spaces import SPACES, ConfigError
+from egsbench.testing import batch, tiny_context
 
 
 def _gdas(ctx=None, **config):

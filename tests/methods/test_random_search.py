@@ -11,13 +11,13 @@ from itertools import combinations
 import pytest
 import torch
 
-from benchmark.config import load_config
-from benchmark.runner import candidate_recipe, run_experiment
-from methods import METHODS
-from methods.random_search import RandomSearch, RandomSearchConfig, cell_genotype, one_hot_weights, sample_cells
-from tasks import TrainConfig
-from tasks.spaces import SPACES, ConfigError, Genotype
-from tests.methods.conformance import batch, tiny_context
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.runner import candidate_recipe, run_experiment
+from egsbench.methods import METHODS
+from egsbench.methods.random_search import RandomSearch, RandomSearchConfig, cell_genotype, one_hot_weights, sample_cells
+from egsbench.tasks import TrainConfig
+from egsbench.tasks.spaces import SPACES, ConfigError, Genotype
+from egsbench.testing import batch, tiny_context
 
 SPACE = SPACES.get("darts")
 NONE = SPACE.op_index("none")

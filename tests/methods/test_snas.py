@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
-from methods.snas import CONSTRAINTS, SNAS, SNASConfig, resource_penalty
-from tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, UserError
-from tests.methods.conformance import batch, tiny_context
+from egsbench.methods import METHODS
+from egsbench.methods.snas import CONSTRAINTS, SNAS, SNASConfig, resource_penalty
+from egsbench.tasks.spaces import SPACES, CellGenotype, ConfigError, Genotype, UserError
+from egsbench.testing import batch, tiny_context
 
 
 def _snas(ctx=None, **config):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.spaces import (
+from egsbench.tasks.spaces import (
     DARTS_V1,
     DARTS_V2,
     SPACES,

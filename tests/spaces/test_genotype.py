@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks.spaces import DARTS_V1, DARTS_V2, SPACES, CellGenotype, Genotype, GenotypeError, prune_cell
+from egsbench.tasks.spaces import DARTS_V1, DARTS_V2, SPACES, CellGenotype, Genotype, GenotypeError, prune_cell
 
 
 @pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2])

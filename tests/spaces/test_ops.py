@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.spaces import PRIMITIVES, make_op
-from tasks.spaces.ops import FactorizedReduce
+from egsbench.tasks.spaces import PRIMITIVES, make_op
+from egsbench.tasks.spaces.ops import FactorizedReduce
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks import TrainConfig
-from tasks.cifar import CIFAR10, CIFAR10Config, load_cifar10
-from tasks.spaces import DataNotFoundError
-from tasks.vision import BatchAugment
+from egsbench.tasks import TrainConfig
+from egsbench.tasks.cifar import CIFAR10, CIFAR10Config, load_cifar10
+from egsbench.tasks.spaces import DataNotFoundError
+from egsbench.tasks.vision import BatchAugment
 
 CLASSES = ["airplane", "automobile", "bird"]
 

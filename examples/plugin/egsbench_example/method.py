@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from methods import METHODS, SearchContext, StepStats
-from methods.base import (
+from egsbench.methods import METHODS, SearchContext, StepStats
+from egsbench.methods.base import (
     ScoreFn,
     capture_state,
     cosine_lr,
@@ -25,7 +25,7 @@ from methods.base import (
     set_lr,
     weight_parameters,
 )
-from tasks.spaces import CellGenotype, ConfigError, Genotype
+from egsbench.tasks.spaces import CellGenotype, ConfigError, Genotype
 
 
 @dataclass

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks import TASKS, DataInfo
-from tasks.cifar import CIFAR10, CIFAR10Config
-from tasks.spaces import DataNotFoundError
-from tasks.vision import read_image_folder
+from egsbench.tasks import TASKS, DataInfo
+from egsbench.tasks.cifar import CIFAR10, CIFAR10Config
+from egsbench.tasks.spaces import DataNotFoundError
+from egsbench.tasks.vision import read_image_folder
 
 
 @dataclass

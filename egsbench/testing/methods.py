@@ -1,5 +1,5 @@
-"""Checks every search method must pass, whatever it is. Parametrised over ``METHODS`` in
-``test_conformance.py``; plug-in packages can run them on their own methods too.
+"""Checks every search method must pass, whatever it is. The project's tests run them over
+``METHODS``; a plug-in package runs ``check_method(MyMethod)`` from its own tests.
 
 A method class provides ``config_class`` and ``space`` (the name of the space its genotypes
 belong to: ``darts`` for two-inputs-per-node cells, ``dag`` for any in-degree).
@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods import SearchConfig, SearchContext
-from tasks.spaces import SPACES, Genotype, LossOutput, SearchNetwork
+from ..methods import SearchConfig, SearchContext
+from ..tasks.spaces import SPACES, Genotype, LossOutput, SearchNetwork
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
 
@@ -151,10 +151,18 @@ def check_same_seed_same_genotype(method_cls, config=None):
     assert genotypes[0] == genotypes[1]
 
 
-CHECKS = (
+METHOD_CHECKS = (
     check_step_changes_parameters,
     check_gradients_reach_alpha,
     check_state_dict_round_trip,
     check_derive_is_valid,
     check_same_seed_same_genotype,
 )
+
+
+def check_method(method_cls, config=None) -> None:
+    """Run every method check on ``method_cls`` (with ``config``, default its ``config_class()``)."""
+    assert hasattr(method_cls, "config_class"), "a method class needs a `config_class` dataclass"
+    assert getattr(method_cls, "space", None) in SPACES.names(), "a method class needs `space`, a registered space"
+    for check in METHOD_CHECKS:
+        check(method_cls, config)

@@ -1,0 +1,33 @@
+"""EGS-Bench: a reproducible benchmark suite for differentiable neural architecture search.
+
+The repository keeps its four top-level folders (``benchmark/``, ``methods/``, ``tasks/``,
+``results/``); they install as sub-packages of this one import package, so nothing named
+``benchmark`` or ``tasks`` lands in a user's site-packages:
+
+- ``egsbench.benchmark``: the harness (configs, registries, runner, records, tables, CLI)
+- ``egsbench.methods``: search methods (EGS, DARTS, SNAS, GDAS, random search)
+- ``egsbench.tasks``: task adapters and search spaces (``egsbench.tasks.spaces``)
+- ``egsbench.results``: shipped data (reference tables, golden records, tolerances)
+- ``egsbench.testing``: conformance checks for plug-in authors
+
+The public Python API for notebooks and scripts is the few names below.
+
+Examples:
+    >>> import egsbench
+    >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # doctest: +SKIP
+    >>> record.metrics["test_accuracy"]  # doctest: +SKIP
+    >>> net = egsbench.load_network("runs/nb")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .benchmark.api import build_supernet, load_network, run
+
+try:
+    __version__ = version("egs-bench")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "build_supernet", "load_network", "run"]
