@@ -227,9 +227,6 @@ def _report(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        from .registry import load_plugins
-
-        load_plugins()
         commands = {"run": _run, "list": _list, "demo": _demo, "sweep": _sweep, "table": _table, "regress": _regress,
                     "report": _report}  # fmt: skip
         return commands[args.command](args)

@@ -6,4 +6,4 @@ from ..tasks.spaces.registry import Registry
 
 __all__ = ["METHODS"]
 
-METHODS: Registry = Registry("method")
+METHODS: Registry = Registry("method", group="egsbench.methods")

@@ -19,7 +19,7 @@ from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
 
 __all__ = ["TASKS", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS"]
 
-TASKS: Registry = Registry("task")
+TASKS: Registry = Registry("task", group="egsbench.tasks")
 
 # search-train / search-val: the halves of the training set used during search;
 # train / test: the official split for final training and the reported metric.

@@ -243,7 +243,7 @@ def prune_cell(edges: Iterable[Edge], n_inputs: int, n_nodes: int) -> CellGenoty
     return CellGenotype(kept, concat)
 
 
-SPACES: Registry[SearchSpace] = Registry("space")
+SPACES: Registry[SearchSpace] = Registry("space", group="egsbench.spaces")
 SPACES.add("darts", SearchSpace("darts", inputs_per_node=2))
 SPACES.add("dag", SearchSpace("dag"))
 

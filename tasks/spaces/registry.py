@@ -2,6 +2,11 @@
 
 It lives on the lowest floor (``tasks/spaces``) so that spaces, methods and tasks can all
 register themselves without importing the harness above them.
+
+Third-party packages add entries through Python entry points: a registry made with
+``group="egsbench.methods"`` imports every entry point of that group the first time it is
+asked for a name (``get``, ``names``, ``in``), so the Python API, the CLI and tests all see
+plug-ins without calling anything first.
 """
 
 from __future__ import annotations
@@ -9,9 +14,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from .errors import UnknownNameError
+from .errors import UnknownNameError, UserError
 
 T = TypeVar("T")
 
@@ -30,12 +36,25 @@ class Registry(Generic[T]):
         >>> MODELS.get("tinny")
         Traceback (most recent call last):
         ...
-        tasks.spaces.errors.UnknownNameError: unknown model 'tinny'; did you mean 'tiny'? Valid models: tiny
+        egsbench.tasks.spaces.errors.UnknownNameError: unknown model 'tinny'; did you mean 'tiny'? Valid models: tiny
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, group: str | None = None):
         self.kind = kind
+        self.group = group  # entry-point group of plug-ins, e.g. "egsbench.methods"
         self._entries: dict[str, T] = {}
+        self._plugins_loaded = group is None
+
+    def load_plugins(self, reload: bool = False) -> None:
+        """Import every entry point of ``group`` once; a plug-in that fails to import is named in the error."""
+        if self._plugins_loaded and not reload:
+            return
+        self._plugins_loaded = True  # before importing: a plug-in registering itself calls back into us
+        for ep in entry_points(group=self.group) if self.group else ():
+            try:
+                ep.load()
+            except Exception as err:  # a plug-in may fail in any way; say which one
+                raise UserError(f"plug-in {ep.name!r} ({ep.value}) in {self.group} failed to load: {err}") from err
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -50,15 +69,20 @@ class Registry(Generic[T]):
         self._entries[name] = obj
 
     def get(self, name: str) -> T:
+        if name not in self._entries:
+            self.load_plugins()
         try:
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from None
 
     def names(self, pattern: str = "*") -> list[str]:
+        self.load_plugins()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._entries:
+            self.load_plugins()
         return name in self._entries
 
     def __iter__(self):
