@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -113,3 +114,7 @@ class Task(Protocol):
 
     def summarize(self, sums: torch.Tensor) -> dict[str, float]:
         """Turn summed ``eval_sums`` into metrics, e.g. ``{"accuracy": ..., "error": ..., "loss": ...}``."""
+
+    @classmethod
+    def conformance_config(cls, tmp_path: Path) -> Any:
+        """A config on a few dozen examples for ``egsbench.testing.check_task`` (write fixtures under ``tmp_path``)."""

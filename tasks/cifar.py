@@ -35,9 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
-
 from .base import SPLITS, TASKS, DataInfo, Metric, TrainConfig
+from .spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
 __all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
@@ -141,6 +140,11 @@ class CIFAR10:
     def __init__(self, config: CIFAR10Config):
         self.config = config
         self.splits: dict[str, ImageSplit] | None = None
+
+    @classmethod
+    def conformance_config(cls, tmp_path: Path) -> CIFAR10Config:
+        """The embedded subset, limited to 32 training and 16 test images (for ``egsbench.testing``)."""
+        return CIFAR10Config(data_dir="embedded", train_limit=32, test_limit=16)
 
     # -- data ----------------------------------------------------------------------------------
     def prepare_data(self) -> DataInfo:

@@ -2,21 +2,31 @@
 
 A third-party method or task runs the same checks as every built-in one, from its own tests::
 
-    from egsbench.testing import check_method, check_task
+    from egsbench.testing import check_method, check_task, conformance_task
 
     def test_my_method():
         check_method(MyMethod)
 
     def test_my_task(tmp_path):
-        check_task(MyTask, MyTask.config_class(data_dir=...))
+        check_task(conformance_task(MyTask, tmp_path))  # MyTask(MyTask.conformance_config(tmp_path))
 
 Each ``check_*`` raises ``AssertionError`` naming what failed. The project's own tests call the
-same functions over the whole registry.
+same functions over the whole registry (``METHOD_CHECKS``, ``TASK_CHECKS``).
 """
 
 from __future__ import annotations
 
+from .fixtures import write_image_folder
 from .methods import METHOD_CHECKS, batch, check_method, tiny_context
-from .tasks import TASK_CHECKS, check_task
+from .tasks import TASK_CHECKS, check_task, conformance_task
 
-__all__ = ["METHOD_CHECKS", "TASK_CHECKS", "batch", "check_method", "check_task", "tiny_context"]
+__all__ = [
+    "METHOD_CHECKS",
+    "TASK_CHECKS",
+    "batch",
+    "check_method",
+    "check_task",
+    "conformance_task",
+    "tiny_context",
+    "write_image_folder",
+]

@@ -79,6 +79,15 @@ def _snapshot(method, ctx):
     }
 
 
+def check_declares_config_and_space(method_cls, config=None):
+    """The class names its config dataclass and the registered space its genotypes belong to."""
+    assert hasattr(method_cls, "config_class"), f"{method_cls.__name__} needs a `config_class` dataclass"
+    space = getattr(method_cls, "space", None)
+    assert space in SPACES.names(), f"{method_cls.__name__}.space is {space!r}; expected one of {SPACES.names()}"
+    config = config if config is not None else method_cls.config_class()
+    assert isinstance(config, method_cls.config_class), f"the config is not a {method_cls.config_class.__name__}"
+
+
 def check_step_changes_parameters(method_cls, config=None):
     method, ctx = build(method_cls, config)
     weights, alphas = _snapshot(method, ctx)
@@ -152,6 +161,7 @@ def check_same_seed_same_genotype(method_cls, config=None):
 
 
 METHOD_CHECKS = (
+    check_declares_config_and_space,
     check_step_changes_parameters,
     check_gradients_reach_alpha,
     check_state_dict_round_trip,
@@ -162,7 +172,5 @@ METHOD_CHECKS = (
 
 def check_method(method_cls, config=None) -> None:
     """Run every method check on ``method_cls`` (with ``config``, default its ``config_class()``)."""
-    assert hasattr(method_cls, "config_class"), "a method class needs a `config_class` dataclass"
-    assert getattr(method_cls, "space", None) in SPACES.names(), "a method class needs `space`, a registered space"
     for check in METHOD_CHECKS:
         check(method_cls, config)

@@ -1,78 +1,170 @@
 """Checks every task must pass: data per split, networks for a space and a genotype, losses and metrics.
 
-Run on a task *instance* whose data is available (a small fixture is enough); the checks use
-a tiny supernet and a two-cell final network, so they take seconds on a CPU.
+They run on a task *instance* whose data is available. Each task class gives a tiny data
+config for them through a class method, so the project's tests (and a plug-in's own) build
+it the same way::
+
+    @classmethod
+    def conformance_config(cls, tmp_path: Path) -> MyTaskConfig:
+        write_image_folder(tmp_path / "data")  # or point at shipped data; a few dozen examples
+        return cls.config_class(data_dir=str(tmp_path / "data"))
+
+    task = conformance_task(MyTask, tmp_path)  # MyTask(MyTask.conformance_config(tmp_path))
+    check_task(task)
+
+The checks use a tiny supernet and a three-cell final network, so they take seconds on a CPU.
+Each raises ``AssertionError`` saying what is wrong.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..tasks.base import SPLITS, Metric
-from ..tasks.spaces import SPACES, Genotype
+from ..tasks.base import SPLITS, Metric, Task
+from ..tasks.spaces import DARTS_V2, SPACES, Genotype, count_macs
 
-__all__ = ["TASK_CHECKS", "check_task"]
+__all__ = [
+    "TASK_CHECKS",
+    "check_data_splits",
+    "check_declares_metrics",
+    "check_final_network",
+    "check_supernet_search_loss",
+    "check_task",
+    "conformance_task",
+]
+
+BATCH = 4
 
 
-def _first_batch(task, split: str, batch_size: int = 4):
-    return next(iter(task.loader(split, batch_size, torch.Generator().manual_seed(0))))
+def conformance_task(task_cls: type, tmp_path: str | Path) -> Any:
+    """Build ``task_cls`` on the tiny data of its ``conformance_config(tmp_path)`` class method.
+
+    Raises:
+        TypeError: the class has no ``conformance_config``, so the checks cannot get data for it.
+    """
+    hook = getattr(task_cls, "conformance_config", None)
+    if not callable(hook):
+        raise TypeError(
+            f"task class {task_cls.__name__} has no `conformance_config(tmp_path)` class method; add one that "
+            "returns a `config_class` instance on a few dozen examples (write them under tmp_path if needed), "
+            "so egsbench.testing.check_task can run it"
+        )
+    return task_cls(hook(Path(tmp_path)))
+
+
+def _protocol_members() -> list[str]:
+    """The attributes and methods the ``Task`` protocol names."""
+    methods = [name for name, value in vars(Task).items() if callable(value) and not name.startswith("_")]
+    return sorted({*Task.__annotations__, *methods})
+
+
+def _first_batch(task, split: str, seed: int = 0, recipe=None):
+    torch.manual_seed(seed)  # augmentation may draw from the global generator
+    return next(iter(task.loader(split, BATCH, torch.Generator().manual_seed(seed), recipe)))
+
+
+def _same(a, b) -> bool:
+    """Equality of nested batches: tensors, sequences and mappings of them."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, Mapping):
+        return isinstance(b, Mapping) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, Sequence) and not isinstance(a, str):
+        return isinstance(b, Sequence) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def check_declares_metrics(task) -> None:
-    """The task names its metrics with a direction, a main metric among them and a candidate score."""
+    """The task has every member of the ``Task`` protocol and names its metrics with a direction."""
+    missing = [m for m in _protocol_members() if not hasattr(task, m)]
+    assert not missing, f"{type(task).__name__} lacks members of the Task protocol: {missing}"
+    for attr in ("config_class", "train_config_class"):
+        assert hasattr(type(task), attr), f"a task class needs `{attr}` (the dataclass of its config block)"
     metrics = {m.name: m for m in task.metrics}
     assert metrics, "a task must declare at least one Metric in `metrics`"
     for m in task.metrics:
-        assert isinstance(m, Metric) and m.direction in ("max", "min"), f"metric {m!r} needs direction max|min"
+        assert isinstance(m, Metric), f"{m!r} in `metrics` is not a Metric(name, direction, label)"
     assert task.main_metric in metrics, f"main_metric {task.main_metric!r} is not among {sorted(metrics)}"
     assert task.score_key in metrics, f"score_key {task.score_key!r} is not among {sorted(metrics)}"
 
 
 def check_data_splits(task) -> None:
-    """``prepare_data`` reports every split with a positive size and a checksum; each split yields a batch."""
+    """``prepare_data`` reports every split, non-empty, with a stable checksum; loaders are seedable."""
     info = task.prepare_data()
-    assert info.source and len(info.sha256) == 64, "DataInfo needs a source and a sha256 checksum"
+    assert info.source, "DataInfo.source must say where the data came from"
+    assert isinstance(info.sha256, str) and len(info.sha256) == 64, "DataInfo.sha256 must be a sha256 hex digest"
     for split in SPLITS:
-        assert info.sizes.get(split, 0) > 0, f"split {split!r} is empty or missing from DataInfo.sizes"
-        assert _first_batch(task, split) is not None
+        assert info.sizes.get(split, 0) > 0, f"split {split!r} is empty or missing from DataInfo.sizes {info.sizes}"
+    again = task.prepare_data()
+    assert again.sha256 == info.sha256, "preparing the same data twice gave two checksums"
+    assert dict(again.sizes) == dict(info.sizes), "preparing the same data twice gave two sets of split sizes"
+    for split in SPLITS:
+        first = _first_batch(task, split, seed=0)
+        assert _same(first, _first_batch(task, split, seed=0)), (
+            f"split {split!r}: the same seeds gave two different first batches (seed every random draw from the "
+            "loader's generator or torch's global one)"
+        )
 
 
 def check_supernet_search_loss(task, space: str = "dag") -> None:
-    """A tiny supernet of ``space`` gives a finite loss whose gradient reaches the weights."""
+    """A tiny supernet of ``space`` gives a finite loss whose gradient reaches the weights, and a candidate score."""
     space = SPACES.get(space)
+    task.prepare_data()  # as the runner does before it asks for loaders
+    train, val = _first_batch(task, "search-train"), _first_batch(task, "search-val")
     net = task.build_supernet(space, 4, 3)
     weights = {t: torch.full((len(space.edges), len(space.ops)), 1.0 / len(space.ops)) for t in space.cell_types}
-    out = task.search_loss(net, _first_batch(task, "search-train"), weights)
-    assert math.isfinite(out.loss.item()), f"search loss is {out.loss.item()}"
+    out = task.search_loss(net, train, weights)
+    assert out.loss.dim() == 0 and math.isfinite(out.loss.item()), f"search loss is {out.loss!r}, not a finite scalar"
     out.loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), "no gradient reached"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), (
+        "no gradient reached the supernet weights from search_loss"
+    )
+    net.eval()
+    metrics = task.summarize(task.eval_sums(net, val, weights))
+    assert math.isfinite(metrics.get(task.score_key, math.nan)), (
+        f"summarize(eval_sums(supernet, batch, weights)) lacks a finite score_key {task.score_key!r}: {metrics}"
+    )
 
 
 def check_final_network(task, genotype: Genotype | None = None) -> None:
-    """The final network of a genotype trains one step and its metric sums summarize to every declared metric."""
-    from ..tasks.spaces import DARTS_V2
-
+    """The final network of a genotype trains one step, reports every declared metric and counts its MACs."""
     genotype = genotype or DARTS_V2
-    recipe = task.train_config_class(channels=4, layers=3, epochs=1, batch_size=4)
+    task.prepare_data()
+    recipe = task.train_config_class(channels=4, layers=3, epochs=1, batch_size=BATCH)
     net = task.build_network(genotype, recipe)
     task.start_epoch(net, 0, recipe)
-    out = task.train_loss(net, _first_batch(task, "train"), recipe)
-    assert math.isfinite(out.loss.item()), f"training loss is {out.loss.item()}"
+    out = task.train_loss(net, _first_batch(task, "train", recipe=recipe), recipe)
+    assert out.loss.dim() == 0 and math.isfinite(out.loss.item()), f"training loss is {out.loss!r}"
     out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), (
+        "no gradient reached the final network from train_loss"
+    )
     net.eval()
-    sums = task.eval_sums(net, _first_batch(task, "test"))
-    metrics = task.summarize(sums)
+    metrics = task.summarize(task.eval_sums(net, _first_batch(task, "test")))
     for m in task.metrics:
         assert m.name in metrics and math.isfinite(metrics[m.name]), f"summarize() lacks a finite {m.name!r}"
-    assert task.example_input().shape[0] == 1, "example_input() must carry a batch axis of 1"
+    example = task.example_input()
+    assert example.shape[0] == 1, f"example_input() must carry a batch axis of 1, got shape {tuple(example.shape)}"
+    assert count_macs(net, example).total > 0, "the final network counts no MACs on example_input()"
 
 
 TASK_CHECKS = (check_declares_metrics, check_data_splits, check_supernet_search_loss, check_final_network)
 
 
-def check_task(task) -> None:
-    """Run every task check on ``task`` (an instance whose data is available)."""
-    for check in TASK_CHECKS:
-        check(task)
+def check_task(task, space: str = "dag", genotype: Genotype | None = None) -> None:
+    """Run every task check on ``task`` (an instance whose data is available).
+
+    Args:
+        task: e.g. ``conformance_task(MyTask, tmp_path)``.
+        space: the search space of the supernet check.
+        genotype: the final network's architecture (default DARTS V2, a ``darts``-space genotype).
+    """
+    check_declares_metrics(task)
+    check_data_splits(task)
+    check_supernet_search_loss(task, space)
+    check_final_network(task, genotype)
