@@ -1,4 +1,189 @@
-"""Placeholder; filled in below."""
-def run(*a, **k): raise NotImplementedError
-def load_network(*a, **k): raise NotImplementedError
-def build_supernet(*a, **k): raise NotImplementedError
+"""The public Python API, for notebooks and scripts: ``egsbench.run``, ``load_network``, ``build_supernet``.
+
+The command line is a thin layer over the same functions, so a run started from Python writes
+the same run folder (config, genotype, ``model.safetensors``, curves, ``record.json``) as
+``egsbench run``.
+
+Examples:
+    >>> import egsbench
+    >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # doctest: +SKIP
+    >>> record.metrics.test_error  # doctest: +SKIP
+    >>> net = egsbench.load_network("runs/nb")  # the trained final network, in eval mode  # doctest: +SKIP
+    >>> sn = egsbench.build_supernet("dag", "egs", channels=8, layers=5)  # doctest: +SKIP
+    >>> stats = sn.method.step(batch, batch)  # one search step  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from ..methods import METHODS, SearchConfig, SearchContext, SearchMethod
+from ..tasks import TASKS
+from ..tasks.spaces import SPACES, ConfigError, Genotype, UserError
+from .config import ExperimentConfig, apply_override, build_dataclass, load_config, parse_config
+
+__all__ = ["Supernet", "build_supernet", "load_network", "resolve_config", "run"]
+
+
+def _override_list(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        # JSON is valid YAML, so every value (lists, None, strings with '=') survives apply_override's parser.
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a mapping or a list of 'key=value' strings, got the string {overrides!r}")
+    return list(overrides)
+
+
+def resolve_config(
+    config: str | Path | Mapping | ExperimentConfig, overrides: Mapping[str, Any] | Sequence[str] | None = None
+) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a bundled name, a YAML path, a mapping or a config, with overrides.
+
+    Args:
+        config: ``"smoke/egs-cifar10"``, a path to a YAML file, the YAML's content as a dict, or a config.
+        overrides: dotted keys, ``{"method.M": 4, "seed": 1}`` or ``["method.M=4", "seed=1"]``.
+    """
+    assignments = _override_list(overrides)
+    if isinstance(config, ExperimentConfig):
+        if not assignments:
+            return config
+        config = config.to_dict()
+    if isinstance(config, Mapping):
+        data = json.loads(json.dumps(config))  # a deep copy that the overrides may edit
+        for assignment in assignments:
+            apply_override(data, assignment)
+        return parse_config(data)
+    return load_config(str(config), assignments)
+
+
+def run(
+    config: str | Path | Mapping | ExperimentConfig,
+    out: str | Path,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    log_with: str | Sequence[str] | None = None,
+):
+    """Search, derive and evaluate one config into the run folder ``out``; return its :class:`Record`.
+
+    Args:
+        config: a bundled config name (``egsbench list configs``), a YAML path, a mapping or a config.
+        out: the run folder to write; it must not hold a finished run.
+        overrides: dotted overrides, as ``--set`` on the command line.
+        resume: continue an unfinished run of the same config in ``out`` from its last checkpoint.
+        progress: show progress bars.
+        log_with: accelerate tracker name(s), e.g. ``"tensorboard"``; logs go under ``out``.
+
+    Returns:
+        The validated run record (also written to ``out/record.json``).
+    """
+    from .records import Record
+    from .runner import run_experiment
+
+    cfg = resolve_config(config, overrides)
+    trackers = [log_with] if isinstance(log_with, str) else list(log_with or [])
+    result = run_experiment(cfg, out, progress=progress, resume=resume, log_with=trackers)
+    return Record.model_validate(result.record)
+
+
+def load_network(run_dir: str | Path) -> nn.Module:
+    """The trained final network of a finished run, rebuilt from its config and genotype, in eval mode.
+
+    Weights come from ``model.safetensors`` (no pickle is ever loaded); every key must match.
+
+    Raises:
+        UserError: the folder is not a finished run folder, or its files do not match each other.
+    """
+    from safetensors.torch import load_model
+
+    from .runner import MODEL_FILE
+
+    folder = Path(run_dir)
+    missing = [name for name in ("config.yaml", "genotype.json", MODEL_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{folder} is not a finished run folder (missing {', '.join(missing)}); pass the --out folder of a "
+            "run that completed (its record.json exists)"
+        )
+    cfg = parse_config(yaml.safe_load((folder / "config.yaml").read_text()))
+    genotype = Genotype.load(folder / "genotype.json")
+    net = TASKS.get(cfg.task_name)(cfg.task).build_network(genotype, cfg.evaluate)
+    try:
+        load_model(net, str(folder / MODEL_FILE), strict=True)
+    except (RuntimeError, ValueError) as err:  # key or shape mismatch between the weights and the rebuilt network
+        raise UserError(f"{folder / MODEL_FILE} does not fit the network its config and genotype build: {err}") from None
+    return net.eval()
+
+
+@dataclass
+class Supernet:
+    """A supernet with its search method set up on it: ``method.step(train_batch, val_batch)`` searches."""
+
+    model: nn.Module
+    method: SearchMethod
+    context: SearchContext
+    task: Any
+
+
+def build_supernet(
+    space: str = "dag",
+    method: str = "egs",
+    task: str = "cifar10",
+    *,
+    channels: int = 16,
+    layers: int = 8,
+    method_config: Mapping[str, Any] | Any | None = None,
+    task_config: Mapping[str, Any] | Any | None = None,
+    search: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    steps_per_epoch: int = 1,
+) -> Supernet:
+    """A task's supernet of ``space`` with ``method`` set up on it, for benchmarks and experiments.
+
+    No data is loaded: feed the task's batches (for CIFAR-10, ``(images (B, 3, 32, 32), labels (B,))``)
+    to ``method.step``. Method and task configs are validated like the YAML blocks.
+
+    Examples:
+        >>> import torch, egsbench
+        >>> sn = egsbench.build_supernet("dag", "egs", channels=4, layers=3, method_config={"M": 1})
+        >>> batch = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+        >>> stats = sn.method.step(batch, batch)
+        >>> stats.loss > 0
+        True
+    """
+    import torch
+
+    method_cls, task_cls = METHODS.get(method), TASKS.get(task)
+    space_obj = SPACES.get(space)
+
+    def block(value, cls, where):
+        return value if dataclasses.is_dataclass(value) else build_dataclass(cls, dict(value or {}), where)
+
+    torch.manual_seed(seed)
+    task_obj = task_cls(block(task_config, task_cls.config_class, "task"))
+    search_cfg = build_dataclass(SearchConfig, {"channels": channels, "layers": layers, **(search or {})}, "search")
+    model = task_obj.build_supernet(space_obj, search_cfg.channels, search_cfg.layers)
+    method_obj = method_cls(block(method_config, method_cls.config_class, "method"))
+    ctx = SearchContext(
+        model=model,
+        space=space_obj,
+        loss=task_obj.search_loss,
+        config=search_cfg,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        op_costs=getattr(model, "op_costs", None),
+    )
+    method_obj.setup(ctx)
+    method_obj.start_epoch(0)
+    return Supernet(model, method_obj, ctx, task_obj)

@@ -1,11 +1,12 @@
 """``egsbench`` (also ``python -m egsbench``).
 
-    egsbench run CONFIG --out DIR [--set key=value ...] [--resume]
+    egsbench run CONFIG --out DIR [--set key=value ...] [--resume] [--log-with tensorboard]
     egsbench list methods|tasks|spaces|configs
     egsbench demo [--out DIR]
     egsbench sweep SWEEP.yaml [--out DIR] [--shard I/N]
     egsbench table [--runs DIR] [--format md|csv|latex|html] [--ablation]
-    egsbench regress [--runs DIR] [--tolerances FILE] [--golden DIR] [--update-golden]
+    egsbench regress [--runs DIR] [--tolerances FILE] [--golden DIR]
+    egsbench regress --runs DIR --calibrate --out DIR | --update-golden --out DIR
     egsbench report [--runs DIR] [--out FILE]
 
 A user mistake (unknown name, bad config key, missing data) prints one ``error:`` line and
@@ -15,7 +16,10 @@ exits with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import site
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set method.M=4 (repeatable)")  # fmt: skip
     run.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--log-with", action="append", default=[], metavar="TRACKER",
+                     help="an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ... (repeatable); "
+                     "logs go under --out")  # fmt: skip
 
     lst = sub.add_parser("list", help="list registered components or bundled configs")
     lst.add_argument("what", choices=["methods", "tasks", "spaces", "configs"])
@@ -73,10 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     regress.add_argument("--runs", type=Path, default=Path("runs"))
     regress.add_argument("--tolerances", type=Path, default=None, help="default: results/tolerances.yaml")
     regress.add_argument("--golden", type=Path, default=None, help="default: results/golden")
-    regress.add_argument("--update-golden", action="store_true", help="copy the smoke records in --runs to --golden")
-    regress.add_argument(
-        "--calibrate", action="store_true", help="write golden tolerances from the seed spread of smoke runs in --runs"
-    )
+    regress.add_argument("--update-golden", action="store_true",
+                         help="copy the smoke records in --runs into --out as golden records")  # fmt: skip
+    regress.add_argument("--calibrate", action="store_true",
+                         help="write --out/tolerances.yaml from the seed spread of smoke runs in --runs")  # fmt: skip
+    regress.add_argument("--out", type=Path, default=None,
+                         help="folder that --calibrate / --update-golden write to (never inside site-packages), "
+                         "e.g. results/ or results/golden/ in a source checkout")  # fmt: skip
 
     report = sub.add_parser("report", help="one self-contained HTML report of a folder of runs")
     report.add_argument("--runs", type=Path, default=Path("runs"))
@@ -85,25 +95,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def results_table(records: list[dict]) -> str:
-    """A fixed-width table of run records (one row each)."""
-    import pandas as pd
+    """A fixed-width table of run records, one row each: the task's test metrics, size and wall times."""
+    from .tables import runs_frame
 
-    rows = [
-        {
-            "method": r["method"],
-            "task": r["task"],
-            "preset": r["preset"],
-            "seed": r["seed"],
-            "test acc (%)": r["metrics"]["test_accuracy"],
-            "test err (%)": r["metrics"]["test_error"],
-            "params (M)": r["metrics"]["params_m"],
-            "MACs (M)": r["metrics"]["macs_m"],
-            "search (s)": r["search"]["wall_time_s"] + r["search"]["derive_wall_time_s"],
-            "eval (s)": r["evaluate"]["wall_time_s"],
-        }
-        for r in records
-    ]
-    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2f}")
+    frame = runs_frame(records)
+    metrics = [c for c in frame.columns if str(c).startswith("test_")]  # whatever the tasks record
+    columns = ["method", "task", "preset", "seed", *metrics, "params_m", "macs_m", "search_s", "evaluate_s"]
+    labels = {"params_m": "params (M)", "macs_m": "MACs (M)", "search_s": "search (s)", "evaluate_s": "eval (s)"}
+    frame = frame.reindex(columns=columns).rename(columns=labels)
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.2f}")
 
 
 def _run(args) -> int:
@@ -111,7 +111,7 @@ def _run(args) -> int:
     from .runner import run_experiment
 
     cfg = load_config(args.config, args.overrides)
-    result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume)
+    result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume, log_with=args.log_with)
     print(results_table([result.record]))
     print(f"run folder: {result.out_dir}")
     return 0
@@ -166,7 +166,8 @@ def _sweep(args) -> int:
 
 
 def _table(args) -> int:
-    from .tables import ablation_table, comparison_table, load_records, render, render_tables
+    from .records import load_records
+    from .tables import ablation_table, comparison_table, render, render_tables
 
     records = load_records(args.runs)
     if args.ablation:
@@ -182,6 +183,7 @@ def _regress(args) -> int:
     import json
     import shutil
 
+    from .records import load_records, read_record
     from .regress import (
         GOLDEN_DIR,
         TOLERANCES,
@@ -192,15 +194,17 @@ def _regress(args) -> int:
         render_checks,
         write_tolerances,
     )
-    from .tables import load_records
 
     golden_dir = args.golden or GOLDEN_DIR
+    if args.calibrate or args.update_golden:  # writing commands: an explicit folder, never site-packages
+        out_dir = writable_folder(args.out, "--calibrate" if args.calibrate else "--update-golden")
     records = load_records(args.runs)
     if args.calibrate:
-        path = write_tolerances(calibrate(records), args.tolerances or TOLERANCES)
+        path = write_tolerances(calibrate(records), out_dir / TOLERANCES.name)
         print(f"wrote golden tolerances to {path}")
         return 0
     if args.update_golden:
+        golden_dir = out_dir
         golden_dir.mkdir(parents=True, exist_ok=True)
         smoke = [p for p in sorted(args.runs.rglob("record.json")) if json.loads(p.read_text())["preset"] == "smoke"]
         for path in smoke:
@@ -209,12 +213,30 @@ def _regress(args) -> int:
         print(f"wrote {len(smoke)} golden records to {golden_dir}")
         return 0
     tolerances = load_tolerances(args.tolerances) if args.tolerances else load_tolerances()
-    golden = [json.loads(p.read_text()) for p in sorted(golden_dir.glob("*.json"))]
+    golden = [read_record(p) for p in sorted(golden_dir.glob("*.json"))]  # older versions upgraded
     checks = compare_reported(records, tolerances) + compare_golden(records, golden, tolerances)
     print(render_checks(checks))
     failed = [c for c in checks if not c.ok]
     print(f"\n{len(checks)} checks, {len(failed)} regressions")
     return 1 if failed else 0
+
+
+def _install_dirs() -> list[Path]:
+    dirs = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
+    dirs.add(site.getusersitepackages())
+    return [Path(d).resolve() for d in dirs if d]
+
+
+def writable_folder(out: Path | None, command: str) -> Path:
+    """``out`` resolved, refusing a missing value or a folder inside an installation's site-packages."""
+    if out is None:
+        raise UserError(f"{command} writes files: pass --out DIR (e.g. --out results/golden in a source checkout)")
+    resolved = out.resolve()
+    for root in _install_dirs():
+        if resolved == root or root in resolved.parents:
+            raise UserError(f"{command} refuses to write inside site-packages ({resolved}); pass --out to a folder "
+                            "of your own, e.g. a source checkout's results/")  # fmt: skip
+    return resolved
 
 
 def _report(args) -> int:
@@ -226,6 +248,9 @@ def _report(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:  # the library logs through accelerate.logging; the CLI shows INFO
+        logging.basicConfig(level=logging.INFO, format="[egsbench] %(message)s", stream=sys.stderr)
+        logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-checkpoint INFO lines are noise here
     try:
         commands = {"run": _run, "list": _list, "demo": _demo, "sweep": _sweep, "table": _table, "regress": _regress,
                     "report": _report}  # fmt: skip

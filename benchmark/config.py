@@ -40,7 +40,7 @@ __all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "load_config", "
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
-TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device")
+TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device", "deterministic")
 
 
 @dataclass
@@ -55,6 +55,8 @@ class ExperimentConfig:
     preset: str = "custom"
     seed: int = 0
     device: str = "auto"  # auto (accelerate's choice) | cpu
+    # torch.use_deterministic_algorithms + cuDNN deterministic kernels: slower on a GPU, bit-identical reruns
+    deterministic: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -62,6 +64,7 @@ class ExperimentConfig:
             "seed": self.seed,
             "space": self.space,
             "device": self.device,
+            "deterministic": self.deterministic,
             "method": {"name": self.method_name, **dataclasses.asdict(self.method)},
             "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
             "search": dataclasses.asdict(self.search),
@@ -182,6 +185,7 @@ def parse_config(data: dict) -> ExperimentConfig:
         preset=preset,
         seed=_check_type(data.get("seed", 0), int, "seed"),
         device=device,
+        deterministic=_check_type(data.get("deterministic", False), bool, "deterministic"),
     )
 
 

@@ -3,16 +3,25 @@
 One loop shape throughout (accelerate's ``complete_nlp_example``): ``Accelerator``,
 ``set_seed`` then build, ``prepare``, ``accelerator.backward``. The same code runs on a
 laptop CPU and under ``accelerate launch`` on several GPUs. The architecture search runs in
-fp32 (finite-difference hypergradients and Gumbel codes do not survive reduced precision).
+fp32 (finite-difference hypergradients and Gumbel codes do not survive reduced precision):
+every ``Accelerator`` here is made with ``mixed_precision="no"``, so a user's accelerate
+default of fp16 never applies silently; the precision is recorded.
+
+Messages go through ``accelerate.logging`` (main process only); progress bars show on the
+main process only. Trackers (``log_with``: tensorboard, wandb, mlflow, ... through
+accelerate) get the resolved config at the start and one row per search and training epoch
+as it finishes. The trained final network is written as ``model.safetensors`` beside
+``genotype.json``; ``egsbench.load_network`` rebuilds it without unpickling anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +30,9 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
 from ..methods import METHODS, SearchContext
@@ -34,7 +45,11 @@ from .config import ExperimentConfig
 from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
-__all__ = ["RunResult", "failed_record", "run_experiment"]
+__all__ = ["MODEL_FILE", "RunResult", "failed_record", "run_experiment"]
+
+logger = get_logger(__name__)
+MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
+LogFn = Callable[[dict, int], None]  # (values, step) -> None: the trackers' per-epoch log
 
 
 @dataclass
@@ -119,7 +134,14 @@ def candidate_recipe(recipe, method_config):
     return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool, folder: Path) -> dict:
+def _score_sign(task) -> float:
+    """+1 when the task's candidate score is higher-is-better, -1 when lower is (methods always maximise)."""
+    directions = {m.name: m.direction for m in getattr(task, "metrics", ())}
+    return -1.0 if directions.get(task.score_key) == "min" else 1.0
+
+
+def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool, folder: Path,
+           log: LogFn | None = None) -> dict:  # fmt: skip
     """Run the architecture search and derivation; returns the genotype and the search's costs and curves.
 
     Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
@@ -134,6 +156,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     val_loader = task.loader("search-val", bs, val_gen)
     model, train_loader, val_loader = accelerator.prepare(supernet, train_loader, val_loader)
     steps = _steps(train_loader, cfg.search.max_steps_per_epoch)
+    sign = _score_sign(task)
 
     def train_candidate(genotype: Genotype) -> float:
         # Brief training of a final network on search-train, scored on search-val (DARTS's selection protocol).
@@ -147,7 +170,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         with torch.enable_grad():  # a method may call this from inside its own no_grad derivation
             for epoch in range(recipe.epochs):
                 train_epoch(task, net, optimizer, loader, recipe, epoch, acc)
-        return evaluate_split(task, net, val_loader, acc)[task.score_key]
+        return sign * evaluate_split(task, net, val_loader, acc)[task.score_key]
 
     ctx = SearchContext(
         model=model,
@@ -173,9 +196,9 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         val_gen.set_state(restored.state["val_gen"])
         curves, probs_history = restored.progress["curves"], restored.progress["probabilities"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
-        accelerator.print(f"[egsbench] resumed the search after epoch {restored.epoch}")
-    bar = tqdm(total=epochs * steps, initial=first * steps, desc=f"search {cfg.method_name}", disable=not progress,
-               leave=False)  # fmt: skip
+        logger.info(f"resumed the search after epoch {restored.epoch}")
+    bar = tqdm(total=epochs * steps, initial=first * steps, desc=f"search {cfg.method_name}", leave=False,
+               disable=not (progress and accelerator.is_main_process))  # fmt: skip
     for epoch in range(first, epochs):
         start = time.perf_counter()
         method.start_epoch(epoch)
@@ -192,13 +215,15 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
             bar.set_postfix(loss=f"{stats.loss:.3f}", **{k: f"{v:.3g}" for k, v in stats.extras.items()})
         elapsed += time.perf_counter() - start
         curves.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()}, "seconds": elapsed})
+        if log is not None:
+            log({f"search/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
         probs_history.append({t: p.detach().cpu().tolist() for t, p in method.probabilities().items()})
         state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
         ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed})
     bar.close()
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
-        return evaluate_split(task, model, val_loader, accelerator, weights, batches)[task.score_key]
+        return sign * evaluate_split(task, model, val_loader, accelerator, weights, batches)[task.score_key]
 
     start = time.perf_counter()
     genotype = method.derive(score)
@@ -222,7 +247,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
 
 
 def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accelerator, progress: bool,
-             folder: Path) -> dict:  # fmt: skip
+             folder: Path, log: LogFn | None = None) -> dict:  # fmt: skip
     """Train the derived network from scratch with the task's recipe; test on the official test split.
 
     Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
@@ -247,8 +272,9 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
         train_gen.set_state(restored.state["train_gen"])
         curves, test = restored.progress["curves"], restored.progress["test"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
-        accelerator.print(f"[egsbench] resumed the final training after epoch {restored.epoch}")
-    bar = tqdm(total=ev.epochs * steps, initial=first * steps, desc="evaluate", disable=not progress, leave=False)
+        logger.info(f"resumed the final training after epoch {restored.epoch}")
+    bar = tqdm(total=ev.epochs * steps, initial=first * steps, desc="evaluate", leave=False,
+               disable=not (progress and accelerator.is_main_process))  # fmt: skip
     for epoch in range(first, ev.epochs):
         start = time.perf_counter()
         row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar)
@@ -257,10 +283,13 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
             row |= {f"test_{k}": v for k, v in test.items() if k != "count"}
         elapsed += time.perf_counter() - start
         curves.append(row | {"seconds": elapsed})
+        if log is not None:
+            log({f"evaluate/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
         ckpt.save(epoch, {"train_gen": train_gen.get_state()}, {"curves": curves, "test": test, "seconds": elapsed})
     bar.close()
     total_steps = ev.epochs * steps
     return {
+        "model": accelerator.unwrap_model(net),
         "curves": curves,
         "test": test,
         "params": params,
@@ -275,9 +304,34 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     }
 
 
-def _accelerator(cfg: ExperimentConfig) -> Accelerator:
-    # One per phase: accelerate's save_state saves every object its accelerator prepared.
-    return Accelerator(cpu=cfg.device == "cpu")
+def _accelerator(cfg: ExperimentConfig, log_with: list[str] | None = None, project_dir: Path | None = None):
+    # One per phase: accelerate's save_state saves every object its accelerator prepared. fp32 by decision:
+    # an explicit mixed_precision="no" overrides a user's accelerate config default.
+    project = None
+    if project_dir is not None:  # trackers write under <run folder>/logs/<run name>/
+        project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(project_dir / "logs"))
+    return Accelerator(cpu=cfg.device == "cpu", mixed_precision="no", log_with=log_with or None,
+                       project_config=project)  # fmt: skip
+
+
+def apply_determinism(deterministic: bool) -> None:
+    """Turn PyTorch's deterministic algorithms (and deterministic cuDNN) on or off for this process."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False if deterministic else torch.backends.cudnn.benchmark
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """Dotted scalar items of a nested config, as trackers' hyperparameter tables want them."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
 
 
 def _determinism(seed: int) -> dict:
@@ -289,7 +343,9 @@ def _determinism(seed: int) -> dict:
     }
 
 
-def _identity(cfg: ExperimentConfig) -> dict:
+def _identity(cfg: ExperimentConfig, world_size: int = 1, mixed_precision: str = "no",
+              deterministic: bool = False) -> dict:  # fmt: skip
+    """The fields that say which run a record is; the setup ones keep a 1-GPU and an 8-GPU run apart in tables."""
     return {
         "schema_version": SCHEMA_VERSION,
         "method": cfg.method_name,
@@ -297,6 +353,9 @@ def _identity(cfg: ExperimentConfig) -> dict:
         "space": cfg.space,
         "preset": cfg.preset,
         "seed": cfg.seed,
+        "world_size": world_size,  # accelerator.num_processes
+        "mixed_precision": mixed_precision,  # accelerator.mixed_precision
+        "deterministic": deterministic,
         "config_hash": cfg.hash(),
         "config": cfg.to_dict(),
     }
@@ -316,9 +375,10 @@ def _check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
                         "values, or pass a new --out folder")  # fmt: skip
 
 
-def failed_record(cfg: ExperimentConfig, out_dir: str | Path, error: str) -> dict:
+def failed_record(cfg: ExperimentConfig, out_dir: str | Path, error: str, world_size: int = 1,
+                  mixed_precision: str = "no", deterministic: bool = False) -> dict:  # fmt: skip
     """Write (and return) the record of a run that failed with ``error``; metrics and costs are null."""
-    record = _identity(cfg) | {
+    record = _identity(cfg, world_size, mixed_precision, deterministic) | {
         "status": "failed",
         "error": error,
         "metrics": None,
@@ -344,36 +404,56 @@ def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, fou
                 title=f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed})")  # fmt: skip
 
 
+def _save_weights(model: torch.nn.Module, path: Path, genotype: Genotype, run_name: str) -> None:
+    """The final network's weights as safetensors (no pickle), written atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_model(model, str(tmp), metadata={"genotype": genotype.to_json(), "run": run_name})
+    os.replace(tmp, path)
+
+
 def run_experiment(
-    cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, resume: bool = False
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = False,
+    log_with: list[str] | None = None,
 ) -> RunResult:
     """Run one experiment into ``out_dir`` and return its record (also written to ``record.json``).
 
     With ``resume``, a folder holding an unfinished run of the same config continues from its
-    last checkpoint (search epoch, finished search, or final-training epoch).
+    last checkpoint (search epoch, finished search, or final-training epoch). ``log_with`` names
+    accelerate trackers (``tensorboard``, ``wandb``, ``mlflow``, ...; logs go under ``out_dir``).
     """
     out_dir = Path(out_dir)
     _check_folder(cfg, out_dir, resume)
-    accelerator = _accelerator(cfg)
+    apply_determinism(cfg.deterministic)
+    accelerator = _accelerator(cfg, log_with, out_dir)
     task = TASKS.get(cfg.task_name)(cfg.task)
     data = task.prepare_data()  # before any output, so missing data leaves nothing behind
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    run_name = f"{cfg.method_name}-{cfg.task_name}-{cfg.preset}-seed{cfg.seed}"
+    if log_with:
+        accelerator.init_trackers(run_name, config=_flat(cfg.to_dict()))
+
+    def log(values: dict, step: int) -> None:
+        accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
+
     searched = out_dir / "search_result.json"
     if searched.exists():
         found = json.loads(searched.read_text())
-        accelerator.print("[egsbench] search already finished; using its result")
+        logger.info("search already finished; using its result")
     else:
-        accelerator.print(f"[egsbench] {cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
-        found = search(cfg, task, accelerator, progress, out_dir / "checkpoints" / "search")
+        logger.info(f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
+        found = search(cfg, task, accelerator, progress, out_dir / "checkpoints" / "search", log)
         if accelerator.is_main_process:
             write_json(searched, found)
     genotype = Genotype.from_dict(found["genotype"])
-    accelerator.print(f"[egsbench] derived genotype {genotype.to_json()}")
-    accelerator.print("[egsbench] evaluate: training the derived network from scratch")
+    logger.info(f"derived genotype {genotype.to_json()}")
+    logger.info("evaluate: training the derived network from scratch")
     eval_accelerator = _accelerator(cfg)
-    final = evaluate(cfg, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate")
+    final = evaluate(cfg, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate", log)
     test = final["test"]
     record = _identity(cfg) | {
         "status": "ok",
@@ -395,10 +475,13 @@ def run_experiment(
     }
     if accelerator.is_main_process:
         genotype.save(out_dir / "genotype.json")
+        _save_weights(final["model"], out_dir / MODEL_FILE, genotype, run_name)
         write_csv(out_dir / "search_curves.csv", found["curves"])
         write_csv(out_dir / "eval_curves.csv", final["curves"])
         write_json(out_dir / "arch_probabilities.json", found["probabilities"])
         _write_figures(cfg, out_dir, genotype, found, final)
         write_record(out_dir / "record.json", record)  # last: its presence marks a complete run
     accelerator.wait_for_everyone()
+    if log_with:
+        accelerator.end_training()
     return RunResult(record, out_dir, genotype, found["curves"], final["curves"])
