@@ -122,7 +122,8 @@ def load_network(run_dir: str | Path) -> nn.Module:
     try:
         load_model(net, str(folder / MODEL_FILE), strict=True)
     except (RuntimeError, ValueError) as err:  # key or shape mismatch between the weights and the rebuilt network
-        raise UserError(f"{folder / MODEL_FILE} does not fit the network its config and genotype build: {err}") from None
+        message = f"{folder / MODEL_FILE} does not fit the network its config and genotype build: {err}"
+        raise UserError(message) from None
     return net.eval()
 
 

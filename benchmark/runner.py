@@ -39,7 +39,6 @@ from ..methods import METHODS, SearchContext
 from ..methods.base import cosine_lr, set_lr
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
-
 from .checkpoint import Checkpointer
 from .config import ExperimentConfig
 from .plots import plot_cell, plot_curves, plot_probability_evolution
