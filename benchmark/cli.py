@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(text: str) -> None:
+    """Print on the main process only (``accelerate launch`` starts one CLI per process)."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(text)
+
+
 def results_table(records: list[dict]) -> str:
     """A fixed-width table of run records, one row each: the task's test metrics, size and wall times."""
     from .tables import runs_frame
@@ -112,8 +120,8 @@ def _run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume, log_with=args.log_with)
-    print(results_table([result.record]))
-    print(f"run folder: {result.out_dir}")
+    _say(results_table([result.record]))
+    _say(f"run folder: {result.out_dir}")
     return 0
 
 
@@ -138,10 +146,10 @@ def _demo(args) -> int:
         folder = out / name.replace("/", "-")
         records.append(run_experiment(cfg, folder, progress=not args.no_progress).record)
     sizes = records[0]["data"]["sizes"]
-    print(f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({sizes['train']} train / {sizes['test']} test images), "
+    _say(f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({sizes['train']} train / {sizes['test']} test images), "
           "CPU-sized networks; not comparable to paper numbers.")  # fmt: skip
-    print(results_table(records))
-    print(f"total wall time {time.perf_counter() - start:.0f} s; run folders under {out}")
+    _say(results_table(records))
+    _say(f"total wall time {time.perf_counter() - start:.0f} s; run folders under {out}")
     return 0
 
 
