@@ -1,21 +1,31 @@
-"""Run records: the versioned ``record.json`` schema and atomic file writes (the store is in ``store.py``).
+"""Run records: the ``Record`` model of ``record.json``, reading (with upgrades), validation and atomic writes.
 
 A run folder holds ``config.yaml`` (resolved), ``genotype.json``, ``cell_<type>.png``,
 ``search_curves.csv``, ``eval_curves.csv`` and ``record.json``. Every file is written to a
 temporary name in the same folder and renamed into place, so a crash never leaves a
 half-written record: a record either exists whole or not at all.
 
-``RECORD_SCHEMA`` describes ``record.json`` (version ``SCHEMA_VERSION``) in a small subset of JSON
-Schema: ``type``, ``nullable``, ``required``, ``properties``, ``additionalProperties``, ``enum``,
-``minimum``/``maximum`` and ``format: date-time``. Unlike JSON Schema, an object with ``properties``
-is closed: a key it does not list is an error, and extra fields belong under the top-level ``extras``.
-Errors name the field's dotted path (``field metrics.test_error must be a number or null, got 'abc'``).
+``Record`` (pydantic) is the schema of ``record.json``, version ``SCHEMA_VERSION``. Its JSON Schema
+is checked in at ``results/schema/record.schema.json`` for other tools; regenerate it with
+``python scripts/write_record_schema.py`` after changing the model (a test fails while the two differ).
+Validation is strict (no coercion: ``"3"`` is not a number, ``true`` is not a seed), objects are
+closed (extra fields belong under ``extras``), NaN and infinities are refused, and errors name the
+field's dotted path (``field metrics.test_error: input should be a valid number, got 'abc'``).
+``metrics`` holds the task's metrics as ``test_<name>`` (whatever the task declares) beside
+``params_m``, ``macs_m`` and ``search_val_score``.
 
-Version-1 records (before ``status``, ``error``, ``config``, ``evaluate.steps_per_s`` and
-``manifest.determinism``) are upgraded in memory by ``read_record``, never rewritten on disk: they were
-written only by completed runs, so ``status`` is ``"ok"``; ``config`` comes from the run folder's
-``config.yaml`` when there is one (else null); ``evaluate.steps_per_s`` is computed from its steps and
-wall time; ``manifest.determinism`` is null (it was not recorded); ``extras.upgraded_from`` is ``1``.
+``world_size`` (processes), ``mixed_precision`` and ``deterministic`` are part of a run's identity:
+tables never put a 1-GPU and an 8-GPU run, or an fp32 and a bf16 run, in one row.
+
+Older records are upgraded in memory by ``read_record``, never rewritten on disk, and
+``extras.upgraded_from`` keeps their version:
+
+- version 1 (before ``status``, ``error``, ``config``, ``evaluate.steps_per_s`` and
+  ``manifest.determinism``) was written only by completed runs, so ``status`` is ``"ok"``; ``config``
+  comes from the run folder's ``config.yaml`` when there is one (else null); ``evaluate.steps_per_s``
+  is computed from its steps and wall time; ``manifest.determinism`` is null (it was not recorded);
+- version 2 (before ``world_size``, ``mixed_precision`` and ``deterministic``) ran as one process in
+  fp32 without the ``deterministic`` switch: ``1``, ``"no"``, ``false``.
 """
 
 from __future__ import annotations
@@ -23,37 +33,51 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 from importlib import metadata
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from ..tasks.spaces import UserError
 
 __all__ = [
-    "RECORD_SCHEMA",
+    "SCHEMA_FILE",
     "SCHEMA_VERSION",
+    "Record",
     "RecordError",
     "atomic_write_text",
+    "load_records",
     "manifest",
     "read_record",
+    "record_paths",
     "upgrade_record",
     "validate_record",
     "write_csv",
     "write_json",
     "write_record",
+    "write_schema",
 ]
 
-SCHEMA_VERSION = 2
-PACKAGES = ("egs-bench", "torch", "torchvision", "accelerate", "timm", "numpy", "pandas")
+SCHEMA_VERSION = 3
+SCHEMA_FILE = Path(str(files("egsbench.results") / "schema" / "record.schema.json"))
+PACKAGES = ("egs-bench", "torch", "torchvision", "accelerate", "timm", "numpy", "pandas", "pydantic")
+NEEDED_WHEN_OK = ("metrics", "genotype", "search", "evaluate", "data")
+
+logger = logging.getLogger(__name__)
 
 
 class RecordError(UserError, ValueError):
@@ -64,99 +88,154 @@ class RecordError(UserError, ValueError):
         self.problems = list(problems)
 
 
-# --- schema --------------------------------------------------------------------------------------------------------
+# --- the model -----------------------------------------------------------------------------------------------------
 
 
-def _object(properties: dict, nullable: bool = False, optional: tuple[str, ...] = ()) -> dict:
-    """A closed object whose keys are all required (a value may still be null where its schema allows)."""
-    required = [k for k in properties if k not in optional]
-    return {"type": "object", "nullable": nullable, "required": required, "properties": properties}
+class _Closed(BaseModel):
+    # strict: a record is machine-written JSON, so a string where a number belongs is a bug, not an input to coerce
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-_STR = {"type": "string"}
-_COUNT = {"type": "integer", "minimum": 0}
-_SECONDS = {"type": "number", "minimum": 0}
-_RATE = {"type": "number", "minimum": 0, "nullable": True}  # null when nothing ran (zero steps or zero time)
-_PERCENT = {"type": "number", "minimum": 0, "maximum": 100, "nullable": True}  # null for tasks without it
-_FLAG = {"type": "boolean"}
-_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+Count = Annotated[int, Field(ge=0)]
+Amount = Annotated[float, Field(ge=0)]  # seconds, hours, megabytes, millions
+Rate = Annotated[float, Field(ge=0)] | None  # null when nothing ran (zero steps or zero time)
+_METRIC_NAME = re.compile(r"test_[a-z0-9_]+")
 
-RECORD_SCHEMA: dict = _object(
-    {
-        "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
-        "status": {"type": "string", "enum": ["ok", "failed"]},
-        "error": {"type": "string", "nullable": True},  # what went wrong, for a failed run
-        "method": _STR,
-        "task": _STR,
-        "space": _STR,
-        "preset": _STR,
-        "seed": {"type": "integer"},
-        "config_hash": _STR,
-        "config": _ANY_OBJECT | {"nullable": True},  # the resolved config; null only in upgraded v1 records
-        "metrics": _object(
-            {
-                "test_accuracy": _PERCENT,
-                "test_error": _PERCENT,
-                "test_loss": {"type": "number", "nullable": True},
-                "params_m": {"type": "number", "minimum": 0, "nullable": True},
-                "macs_m": {"type": "number", "minimum": 0, "nullable": True},
-                "search_val_score": {"type": "number", "nullable": True},
-            },
-            nullable=True,
-        ),
-        "genotype": _ANY_OBJECT | {"nullable": True},  # its content is the search space's to validate
-        "search": _object(
-            {
-                "wall_time_s": _SECONDS,
-                "derive_wall_time_s": _SECONDS,
-                "steps": _COUNT,
-                "steps_per_s": _RATE,
-                "device_hours": _SECONDS,
-                "peak_memory_mb": _SECONDS,
-            },
-            nullable=True,
-        ),
-        "evaluate": _object(
-            {
-                "wall_time_s": _SECONDS,
-                "steps": _COUNT,
-                "steps_per_s": _RATE,
-                "device_hours": _SECONDS,
-                "peak_memory_mb": _SECONDS,
-            },
-            nullable=True,
-        ),
-        "data": _object(
-            {"source": _STR, "sha256": _STR, "sizes": {"type": "object", "additionalProperties": _COUNT}},
-            nullable=True,
-        ),
-        "manifest": _object(
-            {
-                "git_sha": {"type": "string", "nullable": True},  # null outside a git checkout
-                "python": _STR,
-                "packages": {"type": "object", "additionalProperties": {"type": "string", "nullable": True}},
-                "platform": _STR,
-                "device": _STR,
-                "determinism": _object(  # null only in upgraded v1 records
-                    {
-                        "torch_deterministic_algorithms": _FLAG,
-                        "cudnn_deterministic": _FLAG,
-                        "cudnn_benchmark": _FLAG,
-                        "seed": {"type": "integer"},
-                    },
-                    nullable=True,
-                ),
-            }
-        ),
-        "created": {"type": "string", "format": "date-time"},
-        "extras": _ANY_OBJECT,  # anything else a tool wants to keep with the record
-    },
-    optional=("extras",),
-)
-NEEDED_WHEN_OK = ("metrics", "genotype", "search", "evaluate", "data")
 
-_KINDS = {"object": "an object", "string": "a string", "integer": "an integer", "number": "a number",
-          "boolean": "true or false"}  # fmt: skip
+class Metrics(_Closed):
+    """The evaluated network's numbers: the task's metrics as ``test_<name>`` (e.g. ``test_error``, in the
+    task's unit), plus its size and the search's score of the chosen candidate; null where not measured."""
+
+    model_config = ConfigDict(
+        extra="allow",  # the task's test_<name> metrics; their names are checked below
+        json_schema_extra={"propertyNames": {"pattern": r"^(test_[a-z0-9_]+|params_m|macs_m|search_val_score)$"}},
+    )
+    __pydantic_extra__: dict[str, float | None] = Field(init=False)
+
+    params_m: Amount | None
+    macs_m: Amount | None
+    search_val_score: float | None
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> Metrics:
+        for key in self.__pydantic_extra__ or {}:
+            if not _METRIC_NAME.fullmatch(key):
+                raise PydanticCustomError("unknown_metric", "unknown metric {key}", {"key": key})
+        return self
+
+    def __getitem__(self, key: str) -> float | None:
+        """``metrics["test_error"]``, as in the JSON file (task metrics are extra fields)."""
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+
+class SearchCost(_Closed):
+    wall_time_s: Amount
+    derive_wall_time_s: Amount
+    steps: Count
+    steps_per_s: Rate
+    device_hours: Amount = Field(description="wall time x processes")
+    peak_memory_mb: Amount
+
+
+class EvaluateCost(_Closed):
+    wall_time_s: Amount
+    steps: Count
+    steps_per_s: Rate
+    device_hours: Amount = Field(description="wall time x processes")
+    peak_memory_mb: Amount
+
+
+class Data(_Closed):
+    source: str
+    sha256: str = Field(description="of the decoded examples, so two sources with equal content agree")
+    sizes: dict[str, Count] = Field(description="examples per split after limits")
+
+
+class Determinism(_Closed):
+    torch_deterministic_algorithms: bool
+    cudnn_deterministic: bool
+    cudnn_benchmark: bool
+    seed: int
+
+
+class Manifest(_Closed):
+    git_sha: str | None = Field(description="null outside a git checkout")
+    python: str
+    packages: dict[str, str | None]
+    platform: str
+    device: str
+    determinism: Determinism | None = Field(description="null only in upgraded version-1 records")
+
+
+class Record(_Closed):
+    """One run of ``search -> derive -> evaluate``: what ran, where, what it scored and what it cost.
+
+    A failed run (``status: failed``) says why in ``error`` and leaves metrics, genotype, costs and data null.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"})
+
+    schema_version: Literal[3]
+    status: Literal["ok", "failed"]
+    error: str | None = Field(description="what went wrong, for a failed run")
+    method: str
+    task: str
+    space: str
+    preset: str
+    seed: int
+    world_size: int = Field(ge=1, description="processes the run was launched with (accelerate)")
+    mixed_precision: Literal["no", "fp16", "bf16", "fp8"]
+    deterministic: bool = Field(description="the config's `deterministic` switch")
+    config_hash: str
+    config: dict[str, Any] | None = Field(description="the resolved config; null only in upgraded v1 records")
+    metrics: Metrics | None
+    genotype: dict[str, Any] | None = Field(description="its content is the search space's to validate")
+    search: SearchCost | None
+    evaluate: EvaluateCost | None
+    data: Data | None
+    manifest: Manifest
+    created: str = Field(json_schema_extra={"format": "date-time"})
+    extras: dict[str, Any] = Field(default_factory=dict, description="anything else a tool keeps with the record")
+
+    @field_validator("created")
+    @classmethod
+    def _iso_date_time(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time") from None
+        return value
+
+    @model_validator(mode="after")
+    def _status_agrees(self) -> Record:
+        problems = []
+        if self.status == "ok":
+            problems += [f"field {k} must not be null when status is 'ok'" for k in NEEDED_WHEN_OK
+                         if getattr(self, k) is None]  # fmt: skip
+            if self.error is not None:
+                problems.append(f"field error must be null when status is 'ok', got {_show(self.error)}")
+        elif not self.error:
+            problems.append("field error must say what went wrong when status is 'failed'")
+        if problems:
+            raise ValueError("\n".join(problems))  # _problems splits them again
+        return self
+
+
+def record_json_schema() -> dict:
+    """The JSON Schema of ``record.json`` (what ``results/schema/record.schema.json`` holds)."""
+    return Record.model_json_schema()
+
+
+def write_schema(path: str | Path = SCHEMA_FILE) -> Path:
+    """Write :func:`record_json_schema` to ``path`` (by default the checked-in copy) and return the path."""
+    atomic_write_text(path, json.dumps(record_json_schema(), indent=2) + "\n")
+    return Path(path)
+
+
+# --- validation ----------------------------------------------------------------------------------------------------
 
 
 def _show(value: Any) -> str:
@@ -164,140 +243,130 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is(value: Any, kind: str) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if isinstance(value, bool):  # bool is an int subclass, but True is not a seed or a step count
-        return False
-    return isinstance(value, int) if kind == "integer" else isinstance(value, int | float)
+def _problems(error: ErrorDetails) -> list[str]:
+    """One pydantic error as lines naming the field's dotted path (the record's own check may give several)."""
+    path = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "value_error" and not path:  # Record._status_agrees: its lines already name their fields
+        return str(error["ctx"]["error"]).splitlines()
+    return [_problem(error, path)]
 
 
-def _check(value: Any, schema: dict, path: str, problems: list[str]) -> None:
-    """Append to ``problems`` one line per place where ``value`` breaks ``schema``."""
-    nullable = schema.get("nullable", False)
-    if value is None and nullable:
-        return
-    kind = schema["type"]
-    if not _is(value, kind):
-        expected = _KINDS[kind] + (" or null" if nullable else "")
-        problems.append(f"field {path} must be {expected}, got {_show(value)}")
-        return
-    if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"field {path} must be one of {', '.join(map(repr, schema['enum']))}, got {_show(value)}")
-    if "minimum" in schema and value < schema["minimum"]:
-        problems.append(f"field {path} must be >= {schema['minimum']}, got {_show(value)}")
-    if "maximum" in schema and value > schema["maximum"]:
-        problems.append(f"field {path} must be <= {schema['maximum']}, got {_show(value)}")
-    if schema.get("format") == "date-time":
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            problems.append(f"field {path} must be an ISO 8601 date-time, got {_show(value)}")
-    if kind == "object":
-        _check_object(value, schema, path, problems)
+def _problem(error: ErrorDetails, path: str) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing field {path}"
+    if kind == "extra_forbidden":
+        return f"unknown field {path} (extra fields belong under extras)"
+    if kind == "unknown_metric":
+        return f"unknown field {path}.{error['ctx']['key']} (a task's metrics are recorded as test_<name>)"
+    message = str(error["ctx"]["error"]) if kind == "value_error" else error["msg"][0].lower() + error["msg"][1:]
+    return f"field {path}: {message}, got {_show(error['input'])}"
 
 
-def _check_object(value: dict, schema: dict, path: str, problems: list[str]) -> None:
-    prefix = f"{path}." if path else ""
-    properties = schema.get("properties", {})
-    for key in schema.get("required", ()):
-        if key not in value:
-            problems.append(f"missing field {prefix}{key}")
-    extra = schema.get("additionalProperties", False)
-    for key, item in value.items():
-        if key in properties:
-            _check(item, properties[key], prefix + key, problems)
-        elif isinstance(extra, dict):
-            _check(item, extra, prefix + key, problems)
-        elif not extra:
-            problems.append(f"unknown field {prefix}{key} (extra fields belong under extras)")
+def _version_problem(version: Any) -> str:
+    if version is None:
+        return "missing field schema_version"
+    if isinstance(version, int) and not isinstance(version, bool) and version in _UPGRADES:
+        return (f"field schema_version is {version}, an older record: read it with read_record, which upgrades it "
+                "in memory, or re-run the experiment to write a current one")  # fmt: skip
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return (f"field schema_version is {version}, newer than this egs-bench reads ({SCHEMA_VERSION}); "
+                "upgrade egs-bench")  # fmt: skip
+    return f"field schema_version must be {SCHEMA_VERSION}, got {_show(version)}"
 
 
-def validate_record(record: Any, where: str = "record") -> dict:
-    """Check ``record`` against ``RECORD_SCHEMA`` (the current version) and return it.
+def validate_record(record: dict | Record, where: str = "record") -> dict:
+    """Check ``record`` against :class:`Record` (the current version) and return it as a dict.
 
     Args:
-        record: a parsed ``record.json``.
+        record: a parsed ``record.json`` (returned as is when valid), or a ``Record``.
         where: how messages name the record, e.g. ``"record runs/x/record.json"``.
 
     Raises:
         RecordError: naming every offending field by its dotted path.
 
     Examples:
-        >>> validate_record({"schema_version": 2}, where="record r.json")  # doctest: +ELLIPSIS
+        >>> validate_record({"schema_version": 3}, where="record r.json")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        benchmark.records.RecordError: record r.json: ... problems: missing field status; ...
+        egsbench.benchmark.records.RecordError: record r.json: ... problems: missing field status; ...
     """
+    if isinstance(record, Record):
+        record = record.model_dump(mode="json")
     if not isinstance(record, dict):
         raise RecordError(f"{where}: must be a JSON object, got {_show(record)}")
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RecordError(f"{where}: {_version_problem(version)}", [_version_problem(version)])
-    problems: list[str] = []
-    _check(record, RECORD_SCHEMA, "", problems)
-    status = record.get("status")
-    if status == "ok":
-        problems += [f"field {k} must not be null when status is 'ok'" for k in NEEDED_WHEN_OK
-                     if k in record and record[k] is None]  # fmt: skip
-        if record.get("error") is not None:
-            problems.append(f"field error must be null when status is 'ok', got {_show(record['error'])}")
-    elif status == "failed" and not record.get("error"):
-        problems.append("field error must say what went wrong when status is 'failed'")
-    if problems:
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        problem = _version_problem(version)
+        raise RecordError(f"{where}: {problem}", [problem])
+    try:
+        Record.model_validate(record)
+    except ValidationError as err:
+        problems = [line for e in err.errors(include_url=False) for line in _problems(e)]
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
-        raise RecordError(f"{where}: {head}", problems)
+        raise RecordError(f"{where}: {head}", problems) from None
     return record
 
 
-def _version_problem(version: Any) -> str:
-    if version is None:
-        return "missing field schema_version"
-    if version == 1:
-        return ("field schema_version is 1, an older record: read it with read_record, which upgrades it in "
-                "memory, or re-run the experiment to write a current one")  # fmt: skip
-    if _is(version, "integer") and version > SCHEMA_VERSION:
-        return (f"field schema_version is {version}, newer than this egs-bench reads ({SCHEMA_VERSION}); "
-                "upgrade egs-bench")  # fmt: skip
-    return f"field schema_version must be {SCHEMA_VERSION}, got {_show(version)}"
+# --- upgrades ------------------------------------------------------------------------------------------------------
 
 
-def upgrade_record(record: dict, folder: str | Path | None = None) -> dict:
-    """A version-1 record as the current version, in memory (see the module docstring for what is filled).
-
-    Args:
-        record: a parsed version-1 record (returned unchanged if it is not one).
-        folder: its run folder, whose ``config.yaml`` fills ``config``.
-    """
-    if not isinstance(record, dict) or record.get("schema_version") != 1:
-        return record
+def _from_v1(record: dict, folder: Path | None) -> dict:
     config = None
-    if folder is not None and (Path(folder) / "config.yaml").is_file():
+    if folder is not None and (folder / "config.yaml").is_file():
         try:
-            loaded = yaml.safe_load((Path(folder) / "config.yaml").read_text())
+            loaded = yaml.safe_load((folder / "config.yaml").read_text())
         except (OSError, yaml.YAMLError):
             loaded = None  # only fills a field v1 never had: an unreadable config leaves it null
         config = loaded if isinstance(loaded, dict) else None
-    out = {"schema_version": SCHEMA_VERSION, "status": "ok", "error": None} | {
-        k: v for k, v in record.items() if k != "schema_version"
-    }
+    out = {"schema_version": 2, "status": "ok", "error": None} | {k: v for k, v in record.items()
+                                                                  if k != "schema_version"}  # fmt: skip
     out.setdefault("config", config)
     if isinstance(out.get("evaluate"), dict) and "steps_per_s" not in out["evaluate"]:
         ev = out["evaluate"]
         seconds, steps = ev.get("wall_time_s"), ev.get("steps")
-        rate = steps / seconds if _is(steps, "number") and _is(seconds, "number") and seconds > 0 else None
-        out["evaluate"] = ev | {"steps_per_s": rate}
+        numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (seconds, steps))
+        out["evaluate"] = ev | {"steps_per_s": steps / seconds if numbers and seconds > 0 else None}
     if isinstance(out.get("manifest"), dict):
         out["manifest"] = {"determinism": None} | out["manifest"]
-    out["extras"] = (out.get("extras") or {}) | {"upgraded_from": 1}
     return out
 
 
+def _from_v2(record: dict, folder: Path | None) -> dict:
+    added = {"world_size": 1, "mixed_precision": "no", "deterministic": False}
+    out = {}
+    for key, value in record.items():  # the new identity fields go after seed, where the runner writes them
+        out[key] = value
+        if key == "seed":
+            out |= added
+    return out | {k: v for k, v in added.items() if k not in out} | {"schema_version": 3}
+
+
+_UPGRADES = {1: _from_v1, 2: _from_v2}  # version -> a record of the next version
+
+
+def upgrade_record(record: Any, folder: str | Path | None = None) -> Any:
+    """An older record as the current version, in memory (see the module docstring for what is filled).
+
+    Args:
+        record: a parsed record; returned unchanged if it is not an older version.
+        folder: its run folder, whose ``config.yaml`` fills a version-1 record's ``config``.
+    """
+    if not isinstance(record, dict):
+        return record
+    original = version = record.get("schema_version")
+    while isinstance(version, int) and not isinstance(version, bool) and version in _UPGRADES:
+        record = _UPGRADES[version](record, None if folder is None else Path(folder))
+        version = record["schema_version"]
+    if version != original:
+        record["extras"] = (record.get("extras") or {}) | {"upgraded_from": original}
+    return record
+
+
+# --- reading and writing records -----------------------------------------------------------------------------------
+
+
 def read_record(path: str | Path) -> dict:
-    """Parse and validate one ``record.json``, upgrading a version-1 record in memory.
+    """Parse and validate one ``record.json``, upgrading an older version in memory.
 
     Raises:
         RecordError: naming ``path`` when the file cannot be read, is not JSON (torn or not a record) or
@@ -313,13 +382,69 @@ def read_record(path: str | Path) -> dict:
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
         problem = f"not valid JSON ({err}); the file is torn or not a run record: delete it or re-run that experiment"
         raise RecordError(f"{where}: {problem}", [problem]) from err
-    run_folder = path.parent if path.name == "record.json" else None  # a store's flat files have no config.yaml
+    run_folder = path.parent if path.name == "record.json" else None  # a loose file's neighbours are not its own
     return validate_record(upgrade_record(record, run_folder), where)
 
 
-def write_record(path: str | Path, record: dict) -> None:
-    """Validate ``record`` and write it atomically to ``path`` (nothing is written if it is invalid)."""
-    write_json(path, validate_record(record, f"record {path}"))
+def _non_finite(value: Any, path: str) -> str | None:
+    """The dotted path of the first NaN or infinity in ``value``, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(the record)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def write_record(path: str | Path, record: dict | Record) -> None:
+    """Validate ``record`` and write it atomically to ``path`` as strict JSON (nothing is written if it is invalid).
+
+    Raises:
+        RecordError: the record breaks the schema, or holds a NaN or infinity (JSON has no such numbers).
+    """
+    where = f"record {path}"
+    record = validate_record(record, where)
+    try:
+        text = json.dumps(record, indent=1, allow_nan=False)
+    except ValueError:
+        problem = f"field {_non_finite(record, '')} is NaN or infinite, which JSON cannot hold; store null instead"
+        raise RecordError(f"{where}: {problem}", [problem]) from None
+    atomic_write_text(path, text + "\n")
+
+
+def record_paths(root: str | Path) -> list[Path]:
+    """The ``record.json`` of every run folder under ``root`` (a run or sweep folder), at any depth, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RecordError(f"no folder {root} to scan for run records; pass the --out folder of a run or sweep")
+    return sorted(p for p in root.rglob("record.json") if p.is_file())
+
+
+def load_records(root: str | Path, strict: bool = True) -> list[dict]:
+    """Every run record under ``root``, validated, older versions upgraded in memory (see :func:`read_record`).
+
+    A folder whose run is still going has no ``record.json`` yet and is not a problem.
+
+    Args:
+        root: a run or sweep folder (``--out``), searched at any depth.
+        strict: raise one ``RecordError`` naming every bad file (torn, not JSON, off the schema); False skips
+            them with a logged warning each.
+    """
+    records, errors = [], []
+    for path in record_paths(root):
+        try:
+            records.append(read_record(path))
+        except RecordError as err:
+            errors.append(err)
+    if errors and strict:
+        lines = "; ".join(str(e) for e in errors)
+        raise RecordError(f"{len(errors)} bad record file(s) under {root}: {lines}. Move or delete them, or load "
+                          "with strict=False to get the others", [str(e) for e in errors])  # fmt: skip
+    for err in errors:
+        logger.warning("skipped %s", err)
+    return records
 
 
 # --- files ---------------------------------------------------------------------------------------------------------
@@ -401,6 +526,3 @@ def manifest(device: str, determinism: dict | None = None) -> dict:
         "device": device,
         "determinism": determinism,
     }
-
-
-# --- store ---------------------------------------------------------------------------------------------------------

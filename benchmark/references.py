@@ -4,22 +4,39 @@ Each reference row that a method here can reproduce carries ``method``, ``task``
 ``selector``: a JSON object of method-config values the run must have (``{"M": 7}`` for egs,
 ``{"order": 2}`` for darts, ...). ``references_for`` returns the rows whose selector a run's
 method config satisfies. Where each table comes from: ``results/references/README.md``.
+
+Which number of a table a task reproduces is the task's to say: ``task_metric`` reads the task
+class in ``TASKS`` (its ``main_metric``, that metric's direction and label, its
+``reference_table``). The reported value sits in the table's column ``test_<name>``, or
+``test_<name>_pct`` for a percentage (``test_error_pct`` for CIFAR-10's ``error``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..tasks.spaces import UnknownNameError
+from ..tasks import TASKS
+from ..tasks.spaces import UnknownNameError, UserError
 from ..tasks.spaces.registry import unknown_name_message
 
-__all__ = ["REFERENCE_DIR", "TABLES", "VARIANT_KEYS", "load_reference", "references_for", "variant_of"]
+__all__ = [
+    "REFERENCE_DIR",
+    "TABLES",
+    "VARIANT_KEYS",
+    "TaskMetric",
+    "load_reference",
+    "reported_column",
+    "references_for",
+    "task_metric",
+    "variant_of",
+]
 
 REFERENCE_DIR = Path(str(files("egsbench.results") / "references"))
 
@@ -42,7 +59,55 @@ VARIANT_KEYS: dict[str, tuple[str, ...]] = {
     "random": ("variant",),
 }
 
-_INT_COLUMNS = ("M", "ops")  # integer columns with blanks: nullable Int64, not float
+_INT_COLUMNS = ("M", "ops")
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """A task's main metric as the tables and the regression gate read it."""
+
+    key: str  # in record["metrics"]: test_<name>
+    label: str  # column header, e.g. "Test error (%)"
+    direction: str  # "max" (higher is better) or "min"
+    table: str | None  # the task's reference table (a name in TABLES), None when it has none
+
+
+def task_metric(task: str) -> TaskMetric | None:
+    """The main metric of ``task`` as its class in ``TASKS`` declares it; None when no such task is installed.
+
+    Raises:
+        UserError: the task names a ``main_metric`` it does not declare in ``metrics``.
+
+    Examples:
+        >>> task_metric("cifar10")
+        TaskMetric(key='test_error', label='Test error (%)', direction='min', table='cifar10')
+    """
+    try:
+        cls = TASKS.get(task)
+    except UnknownNameError:
+        return None
+    metrics = {m.name: m for m in getattr(cls, "metrics", ())}
+    main = getattr(cls, "main_metric", None)
+    if main not in metrics:
+        raise UserError(f"task {task!r} ({cls.__module__}.{cls.__qualname__}) names main_metric {main!r}, which is "
+                        f"not among its metrics ({', '.join(metrics) or 'none'}); declare it in `metrics`")  # fmt: skip
+    metric = metrics[main]
+    return TaskMetric(f"test_{metric.name}", metric.label or f"Test {metric.name}", metric.direction,
+                      getattr(cls, "reference_table", None))  # fmt: skip
+
+
+def reported_column(columns: Iterable[str], key: str, table: str) -> str:
+    """The column, among ``columns`` of reference ``table``, that reports the record metric ``key``.
+
+    Raises:
+        UserError: the table has neither ``<key>`` nor ``<key>_pct``.
+    """
+    columns = [str(c) for c in columns]
+    for column in (key, f"{key}_pct"):
+        if column in columns:
+            return column
+    raise UserError(f"reference table {table} has no column {key} or {key}_pct for the metric {key}; "
+                    f"its columns are {', '.join(columns)}")  # fmt: skip
 
 
 def load_reference(table: str, root: str | Path = REFERENCE_DIR) -> pd.DataFrame:

@@ -219,11 +219,13 @@ def write_tolerances(golden: dict, path: str | Path = TOLERANCES, reported: dict
         reported = load_tolerances(path if path.is_file() else TOLERANCES)["reported"]  # else the shipped ones
     header = (
         "# Tolerances of `egsbench regress`.\n"
-        "# reported: |reproduced mean - paper| per metric, in the metric's unit. test_error 0.27 percentage points\n"
-        "#   = 3 x 0.09, the std of 10 evaluations of one cell measured by the DARTS authors (quark0/darts README).\n"
+        "# reported: how much worse than the paper the reproduced mean may be, per metric, in the metric's unit\n"
+        "#   (the task's metric direction says which way is worse; better never fails; params_m both ways).\n"
+        "#   test_error 0.27 percentage points = 3 x 0.09, the std of 10 evaluations of one cell measured by the\n"
+        "#   DARTS authors (quark0/darts README).\n"
         "# golden: per method, 3 x the sample std over the seeds of its smoke run (the count is under `seeds`),\n"
-        "#   written by `egsbench regress --calibrate --runs DIR --out DIR`. `genotype: report` shows, never fails, a changed\n"
-        "#   genotype; `exact` fails on one.\n"
+        "#   written by `egsbench regress --calibrate --runs DIR --out DIR`. `genotype: report` shows, never fails,\n"
+        "#   a changed genotype; `exact` fails on one.\n"
     )
     data = {"reported": reported, "golden": {"default": {"genotype": "report"}, **golden}}
     from .records import atomic_write_text

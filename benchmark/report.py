@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .records import atomic_write_text
+from .records import atomic_write_text, read_record, record_paths
 
 __all__ = ["write_report"]
 
@@ -52,12 +52,15 @@ def _run_section(folder: Path, record: dict, root: Path) -> str:
 
 
 def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
-    """Gather ``runs_dir/**/record.json`` into one HTML file at ``out``."""
+    """Gather ``runs_dir/**/record.json`` into one HTML file at ``out``.
+
+    Raises:
+        RecordError: a record is torn or off the schema (named with its path).
+    """
     from .tables import render_tables
 
     root = Path(runs_dir)
-    found = sorted(root.rglob("record.json"))
-    records = [(p.parent, json.loads(p.read_text())) for p in found]
+    records = [(p.parent, read_record(p)) for p in record_paths(root)]  # validated, older versions upgraded
     failed = sum(1 for _, r in records if r.get("status", "ok") != "ok")
     tables = render_tables([r for _, r in records], fmt="html")
     sections = "".join(_run_section(folder, rec, root) for folder, rec in records)

@@ -1,10 +1,19 @@
 """Comparison tables: reproduced runs, mean ± std over seeds, next to the papers' numbers.
 
-Pure functions on run records (the dicts ``run_experiment`` writes to ``record.json``), except
-``load_records``, which gathers them from a folder. Runs are grouped by method, task, preset and
-the method-config values that make variants (``references.VARIANT_KEYS``: M for egs, order for
-darts...). Failed runs (``status: failed``) are left out of the statistics and counted in
-``Failed``; a record without ``status`` is a finished run.
+Pure functions on run records (the dicts ``read_record`` and ``load_records`` return, or ``Record``
+models). Runs are grouped by method, task, preset, the method-config values that make variants
+(``references.VARIANT_KEYS``: M for egs, order for darts...) and the run setup (``world_size``,
+``mixed_precision``, ``deterministic``): a 1-GPU and an 8-GPU run, or an fp32 and a bf16 run, are
+never one row. A record without those fields (hand-made, or older than schema 3) ran as one fp32
+process. Failed runs (``status: failed``) are left out of the statistics and counted in ``Failed``;
+a record without ``status`` is a finished run.
+
+Which number a task's table shows comes from the task (``references.task_metric``: its class in
+``TASKS`` declares ``main_metric``, that metric's direction and label, and its
+``reference_table``), so a plug-in task gets a table without a line here. Records of a task that
+is not installed (a plug-in missing from this environment) still get a table: every recorded
+``test_*`` metric, mean ± std, with no reference numbers, since neither the main metric, its
+direction nor its table is known; ``ablation_table`` needs the task and raises.
 
 Examples:
     >>> records = load_records("runs/")  # doctest: +SKIP
@@ -18,103 +27,53 @@ import html
 import json
 import math
 import numbers
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
+from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
-
-from .references import TABLES, references_for, variant_of
-from .store import RecordStore
+from .records import Record
+from .references import TABLES, TaskMetric, references_for, reported_column, task_metric, variant_of
 
 __all__ = [
     "FORMATS",
-    "TASK_METRICS",
     "ablation_table",
     "comparison_table",
-    "load_records",
     "render",
     "render_tables",
     "runs_frame",
+    "setup_label",
     "summarize",
 ]
 
 FORMATS = ("md", "csv", "latex", "html")
-GROUP = ["method", "task", "preset", "variant"]  # variant: the JSON of variant_of(...), e.g. '{"M": 7}'
+SETUP = ["world_size", "mixed_precision", "deterministic"]
+GROUP = ["method", "task", "preset", "variant", *SETUP]  # variant: the JSON of variant_of(...), e.g. '{"M": 7}'
 STD = " std"  # a column "X std" holds the std of column "X"; md/latex/html print them as "X ± std"
 
 
-@dataclass(frozen=True)
-class TaskMetric:
-    record_key: str  # key in record["metrics"]
-    table: str  # reference table (references.TABLES)
-    reported: str  # its column with the reported value
-    label: str  # column header
-
-
-TASK_METRICS = {
-    "cifar10": TaskMetric("test_error", "cifar10", "test_error_pct", "Test error (%)"),
-    # provisional: these tasks do not exist yet; the record keys follow the runner's test_<metric> pattern
-    "imagenet": TaskMetric("test_error", "imagenet_mobile", "top1_error_pct", "Top-1 error (%)"),
-    "ptb": TaskMetric("test_perplexity", "ptb", "test_ppl", "Test perplexity"),
-    "wt2": TaskMetric("test_perplexity", "wt2", "test_ppl", "Test perplexity"),
-    "voc2012": TaskMetric("test_miou", "voc2012", "miou_pct", "mIoU (%)"),
-}
-
-
 # ---- records -> one row per run ------------------------------------------------------------
-
-
-def load_records(root: str | Path, strict: bool = True) -> list[dict]:
-    """Every run's ``record.json`` under ``root``, validated (``RecordStore.scan``); version-1 records come
-    upgraded in memory, with ``config`` from the ``config.yaml`` beside them.
-
-    Args:
-        root: a run or sweep folder (``--out``), searched at any depth.
-        strict: raise ``RecordError`` naming every bad file; False skips them (see ``RecordStore``).
-    """
-    return RecordStore.scan(root, strict).records()
 
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _unflatten(row: dict) -> dict:
-    """``{"metrics.test_error": 3.0}`` (``pd.json_normalize``) -> ``{"metrics": {"test_error": 3.0}}``; drops NaN."""
-    nested: dict = {}
-    for key, value in row.items():
-        if _is_missing(value):
-            continue
-        *parents, leaf = str(key).split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
-
-
 def _variant(method: str, method_config: dict) -> str:
-    # a frame column with blanks turns M=7 into 7.0: bring whole floats back to int so both group together
-    variant = variant_of(method, method_config)
-    variant = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in variant.items()}
-    return json.dumps(variant, sort_keys=True)
+    return json.dumps(variant_of(method, method_config), sort_keys=True)
 
 
-def _as_records(records: Iterable[dict] | pd.DataFrame) -> list[dict]:
-    if isinstance(records, pd.DataFrame):
-        return [_unflatten(row) for row in records.to_dict("records")]
-    return list(records)
-
-
-def _run_row(record: dict) -> dict:
+def _run_row(record: dict | Record) -> dict:
+    if isinstance(record, Record):
+        record = record.model_dump(mode="json")
     method = record.get("method")
     method_config = (record.get("config") or {}).get("method") or {}
-    hours = (record.get("search") or {}).get("device_hours")
+    search, evaluate = record.get("search") or {}, record.get("evaluate") or {}
+    hours = search.get("device_hours")
+    search_s = [search.get("wall_time_s"), search.get("derive_wall_time_s")]
     return {
         **(record.get("metrics") or {}),
         "method": method,
@@ -122,64 +81,69 @@ def _run_row(record: dict) -> dict:
         "preset": record.get("preset"),
         "seed": record.get("seed"),
         "variant": _variant(method, method_config),
+        # absent before schema 3 (and from hand-made dicts): such runs were one fp32 process
+        "world_size": record.get("world_size", 1),
+        "mixed_precision": record.get("mixed_precision", "no"),
+        "deterministic": bool(record.get("deterministic", False)),
         "ok": record.get("status") in (None, "ok"),
         "search_gpu_days": None if hours is None else hours / 24,
+        "search_s": None if None in search_s else sum(search_s),
+        "evaluate_s": evaluate.get("wall_time_s"),
     }
 
 
-def runs_frame(records: Iterable[dict] | pd.DataFrame) -> pd.DataFrame:
-    """One row per run: method, task, preset, seed, variant, ok, search_gpu_days and the record's metrics.
+def runs_frame(records: Iterable[dict | Record]) -> pd.DataFrame:
+    """One row per run: the grouping keys, seed, ok, search cost, wall times and the record's metrics.
+
+    The one flattening of records into a frame: the tables, the regression report and the command
+    line's per-run table all read this.
 
     Args:
-        records: record dicts, or a frame of them (nested columns, or dotted ones from ``pd.json_normalize``).
+        records: record dicts (as ``load_records`` returns them) or ``Record`` models.
     """
-    frame = pd.DataFrame([_run_row(r) for r in _as_records(records)])
-    frame = frame.reindex(columns=list(dict.fromkeys([*GROUP, "seed", "ok", "search_gpu_days", *frame.columns])))
-    frame["ok"] = frame["ok"].astype(bool)
-    return frame
+    frame = pd.DataFrame([_run_row(r) for r in records])
+    first = [*GROUP, "seed", "ok", "search_gpu_days", "search_s", "evaluate_s"]
+    frame = frame.reindex(columns=list(dict.fromkeys([*first, *frame.columns])))
+    return frame.astype({"ok": bool, "deterministic": bool})
+
+
+def setup_label(world_size: int, mixed_precision: str, deterministic: bool) -> str:
+    """How a table shows a run's setup: ``x1 fp32``, ``x8 bf16 deterministic``."""
+    precision = "fp32" if mixed_precision == "no" else mixed_precision
+    return f"x{world_size} {precision}" + (" deterministic" if deterministic else "")
 
 
 # ---- statistics ------------------------------------------------------------------------------
 
 
-def _metric(task: str) -> TaskMetric:
-    if task not in TASK_METRICS:
-        raise UnknownNameError(unknown_name_message("table task", task, sorted(TASK_METRICS)))
-    return TASK_METRICS[task]
-
-
-def summarize(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean, std (ddof=1, NaN for one seed) and count of ``metric`` over the ok runs of each group; failures counted."""
+def summarize(runs: pd.DataFrame, metric: str, more: Sequence[str] = ()) -> pd.DataFrame:
+    """Per group of ``GROUP``: mean, std (ddof=1, NaN for one seed) and count of ``metric`` over the ok runs,
+    the mean and std of each of ``more`` (columns ``<name>`` and ``<name> std``), mean params and search cost,
+    and the count of failed runs."""
     nan = pd.Series(math.nan, index=runs.index)
-    runs = runs.assign(
-        **{col: pd.to_numeric(runs.get(col, nan), errors="coerce") for col in (metric, "params_m", "search_gpu_days")}
-    )
-    stats = (
-        runs[runs["ok"]]
-        .groupby(GROUP, dropna=False)
-        .agg(
-            mean=(metric, "mean"),
-            std=(metric, "std"),
-            seeds=(metric, "count"),
-            params_m=("params_m", "mean"),
-            search_gpu_days=("search_gpu_days", "mean"),
-        )
-    )
+    numeric = [metric, *more, "params_m", "search_gpu_days"]
+    runs = runs.assign(**{col: pd.to_numeric(runs.get(col, nan), errors="coerce") for col in numeric})
+    aggregates = {"mean": (metric, "mean"), "std": (metric, "std"), "seeds": (metric, "count"),
+                  "params_m": ("params_m", "mean"), "search_gpu_days": ("search_gpu_days", "mean")}  # fmt: skip
+    for name in more:
+        aggregates |= {name: (name, "mean"), name + STD: (name, "std")}
+    stats = runs[runs["ok"]].groupby(GROUP, dropna=False).agg(**aggregates)
     failed = (~runs["ok"]).groupby([runs[c] for c in GROUP], dropna=False).sum().rename("failed")
     out = stats.join(failed, how="outer").reset_index()
     return out.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
 
 
-def _reference(row: pd.Series, table: str) -> pd.Series | None:
-    rows = references_for(row["method"], row["task"], row["preset"], json.loads(row["variant"]), tables=[table])
-    return rows.iloc[0] if len(rows) else None
-
-
-def _with_references(summary: pd.DataFrame, spec: TaskMetric, table: str) -> pd.DataFrame:
-    """Adds ``ref`` (the matching reference row or None) and ``reported`` to each group."""
-    refs = [_reference(row, table) for _, row in summary.iterrows()]
-    reported = [None if ref is None else ref.get(spec.reported) for ref in refs]
-    return summary.assign(ref=refs, reported=pd.to_numeric(pd.Series(reported, index=summary.index, dtype=object)))
+def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.DataFrame:
+    """Adds ``ref`` (the matching row of reference ``table``, or None) and ``reported`` (its value of ``key``)."""
+    refs, reported = [], []
+    for _, row in summary.iterrows():
+        found = pd.DataFrame() if table is None else references_for(
+            row["method"], row["task"], row["preset"], json.loads(row["variant"]), tables=[table])  # fmt: skip
+        ref = found.iloc[0] if len(found) else None
+        refs.append(ref)
+        reported.append(None if ref is None else ref.get(reported_column(ref.index, key, table)))
+    reported = pd.to_numeric(pd.Series(reported, index=summary.index, dtype=object))
+    return summary.assign(ref=pd.Series(refs, index=summary.index, dtype=object), reported=reported)
 
 
 def _label(method: str, variant: str) -> str:
@@ -187,26 +151,43 @@ def _label(method: str, variant: str) -> str:
     return f"{method} ({values})" if values else method
 
 
+def _setups(groups: pd.DataFrame) -> list[str]:
+    return [setup_label(*values) for values in zip(*(groups[c] for c in SETUP), strict=True)]
+
+
 def _ref_value(ref: pd.Series | None, column: str) -> Any:
     return None if ref is None or _is_missing(ref.get(column)) else ref.get(column)
+
+
+def _unknown_task(task: str, why: str) -> UnknownNameError:
+    return UnknownNameError(f"{unknown_name_message('task', task, TASKS.names())}; {why}")
 
 
 # ---- tables ----------------------------------------------------------------------------------
 
 
-def comparison_table(records: Iterable[dict] | pd.DataFrame, task: str = "cifar10") -> pd.DataFrame:
+def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
     """The paper's Table 1 layout for one task: reproduced mean ± std beside the reported number.
 
-    Rows are (method, preset, variant) groups of the task's runs, in the order of the reference
-    table, then the groups it has no row for. Numbers stay numeric; ``render`` formats them.
+    Rows are (method, preset, variant, setup) groups of the task's runs, in the order of the task's
+    reference table, then the groups it has no row for. Numbers stay numeric; ``render`` formats them.
+    For a task that is not installed, see the module docstring.
 
     Args:
-        records: run records (dicts or a frame of them).
-        task: a name in ``TASK_METRICS``.
+        records: run records (dicts or ``Record`` models).
+        task: the task's registered name.
+
+    Raises:
+        UnknownNameError: the task is not installed and no record names it.
     """
-    spec = _metric(task)
+    spec = task_metric(task)
     runs = runs_frame(records)
-    groups = _with_references(summarize(runs[runs["task"] == task], spec.record_key), spec, spec.table)
+    runs = runs[runs["task"] == task]
+    if spec is None:
+        if runs.empty:
+            raise _unknown_task(task, "no record names it either")
+        return _uninstalled_task_table(runs)
+    groups = _with_references(summarize(runs, spec.key), spec.key, spec.table)
     table = pd.DataFrame(
         {
             "Architecture": [
@@ -214,6 +195,7 @@ def comparison_table(records: Iterable[dict] | pd.DataFrame, task: str = "cifar1
                 for ref, method, variant in zip(groups["ref"], groups["method"], groups["variant"], strict=True)
             ],
             "Preset": groups["preset"],
+            "Setup": _setups(groups),
             spec.label: groups["mean"],
             spec.label + STD: groups["std"],
             _reported_label(spec): groups["reported"],
@@ -227,24 +209,52 @@ def comparison_table(records: Iterable[dict] | pd.DataFrame, task: str = "cifar1
         }
     )
     table = table.assign(_order=[_ref_position(r) for r in groups["ref"]])
-    return table.sort_values(["_order", "Architecture", "Preset"]).drop(columns="_order").reset_index(drop=True)
+    order = ["_order", "Architecture", "Preset", "Setup"]
+    return table.sort_values(order).drop(columns="_order").reset_index(drop=True)
 
 
-def ablation_table(records: Iterable[dict] | pd.DataFrame, task: str = "cifar10") -> pd.DataFrame:
+def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every recorded ``test_*`` metric, mean ± std per group; no reference numbers (see the module docstring)."""
+    keys = [c for c in runs.columns if str(c).startswith("test_") and runs[c].notna().any()]
+    groups = summarize(runs, keys[0] if keys else "params_m", keys[1:])
+    columns = {
+        "Architecture": [_label(m, v) for m, v in zip(groups["method"], groups["variant"], strict=True)],
+        "Preset": groups["preset"],
+        "Setup": _setups(groups),
+    }
+    for i, key in enumerate(keys):
+        columns |= {key: groups["mean"], key + STD: groups["std"]} if i == 0 else {
+            key: groups[key], key + STD: groups[key + STD]}  # fmt: skip
+    columns |= {"Params (M)": groups["params_m"], "Search cost (GPU days)": groups["search_gpu_days"],
+                "Seeds": groups["seeds"], "Failed": groups["failed"]}  # fmt: skip
+    table = pd.DataFrame(columns)
+    return table.sort_values(["Architecture", "Preset", "Setup"]).reset_index(drop=True)
+
+
+def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
     """The paper's Table 5: EGS runs over the number of sampling times M, beside the reported numbers.
 
+    ``Best`` marks the M with the best mean of each preset and setup, by the direction of the task's
+    main metric (lowest error, highest accuracy...).
+
     Args:
-        records: run records (dicts or a frame of them); runs of other methods and tasks are ignored.
+        records: run records (dicts or ``Record`` models); runs of other methods and tasks are ignored.
         task: the task of the sweep; the paper reports M = 1..9 on cifar10 (preset ``paper``).
+
+    Raises:
+        UnknownNameError: the task is not installed (its main metric and direction are unknown).
     """
-    spec = _metric(task)
+    spec = task_metric(task)
+    if spec is None:
+        raise _unknown_task(task, "the M ablation needs the task's main metric: install the plug-in that provides it")
     runs = runs_frame(records)
     runs = runs[(runs["task"] == task) & (runs["method"] == "egs")]
-    groups = _with_references(summarize(runs, spec.record_key), spec, "sampling_times")
+    groups = _with_references(summarize(runs, spec.key), spec.key, "sampling_times")
     table = pd.DataFrame(
         {
             "M": pd.array([json.loads(v).get("M") for v in groups["variant"]], dtype="Int64"),
             "Preset": groups["preset"],
+            "Setup": _setups(groups),
             spec.label: groups["mean"],
             spec.label + STD: groups["std"],
             _reported_label(spec): groups["reported"],
@@ -255,7 +265,20 @@ def ablation_table(records: Iterable[dict] | pd.DataFrame, task: str = "cifar10"
             "Failed": groups["failed"],
         }
     )
-    return table.sort_values(["M", "Preset"], na_position="last").reset_index(drop=True)
+    table["Best"] = _best(table[spec.label], table[["Preset", "Setup"]], spec)
+    return table.sort_values(["Preset", "Setup", "M"], na_position="last").reset_index(drop=True)
+
+
+def _best(means: pd.Series, within: pd.DataFrame, spec: TaskMetric) -> list[str]:
+    """``"best"`` on the row with the best mean of each group of ``within`` (ties: each of them), else ``""``."""
+    marks = [""] * len(means)
+    for _, index in within.groupby(list(within.columns), dropna=False).groups.items():
+        values = means.loc[index].dropna()
+        if len(values):
+            best = values.min() if spec.direction == "min" else values.max()
+            for position in values.index[values == best]:
+                marks[means.index.get_loc(position)] = "best"
+    return marks
 
 
 def _ref_position(ref: pd.Series | None) -> float:
@@ -362,33 +385,33 @@ _TITLES = {
 }
 
 
-def _sections(records: list[dict]) -> list[tuple[str, pd.DataFrame]]:
+def _sections(records: list[dict | Record]) -> list[tuple[str, pd.DataFrame]]:
     runs = runs_frame(records)
     sections = []
-    for task in sorted(t for t in runs["task"].dropna().unique() if t in TASK_METRICS):
-        spec = TASK_METRICS[task]
-        sections.append((f"{task}: reproduced vs {TABLES[spec.table]}", comparison_table(records, task)))
+    for task in sorted(runs["task"].dropna().unique()):
+        spec = task_metric(task)
+        if spec is None:
+            title = (f"{task}: reproduced; task {task} is not installed, so every recorded test metric is shown "
+                     "without reference numbers")  # fmt: skip
+        elif spec.table is None:
+            title = f"{task}: reproduced ({task} has no reference table)"
+        else:
+            title = f"{task}: reproduced vs {TABLES.get(spec.table, spec.table)}"
+        sections.append((title, comparison_table(records, task)))
         egs = runs[(runs["task"] == task) & (runs["method"] == "egs")]
-        if egs["variant"].nunique() > 1:  # a sweep over M
+        if spec is not None and egs["variant"].nunique() > 1:  # a sweep over M
             sections.append((f"{task}: EGS over M vs {TABLES['sampling_times']}", ablation_table(records, task)))
     return sections
 
 
-def render_tables(records: Iterable[dict] | pd.DataFrame, fmt: str = "md") -> str:
+def render_tables(records: Iterable[dict | Record], fmt: str = "md") -> str:
     """Every table the records make, each under a title: per task, the comparison table, and the M
     ablation where EGS ran with more than one M. For one parseable CSV, render one table instead.
 
     Args:
-        records: run records (dicts or a frame of them); tasks without a layout are named, not dropped silently.
+        records: run records (dicts or ``Record`` models).
         fmt: one of ``FORMATS``.
     """
     if fmt not in FORMATS:
         raise UnknownNameError(unknown_name_message("table format", fmt, list(FORMATS)))
-    records = _as_records(records)
-    parts = [_TITLES[fmt](title) + render(table, fmt) for title, table in _sections(records)]
-    tasks = runs_frame(records)["task"].dropna().unique()
-    left_out = sorted(t for t in tasks if t not in TASK_METRICS)
-    if left_out:
-        note = f"runs of {', '.join(left_out)} left out: no table layout (known tasks: {', '.join(TASK_METRICS)})"
-        parts.append(_TITLES[fmt](note))
-    return "\n".join(parts)
+    return "\n".join(_TITLES[fmt](title) + render(table, fmt) for title, table in _sections(list(records)))

@@ -75,4 +75,4 @@ def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
     assert record["data"]["source"] == f"imagefolder-tar:{cifar_tar}"
     assert record["data"]["sizes"] == {"search-train": 512, "search-val": 512, "train": 1024, "test": 512}
     printed = capsys.readouterr().out
-    assert "test acc (%)" in printed and "egs" in printed
+    assert "test_accuracy" in printed and "egs" in printed

@@ -11,9 +11,12 @@ import yaml
 
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
-from egsbench.benchmark.regress import GOLDEN_DIR, calibrate, compare_reported, load_tolerances
+from egsbench.benchmark.records import read_record
+from egsbench.benchmark.regress import GOLDEN_DIR, calibrate, compare_golden, compare_reported, load_tolerances
 from egsbench.benchmark.runner import run_experiment
 from egsbench.methods import METHODS
+from egsbench.tasks import TASKS, Metric
+from tests.harness.test_tables import PennTreebank, ptb_record
 
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
 
@@ -125,3 +128,40 @@ def test_reported_gate_uses_the_main_table_only():
     egs["metrics"] = dict(record["metrics"], test_error=3.01)
     checks = [c for c in compare_reported([egs], {"reported": {"test_error": 0.27}, "golden": {}})]
     assert [(c.metric, c.expected) for c in checks] == [("test_error", pytest.approx(3.01))]  # Table 1, not Table 5
+
+
+@pytest.mark.parametrize(
+    ("direction", "ppl", "ok"),
+    [
+        ("min", 50.0, True),  # 5.7 below the reported 55.7: better, never a regression
+        ("min", 56.5, True),  # worse by 0.8, within the tolerance
+        ("min", 57.0, False),  # worse by 1.3
+        ("max", 50.0, False),  # the same number read as higher-is-better is 5.7 worse
+        ("max", 57.0, True),
+    ],
+)
+def test_the_reported_gate_follows_the_plug_in_metric_direction(monkeypatch, direction, ppl, ok):
+    plugin = type("Plugin", (PennTreebank,), {"metrics": (Metric("ppl", direction, "Test perplexity"),)})
+    monkeypatch.setitem(TASKS._entries, "ptb", plugin)  # as an installed plug-in task would be
+    runs = [ptb_record("darts", s, ppl, {"order": 2}) for s in range(2)]
+    [check] = compare_reported(runs, {"reported": {"test_ppl": 1.0}, "golden": {}})
+    assert (check.metric, check.expected, check.actual) == ("test_ppl", 55.7, ppl)
+    assert check.ok is ok and check.run == "darts/ptb/paper/n=2" and "DARTS (second order)" in check.note
+    assert ("better than reported" in check.note) is (ok and abs(ppl - 55.7) > 1.0)
+
+
+def test_records_of_a_task_that_is_not_installed_fail_the_reported_gate():
+    runs = [ptb_record("darts", 0, 55.0, {"order": 2})]  # no ptb task here
+    [check] = compare_reported(runs, {"reported": {"test_ppl": 1.0}, "golden": {}})
+    assert not check.ok and check.metric == "task" and "task 'ptb' is not installed" in check.note
+
+
+def test_golden_records_are_matched_by_setup_too():
+    gold = read_record(GOLDEN[0])  # a version-2 record: upgraded to one fp32 process
+    tolerances = {"golden": {}, "reported": {}}
+    assert [c.ok for c in compare_golden([gold], [gold], tolerances)] == []  # found, nothing to compare
+    eight = dict(gold, world_size=8)
+    [check] = compare_golden([eight], [gold], tolerances)
+    assert not check.ok and check.note == "no fresh run"
+    [check] = compare_golden([gold], [eight], tolerances)
+    assert check.run.endswith("/x8 fp32") and not check.ok

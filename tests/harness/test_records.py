@@ -1,9 +1,10 @@
-"""The record.json schema (validation, version 1 upgrade, round trips) and the concurrent-safe RecordStore."""
+"""The record.json schema (the pydantic ``Record``, its checked-in JSON Schema, upgrades of versions 1 and 2, strict
+writes, round trips) and gathering the records of a folder."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
+import math
 import re
 
 import pytest
@@ -11,21 +12,24 @@ import torch
 
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.records import (
+    SCHEMA_FILE,
     SCHEMA_VERSION,
+    Record,
     RecordError,
+    load_records,
     read_record,
     upgrade_record,
     validate_record,
     write_json,
     write_record,
 )
+from egsbench.benchmark.regress import GOLDEN_DIR
 from egsbench.benchmark.runner import run_experiment
-from egsbench.benchmark.store import RecordStore
 from egsbench.tasks.spaces import UserError
 
 
 def make_record(**changes) -> dict:
-    """A small valid schema-2 record, as the runner writes it."""
+    """A small valid record of the current schema, as the runner writes it."""
     record = {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
@@ -35,6 +39,9 @@ def make_record(**changes) -> dict:
         "space": "dag",
         "preset": "smoke",
         "seed": 0,
+        "world_size": 1,
+        "mixed_precision": "no",
+        "deterministic": False,
         "config_hash": "df4d9e8b9aea7baf",
         "config": {"preset": "smoke", "seed": 0, "method": {"name": "egs", "M": 7}},
         "metrics": {
@@ -80,6 +87,12 @@ def make_record(**changes) -> dict:
     return record | changes
 
 
+def as_version_2(record: dict) -> dict:
+    """``record`` as schema 2 wrote it: no world_size, mixed_precision or deterministic."""
+    old = {k: v for k, v in record.items() if k not in ("world_size", "mixed_precision", "deterministic")}
+    return old | {"schema_version": 2}
+
+
 def changed(path: str, value=None, delete: bool = False) -> dict:
     """``make_record()`` with the dotted field ``path`` set to ``value`` (or deleted)."""
     record = make_record()
@@ -107,6 +120,7 @@ def test_a_real_smoke_record_validates_and_reads_back(smoke_run):
     record = read_record(result.out_dir / "record.json")
     assert record == result.record == validate_record(result.record)
     assert record["schema_version"] == SCHEMA_VERSION and record["status"] == "ok" and record["error"] is None
+    assert (record["world_size"], record["mixed_precision"], record["deterministic"]) == (1, "no", False)
     assert record["config"] == cfg.to_dict()
     assert record["evaluate"]["steps_per_s"] > 0
     assert record["manifest"]["determinism"] == {
@@ -125,31 +139,39 @@ def test_valid_records_pass_including_failed_runs_and_extras():
     validate_record(make_record(extras={"anything": [1, {"goes": None}]}))
 
 
-BAD = [  # (record, the message it must raise)
+BAD = [  # (record, the message it must raise): each names the field by its dotted path
     (changed("manifest.git_sha", delete=True), "missing field manifest.git_sha"),
     (changed("status", delete=True), "missing field status"),
-    (changed("metrics.test_error", "abc"), "field metrics.test_error must be a number or null, got 'abc'"),
-    (changed("seed", True), "field seed must be an integer, got True"),
-    (changed("seed", 1.5), "field seed must be an integer, got 1.5"),
-    (changed("method", None), "field method must be a string, got None"),
-    (changed("search", []), "field search must be an object or null, got []"),
-    (changed("data.sizes.train", -1), "field data.sizes.train must be >= 0, got -1"),
-    (changed("metrics.test_accuracy", 140.0), "field metrics.test_accuracy must be <= 100, got 140.0"),
-    (changed("status", "done"), "field status must be one of 'ok', 'failed', got 'done'"),
+    (changed("metrics.test_error", "abc"), "field metrics.test_error: input should be a valid number, got 'abc'"),
+    (changed("metrics.params_m", "3"), "field metrics.params_m: input should be a valid number, got '3'"),
+    (changed("seed", True), "field seed: input should be a valid integer, got True"),
+    (changed("seed", 1.5), "field seed: input should be a valid integer, got 1.5"),
+    (changed("method", None), "field method: input should be a valid string, got None"),
+    (changed("search", []), "field search: input should be a valid dictionary or instance of SearchCost, got []"),
+    (changed("data.sizes.train", -1), "field data.sizes.train: input should be greater than or equal to 0, got -1"),
+    (changed("world_size", 0), "field world_size: input should be greater than or equal to 1, got 0"),
+    (changed("world_size", delete=True), "missing field world_size"),
+    (changed("mixed_precision", "fp32"), "field mixed_precision: input should be 'no', 'fp16', 'bf16' or 'fp8'"),
+    (changed("deterministic", 1), "field deterministic: input should be a valid boolean, got 1"),
+    (changed("status", "done"), "field status: input should be 'ok' or 'failed', got 'done'"),
     (
         changed("manifest.determinism.cudnn_benchmark", "no"),
-        "field manifest.determinism.cudnn_benchmark must be true or false, got 'no'",
+        "field manifest.determinism.cudnn_benchmark: input should be a valid boolean, got 'no'",
     ),
-    (changed("manifest.packages.torch", 2), "field manifest.packages.torch must be a string or null, got 2"),
-    (changed("created", "yesterday"), "field created must be an ISO 8601 date-time, got 'yesterday'"),
+    (changed("manifest.packages.torch", 2), "field manifest.packages.torch: input should be a valid string, got 2"),
+    (changed("created", "yesterday"), "field created: must be an ISO 8601 date-time, got 'yesterday'"),
+    (changed("metrics.test_loss", math.nan), "field metrics.test_loss: input should be a finite number, got nan"),
+    (changed("search.wall_time_s", math.inf), "field search.wall_time_s: input should be a finite number, got inf"),
     (changed("notes", "hi"), "unknown field notes (extra fields belong under extras)"),
-    (changed("metrics.perplexity", 3.0), "unknown field metrics.perplexity"),
+    (changed("manifest.host", "x"), "unknown field manifest.host (extra fields belong under extras)"),
+    (changed("metrics.perplexity", 3.0), "unknown field metrics.perplexity (a task's metrics are recorded as test_"),
     (changed("metrics", None), "field metrics must not be null when status is 'ok'"),
     (changed("error", "boom"), "field error must be null when status is 'ok', got 'boom'"),
     (changed("status", "failed"), "field error must say what went wrong when status is 'failed'"),
-    (changed("schema_version", 3), "field schema_version is 3, newer than this egs-bench reads (2); upgrade"),
-    (changed("schema_version", "2"), "field schema_version must be 2, got '2'"),
+    (changed("schema_version", 4), "field schema_version is 4, newer than this egs-bench reads (3); upgrade"),
+    (changed("schema_version", "3"), "field schema_version must be 3, got '3'"),
     (changed("schema_version", 1), "field schema_version is 1, an older record: read it with read_record"),
+    (changed("schema_version", 2), "field schema_version is 2, an older record: read it with read_record"),
     (changed("schema_version", delete=True), "missing field schema_version"),
     ([1, 2], "must be a JSON object, got [1, 2]"),
 ]
@@ -170,9 +192,38 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(RecordError, match="2 problems") as err:
         validate_record(record)
     assert err.value.problems == [
-        "field metrics.test_error must be a number or null, got 'abc'",
+        "field metrics.test_error: input should be a valid number, got 'abc'",
         "missing field manifest.git_sha",
     ]
+    nothing = make_record(metrics=None, search=None, error="boom")
+    with pytest.raises(RecordError, match="3 problems") as err:
+        validate_record(nothing)
+    assert err.value.problems == [
+        "field metrics must not be null when status is 'ok'",
+        "field search must not be null when status is 'ok'",
+        "field error must be null when status is 'ok', got 'boom'",
+    ]
+
+
+def test_a_plug_in_task_records_its_own_metrics():
+    metrics = {"test_perplexity": 55.3, "test_loss": None, "params_m": 23.0, "macs_m": None, "search_val_score": 1.0}
+    record = validate_record(make_record(task="ptb", metrics=metrics))
+    model = Record.model_validate(record)
+    assert model.metrics["test_perplexity"] == model.metrics.test_perplexity == 55.3
+    assert model.metrics["params_m"] == 23.0 and model.world_size == 1
+    with pytest.raises(KeyError):
+        model.metrics["test_error"]
+
+
+def test_checked_in_json_schema_matches_the_model():
+    assert SCHEMA_FILE.is_file(), f"{SCHEMA_FILE} missing: run python scripts/write_record_schema.py"
+    assert json.loads(SCHEMA_FILE.read_text()) == Record.model_json_schema(), (
+        "results/schema/record.schema.json is out of date with benchmark/records.py: "
+        "run python scripts/write_record_schema.py and commit the result"
+    )
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert {"world_size", "mixed_precision", "deterministic"} <= set(schema["required"])
 
 
 def test_write_read_round_trip_and_bad_records_write_nothing(tmp_path):
@@ -182,6 +233,17 @@ def test_write_read_round_trip_and_bad_records_write_nothing(tmp_path):
     with pytest.raises(RecordError, match=f"record {re.escape(str(tmp_path))}.*metrics.test_error"):
         write_record(tmp_path / "bad.json", changed("metrics.test_error", "abc"))
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["record.json", "run"]
+
+
+def test_write_record_refuses_nan_and_takes_a_model(tmp_path):
+    with pytest.raises(RecordError, match=r"field metrics\.test_error: input should be a finite number, got nan"):
+        write_record(tmp_path / "a.json", changed("metrics.test_error", math.nan))
+    with pytest.raises(RecordError, match=r"field extras\.curve\.1 is NaN or infinite, which JSON cannot hold"):
+        write_record(tmp_path / "b.json", make_record(extras={"curve": [1.0, math.nan]}))  # free-form: json refuses
+    assert list(tmp_path.iterdir()) == []
+    write_record(tmp_path / "c.json", Record.model_validate(make_record()))
+    assert read_record(tmp_path / "c.json") == make_record() | {"extras": {}}
+    assert "NaN" not in (tmp_path / "c.json").read_text()
 
 
 def test_read_record_names_the_file_when_it_is_torn_or_missing(tmp_path):
@@ -206,87 +268,57 @@ def test_version_1_records_are_upgraded_in_memory(tmp_path):
     assert record["config"] == {"preset": "smoke", "seed": 0}
     assert record["evaluate"]["steps_per_s"] == pytest.approx(3 / 34.8)
     assert record["manifest"]["determinism"] is None and record["extras"] == {"upgraded_from": 1}
+    assert (record["world_size"], record["mixed_precision"], record["deterministic"]) == (1, "no", False)
     assert json.loads((folder / "record.json").read_text()) == v1  # never rewritten on disk
     assert upgrade_record(make_record()) == make_record()  # current records pass through
     (folder / "config.yaml").unlink()
     assert read_record(folder / "record.json")["config"] is None
-    write_json(tmp_path / "old.json", v1)  # a store's flat file: a config.yaml beside it is not its own
+    write_json(tmp_path / "old.json", v1)  # a loose file: a config.yaml beside it is not its own
     (tmp_path / "config.yaml").write_text("seed: 9\n")
     assert read_record(tmp_path / "old.json")["config"] is None
 
 
-def test_store_adds_finds_and_frames_records(tmp_path):
-    store = RecordStore(tmp_path / "store")
-    assert store.records() == [] and len(store.frame()) == 0
-    a = store.add(make_record())
-    b = store.add(make_record())  # same experiment again: a new file, not a replacement
-    c = store.add(make_record(seed=1, status="failed", error="diverged", metrics=None, genotype=None))
-    assert a.name == "egs_cifar10_smoke_seed0_df4d9e8b9aea7baf.json"
-    assert len({a, b, c}) == 3 and b.name.startswith(a.stem + ".")
-    assert len(store.records()) == 3 and len(store.find(seed=0)) == 2
-    assert store.find(method="egs", seed=1)[0]["error"] == "diverged"
-    assert store.records(status="ok", method="darts") == []
-    frame = store.frame()
-    assert len(frame) == 3 and frame["metrics.test_error"].isna().sum() == 1
-    assert {"search.wall_time_s", "evaluate.steps_per_s", "metrics.params_m", "path"} <= set(frame.columns)
-    assert frame["search.steps"].tolist() == [3, 3, 3] and frame["manifest.device"].nunique() == 1
-    assert store.frame(status="failed")["path"].tolist() == [str(c)]
-    with pytest.raises(RecordError, match="cannot filter records on colour"):
-        store.records(colour="red")
-    with pytest.raises(RecordError, match="missing field status"):
-        store.add(changed("status", delete=True))
-    assert len(list((tmp_path / "store").iterdir())) == 3
+def test_version_2_records_are_upgraded_in_memory(tmp_path):
+    v2 = as_version_2(make_record(extras={"note": "kept"}))
+    write_json(tmp_path / "run" / "record.json", v2)
+    record = read_record(tmp_path / "run" / "record.json")
+    assert record == make_record(extras={"note": "kept", "upgraded_from": 2})
+    assert list(record)[:10] == ["schema_version", "status", "error", "method", "task", "space", "preset", "seed",
+                                 "world_size", "mixed_precision"]  # fmt: skip
+    assert json.loads((tmp_path / "run" / "record.json").read_text()) == v2  # never rewritten on disk
 
 
-def _add_many(root: str, writer: int, count: int, barrier) -> None:
-    store = RecordStore(root)
-    barrier.wait()  # all writers start together
-    for i in range(count):  # seeds 0..4 only: the writers keep racing for the same file names
-        store.add(make_record(seed=i % 5, extras={"writer": writer, "index": i}))
+@pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_golden_version_2_records_upgrade_and_validate(path):
+    on_disk = json.loads(path.read_text())
+    assert on_disk["schema_version"] == 2  # committed before schema 3; never regenerated
+    record = read_record(path)
+    assert record["schema_version"] == SCHEMA_VERSION and record["extras"]["upgraded_from"] == 2
+    assert (record["world_size"], record["mixed_precision"], record["deterministic"]) == (1, "no", False)
+    assert {k: v for k, v in record.items() if k in on_disk and k != "schema_version"} == {
+        k: v for k, v in on_disk.items() if k != "schema_version"
+    }
+    Record.model_validate(record)
 
 
-def test_concurrent_appends_lose_nothing_and_leave_no_temporary_files(tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    writers, count = 4, 25
-    barrier = ctx.Barrier(writers)
-    procs = [ctx.Process(target=_add_many, args=(str(tmp_path), w, count, barrier)) for w in range(writers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0] * writers
-    records = RecordStore(tmp_path).records()  # strict: every file parses and validates
-    written = sorted((r["extras"]["writer"], r["extras"]["index"]) for r in records)
-    assert written == [(w, i) for w in range(writers) for i in range(count)]
-    names = [p.name for p in tmp_path.iterdir()]
-    assert len(names) == writers * count and not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
-
-
-def test_bad_files_in_a_store_are_reported_with_their_path(tmp_path):
-    store = RecordStore(tmp_path)
-    good = store.add(make_record())
-    (tmp_path / "torn.json").write_text('{"schema_version": 2, "method": "eg')
-    write_json(tmp_path / "wrong.json", changed("seed", "zero"))
-    with pytest.raises(RecordError, match="2 bad record file") as err:
-        store.records()
-    assert str(tmp_path / "torn.json") in str(err.value) and "not valid JSON" in str(err.value)
-    assert f"record {tmp_path / 'wrong.json'}: field seed must be an integer" in str(err.value)
-
-    lenient = RecordStore(tmp_path, strict=False)
-    assert lenient.records() == [read_record(good)]
-    assert [str(e).split(":")[0] for e in lenient.errors] == [
-        f"record {tmp_path / n}" for n in ("torn.json", "wrong.json")
-    ]
-
-
-def test_scan_gathers_run_folders_recursively(tmp_path):
+def test_load_records_gathers_run_folders_recursively(tmp_path):
     for i, folder in enumerate(["sweep/egs-0", "sweep/egs-1", "sweep/nested/darts-0"]):
         write_record(tmp_path / folder / "record.json", make_record(seed=i))
         write_json(tmp_path / folder / "genotype.json", {"normal": []})  # other run files are not records
-    store = RecordStore.scan(tmp_path / "sweep")
-    assert sorted(r["seed"] for r in store.records()) == [0, 1, 2]
-    assert store.frame()["path"].str.endswith("record.json").all()
-    with pytest.raises(RecordError, match="read-only"):
-        store.add(make_record())
+    write_json(tmp_path / "sweep" / "old" / "record.json", as_version_2(make_record(seed=3)))
+    (tmp_path / "sweep" / "running").mkdir()  # a run still going: no record yet
+    assert [r["seed"] for r in load_records(tmp_path / "sweep")] == [0, 1, 2, 3]
     with pytest.raises(RecordError, match="no folder"):
-        RecordStore.scan(tmp_path / "absent")
+        load_records(tmp_path / "absent")
+
+
+def test_bad_record_files_are_reported_with_their_path(tmp_path):
+    write_record(tmp_path / "good" / "record.json", make_record())
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "record.json").write_text('{"schema_version": 3, "method": "eg')
+    write_json(tmp_path / "wrong" / "record.json", changed("seed", "zero"))
+    with pytest.raises(RecordError, match="2 bad record file") as err:
+        load_records(tmp_path)
+    assert str(tmp_path / "torn" / "record.json") in str(err.value) and "not valid JSON" in str(err.value)
+    assert f"record {tmp_path / 'wrong' / 'record.json'}: field seed: input should be a valid integer" in str(err.value)
+    assert load_records(tmp_path, strict=False) == [make_record()]

@@ -6,24 +6,29 @@ import json
 import pandas as pd
 import pytest
 
-from egsbench.benchmark.records import write_json
-from egsbench.benchmark.references import TABLES, VARIANT_KEYS, load_reference, references_for
+from egsbench.benchmark.records import Record, load_records, write_json
+from egsbench.benchmark.references import TABLES, VARIANT_KEYS, load_reference, references_for, task_metric
 from egsbench.benchmark.tables import (
     FORMATS,
     ablation_table,
     comparison_table,
-    load_records,
     render,
     render_tables,
     runs_frame,
 )
+from egsbench.tasks import TASKS, Metric
 from egsbench.tasks.spaces import UnknownNameError, UserError
 from tests.harness.test_records import make_record  # a small schema-valid record
 
 
-def record(method, seed, error, config, *, status=None, preset="paper", params=3.0, hours=24.0, task="cifar10"):
-    """A run record as ``run_experiment`` writes it, cut down to the fields the tables read."""
-    rec = {
+def record(method, seed, error, config, *, status=None, preset="paper", params=3.0, hours=24.0, task="cifar10",
+           metrics=None, **setup):  # fmt: skip
+    """A run record as ``run_experiment`` writes it, cut down to the fields the tables read.
+
+    ``metrics`` replaces the CIFAR-10 metrics made from ``error``; ``setup`` adds world_size,
+    mixed_precision or deterministic (absent: one fp32 process, as before schema 3).
+    """
+    rec = setup | {
         "schema_version": 1,
         "method": method,
         "task": task,
@@ -31,7 +36,8 @@ def record(method, seed, error, config, *, status=None, preset="paper", params=3
         "preset": preset,
         "seed": seed,
         "config_hash": f"{method}{seed}",
-        "metrics": {"test_accuracy": None if error is None else 100 - error, "test_error": error, "params_m": params},
+        "metrics": (metrics or {"test_accuracy": None if error is None else 100 - error, "test_error": error})
+        | {"params_m": params},
         "search": {"wall_time_s": hours * 3600, "device_hours": hours},
         "config": {"method": {"name": method, **config}, "seed": seed, "preset": preset},
     }
@@ -55,6 +61,26 @@ def records():
         record("egs", 0, 3.20, {"M": 4}),
         record("egs", 0, 50.0, {"M": 7}, preset="smoke"),
     ]
+
+
+class PennTreebank:
+    """A stand-in plug-in task, cut down to what the tables and the gate read: perplexity, lower is better."""
+
+    metrics = (Metric("ppl", "min", "Test perplexity"), Metric("loss", "min", "Test loss"))
+    main_metric = "ppl"
+    score_key = "ppl"
+    reference_table = "ptb"  # results/references/ptb.csv reports test_ppl
+
+
+@pytest.fixture
+def ptb_plugin(monkeypatch):
+    """``PennTreebank`` registered as the task ``ptb`` for one test, as an installed plug-in would be."""
+    monkeypatch.setitem(TASKS._entries, "ptb", PennTreebank)
+    return PennTreebank
+
+
+def ptb_record(method, seed, ppl, config, **kwargs):
+    return record(method, seed, None, config, task="ptb", metrics={"test_ppl": ppl, "test_loss": 4.0}, **kwargs)
 
 
 def _row(table, column, value):
@@ -175,19 +201,70 @@ def test_records_without_status_count_as_ok_and_other_tasks_are_left_out(records
     assert runs_frame(records)["ok"].sum() == 8
     other = record("egs", 0, 1.0, {"M": 7}, task="imagenet")
     assert len(comparison_table([*records, other], "cifar10")) == len(comparison_table(records, "cifar10"))
-    assert comparison_table([other], "imagenet")["Reported (%)"].tolist() == [24.9]
 
 
-@pytest.mark.parametrize("as_frame", [pd.DataFrame, pd.json_normalize])
-def test_a_frame_of_records_gives_the_same_table(records, as_frame):
-    expected = comparison_table(records, "cifar10")
-    pd.testing.assert_frame_equal(comparison_table(as_frame(records), "cifar10"), expected)
+def test_a_task_that_is_not_installed_shows_every_recorded_metric_without_references():
+    runs = [record("egs", s, e, {"M": 7}, task="imagenet") for s, e in enumerate((24.0, 26.0))]
+    assert task_metric("imagenet") is None  # no such task here, though the paper's Table 2 has egs rows
+    table = comparison_table([*runs, record("egs", 2, None, {"M": 7}, task="imagenet", status="failed")], "imagenet")
+    assert list(table.columns) == ["Architecture", "Preset", "Setup", "test_accuracy", "test_accuracy std",
+                                   "test_error", "test_error std", "Params (M)", "Search cost (GPU days)", "Seeds",
+                                   "Failed"]  # fmt: skip
+    row = _row(table, "Architecture", "egs (M=7)")
+    assert row["test_error"] == pytest.approx(25.0) and row["test_accuracy"] == pytest.approx(75.0)
+    assert (row["Seeds"], row["Failed"]) == (2, 1)
+    with pytest.raises(UnknownNameError, match="unknown task 'imagenet'.* needs the task's main metric: install"):
+        ablation_table(runs, "imagenet")  # the ablation needs the main metric
+
+
+def test_record_models_give_the_same_table_as_dicts():
+    runs = [make_record(seed=s, preset="paper", metrics=make_record()["metrics"] | {"test_error": e})
+            for s, e in enumerate((2.7, 2.9))]  # fmt: skip
+    expected = comparison_table(runs, "cifar10")
+    pd.testing.assert_frame_equal(comparison_table([Record.model_validate(r) for r in runs], "cifar10"), expected)
+    assert _row(expected, "Architecture", "DARTS-EGS (M=7)")["Test error (%)"] == pytest.approx(2.8)
+
+
+def test_runs_of_different_setups_are_different_rows():
+    runs = [record("egs", s, 2.8, {"M": 7}) for s in range(2)]
+    runs += [record("egs", s, 3.0, {"M": 7}, world_size=8) for s in range(2)]
+    runs += [record("egs", 0, 3.5, {"M": 7}, world_size=8, mixed_precision="bf16", deterministic=True)]
+    table = comparison_table(runs, "cifar10")
+    assert table["Architecture"].tolist() == ["DARTS-EGS (M=7)"] * 3
+    assert table["Setup"].tolist() == ["x1 fp32", "x8 bf16 deterministic", "x8 fp32"]
+    assert table["Test error (%)"].tolist() == pytest.approx([2.8, 3.5, 3.0])
+    assert table["Seeds"].tolist() == [2, 1, 2]
+    assert table["Reported (%)"].tolist() == [2.79] * 3  # each setup is held to the paper's number
+    assert runs_frame(runs).groupby(["world_size", "mixed_precision", "deterministic"]).size().tolist() == [2, 1, 2]
+
+
+def test_a_plug_in_task_with_a_lower_is_better_metric_gets_its_table(ptb_plugin):
+    runs = [ptb_record("darts", s, ppl, {"order": 2}) for s, ppl in enumerate((55.0, 56.0))]
+    runs += [ptb_record("egs", s, ppl, {"M": m}) for m, ppl in ((4, 57.0), (7, 54.0)) for s in range(2)]
+    table = comparison_table(runs, "ptb")
+    darts = _row(table, "Architecture", "DARTS (second order)")
+    assert darts["Test perplexity"] == pytest.approx(55.5) and darts["Reported"] == 55.7
+    assert darts["Δ"] == pytest.approx(-0.2) and darts["Ops"] == 4
+    assert table["Architecture"].tolist() == ["DARTS (second order)", "DARTS-EGS (M=4)", "DARTS-EGS (M=7)"]
+    text = render_tables(runs, "md")
+    assert "ptb: reproduced vs DARTS-EGS paper, Table 3 (Penn Treebank)" in text and "| Test perplexity |" in text
+    ablation = ablation_table(runs, "ptb")  # no reported M ablation on PTB; lowest perplexity is best
+    assert ablation[["M", "Best"]].values.tolist() == [[4, ""], [7, "best"]]
+    assert ablation["Reported"].isna().all()
+
+
+def test_a_task_whose_main_metric_is_not_among_its_metrics_is_named(monkeypatch):
+    broken = type("Broken", (PennTreebank,), {"main_metric": "perplexity"})
+    monkeypatch.setitem(TASKS._entries, "ptb", broken)
+    with pytest.raises(UserError, match="task 'ptb' .* names main_metric 'perplexity', which is not among its "
+                                        "metrics \\(ppl, loss\\)"):  # fmt: skip
+        comparison_table([ptb_record("darts", 0, 55.0, {"order": 2})], "ptb")
 
 
 def test_empty_and_unknown_inputs():
     assert comparison_table([], "cifar10").empty
     assert "Architecture" in render(comparison_table([], "cifar10"), "md")
-    with pytest.raises(UnknownNameError, match="Valid table tasks: cifar10"):
+    with pytest.raises(UnknownNameError, match="unknown task 'cifar100'; did you mean 'cifar10'.*; no record names it"):
         comparison_table([], "cifar100")
     with pytest.raises(UnknownNameError, match="Valid table formats: md, csv, latex, html"):
         render(comparison_table([], "cifar10"), "xlsx")
@@ -207,6 +284,7 @@ def test_ablation_table_over_m():
     assert m1["Δ"] == pytest.approx(0.02) and m1["Test error (%) std"] == pytest.approx(pd.Series([3.3, 3.5]).std())
     assert m1["Params (M)"] == pytest.approx(2.3) and m1["Params reported (M)"] == 2.29
     assert (m9["Reported (%)"], m9["Params reported (M)"], m9["Seeds"], m9["Failed"]) == (2.73, 3.02, 2, 1)
+    assert table["Best"].tolist() == ["", "best"]  # error: lower is better
 
 
 # ---- output formats ------------------------------------------------------------------------------
@@ -219,7 +297,8 @@ def test_every_format_renders_the_numbers(records, fmt):
     if fmt == "md":
         lines = text.splitlines()
         assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
-        row = "| DARTS-EGS (M=7) | paper | 2.80 ± 0.10 | 2.79 | +0.01 | 2.90 | 1 | 7 | gradient-based | 3 | 0 |"
+        row = ("| DARTS-EGS (M=7) | paper | x1 fp32 | 2.80 ± 0.10 | 2.79 | +0.01 | 2.90 | 1 | 7 | gradient-based | 3 "
+               "| 0 |")
         assert row in lines
     elif fmt == "latex":
         assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
@@ -238,7 +317,8 @@ def test_every_format_renders_the_numbers(records, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ablation_renders(fmt):
     text = render(ablation_table([record("egs", 0, 2.9, {"M": 7}), record("egs", 1, 2.7, {"M": 7})]), fmt)
-    assert "2.79" in text and ("7,paper,2.8,0.141421,2.79,0.01,3,2.79,2,0" in text if fmt == "csv" else "2.80" in text)
+    assert "2.79" in text
+    assert "7,paper,x1 fp32,2.8,0.141421,2.79,0.01,3,2.79,2,0,best" in text if fmt == "csv" else "2.80" in text
 
 
 def test_latex_escapes_special_characters():
@@ -274,12 +354,11 @@ def test_load_records_validates_and_upgrades_old_records(tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_render_tables_gives_each_task_and_the_m_sweep_a_titled_table(records, fmt):
-    other = record("darts", 0, 55.0, {"order": 1}, task="ptb")  # no perplexity yet: a row without a number
-    plugin = record("egs", 0, 1.0, {"M": 7}, task="mnist")
-    text = render_tables([*records, other, plugin], fmt)
-    assert "Table 1 (CIFAR-10)" in text and "Table 3 (Penn Treebank)" in text and "DARTS (first order)" in text
+    plugin = record("darts", 0, 55.0, {"order": 1}, task="mnist")  # a plug-in that is not installed here
+    text = render_tables([*records, plugin], fmt)
+    assert "Table 1 (CIFAR-10)" in text and "DARTS-EGS (M=7)" in text
     assert "Table 5" in text  # egs ran with M=4 and M=7
-    assert "runs of mnist left out" in text
+    assert "task mnist is not installed" in text and "darts (order=1)" in text  # shown, not dropped
     assert "Table 5" not in render_tables(records[:3], fmt)  # one M: no ablation
 
 
