@@ -1,14 +1,18 @@
-"""The plug-in path: the worked example in examples/plugin, found through its entry points."""
+"""The plug-in path: the worked example in examples/plugin, found through its entry points, and its own
+tests run from a copy outside the repository against the installed ``egsbench``."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 import egsbench.benchmark.registry as registry
 from egsbench.benchmark.cli import main
@@ -16,7 +20,7 @@ from egsbench.benchmark.config import load_config
 from egsbench.benchmark.runner import run_experiment
 from egsbench.methods import METHODS
 from egsbench.tasks import TASKS
-from egsbench.testing import METHOD_CHECKS as CHECKS
+from egsbench.testing import METHOD_CHECKS, TASK_CHECKS, conformance_task, write_image_folder
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin"
 
@@ -53,23 +57,18 @@ def test_entry_points_register_the_example(example_plugin, capsys):
     assert "single-level-softmax" in capsys.readouterr().out.split()
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize("check", METHOD_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
 def test_example_method_passes_the_conformance_suite(example_plugin, check):
     check(METHODS.get("single-level-softmax"))
 
 
-def _write_folder(root: Path, classes=("cat", "dog", "frog"), n=8):
-    for split in ("train", "test"):
-        for c, name in enumerate(classes):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                img = Image.new("RGB", (32, 32), (40 * c + 3 * i, 255 - 60 * c, 7 * i))
-                img.save(root / split / name / f"{i}.png")
-    return root
+@pytest.mark.parametrize("check", TASK_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+def test_example_task_passes_the_conformance_suite(example_plugin, tmp_path, check):
+    check(conformance_task(TASKS.get("imagefolder32"), tmp_path))
 
 
 def test_example_task_and_method_run_end_to_end(example_plugin, tmp_path):
-    data = _write_folder(tmp_path / "data")
+    data = write_image_folder(tmp_path / "data")
     cfg = load_config(str(EXAMPLE / "egsbench_example" / "configs" / "smoke.yaml"), [f"task.data_dir={data}"])
     result = run_experiment(cfg, tmp_path / "run", progress=False)
     record = json.loads((tmp_path / "run" / "record.json").read_text())
@@ -82,3 +81,26 @@ def test_example_task_missing_data_is_a_one_line_error(example_plugin, tmp_path,
     config = str(EXAMPLE / "egsbench_example" / "configs" / "smoke.yaml")
     assert main(["run", config, "--out", str(tmp_path / "r"), "--set", f"task.data_dir={tmp_path}/none"]) == 2
     assert "no ImageFolder tree" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_plugin_outside_the_repo_passes_egsbench_testing(tmp_path):
+    """Copy the example anywhere and run its own tests: they need nothing from this repository but the install."""
+    plugin = tmp_path / "egsbench-example"
+    shutil.copytree(EXAMPLE, plugin, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "*.egg-info"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+    env |= {"PYTHONPATH": str(plugin), "EGSBENCH_CACHE": str(tmp_path / "cache")}
+
+    def python(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=plugin, env=env, capture_output=True, text=True, timeout=600)
+
+    # What that process can import: egsbench from the install, none of the repository's top-level folders.
+    probe = "import importlib.util as u; print([n for n in ('egsbench', 'benchmark', 'methods', 'tasks', 'results') "
+    probe += "if u.find_spec(n)])"
+    assert python("-c", probe).stdout.split() == ["['egsbench']"]
+
+    done = python("-m", "pytest", "-q", "-p", "no:cacheprovider")
+    output = done.stdout + done.stderr
+    expected = len(re.findall(r"^def test_", (plugin / "tests" / "test_plugin.py").read_text(), flags=re.M))
+    assert done.returncode == 0, output
+    assert re.search(rf"\b{expected} passed\b", output) and "skipped" not in output, output

@@ -26,6 +26,13 @@ class ImageFolder32Config(CIFAR10Config):
 class ImageFolder32(CIFAR10):
     config_class = ImageFolder32Config
 
+    @classmethod
+    def conformance_config(cls, tmp_path: Path) -> ImageFolder32Config:
+        """Three classes of eight random PNGs per split under ``tmp_path`` (for ``egsbench.testing.check_task``)."""
+        from egsbench.testing import write_image_folder  # test-only helper: imported when the checks ask
+
+        return ImageFolder32Config(data_dir=str(write_image_folder(tmp_path / "imagefolder32")))
+
     def prepare_data(self) -> DataInfo:
         path = Path(self.config.data_dir or "")
         if not self.config.data_dir or not path.exists():
