@@ -8,14 +8,20 @@ A checkpoint is a folder ``<run>/checkpoints/<phase>/epoch-NNNN`` holding
   generator states), loaded back with ``torch.load(weights_only=True)``;
 - ``progress.json``: the epoch just finished, the curves so far and the elapsed time.
 
+- ``manifest.json``, written last: the size and sha256 of every other file.
+
 It is written under a temporary name and renamed into place, so a process killed at any
-moment leaves either the previous checkpoint or the new one, never a torn one; older
-epochs are then removed. Method state goes through ``state.pt`` rather than accelerate's
-``register_for_checkpointing``, which would unpickle it with ``weights_only=False``.
+moment leaves either the previous checkpoint or the new one. The previous epoch's checkpoint
+is kept until a newer one is complete (two are kept), and ``restore`` verifies the newest
+against its manifest: a checkpoint torn after the fact (a truncated or emptied file, a disk
+that lied about a flush) is skipped with a warning and the previous one is used. Method
+state goes through ``state.pt`` rather than accelerate's ``register_for_checkpointing``,
+which would unpickle it with ``weights_only=False``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,8 +29,50 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 
-__all__ = ["Checkpointer", "Restored"]
+from ..tasks.spaces import UserError
+
+__all__ = ["CheckpointError", "Checkpointer", "Restored"]
+
+logger = get_logger(__name__)
+KEEP = 2  # the newest checkpoint and the one before it, the fallback when the newest is unreadable
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(UserError):
+    """No readable checkpoint is left in a run folder that has some."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (folder / MANIFEST).write_text(json.dumps(entries, indent=1))
+
+
+def verify(folder: Path) -> str | None:
+    """None when every file in the checkpoint matches its manifest, else what is wrong."""
+    if not (folder / MANIFEST).exists():
+        return None  # written before manifests existed: loading it is the only check
+    try:
+        entries = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        return f"no readable {MANIFEST} ({err})"
+    for name, expected in entries.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+            return f"{name} is truncated or changed ({path.stat().st_size} of {expected['bytes']} bytes)"
+    return None
 
 
 @dataclass
@@ -56,22 +104,44 @@ class Checkpointer:
         acc.save_state(str(tmp), safe_serialization=True)
         if acc.is_main_process:
             torch.save(state, tmp / "state.pt")
-            (tmp / "progress.json").write_text(json.dumps({"epoch": epoch, **progress}))
+            (tmp / "progress.json").write_text(json.dumps({"epoch": epoch, **progress}, allow_nan=False))
+            _write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)  # the checkpoint appears whole or not at all
-            for old in self._epochs():
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+            for old in self._epochs()[:-KEEP]:  # only once the new one is complete
+                shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         return final
 
     def restore(self) -> Restored | None:
-        """Load the newest checkpoint into the prepared objects; None when there is none."""
+        """Load the newest readable checkpoint into the prepared objects; None when there is none.
+
+        A checkpoint that fails verification or loading is skipped with a warning (and left on
+        disk for inspection); the one before it is used.
+
+        Raises:
+            CheckpointError: there are checkpoints, but none is readable.
+        """
         epochs = self._epochs()
-        if not epochs:
-            return None
-        latest = epochs[-1]
-        self.accelerator.load_state(str(latest))
-        state = torch.load(latest / "state.pt", map_location="cpu", weights_only=True)
-        progress = json.loads((latest / "progress.json").read_text())
-        return Restored(progress.pop("epoch"), state, progress)
+        problems = []
+        for folder in reversed(epochs):
+            problem = verify(folder)
+            if problem is None:
+                try:
+                    self.accelerator.load_state(str(folder))
+                    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+                    progress = json.loads((folder / "progress.json").read_text())
+                except Exception as err:  # any unreadable piece means: try the previous checkpoint
+                    problem = f"cannot be loaded ({type(err).__name__}: {err})"
+                else:
+                    if problems:
+                        logger.warning(f"resuming from {folder.name} instead: " + "; ".join(problems))
+                    return Restored(progress.pop("epoch"), state, progress)
+            problems.append(f"checkpoint {folder} is unreadable: {problem}")
+            logger.warning(problems[-1])
+        if problems:
+            raise CheckpointError(
+                "; ".join(problems) + f". No readable checkpoint is left in {self.folder}: delete that folder to "
+                "restart this phase from scratch, or pass a new --out"
+            )
+        return None

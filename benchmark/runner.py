@@ -17,11 +17,14 @@ as it finishes. The trained final network is written as ``model.safetensors`` be
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import math
 import os
 import resource
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,11 +47,73 @@ from .config import ExperimentConfig
 from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
-__all__ = ["MODEL_FILE", "RunResult", "failed_record", "run_experiment"]
+__all__ = ["MODEL_FILE", "DivergedError", "RunLockedError", "RunResult", "failed_record", "run_experiment", "run_lock"]
 
 logger = get_logger(__name__)
 MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
 LogFn = Callable[[dict, int], None]  # (values, step) -> None: the trackers' per-epoch log
+
+
+class DivergedError(UserError):
+    """A non-finite loss: the run stops, its record says failed, its last good checkpoint stays."""
+
+    def __init__(self, phase: str, epoch: int, step: int, value: float):
+        super().__init__(
+            f"the run diverged: non-finite loss {value} in {phase} epoch {epoch}, step {step}; its record says "
+            f"failed and the last good checkpoint is kept. Lower {phase}.lr (or raise grad_clip) and use a new --out"
+        )
+        self.phase, self.epoch, self.step = phase, epoch, step
+
+
+class RunLockedError(UserError):
+    """Another process holds the run folder's lock."""
+
+
+def _busy_message(out_dir: Path, holder: str) -> str:
+    return f"{out_dir} is in use by another egsbench run (pid {holder}); wait for it to finish or pass a new --out"
+
+
+def lock_holder(out_dir: Path) -> str | None:
+    """The pid written by the run that holds ``out_dir``'s lock now, else None (a probe; takes nothing)."""
+    try:
+        fd = os.open(out_dir / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock, if it got one
+    return None
+
+
+@contextmanager
+def run_lock(out_dir: Path):
+    """An exclusive OS lock (``flock``) on ``out_dir/.lock`` for the life of the run.
+
+    The kernel releases it when the process ends, however it ends, so a crashed run never leaves a
+    stale lock; a second run into the same folder fails at once instead of mixing checkpoints.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # --out is a file, read-only, on a missing drive, ...
+        message = f"cannot use {out_dir} as the run folder ({err.strerror}); pass --out to a writable folder"
+        raise UserError(message) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLockedError(_busy_message(out_dir, holder)) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 @dataclass
@@ -115,8 +180,11 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(out.loss)
         accelerator.clip_grad_norm_(net.parameters(), recipe.grad_clip)
+        loss = out.loss.item()
+        if not math.isfinite(loss):  # before the step: the weights stay those of the last finite step
+            raise DivergedError("evaluate", epoch, i, loss)
         optimizer.step()
-        loss_sum += out.loss.item()
+        loss_sum += loss
         for k, v in out.metrics.items():
             metric_sums[k] = metric_sums.get(k, 0.0) + v
         if bar is not None:
@@ -208,6 +276,8 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
             if i >= steps:
                 break
             stats = method.step(batch, next(val_iter))
+            if not math.isfinite(stats.loss):
+                raise DivergedError("search", epoch, i, stats.loss)
             for key, value in {"loss": stats.loss, **stats.metrics, **stats.extras}.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.update()
@@ -360,10 +430,16 @@ def _identity(cfg: ExperimentConfig, world_size: int = 1, mixed_precision: str =
     }
 
 
-def _check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
+def _check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool, probe_lock: bool = True) -> None:
     """Refuse to overwrite a finished run, to mix two configs in one folder, or to restart a partial run silently."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder; pass --out to a new or existing folder")
+    holder = lock_holder(out_dir) if probe_lock else None  # (a probe from inside our own lock would see us)
+    if holder is not None:
+        raise RunLockedError(_busy_message(out_dir, holder))
     if (out_dir / "record.json").exists():
-        raise UserError(f"{out_dir / 'record.json'} already exists: that run is complete; pass a new --out folder")
+        raise UserError(f"{out_dir / 'record.json'} already exists: that run is finished (ok or failed); pass a new "
+                        "--out folder")  # fmt: skip
     saved = out_dir / "config.yaml"
     if not saved.exists():
         return
@@ -429,6 +505,21 @@ def run_experiment(
     accelerator = _accelerator(cfg, log_with, out_dir)
     task = TASKS.get(cfg.task_name)(cfg.task)
     data = task.prepare_data()  # before any output, so missing data leaves nothing behind
+    if not accelerator.is_main_process:
+        return _execute(cfg, out_dir, accelerator, task, data, progress, log_with)
+    with run_lock(out_dir):
+        _check_folder(cfg, out_dir, resume, probe_lock=False)  # again, now that no other run can write here
+        try:
+            return _execute(cfg, out_dir, accelerator, task, data, progress, log_with)
+        except DivergedError as err:
+            failed_record(cfg, out_dir, str(err), accelerator.num_processes, accelerator.mixed_precision,
+                          cfg.deterministic)  # fmt: skip
+            raise
+
+
+def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, task, data, progress: bool,
+             log_with: list[str] | None) -> RunResult:  # fmt: skip
+    """The body of :func:`run_experiment`, inside the run folder's lock."""
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -454,7 +545,7 @@ def run_experiment(
     eval_accelerator = _accelerator(cfg)
     final = evaluate(cfg, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate", log)
     test = final["test"]
-    record = _identity(cfg) | {
+    record = _identity(cfg, accelerator.num_processes, accelerator.mixed_precision, cfg.deterministic) | {
         "status": "ok",
         "error": None,
         "metrics": {
