@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     "report": _report}  # fmt: skip
         return commands[args.command](args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

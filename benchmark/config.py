@@ -21,6 +21,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,6 +101,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # .nan / .inf never make sense as a hyperparameter
+                raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
             return float(value)
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -172,12 +176,18 @@ def parse_config(data: dict) -> ExperimentConfig:
     device = _check_type(data.get("device", "auto"), str, "device")
     if device not in ("auto", "cpu"):
         raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
+    search = build_dataclass(SearchConfig, data.get("search"), "search")
+    if search.epochs == 0 and getattr(method_cls, "trains_supernet", True):
+        raise ConfigError(
+            f"config key search.epochs must be >= 1 for method {method_name!r}, got 0 (it would derive from untrained "
+            "weights); only methods that train no supernet (e.g. fixed, random variant=darts_baseline) take 0"
+        )
     return ExperimentConfig(
         method_name=method_name,
         method=build_dataclass(method_cls.config_class, method_block, "method"),
         task_name=task_name,
         task=build_dataclass(task_cls.config_class, task_block, "task"),
-        search=build_dataclass(SearchConfig, data.get("search"), "search"),
+        search=search,
         evaluate=build_dataclass(
             getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate"
         ),
@@ -187,6 +197,9 @@ def parse_config(data: dict) -> ExperimentConfig:
         device=device,
         deterministic=_check_type(data.get("deterministic", False), bool, "deterministic"),
     )
+
+
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -202,9 +215,12 @@ def apply_override(data: dict, assignment: str) -> None:
             raise ConfigError(f"override {key!r}: {part!r} is not a config block")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
-        node[parts[-1]] = raw
+        value = raw
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e6 (no dot) as a string; every float spelling Python knows is a number
+    node[parts[-1]] = value
 
 
 def resolve_config_path(source: str) -> Path:
@@ -224,9 +240,14 @@ def load_config(source: str, overrides: list[str] | None = None) -> ExperimentCo
     """Read ``source`` (a path or bundled name), apply ``--set`` overrides, validate."""
     path = resolve_config_path(source)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping with keys {', '.join(TOP_KEYS)}, got a "
+                          f"{type(data).__name__}")  # fmt: skip
     for assignment in overrides or []:
         apply_override(data, assignment)
     return parse_config(data)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
+from .spaces.errors import check_range
 
 __all__ = ["TASKS", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS"]
 
@@ -46,6 +47,18 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_steps_per_epoch: int | None = None  # None = one pass over the training split
     eval_every: int = 1  # test-set evaluation every N epochs for the curves (the last epoch always)
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "channels", "layers", "max_steps_per_epoch"):
+            check_range(f"evaluate.{key}", getattr(self, key), low=1)
+        check_range("evaluate.lr", self.lr, low=0, low_open=True)
+        check_range("evaluate.lr_min", self.lr_min, low=0, high=self.lr)
+        check_range("evaluate.momentum", self.momentum, 0, 1, high_open=True)
+        for key in ("weight_decay", "cutout", "auxiliary_weight", "eval_every"):
+            check_range(f"evaluate.{key}", getattr(self, key), low=0)
+        check_range("evaluate.grad_clip", self.grad_clip, low=0, low_open=True)
+        check_range("evaluate.drop_path", self.drop_path, 0, 1, high_open=True)
+        check_range("evaluate.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
 
 
 @dataclass(frozen=True)

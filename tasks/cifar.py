@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .base import SPLITS, TASKS, DataInfo, Metric, TrainConfig
 from .spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
+from .spaces.errors import check_range
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
 __all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
@@ -57,6 +58,10 @@ class CIFAR10Config:
     train_limit: int | None = None  # use the first N images of a fixed permutation of the training set
     test_limit: int | None = None
     split_seed: int = 0  # permutation behind the search-train/search-val halves and the limits
+
+    def __post_init__(self):
+        check_range("task.train_limit", self.train_limit, low=2)  # two search halves of at least one image
+        check_range("task.test_limit", self.test_limit, low=1)
 
 
 def _read_pickles(folder: Path) -> dict[str, ImageSplit]:

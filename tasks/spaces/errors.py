@@ -5,7 +5,7 @@ They live on the lowest floor so that spaces, methods, tasks and the harness all
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataNotFoundError", "UnknownNameError", "UserError"]
+__all__ = ["ConfigError", "DataNotFoundError", "UnknownNameError", "UserError", "check_range"]
 
 
 class UserError(Exception):
@@ -22,3 +22,30 @@ class ConfigError(UserError, ValueError):
 
 class DataNotFoundError(UserError, FileNotFoundError):
     """A data set that is not where the config says; the message says where it looked and how to fix it."""
+
+
+def check_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:  # fmt: skip
+    """Raise ``ConfigError`` naming ``key`` (e.g. ``search.lr``) unless ``value`` lies in the range; None passes.
+
+    Examples:
+        >>> check_range("search.batch_size", 0, low=1)
+        Traceback (most recent call last):
+        ...
+        egsbench.tasks.spaces.errors.ConfigError: config key search.batch_size must be >= 1, got 0
+        >>> check_range("evaluate.drop_path", 0.2, 0.0, 1.0, high_open=True)
+    """
+    if value is None:
+        return
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"config key {key} must be a finite number, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        if low is not None and high is not None:
+            span = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        elif low is not None:
+            span = f"{'>' if low_open else '>='} {low}"
+        else:
+            span = f"{'<' if high_open else '<='} {high}"
+        raise ConfigError(f"config key {key} must be {span}, got {value}")
