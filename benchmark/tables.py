@@ -95,8 +95,8 @@ def _run_row(record: dict | Record) -> dict:
 def runs_frame(records: Iterable[dict | Record]) -> pd.DataFrame:
     """One row per run: the grouping keys, seed, ok, search cost, wall times and the record's metrics.
 
-    The one flattening of records into a frame: the tables, the regression report and the command
-    line's per-run table all read this.
+    The one flattening of records into a frame: the tables and the command line's per-run table
+    (``cli.results_table``) both read this.
 
     Args:
         records: record dicts (as ``load_records`` returns them) or ``Record`` models.

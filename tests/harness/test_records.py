@@ -226,6 +226,17 @@ def test_checked_in_json_schema_matches_the_model():
     assert {"world_size", "mixed_precision", "deterministic"} <= set(schema["required"])
 
 
+def test_other_tools_can_check_records_with_the_exported_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    assert list(validator.iter_errors(make_record())) == []
+    assert list(validator.iter_errors(read_record(sorted(GOLDEN_DIR.glob("*.json"))[0]))) == []
+    plugin = make_record(metrics={"test_perplexity": 55.3, "params_m": 23.0, "macs_m": None, "search_val_score": None})
+    assert list(validator.iter_errors(plugin)) == []
+    for bad in (changed("world_size", 0), changed("metrics.perplexity", 1.0), changed("mixed_precision", "fp32")):
+        assert list(validator.iter_errors(bad)), bad
+
+
 def test_write_read_round_trip_and_bad_records_write_nothing(tmp_path):
     path = tmp_path / "run" / "record.json"
     write_record(path, make_record())
