@@ -36,7 +36,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .base import SPLITS, TASKS, DataInfo, Metric, TrainConfig
-from .spaces import DataNotFoundError, EdgeWeights, Genotype, LossOutput, NetworkCIFAR, SearchNetwork, SearchSpace
+from .spaces import (
+    DataError,
+    DataNotFoundError,
+    EdgeWeights,
+    Genotype,
+    LossOutput,
+    NetworkCIFAR,
+    SearchNetwork,
+    SearchSpace,
+)
 from .spaces.errors import check_range
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
@@ -58,6 +67,7 @@ class CIFAR10Config:
     train_limit: int | None = None  # use the first N images of a fixed permutation of the training set
     test_limit: int | None = None
     split_seed: int = 0  # permutation behind the search-train/search-val halves and the limits
+    resize: bool = False  # resize images of another size to 32x32 (antialiased bilinear) instead of refusing them
 
     def __post_init__(self):
         check_range("task.train_limit", self.train_limit, low=2)  # two search halves of at least one image
@@ -132,6 +142,7 @@ class CIFAR10:
     config_class = CIFAR10Config
     train_config_class = TrainConfig
     num_classes = 10
+    image_size = 32  # networks, MAC counts and augmentation assume 32x32 inputs
     metrics = (
         Metric("accuracy", "max", "Test accuracy (%)"),
         Metric("error", "min", "Test error (%)"),
@@ -157,10 +168,23 @@ class CIFAR10:
         data, source = load_cifar10(cfg.data_dir, cfg.download)
         return self._split(data, source)
 
+    def _fit_size(self, split: ImageSplit, source: str) -> ImageSplit:
+        """Refuse (or, with ``task.resize``, resize) images that are not ``image_size`` square."""
+        size = self.image_size
+        h, w = split.images.shape[-2:]
+        if (h, w) == (size, size):
+            return split
+        if not self.config.resize:
+            raise DataError(f"images from {source} are {w}x{h}; this task's networks expect {size}x{size}. Resize the "
+                            f"data, or pass --set task.resize=true to resize on load")  # fmt: skip
+        x = F.interpolate(split.images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return ImageSplit(x.round().clamp(0, 255).to(torch.uint8), split.labels)
+
     def _split(self, data: dict[str, ImageSplit], source: str) -> DataInfo:
         """Limit, permute and halve the training set into the search splits; keep the official test split."""
         cfg = self.config
-        checksum = _checksum(data)
+        checksum = _checksum(data)  # of the pixels as read, before any resize
+        data = {split: self._fit_size(d, source) for split, d in data.items()}
         gen = torch.Generator().manual_seed(cfg.split_seed)
         train = data["train"].subset(torch.randperm(len(data["train"]), generator=gen)[: cfg.train_limit])
         test = data["test"]
@@ -202,13 +226,13 @@ class CIFAR10:
 
     # -- networks ------------------------------------------------------------------------------
     def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> SearchNetwork:
-        return SearchNetwork(space, channels, self.num_classes, layers, image_size=32)
+        return SearchNetwork(space, channels, self.num_classes, layers, image_size=self.image_size)
 
     def build_network(self, genotype: Genotype, config: TrainConfig) -> NetworkCIFAR:
         return NetworkCIFAR(genotype, config.channels, self.num_classes, config.layers, config.auxiliary_weight > 0)
 
     def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, 3, 32, 32)
+        return torch.zeros(1, 3, self.image_size, self.image_size)
 
     # -- losses and metrics --------------------------------------------------------------------
     def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput:

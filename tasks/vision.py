@@ -8,8 +8,15 @@ never waits on per-image PIL transforms. Readers:
   ``.tar`` / ``.tar.gz`` archive of one (read in place, never extracted);
 - an ``.npz`` of JPEG bytes (the embedded demo subset, see ``scripts/make_demo_data.py``).
 
-Decoded folders and archives are cached as ``.npy`` under ``$EGSBENCH_CACHE`` (default
-``~/.cache/egsbench``), keyed by path, size and modification time, written atomically.
+Decoded folders and archives are cached as ``.npz`` under ``$EGSBENCH_CACHE`` (default
+``~/.cache/egsbench``), written atomically and keyed on the content: for a tree, every image
+file's relative path, size and modification time; for an archive, its size and modification
+time. Replacing, adding or removing any image rebuilds the cache.
+
+Everything is checked while reading, and a problem names the file and the fix: a split or
+class folder with no images, classes present in one split and not the other, a corrupt or
+truncated image or archive, images of mixed sizes. Images are converted to RGB (grayscale
+and RGBA files become three channels).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from .spaces import DataError
 
 __all__ = [
     "BatchAugment",
@@ -61,34 +70,80 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _decode(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+def _decode(data: bytes, where: str = "image") -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # PIL's ways of saying "corrupt"
+        raise DataError(f"{where} is not a readable image ({err}); replace or delete that file") from None
 
 
-def _stack(images: list[np.ndarray], labels: list[int]) -> ImageSplit:
+def _stack(images: list[np.ndarray], labels: list[int], names: list[str], where: str) -> ImageSplit:
+    if not images:
+        raise DataError(f"{where} holds no images ({', '.join(IMAGE_SUFFIXES)}); put <class>/<image> files there")
+    shapes: dict[tuple, int] = {}
+    for img in images:
+        shapes[img.shape] = shapes.get(img.shape, 0) + 1
+    if len(shapes) > 1:
+        common = max(shapes, key=shapes.get)
+        odd, shape = next((n, img.shape) for n, img in zip(names, images, strict=True) if img.shape != common)
+        raise DataError(f"images in {where} have mixed sizes: {odd} is {_size(shape)} while {shapes[common]} others "
+                        f"are {_size(common)}; resize them all to one size")  # fmt: skip
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
     return ImageSplit(x, torch.tensor(labels, dtype=torch.int64))
 
 
+def _size(shape: tuple) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
+def _check_classes(found: dict[str, list[str]], where: str) -> list[str]:
+    """The class list, identical in every split; raise naming the classes one split lacks."""
+    splits = list(found)
+    for split in splits[1:]:
+        a, b = set(found[splits[0]]), set(found[split])
+        if a != b:
+            only_a, only_b = sorted(a - b), sorted(b - a)
+            parts = [f"{', '.join(only_a)} only in {splits[0]}/"] if only_a else []
+            parts += [f"{', '.join(only_b)} only in {split}/"] if only_b else []
+            raise DataError(f"{where}: the splits have different classes ({'; '.join(parts)}); every class needs "
+                            "images in every split")  # fmt: skip
+    return sorted(found[splits[0]])
+
+
 def _read_tree(root: Path, splits: tuple[str, ...]) -> tuple[dict[str, ImageSplit], list[str]]:
-    classes = sorted(p.name for p in (root / splits[0]).iterdir() if p.is_dir())
+    for split in splits:
+        if not (root / split).is_dir():
+            raise DataError(f"{root} has no {split}/ folder; an ImageFolder tree needs {'/, '.join(splits)}/")
+    classes = _check_classes({s: [p.name for p in (root / s).iterdir() if p.is_dir()] for s in splits}, str(root))
     out = {}
     for split in splits:
-        images, labels = [], []
+        images, labels, names = [], [], []
         for label, name in enumerate(classes):
-            for f in sorted((root / split / name).iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(_decode(f.read_bytes()))
-                    labels.append(label)
-        out[split] = _stack(images, labels)
+            files = [f for f in sorted((root / split / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            if not files:
+                raise DataError(f"{root / split / name} holds no images; add some or remove the class from every split")
+            for f in files:
+                images.append(_decode(f.read_bytes(), str(f)))
+                labels.append(label)
+                names.append(str(f))
+        out[split] = _stack(images, labels, names, str(root / split))
     return out, classes
 
 
 def _read_tar(path: Path, splits: tuple[str, ...]) -> tuple[dict[str, ImageSplit], list[str]]:
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in splits}
-    with tarfile.open(path) as tar:
-        for member in tar:
+    try:
+        tar = tarfile.open(path)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DataError(f"{path} is not a readable tar archive ({err}); download or pack it again") from None
+    with tar:
+        try:
+            members = list(tar)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as err:  # gzip reports truncation in several ways
+            reason = err or type(err).__name__
+            raise DataError(f"{path} is truncated or corrupt ({reason}); download it again") from None
+        for member in members:
             parts = Path(member.name).parts
             if parts and parts[0] == ".":
                 parts = parts[1:]
@@ -98,19 +153,41 @@ def _read_tar(path: Path, splits: tuple[str, ...]) -> tuple[dict[str, ImageSplit
             if not member.isfile() or len(parts) != 3 or parts[0] not in splits:
                 continue
             if Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES:
-                found[parts[0]].setdefault(parts[1], []).append((parts[2], tar.extractfile(member).read()))
-    classes = sorted(found[splits[0]])
-    if not classes:
-        raise FileNotFoundError(f"{path} holds no <split>/<class>/<image> entries for splits {splits}")
+                try:
+                    data = tar.extractfile(member).read()
+                except (tarfile.TarError, EOFError, OSError) as err:
+                    message = f"{path} is truncated or corrupt at {member.name} ({err}); download it again"
+                    raise DataError(message) from None
+                found[parts[0]].setdefault(parts[1], []).append((parts[2], data))
+    if not found[splits[0]]:
+        raise DataError(f"{path} holds no <split>/<class>/<image> entries for splits {splits}")
+    classes = _check_classes({s: list(found[s]) for s in splits}, str(path))
     out = {}
     for split in splits:
-        images, labels = [], []
+        images, labels, names = [], [], []
         for label, name in enumerate(classes):
-            for _, data in sorted(found[split].get(name, [])):
-                images.append(_decode(data))
+            for file, data in sorted(found[split].get(name, [])):
+                where = f"{path}:{split}/{name}/{file}"
+                images.append(_decode(data, where))
                 labels.append(label)
-        out[split] = _stack(images, labels)
+                names.append(where)
+        out[split] = _stack(images, labels, names, f"{path}:{split}/")
     return out, classes
+
+
+def _content_key(path: Path, splits: tuple[str, ...]) -> str:
+    """A key that changes whenever any image changes: per-file (path, size, mtime) for a tree, the archive's own."""
+    h = hashlib.sha256(f"{path}|{splits}".encode())
+    if path.is_file():
+        stat = path.stat()
+        h.update(f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    else:
+        for split in splits:
+            for f in sorted((path / split).rglob("*")) if (path / split).is_dir() else ():
+                if f.is_file():
+                    stat = f.stat()
+                    h.update(f"|{f.relative_to(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "test")) -> tuple[dict, list[str]]:
@@ -119,9 +196,7 @@ def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "tes
     Returns ``({split: ImageSplit}, class_names)``.
     """
     path = Path(path).resolve()
-    stat = path.stat()
-    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{splits}".encode()).hexdigest()[:16]
-    cached = cache_dir() / "decoded" / f"{path.name}-{key}.npz"
+    cached = cache_dir() / "decoded" / f"{path.name}-{_content_key(path, splits)}.npz"
     if cached.exists():
         with np.load(cached) as z:
             data = {s: ImageSplit(torch.from_numpy(z[f"{s}_x"]), torch.from_numpy(z[f"{s}_y"])) for s in splits}
@@ -145,8 +220,9 @@ def read_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:
         out = {}
         for s in splits:
             blob, offsets = z[f"{s}_jpeg"].tobytes(), z[f"{s}_offsets"]
-            images = [_decode(blob[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-            out[s] = _stack(images, z[f"{s}_labels"].tolist())
+            names = [f"{path}:{s}[{i}]" for i in range(len(offsets) - 1)]
+            images = [_decode(blob[a:b], n) for n, a, b in zip(names, offsets[:-1], offsets[1:], strict=True)]
+            out[s] = _stack(images, z[f"{s}_labels"].tolist(), names, f"{path}:{s}")
     return out, classes
 
 

@@ -3,8 +3,19 @@
 from .cell import Cell, SearchCell, active_ops, drop_path
 from .cnn import AuxiliaryHeadCIFAR, NetworkCIFAR, SearchNetwork
 from .cost import MacCount, count_macs, count_parameters
-from .errors import ConfigError, DataNotFoundError, UserError
-from .genotype import DARTS_V1, DARTS_V2, SPACES, CellGenotype, Genotype, GenotypeError, SearchSpace, prune_cell
+from .errors import ConfigError, DataError, DataNotFoundError, UserError
+from .genotype import (
+    DARTS_V1,
+    DARTS_V2,
+    SPACES,
+    CellGenotype,
+    Genotype,
+    GenotypeError,
+    SearchSpace,
+    genotype_weights,
+    prune_cell,
+)
+from .genotypes import GENOTYPES, load_genotype
 from .ops import OPS, PRIMITIVES, make_op
 from .registry import Registry, UnknownNameError
 from .weighting import EdgeWeights, LossOutput
@@ -12,11 +23,13 @@ from .weighting import EdgeWeights, LossOutput
 __all__ = [
     "DARTS_V1",
     "DARTS_V2",
+    "GENOTYPES",
     "OPS",
     "PRIMITIVES",
     "SPACES",
     "AuxiliaryHeadCIFAR",
     "ConfigError",
+    "DataError",
     "DataNotFoundError",
     "UserError",
     "Cell",
@@ -36,6 +49,8 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "drop_path",
+    "genotype_weights",
+    "load_genotype",
     "make_op",
     "prune_cell",
 ]

@@ -5,7 +5,7 @@ They live on the lowest floor so that spaces, methods, tasks and the harness all
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataNotFoundError", "UnknownNameError", "UserError", "check_range"]
+__all__ = ["ConfigError", "DataError", "DataNotFoundError", "UnknownNameError", "UserError", "check_range"]
 
 
 class UserError(Exception):
@@ -18,6 +18,10 @@ class UnknownNameError(UserError, LookupError):
 
 class ConfigError(UserError, ValueError):
     """A config key that is unknown, mistyped or out of range; the message names the key."""
+
+
+class DataError(UserError, ValueError):
+    """Data that is there but unusable (corrupt, truncated, empty, mismatched); the message names the file."""
 
 
 class DataNotFoundError(UserError, FileNotFoundError):
