@@ -25,6 +25,7 @@ class ImageFolder32Config(CIFAR10Config):
 @TASKS.register("imagefolder32")
 class ImageFolder32(CIFAR10):
     config_class = ImageFolder32Config
+    reference_table = None  # no paper reports on a user's folder: tables show reproduced rows only
 
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> ImageFolder32Config:
