@@ -5,22 +5,26 @@ round so that machine noise hits them alike; the report is the median seconds pe
 the ratio to DARTS first order.
 
     python -m egsbench.benchmark.bench_methods --channels 8 --layers 5 --batch 32 --rounds 3
+
+The same variants are pytest-benchmark cases in ``tests/benchmarks`` (one after another, saved as JSON
+so two commits compare): ``pytest tests/benchmarks --benchmark-only --benchmark-autosave``, then
+``--benchmark-compare``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..methods import METHODS, SearchConfig, SearchContext
+from ..methods import METHODS, SearchConfig, SearchContext, StepStats
 from ..tasks.spaces import SPACES, LossOutput, SearchNetwork
-
 from .timing import print_result, time_interleaved
 
-__all__ = ["main", "time_methods"]
+__all__ = ["BASELINE", "VARIANTS", "main", "make_step", "time_methods"]
 
 VARIANTS = {  # name -> (method, config overrides)
     "egs_m7": ("egs", {"M": 7}),
@@ -31,6 +35,7 @@ VARIANTS = {  # name -> (method, config overrides)
     "gdas": ("gdas", {}),
     "random_ws": ("random", {}),
 }
+BASELINE = "darts_1st"
 
 
 def _loss(model, batch, weights) -> LossOutput:
@@ -38,23 +43,32 @@ def _loss(model, batch, weights) -> LossOutput:
     return LossOutput(F.cross_entropy(model(x, weights), y))
 
 
-def time_methods(channels: int, layers: int, batch: int, rounds: int) -> dict:
+def _batch(g: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+
+
+def make_step(name: str, channels: int, layers: int, batch: int) -> Callable[[], StepStats]:
+    """``method.step`` of the ``VARIANTS`` entry ``name`` on its own supernet and fixed random batches."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
+    method_name, overrides = VARIANTS[name]
+    cls = METHODS.get(method_name)
     g = torch.Generator().manual_seed(0)
-    train = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    val = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    steps = {}
-    for name, (method_name, overrides) in VARIANTS.items():
-        cls = METHODS.get(method_name)
-        torch.manual_seed(0)
-        space = SPACES.get(cls.space)
-        model = SearchNetwork(space, channels, 10, layers)
-        method = cls(cls.config_class(**overrides))
-        method.setup(SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(), steps_per_epoch=1,
-                                   op_costs=model.op_costs))  # fmt: skip
-        method.start_epoch(0)
-        steps[name] = method
-    variants = {name: functools.partial(method.step, train, val) for name, method in steps.items()}
-    return time_interleaved(variants, rounds, "darts_1st", {"channels": channels, "layers": layers, "batch": batch})
+    train, val = _batch(g, batch), _batch(g, batch)  # the same data for every variant
+    torch.manual_seed(0)
+    space = SPACES.get(cls.space)
+    model = SearchNetwork(space, channels, 10, layers)
+    method = cls(cls.config_class(**overrides))
+    method.setup(SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(), steps_per_epoch=1,
+                               op_costs=model.op_costs))  # fmt: skip
+    method.start_epoch(0)
+    return functools.partial(method.step, train, val)
+
+
+def time_methods(channels: int, layers: int, batch: int, rounds: int) -> dict:
+    """Median seconds per ``method.step`` of every variant, interleaved, and the ratio to ``BASELINE``."""
+    variants = {name: make_step(name, channels, layers, batch) for name in VARIANTS}
+    return time_interleaved(variants, rounds, BASELINE, {"channels": channels, "layers": layers, "batch": batch})
 
 
 def main(argv: list[str] | None = None) -> int:

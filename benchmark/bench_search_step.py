@@ -7,6 +7,10 @@ median time per variant and its ratio to the dense step.
 
     python -m egsbench.benchmark.bench_search_step                # C=16, 8 cells, batch 64 (the DARTS search net)
     python -m egsbench.benchmark.bench_search_step --channels 8 --layers 5 --batch 32 --rounds 5 --json out.json
+
+The same variants are pytest-benchmark cases in ``tests/benchmarks`` (one after another, saved as JSON
+so two commits compare): ``pytest tests/benchmarks --benchmark-only --benchmark-autosave``, then
+``--benchmark-compare``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import torch.nn.functional as F
 from ..methods import SearchConfig, SearchContext
 from ..methods.egs import EGS, EGSConfig
 from ..tasks.spaces import SPACES, SearchNetwork
-
 from .timing import print_result, time_interleaved
 
-__all__ = ["main", "time_variants"]
+__all__ = ["BASELINE", "main", "make_variants", "time_variants"]
+
+BASELINE = "dense_softmax"  # DARTS: every op of every edge runs
 
 
 def _egs(model: SearchNetwork, M: int, lam: float) -> EGS:
@@ -36,14 +41,15 @@ def _egs(model: SearchNetwork, M: int, lam: float) -> EGS:
     return method
 
 
-def time_variants(channels: int, layers: int, batch: int, rounds: int, threads: int | None = None) -> dict:
-    """Median seconds per forward+backward step for each weighting, and the ratio to dense."""
-    if threads:
-        torch.set_num_threads(threads)
+def make_variants(channels: int, layers: int, batch: int) -> dict[str, Callable[[], None]]:
+    """One forward+backward step of a shared ``dag`` supernet per weighting (``BASELINE`` first).
+
+    The scripts time them interleaved; ``tests/benchmarks`` times them one by one with pytest-benchmark.
+    """
     torch.manual_seed(0)
     space = SPACES.get("dag")
     model = SearchNetwork(space, channels, 10, layers)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))  # (B, 3, 32, 32), (B,)
     alphas = {t: (1e-3 * torch.randn(space.num_edges, space.num_ops)).requires_grad_() for t in space.cell_types}
     methods = {"egs_m1": _egs(model, 1, 0.5), "egs_m7": _egs(model, 7, 0.5), "egs_m1_lam1": _egs(model, 1, 1.0)}
 
@@ -54,12 +60,18 @@ def time_variants(channels: int, layers: int, batch: int, rounds: int, threads: 
 
         return run
 
-    variants = {"dense_softmax": step(lambda: {t: torch.softmax(a, dim=-1) for t, a in alphas.items()})}
-    variants |= {name: step(m.sample) for name, m in methods.items()}
+    variants = {BASELINE: step(lambda: {t: torch.softmax(a, dim=-1) for t, a in alphas.items()})}
+    return variants | {name: step(m.sample) for name, m in methods.items()}
+
+
+def time_variants(channels: int, layers: int, batch: int, rounds: int, threads: int | None = None) -> dict:
+    """Median seconds per forward+backward step for each weighting, and the ratio to dense."""
+    if threads:
+        torch.set_num_threads(threads)
     return time_interleaved(
-        variants,
+        make_variants(channels, layers, batch),
         rounds,
-        "dense_softmax",
+        BASELINE,
         label="dense",
         config={"channels": channels, "layers": layers, "batch": batch},
     )

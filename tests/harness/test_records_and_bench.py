@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from egsbench.benchmark.bench_search_step import time_variants
 from egsbench.benchmark.records import atomic_write_text, manifest, write_csv, write_json
 
 
@@ -30,22 +29,6 @@ def test_write_csv_unions_columns(tmp_path):
 def test_manifest_names_versions_and_device():
     m = manifest("cpu")
     assert m["device"] == "cpu" and m["packages"]["torch"] and m["python"]
-
-
-def test_search_step_benchmark_runs_all_variants():
-    result = time_variants(channels=2, layers=3, batch=2, rounds=1, threads=None)
-    assert set(result["ratio_to_dense"]) == {"dense_softmax", "egs_m1", "egs_m7", "egs_m1_lam1"}
-    assert result["ratio_to_dense"]["dense_softmax"] == 1.0
-    assert all(len(t) == 1 and t[0] > 0 for t in result["times_s"].values())
-
-
-def test_method_step_benchmark_times_every_variant():
-    from egsbench.benchmark.bench_methods import VARIANTS, time_methods
-
-    result = time_methods(channels=2, layers=3, batch=2, rounds=1)
-    assert set(result["median_s"]) == set(VARIANTS)
-    assert result["ratio_to_darts_1st"]["darts_1st"] == 1.0
-    assert all(t > 0 for t in result["median_s"].values())
 
 
 def test_atomic_files_get_the_usual_mode(tmp_path):
