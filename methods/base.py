@@ -13,7 +13,8 @@ runner goes straight from ``setup`` to ``derive``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..tasks.spaces import EdgeWeights, Genotype, LossOutput, SearchSpace
+from ..tasks.spaces.errors import check_range
 
 __all__ = [
     "EdgeWeights",
@@ -30,6 +32,7 @@ __all__ = [
     "SearchContext",
     "SearchMethod",
     "StepStats",
+    "batch_statistics",
     "capture_state",
     "cosine_lr",
     "init_alphas",
@@ -38,6 +41,7 @@ __all__ = [
     "restore_state",
     "set_lr",
     "weight_parameters",
+    "zero_fill_grads",
 ]
 
 # score(weights, batches=default) -> search-validation score of the supernet under these edge weights
@@ -60,6 +64,18 @@ class SearchConfig:
     grad_clip: float = 5.0  # weights only, never alpha
     max_steps_per_epoch: int | None = None  # None = one pass over search-train
     score_batches: int | None = None  # search-val batches used to score a candidate in derivation; None = all
+
+    def __post_init__(self):
+        # epochs = 0 is allowed here; parse_config allows it only for methods that train no supernet.
+        for key in ("epochs",):
+            check_range(f"search.{key}", getattr(self, key), low=0)
+        for key in ("batch_size", "channels", "layers", "max_steps_per_epoch", "score_batches"):
+            check_range(f"search.{key}", getattr(self, key), low=1)
+        check_range("search.lr", self.lr, low=0, low_open=True)
+        check_range("search.lr_min", self.lr_min, low=0, high=self.lr)
+        check_range("search.momentum", self.momentum, 0, 1, high_open=True)
+        check_range("search.weight_decay", self.weight_decay, low=0)
+        check_range("search.grad_clip", self.grad_clip, low=0, low_open=True)
 
 
 @dataclass
@@ -170,6 +186,53 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def make_weight_optimizer(params: Iterable[nn.Parameter], cfg: SearchConfig) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, every BatchNorm of ``model`` normalises with each batch's own statistics, even in eval mode,
+    and leaves its running averages untouched ("train-mode BatchNorm" for scoring supernet candidates).
+
+    Sampling methods gather a supernet's running averages over random codes, so they describe no
+    single candidate; PyTorch normalises with batch statistics when a BatchNorm has no running
+    averages, which this context arranges by hiding them.
+
+    Examples:
+        >>> bn = nn.BatchNorm1d(2).eval()
+        >>> x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+        >>> with batch_statistics(bn):
+        ...     bn(x).abs().round().tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
+        >>> bn.running_mean.tolist()
+        [0.0, 0.0]
+    """
+    hidden = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            hidden.append((module, module.running_mean, module.running_var))
+            module.running_mean, module.running_var = None, None
+    try:
+        yield
+    finally:
+        for module, mean, var in hidden:
+            module.running_mean, module.running_var = mean, var
+
+
+def zero_fill_grads(optimizer: torch.optim.Optimizer) -> None:
+    """Give a zero gradient to every parameter that ``optimizer`` has stepped before but that got none this time.
+
+    Sparse methods (EGS, GDAS, random search with weight sharing) run only the sampled ops, so the
+    other ops' weights get no gradient. The original implementations ran on PyTorch < 2.0, whose
+    ``zero_grad`` zeroed gradients instead of dropping them: an op that had run once kept being
+    carried by SGD momentum and weight decay in every later step. Keying on the optimiser's state
+    (a momentum buffer exists once a parameter was stepped) reproduces that, and survives a resume
+    from a checkpoint, which restores optimiser state but no gradients. With momentum 0, SGD keeps
+    no state, and such ops get no weight decay.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is None and optimizer.state.get(p):
+                p.grad = torch.zeros_like(p)
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:

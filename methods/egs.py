@@ -16,18 +16,40 @@ from ``log p`` and takes their elementwise max, giving binary codes with
 Gumbel-softmax (Eq. 7) of the sample that set each entry. The supernet runs only the ops
 whose code is 1.
 
+Derivation (``derive: mode``, the default) keeps, per intermediate node, the most probable
+EGS code, as the authors' ``model_infer.model_infer_gentype_mod`` / ``infer_prob`` do (see
+:func:`derive_mode`): over the node's joint distribution of (input, op) pairs, with every
+``none`` pooled into one entry, it keeps the top-i entries whose probability of being exactly
+the set hit by ``M`` draws is largest, then drops ``none``. A node has 1 to ``M`` pairs (or
+none: it is pruned); M = 1 gives at most one pair per node. ``derive_from: h`` (default) uses
+the effectiveness credits, ``p`` the constrained distribution. ``derive: sample`` instead
+draws ``derive_candidates`` codes with a seeded generator, keeps every sampled non-``none`` op
+of each, scores each on search-val with the shared weights and BatchNorm on batch statistics
+(the running averages were gathered over random codes) and keeps the best.
+
 Deviations, and why:
-- Codes are binary (Eq. 3) by default; the authors' code divides by the code's sum
-  (``normalize: true`` restores that).
+- Codes are binary (Eq. 3) by default; the authors' code divides each code by its sum over
+  the non-``none`` ops (``normalize: true`` restores that; an edge whose code is ``none``
+  alone is left as it is, where the authors' ``+ 1e-9`` would scale it by 1e9 - ``none``
+  outputs zeros either way).
 - Single-level optimisation (Eq. 9: weights and alpha from the same training loss, one
   backward pass) is the default; the authors' code alternates a first-order alpha step on a
   validation batch (``bilevel: true``). Their extra ``0.1 * L1(p, code)`` term is not used.
+- Alpha optimiser: Adam(3e-4, betas (0.5, 0.999)) with DARTS's weight decay 1e-3 by default
+  (the paper states none); the authors' EGS code uses weight decay 0
+  (``arch_weight_decay: 0`` restores it).
 - Sparse execution drops the straight-through gradient of ops that were not sampled
-  (their outputs are never computed), as GDAS does for its one op per edge.
-- Derivation samples ``derive_candidates`` codes with a seeded generator, scores each on the
-  search-validation split with the shared weights and keeps the best; the authors' code
-  instead picks, per node, the top-k (input, op) pairs by a multinomial hit probability.
-  An edge keeps every sampled non-zero op; nodes left without inputs are pruned.
+  (their outputs are never computed), as GDAS does for its one op per edge. The weights of
+  those ops keep momentum and weight decay as in the original: an op that ran before gets a
+  zero gradient, not ``None`` (``zero_fill_grads``; PyTorch < 2.0's ``zero_grad``).
+- Derivation by mode: the authors normalise ``relu(alpha)`` jointly over a node's edges;
+  here each edge's distribution (h or p) is divided by the node's in-degree (the same when
+  the credits are a per-edge distribution, METHODS-SPEC section 0). Ties are broken towards
+  fewer pairs and, among equal probabilities, towards the pooled ``none`` and then the
+  (input, op) order (the authors' ``np.argsort`` leaves tie order unspecified). If every node
+  of a cell would be pruned, each node keeps its most probable non-``none`` pair and an
+  :class:`EmptyCellWarning` is issued (the authors' code would emit an empty cell).
+- ``ops_per_edge`` (a step statistic) counts the ops that run: ``none`` is not counted.
 - The paper does not state its search schedule; the ``paper`` preset uses DARTS's
   (50 epochs, C=16, 8 cells, batch 64) with tau = 1 throughout (the authors' tau schedule
   is effectively constant).
@@ -36,19 +58,21 @@ Deviations, and why:
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.spaces import ConfigError, Genotype, UserError, prune_cell
-
+from ..tasks.spaces import ConfigError, Genotype, SearchSpace, UserError, genotype_weights, prune_cell
 from .base import (
     EdgeWeights,
     ScoreFn,
     SearchContext,
     StepStats,
+    batch_statistics,
     capture_state,
     cosine_lr,
     init_alphas,
@@ -57,11 +81,23 @@ from .base import (
     restore_state,
     set_lr,
     weight_parameters,
+    zero_fill_grads,
 )
 from .registry import METHODS
 from .sampling import gumbel_like, straight_through
 
-__all__ = ["EGS", "EGSConfig", "efficiency_credits", "ensemble_gumbel_softmax"]
+__all__ = [
+    "EGS",
+    "EGSConfig",
+    "EmptyCellWarning",
+    "derive_mode",
+    "efficiency_credits",
+    "ensemble_gumbel_softmax",
+    "hit_probability",
+    "most_probable_code",
+]
+
+TIE_RTOL = 1e-9  # hit probabilities this close count as equal: the smaller set wins
 
 
 def ensemble_gumbel_softmax(
@@ -109,6 +145,149 @@ def efficiency_credits(cost: torch.Tensor, sharpness: float = 1.0) -> torch.Tens
     return torch.softmax(-sharpness * scaled, dim=-1)
 
 
+class EmptyCellWarning(UserWarning):
+    """Mode derivation pruned every node of a cell; each node kept its most probable non-``none`` pair."""
+
+
+def hit_probability(q: Sequence[float] | torch.Tensor, M: int) -> float:
+    """Probability that ``M`` independent draws from a distribution land only on the entries ``q``
+    and hit each of them at least once.
+
+    Equals the inclusion-exclusion sum over subsets ``T`` of the entries,
+    ``sum_T (-1)^(|q| - |T|) * (sum_{t in T} q_t)^M`` (METHODS-SPEC section 0), and the authors'
+    sum over compositions of ``M`` (``get_binary_prob``); it is computed as
+    ``M! * [x^M] prod_t (exp(q_t x) - 1)``, a sum of positive terms (no cancellation), in
+    ``O(|q| * M^2)``.
+
+    Args:
+        q: the probabilities of the entries (the rest of the distribution's mass lies elsewhere).
+        M: number of draws (>= 1).
+
+    Examples:
+        >>> hit_probability([0.5, 0.5], 2)  # paper Figure 1: the code [1, 1]
+        0.5
+        >>> round(hit_probability([0.5, 0.3], 3), 12)  # 3 * 0.5**2 * 0.3 + 3 * 0.5 * 0.3**2
+        0.36
+    """
+    if M < 1:
+        raise ValueError(f"M must be at least 1, got {M}")
+    values = [float(v) for v in (q.tolist() if isinstance(q, torch.Tensor) else q)]
+    if any(v < 0 for v in values):
+        raise ValueError(f"probabilities must be non-negative, got {values}")
+    if len(values) > M:
+        return 0.0  # M draws hit at most M entries
+    poly = [1.0] + [0.0] * M  # truncated power series in x, coefficients of x^0 .. x^M
+    for v in values:
+        factor = [0.0] + [v**n / math.factorial(n) for n in range(1, M + 1)]  # exp(v x) - 1
+        poly = [sum(poly[j] * factor[n - j] for j in range(n + 1)) for n in range(M + 1)]
+    return math.factorial(M) * poly[M]
+
+
+def most_probable_code(q: Sequence[float] | torch.Tensor, M: int) -> list[int]:
+    """Indices of the entries of ``q`` that ``M`` draws most probably hit exactly (the authors' ``infer_prob``).
+
+    Sorts ``q`` descending (stably) and, for ``i = 1 .. min(M, len(q))``, takes the top-i set with the
+    largest :func:`hit_probability`; the smallest ``i`` wins ties (within a relative ``1e-9``).
+
+    Examples:
+        >>> most_probable_code([0.2, 0.5, 0.3], 3)  # P_1 = .125, P_2 = .36, P_3 = .18
+        [1, 2]
+    """
+    q = torch.as_tensor(q, dtype=torch.float64).flatten()
+    order = torch.sort(q, descending=True, stable=True).indices.tolist()
+    best, best_p = 1, -1.0
+    for i in range(1, min(M, len(order)) + 1):
+        p_i = hit_probability(q[order[:i]], M)
+        if p_i > best_p * (1 + TIE_RTOL):
+            best, best_p = i, p_i
+    return order[:best]
+
+
+def _node_entries(probs: torch.Tensor, space: SearchSpace, dst: int) -> tuple[torch.Tensor, list]:
+    """The joint distribution over node ``dst``'s incoming (input, op) pairs, ``none`` pooled first.
+
+    Returns ``(q, labels)``: ``labels[j]`` is ``(src, op index)``, or None for the pooled ``none``.
+    """
+    srcs = [src for src, d in space.edges if d == dst]
+    zero = space.op_index(space.zero_op) if space.zero_op in space.ops else None
+    ops = [k for k in range(space.num_ops) if k != zero]
+    rows = probs[[space.edge_index(src, dst) for src in srcs]].double()  # (in-degree, K)
+    rows = rows / rows.sum(dim=-1, keepdim=True) / len(srcs)  # each edge's distribution / in-degree
+    q, labels = [], []
+    if zero is not None:
+        q.append(rows[:, zero].sum())
+        labels.append(None)
+    for i, src in enumerate(srcs):
+        for k in ops:
+            q.append(rows[i, k])
+            labels.append((src, k))
+    return torch.stack(q), labels
+
+
+def _derive_mode(probabilities: Mapping[str, torch.Tensor], space: SearchSpace, M: int) -> tuple[Genotype, list[str]]:
+    if M < 1:
+        raise ValueError(f"M must be at least 1, got {M}")
+    cells, notes = {}, []
+    for cell_type, probs in probabilities.items():
+        probs = probs.detach().cpu()
+        if tuple(probs.shape) != (space.num_edges, space.num_ops):
+            raise ValueError(
+                f"probabilities[{cell_type!r}] has shape {tuple(probs.shape)}; space {space.name!r} needs "
+                f"(edges, ops) = ({space.num_edges}, {space.num_ops})"
+            )
+        if (probs < 0).any() or not (probs.sum(dim=-1) > 0).all():
+            raise ValueError(f"probabilities[{cell_type!r}] must be non-negative with a positive sum on every edge")
+        edges, fallback = [], []
+        for dst in space.intermediate_nodes:
+            q, labels = _node_entries(probs, space, dst)
+            for j in most_probable_code(q, M):
+                if labels[j] is not None:
+                    src, k = labels[j]
+                    edges.append((src, dst, space.ops[k]))
+            top = max((j for j, lab in enumerate(labels) if lab is not None), key=lambda j: float(q[j]))
+            fallback.append((labels[top][0], dst, space.ops[labels[top][1]]))
+        cell = prune_cell(edges, space.n_inputs, space.n_nodes)
+        if not cell.concat:
+            notes.append(
+                f"{cell_type} cell: the most probable code of every node was 'none' (M={M}); kept each node's most "
+                "probable non-'none' (input, op) pair instead"
+            )
+            cell = prune_cell(fallback, space.n_inputs, space.n_nodes)
+        cells[cell_type] = cell
+    return Genotype(cells), notes
+
+
+def derive_mode(probabilities: Mapping[str, torch.Tensor], space: SearchSpace, M: int) -> Genotype:
+    """Per node, the most probable EGS code (METHODS-SPEC section 0; the authors' ``model_infer_gentype_mod``).
+
+    For each intermediate node: the joint distribution ``q`` over its incoming (input, op) pairs
+    (each incoming edge's op probabilities divided by the node's in-degree, every ``none`` pooled
+    into one entry); the top-i entries of ``q`` with the largest probability of being exactly the
+    entries ``M`` draws hit (:func:`most_probable_code`); the pooled ``none`` dropped. Nodes left
+    without inputs are pruned. If a whole cell would be empty, every node keeps its most probable
+    non-``none`` pair and an :class:`EmptyCellWarning` is issued.
+
+    Args:
+        probabilities: ``{cell type: (E, K)}`` per-edge op probabilities (rows are normalised).
+        space: the search space the rows and columns index.
+        M: samples per code.
+
+    Returns:
+        A genotype of the ``dag`` space: between 1 and ``M`` (input, op) pairs per kept node.
+
+    Examples:
+        >>> from egsbench.tasks.spaces import SPACES
+        >>> space = SPACES.get("dag")
+        >>> probs = torch.full((14, 8), 0.02).index_fill_(1, torch.tensor([4]), 0.86)  # sep_conv_3x3
+        >>> [len(derive_mode({"normal": probs}, space, M)["normal"].edges) for M in (1, 7)]
+        [4, 14]
+    """
+    genotype, notes = _derive_mode(probabilities, space, M)
+    for note in notes:
+        warnings.warn(note, EmptyCellWarning, stacklevel=2)
+    return genotype
+
+
 @dataclass
 class EGSConfig:
     M: int = 7  # samples per edge code; the paper uses 7 (and 4) on CIFAR-10, sweeps 1..9
@@ -119,13 +298,15 @@ class EGSConfig:
     cost: str = "macs"  # macs | params: the efficiency-credit cost of each op at each edge
     cost_sharpness: float = 1.0
     credits: str = "softmax"  # softmax | relu (the authors' code)
-    normalize: bool = False  # divide each code by its sum, as the authors' code
+    normalize: bool = False  # divide each code by its sum over the non-none ops, as the authors' code
     bilevel: bool = False  # False: single level (Eq. 9); True: first-order alpha step on validation
-    derive_candidates: int = 16  # S sampled candidate architectures scored at derivation
+    derive: str = "mode"  # mode: most probable code per node (the authors' code) | sample: best of S sampled codes
+    derive_from: str = "h"  # mode: h (effectiveness credits) | p (with the efficiency credits, lambda < 1)
+    derive_candidates: int = 16  # S, sampled candidate architectures scored by derive: sample
     arch_lr: float = 3e-4
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
-    arch_weight_decay: float = 1e-3
+    arch_weight_decay: float = 1e-3  # DARTS's; the authors' EGS code uses 0, the paper states none
 
     def __post_init__(self):
         if self.M < 1:
@@ -138,11 +319,15 @@ class EGSConfig:
             ("tau_schedule", self.tau_schedule, ("linear", "exponential")),
             ("cost", self.cost, ("macs", "params")),
             ("credits", self.credits, ("softmax", "relu")),
+            ("derive", self.derive, ("mode", "sample")),
+            ("derive_from", self.derive_from, ("h", "p")),
         ):
             if value not in valid:
                 raise ConfigError(f"method.{key} must be one of {list(valid)}, got {value!r}")
         if self.derive_candidates < 1:
             raise ConfigError(f"method.derive_candidates must be >= 1, got {self.derive_candidates}")
+        if self.arch_weight_decay < 0:
+            raise ConfigError(f"method.arch_weight_decay must be >= 0, got {self.arch_weight_decay}")
 
 
 @METHODS.register("egs")
@@ -171,28 +356,36 @@ class EGS:
                               for t in space.cell_types}  # fmt: skip
         else:
             self.credits_l = None
+        # Columns of the ops that run: 'none' outputs zeros and is never executed.
+        self.op_columns = [k for k, op in enumerate(space.ops) if op != space.zero_op]
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
         self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
+        self.derive_warnings: list[str] = []
 
     # -- distributions -------------------------------------------------------------------------
+    def effectiveness(self) -> dict[str, torch.Tensor]:
+        """The effectiveness credits ``h`` per cell type, ``(E, K)``: ``softmax(alpha)`` or ``relu(alpha) / sum``."""
+        if self.config.credits == "softmax":
+            return {t: torch.softmax(alpha, dim=-1) for t, alpha in self.alphas.items()}
+        relu = {t: F.relu(alpha) for t, alpha in self.alphas.items()}
+        return {t: r / r.sum(dim=-1, keepdim=True).clamp_min(1e-12) for t, r in relu.items()}
+
     def probabilities(self) -> dict[str, torch.Tensor]:
         """``p = lambda * h + (1 - lambda) * l`` per cell type, ``(E, K)``."""
-        out = {}
-        for t, alpha in self.alphas.items():
-            if self.config.credits == "softmax":
-                h = torch.softmax(alpha, dim=-1)
-            else:
-                r = F.relu(alpha)
-                h = r / r.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-            out[t] = h if self.credits_l is None else self.config.lam * h + (1 - self.config.lam) * self.credits_l[t]
-        return out
+        h = self.effectiveness()
+        if self.credits_l is None:
+            return h
+        lam = self.config.lam
+        return {t: lam * h[t] + (1 - lam) * self.credits_l[t] for t in h}
 
     def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One EGS code per cell type, ``(E, K)``, shared by all cells of that type."""
         codes = {}
         for t, p in self.probabilities().items():
             code = ensemble_gumbel_softmax(torch.log(p.clamp_min(1e-20)), self.config.M, self.tau, generator)
-            codes[t] = code / code.sum(dim=-1, keepdim=True) if self.config.normalize else code
+            if self.config.normalize:  # the authors' code: divide by the number of non-none ops sampled
+                code = code / code[:, self.op_columns].sum(dim=-1, keepdim=True).clamp_min(1.0)
+            codes[t] = code
         return codes
 
     # -- search --------------------------------------------------------------------------------
@@ -225,20 +418,41 @@ class EGS:
         self.a_optimizer.zero_grad(set_to_none=True)
         loss, metrics, codes = self._loss(train_batch)
         ctx.backward(loss)
+        zero_fill_grads(self.w_optimizer)  # ops not sampled now keep momentum and weight decay, as the original
         nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
         self.w_optimizer.step()
         if not self.config.bilevel:
             self.a_optimizer.step()  # single level: alpha takes the same training-loss gradient
-        active = sum(float((c.detach() != 0).sum()) for c in codes.values()) / sum(c.shape[0] for c in codes.values())
+        ran = sum(float((c.detach()[:, self.op_columns] != 0).sum()) for c in codes.values())
         return StepStats(
             loss=loss.item(),
             metrics=metrics,
-            extras={"tau": self.tau, "lr": self.w_optimizer.param_groups[0]["lr"], "ops_per_edge": active},
+            extras={
+                "tau": self.tau,
+                "lr": self.w_optimizer.param_groups[0]["lr"],
+                "ops_per_edge": ran / sum(c.shape[0] for c in codes.values()),  # ops that ran; 'none' never runs
+            },
         )
 
     # -- derivation ----------------------------------------------------------------------------
     @torch.no_grad()
     def derive(self, score: ScoreFn) -> Genotype:
+        """``derive: mode`` (:func:`derive_mode` on h or p) or ``derive: sample`` (best of S scored codes).
+
+        The derived cells are scored in the supernet on search-val (``derive_score``) with BatchNorm on
+        batch statistics: the running averages were gathered over random codes, not this one.
+        """
+        if self.config.derive == "sample":
+            return self._derive_sample(score)
+        probs = self.effectiveness() if self.config.derive_from == "h" else self.probabilities()
+        genotype, self.derive_warnings = _derive_mode(probs, self.ctx.space, self.config.M)
+        for note in self.derive_warnings:
+            warnings.warn(note, EmptyCellWarning, stacklevel=2)
+        with batch_statistics(self.ctx.model):
+            self.derive_score = score(genotype_weights(self.ctx.space, genotype, self.ctx.device))
+        return genotype
+
+    def _derive_sample(self, score: ScoreFn) -> Genotype:
         gen = torch.Generator().manual_seed(self.ctx.seed + 1)
         best, best_score = None, -math.inf
         for _ in range(self.config.derive_candidates):
@@ -246,11 +460,13 @@ class EGS:
             genotype = self.genotype_from_codes(codes)
             if genotype is None:
                 continue
-            value = score(codes)
+            with batch_statistics(self.ctx.model):
+                value = score(codes)
             if value > best_score:
                 best, best_score = genotype, value
         if best is None:
-            raise UserError("every derived EGS candidate left a cell without any operation; raise method.M")
+            raise UserError("every sampled EGS candidate left a cell without any operation; raise method.M or "
+                            "use method.derive=mode")  # fmt: skip
         self.derive_score = best_score
         return best
 

@@ -34,6 +34,9 @@ Deviations, and why:
   "resample if inf or nan" loop is not needed.
 - Edge order is DARTS's (destination-major) rather than xautodl's sorted ``"i<-j"`` keys; ties
   in the derivation are broken by (input, op) order.
+- Weights of ops that were not sampled in a step but ran before get a zero gradient, not
+  ``None`` (``zero_fill_grads``), so SGD still applies their momentum and weight decay, as
+  ``zero_grad`` did in the original's PyTorch (< 2.0).
 - Under several processes alpha gradients are not averaged across processes (as for every
   method here); the original is single-GPU.
 """
@@ -47,7 +50,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tasks.spaces import CellGenotype, ConfigError, Genotype
-
 from .base import (
     ScoreFn,
     SearchContext,
@@ -60,6 +62,7 @@ from .base import (
     restore_state,
     set_lr,
     weight_parameters,
+    zero_fill_grads,
 )
 from .registry import METHODS
 from .sampling import gumbel_like, straight_through
@@ -149,6 +152,7 @@ class GDAS:
         self.w_optimizer.zero_grad(set_to_none=True)
         out = ctx.loss(ctx.model, train_batch, self.sample(detach=True))
         ctx.backward(out.loss)
+        zero_fill_grads(self.w_optimizer)  # ops not sampled now keep momentum and weight decay, as xautodl's
         nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
         self.w_optimizer.step()
         # (2) alpha on the validation batch with a fresh sample (first order).

@@ -39,6 +39,9 @@ Deviations, and why:
 - Samples come from a ``torch.Generator`` seeded from the run seed and checkpointed with the
   method (the release used numpy's global generator), so resumed runs draw the same
   architectures; seeds do not map to the release's architectures.
+- Weights of ops that were not sampled in a step but ran before get a zero gradient, not
+  ``None`` (``zero_fill_grads``), so SGD still applies their momentum and weight decay, as
+  ``zero_grad`` did in the release's PyTorch (< 2.0).
 - Schedules follow this project's DARTS conventions (``cosine_lr`` per epoch, gradient clip
   ``search.grad_clip`` = 5). The release's CLI defaults are 100 epochs and clip 0.25 (the PTB
   value); the per-run values live in the authors' spreadsheet, not checked here.
@@ -60,7 +63,6 @@ import torch
 from torch import nn
 
 from ..tasks.spaces import CellGenotype, ConfigError, Genotype, SearchSpace
-
 from .base import (
     EdgeWeights,
     ScoreFn,
@@ -70,6 +72,7 @@ from .base import (
     make_weight_optimizer,
     set_lr,
     weight_parameters,
+    zero_fill_grads,
 )
 from .registry import METHODS
 
@@ -207,9 +210,10 @@ class RandomSearch:
             return StepStats(loss=math.nan, extras={"lr": 0.0, "ops_per_edge": 0.0})
         ctx = self.ctx
         weights = self.sample()
-        self.w_optimizer.zero_grad(set_to_none=True)  # ops not sampled keep grad None: no decay, no momentum
+        self.w_optimizer.zero_grad(set_to_none=True)
         out = ctx.loss(ctx.model, train_batch, weights)
         ctx.backward(out.loss)
+        zero_fill_grads(self.w_optimizer)  # ops not sampled now keep momentum and weight decay, as the release
         nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
         self.w_optimizer.step()
         ran = sum(float(w[:, self.cell_ops].sum()) for w in weights.values())  # ops executed ('none' never runs)

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .errors import UserError
 from .ops import PRIMITIVES
 from .registry import Registry
@@ -35,6 +37,7 @@ __all__ = [
     "Genotype",
     "GenotypeError",
     "SearchSpace",
+    "genotype_weights",
     "prune_cell",
 ]
 
@@ -241,6 +244,24 @@ def prune_cell(edges: Iterable[Edge], n_inputs: int, n_nodes: int) -> CellGenoty
     kept = tuple(e for e in edges if e[0] in live)
     concat = tuple(n for n in range(n_inputs, n_inputs + n_nodes) if n in live)
     return CellGenotype(kept, concat)
+
+
+def genotype_weights(space: SearchSpace, genotype: Genotype, device=None) -> dict[str, torch.Tensor]:
+    """Edge weights ``{cell type: (E, K)}`` of a genotype in ``space``'s supernet: 1 at each (edge, op) it keeps.
+
+    Examples:
+        >>> g = Genotype.from_dict({"normal": [[0, 2, "skip_connect"]], "normal_concat": [2]})
+        >>> w = genotype_weights(SPACES.get("dag"), g)["normal"]
+        >>> w.sum().item(), w[0, 3].item()
+        (1.0, 1.0)
+    """
+    weights = {}
+    for cell_type, cell in genotype.cells.items():
+        w = torch.zeros(space.num_edges, space.num_ops)
+        for src, dst, op in cell.edges:
+            w[space.edge_index(src, dst), space.op_index(op)] = 1.0
+        weights[cell_type] = w.to(device)
+    return weights
 
 
 SPACES: Registry[SearchSpace] = Registry("space", group="egsbench.spaces")

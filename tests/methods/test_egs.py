@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-
 from egsbench.methods import METHODS
 from egsbench.methods.egs import EGS, EGSConfig, efficiency_credits, ensemble_gumbel_softmax
 from egsbench.tasks.spaces import ConfigError
+
 from egsbench.testing import batch, tiny_context
 
 N = 200_000
@@ -112,21 +112,46 @@ def test_gradients_reach_alpha_through_the_supernet():
         assert alpha.grad is not None and alpha.grad.abs().sum() > 0, t
 
 
-def test_normalize_divides_codes_by_their_sum():
-    m = EGS(EGSConfig(M=5, normalize=True))
+def test_normalize_divides_codes_by_their_sum_over_the_ops_that_run():
+    m = EGS(EGSConfig(M=5, normalize=True, lam=1.0))
     m.setup(tiny_context())
+    with torch.no_grad():
+        m.alphas["normal"][:7, 0] = 3.0  # 'none' likely on the first edges, so it is often sampled with others
+    raw = EGS(EGSConfig(M=5, lam=1.0))
+    raw.setup(tiny_context())
+    raw.alphas.load_state_dict(m.alphas.state_dict())
     codes = m.sample(torch.Generator().manual_seed(0))
-    for c in codes.values():
-        assert torch.allclose(c.sum(-1), torch.ones(c.shape[0]))
+    binary = raw.sample(torch.Generator().manual_seed(0))  # the same draws, not normalised
+    c, b = codes["normal"].detach(), binary["normal"].detach()
+    ops = b[:, 1:].sum(-1)  # non-none ops sampled per edge
+    mixed, alone = (b[:, 0] == 1) & (ops > 0), ops == 0
+    assert mixed.any() and alone.any(), "the case must hold edges with 'none' among others and 'none' alone"
+    ran = ops > 0
+    assert torch.allclose(c[ran, 1:].sum(-1), torch.ones(int(ran.sum())))
+    assert torch.equal(c[ran], b[ran] / ops[ran, None])  # 'none' gets 1 / (non-none count) too, as the authors'
+    assert torch.equal(c[alone], b[alone])  # 'none' alone stays 1 (it never runs)
 
 
-def test_derive_keeps_every_sampled_op_and_picks_the_best_scored_candidate():
-    m = EGS(EGSConfig(M=4, derive_candidates=6))
+def test_ops_per_edge_counts_only_ops_that_run():
+    m = EGS(EGSConfig(M=3, lam=1.0))
+    ctx = tiny_context()
+    m.setup(ctx)
+    with torch.no_grad():
+        for alpha in m.alphas.values():
+            alpha[:, 0] = 50.0  # every code is 'none' alone: nothing runs
+    m.start_epoch(0)
+    assert m.step(batch(0), batch(1)).extras["ops_per_edge"] == 0.0
+
+
+def test_derive_sample_keeps_every_sampled_op_and_picks_the_best_scored_candidate():
+    m = EGS(EGSConfig(M=4, derive="sample", derive_candidates=6))
     ctx = tiny_context()
     m.setup(ctx)
     seen = []
 
     def score(codes):
+        # Candidates are scored with BatchNorm on batch statistics: the running averages are hidden.
+        assert all(bn.running_mean is None for bn in ctx.model.modules() if isinstance(bn, torch.nn.BatchNorm2d))
         seen.append({t: c.clone() for t, c in codes.items()})
         return float(codes["normal"].sum())  # prefers the densest candidate
 
@@ -139,8 +164,9 @@ def test_derive_keeps_every_sampled_op_and_picks_the_best_scored_candidate():
     normal = genotype["normal"]
     assert any(len(normal.ops_on(s, d)) > 1 for s, d, _ in normal.edges)
     assert all(op != "none" for _, _, op in normal.edges)
-    # Seeded: the same alphas give the same genotype.
+    # Seeded: the same alphas give the same genotype; the running averages are back.
     assert m.derive(score) == genotype
+    assert all(bn.running_mean is not None for bn in ctx.model.modules() if isinstance(bn, torch.nn.BatchNorm2d))
 
 
 def test_tau_schedule():
@@ -158,7 +184,9 @@ def test_tau_schedule():
 @pytest.mark.parametrize(
     "kwargs, key",
     [({"M": 0}, "method.M"), ({"lam": 1.5}, "method.lam"), ({"cost": "flops"}, "method.cost"),
-     ({"credits": "sigmoid"}, "method.credits"), ({"derive_candidates": 0}, "method.derive_candidates")],
+     ({"credits": "sigmoid"}, "method.credits"), ({"derive_candidates": 0}, "method.derive_candidates"),
+     ({"derive": "argmax"}, "method.derive"), ({"derive_from": "l"}, "method.derive_from"),
+     ({"arch_weight_decay": -1.0}, "method.arch_weight_decay")],
 )  # fmt: skip
 def test_bad_config_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):

@@ -1,0 +1,58 @@
+"""Published cells by name: the ``GENOTYPES`` registry and :func:`load_genotype`.
+
+``egsbench list genotypes`` prints the names; ``method: {name: fixed, genotype: NAME_OR_PATH}``
+evaluates one without searching.
+
+- ``darts_v1``, ``darts_v2``: DARTS first- and second-order cells (quark0/darts
+  ``cnn/genotypes.py`` ``DARTS_V1``/``DARTS_V2``), defined in :mod:`.genotype`.
+- ``egs_released_m4``, ``egs_released_m7``: the DARTS-EGS authors' released CIFAR-10 cells for
+  M = 4 and M = 7 (XinbangZhang/DATA-NAS), shipped as ``results/genotypes/egs-released-m*.json``
+  and read through ``importlib.resources``. Their in-degree varies per node (2 to 5 (input, op)
+  pairs, several ops per edge), so they belong to the ``dag`` space.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from pathlib import Path
+
+from .errors import UnknownNameError
+from .genotype import DARTS_V1, DARTS_V2, Genotype, GenotypeError
+from .registry import Registry, unknown_name_message
+
+__all__ = ["GENOTYPES", "load_genotype"]
+
+RESULTS_PACKAGE = "egsbench.results"  # shipped data, read through importlib.resources
+
+GENOTYPES: Registry[Genotype] = Registry("genotype")
+GENOTYPES.add("darts_v1", DARTS_V1)
+GENOTYPES.add("darts_v2", DARTS_V2)
+for _m in (4, 7):
+    _text = (files(RESULTS_PACKAGE) / "genotypes" / f"egs-released-m{_m}.json").read_text()
+    GENOTYPES.add(f"egs_released_m{_m}", Genotype.from_dict(json.loads(_text)))
+
+
+def load_genotype(name_or_path: str) -> Genotype:
+    """A registered genotype by name, else the genotype JSON file at that path.
+
+    Raises:
+        UnknownNameError: neither a registered name nor an existing file; the message lists the names.
+        GenotypeError: the file is not a valid genotype.
+
+    Examples:
+        >>> len(load_genotype("darts_v2")["normal"].edges)
+        8
+    """
+    if name_or_path in GENOTYPES:
+        return GENOTYPES.get(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        try:
+            return Genotype.load(path)
+        except GenotypeError as err:
+            raise GenotypeError(f"{path}: {err}") from None
+    raise UnknownNameError(
+        unknown_name_message("genotype", name_or_path, GENOTYPES.names())
+        + " (or pass the path of a genotype JSON file; see `egsbench list genotypes`)"
+    )
