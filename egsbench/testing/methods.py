@@ -49,12 +49,14 @@ def tiny_context(space: str = "dag", seed: int = 0, epochs: int = 2, train_candi
     )
 
 
-def batch(seed: int = 0, n: int = BATCH):
+def batch(seed: int = 0, n: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random batch for :func:`tiny_context`'s supernet: images ``(n, 3, 16, 16)`` and labels ``(n,)``."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
 def build(method_cls, config=None, seed: int = 0):
+    """``method_cls`` set up on a fresh tiny context of its space, at epoch 0; returns ``(method, ctx)``."""
     method = method_cls(config if config is not None else method_cls.config_class())
     ctx = tiny_context(getattr(method_cls, "space", "dag"), seed, train_candidate=fake_train_candidate)
     method.setup(ctx)

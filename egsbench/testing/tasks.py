@@ -59,7 +59,11 @@ def conformance_task(task_cls: type, tmp_path: str | Path) -> Any:
 
 def _protocol_members() -> list[str]:
     """The attributes and methods the ``Task`` protocol names."""
-    methods = [name for name, value in vars(Task).items() if callable(value) and not name.startswith("_")]
+    methods = [
+        name
+        for name, value in vars(Task).items()
+        if (callable(value) or isinstance(value, classmethod)) and not name.startswith("_")
+    ]
     return sorted({*Task.__annotations__, *methods})
 
 

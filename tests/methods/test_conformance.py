@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from egsbench.methods import METHODS
 from egsbench.methods.darts import DARTS
-
 from egsbench.testing import METHOD_CHECKS, check_method
 from egsbench.testing.methods import check_declares_config_and_space, check_gradients_reach_alpha
 

@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 import torch
+
 from egsbench.tasks import TASKS
 from egsbench.tasks.cifar import CIFAR10
-
 from egsbench.testing import TASK_CHECKS, check_task, conformance_task, write_image_folder
 from egsbench.testing.tasks import check_data_splits, check_declares_metrics, check_supernet_search_loss
 
@@ -92,3 +92,13 @@ def test_a_task_without_conformance_config_is_told_what_to_add(tmp_path):
 def test_checks_catch_broken_tasks(tmp_path, task_cls, check, message):
     with pytest.raises(AssertionError, match=message):
         check(conformance_task(task_cls, tmp_path))
+
+
+def test_checks_name_the_protocol_members_a_task_lacks():
+    class HalfATask:
+        metrics = ()
+
+        def prepare_data(self): ...
+
+    with pytest.raises(AssertionError, match="lacks members of the Task protocol: .*'build_supernet'"):
+        check_declares_metrics(HalfATask())
