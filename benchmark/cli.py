@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                      "logs go under --out")  # fmt: skip
 
     lst = sub.add_parser("list", help="list registered components or bundled configs")
-    lst.add_argument("what", choices=["methods", "tasks", "spaces", "configs"])
+    lst.add_argument("what", choices=["methods", "tasks", "spaces", "configs", "genotypes"])
 
     demo = sub.add_parser("demo", help="run EGS on the embedded CIFAR-10 subset and print a results table")
     demo.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temp dir)")
@@ -126,10 +126,11 @@ def _run(args) -> int:
 
 
 def _list(args) -> int:
+    from ..tasks.spaces import GENOTYPES
     from .config import bundled_configs
     from .registry import METHODS, SPACES, TASKS
 
-    names = {"methods": METHODS, "tasks": TASKS, "spaces": SPACES}
+    names = {"methods": METHODS, "tasks": TASKS, "spaces": SPACES, "genotypes": GENOTYPES}
     print("\n".join(bundled_configs() if args.what == "configs" else names[args.what].names()))
     return 0
 

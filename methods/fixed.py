@@ -1,0 +1,90 @@
+"""A fixed genotype: evaluate a published (or any saved) cell without searching.
+
+``method: {name: fixed, genotype: NAME_OR_PATH}`` names a genotype in ``GENOTYPES``
+(``egsbench list genotypes``: ``darts_v1``, ``darts_v2``, ``egs_released_m4``,
+``egs_released_m7``) or the path of a genotype JSON file (the ``genotype.json`` of a run
+folder, for instance). The method trains no supernet (``trains_supernet = False``: the runner
+goes from ``setup`` straight to ``derive``), and ``derive`` returns the genotype, so a run
+is the task's final training and test of that cell, recorded like any other run (the
+search cost is zero; ``search_val_score`` is None: an untrained supernet scores nothing).
+
+Published rows reproduced this way: DARTS (2nd order) 2.76 % / 3.3 M (``darts_v2``,
+quark0/darts's ``DARTS_V2``) and DARTS-EGS M = 7 2.79 % / 2.9 M (``egs_released_m7``, the
+authors' released cell) on CIFAR-10, paper Table 1.
+
+Deviation: none in behaviour; the method's ``space`` is ``dag`` so that any genotype,
+DARTS-style or not, validates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..tasks.spaces import SPACES, ConfigError, Genotype, GenotypeError, genotype_weights, load_genotype
+from .base import ScoreFn, SearchContext, StepStats
+from .registry import METHODS
+
+__all__ = ["Fixed", "FixedConfig"]
+
+SPACE = "dag"  # any in-degree: DARTS cells and the released EGS cells alike
+
+
+@dataclass
+class FixedConfig:
+    genotype: str = "darts_v2"  # a name in GENOTYPES (egsbench list genotypes) or the path of a genotype JSON file
+
+    def __post_init__(self):
+        # Fail at config time: an unknown name lists the valid ones; a bad file names itself and the problem.
+        try:
+            genotype = load_genotype(self.genotype)
+        except GenotypeError as err:
+            raise ConfigError(f"method.genotype: {err}") from None  # the message names the file
+        try:
+            SPACES.get(SPACE).validate(genotype)
+        except GenotypeError as err:
+            raise ConfigError(f"method.genotype: {self.genotype}: {err}") from None
+
+
+@METHODS.register("fixed")
+class Fixed:
+    """Returns a given genotype; trains nothing (see the module docstring)."""
+
+    config_class = FixedConfig
+    space = SPACE
+    trains_supernet = False
+
+    def __init__(self, config: FixedConfig):
+        self.config = config
+        self.genotype: Genotype = load_genotype(config.genotype)
+        self.derive_score: float | None = None
+        self.epoch = 0
+
+    def setup(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        ctx.space.validate(self.genotype)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def step(self, train_batch, val_batch) -> StepStats:
+        """Nothing to train (the runner never calls this): the supernet and everything else stay as they are."""
+        return StepStats(loss=math.nan, extras={"ops_per_edge": 0.0})
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """The genotype as ``{cell type: (E, K)}`` indicators: 1 at each (edge, op) it keeps."""
+        return genotype_weights(self.ctx.space, self.genotype)
+
+    def derive(self, score: ScoreFn) -> Genotype:
+        return self.genotype
+
+    def state_dict(self) -> dict:
+        return {"genotype": self.genotype.to_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = Genotype.from_dict(state["genotype"])
+        if saved != self.genotype:
+            raise ValueError(f"checkpoint holds genotype {saved.to_json()}, the config gives {self.genotype.to_json()}")
+        self.epoch = state["epoch"]
