@@ -2,11 +2,15 @@
 
 Pure functions on run records (the dicts ``read_record`` and ``load_records`` return, or ``Record``
 models). Runs are grouped by method, task, preset, the method-config values that make variants
-(``references.VARIANT_KEYS``: M for egs, order for darts...) and the run setup (``world_size``,
+(``references.VARIANT_KEYS``: M for egs, order for darts...), the config hash (the whole resolved
+config but the seed, so two configs never share a row) and the run setup (``world_size``,
 ``mixed_precision``, ``deterministic``): a 1-GPU and an 8-GPU run, or an fp32 and a bf16 run, are
 never one row. A record without those fields (hand-made, or older than schema 3) ran as one fp32
-process. Failed runs (``status: failed``) are left out of the statistics and counted in ``Failed``;
-a record without ``status`` is a finished run.
+process. Where rows of different configs would look alike, a ``Config`` column tells them apart:
+the short hash and the config values that differ. Two records of the same config, setup and seed
+(a run repeated into another folder) count once, the newer by ``created``; the table carries a note
+saying so (``table.attrs["notes"]``, printed under it). Failed runs (``status: failed``) are left
+out of the statistics and counted in ``Failed``; a record without ``status`` is a finished run.
 
 Which number a task's table shows comes from the task (``references.task_metric``: its class in
 ``TASKS`` declares ``main_metric``, that metric's direction and label, and its
@@ -51,7 +55,9 @@ __all__ = [
 
 FORMATS = ("md", "csv", "latex", "html")
 SETUP = ["world_size", "mixed_precision", "deterministic"]
-GROUP = ["method", "task", "preset", "variant", *SETUP]  # variant: the JSON of variant_of(...), e.g. '{"M": 7}'
+# variant: the JSON of variant_of(...), e.g. '{"M": 7}'; config_hash: the record's, of the config without the seed
+GROUP = ["method", "task", "preset", "variant", "config_hash", *SETUP]
+NOT_IDENTITY = ("seed", "threads")  # config keys that never make two runs different configs
 STD = " std"  # a column "X std" holds the std of column "X"; md/latex/html print them as "X ± std"
 
 
@@ -81,6 +87,7 @@ def _run_row(record: dict | Record) -> dict:
         "preset": record.get("preset"),
         "seed": record.get("seed"),
         "variant": _variant(method, method_config),
+        "config_hash": record.get("config_hash"),
         # absent before schema 3 (and from hand-made dicts): such runs were one fp32 process
         "world_size": record.get("world_size", 1),
         "mixed_precision": record.get("mixed_precision", "no"),
@@ -89,6 +96,8 @@ def _run_row(record: dict | Record) -> dict:
         "search_gpu_days": None if hours is None else hours / 24,
         "search_s": None if None in search_s else sum(search_s),
         "evaluate_s": evaluate.get("wall_time_s"),
+        "created": record.get("created"),
+        "config": record.get("config"),
     }
 
 
@@ -116,10 +125,42 @@ def setup_label(world_size: int, mixed_precision: str, deterministic: bool) -> s
 # ---- statistics ------------------------------------------------------------------------------
 
 
+def latest_per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``runs`` with one row per group of ``GROUP`` and seed (the newest by ``created``), and a note per repeat.
+
+    Two records of one config, setup and seed are one run done twice (a rerun into another folder); counting
+    both would weigh that seed double. Records without ``created`` keep their input order (the last wins).
+    """
+    if runs.empty:
+        return runs, []
+    key = [*GROUP, "seed"]
+    created = pd.to_datetime(runs.get("created"), utc=True, errors="coerce", format="ISO8601")
+    ordered = runs.assign(_created=created.to_numpy(), _position=range(len(runs)))
+    ordered = ordered.sort_values(["_created", "_position"], na_position="first", kind="stable")
+    notes = []
+    for values, group in ordered.groupby(key, dropna=False, sort=True):
+        if len(group) > 1:
+            row = dict(zip(key, values, strict=True))
+            kept = group.iloc[-1]["created"]
+            when = f", created {kept}" if isinstance(kept, str) else ""
+            notes.append(
+                f"{row['method']}/{row['task']}/{row['preset']} seed {row['seed']} (config "
+                f"{str(row['config_hash'])[:8]}, {setup_label(*(row[c] for c in SETUP))}): {len(group)} records of "
+                f"the same config and seed; counted once, the newest{when}"
+            )
+    kept = ordered[~ordered.duplicated(key, keep="last")].sort_values("_position")
+    return kept.drop(columns=["_created", "_position"]), notes
+
+
 def summarize(runs: pd.DataFrame, metric: str, more: Sequence[str] = ()) -> pd.DataFrame:
     """Per group of ``GROUP``: mean, std (ddof=1, NaN for one seed) and count of ``metric`` over the ok runs,
     the mean and std of each of ``more`` (columns ``<name>`` and ``<name> std``), mean params and search cost,
-    and the count of failed runs."""
+    and the count of failed runs.
+
+    A seed recorded twice in a group counts once (see :func:`latest_per_seed`); the notes saying so are
+    in the result's ``attrs["notes"]``.
+    """
+    runs, notes = latest_per_seed(runs)
     nan = pd.Series(math.nan, index=runs.index)
     numeric = [metric, *more, "params_m", "search_gpu_days"]
     runs = runs.assign(**{col: pd.to_numeric(runs.get(col, nan), errors="coerce") for col in numeric})
@@ -130,7 +171,9 @@ def summarize(runs: pd.DataFrame, metric: str, more: Sequence[str] = ()) -> pd.D
     stats = runs[runs["ok"]].groupby(GROUP, dropna=False).agg(**aggregates)
     failed = (~runs["ok"]).groupby([runs[c] for c in GROUP], dropna=False).sum().rename("failed")
     out = stats.join(failed, how="outer").reset_index()
-    return out.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
+    out = out.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
+    out.attrs["notes"] = notes
+    return out
 
 
 def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.DataFrame:
@@ -153,6 +196,44 @@ def _label(method: str, variant: str) -> str:
 
 def _setups(groups: pd.DataFrame) -> list[str]:
     return [setup_label(*values) for values in zip(*(groups[c] for c in SETUP), strict=True)]
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted items of a nested config, without the keys that are no part of its identity."""
+    if not isinstance(config, dict):
+        return {}
+    out = {}
+    for key, value in config.items():
+        if not prefix and key in NOT_IDENTITY:
+            continue
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return out
+
+
+def _config_column(table: pd.DataFrame, groups: pd.DataFrame, runs: pd.DataFrame, shown: list[str]) -> pd.DataFrame:
+    """``table`` with a ``Config`` column after ``Setup`` where rows alike in ``shown`` come from different configs.
+
+    Each such row shows its config hash (8 characters) and the config values in which it differs from the
+    rows it would be mistaken for (at most three, then a count); other rows show the hash alone.
+    """
+    if table.empty or not table.duplicated(shown, keep=False).any():
+        return table
+    configs = {}
+    for config_hash, config in zip(runs["config_hash"], runs["config"], strict=True):
+        configs.setdefault(config_hash, _flat(config))
+    labels = [str(h)[:8] if isinstance(h, str) else "-" for h in groups["config_hash"]]
+    for _, index in table.groupby(shown, dropna=False).groups.items():
+        if len(index) < 2:
+            continue
+        flats = {i: configs.get(groups.loc[i, "config_hash"], {}) for i in index}
+        keys = sorted({k for flat in flats.values() for k in flat})
+        differ = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats.values()}) > 1]
+        for i in index:
+            items = [f"{k}={json.dumps(flats[i].get(k))}" for k in differ[:3]]
+            items += [f"+{len(differ) - 3} more"] if len(differ) > 3 else []
+            labels[i] += f" ({', '.join(items)})" if items else ""
+    position = list(table.columns).index("Setup") + 1
+    return table.copy().assign(Config=labels)[[*table.columns[:position], "Config", *table.columns[position:]]]
 
 
 def _ref_value(ref: pd.Series | None, column: str) -> Any:
@@ -187,7 +268,8 @@ def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") ->
         if runs.empty:
             raise _unknown_task(task, "no record names it either")
         return _uninstalled_task_table(runs)
-    groups = _with_references(summarize(runs, spec.key), spec.key, spec.table)
+    summary = summarize(runs, spec.key)
+    groups = _with_references(summary, spec.key, spec.table)
     table = pd.DataFrame(
         {
             "Architecture": [
@@ -208,9 +290,15 @@ def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") ->
             "Failed": groups["failed"],
         }
     )
+    table = _config_column(table, groups, runs, ["Architecture", "Preset", "Setup"])
     table = table.assign(_order=[_ref_position(r) for r in groups["ref"]])
-    order = ["_order", "Architecture", "Preset", "Setup"]
-    return table.sort_values(order).drop(columns="_order").reset_index(drop=True)
+    order = ["_order", "Architecture", "Preset", "Setup", *(["Config"] if "Config" in table else [])]
+    return _noted(table.sort_values(order).drop(columns="_order").reset_index(drop=True), summary)
+
+
+def _noted(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    table.attrs["notes"] = list(summary.attrs.get("notes", []))
+    return table
 
 
 def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -227,8 +315,9 @@ def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
             key: groups[key], key + STD: groups[key + STD]}  # fmt: skip
     columns |= {"Params (M)": groups["params_m"], "Search cost (GPU days)": groups["search_gpu_days"],
                 "Seeds": groups["seeds"], "Failed": groups["failed"]}  # fmt: skip
-    table = pd.DataFrame(columns)
-    return table.sort_values(["Architecture", "Preset", "Setup"]).reset_index(drop=True)
+    table = _config_column(pd.DataFrame(columns), groups, runs, ["Architecture", "Preset", "Setup"])
+    order = ["Architecture", "Preset", "Setup", *(["Config"] if "Config" in table else [])]
+    return _noted(table.sort_values(order).reset_index(drop=True), groups)
 
 
 def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
@@ -249,7 +338,8 @@ def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> p
         raise _unknown_task(task, "the M ablation needs the task's main metric: install the plug-in that provides it")
     runs = runs_frame(records)
     runs = runs[(runs["task"] == task) & (runs["method"] == "egs")]
-    groups = _with_references(summarize(runs, spec.key), spec.key, "sampling_times")
+    summary = summarize(runs, spec.key)
+    groups = _with_references(summary, spec.key, "sampling_times")
     table = pd.DataFrame(
         {
             "M": pd.array([json.loads(v).get("M") for v in groups["variant"]], dtype="Int64"),
@@ -265,8 +355,10 @@ def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> p
             "Failed": groups["failed"],
         }
     )
+    table = _config_column(table, groups, runs, ["M", "Preset", "Setup"])
     table["Best"] = _best(table[spec.label], table[["Preset", "Setup"]], spec)
-    return table.sort_values(["Preset", "Setup", "M"], na_position="last").reset_index(drop=True)
+    order = ["Preset", "Setup", "M", *(["Config"] if "Config" in table else [])]
+    return _noted(table.sort_values(order, na_position="last").reset_index(drop=True), summary)
 
 
 def _best(means: pd.Series, within: pd.DataFrame, spec: TaskMetric) -> list[str]:
@@ -364,6 +456,9 @@ def _html(cells: pd.DataFrame, numeric: list[bool]) -> str:
 def render(table: pd.DataFrame, fmt: str = "md") -> str:
     """A table from ``comparison_table`` or ``ablation_table`` as text.
 
+    The table's notes (``attrs["notes"]``: seeds recorded twice) follow it, except in ``csv``, which stays
+    one parseable table (the command line prints them on stderr).
+
     Args:
         table: the frame to print.
         fmt: ``md`` (GitHub Markdown), ``csv`` (numbers to 6 significant digits, std in its own column),
@@ -374,7 +469,19 @@ def render(table: pd.DataFrame, fmt: str = "md") -> str:
     writers = {"md": _markdown, "latex": _latex, "html": _html}
     if fmt not in writers:
         raise UnknownNameError(unknown_name_message("table format", fmt, list(FORMATS)))
-    return writers[fmt](_display(table), _numeric(table))
+    return writers[fmt](_display(table), _numeric(table)) + _notes(table.attrs.get("notes", []), fmt)
+
+
+_NOTES = {
+    "md": lambda n: f"\nNote: {n}\n",
+    "csv": lambda n: f"# Note: {n}\n",
+    "latex": lambda n: f"% Note: {_latex_escape(n)}\n",
+    "html": lambda n: f'<p class="note">Note: {html.escape(n)}</p>\n',
+}
+
+
+def _notes(notes: list[str], fmt: str) -> str:
+    return "".join(_NOTES[fmt](note) for note in notes)
 
 
 _TITLES = {
@@ -414,4 +521,8 @@ def render_tables(records: Iterable[dict | Record], fmt: str = "md") -> str:
     """
     if fmt not in FORMATS:
         raise UnknownNameError(unknown_name_message("table format", fmt, list(FORMATS)))
-    return "\n".join(_TITLES[fmt](title) + render(table, fmt) for title, table in _sections(list(records)))
+    parts = []
+    for title, table in _sections(list(records)):
+        notes = _notes(table.attrs.get("notes", []), fmt) if fmt == "csv" else ""  # render adds them in the others
+        parts.append(_TITLES[fmt](title) + render(table, fmt) + notes)
+    return "\n".join(parts)

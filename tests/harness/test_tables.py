@@ -35,7 +35,7 @@ def record(method, seed, error, config, *, status=None, preset="paper", params=3
         "space": "dag",
         "preset": preset,
         "seed": seed,
-        "config_hash": f"{method}{seed}",
+        "config_hash": f"{method}-{preset}-{json.dumps(config, sort_keys=True)}",  # the config's; the seed is no part
         "metrics": (metrics or {"test_accuracy": None if error is None else 100 - error, "test_error": error})
         | {"params_m": params},
         "search": {"wall_time_s": hours * 3600, "device_hours": hours},
