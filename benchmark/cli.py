@@ -174,15 +174,27 @@ def _sweep(args) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _records(runs: Path) -> list[dict]:
+    """Every record under ``runs``, validated; a missing folder, a bad record or no record at all is exit 2."""
+    from .records import RecordError, load_records
+
+    records = load_records(runs)
+    if not records:
+        raise RecordError(f"no run records (record.json) under {runs}; pass --runs the --out folder of a finished run "
+                          "or sweep")  # fmt: skip
+    return records
+
+
 def _table(args) -> int:
-    from .records import load_records
     from .tables import ablation_table, comparison_table, render, render_tables
 
-    records = load_records(args.runs)
-    if args.ablation:
-        print(render(ablation_table(records, args.task), args.format))
-    elif args.format == "csv":
-        print(render(comparison_table(records, args.task), "csv"))
+    records = _records(args.runs)
+    if args.ablation or args.format == "csv":
+        table = ablation_table(records, args.task) if args.ablation else comparison_table(records, args.task)
+        print(render(table, args.format))
+        if args.format == "csv":  # one parseable CSV on stdout; render puts the notes under the other formats
+            for note in table.attrs.get("notes", []):
+                print(f"note: {note}", file=sys.stderr)
     else:
         print(render_tables(records, args.format))
     return 0
@@ -192,7 +204,7 @@ def _regress(args) -> int:
     import json
     import shutil
 
-    from .records import load_records, read_record
+    from .records import read_record
     from .regress import (
         GOLDEN_DIR,
         TOLERANCES,
@@ -207,7 +219,7 @@ def _regress(args) -> int:
     golden_dir = args.golden or GOLDEN_DIR
     if args.calibrate or args.update_golden:  # writing commands: an explicit folder, never site-packages
         out_dir = writable_folder(args.out, "--calibrate" if args.calibrate else "--update-golden")
-    records = load_records(args.runs)
+    records = _records(args.runs)
     if args.calibrate:
         path = write_tolerances(calibrate(records), out_dir / TOLERANCES.name)
         print(f"wrote golden tolerances to {path}")

@@ -37,7 +37,7 @@ from ..tasks import TASKS, TrainConfig
 from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
 
-__all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "load_config", "parse_config"]
+__all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "config_type_problems", "load_config", "parse_config"]
 
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
@@ -144,11 +144,57 @@ def build_dataclass(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"invalid {where} config: {err}") from None
 
 
+def config_type_problems(config: dict) -> list[str]:
+    """Wrong types in a resolved config (as a run record holds it), one line per key, naming ``config.<block>.<key>``.
+
+    Only the values of keys that the installed components declare are checked: a record of a method or
+    task that is not installed, or of a key an older version had, is not a problem here. Ranges are not
+    checked either: this guards readers (tables, reports) against values of the wrong type, such as a
+    string ``M``.
+
+    Args:
+        config: the ``config`` of a record: ``{"method": {"name": ...}, "task": {...}, "search": ..., ...}``.
+    """
+    method, task = config.get("method"), config.get("task")
+    method_cls = METHODS.get(method["name"]) if _installed(method, METHODS) else None
+    task_cls = TASKS.get(task["name"]) if _installed(task, TASKS) else None
+    classes = {
+        "method": getattr(method_cls, "config_class", None),
+        "task": getattr(task_cls, "config_class", None),
+        "search": getattr(task_cls, "search_config_class", SearchConfig),
+        "evaluate": getattr(task_cls, "train_config_class", TrainConfig),
+    }
+    problems = []
+    for block, cls in classes.items():
+        values = config.get(block)
+        if cls is None or not isinstance(values, dict):
+            continue
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key in hints and key != "name":
+                where = f"{block}.{key}"
+                try:
+                    _check_type(value, hints[key], where)
+                except ConfigError as err:
+                    problems.append(f"field config.{where}: " + str(err).replace(f"config key {where!r} ", "", 1))
+    return problems
+
+
+def _installed(block: Any, registry) -> bool:
+    return isinstance(block, dict) and isinstance(block.get("name"), str) and block["name"] in registry.names()
+
+
 def _named_block(block: Any, key: str) -> tuple[str, dict]:
     if not isinstance(block, dict) or "name" not in block:
         raise ConfigError(f"config block {key!r} must be a mapping with a 'name', e.g. {key}: {{name: ...}}")
     block = dict(block)
     return str(block.pop("name")), block
+
+
+def _seed(value: int) -> int:
+    if not 0 <= value < 2**32:  # what set_seed (NumPy) takes; a bad seed must fail before the run folder exists
+        raise ConfigError(f"config key seed must be in [0, {2**32 - 1}], got {value}")
+    return value
 
 
 def parse_config(data: dict) -> ExperimentConfig:
@@ -193,7 +239,7 @@ def parse_config(data: dict) -> ExperimentConfig:
         ),
         space=space,
         preset=preset,
-        seed=_check_type(data.get("seed", 0), int, "seed"),
+        seed=_seed(_check_type(data.get("seed", 0), int, "seed")),
         device=device,
         deterministic=_check_type(data.get("deterministic", False), bool, "deterministic"),
     )

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from ..tasks.spaces import UserError
+from .config import config_type_problems
 
 __all__ = [
     "SCHEMA_FILE",
@@ -278,6 +279,9 @@ def _version_problem(version: Any) -> str:
 def validate_record(record: dict | Record, where: str = "record") -> dict:
     """Check ``record`` against :class:`Record` (the current version) and return it as a dict.
 
+    The values in ``config`` are checked against the types the installed method and task declare
+    (``config.method.M`` must be an int for egs), since the tables read them.
+
     Args:
         record: a parsed ``record.json`` (returned as is when valid), or a ``Record``.
         where: how messages name the record, e.g. ``"record runs/x/record.json"``.
@@ -302,6 +306,9 @@ def validate_record(record: dict | Record, where: str = "record") -> dict:
         Record.model_validate(record)
     except ValidationError as err:
         problems = [line for e in err.errors(include_url=False) for line in _problems(e)]
+    else:
+        problems = config_type_problems(record["config"]) if record["config"] is not None else []
+    if problems:
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
         raise RecordError(f"{where}: {head}", problems) from None
     return record
@@ -440,8 +447,8 @@ def load_records(root: str | Path, strict: bool = True) -> list[dict]:
             errors.append(err)
     if errors and strict:
         lines = "; ".join(str(e) for e in errors)
-        raise RecordError(f"{len(errors)} bad record file(s) under {root}: {lines}. Move or delete them, or load "
-                          "with strict=False to get the others", [str(e) for e in errors])  # fmt: skip
+        raise RecordError(f"{len(errors)} bad record file(s) under {root}: {lines}. Move or delete them and run "
+                          "again", [str(e) for e in errors])  # fmt: skip
     for err in errors:
         logger.warning("skipped %s", err)
     return records

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .records import atomic_write_text, read_record, record_paths
+from .records import RecordError, atomic_write_text, read_record, record_paths
 
 __all__ = ["write_report"]
 
@@ -33,6 +33,10 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
+def _number(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
 def _run_section(folder: Path, record: dict, root: Path) -> str:
     m = record.get("metrics") or {}
     status = record.get("status", "ok")
@@ -40,14 +44,18 @@ def _run_section(folder: Path, record: dict, root: Path) -> str:
     if status != "ok":
         return (f'<details><summary class="failed">{html.escape(title)}: FAILED</summary>'
                 f"<pre>{html.escape(str(record.get('error')))}</pre></details>")  # fmt: skip
+    # whatever the task records (test_accuracy, test_ppl, ...); null where it measured nothing
+    tests = ", ".join(f"{html.escape(k.removeprefix('test_'))} {_number(v, '.2f')}" for k, v in m.items()
+                      if k.startswith("test_"))  # fmt: skip
+    size = f"params {_number(m.get('params_m'), '.3f', ' M')}, MACs {_number(m.get('macs_m'), '.1f', ' M')}"
     facts = (
-        f"test accuracy {m.get('test_accuracy', float('nan')):.2f}%, params {m.get('params_m', float('nan')):.3f} M, "
-        f"MACs {m.get('macs_m', float('nan')):.1f} M, search {record['search']['wall_time_s']:.0f} s on "
-        f"{html.escape(record['manifest']['device'])}; folder {html.escape(str(folder.relative_to(root)))}"
+        f"test {tests}; {size}, "
+        f"search {record['search']['wall_time_s']:.0f} s on {html.escape(record['manifest']['device'])}; "
+        f"folder {html.escape(str(folder.relative_to(root)))}"
     )
     figures = "".join(_img(folder / name) for name in FIGURES if (folder / name).is_file())
     genotype = html.escape(json.dumps(record.get("genotype")))
-    return (f"<details><summary>{html.escape(title)}: {m.get('test_accuracy', float('nan')):.2f}%</summary>"
+    return (f"<details><summary>{html.escape(title)}: {tests}</summary>"
             f"<p>{facts}</p>{figures}<p><code>{genotype}</code></p></details>")  # fmt: skip
 
 
@@ -55,12 +63,16 @@ def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None
     """Gather ``runs_dir/**/record.json`` into one HTML file at ``out``.
 
     Raises:
-        RecordError: a record is torn or off the schema (named with its path).
+        RecordError: ``runs_dir`` is missing or holds no record, or a record is torn or off the schema (named
+            with its path); nothing is written then.
     """
     from .tables import render_tables
 
     root = Path(runs_dir)
     records = [(p.parent, read_record(p)) for p in record_paths(root)]  # validated, older versions upgraded
+    if not records:
+        raise RecordError(f"no run records (record.json) under {root}, so no report; pass --runs the --out folder "
+                          "of a finished run or sweep")  # fmt: skip
     failed = sum(1 for _, r in records if r.get("status", "ok") != "ok")
     tables = render_tables([r for _, r in records], fmt="html")
     sections = "".join(_run_section(folder, rec, root) for folder, rec in records)
