@@ -65,7 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", type=Path, help="a sweep YAML file (see benchmark/sweep.py)")
     sweep.add_argument("--out", type=Path, default=None, help="output folder (default: the file's out: or runs/<name>)")
     sweep.add_argument("--shard", default="0/1", help="run only runs i, i+n, i+2n, ... (I/N), for parallel workers")
-    sweep.add_argument("--progress", action="store_true", help="show per-run progress bars")
+    sweep.add_argument("--backend", default="local", choices=["local", "slurm", "ray"],
+                       help="where runs execute: local subprocesses, Slurm through submitit, or Ray tasks")  # fmt: skip
+    sweep.add_argument("--jobs", type=int, default=None, help="local: runs side by side (default: the file's jobs)")
+    sweep.add_argument("--threads", type=int, default=None, help="intra-op threads per run (default: cores // jobs)")
+    sweep.add_argument("--retries", type=int, default=None, help="extra attempts per failed run (default: file's)")
+    sweep.add_argument("--address", default=None, help="ray: address of an existing cluster (default: a local one)")
+    sweep.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
+                       help="slurm: submitit cluster (default: slurm if present; local: jobs run here)")  # fmt: skip
+    sweep.add_argument("--progress", action="store_true", help="(per-run logs go to <run>/attemptN.log)")
     sweep.add_argument("--report", action="store_true", help="write <out>/report.html at the end")
 
     table = sub.add_parser("table", help="mean +/- std over seeds beside the reported numbers")
@@ -164,9 +172,19 @@ def _sweep(args) -> int:
         assert 0 <= index < count
     except (ValueError, AssertionError):
         raise UserError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}") from None
-    summary = run_sweep(spec, out, progress=args.progress, shard=(index, count))
+    changes = {k: getattr(args, k) for k in ("jobs", "threads", "retries") if getattr(args, k) is not None}
+    if changes:
+        from dataclasses import replace
+
+        spec = replace(spec, **changes)  # validated again by SweepSpec.__post_init__
+    out.mkdir(parents=True, exist_ok=True)
+    summary = run_sweep(spec, out, progress=args.progress, shard=(index, count), backend=args.backend,
+                        address=args.address, cluster=args.cluster)  # fmt: skip
+    for failure in summary["failures"]:
+        print(f"[sweep] FAILED {failure}")
     print(f"sweep {spec.name}: {summary['ran']} ran, {summary['skipped']} skipped (done), {summary['failed']} failed, "
-          f"of {summary['total']} runs; records under {out}")  # fmt: skip
+          f"of {summary['total']} runs in {summary['seconds']:.0f} s ({args.backend}, {summary['threads_per_run']} "
+          f"threads per run); records under {out}")  # fmt: skip
     if args.report:
         from .report import write_report
 

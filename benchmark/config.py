@@ -7,8 +7,8 @@ Layout::
     space: dag               # a name in SPACES
     method: {name: egs, M: 7, ...}        # -> the method's config dataclass
     task: {name: cifar10, data_dir: ...}  # -> the task's config dataclass
-    search: {epochs: 50, ...}             # -> methods.base.SearchConfig
-    evaluate: {epochs: 600, ...}          # -> the task's TrainConfig
+    search: {epochs: 50, ...}             # -> the task's search_config_class
+    evaluate: {epochs: 600, ...}          # -> the task's train_config_class
 
 ``CONFIG`` on the command line is a path or a bundled name such as ``smoke/egs-cifar10``
 (``benchmark/configs/<preset>/<name>.yaml``). Dotted overrides (``--set method.M=4``) are
@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from ..methods import METHODS, SearchConfig
-from ..tasks import TASKS, TrainConfig
+from ..tasks import TASKS, WEIGHT_FIELDS, TrainConfig
 from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
 
@@ -42,7 +42,7 @@ __all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "config_type_pro
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
-TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device", "deterministic")
+TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device", "deterministic", "threads")
 
 
 @dataclass
@@ -51,14 +51,17 @@ class ExperimentConfig:
     method: Any  # the method's config dataclass instance
     task_name: str
     task: Any  # the task's config dataclass instance
-    search: SearchConfig = field(default_factory=SearchConfig)
-    evaluate: TrainConfig = field(default_factory=TrainConfig)
+    search: Any = field(default_factory=SearchConfig)  # the task's search block
+    evaluate: Any = field(default_factory=TrainConfig)  # the task's evaluate block
     space: str = "dag"  # defaults to the method's own space
     preset: str = "custom"
     seed: int = 0
     device: str = "auto"  # auto (accelerate's choice) | cpu
     # torch.use_deterministic_algorithms + cuDNN deterministic kernels: slower on a GPU, bit-identical reruns
     deterministic: bool = False
+    # intra-op CPU threads of this run (torch.set_num_threads); None = torch's default (all cores). Sweeps running
+    # several runs side by side set it so they do not oversubscribe the cores. Not part of the config hash.
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +70,7 @@ class ExperimentConfig:
             "space": self.space,
             "device": self.device,
             "deterministic": self.deterministic,
+            "threads": self.threads,
             "method": {"name": self.method_name, **dataclasses.asdict(self.method)},
             "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
             "search": dataclasses.asdict(self.search),
@@ -74,8 +78,9 @@ class ExperimentConfig:
         }
 
     def hash(self) -> str:
-        """sha256 of the resolved config without the seed: the identity of a run up to its seed."""
-        data = {k: v for k, v in self.to_dict().items() if k != "seed"}
+        """sha256 of the resolved config without the seed (and the thread count, which changes speed, not results):
+        the identity of a run up to its seed."""
+        data = {k: v for k, v in self.to_dict().items() if k not in ("seed", "threads")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -222,7 +227,10 @@ def parse_config(data: dict) -> ExperimentConfig:
     device = _check_type(data.get("device", "auto"), str, "device")
     if device not in ("auto", "cpu"):
         raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
-    search = build_dataclass(SearchConfig, data.get("search"), "search")
+    search = build_dataclass(getattr(task_cls, "search_config_class", SearchConfig), data.get("search"), "search")
+    missing = [k for k in WEIGHT_FIELDS if not hasattr(search, k)]
+    if missing:  # a plug-in task's search block must carry what methods read
+        raise ConfigError(f"task {task_name!r}: its search block {type(search).__name__} lacks {missing}")
     if search.epochs == 0 and getattr(method_cls, "trains_supernet", True):
         raise ConfigError(
             f"config key search.epochs must be >= 1 for method {method_name!r}, got 0 (it would derive from untrained "
@@ -242,10 +250,17 @@ def parse_config(data: dict) -> ExperimentConfig:
         seed=_seed(_check_type(data.get("seed", 0), int, "seed")),
         device=device,
         deterministic=_check_type(data.get("deterministic", False), bool, "deterministic"),
+        threads=_threads(_check_type(data.get("threads"), int | None, "threads")),
     )
 
 
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _threads(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ConfigError(f"config key threads must be >= 1 (or null for torch's default), got {value}")
+    return value
 
 
 def apply_override(data: dict, assignment: str) -> None:

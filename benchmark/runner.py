@@ -12,6 +12,15 @@ main process only. Trackers (``log_with``: tensorboard, wandb, mlflow, ... throu
 accelerate) get the resolved config at the start and one row per search and training epoch
 as it finishes. The trained final network is written as ``model.safetensors`` beside
 ``genotype.json``; ``egsbench.load_network`` rebuilds it without unpickling anything.
+
+The runner is task-agnostic: the supernet comes from ``task.build_supernet(space, cfg.search)``
+and a final-training epoch from the task's protocol (``make_optimizer``, ``start_epoch``,
+``train_loss``, ``end_epoch``, ``eval_weights``; see :mod:`egsbench.tasks.base`), so an image task's
+SGD + cosine + drop path and a language model's hidden state, variable BPTT and SGD -> ASGD
+switch run through the same loop. A task's loader may be a ``DataLoader`` (prepared: sharded and
+placed by accelerate) or a plain iterable of batches (passed through; the task places them).
+Loss averages divide by the steps actually taken, since such an iterable's length may be an
+estimate (variable BPTT).
 """
 
 from __future__ import annotations
@@ -39,7 +48,6 @@ from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
 from ..methods import METHODS, SearchContext
-from ..methods.base import cosine_lr, set_lr
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
 from .checkpoint import Checkpointer
@@ -55,14 +63,28 @@ LogFn = Callable[[dict, int], None]  # (values, step) -> None: the trackers' per
 
 
 class DivergedError(UserError):
-    """A non-finite loss: the run stops, its record says failed, its last good checkpoint stays."""
+    """A non-finite loss (or metric, or architecture weight): the run stops, its record says failed, its last
+    good checkpoint stays."""
 
-    def __init__(self, phase: str, epoch: int, step: int, value: float):
+    def __init__(self, phase: str, epoch: int, step: int, value: float, what: str = "loss"):
         super().__init__(
-            f"the run diverged: non-finite loss {value} in {phase} epoch {epoch}, step {step}; its record says "
+            f"the run diverged: non-finite {what} {value} in {phase} epoch {epoch}, step {step}; its record says "
             f"failed and the last good checkpoint is kept. Lower {phase}.lr (or raise grad_clip) and use a new --out"
         )
         self.phase, self.epoch, self.step = phase, epoch, step
+
+
+def _check_finite(phase: str, epoch: int, step: int, values: dict) -> None:
+    """Raise :class:`DivergedError` naming the first NaN or infinity in ``values`` (numbers, nested lists).
+
+    Called before an epoch's checkpoint: a step's loss can be finite while its update leaves NaN in the
+    weights, which then shows in the architecture probabilities or the test metrics; stopping before the
+    save keeps the last good checkpoint the newest.
+    """
+    for name, value in values.items():
+        flat = torch.as_tensor(value, dtype=torch.float64)
+        if not torch.isfinite(flat).all():
+            raise DivergedError(phase, epoch, step, flat[~torch.isfinite(flat)].flatten()[0].item(), what=name)
 
 
 class RunLockedError(UserError):
@@ -162,21 +184,35 @@ def _steps(loader, cap: int | None) -> int:
     return len(loader) if cap is None else min(len(loader), cap)
 
 
-def _sgd(net, recipe) -> torch.optim.SGD:
-    return torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+def _evaluator(task, net, accelerator: Accelerator, batch_size: int) -> Callable[[str], dict]:
+    """``evaluate(split)``: the task's metrics of ``net`` on ``split``, each split's loader prepared once."""
+    loaders: dict[str, Any] = {}
+
+    def evaluate(split: str) -> dict:
+        if split not in loaders:
+            loaders[split] = accelerator.prepare(task.loader(split, batch_size))
+        return evaluate_split(task, net, loaders[split], accelerator)
+
+    return evaluate
 
 
-def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: Accelerator, bar=None) -> dict:
-    """One epoch of the task's final-training recipe (cosine lr, per-epoch state, clipping); returns its curve row."""
+def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: Accelerator, bar=None,
+                evaluate: Callable[[str], dict] | None = None) -> dict:  # fmt: skip
+    """One epoch of the task's final-training recipe; returns its curve row.
+
+    The task sets the epoch up (``start_epoch``: lr schedule, drop path, hidden state), gives each
+    step's loss (``train_loss``) and closes the epoch (``end_epoch``: e.g. validation and an optimiser
+    switch, through ``evaluate(split)``); the runner backpropagates, clips and steps.
+    """
     steps = _steps(loader, recipe.max_steps_per_epoch)
-    set_lr(optimizer, cosine_lr(epoch, recipe.epochs, recipe.lr, recipe.lr_min))
-    task.start_epoch(net, epoch, recipe)
+    state = task.start_epoch(net, optimizer, epoch, recipe)
+    lr = optimizer.param_groups[0]["lr"]  # the epoch's base lr (a task may scale it per step)
     net.train()
-    loss_sum, metric_sums = 0.0, {}
+    loss_sum, metric_sums, taken = 0.0, {}, 0
     for i, batch in enumerate(loader):
         if i >= steps:
             break
-        out = task.train_loss(net, batch, recipe)
+        out = task.train_loss(net, batch, recipe, state)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(out.loss)
         accelerator.clip_grad_norm_(net.parameters(), recipe.grad_clip)
@@ -185,13 +221,18 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
             raise DivergedError("evaluate", epoch, i, loss)
         optimizer.step()
         loss_sum += loss
+        taken += 1
         for k, v in out.metrics.items():
             metric_sums[k] = metric_sums.get(k, 0.0) + v
         if bar is not None:
             bar.update()
-            bar.set_postfix(loss=f"{out.loss.item():.3f}")
-    row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / steps}
-    return row | {f"train_{k}": v / steps for k, v in metric_sums.items()}
+            bar.set_postfix(loss=f"{loss:.3f}")
+    taken = max(taken, 1)
+    row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / taken}
+    row |= {f"train_{k}": v / taken for k, v in metric_sums.items()}
+    if evaluate is None:  # the runner's default: the task's own splits on the same accelerator
+        evaluate = _evaluator(task, net, accelerator, recipe.batch_size)
+    return row | task.end_epoch(net, optimizer, epoch, recipe, evaluate)
 
 
 def candidate_recipe(recipe, method_config):
@@ -215,7 +256,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     """
     space = SPACES.get(cfg.space)
     set_seed(cfg.seed)
-    supernet = task.build_supernet(space, cfg.search.channels, cfg.search.layers)
+    supernet = task.build_supernet(space, cfg.search)
     method = METHODS.get(cfg.method_name)(cfg.method)
     bs = cfg.search.batch_size
     train_gen, val_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
@@ -231,13 +272,18 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         acc = _accelerator(cfg)  # its own, so the search's checkpoints hold only the supernet
         set_seed(cfg.seed)  # every candidate starts from the same seed, whatever the order
         net = task.build_network(genotype, recipe)
-        optimizer = _sgd(net, recipe)
+        optimizer = task.make_optimizer(net, recipe)
         loader = task.loader("search-train", recipe.batch_size, torch.Generator().manual_seed(cfg.seed + 2), recipe)
         net, optimizer, loader = acc.prepare(net, optimizer, loader)
+
+        def on_search_val(split: str) -> dict:  # the candidate never sees the final-training splits
+            return evaluate_split(task, net, val_loader, acc)
+
         with torch.enable_grad():  # a method may call this from inside its own no_grad derivation
             for epoch in range(recipe.epochs):
-                train_epoch(task, net, optimizer, loader, recipe, epoch, acc)
-        return sign * evaluate_split(task, net, val_loader, acc)[task.score_key]
+                train_epoch(task, net, optimizer, loader, recipe, epoch, acc, evaluate=on_search_val)
+        with task.eval_weights(net, optimizer):
+            return sign * evaluate_split(task, net, val_loader, acc)[task.score_key]
 
     ctx = SearchContext(
         model=model,
@@ -287,6 +333,8 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         if log is not None:
             log({f"search/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
         probs_history.append({t: p.detach().cpu().tolist() for t, p in method.probabilities().items()})
+        _check_finite("search", epoch, steps - 1, {**curves[-1], **{f"{t}-cell architecture probabilities": p
+                                                                   for t, p in probs_history[-1].items()}})  # fmt: skip
         state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
         ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed})
     bar.close()
@@ -326,9 +374,10 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     net = task.build_network(genotype, ev)
     params = count_parameters(net)
     net.eval()
-    macs = count_macs(net, task.example_input()).total
+    example = task.example_input()
+    macs = count_macs(net, *(example if isinstance(example, tuple) else (example,))).total
     net.train()
-    optimizer = _sgd(net, ev)
+    optimizer = task.make_optimizer(net, ev)
     train_gen = torch.Generator().manual_seed(cfg.seed + 2)
     train_loader = task.loader("train", ev.batch_size, train_gen, recipe=ev)
     test_loader = task.loader("test", ev.batch_size)
@@ -344,21 +393,28 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
         logger.info(f"resumed the final training after epoch {restored.epoch}")
     bar = tqdm(total=ev.epochs * steps, initial=first * steps, desc="evaluate", leave=False,
                disable=not (progress and accelerator.is_main_process))  # fmt: skip
+    evaluate_on = _evaluator(task, net, accelerator, ev.batch_size)
     for epoch in range(first, ev.epochs):
         start = time.perf_counter()
-        row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar)
+        row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar, evaluate_on)
         if epoch == ev.epochs - 1 or (ev.eval_every > 0 and (epoch + 1) % ev.eval_every == 0):
-            test = evaluate_split(task, net, test_loader, accelerator)
+            with task.eval_weights(net, optimizer):  # e.g. ASGD's averaged weights
+                test = evaluate_split(task, net, test_loader, accelerator)
             row |= {f"test_{k}": v for k, v in test.items() if k != "count"}
         elapsed += time.perf_counter() - start
         curves.append(row | {"seconds": elapsed})
         if log is not None:
             log({f"evaluate/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
+        _check_finite("evaluate", epoch, steps - 1, curves[-1])
         ckpt.save(epoch, {"train_gen": train_gen.get_state()}, {"curves": curves, "test": test, "seconds": elapsed})
     bar.close()
     total_steps = ev.epochs * steps
+    model = accelerator.unwrap_model(net)
+    with task.eval_weights(net, optimizer):  # the weights the test metrics were measured with
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
     return {
-        "model": accelerator.unwrap_model(net),
+        "model": model,
         "curves": curves,
         "test": test,
         "params": params,
@@ -445,7 +501,10 @@ def _check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool, probe_lock
         return
     if not resume:
         raise UserError(f"{out_dir} holds an unfinished run; pass --resume to continue it or a new --out folder")
-    if yaml.safe_load(saved.read_text()) != cfg.to_dict():
+    def identity(config: dict) -> dict:  # the thread count changes speed, not results: a resume may change it
+        return {k: v for k, v in config.items() if k != "threads"}
+
+    if identity(yaml.safe_load(saved.read_text()) or {}) != identity(cfg.to_dict()):
         raise UserError(f"{out_dir} holds a run of a different config; resume with the same config and --set "
                         "values, or pass a new --out folder")  # fmt: skip
 
@@ -479,6 +538,18 @@ def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, fou
                 title=f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed})")  # fmt: skip
 
 
+def _extras(data, curves: list[dict]) -> dict:
+    """What a task adds beyond ``test_<name>``: which split played which role, the last validation metrics."""
+    extras = {}
+    roles = getattr(data, "roles", None)
+    if roles:
+        extras["data_roles"] = dict(roles)
+    valid = {k: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("valid_")}
+    if valid:
+        extras["valid"] = valid
+    return extras
+
+
 def _save_weights(model: torch.nn.Module, path: Path, genotype: Genotype, run_name: str) -> None:
     """The final network's weights as safetensors (no pickle), written atomically."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -502,6 +573,8 @@ def run_experiment(
     out_dir = Path(out_dir)
     _check_folder(cfg, out_dir, resume)
     apply_determinism(cfg.deterministic)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)  # recorded in the manifest's device string
     accelerator = _accelerator(cfg, log_with, out_dir)
     task = TASKS.get(cfg.task_name)(cfg.task)
     data = task.prepare_data()  # before any output, so missing data leaves nothing behind
@@ -549,9 +622,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         "status": "ok",
         "error": None,
         "metrics": {
-            "test_accuracy": test.get("accuracy"),
-            "test_error": test.get("error"),
-            "test_loss": test.get("loss"),
+            **{f"test_{m.name}": test.get(m.name) for m in task.metrics},
             "params_m": final["params"] / 1e6,
             "macs_m": final["macs"] / 1e6,
             "search_val_score": found["derive_score"],
@@ -563,6 +634,9 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         "manifest": manifest(_device_name(accelerator), _determinism(cfg.seed)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    extras = _extras(data, final["curves"])
+    if extras:
+        record["extras"] = extras
     if accelerator.is_main_process:
         genotype.save(out_dir / "genotype.json")
         _save_weights(final["model"], out_dir / MODEL_FILE, genotype, run_name)

@@ -10,31 +10,60 @@ A sweep file::
     seeds: [0, 1]
     grid: {method.M: [4, 7]}       # optional: the cartesian product of these overrides
     set: [task.data_dir=/data/cifar10-jpg.tar.gz]   # optional: overrides for every run
+    retries: 1                     # failed attempts are retried this many times, resuming from checkpoints
+    jobs: 2                        # local backend: runs side by side
+    threads: 1                     # intra-op threads per run (default: cores // jobs)
+    gpus_per_run: 0                # slurm / ray resource request (slurm: accelerate launch over them)
+    time_min: 120                  # slurm time limit per run
+    partition: null                # slurm partition
 
 Each run uses the bundled config ``<preset>/<method>-<task>`` (or ``config:`` to name one
-explicitly for every run) and writes ``<out>/<preset>/<method>-<task>[-<grid>]/seed<k>/``.
-A run whose folder already holds an ``ok`` record is skipped, so an interrupted sweep
-resumes where it stopped; a run that fails is recorded as failed, with its error, and the
-sweep goes on. Runs execute one after another in this process; several sweeps (or
-``--shard i/n``) can share an output folder, since records are written atomically.
+explicitly for every run) and writes ``<out>/<preset>/<method>-<task>[-<grid>]/seed<k>-<hash>/``,
+where ``<hash>`` is the resolved config's hash: a sweep file whose config changed never finds
+the old record and skips, it reruns in a folder of its own. Grid values are sanitised for
+folder names, and every folder is checked to lie inside ``out``.
+
+Every run executes in its own subprocess (``python -m egsbench run ... --resume``), so an
+out-of-memory kill, a segfault or an NCCL fault ends that run only: it is recorded as failed,
+with its error, and the sweep goes on. Failed attempts are retried per ``retries``; a retry
+resumes from the run's last checkpoint. Finished runs (an ``ok`` record) are skipped. Where
+runs execute is an existing engine's business, never a home-made scheduler:
+
+- ``local`` (default): up to ``jobs`` subprocesses side by side on this machine, each capped at
+  ``threads`` intra-op threads (``OMP_NUM_THREADS``, ``torch.set_num_threads``) and with
+  passive OpenMP waiting, so parallel runs do not oversubscribe the cores;
+- ``slurm``: submitit, one job per run as a job array, with per-run GPU, CPU and time
+  requests; a run with several GPUs starts ``accelerate launch --num_processes G`` in its job;
+  ``cluster="local"`` (submitit's local executor) runs the same jobs on this machine;
+- ``ray``: one Ray task per run with ``num_cpus=threads`` and ``num_gpus=gpus_per_run``, on a
+  local Ray instance (default) or an existing cluster (``address``).
+
+All results land in the same run folders that ``table``, ``regress`` and ``report`` read.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import traceback
-from dataclasses import dataclass, field
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..tasks.spaces import ConfigError
-
-from .config import load_config
+from ..tasks.spaces import ConfigError, UserError
+from .config import build_dataclass, load_config
 from .records import atomic_write_text
 
-__all__ = ["SweepRun", "SweepSpec", "load_sweep", "plan_runs", "run_sweep"]
+__all__ = ["BACKENDS", "SweepRun", "SweepSpec", "execute_run", "load_sweep", "plan_runs", "run_sweep"]
+
+BACKENDS = ("local", "slurm", "ray")
 
 
 @dataclass
@@ -48,26 +77,55 @@ class SweepSpec:
     config: str | None = None  # one config for every run instead of <preset>/<method>-<task>
     grid: dict[str, list] = field(default_factory=dict)
     set: list[str] = field(default_factory=list)
+    retries: int = 1  # extra attempts after a failure; each resumes from the run's checkpoints
+    jobs: int = 1  # local backend: runs side by side
+    threads: int | None = None  # intra-op threads per run; None: cores // jobs (local), 1 per requested CPU
+    gpus_per_run: int = 0  # slurm / ray request; slurm runs `accelerate launch` over them when > 1
+    time_min: int = 120  # slurm time limit per run
+    partition: str | None = None  # slurm partition
+
+    def __post_init__(self):
+        if self.retries < 0 or self.jobs < 1 or self.gpus_per_run < 0 or self.time_min < 1:
+            raise ConfigError("sweep keys need retries >= 0, jobs >= 1, gpus_per_run >= 0 and time_min >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"sweep key threads must be >= 1, got {self.threads}")
 
 
 @dataclass
 class SweepRun:
+    """One run of a sweep: what to run, where, and with how many threads and GPUs."""
+
     config: str
     overrides: list[str]
-    folder: Path
+    folder: str
     label: str
+    config_hash: str
+    threads: int = 1
+    gpus: int = 0
+    retries: int = 1
+
+    def command(self) -> list[str]:
+        """The run's command line; several GPUs start it under ``accelerate launch``."""
+        args = ["run", self.config, "--out", self.folder, "--resume", "--no-progress"]
+        args += [x for o in self.overrides for x in ("--set", o)]
+        if self.gpus > 1:
+            return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.gpus),
+                    "-m", "egsbench", *args]  # fmt: skip
+        return [sys.executable, "-m", "egsbench", *args]
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"sweep file {path} not found")
+        raise ConfigError(f"sweep file {path} not found; pass the path of a sweep YAML (see results/sweeps/)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep file {path} is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    from .config import build_dataclass
-
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep file {path} must hold a YAML mapping (methods, tasks, presets, seeds, ...)")
     data.setdefault("name", path.stem)
     for key in ("methods", "tasks", "presets", "seeds"):
         if isinstance(data.get(key), (str, int)):
@@ -86,63 +144,179 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return spec
 
 
+def _safe(text: str) -> str:
+    """A folder-name fragment: no separators, no '..', nothing a shell or a file system would trip on."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("._") or "_"
+
+
 def _tag(assignments: dict) -> str:
-    return "-".join(f"{k.split('.')[-1]}{v}" for k, v in assignments.items())
+    return "-".join(_safe(f"{k.split('.')[-1]}{v}") for k, v in assignments.items())
 
 
-def plan_runs(spec: SweepSpec, out: Path) -> list[SweepRun]:
-    """Every run of the sweep, in a fixed order, validated before anything runs."""
+def plan_runs(spec: SweepSpec, out: Path, threads: int = 1) -> list[SweepRun]:
+    """Every run of the sweep, in a fixed order, validated (configs and folders) before anything runs."""
     keys = list(spec.grid)
+    root = out.resolve()
     runs = []
     for preset, method, task in itertools.product(spec.presets, spec.methods, spec.tasks):
         config = spec.config or f"{preset}/{method}-{task}"
         for values in itertools.product(*(spec.grid[k] for k in keys)):
             assignments = dict(zip(keys, values, strict=True))
             grid_overrides = [f"{k}={json.dumps(v)}" for k, v in assignments.items()]
-            base = Path(config).stem if spec.config else f"{method}-{task}"
+            base = _safe(Path(config).stem if spec.config else f"{method}-{task}")
             name = base + (f"-{_tag(assignments)}" if assignments else "")
             for seed in spec.seeds:
                 overrides = [*spec.set, *grid_overrides, f"seed={seed}"]
-                load_config(config, overrides)  # fail before the first run on a bad name or key
-                folder = out / (preset if not spec.config else "custom") / name / f"seed{seed}"
-                runs.append(SweepRun(config, overrides, folder, f"{config} {' '.join(overrides)}"))
+                cfg = load_config(config, overrides)  # fail before the first run on a bad name or key
+                group = _safe(preset) if not spec.config else "custom"
+                folder = (root / group / name / f"seed{seed}-{cfg.hash()[:8]}").resolve()
+                if root not in folder.parents:
+                    raise ConfigError(f"sweep run folder {folder} would lie outside --out {root}")
+                runs.append(SweepRun(config, overrides, str(folder), f"{config} {' '.join(overrides)}", cfg.hash(),
+                                     threads, spec.gpus_per_run, spec.retries))  # fmt: skip
     return runs
 
 
-def _is_done(folder: Path) -> bool:
-    record = folder / "record.json"
-    if not record.is_file():
-        return False
+def _record(folder: Path) -> dict | None:
     try:
-        return json.loads(record.read_text()).get("status", "ok") == "ok"
-    except json.JSONDecodeError:
-        return False
+        return json.loads((folder / "record.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
-def run_sweep(spec: SweepSpec, out: Path, progress: bool = False, shard: tuple[int, int] = (0, 1)) -> dict:
-    """Run (this shard of) the sweep; returns counts of ran, skipped and failed runs."""
-    from .runner import failed_record, run_experiment
+def _is_done(run: SweepRun) -> bool:
+    record = _record(Path(run.folder))
+    return bool(record) and record.get("status") == "ok" and record.get("config_hash") == run.config_hash
 
-    runs = plan_runs(spec, out)
+
+def execute_run(run: SweepRun) -> dict:
+    """Run one sweep run in subprocesses, retrying per its policy; returns ``{"label", "status", "error"}``.
+
+    Module-level and picklable, so submitit and Ray can ship it to a worker. Writes a failed record
+    when the last attempt did not leave an ``ok`` one (unless the run wrote its own failed record).
+    """
+    from .runner import failed_record
+
+    folder = Path(run.folder)
+    env = {**os.environ, "OMP_NUM_THREADS": str(run.threads), "MKL_NUM_THREADS": str(run.threads),
+           "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
+    command = [*run.command(), "--set", f"threads={run.threads}"]
+    error = None
+    for attempt in range(run.retries + 1):
+        record = _record(folder)
+        if record and record.get("status") == "failed":
+            (folder / "record.json").unlink()  # a failed attempt is retried; its checkpoints stay for --resume
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"attempt{attempt + 1}.log", done.stdout + "\n--- stderr ---\n" + done.stderr)
+        record = _record(folder)
+        if done.returncode == 0 and record and record.get("status") == "ok":
+            return {"label": run.label, "status": "ok", "error": None, "attempts": attempt + 1}
+        tail = (done.stderr or done.stdout).strip().splitlines()
+        error = (tail[-1] if tail else "") or f"exit status {done.returncode}"
+        if done.returncode < 0:
+            error = f"killed by signal {-done.returncode} (out of memory?): {error}"
+        if done.returncode == 2:
+            break  # a user mistake (bad data path, diverged config): the same attempt would fail the same way
+    if not (record and record.get("status") == "failed"):
+        failed_record(load_config(run.config, run.overrides), folder, error)
+    return {"label": run.label, "status": "failed", "error": error, "attempts": attempt + 1}
+
+
+def _local(runs: list[SweepRun], jobs: int, say: Callable[[str], None]) -> list[dict]:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait on subprocesses
+        results = []
+        for result in pool.map(execute_run, runs):
+            say(f"[sweep] {result['status']}: {result['label']}" + (f" ({result['error']})" if result["error"] else ""))
+            results.append(result)
+    return results
+
+
+def _slurm(runs: list[SweepRun], out: Path, spec: SweepSpec, cluster: str | None) -> list[dict]:
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--backend slurm needs submitit: pip install 'egs-bench[sweep]'") from None
+    executor = submitit.AutoExecutor(folder=str(out / "_submitit" / "%j"), cluster=cluster)
+    cpus = max(1, runs[0].threads) if runs else 1
+    params = {"timeout_min": spec.time_min, "cpus_per_task": cpus, "name": f"egsbench-{_safe(spec.name)}"}
+    if executor.cluster == "slurm":
+        params |= {"slurm_gpus_per_node": spec.gpus_per_run, "slurm_partition": spec.partition}
+        params = {k: v for k, v in params.items() if v is not None}
+    elif spec.gpus_per_run:
+        params["gpus_per_node"] = spec.gpus_per_run
+    executor.update_parameters(**params)
+    jobs = executor.map_array(execute_run, runs)  # one job array, one task per run
+    return [job.result() for job in jobs]
+
+
+def _ray(runs: list[SweepRun], spec: SweepSpec, address: str | None) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs ray: pip install 'egs-bench[sweep]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        remote = ray.remote(execute_run)
+        refs = [remote.options(num_cpus=run.threads, num_gpus=run.gpus).remote(run) for run in runs]
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    backend: str = "local",
+    address: str | None = None,
+    cluster: str | None = None,
+) -> dict:
+    """Run (this shard of) the sweep on ``backend``; returns counts of ran, skipped and failed runs.
+
+    Args:
+        spec: the sweep.
+        out: the folder of run folders.
+        progress: unused by subprocess runs (kept for the CLI's flag); per-run logs are ``attemptN.log``.
+        shard: ``(i, n)``: only runs i, i+n, i+2n, ... (for several sweep processes sharing ``out``).
+        backend: ``local``, ``slurm`` or ``ray``.
+        address: Ray cluster address (default: a local instance).
+        cluster: submitit cluster (``None``: slurm when available; ``"local"``: submitit's local executor).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown sweep backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    cores = os.cpu_count() or 1
+    threads = spec.threads or (max(1, cores // spec.jobs) if backend == "local" else 1)
+    runs = plan_runs(spec, out, threads)
     index, count = shard
-    summary = {"ran": 0, "skipped": 0, "failed": 0, "total": len(runs)}
+    summary = {"ran": 0, "skipped": 0, "failed": 0, "total": len(runs), "failures": []}
+    todo = []
     for i, run in enumerate(runs):
         if i % count != index:
             continue
-        if _is_done(run.folder):
+        if _is_done(run):
             summary["skipped"] += 1
             print(f"[sweep] skip (done) {run.label}")
-            continue
-        (run.folder / "record.json").unlink(missing_ok=True)  # a failed attempt is retried
-        print(f"[sweep] run {i + 1}/{len(runs)}: {run.label}")
-        cfg = load_config(run.config, run.overrides)
-        try:
-            run_experiment(cfg, run.folder, progress=progress)
-            summary["ran"] += 1
-        except Exception as err:  # any failure of one run is recorded; the sweep goes on
-            summary["failed"] += 1
-            message = f"{type(err).__name__}: {err}"
-            print(f"[sweep] FAILED {run.label}: {message}")
-            atomic_write_text(run.folder / "traceback.txt", traceback.format_exc())
-            failed_record(cfg, run.folder, message)
+        else:
+            todo.append(run)
+    start = time.perf_counter()
+    if not todo:
+        results = []
+    elif backend == "local":
+        results = _local(todo, spec.jobs, print)
+    elif backend == "slurm":
+        results = _slurm(todo, out, spec, cluster)
+    else:
+        results = _ray(todo, spec, address)
+    for result in results:
+        summary["ran" if result["status"] == "ok" else "failed"] += 1
+        if result["status"] != "ok":
+            summary["failures"].append(f"{result['label']}: {result['error']}")
+    summary["seconds"] = time.perf_counter() - start
+    summary["threads_per_run"] = threads
+    atomic_write_text(out / "sweep.json", json.dumps({"spec": asdict(spec), "backend": backend, **summary}, indent=1))
     return summary

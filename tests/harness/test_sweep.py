@@ -1,0 +1,131 @@
+"""Sweeps: one subprocess per run, retries that resume, config-hash folders, safe names, and the three backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from egsbench.benchmark.cli import main
+from egsbench.benchmark.sweep import SweepSpec, load_sweep, plan_runs, run_sweep
+
+FAST = ["evaluate.epochs=1"]
+
+
+def _spec(tmp_path: Path, **extra) -> SweepSpec:
+    data = {"name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0, 1],
+            "set": FAST, **extra}  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_sweep(path)
+
+
+def _statuses(out: Path) -> list[str]:
+    return sorted(json.loads(p.read_text())["status"] for p in out.rglob("record.json"))
+
+
+def test_local_backend_runs_side_by_side_with_a_thread_budget(tmp_path):
+    spec = _spec(tmp_path, jobs=2)
+    summary = run_sweep(spec, tmp_path / "out")
+    assert summary["ran"] == 2 and summary["failed"] == 0 and summary["threads_per_run"] == max(1, os.cpu_count() // 2)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("record.json")]
+    assert {r["config"]["threads"] for r in records} == {summary["threads_per_run"]}
+    assert all(f"({summary['threads_per_run']} threads)" in r["manifest"]["device"] for r in records)
+    again = run_sweep(spec, tmp_path / "out")
+    assert again["skipped"] == 2 and again["ran"] == 0
+
+
+def test_a_changed_config_reruns_in_its_own_folder(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(_spec(tmp_path, seeds=[0]), out)
+    changed = run_sweep(_spec(tmp_path, seeds=[0], set=[*FAST, "evaluate.lr=0.05"]), out)
+    assert changed["ran"] == 1 and changed["skipped"] == 0
+    folders = sorted(p.parent.name for p in out.rglob("record.json"))
+    assert len(folders) == 2 and folders[0] != folders[1] and all(f.startswith("seed0-") for f in folders)
+
+
+def test_grid_values_cannot_name_a_folder_outside_out(tmp_path):
+    spec = _spec(tmp_path, grid={"task.data_dir": ["../../../../etc", "a/b"]})
+    out = (tmp_path / "out").resolve()
+    for run in plan_runs(spec, out):
+        assert out in Path(run.folder).parents
+        assert "/" not in Path(run.folder).relative_to(out).parts[1]  # the grid tag is one path component
+
+
+def test_a_killed_run_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    spec = _spec(tmp_path, seeds=[0], set=[*FAST, "search.epochs=3"])
+    out = tmp_path / "out"
+    (run,) = plan_runs(spec, out, threads=1)
+    proc = subprocess.Popen(run.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    search_ckpt = Path(run.folder) / "checkpoints" / "search"
+    deadline = time.time() + 240
+    while not any(search_ckpt.glob("epoch-0000")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(search_ckpt.glob("epoch-*")) and not (Path(run.folder) / "record.json").exists()
+    summary = run_sweep(spec, out)
+    assert summary["ran"] == 1, summary["failures"]
+    log = (Path(run.folder) / "attempt1.log").read_text()
+    assert "resumed the search after epoch" in log
+    assert _statuses(out) == ["ok"]
+
+
+def test_a_user_mistake_fails_once_without_retries_and_the_sweep_goes_on(tmp_path, capsys):
+    spec = _spec(tmp_path, grid={"task.data_dir": ["embedded", "/nonexistent/cifar"]}, seeds=[0], retries=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = run_sweep(spec, out)
+    assert summary["ran"] == 1 and summary["failed"] == 1
+    failed = next(p.parent for p in out.rglob("record.json") if json.loads(p.read_text())["status"] == "failed")
+    assert sorted(p.name for p in failed.glob("attempt*.log")) == ["attempt1.log"]
+    assert "CIFAR-10 not found at /nonexistent/cifar" in json.loads((failed / "record.json").read_text())["error"]
+
+
+def test_cli_sweep_flags_override_the_file(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"],
+                                    "seeds": [0], "set": FAST}))  # fmt: skip
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--threads", "1", "--jobs", "1"]) == 0
+    assert "1 threads per run" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_sweep(tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "out"
+    summary = run_sweep(_spec(tmp_path, threads=1), out, backend="slurm", cluster="local")
+    assert summary["ran"] == 2 and summary["failed"] == 0
+    assert _statuses(out) == ["ok", "ok"]
+    assert any((out / "_submitit").rglob("*_submitted.pkl"))  # went through submitit
+
+
+@pytest.mark.slow
+def test_ray_local_sweep(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    summary = run_sweep(_spec(tmp_path, threads=1), out, backend="ray")
+    assert summary["ran"] == 2 and summary["failed"] == 0
+    assert _statuses(out) == ["ok", "ok"]
+
+
+def test_unknown_backend_is_a_config_error(tmp_path):
+    from egsbench.tasks.spaces import ConfigError
+
+    with pytest.raises(ConfigError, match="valid backends: local, slurm, ray"):
+        run_sweep(_spec(tmp_path), tmp_path / "out", backend="kubernetes")
+
+
+def test_sweep_command_uses_accelerate_launch_for_several_gpus(tmp_path):
+    (run,) = plan_runs(_spec(tmp_path, seeds=[0], gpus_per_run=4), tmp_path / "out")
+    command = run.command()
+    assert command[1:4] == ["-m", "accelerate.commands.launch", "--num_processes"] and command[4] == "4"
+    assert sys.executable == command[0] and "--resume" in command
