@@ -82,7 +82,10 @@ def _check_finite(phase: str, epoch: int, step: int, values: dict) -> None:
     save keeps the last good checkpoint the newest.
     """
     for name, value in values.items():
-        flat = torch.as_tensor(value, dtype=torch.float64)
+        try:
+            flat = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):  # not numbers (a task's curve may hold a label)
+            continue
         if not torch.isfinite(flat).all():
             raise DivergedError(phase, epoch, step, flat[~torch.isfinite(flat)].flatten()[0].item(), what=name)
 
@@ -322,8 +325,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
             if i >= steps:
                 break
             stats = method.step(batch, next(val_iter))
-            if not math.isfinite(stats.loss):
-                raise DivergedError("search", epoch, i, stats.loss)
+            _check_finite("search", epoch, i, {"loss": stats.loss, **stats.metrics, **stats.extras})
             for key, value in {"loss": stats.loss, **stats.metrics, **stats.extras}.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.update()
