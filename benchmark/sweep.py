@@ -26,8 +26,11 @@ folder names, and every folder is checked to lie inside ``out``.
 Every run executes in its own subprocess (``python -m egsbench run ... --resume``), so an
 out-of-memory kill, a segfault or an NCCL fault ends that run only: it is recorded as failed,
 with its error, and the sweep goes on. Failed attempts are retried per ``retries``; a retry
-resumes from the run's last checkpoint. Finished runs (an ``ok`` record) are skipped. Where
-runs execute is an existing engine's business, never a home-made scheduler:
+resumes from the run's last checkpoint. Finished runs (an ``ok`` record) are skipped, and so
+are runs whose folder another process holds (its lock, see ``runner.run_lock``): that run's
+result is its own, nothing is written there. A record that cannot be read (torn, not UTF-8, off
+the schema) stops the sweep before anything runs, naming the file. Where runs execute is an
+existing engine's business, never a home-made scheduler:
 
 - ``local`` (default): up to ``jobs`` subprocesses side by side on this machine, each capped at
   ``threads`` intra-op threads (``OMP_NUM_THREADS``, ``torch.set_num_threads``) and with
@@ -59,7 +62,7 @@ import yaml
 
 from ..tasks.spaces import ConfigError, UserError
 from .config import build_dataclass, load_config
-from .records import atomic_write_text
+from .records import RecordError, atomic_write_text, read_record
 
 __all__ = ["BACKENDS", "SweepRun", "SweepSpec", "execute_run", "load_sweep", "plan_runs", "run_sweep"]
 
@@ -189,15 +192,39 @@ def _is_done(run: SweepRun) -> bool:
     return bool(record) and record.get("status") == "ok" and record.get("config_hash") == run.config_hash
 
 
+def _check_records(runs: list[SweepRun]) -> None:
+    """Refuse to start while a run folder holds a record that cannot be read (torn, not UTF-8, off the schema).
+
+    Such a file is not ours to overwrite or to take for a finished run: the user decides (see the message).
+
+    Raises:
+        RecordError: naming every such file.
+    """
+    bad = []
+    for run in runs:
+        path = Path(run.folder) / "record.json"
+        if path.is_file():
+            try:
+                read_record(path)
+            except RecordError as err:
+                bad.append(str(err))
+    if bad:
+        raise RecordError(f"{len(bad)} unreadable record file(s) in this sweep's run folders: {'; '.join(bad)}. "
+                          "Nothing ran; move or delete them and run the sweep again", bad)  # fmt: skip
+
+
 def execute_run(run: SweepRun) -> dict:
     """Run one sweep run in subprocesses, retrying per its policy; returns ``{"label", "status", "error"}``.
 
     Module-level and picklable, so submitit and Ray can ship it to a worker. Writes a failed record
     when the last attempt did not leave an ``ok`` one (unless the run wrote its own failed record).
     """
-    from .runner import failed_record
+    from .runner import failed_record, lock_holder
 
     folder = Path(run.folder)
+    holder = lock_holder(folder)
+    if holder is not None:  # another sweep (or a hand-started run) is writing there: its result is its own
+        return {"label": run.label, "status": "busy", "error": f"in use by pid {holder}", "attempts": 0}
     env = {**os.environ, "OMP_NUM_THREADS": str(run.threads), "MKL_NUM_THREADS": str(run.threads),
            "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
     command = [*run.command(), "--set", f"threads={run.threads}"]
@@ -214,6 +241,8 @@ def execute_run(run: SweepRun) -> dict:
             return {"label": run.label, "status": "ok", "error": None, "attempts": attempt + 1}
         tail = (done.stderr or done.stdout).strip().splitlines()
         error = (tail[-1] if tail else "") or f"exit status {done.returncode}"
+        if done.returncode == 2 and "in use by another egsbench run" in error:  # taken since the probe above
+            return {"label": run.label, "status": "busy", "error": error.removeprefix("error: "), "attempts": attempt}
         if done.returncode < 0:
             error = f"killed by signal {-done.returncode} (out of memory?): {error}"
         if done.returncode == 2:
@@ -294,10 +323,10 @@ def run_sweep(
     runs = plan_runs(spec, out, threads)
     index, count = shard
     summary = {"ran": 0, "skipped": 0, "failed": 0, "total": len(runs), "failures": []}
+    mine = [run for i, run in enumerate(runs) if i % count == index]
+    _check_records(mine)
     todo = []
-    for i, run in enumerate(runs):
-        if i % count != index:
-            continue
+    for run in mine:
         if _is_done(run):
             summary["skipped"] += 1
             print(f"[sweep] skip (done) {run.label}")
@@ -313,6 +342,10 @@ def run_sweep(
     else:
         results = _ray(todo, spec, address)
     for result in results:
+        if result["status"] == "busy":
+            summary["skipped"] += 1
+            print(f"[sweep] skip (running elsewhere: {result['error']}) {result['label']}")
+            continue
         summary["ran" if result["status"] == "ok" else "failed"] += 1
         if result["status"] != "ok":
             summary["failures"].append(f"{result['label']}: {result['error']}")
