@@ -348,6 +348,9 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     genotype = method.derive(score)
     space.validate(genotype)
     derive_seconds = time.perf_counter() - start
+    # NaN weights after the last step leave the losses finite but the candidates' search-val scores NaN
+    _check_finite("search", max(epochs - 1, 0), max(steps - 1, 0),
+                  {"search-val score of the derived genotype": getattr(method, "derive_score", None)})  # fmt: skip
     total_steps = epochs * steps
     return {
         "genotype": genotype.to_dict(),
