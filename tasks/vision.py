@@ -115,7 +115,11 @@ def _read_tree(root: Path, splits: tuple[str, ...]) -> tuple[dict[str, ImageSpli
     for split in splits:
         if not (root / split).is_dir():
             raise DataError(f"{root} has no {split}/ folder; an ImageFolder tree needs {'/, '.join(splits)}/")
-    classes = _check_classes({s: [p.name for p in (root / s).iterdir() if p.is_dir()] for s in splits}, str(root))
+    found = {s: [p.name for p in (root / s).iterdir() if p.is_dir()] for s in splits}
+    for split, names in found.items():
+        if not names:
+            raise DataError(f"{root / split} holds no class folders; an ImageFolder split needs <class>/<image> files")
+    classes = _check_classes(found, str(root))
     out = {}
     for split in splits:
         images, labels, names = [], [], []
