@@ -231,14 +231,16 @@ def parse_config(data: dict) -> ExperimentConfig:
     missing = [k for k in WEIGHT_FIELDS if not hasattr(search, k)]
     if missing:  # a plug-in task's search block must carry what methods read
         raise ConfigError(f"task {task_name!r}: its search block {type(search).__name__} lacks {missing}")
-    if search.epochs == 0 and getattr(method_cls, "trains_supernet", True):
+    method = build_dataclass(method_cls.config_class, method_block, "method")
+    # the class may say, or its instance for this config (random: only variant=darts_baseline trains nothing)
+    if search.epochs == 0 and getattr(method_cls(method), "trains_supernet", True):
         raise ConfigError(
             f"config key search.epochs must be >= 1 for method {method_name!r}, got 0 (it would derive from untrained "
             "weights); only methods that train no supernet (e.g. fixed, random variant=darts_baseline) take 0"
         )
     return ExperimentConfig(
         method_name=method_name,
-        method=build_dataclass(method_cls.config_class, method_block, "method"),
+        method=method,
         task_name=task_name,
         task=build_dataclass(task_cls.config_class, task_block, "task"),
         search=search,
