@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+
 from egsbench.methods import METHODS
 from egsbench.methods.egs import EGS, EGSConfig, efficiency_credits, ensemble_gumbel_softmax
 from egsbench.tasks.spaces import ConfigError
-
 from egsbench.testing import batch, tiny_context
 
 N = 200_000

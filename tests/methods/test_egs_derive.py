@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+
 from egsbench.methods.egs import (
     EGS,
     EGSConfig,
@@ -17,7 +18,6 @@ from egsbench.methods.egs import (
     most_probable_code,
 )
 from egsbench.tasks.spaces import SPACES, genotype_weights
-
 from egsbench.testing import tiny_context
 
 SPACE = SPACES.get("dag")
