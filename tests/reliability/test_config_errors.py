@@ -1,0 +1,68 @@
+"""Config mistakes (issue 9, items 3 and 6): exit 2, one ``error:`` line naming the key and the fix, no run folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from egsbench.benchmark.config import load_config
+
+from .conftest import BASE, overrides
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # silent wrong results before: a NaN or infinite lr, no final training, a search from untrained weights
+        (["search.lr=.nan"], "config key 'search.lr' must be a finite number, got nan"),
+        (["evaluate.lr=.inf"], "config key 'evaluate.lr' must be a finite number, got inf"),
+        (["evaluate.epochs=0"], "config key evaluate.epochs must be >= 1, got 0"),
+        (["search.epochs=0"], "config key search.epochs must be >= 1 for method 'gdas', got 0 (it would derive from "
+                              "untrained weights)"),  # fmt: skip
+        # tracebacks before, and a half-started folder that then demanded --resume
+        (["search.batch_size=0"], "config key search.batch_size must be >= 1, got 0"),
+        (["evaluate.batch_size=0"], "config key evaluate.batch_size must be >= 1, got 0"),
+        (["search.channels=0"], "config key search.channels must be >= 1, got 0"),
+        (["evaluate.channels=-1"], "config key evaluate.channels must be >= 1, got -1"),
+        (["evaluate.layers=0"], "config key evaluate.layers must be >= 1, got 0"),
+        (["search.lr=-0.1"], "config key search.lr must be > 0, got -0.1"),
+        (["evaluate.drop_path=1.5"], "config key evaluate.drop_path must be in [0, 1), got 1.5"),
+        (["task.train_limit=1"], "config key task.train_limit must be >= 2, got 1"),
+        (["seed=-1"], "config key seed must be in [0, 4294967295], got -1"),  # crashed in set_seed after mkdir
+        # a float spelling YAML reads as a string is a number; the run then fails on the real mistake
+        (["search.lr=1e6", "search.batch_size=0"], "config key search.batch_size must be >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_in_any_block_is_named_before_any_folder_exists(cli, tmp_path, values, message):
+    out = tmp_path / "run"
+    result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*values))
+    assert result.code == 2
+    assert message in result.error
+    assert not out.exists()
+
+
+def test_a_config_file_that_is_not_utf8(cli, tmp_path):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("# caf\xe9\npreset: smoke\nmethod: {name: gdas}\ntask: {name: cifar10}\n".encode("latin-1"))
+    result = cli("run", config, "--out", tmp_path / "run")
+    assert result.code == 2
+    assert result.error == f"error: {config} is not UTF-8 text (invalid continuation byte at byte 5); save it as UTF-8"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_that_is_a_yaml_list_with_overrides(cli, tmp_path):
+    config = tmp_path / "list.yaml"
+    config.write_text("- preset: smoke\n- method: {name: gdas}\n")
+    result = cli("run", config, "--out", tmp_path / "run", "--set", "seed=1")
+    assert result.code == 2
+    assert result.error.startswith(f"error: {config} must hold a YAML mapping with keys preset, seed,")
+    assert result.error.endswith("got a list")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("spelling", ["1e6", "1E6", "1e-3", "+2.5e+3", ".5", "5.", "1000000.0"])
+def test_every_float_spelling_is_a_number(spelling):
+    assert load_config(BASE, [f"search.lr={spelling}"]).search.lr == float(spelling)
+
+
+def test_zero_search_epochs_is_allowed_where_the_method_trains_no_supernet():
+    assert load_config("smoke/random-baseline-cifar10", ["search.epochs=0"]).search.epochs == 0

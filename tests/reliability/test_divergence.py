@@ -1,0 +1,62 @@
+"""Diverged runs are failures (issue 9, item 2): exit 2, a failed record in strict JSON, the last good checkpoint kept.
+
+An absurd learning rate used to finish with status "ok", chance accuracy and a bare ``NaN`` in record.json.
+"""
+
+from __future__ import annotations
+
+import json
+
+from egsbench.benchmark.records import read_record
+
+from .conftest import BASE, FAST, overrides
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(constant: str):
+        raise AssertionError(f"record.json holds {constant}, which strict JSON parsers reject")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_nan_in_final_training_fails_the_run_and_keeps_the_previous_epoch(cli, tmp_path):
+    out = tmp_path / "run"
+    # epoch 0: one finite step whose update (lr 1e30) wrecks the weights; epoch 1: the loss is NaN
+    values = [*FAST, "evaluate.epochs=2", "evaluate.lr=1e30", "evaluate.eval_every=0"]
+    result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*values))
+    assert result.code == 2
+    assert result.error.startswith("error: the run diverged: non-finite loss nan in evaluate epoch 1, step 0;")
+    assert result.error.endswith("Lower evaluate.lr (or raise grad_clip) and use a new --out")
+
+    record = _strict_json((out / "record.json").read_text())
+    assert record["status"] == "failed" and "evaluate epoch 1, step 0" in record["error"]
+    assert record["metrics"] is None
+    assert read_record(out / "record.json")["error"] == record["error"]  # valid against the schema
+    kept = sorted(p.name for p in (out / "checkpoints" / "evaluate").iterdir())
+    assert kept == ["epoch-0000"]  # the last good epoch; nothing of the diverged one
+    assert (out / "search_result.json").is_file()  # the search's result stays usable
+
+
+def test_a_nan_in_the_search_fails_the_run(cli, tmp_path):
+    out = tmp_path / "run"
+    result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*FAST, "search.lr=1e30"))
+    assert result.code == 2
+    assert result.error.startswith("error: the run diverged: non-finite ")
+    assert "in search epoch 0, step 0;" in result.error
+    assert result.error.endswith("Lower search.lr (or raise grad_clip) and use a new --out")
+    record = _strict_json((out / "record.json").read_text())
+    assert record["status"] == "failed" and "search epoch 0, step 0" in record["error"]
+    assert not (out / "search_result.json").exists() and not (out / "model.safetensors").exists()
+
+
+def test_the_reported_case_a_learning_rate_of_a_million_fails(cli, tmp_path):
+    """``--set search.lr=1000000.0 --set evaluate.lr=1000000.0`` exited 0 with status "ok" and a bare NaN."""
+    out = tmp_path / "run"
+    values = [*FAST, "search.max_steps_per_epoch=2", "evaluate.max_steps_per_epoch=2", "search.lr=1000000.0",
+              "evaluate.lr=1000000.0"]  # fmt: skip
+    result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*values))
+    assert result.code == 2
+    assert result.error.startswith("error: the run diverged: non-finite ")
+    record = _strict_json((out / "record.json").read_text())
+    assert record["status"] == "failed" and record["metrics"] is None
+    assert not (out / "model.safetensors").exists()  # no final network of a failed run
