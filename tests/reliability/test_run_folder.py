@@ -70,7 +70,8 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_a_crash_frees_it(cli,
                               *overrides(*slow)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.time() + 120
-        while lock_holder(out) is None and first.poll() is None and time.time() < deadline:
+        while not (lock_holder(out) and (out / "config.yaml").exists()) and first.poll() is None:
+            assert time.time() < deadline, "the first run never started"
             time.sleep(0.05)
         assert lock_holder(out) == str(first.pid), "the first run never took the lock"
 
