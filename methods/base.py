@@ -33,12 +33,16 @@ __all__ = [
     "SearchMethod",
     "StepStats",
     "batch_statistics",
+    "ArchAdam",
+    "ArchSGD",
+    "average_gradients",
     "capture_state",
     "cosine_lr",
     "init_alphas",
     "make_arch_optimizer",
     "make_weight_optimizer",
     "restore_state",
+    "sampling_generator",
     "set_lr",
     "weight_parameters",
     "zero_fill_grads",
@@ -51,12 +55,15 @@ ScoreFn = Callable[..., float]
 
 @dataclass
 class SearchConfig:
-    """The ``search:`` block: supernet size, data and the shared weight optimiser (DARTS defaults)."""
+    """The weight-optimiser fields of a ``search:`` block, the ones methods read (DARTS CNN defaults).
+
+    Each task declares its own search block (``search_config_class``: supernet size, sequence
+    length, ...) carrying at least these fields under these names, and the runner hands that
+    to ``SearchContext.config``; this class is the stand-alone version for method tests and tools.
+    """
 
     epochs: int = 50
     batch_size: int = 64
-    channels: int = 16  # supernet C
-    layers: int = 8  # supernet cells L
     lr: float = 0.025  # SGD on the supernet weights, cosine-annealed per epoch to lr_min
     lr_min: float = 0.001
     momentum: float = 0.9
@@ -67,9 +74,8 @@ class SearchConfig:
 
     def __post_init__(self):
         # epochs = 0 is allowed here; parse_config allows it only for methods that train no supernet.
-        for key in ("epochs",):
-            check_range(f"search.{key}", getattr(self, key), low=0)
-        for key in ("batch_size", "channels", "layers", "max_steps_per_epoch", "score_batches"):
+        check_range("search.epochs", self.epochs, low=0)
+        for key in ("batch_size", "max_steps_per_epoch", "score_batches"):
             check_range(f"search.{key}", getattr(self, key), low=1)
         check_range("search.lr", self.lr, low=0, low_open=True)
         check_range("search.lr_min", self.lr_min, low=0, high=self.lr)
@@ -85,7 +91,7 @@ class SearchContext:
     model: nn.Module  # the supernet, possibly wrapped for distributed training
     space: SearchSpace
     loss: Callable[[nn.Module, Any, EdgeWeights], LossOutput]
-    config: SearchConfig
+    config: Any  # the task's search block (a SearchConfig or any dataclass with its weight-optimiser fields)
     steps_per_epoch: int
     seed: int = 0
     op_costs: Callable[[str], dict[str, torch.Tensor]] | None = None  # metric -> {cell type: (E, K)}
@@ -153,11 +159,59 @@ def init_alphas(ctx: SearchContext, mean: float = 0.0, std: float = 1e-3, dtype=
     return nn.ParameterDict({t: nn.Parameter(a) for t, a in alphas.items()}).to(ctx.device)
 
 
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
+    """Average the gradients of ``params`` over all processes (a no-op in a single process).
+
+    Architecture parameters live outside the DDP-wrapped supernet, so DDP never averages their
+    gradients; without this each rank's alphas would drift apart on its own data shard.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)  # every rank must join each all_reduce, in the same order
+        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+        p.grad.div_(world)
+
+
+class _ProcessAveraged:
+    """Mixin: an optimiser whose ``step`` first averages its gradients over processes, so the
+    parameters it updates stay identical on every rank."""
+
+    def step(self, closure=None):
+        average_gradients(p for group in self.param_groups for p in group["params"])
+        return super().step(closure)
+
+
+class ArchAdam(_ProcessAveraged, torch.optim.Adam):
+    """Adam for architecture parameters, identical on every process."""
+
+
+class ArchSGD(_ProcessAveraged, torch.optim.SGD):
+    """Plain SGD for architecture parameters (SNAS's single-GPU choice), identical on every process."""
+
+
 def make_arch_optimizer(alphas: nn.ParameterDict, cfg) -> torch.optim.Adam:
-    """DARTS's alpha optimiser, Adam, from a method config's ``arch_lr``, ``arch_beta1/2`` and ``arch_weight_decay``."""
-    return torch.optim.Adam(
+    """DARTS's alpha optimiser, Adam, from a method config's ``arch_lr``, ``arch_beta1/2`` and ``arch_weight_decay``.
+
+    Its ``step`` averages the alpha gradients across processes first (:class:`ArchAdam`).
+    """
+    return ArchAdam(
         alphas.parameters(), lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay
     )
+
+
+def sampling_generator(ctx: SearchContext, offset: int) -> torch.Generator:
+    """The generator a method draws its architecture samples from, seeded from the run seed.
+
+    Every process builds the same one and draws the same sequence, so the sampled codes are identical
+    on all ranks (each rank's global RNG is not: data augmentation and dropout draw from it); it is part
+    of the method's checkpoint (``capture_state`` saves a generator's state), so a resumed run draws on.
+    """
+    return torch.Generator().manual_seed(ctx.seed * 1_000_003 + offset)
 
 
 def capture_state(owner: Any, names: Iterable[str]) -> dict:
@@ -166,7 +220,10 @@ def capture_state(owner: Any, names: Iterable[str]) -> dict:
     state = {}
     for name in names:
         value = getattr(owner, name)
-        state[name] = value.state_dict() if hasattr(value, "state_dict") else value
+        if isinstance(value, torch.Generator):
+            state[name] = value.get_state()
+        else:
+            state[name] = value.state_dict() if hasattr(value, "state_dict") else value
     return state
 
 
@@ -174,7 +231,9 @@ def restore_state(owner: Any, state: dict) -> None:
     """Inverse of :func:`capture_state`: load into stateful attributes, assign the plain ones."""
     for name, value in state.items():
         current = getattr(owner, name)
-        if hasattr(current, "load_state_dict"):
+        if isinstance(current, torch.Generator):
+            current.set_state(value)
+        elif hasattr(current, "load_state_dict"):
             current.load_state_dict(value)
         else:
             setattr(owner, name, value)

@@ -79,6 +79,7 @@ from .base import (
     make_arch_optimizer,
     make_weight_optimizer,
     restore_state,
+    sampling_generator,
     set_lr,
     weight_parameters,
     zero_fill_grads,
@@ -360,6 +361,7 @@ class EGS:
         self.op_columns = [k for k, op in enumerate(space.ops) if op != space.zero_op]
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
         self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
+        self.generator = sampling_generator(ctx, 1)  # the codes of the training steps, identical on every rank
         self.derive_warnings: list[str] = []
 
     # -- distributions -------------------------------------------------------------------------
@@ -403,7 +405,7 @@ class EGS:
                 self.tau = cfg.tau * math.exp(frac * math.log(cfg.tau_final / cfg.tau))
 
     def _loss(self, batch) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
-        codes = self.sample()
+        codes = self.sample(self.generator)
         out = self.ctx.loss(self.ctx.model, batch, codes)
         return out.loss, out.metrics, codes
 
@@ -489,7 +491,7 @@ class EGS:
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau"))
+        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau", "generator"))
 
     def load_state_dict(self, state: dict) -> None:
         restore_state(self, state)

@@ -60,6 +60,7 @@ from .base import (
     make_arch_optimizer,
     make_weight_optimizer,
     restore_state,
+    sampling_generator,
     set_lr,
     weight_parameters,
     zero_fill_grads,
@@ -129,6 +130,7 @@ class GDAS:
         self.alphas = init_alphas(ctx)
         self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
         self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
+        self.generator = sampling_generator(ctx, 2)  # the samples of the training steps, identical on every rank
 
     # -- distributions -------------------------------------------------------------------------
     def probabilities(self) -> dict[str, torch.Tensor]:
@@ -150,14 +152,14 @@ class GDAS:
         ctx = self.ctx
         # (1) weights on the training batch; alpha is not updated here, so its sample is detached.
         self.w_optimizer.zero_grad(set_to_none=True)
-        out = ctx.loss(ctx.model, train_batch, self.sample(detach=True))
+        out = ctx.loss(ctx.model, train_batch, self.sample(self.generator, detach=True))
         ctx.backward(out.loss)
         zero_fill_grads(self.w_optimizer)  # ops not sampled now keep momentum and weight decay, as xautodl's
         nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
         self.w_optimizer.step()
         # (2) alpha on the validation batch with a fresh sample (first order).
         self.a_optimizer.zero_grad(set_to_none=True)
-        arch = ctx.loss(ctx.model, val_batch, self.sample())
+        arch = ctx.loss(ctx.model, val_batch, self.sample(self.generator))
         ctx.backward(arch.loss)
         self.a_optimizer.step()
         return StepStats(
@@ -195,7 +197,7 @@ class GDAS:
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau"))
+        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau", "generator"))
 
     def load_state_dict(self, state: dict) -> None:
         restore_state(self, state)

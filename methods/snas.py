@@ -75,8 +75,8 @@ import torch
 from torch import nn
 
 from ..tasks.spaces import ConfigError, Genotype, UserError, prune_cell
-
 from .base import (
+    ArchSGD,
     EdgeWeights,
     ScoreFn,
     SearchContext,
@@ -87,6 +87,7 @@ from .base import (
     make_arch_optimizer,
     make_weight_optimizer,
     restore_state,
+    sampling_generator,
     set_lr,
     weight_parameters,
 )
@@ -192,7 +193,8 @@ class SNAS:
         if cfg.arch_optimizer == "adam":
             self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
         else:
-            self.a_optimizer = torch.optim.SGD(self.alphas.parameters(), lr=cfg.arch_lr)
+            self.a_optimizer = ArchSGD(self.alphas.parameters(), lr=cfg.arch_lr)
+        self.generator = sampling_generator(ctx, 3)  # the samples of the training steps, identical on every rank
 
     def _costs(self, ctx: SearchContext) -> dict[str, dict[str, torch.Tensor]]:
         if ctx.op_costs is None:
@@ -232,7 +234,7 @@ class SNAS:
         ctx, cfg = self.ctx, self.config
         self.w_optimizer.zero_grad(set_to_none=True)
         self.a_optimizer.zero_grad(set_to_none=True)
-        weights = self.sample()
+        weights = self.sample(self.generator)
         out = ctx.loss(ctx.model, train_batch, weights)
         penalty = self.penalty(weights)
         loss = out.loss + self.resource_lambda * penalty
@@ -271,7 +273,7 @@ class SNAS:
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau"))
+        return capture_state(self, ("alphas", "w_optimizer", "a_optimizer", "epoch", "tau", "generator"))
 
     def load_state_dict(self, state: dict) -> None:
         restore_state(self, state)
