@@ -43,7 +43,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
@@ -183,6 +183,17 @@ def evaluate_split(task, model, loader, accelerator, weights: EdgeWeights | None
     return task.summarize(accelerator.reduce(total, reduction="sum").cpu())
 
 
+def prepare_eval_loader(accelerator: Accelerator, loader):
+    """``loader`` prepared without accelerate's even-batch padding, so under several processes every
+    sample is counted exactly once in the summed metrics (padding would repeat samples to even the shards)."""
+    even = accelerator.even_batches
+    accelerator.even_batches = False
+    try:
+        return accelerator.prepare(loader)
+    finally:
+        accelerator.even_batches = even
+
+
 def _steps(loader, cap: int | None) -> int:
     return len(loader) if cap is None else min(len(loader), cap)
 
@@ -193,7 +204,7 @@ def _evaluator(task, net, accelerator: Accelerator, batch_size: int) -> Callable
 
     def evaluate(split: str) -> dict:
         if split not in loaders:
-            loaders[split] = accelerator.prepare(task.loader(split, batch_size))
+            loaders[split] = prepare_eval_loader(accelerator, task.loader(split, batch_size))
         return evaluate_split(task, net, loaders[split], accelerator)
 
     return evaluate
@@ -265,7 +276,8 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     train_gen, val_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     train_loader = task.loader("search-train", bs, train_gen)
     val_loader = task.loader("search-val", bs, val_gen)
-    model, train_loader, val_loader = accelerator.prepare(supernet, train_loader, val_loader)
+    model, train_loader = accelerator.prepare(supernet, train_loader)
+    val_loader = prepare_eval_loader(accelerator, val_loader)  # scores count each search-val sample once
     steps = _steps(train_loader, cfg.search.max_steps_per_epoch)
     sign = _score_sign(task)
 
@@ -346,6 +358,8 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
 
     start = time.perf_counter()
     genotype = method.derive(score)
+    # Every rank derived (scoring is collective); rank 0's genotype is the run's, whatever float noise did elsewhere.
+    genotype = Genotype.from_dict(broadcast_object_list([genotype.to_dict()], from_process=0)[0])
     space.validate(genotype)
     derive_seconds = time.perf_counter() - start
     # NaN weights after the last step leave the losses finite but the candidates' search-val scores NaN
@@ -386,7 +400,8 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     train_gen = torch.Generator().manual_seed(cfg.seed + 2)
     train_loader = task.loader("train", ev.batch_size, train_gen, recipe=ev)
     test_loader = task.loader("test", ev.batch_size)
-    net, optimizer, train_loader, test_loader = accelerator.prepare(net, optimizer, train_loader, test_loader)
+    net, optimizer, train_loader = accelerator.prepare(net, optimizer, train_loader)
+    test_loader = prepare_eval_loader(accelerator, test_loader)  # every test sample counts exactly once
     steps = _steps(train_loader, ev.max_steps_per_epoch)
     ckpt = Checkpointer(folder, accelerator)
     curves, test, elapsed, first = [], {}, 0.0, 0
@@ -440,8 +455,10 @@ def _accelerator(cfg: ExperimentConfig, log_with: list[str] | None = None, proje
     project = None
     if project_dir is not None:  # trackers write under <run folder>/logs/<run name>/
         project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(project_dir / "logs"))
+    # Sparse supernets run only the ops a step sampled; DDP must be told that parameters may go unused.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(cpu=cfg.device == "cpu", mixed_precision="no", log_with=log_with or None,
-                       project_config=project)  # fmt: skip
+                       project_config=project, kwargs_handlers=[ddp])  # fmt: skip
 
 
 def apply_determinism(deterministic: bool) -> None:

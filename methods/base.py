@@ -36,6 +36,7 @@ __all__ = [
     "ArchAdam",
     "ArchSGD",
     "average_gradients",
+    "average_tensors",
     "capture_state",
     "cosine_lr",
     "init_alphas",
@@ -159,22 +160,35 @@ def init_alphas(ctx: SearchContext, mean: float = 0.0, std: float = 1e-3, dtype=
     return nn.ParameterDict({t: nn.Parameter(a) for t, a in alphas.items()}).to(ctx.device)
 
 
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def average_tensors(tensors: Iterable[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over all processes, in place (a no-op in a single process)."""
+    world = _world_size()
+    if world == 1:
+        return
+    for t in tensors:
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        t.div_(world)
+
+
 def average_gradients(params: Iterable[torch.Tensor]) -> None:
     """Average the gradients of ``params`` over all processes (a no-op in a single process).
 
     Architecture parameters live outside the DDP-wrapped supernet, so DDP never averages their
     gradients; without this each rank's alphas would drift apart on its own data shard.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if _world_size() == 1:
         return
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return
+    params = list(params)
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)  # every rank must join each all_reduce, in the same order
-        torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-        p.grad.div_(world)
+    average_tensors(p.grad for p in params)
 
 
 class _ProcessAveraged:

@@ -45,9 +45,12 @@ Deviations from the original code, and why:
   including the softmax gradient reaching ``alpha_none``, are those of the original's ``x * 0``.
 - Weights that receive no gradient count as zero gradient in the unrolled step (the original
   ``autograd.grad`` would raise).
-- Under several processes the second-order passes run on the unwrapped supernet in each
-  process without gradient all-reduce, and alpha gradients are not averaged across
-  processes (as for every method here); the original is single-GPU.
+- Under several processes (the original is single-GPU): the second-order passes run on the
+  unwrapped supernet in each process on its own shard; the training gradient of the virtual
+  step and the direction ``v`` are averaged across processes, so ``w'`` and ``w +- R v`` are
+  those of one process holding the whole batch, and the arch optimiser averages the final
+  alpha gradients before it steps (``ArchAdam``), so alphas stay identical on every rank.
+  BatchNorm uses each process's batch statistics (no SyncBatchNorm, as DDP does by default).
 """
 
 from __future__ import annotations
@@ -61,12 +64,12 @@ from torch import nn
 from torch.func import functional_call
 
 from ..tasks.spaces import CellGenotype, ConfigError, Genotype
-
 from .base import (
     EdgeWeights,
     ScoreFn,
     SearchContext,
     StepStats,
+    average_tensors,
     capture_state,
     cosine_lr,
     init_alphas,
@@ -220,6 +223,7 @@ class DARTS:
             fixed = {t: p.detach() for t, p in self.probabilities().items()}
             loss_tr = self._virtual_loss(leaves, buffers, train_batch, fixed)
             dtheta = _zeros_for_none(torch.autograd.grad(loss_tr, leaves, allow_unused=True), w)
+            average_tensors(dtheta)  # several processes: the virtual step all ranks would take together
             with torch.no_grad():
                 unrolled = []
                 for p, g, param in zip(w, dtheta, self.weight_params, strict=True):
@@ -233,6 +237,7 @@ class DARTS:
             grads = torch.autograd.grad(loss_val, alphas + unrolled, allow_unused=True)
             g = _zeros_for_none(grads[: len(alphas)], alphas)
             v = _zeros_for_none(grads[len(alphas) :], w)
+            average_tensors(v)  # the finite-difference direction of the whole validation batch, as one process
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v])) if v else None
             if norm is None or norm.item() == 0.0:
                 hvp, radius = [torch.zeros_like(a) for a in alphas], 0.0
