@@ -2,8 +2,11 @@
 
 Each reference row that a method here can reproduce carries ``method``, ``task``, ``preset`` and a
 ``selector``: a JSON object of method-config values the run must have (``{"M": 7}`` for egs,
-``{"order": 2}`` for darts, ...). ``references_for`` returns the rows whose selector a run's
-method config satisfies. Where each table comes from: ``results/references/README.md``.
+``{"order": 2}`` for darts, ...). A row may also name, in ``genotype``, the registered genotype
+(``egsbench list genotypes``) that is its published cell: a run whose method config has that
+``genotype`` (``method: {name: fixed, genotype: darts_v2}``) reproduces the row by training the
+cell without a search. ``references_for`` returns the rows a run's method config matches.
+Where each table comes from: ``results/references/README.md``.
 
 Which number of a table a task reproduces is the task's to say: ``task_metric`` reads the task
 class in ``TASKS`` (its ``main_metric``, that metric's direction and label, its
@@ -57,6 +60,7 @@ VARIANT_KEYS: dict[str, tuple[str, ...]] = {
     "darts": ("order",),
     "snas": ("constraint",),
     "random": ("variant",),
+    "fixed": ("genotype",),  # each published cell is its own row (darts_v2 beside DARTS (2nd order), ...)
 }
 
 _INT_COLUMNS = ("M", "ops")
@@ -127,7 +131,9 @@ def load_reference(table: str, root: str | Path = REFERENCE_DIR) -> pd.DataFrame
     for column in _INT_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype("Int64")
-    for column in ("method", "task", "preset", "selector", "note"):
+    for column in ("method", "task", "preset", "selector", "genotype", "note"):
+        if column not in frame:  # ``genotype`` is optional: a table whose cells are not registered has none
+            frame[column] = None
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
 
@@ -140,17 +146,21 @@ def _selects(selector: str | None, method_config: Mapping[str, Any]) -> bool:
 def references_for(
     method: str,
     task: str,
-    preset: str,
+    preset: str | None,
     method_config: Mapping[str, Any],
     tables: list[str] | None = None,
     root: str | Path = REFERENCE_DIR,
 ) -> pd.DataFrame:
     """The reference rows a run reproduces, from every table, with ``table`` and ``row`` (position in it) columns.
 
+    A row matches a run of its ``method`` whose config satisfies its ``selector``, or a run of any
+    method whose config's ``genotype`` is the row's ``genotype`` (a published cell trained as is).
+
     Args:
-        method: the registered method name (``egs``, ``darts``...).
+        method: the registered method name (``egs``, ``darts``, ``fixed``...).
         task: the task name (``cifar10``...).
-        preset: the run's preset; reported numbers are tied to ``paper``.
+        preset: the run's preset; reported numbers are tied to ``paper``. None matches rows of any
+            preset: the row a ``smoke`` or ``proxy`` run stands for, shown beside it for context.
         method_config: the run's method config (the ``method`` block of its config); a row matches
             when every key of its selector is there with the same value.
         tables: the tables to search; all by default.
@@ -160,12 +170,20 @@ def references_for(
         >>> rows = references_for("darts", "cifar10", "paper", {"order": 2})
         >>> rows["architecture"].tolist()
         ['DARTS (2nd order) + cutout']
+        >>> references_for("fixed", "cifar10", "paper", {"genotype": "darts_v2"})["architecture"].tolist()
+        ['DARTS (2nd order) + cutout']
     """
     found = []
+    genotype = method_config.get("genotype")
     for table in tables or list(TABLES):
         frame = load_reference(table, root)
-        keep = (frame["method"] == method) & (frame["task"] == task) & (frame["preset"] == preset)
+        keep = frame["method"] == method
         keep &= frame["selector"].map(lambda s: _selects(s, method_config))
+        if isinstance(genotype, str):
+            keep |= frame["genotype"] == genotype
+        keep &= frame["task"] == task
+        if preset is not None:
+            keep &= frame["preset"] == preset
         if keep.any():
             found.append(frame[keep].assign(table=table, row=frame.index[keep]))  # row: position in its table
     if not found:

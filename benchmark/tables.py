@@ -1,4 +1,15 @@
-"""Comparison tables: reproduced runs, mean ± std over seeds, next to the papers' numbers.
+"""Comparison tables laid out like the paper's: its rows, with the reproduced runs (mean ± std over seeds)
+inserted under the rows they stand for.
+
+A table of a task with a reference table (``results/references/``) lists every row of it in the
+paper's order, Preset ``reported``, with the paper's numbers in the table's own columns (error,
+params, search cost, ops, search type for Table 1; error and params per M for Table 5; valid and
+test perplexity for PTB...). Under each come the reproduced groups that stand for it: runs whose
+method config matches its selector (``darts`` with ``order: 2``), or runs of its published cell
+(``fixed`` with ``genotype: darts_v2``). A reproduced row carries the reported number beside its
+own for context at any preset; the Δ only at the row's preset (``paper``), since a ``smoke`` or
+``proxy`` run is not the paper's experiment. Groups no row stands for (GDAS, a saved genotype)
+follow the paper's rows.
 
 Pure functions on run records (the dicts ``read_record`` and ``load_records`` return, or ``Record``
 models). Runs are grouped by method, task, preset, the method-config values that make variants
@@ -40,7 +51,15 @@ from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
 from .records import Record
-from .references import TABLES, TaskMetric, references_for, reported_column, task_metric, variant_of
+from .references import (
+    TABLES,
+    TaskMetric,
+    load_reference,
+    references_for,
+    reported_column,
+    task_metric,
+    variant_of,
+)
 
 __all__ = [
     "FORMATS",
@@ -59,6 +78,14 @@ SETUP = ["world_size", "mixed_precision", "deterministic"]
 GROUP = ["method", "task", "preset", "variant", "config_hash", *SETUP]
 NOT_IDENTITY = ("seed", "threads")  # config keys that never make two runs different configs
 STD = " std"  # a column "X std" holds the std of column "X"; md/latex/html print them as "X ± std"
+REPORTED = "reported"  # the Preset of a row the paper reports (not a run of ours)
+PRESET_ORDER = ("paper", "proxy", "smoke")  # runs under their paper row: nearest the paper's setting first
+ABLATION = "sampling_times"  # the reference table of the M ablation (the paper's Table 5)
+# columns of a reference table that describe a row rather than report a number of it
+_REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "note")
+_DESCRIPTORS = ("ops", "search_type")  # facts of the method and its space: a reproduced row repeats its paper row's
+_COLUMN_LABELS = {"params_m": "Params (M)", "search_cost_gpu_days": "Search cost (GPU days)", "ops": "Ops",
+                  "search_type": "Search type"}  # fmt: skip
 
 
 # ---- records -> one row per run ------------------------------------------------------------
@@ -177,16 +204,21 @@ def summarize(runs: pd.DataFrame, metric: str, more: Sequence[str] = ()) -> pd.D
 
 
 def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.DataFrame:
-    """Adds ``ref`` (the matching row of reference ``table``, or None) and ``reported`` (its value of ``key``)."""
+    """Adds ``ref`` (the row of reference ``table`` the group stands for, at any preset, or None), ``reported``
+    (its value of ``key``) and ``delta`` (mean - reported, only where the group ran at the row's preset: a
+    ``smoke`` or ``proxy`` run is shown beside the paper's number for context, never measured against it)."""
     refs, reported = [], []
     for _, row in summary.iterrows():
         found = pd.DataFrame() if table is None else references_for(
-            row["method"], row["task"], row["preset"], json.loads(row["variant"]), tables=[table])  # fmt: skip
+            row["method"], row["task"], None, json.loads(row["variant"]), tables=[table])  # fmt: skip
         ref = found.iloc[0] if len(found) else None
         refs.append(ref)
         reported.append(None if ref is None else ref.get(reported_column(ref.index, key, table)))
     reported = pd.to_numeric(pd.Series(reported, index=summary.index, dtype=object))
-    return summary.assign(ref=pd.Series(refs, index=summary.index, dtype=object), reported=reported)
+    at_its_preset = [ref is not None and ref["preset"] == preset for ref, preset in zip(refs, summary["preset"],
+                                                                                           strict=True)]  # fmt: skip
+    delta = (summary["mean"] - reported).where(pd.Series(at_its_preset, index=summary.index, dtype=bool))
+    return summary.assign(ref=pd.Series(refs, index=summary.index, dtype=object), reported=reported, delta=delta)
 
 
 def _label(method: str, variant: str) -> str:
@@ -248,11 +280,15 @@ def _unknown_task(task: str, why: str) -> UnknownNameError:
 
 
 def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
-    """The paper's Table 1 layout for one task: reproduced mean ± std beside the reported number.
+    """The paper's Table 1 for one task, with the reproduced rows inserted under the rows they stand for.
 
-    Rows are (method, preset, variant, setup) groups of the task's runs, in the order of the task's
-    reference table, then the groups it has no row for. Numbers stay numeric; ``render`` formats them.
-    For a task that is not installed, see the module docstring.
+    Every row of the task's reference table keeps its place (Preset ``reported``: the reported error,
+    params, search cost, ops and search type); under it come the groups of runs that reproduce it
+    (their method config matches its selector, or they trained its published genotype), then the
+    groups no row stands for. A reproduced row shows its mean ± std, the reported number beside it
+    and, only at the row's preset (``paper``), the Δ. Numbers stay numeric; ``render`` formats them.
+    A task without a reference table gets its groups alone; for a task that is not installed, see
+    the module docstring.
 
     Args:
         records: run records (dicts or ``Record`` models).
@@ -268,32 +304,7 @@ def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") ->
         if runs.empty:
             raise _unknown_task(task, "no record names it either")
         return _uninstalled_task_table(runs)
-    summary = summarize(runs, spec.key)
-    groups = _with_references(summary, spec.key, spec.table)
-    table = pd.DataFrame(
-        {
-            "Architecture": [
-                _ref_value(ref, "architecture") or _label(method, variant)
-                for ref, method, variant in zip(groups["ref"], groups["method"], groups["variant"], strict=True)
-            ],
-            "Preset": groups["preset"],
-            "Setup": _setups(groups),
-            spec.label: groups["mean"],
-            spec.label + STD: groups["std"],
-            _reported_label(spec): groups["reported"],
-            "Δ": groups["mean"] - groups["reported"],
-            "Params (M)": groups["params_m"],
-            "Search cost (GPU days)": groups["search_gpu_days"],
-            "Ops": pd.array([_ref_value(r, "ops") for r in groups["ref"]], dtype="Int64"),
-            "Search type": [_ref_value(r, "search_type") for r in groups["ref"]],
-            "Seeds": groups["seeds"],
-            "Failed": groups["failed"],
-        }
-    )
-    table = _config_column(table, groups, runs, ["Architecture", "Preset", "Setup"])
-    table = table.assign(_order=[_ref_position(r) for r in groups["ref"]])
-    order = ["_order", "Architecture", "Preset", "Setup", *(["Config"] if "Config" in table else [])]
-    return _noted(table.sort_values(order).drop(columns="_order").reset_index(drop=True), summary)
+    return _paper_layout(runs, spec, spec.table, task, "architecture")
 
 
 def _noted(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -321,10 +332,13 @@ def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
-    """The paper's Table 5: EGS runs over the number of sampling times M, beside the reported numbers.
+    """The paper's Table 5 (EGS over the number of sampling times M), with the reproduced rows under each M.
 
-    ``Best`` marks the M with the best mean of each preset and setup, by the direction of the task's
-    main metric (lowest error, highest accuracy...).
+    The reported rows (Preset ``reported``: test error and params per M) keep their order; under
+    each come the EGS runs of that M and the runs of a released cell of that M (``fixed`` with
+    ``genotype: egs_released_m7``), as in :func:`comparison_table`. ``Best`` marks the reproduced
+    row with the best mean of each preset and setup, by the direction of the task's main metric
+    (lowest error, highest accuracy...). A task the table does not cover gets its EGS groups alone.
 
     Args:
         records: run records (dicts or ``Record`` models); runs of other methods and tasks are ignored.
@@ -337,28 +351,112 @@ def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> p
     if spec is None:
         raise _unknown_task(task, "the M ablation needs the task's main metric: install the plug-in that provides it")
     runs = runs_frame(records)
-    runs = runs[(runs["task"] == task) & (runs["method"] == "egs")]
-    summary = summarize(runs, spec.key)
-    groups = _with_references(summary, spec.key, "sampling_times")
-    table = pd.DataFrame(
-        {
-            "M": pd.array([json.loads(v).get("M") for v in groups["variant"]], dtype="Int64"),
-            "Preset": groups["preset"],
-            "Setup": _setups(groups),
-            spec.label: groups["mean"],
-            spec.label + STD: groups["std"],
-            _reported_label(spec): groups["reported"],
-            "Δ": groups["mean"] - groups["reported"],
-            "Params (M)": groups["params_m"],
-            "Params reported (M)": pd.to_numeric(groups["ref"].map(lambda r: _ref_value(r, "params_m"))),
-            "Seeds": groups["seeds"],
-            "Failed": groups["failed"],
-        }
-    )
-    table = _config_column(table, groups, runs, ["M", "Preset", "Setup"])
-    table["Best"] = _best(table[spec.label], table[["Preset", "Setup"]], spec)
-    order = ["Preset", "Setup", "M", *(["Config"] if "Config" in table else [])]
-    return _noted(table.sort_values(order, na_position="last").reset_index(drop=True), summary)
+    runs = runs[runs["task"] == task]
+    released = {(method, variant) for method, variant in zip(runs["method"], runs["variant"], strict=True)
+                if method != "egs" and not references_for(method, task, None, json.loads(variant),
+                                                          tables=[ABLATION]).empty}  # fmt: skip
+    keep = [method == "egs" or (method, variant) in released
+            for method, variant in zip(runs["method"], runs["variant"], strict=True)]  # fmt: skip
+    return _paper_layout(runs[pd.Series(keep, index=runs.index, dtype=bool)], spec, ABLATION, task, "M")
+
+
+def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task: str, name: str) -> pd.DataFrame:
+    """The rows of reference ``table`` for ``task`` in its order, each followed by the groups of ``runs`` that
+    stand for it (nearest the paper's preset first), then the groups no row stands for.
+
+    The columns follow the table's: its main metric (mean ± std of the runs, the reported number, Δ),
+    params and search cost (the runs' own), ops and search type (the paper row's, facts of the method),
+    and any other number it reports (a run's metric of that name, e.g. ``valid_ppl``, else blank).
+
+    Args:
+        runs: ``runs_frame`` rows of the runs to show.
+        spec: the task's main metric.
+        table: a name in ``TABLES``, or None for the groups alone.
+        task: rows of ``table`` tied to another task are left out.
+        name: the table's column that names a row (``architecture``; ``M`` for Table 5).
+    """
+    reference = _reference_rows(table, task)
+    table = table if len(reference) else None
+    label = "Architecture" if name == "architecture" else name
+    metric_column = reported_column(reference.columns, spec.key, table) if table else spec.key
+    data = [c for c in reference.columns if c not in (*_REFERENCE_META, name)] if table else [
+        metric_column, "params_m", "search_cost_gpu_days"]  # fmt: skip
+    record_keys = {}  # other reported numbers -> the run metric that reproduces each, if the runs record one
+    for column in data:
+        if column != metric_column and column not in _COLUMN_LABELS:
+            found = [k for k in (column.removesuffix("_pct"), f"test_{column.removesuffix('_pct')}")
+                     if k in runs and runs[k].notna().any()]  # fmt: skip
+            record_keys[column] = found[0] if found else None
+    summary = summarize(runs, spec.key, sorted({k for k in record_keys.values() if k}))
+    groups = _with_references(summary, spec.key, table)
+    refs = list(groups["ref"])
+    variants = [json.loads(v) for v in groups["variant"]]
+    names = [_ref_value(ref, name) if ref is not None else (variant.get(name) if name != "architecture" else None)
+             for ref, variant in zip(refs, variants, strict=True)]  # fmt: skip
+    methods = [_label(m, v) for m, v in zip(groups["method"], groups["variant"], strict=True)]
+    ours = {label: [n if n is not None else m for n, m in zip(names, methods, strict=True)] if name == "architecture"
+            else names, "Method": methods, "Preset": groups["preset"], "Setup": _setups(groups)}  # fmt: skip
+    theirs = {label: reference[name] if table else [], "Method": None, "Preset": REPORTED, "Setup": None}
+    nan = math.nan
+    for column in data:
+        paper = reference[column] if table else []
+        if column == metric_column:
+            ours |= {spec.label: groups["mean"], spec.label + STD: groups["std"], _reported_label(spec):
+                     groups["reported"], "Δ": groups["delta"]}  # fmt: skip
+            theirs |= {spec.label: paper, spec.label + STD: nan, _reported_label(spec): nan, "Δ": nan}
+        elif column in ("params_m", "search_cost_gpu_days"):
+            ours[_COLUMN_LABELS[column]] = groups["search_gpu_days" if column != "params_m" else "params_m"]
+            theirs[_COLUMN_LABELS[column]] = paper
+        elif column in _DESCRIPTORS:
+            ours[_COLUMN_LABELS[column]] = [_ref_value(ref, column) for ref in refs]
+            theirs[_COLUMN_LABELS[column]] = paper
+        else:
+            key, column_label = record_keys[column], _column_label(column)
+            ours |= {column_label: groups[key] if key else nan, column_label + STD: groups[key + STD] if key else nan}
+            theirs |= {column_label: paper, column_label + STD: nan}
+    ours |= {"Seeds": groups["seeds"], "Failed": groups["failed"]}
+    theirs |= {"Seeds": pd.NA, "Failed": pd.NA}
+    ours = pd.DataFrame(ours, index=groups.index)
+    ours = _config_column(ours, groups, runs, [label, "Method", "Preset", "Setup"])
+    ours["_ref"] = [_ref_position(ref) for ref in refs]
+    ours["_rank"] = [PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER) for p in ours["Preset"]]
+    theirs = pd.DataFrame(theirs, index=reference.index if table else pd.RangeIndex(0))
+    theirs = theirs.assign(_ref=[float(i) for i in theirs.index], _rank=-1)
+    if name == "M":
+        egs = groups["method"] == "egs"  # the sweep over M; a released cell's run is shown, not ranked
+        ours["Best"] = ""
+        ours.loc[egs, "Best"] = _best(ours.loc[egs, spec.label], ours.loc[egs, ["Preset", "Setup"]], spec)
+        theirs["Best"] = ""
+    if "Config" in ours:
+        theirs["Config"] = None
+    both = pd.concat([theirs[ours.columns], ours], ignore_index=True) if len(theirs) else ours
+    config = ["Config"] if "Config" in both else []
+    paired = both[both["_ref"] != math.inf].sort_values(["_ref", "_rank", "Method", "Setup", *config],
+                                                        na_position="first", kind="stable")  # fmt: skip
+    alone = both[both["_ref"] == math.inf].sort_values([label, "_rank", "Method", "Setup", *config], kind="stable")
+    out = pd.concat([paired, alone], ignore_index=True).drop(columns=["_ref", "_rank"])
+    for column in (label if name != "architecture" else None, "Ops", "Seeds", "Failed"):
+        if column in out:
+            out[column] = pd.array([None if v is None or v is pd.NA or _is_missing(v) else int(v) for v in out[column]],
+                                   dtype="Int64")  # fmt: skip
+    for column in out.columns:
+        if column not in (label, "Method", "Preset", "Setup", "Config", "Search type", "Best"):
+            out[column] = pd.to_numeric(out[column], errors="coerce") if out[column].dtype == object else out[column]
+    return _noted(out, summary)
+
+
+def _reference_rows(table: str | None, task: str) -> pd.DataFrame:
+    """The rows of reference ``table`` that belong in ``task``'s table: tied to it, or to no task (NASNet...)."""
+    if table is None:
+        return pd.DataFrame()
+    frame = load_reference(table)
+    return frame[frame["task"].isna() | (frame["task"] == task)]
+
+
+def _column_label(column: str) -> str:
+    """``valid_ppl`` -> ``Valid ppl``; ``top5_error_pct`` -> ``Top5 error (%)``."""
+    text = column.removesuffix("_pct").replace("_", " ")
+    return text[:1].upper() + text[1:] + (" (%)" if column.endswith("_pct") else "")
 
 
 def _best(means: pd.Series, within: pd.DataFrame, spec: TaskMetric) -> list[str]:
@@ -394,7 +492,7 @@ def _cell(value: Any, column: str) -> str:
     if column == "Δ":
         return f"{value:+.2f}"
     if column.startswith("Search cost"):
-        return f"{value:.3g}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"  # 3150, not 3.15e+03
     return f"{value:.2f}"
 
 
@@ -507,7 +605,7 @@ def _sections(records: list[dict | Record]) -> list[tuple[str, pd.DataFrame]]:
         sections.append((title, comparison_table(records, task)))
         egs = runs[(runs["task"] == task) & (runs["method"] == "egs")]
         if spec is not None and egs["variant"].nunique() > 1:  # a sweep over M
-            sections.append((f"{task}: EGS over M vs {TABLES['sampling_times']}", ablation_table(records, task)))
+            sections.append((f"{task}: EGS over M vs {TABLES[ABLATION]}", ablation_table(records, task)))
     return sections
 
 

@@ -18,6 +18,7 @@ from egsbench.benchmark.tables import (
 )
 from egsbench.tasks import TASKS, Metric
 from egsbench.tasks.spaces import UnknownNameError, UserError
+from egsbench.tasks.spaces.genotypes import GENOTYPES
 from tests.harness.test_records import make_record  # a small schema-valid record
 
 
@@ -89,6 +90,16 @@ def _row(table, column, value):
     return rows.iloc[0]
 
 
+def ours(table):
+    """The reproduced rows of a table (the paper's own rows have Preset ``reported``)."""
+    return table[table["Preset"] != "reported"]
+
+
+def reported(table):
+    """The paper's rows of a table."""
+    return table[table["Preset"] == "reported"]
+
+
 # ---- references --------------------------------------------------------------------------------
 
 
@@ -105,7 +116,10 @@ def test_references_load_with_sources_and_valid_ties(table):
         # every selector key is a variant key, so grouping runs by variant finds their reference row
         assert set(json.loads(selector)) <= set(VARIANT_KEYS[method])
     untied = frame[frame["method"].isna()]
-    assert untied[["task", "preset", "selector"]].isna().all().all()
+    assert untied[["task", "preset", "selector", "genotype"]].isna().all().all()
+    named = frame["genotype"].dropna()
+    assert set(named) <= set(GENOTYPES.names())  # a published cell the fixed method can train
+    assert frame.loc[named.index, "task"].notna().all()
 
 
 def test_cifar10_table_ties_rows_to_methods():
@@ -146,6 +160,29 @@ def test_selectors_pick_the_right_reference_row(method, task, config, table, arc
     assert rows["architecture"].tolist() == [architecture]
 
 
+@pytest.mark.parametrize(
+    ("genotype", "tables"),
+    [
+        ("darts_v1", {"cifar10": "DARTS (1st order) + cutout"}),
+        ("darts_v2", {"cifar10": "DARTS (2nd order) + cutout"}),
+        ("egs_released_m4", {"cifar10": "DARTS-EGS (M=4)", "sampling_times": 4}),
+        ("egs_released_m7", {"cifar10": "DARTS-EGS (M=7)", "sampling_times": 7}),
+    ],
+)
+def test_a_published_genotype_reproduces_its_rows(genotype, tables):
+    rows = references_for("fixed", "cifar10", "paper", {"name": "fixed", "genotype": genotype})
+    found = {row["table"]: row["architecture"] if row["table"] == "cifar10" else row["M"] for _, row in rows.iterrows()}
+    assert found == tables
+    assert references_for("fixed", "imagenet", "paper", {"genotype": genotype}).empty  # another task's rows are not
+
+
+def test_a_saved_genotype_and_other_presets():
+    assert references_for("fixed", "cifar10", "paper", {"genotype": "runs/x/genotype.json"}).empty
+    assert references_for("fixed", "cifar10", "smoke", {"genotype": "darts_v2"}).empty  # numbers are the paper's
+    rows = references_for("fixed", "cifar10", None, {"genotype": "darts_v2"})  # None: the row it stands for
+    assert rows["architecture"].tolist() == ["DARTS (2nd order) + cutout"]
+
+
 def test_selectors_that_match_nothing():
     assert references_for("random", "cifar10", "paper", {"variant": "weight_sharing"}).empty
     assert references_for("egs", "cifar10", "paper", {}).empty  # no M in the config: no row claims the run
@@ -170,30 +207,104 @@ def test_unknown_table_lists_the_valid_ones():
 def test_comparison_table_mean_std_delta_and_seeds(records):
     table = comparison_table(records, "cifar10")
     egs = _row(table[table["Preset"] == "paper"], "Architecture", "DARTS-EGS (M=7)")
+    assert egs["Method"] == "egs (M=7)"
     assert egs["Test error (%)"] == pytest.approx(2.80)
     assert egs["Test error (%) std"] == pytest.approx(0.10)  # sample std (ddof=1) over seeds
     assert egs["Reported (%)"] == 2.79 and egs["Δ"] == pytest.approx(0.01)
     assert egs["Params (M)"] == pytest.approx(2.9) and egs["Search cost (GPU days)"] == pytest.approx(1.0)
     assert (egs["Ops"], egs["Search type"], egs["Seeds"], egs["Failed"]) == (7, "gradient-based", 3, 0)
 
-    darts = _row(table, "Architecture", "DARTS (2nd order) + cutout")
+    darts = _row(ours(table), "Architecture", "DARTS (2nd order) + cutout")
     assert darts["Test error (%)"] == pytest.approx(3.20)
     assert darts["Test error (%) std"] == pytest.approx(pd.Series([3.0, 3.1, 3.5]).std())
     assert darts["Δ"] == pytest.approx(3.20 - 2.76) and darts["Search cost (GPU days)"] == pytest.approx(4.0)
     assert (darts["Seeds"], darts["Failed"]) == (3, 2)  # failed runs counted, left out of the mean
 
-    m4 = _row(table, "Architecture", "DARTS-EGS (M=4)")
+    m4 = _row(ours(table), "Architecture", "DARTS-EGS (M=4)")
     assert m4["Seeds"] == 1 and pd.isna(m4["Test error (%) std"]) and m4["Δ"] == pytest.approx(0.19)
 
-    smoke = _row(table, "Preset", "smoke")  # another preset: its own row, no reported number
-    assert smoke["Architecture"] == "egs (M=7)" and pd.isna(smoke["Reported (%)"]) and pd.isna(smoke["Δ"])
-    # rows follow the paper's order: DARTS, then DARTS-EGS M=4, M=7; unmatched groups last
-    assert table["Architecture"].tolist()[:3] == ["DARTS (2nd order) + cutout", "DARTS-EGS (M=4)", "DARTS-EGS (M=7)"]
+    # another preset: its own row under the same paper row, the reported number for context, no delta
+    smoke = _row(table, "Preset", "smoke")
+    assert smoke["Architecture"] == "DARTS-EGS (M=7)" and smoke["Method"] == "egs (M=7)"
+    assert smoke["Reported (%)"] == 2.79 and pd.isna(smoke["Δ"]) and smoke["Test error (%)"] == 50.0
+    # the reproduced rows follow the paper's order: DARTS, then DARTS-EGS M=4, M=7 (paper before smoke)
+    assert ours(table)["Architecture"].tolist() == ["DARTS (2nd order) + cutout", "DARTS-EGS (M=4)",
+                                                    "DARTS-EGS (M=7)", "DARTS-EGS (M=7)"]  # fmt: skip
+    assert ours(table)["Preset"].tolist() == ["paper", "paper", "paper", "smoke"]
+
+
+def _assert_paper_layout(table, reference, name="architecture"):
+    """The paper's rows in the reference table's order, each reproduced row right under its counterpart (same
+    name) or in the block after the last paper row (a group no row stands for)."""
+    label = "Architecture" if name == "architecture" else name
+    assert reported(table)[label].tolist() == reference[name].tolist()
+    last_paper = max(i for i, preset in enumerate(table["Preset"]) if preset == "reported")
+    under = None
+    for i, row in table.iterrows():
+        if row["Preset"] == "reported":
+            under = row[label]
+        elif i < last_paper or (under is not None and row[label] == under):
+            assert row[label] == under, f"row {i} ({row['Method']}) is not under its paper row"
+
+
+@pytest.mark.parametrize(
+    ("preset", "shows_delta"),
+    [("smoke", False), ("proxy", False), ("paper", True)],
+)
+def test_a_reproduced_row_shows_its_preset_the_reported_value_and_a_delta_only_at_paper(preset, shows_delta):
+    runs = [record("darts", s, e, {"order": 2}, preset=preset, params=0.5) for s, e in enumerate((3.0, 3.4))]
+    table = comparison_table(runs, "cifar10")
+    row = _row(ours(table), "Architecture", "DARTS (2nd order) + cutout")
+    assert (row["Preset"], row["Method"], row["Reported (%)"]) == (preset, "darts (order=2)", 2.76)
+    assert row["Test error (%)"] == pytest.approx(3.2)
+    if shows_delta:
+        assert row["Δ"] == pytest.approx(3.2 - 2.76)
+    else:
+        assert pd.isna(row["Δ"])
+    line = next(line for line in render(table, "md").splitlines() if f"| {preset} |" in line)
+    assert f"| {preset} | x1 fp32 | 3.20 ± 0.28 | 2.76 | {'+0.44' if shows_delta else '-'} |" in line
+    _assert_paper_layout(table, load_reference("cifar10"))
+
+
+def test_the_paper_rows_keep_their_numbers_and_order():
+    reference = load_reference("cifar10").set_index("architecture")
+    table = comparison_table([record("gdas", 0, 3.1, {}), record("egs", 0, 2.9, {"M": 7})], "cifar10")
+    _assert_paper_layout(table, reference.reset_index())
+    nasnet = _row(reported(table), "Architecture", "NASNet-A + cutout")
+    assert (nasnet["Test error (%)"], nasnet["Params (M)"], nasnet["Search cost (GPU days)"], nasnet["Ops"],
+            nasnet["Search type"]) == (2.65, 3.3, 2000, 13, "RL")  # fmt: skip
+    assert pd.isna(nasnet["Reported (%)"]) and pd.isna(nasnet["Seeds"]) and nasnet["Method"] is None
+    assert table["Method"].tolist()[-1] == "gdas"  # the paper has no GDAS row: after the paper's rows
+    assert table["Preset"].tolist()[-1] == "paper" and table["Architecture"].tolist()[-1] == "gdas"
+
+
+@pytest.mark.parametrize(
+    ("genotype", "architecture", "params"),
+    [
+        ("darts_v2", "DARTS (2nd order) + cutout", 3.3),
+        ("darts_v1", "DARTS (1st order) + cutout", 3.3),
+        ("egs_released_m7", "DARTS-EGS (M=7)", 2.9),
+        ("egs_released_m4", "DARTS-EGS (M=4)", 2.6),
+    ],
+)
+def test_a_fixed_published_cell_sits_beside_its_paper_row(genotype, architecture, params):
+    runs = [record("fixed", s, e, {"genotype": genotype}, params=3.0, hours=0.0) for s, e in enumerate((2.8, 3.0))]
+    runs += [record("darts", 0, 3.1, {"order": 2}), record("fixed", 0, 3.5, {"genotype": "runs/x/genotype.json"})]
+    table = comparison_table(runs, "cifar10")
+    _assert_paper_layout(table, load_reference("cifar10"))
+    position = next(i for i, m in enumerate(table["Method"]) if m == f"fixed (genotype={genotype})")
+    paper = table.iloc[position - 1 if genotype != "darts_v2" else position - 2]  # darts (order=2) sorts first
+    assert (paper["Preset"], paper["Architecture"], paper["Params (M)"]) == ("reported", architecture, params)
+    fixed = table.iloc[position]
+    assert fixed["Architecture"] == architecture and fixed["Search cost (GPU days)"] == 0
+    assert fixed["Δ"] == pytest.approx(2.9 - paper["Test error (%)"]) and fixed["Params (M)"] == 3.0
+    saved = _row(table, "Method", "fixed (genotype=runs/x/genotype.json)")  # not a published cell: no paper row
+    assert pd.isna(saved["Reported (%)"]) and saved.name == len(table) - 1
 
 
 def test_a_group_of_only_failed_runs_shows_its_failures():
     table = comparison_table([record("snas", 0, None, {"constraint": "mild"}, status="failed")], "cifar10")
-    row = _row(table, "Architecture", "SNAS + mild + cutout")
+    row = _row(ours(table), "Architecture", "SNAS + mild + cutout")
     assert (row["Seeds"], row["Failed"]) == (0, 1) and pd.isna(row["Test error (%)"])
 
 
@@ -222,14 +333,14 @@ def test_record_models_give_the_same_table_as_dicts():
             for s, e in enumerate((2.7, 2.9))]  # fmt: skip
     expected = comparison_table(runs, "cifar10")
     pd.testing.assert_frame_equal(comparison_table([Record.model_validate(r) for r in runs], "cifar10"), expected)
-    assert _row(expected, "Architecture", "DARTS-EGS (M=7)")["Test error (%)"] == pytest.approx(2.8)
+    assert _row(ours(expected), "Architecture", "DARTS-EGS (M=7)")["Test error (%)"] == pytest.approx(2.8)
 
 
 def test_runs_of_different_setups_are_different_rows():
     runs = [record("egs", s, 2.8, {"M": 7}) for s in range(2)]
     runs += [record("egs", s, 3.0, {"M": 7}, world_size=8) for s in range(2)]
     runs += [record("egs", 0, 3.5, {"M": 7}, world_size=8, mixed_precision="bf16", deterministic=True)]
-    table = comparison_table(runs, "cifar10")
+    table = ours(comparison_table(runs, "cifar10"))
     assert table["Architecture"].tolist() == ["DARTS-EGS (M=7)"] * 3
     assert table["Setup"].tolist() == ["x1 fp32", "x8 bf16 deterministic", "x8 fp32"]
     assert table["Test error (%)"].tolist() == pytest.approx([2.8, 3.5, 3.0])
@@ -242,12 +353,16 @@ def test_a_plug_in_task_with_a_lower_is_better_metric_gets_its_table(ptb_plugin)
     runs = [ptb_record("darts", s, ppl, {"order": 2}) for s, ppl in enumerate((55.0, 56.0))]
     runs += [ptb_record("egs", s, ppl, {"M": m}) for m, ppl in ((4, 57.0), (7, 54.0)) for s in range(2)]
     table = comparison_table(runs, "ptb")
-    darts = _row(table, "Architecture", "DARTS (second order)")
+    darts = _row(ours(table), "Architecture", "DARTS (second order)")
     assert darts["Test perplexity"] == pytest.approx(55.5) and darts["Reported"] == 55.7
     assert darts["Δ"] == pytest.approx(-0.2) and darts["Ops"] == 4
-    assert table["Architecture"].tolist() == ["DARTS (second order)", "DARTS-EGS (M=4)", "DARTS-EGS (M=7)"]
+    assert ours(table)["Architecture"].tolist() == ["DARTS (second order)", "DARTS-EGS (M=4)", "DARTS-EGS (M=7)"]
     text = render_tables(runs, "md")
     assert "ptb: reproduced vs DARTS-EGS paper, Table 3 (Penn Treebank)" in text and "| Test perplexity |" in text
+    _assert_paper_layout(table, load_reference("ptb"))
+    paper = _row(reported(table), "Architecture", "DARTS (second order)")
+    assert (paper["Valid ppl"], paper["Test perplexity"], paper["Search cost (GPU days)"]) == (58.1, 55.7, 1)
+    assert pd.isna(darts["Valid ppl"])  # the runs record no valid_ppl: blank, never the paper's number
     ablation = ablation_table(runs, "ptb")  # no reported M ablation on PTB; lowest perplexity is best
     assert ablation[["M", "Best"]].values.tolist() == [[4, ""], [7, "best"]]
     assert ablation["Reported"].isna().all()
@@ -262,8 +377,9 @@ def test_a_task_whose_main_metric_is_not_among_its_metrics_is_named(monkeypatch)
 
 
 def test_empty_and_unknown_inputs():
-    assert comparison_table([], "cifar10").empty
-    assert "Architecture" in render(comparison_table([], "cifar10"), "md")
+    alone = comparison_table([], "cifar10")  # no runs: the paper's table alone
+    assert ours(alone).empty and alone["Architecture"].tolist() == load_reference("cifar10")["architecture"].tolist()
+    assert "Architecture" in render(alone, "md")
     with pytest.raises(UnknownNameError, match="unknown task 'cifar100'; did you mean 'cifar10'.*; no record names it"):
         comparison_table([], "cifar100")
     with pytest.raises(UnknownNameError, match="Valid table formats: md, csv, latex, html"):
@@ -278,13 +394,33 @@ def test_ablation_table_over_m():
             for s, e in enumerate(es)]  # fmt: skip
     runs += [record("egs", 2, None, {"M": 9}, status="failed"), record("darts", 0, 3.0, {"order": 2})]
     table = ablation_table(runs)
-    assert table["M"].tolist() == [1, 9]  # darts runs are not part of the sweep
-    m1, m9 = table.iloc[0], table.iloc[1]
+    assert ours(table)["M"].tolist() == [1, 9]  # darts runs are not part of the sweep
+    m1, m9 = ours(table).iloc[0], ours(table).iloc[1]
     assert m1["Test error (%)"] == pytest.approx(3.4) and m1["Reported (%)"] == 3.38
     assert m1["Δ"] == pytest.approx(0.02) and m1["Test error (%) std"] == pytest.approx(pd.Series([3.3, 3.5]).std())
-    assert m1["Params (M)"] == pytest.approx(2.3) and m1["Params reported (M)"] == 2.29
-    assert (m9["Reported (%)"], m9["Params reported (M)"], m9["Seeds"], m9["Failed"]) == (2.73, 3.02, 2, 1)
-    assert table["Best"].tolist() == ["", "best"]  # error: lower is better
+    assert m1["Params (M)"] == pytest.approx(2.3)
+    assert (m9["Reported (%)"], m9["Seeds"], m9["Failed"]) == (2.73, 2, 1)
+    assert ours(table)["Best"].tolist() == ["", "best"]  # error: lower is better
+    assert (reported(table)["Best"] == "").all()  # the paper's rows are not ranked
+
+
+def test_ablation_rows_carry_params_per_m_beside_the_papers():
+    runs = [record("egs", 0, 40.0 + m, {"M": m}, preset="smoke", params=0.01 * m) for m in (1, 4, 7)]
+    runs += [record("egs", 0, 2.9, {"M": 7}, params=2.7), record("fixed", 0, 2.8, {"genotype": "egs_released_m7"})]
+    runs += [record("fixed", 0, 3.0, {"genotype": "darts_v2"})]  # not a cell of the M sweep
+    table = ablation_table(runs)
+    reference = load_reference("sampling_times")
+    _assert_paper_layout(table, reference, "M")
+    assert reported(table)["Params (M)"].tolist() == reference["params_m"].tolist()  # the paper's params per M
+    assert reported(table)["Test error (%)"].tolist() == reference["test_error_pct"].tolist()
+    assert ours(table)["M"].tolist() == [1, 4, 7, 7, 7]
+    assert ours(table)["Method"].tolist() == ["egs (M=1)", "egs (M=4)", "egs (M=7)",
+                                              "fixed (genotype=egs_released_m7)", "egs (M=7)"]  # fmt: skip
+    assert ours(table)["Params (M)"].tolist() == pytest.approx([0.01, 0.04, 2.7, 3.0, 0.07])  # each run's own
+    assert ours(table)["Reported (%)"].tolist() == [3.38, 3.05, 2.79, 2.79, 2.79]
+    assert ours(table)["Δ"].notna().tolist() == [False, False, True, True, False]  # smoke rows: no delta
+    assert ours(table)["Best"].tolist() == ["best", "", "best", "", ""]  # per preset, EGS runs only
+    assert "Params reported (M)" not in table  # the paper row above says it
 
 
 # ---- output formats ------------------------------------------------------------------------------
@@ -297,9 +433,14 @@ def test_every_format_renders_the_numbers(records, fmt):
     if fmt == "md":
         lines = text.splitlines()
         assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
-        row = ("| DARTS-EGS (M=7) | paper | x1 fp32 | 2.80 ± 0.10 | 2.79 | +0.01 | 2.90 | 1 | 7 | gradient-based | 3 "
-               "| 0 |")
+        row = (
+            "| DARTS-EGS (M=7) | egs (M=7) | paper | x1 fp32 | 2.80 ± 0.10 | 2.79 | +0.01 | 2.90 | 1 | 7 "
+            "| gradient-based | 3 | 0 |"
+        )
         assert row in lines
+        paper = "| DARTS-EGS (M=7) | - | reported | - | 2.79 | - | - | 2.90 | 1 | 7 | gradient-based | - | - |"
+        assert lines.index(paper) + 1 == lines.index(row)  # the reproduced row right under the paper's
+        assert "| NASNet-A + cutout | - | reported | - | 2.65 | - | - | 3.30 | 2000 | 13 | RL | - | - |" in lines
     elif fmt == "latex":
         assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
         assert r"Test error (\%)" in text and r"2.80 $\pm$ 0.10" in text and r"$\Delta$" in text
@@ -318,7 +459,7 @@ def test_every_format_renders_the_numbers(records, fmt):
 def test_ablation_renders(fmt):
     text = render(ablation_table([record("egs", 0, 2.9, {"M": 7}), record("egs", 1, 2.7, {"M": 7})]), fmt)
     assert "2.79" in text
-    assert "7,paper,x1 fp32,2.8,0.141421,2.79,0.01,3,2.79,2,0,best" in text if fmt == "csv" else "2.80" in text
+    assert "7,egs (M=7),paper,x1 fp32,2.8,0.141421,2.79,0.01,3,2,0,best" in text if fmt == "csv" else "2.80" in text
 
 
 def test_latex_escapes_special_characters():
@@ -341,7 +482,7 @@ def test_load_records_validates_and_upgrades_old_records(tmp_path):
     (tmp_path / "sweep" / "running").mkdir()  # a run still going: no record yet
     found = load_records(tmp_path / "sweep")
     assert [r["seed"] for r in found] == [0, 1] and found[0]["config"]["method"]["M"] == 7
-    assert _row(comparison_table(found), "Architecture", "DARTS-EGS (M=7)")["Seeds"] == 2
+    assert _row(ours(comparison_table(found)), "Architecture", "DARTS-EGS (M=7)")["Seeds"] == 2
 
     (tmp_path / "sweep" / "torn").mkdir()
     (tmp_path / "sweep" / "torn" / "record.json").write_text('{"schema_version": 2, "meth')
