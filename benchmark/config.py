@@ -42,7 +42,8 @@ __all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "config_type_pro
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
-TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device", "deterministic", "threads")
+TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device", "deterministic", "threads",
+            "mixed_precision", "search_mixed_precision", "lr_scaling")
 
 
 @dataclass
@@ -62,6 +63,13 @@ class ExperimentConfig:
     # intra-op CPU threads of this run (torch.set_num_threads); None = torch's default (all cores). Sweeps running
     # several runs side by side set it so they do not oversubscribe the cores. Not part of the config hash.
     threads: int | None = None
+    # Precision is a decision, never a user's accelerate default: the final training may use bf16/fp16 autocast
+    # when asked; the search stays fp32 unless search_mixed_precision asks (DARTS's second-order step is fp32 always).
+    mixed_precision: str = "no"  # final training: no | bf16 (autocast of the training forward; test metrics in fp32)
+    search_mixed_precision: str = "no"  # search: no | bf16 (autocast of the search loss)
+    # Several processes: batch_size is per process (effective batch = batch_size x world size); "linear" scales
+    # both learning rates by the world size (Goyal et al.), "none" keeps them as configured. Recorded.
+    lr_scaling: str = "none"
 
     def to_dict(self) -> dict:
         return {
@@ -71,6 +79,9 @@ class ExperimentConfig:
             "device": self.device,
             "deterministic": self.deterministic,
             "threads": self.threads,
+            "mixed_precision": self.mixed_precision,
+            "search_mixed_precision": self.search_mixed_precision,
+            "lr_scaling": self.lr_scaling,
             "method": {"name": self.method_name, **dataclasses.asdict(self.method)},
             "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
             "search": dataclasses.asdict(self.search),
@@ -253,10 +264,23 @@ def parse_config(data: dict) -> ExperimentConfig:
         device=device,
         deterministic=_check_type(data.get("deterministic", False), bool, "deterministic"),
         threads=_threads(_check_type(data.get("threads"), int | None, "threads")),
+        mixed_precision=_choice(data, "mixed_precision", "no", PRECISIONS),
+        search_mixed_precision=_choice(data, "search_mixed_precision", "no", PRECISIONS),
+        lr_scaling=_choice(data, "lr_scaling", "none", ("none", "linear")),
     )
 
 
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+PRECISIONS = ("no", "bf16")  # fp16 would need a GradScaler around every optimiser, methods' included
+
+
+def _choice(data: dict, key: str, default: str, valid: tuple[str, ...]) -> str:
+    value = _check_type(data.get(key, default), str, key)
+    if value not in valid:
+        raise ConfigError(f"config key {key} must be one of {list(valid)}, got {value!r}")
+    return value
 
 
 def _threads(value: int | None) -> int | None:

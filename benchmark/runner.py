@@ -25,6 +25,7 @@ estimate (variable BPTT).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -183,6 +184,24 @@ def evaluate_split(task, model, loader, accelerator, weights: EdgeWeights | None
     return task.summarize(accelerator.reduce(total, reduction="sum").cpu())
 
 
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast when ``precision`` asks for it (no GradScaler needed), else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _autocast_loss(fn: Callable, precision: str, device: torch.device) -> Callable:
+    if precision == "no":
+        return fn
+
+    def loss(*args, **kwargs):
+        with autocast(precision, device):
+            return fn(*args, **kwargs)
+
+    return loss
+
+
 def prepare_eval_loader(accelerator: Accelerator, loader):
     """``loader`` prepared without accelerate's even-batch padding, so under several processes every
     sample is counted exactly once in the summed metrics (padding would repeat samples to even the shards)."""
@@ -211,7 +230,7 @@ def _evaluator(task, net, accelerator: Accelerator, batch_size: int) -> Callable
 
 
 def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: Accelerator, bar=None,
-                evaluate: Callable[[str], dict] | None = None) -> dict:  # fmt: skip
+                evaluate: Callable[[str], dict] | None = None, precision: str = "no") -> dict:  # fmt: skip
     """One epoch of the task's final-training recipe; returns its curve row.
 
     The task sets the epoch up (``start_epoch``: lr schedule, drop path, hidden state), gives each
@@ -226,7 +245,8 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
     for i, batch in enumerate(loader):
         if i >= steps:
             break
-        out = task.train_loss(net, batch, recipe, state)
+        with autocast(precision, accelerator.device):  # bf16 forward when asked; backward follows autocast
+            out = task.train_loss(net, batch, recipe, state)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(out.loss)
         accelerator.clip_grad_norm_(net.parameters(), recipe.grad_clip)
@@ -296,14 +316,15 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
 
         with torch.enable_grad():  # a method may call this from inside its own no_grad derivation
             for epoch in range(recipe.epochs):
-                train_epoch(task, net, optimizer, loader, recipe, epoch, acc, evaluate=on_search_val)
+                train_epoch(task, net, optimizer, loader, recipe, epoch, acc, evaluate=on_search_val,
+                            precision=cfg.mixed_precision)  # fmt: skip
         with task.eval_weights(net, optimizer):
             return sign * evaluate_split(task, net, val_loader, acc)[task.score_key]
 
     ctx = SearchContext(
         model=model,
         space=space,
-        loss=task.search_loss,
+        loss=_autocast_loss(task.search_loss, cfg.search_mixed_precision, accelerator.device),
         config=cfg.search,
         steps_per_epoch=steps,
         seed=cfg.seed,
@@ -416,7 +437,8 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     evaluate_on = _evaluator(task, net, accelerator, ev.batch_size)
     for epoch in range(first, ev.epochs):
         start = time.perf_counter()
-        row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar, evaluate_on)
+        row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar, evaluate_on,
+                          precision=cfg.mixed_precision)  # fmt: skip
         if epoch == ev.epochs - 1 or (ev.eval_every > 0 and (epoch + 1) % ev.eval_every == 0):
             with task.eval_weights(net, optimizer):  # e.g. ASGD's averaged weights
                 test = evaluate_split(task, net, test_loader, accelerator)
@@ -450,8 +472,9 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
 
 
 def _accelerator(cfg: ExperimentConfig, log_with: list[str] | None = None, project_dir: Path | None = None):
-    # One per phase: accelerate's save_state saves every object its accelerator prepared. fp32 by decision:
-    # an explicit mixed_precision="no" overrides a user's accelerate config default.
+    # One per phase: accelerate's save_state saves every object its accelerator prepared. Always fp32 for
+    # accelerate (an explicit "no" overrides a user's accelerate default of fp16; accelerate's precision is
+    # fixed per process anyway); bf16, when a config asks, is autocast around the task's losses (autocast()).
     project = None
     if project_dir is not None:  # trackers write under <run folder>/logs/<run name>/
         project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(project_dir / "logs"))
@@ -560,6 +583,26 @@ def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, fou
                 title=f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed})")  # fmt: skip
 
 
+def _scale_for_processes(cfg: ExperimentConfig, world: int) -> tuple[ExperimentConfig, dict]:
+    """The config the phases train with, and what scaling did: batch sizes are per process; with
+    ``lr_scaling: linear`` both learning rates (and their floors) grow with the world size."""
+    factor = world if cfg.lr_scaling == "linear" else 1
+    scaled = cfg
+    if factor != 1:
+        blocks = {}
+        for name in ("search", "evaluate"):
+            block = getattr(cfg, name)
+            keys = {k: getattr(block, k) * factor for k in ("lr", "lr_min") if hasattr(block, k)}
+            blocks[name] = dataclasses.replace(block, **keys)
+        scaled = dataclasses.replace(cfg, **blocks)
+    info = {"world_size": world, "lr_scaling": cfg.lr_scaling, "lr_factor": factor}
+    for name in ("search", "evaluate"):
+        batch = getattr(getattr(cfg, name), "batch_size", None)
+        if batch is not None:
+            info[f"{name}_effective_batch_size"] = batch * world
+    return scaled, info
+
+
 def _extras(data, curves: list[dict]) -> dict:
     """What a task adds beyond ``test_<name>``: which split played which role, the last validation metrics."""
     extras = {}
@@ -607,7 +650,7 @@ def run_experiment(
         try:
             return _execute(cfg, out_dir, accelerator, task, data, progress, log_with)
         except DivergedError as err:
-            failed_record(cfg, out_dir, str(err), accelerator.num_processes, accelerator.mixed_precision,
+            failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision,
                           cfg.deterministic)  # fmt: skip
             raise
 
@@ -619,6 +662,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     run_name = f"{cfg.method_name}-{cfg.task_name}-{cfg.preset}-seed{cfg.seed}"
+    scaled, scaling = _scale_for_processes(cfg, accelerator.num_processes)
     if log_with:
         accelerator.init_trackers(run_name, config=_flat(cfg.to_dict()))
 
@@ -631,16 +675,17 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         logger.info("search already finished; using its result")
     else:
         logger.info(f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
-        found = search(cfg, task, accelerator, progress, out_dir / "checkpoints" / "search", log)
+        found = search(scaled, task, accelerator, progress, out_dir / "checkpoints" / "search", log)
         if accelerator.is_main_process:
             write_json(searched, found)
     genotype = Genotype.from_dict(found["genotype"])
     logger.info(f"derived genotype {genotype.to_json()}")
     logger.info("evaluate: training the derived network from scratch")
     eval_accelerator = _accelerator(cfg)
-    final = evaluate(cfg, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate", log)
+    final = evaluate(scaled, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate", log)
     test = final["test"]
-    record = _identity(cfg, accelerator.num_processes, accelerator.mixed_precision, cfg.deterministic) | {
+    # The record's precision is the final training's, the phase its metrics come from.
+    record = _identity(cfg, accelerator.num_processes, cfg.mixed_precision, cfg.deterministic) | {
         "status": "ok",
         "error": None,
         "metrics": {
@@ -657,6 +702,10 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     extras = _extras(data, final["curves"])
+    if accelerator.num_processes > 1 or cfg.lr_scaling != "none":
+        extras["scaling"] = scaling
+    if cfg.search_mixed_precision != "no":
+        extras["search_mixed_precision"] = cfg.search_mixed_precision
     if extras:
         record["extras"] = extras
     if accelerator.is_main_process:

@@ -123,16 +123,19 @@ class _Virtual(nn.Module):
 
 @contextmanager
 def _full_fp32(device: torch.device) -> Iterator[None]:
-    """Switch TF32 off for cuDNN convolutions and CUDA matmuls, restoring the previous flags after."""
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+    """Full fp32 whatever the run's precision: autocast off (accelerate patches the supernet's forward
+    with autocast under mixed precision, the unwrapped module included), and on CUDA TF32 off for
+    cuDNN convolutions and matmuls; the previous flags come back after."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 def _zeros_for_none(grads: tuple[torch.Tensor | None, ...], like: list[torch.Tensor]) -> list[torch.Tensor]:
