@@ -68,7 +68,7 @@ def test_a_missing_runs_folder_is_not_created(cli, tmp_path, command):
     assert not runs.exists()
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c[0] != "regress"], ids=" ".join)
 def test_an_empty_runs_folder_is_an_error_not_an_empty_table(cli, tmp_path, command):
     runs = tmp_path / "runs"
     (runs / "still-running").mkdir(parents=True)  # a run folder without a record yet
@@ -78,6 +78,15 @@ def test_an_empty_runs_folder_is_an_error_not_an_empty_table(cli, tmp_path, comm
     assert result.error.startswith(f"error: no run records (record.json) under {runs}")
     assert result.error.endswith("pass --runs the --out folder of a finished run or sweep")
     assert snapshot(runs) == before
+
+
+def test_regress_on_an_empty_runs_folder_flags_every_golden_run_as_missing(cli, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    result = cli("regress", "--runs", runs)
+    assert result.code == 1  # a regression, as CI needs: the fresh runs it compares against are not there
+    assert "no fresh run" in result.out and result.err == ""
+    assert snapshot(runs) == {}
 
 
 def test_a_sweep_does_not_start_over_an_unreadable_record(cli, tmp_path):
