@@ -142,8 +142,8 @@ def build_supernet(
     method: str = "egs",
     task: str = "cifar10",
     *,
-    channels: int = 16,
-    layers: int = 8,
+    channels: int | None = None,
+    layers: int | None = None,
     method_config: Mapping[str, Any] | Any | None = None,
     task_config: Mapping[str, Any] | Any | None = None,
     search: Mapping[str, Any] | None = None,
@@ -173,8 +173,10 @@ def build_supernet(
 
     torch.manual_seed(seed)
     task_obj = task_cls(block(task_config, task_cls.config_class, "task"))
-    search_cfg = build_dataclass(SearchConfig, {"channels": channels, "layers": layers, **(search or {})}, "search")
-    model = task_obj.build_supernet(space_obj, search_cfg.channels, search_cfg.layers)
+    sizes = {k: v for k, v in (("channels", channels), ("layers", layers)) if v is not None}  # CNN search blocks
+    search_cls = getattr(task_cls, "search_config_class", SearchConfig)
+    search_cfg = build_dataclass(search_cls, {**sizes, **(search or {})}, "search")
+    model = task_obj.build_supernet(space_obj, search_cfg)
     method_obj = method_cls(block(method_config, method_cls.config_class, "method"))
     ctx = SearchContext(
         model=model,

@@ -13,7 +13,8 @@ quark0/darts's ``DARTS_V2``) and DARTS-EGS M = 7 2.79 % / 2.9 M (``egs_released_
 authors' released cell) on CIFAR-10, paper Table 1.
 
 Deviation: none in behaviour; the method's ``space`` is ``dag`` so that any genotype,
-DARTS-style or not, validates.
+DARTS-style or not, validates; a recurrent genotype (``darts_v2_rnn``) validates against
+``dag_rnn`` (set ``space: dag_rnn`` in the config).
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ __all__ = ["Fixed", "FixedConfig"]
 SPACE = "dag"  # any in-degree: DARTS cells and the released EGS cells alike
 
 
+def _space_for(genotype: Genotype):
+    """The any-in-degree space of the genotype's cell types: ``dag`` (normal, reduce) or ``dag_rnn`` (recurrent)."""
+    for name in SPACES.names():
+        space = SPACES.get(name)
+        if space.inputs_per_node is None and set(space.cell_types) == set(genotype.cells):
+            return space
+    return SPACES.get(SPACE)  # its validation names the mismatch
+
+
 @dataclass
 class FixedConfig:
     genotype: str = "darts_v2"  # a name in GENOTYPES (egsbench list genotypes) or the path of a genotype JSON file
@@ -43,7 +53,7 @@ class FixedConfig:
         except GenotypeError as err:
             raise ConfigError(f"method.genotype: {err}") from None  # the message names the file
         try:
-            SPACES.get(SPACE).validate(genotype)
+            _space_for(genotype).validate(genotype)
         except GenotypeError as err:
             raise ConfigError(f"method.genotype: {self.genotype}: {err}") from None
 

@@ -171,8 +171,10 @@ class GDAS:
     # -- derivation ----------------------------------------------------------------------------
     @torch.no_grad()
     def derive(self, score: ScoreFn) -> Genotype:
-        """Per node, the top-2 (input, op) pairs by ``softmax(alpha)``, ``none`` excluded."""
+        """Per node, the top-2 (input, op) pairs by ``softmax(alpha)``, ``none`` excluded (top-1 in a space with one
+        input per node, the recurrent ``darts_rnn``)."""
         space = self.ctx.space
+        keep = space.inputs_per_node or 2
         cells, weights = {}, {}
         for t, p in self.probabilities().items():
             p = p.cpu()
@@ -186,7 +188,7 @@ class GDAS:
                     if op != space.zero_op
                 ]
                 # Stable sort on the weight alone: ties keep (input, op) order.
-                for _, src, k in sorted(candidates, key=lambda c: -c[0])[:2]:
+                for _, src, k in sorted(candidates, key=lambda c: -c[0])[:keep]:
                     edges.append((src, dst, space.ops[k]))
                     w[space.edge_index(src, dst), k] = 1.0
             cells[t] = CellGenotype(tuple(edges), tuple(space.intermediate_nodes))

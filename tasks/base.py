@@ -1,31 +1,77 @@
-"""The task seam: data per split, networks, losses, metrics and the final-training recipe.
+"""The task seam: data per split, networks, losses, metrics and the training-step details.
 
-A task never touches ``Accelerator``: it hands plain ``DataLoader``s and modules to the
-runner, which prepares them. Methods reach a task only through ``search_loss`` (wrapped in
-the method's :class:`~methods.base.SearchContext`).
+A task never touches ``Accelerator``: it hands plain ``DataLoader``s (or plain iterables of
+batches) and modules to the runner, which prepares them. Methods reach a task only through
+``search_loss`` (wrapped in the method's :class:`~methods.base.SearchContext`).
+
+Each task owns its typed config blocks: ``search_config_class`` (the ``search:`` block) and
+``train_config_class`` (the ``evaluate:`` block). Every search block carries the
+weight-optimiser fields methods read (``WEIGHT_FIELDS``); every evaluate block carries
+``epochs``, ``batch_size``, ``grad_clip``, ``max_steps_per_epoch`` and ``eval_every``, which
+the runner reads. Everything else in a final-training epoch goes through a small protocol
+the runner calls, so the runner never asks which task it runs::
+
+    optimizer = task.make_optimizer(net, recipe)
+    for epoch in ...:
+        state = task.start_epoch(net, optimizer, epoch, recipe)   # lr schedule, drop path, hidden state
+        for batch in loader:
+            out = task.train_loss(net, batch, recipe, state)      # backward, clip, step by the runner
+        row |= task.end_epoch(net, optimizer, epoch, recipe, evaluate)  # e.g. validation, SGD -> ASGD
+        with task.eval_weights(net, optimizer):                   # e.g. averaged weights
+            test = evaluate("test")
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
 from .spaces.errors import check_range
 
-__all__ = ["TASKS", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS"]
+__all__ = ["TASKS", "CNNSearchConfig", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS", "WEIGHT_FIELDS"]
 
 TASKS: Registry = Registry("task", group="egsbench.tasks")
 
 # search-train / search-val: the halves of the training set used during search;
 # train / test: the official split for final training and the reported metric.
 SPLITS = ("search-train", "search-val", "train", "test")
+# The fields of every task's search block that methods read for the supernet-weight optimiser.
+WEIGHT_FIELDS = ("epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip")
+
+
+@dataclass
+class CNNSearchConfig:
+    """The ``search:`` block of CNN tasks: supernet size, data and the shared weight optimiser (DARTS defaults)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    channels: int = 16  # supernet C
+    layers: int = 8  # supernet cells L
+    lr: float = 0.025  # SGD on the supernet weights, cosine-annealed per epoch to lr_min
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # weights only, never alpha
+    max_steps_per_epoch: int | None = None  # None = one pass over search-train
+    score_batches: int | None = None  # search-val batches used to score a candidate in derivation; None = all
+
+    def __post_init__(self):
+        # epochs = 0 is allowed here; parse_config allows it only for methods that train no supernet.
+        check_range("search.epochs", self.epochs, low=0)
+        for key in ("batch_size", "channels", "layers", "max_steps_per_epoch", "score_batches"):
+            check_range(f"search.{key}", getattr(self, key), low=1)
+        check_range("search.lr", self.lr, low=0, low_open=True)
+        check_range("search.lr_min", self.lr_min, low=0, high=self.lr)
+        check_range("search.momentum", self.momentum, 0, 1, high_open=True)
+        check_range("search.weight_decay", self.weight_decay, low=0)
+        check_range("search.grad_clip", self.grad_clip, low=0, low_open=True)
 
 
 @dataclass
@@ -89,11 +135,16 @@ class DataInfo:
     source: str  # e.g. "imagefolder-tar:/data/cifar10-jpg.tar.gz" or "embedded:cifar10_demo.npz"
     sha256: str  # of the decoded images and labels, so any two sources with equal pixels agree
     sizes: Mapping[str, int]  # examples per split after limits
+    roles: Mapping[str, str] | None = None  # which file or part played each split's role, when not the official one
 
 
 @runtime_checkable
 class Task(Protocol):
-    """What every task in ``tasks/`` provides (one class, a config dataclass, registered in ``TASKS``)."""
+    """What every task in ``tasks/`` provides (one class, a config dataclass, registered in ``TASKS``).
+
+    Class attributes: ``config_class`` (the ``task:`` block), ``search_config_class`` (``search:``)
+    and ``train_config_class`` (``evaluate:``).
+    """
 
     metrics: tuple[Metric, ...]  # every metric summarize() returns, with its direction
     main_metric: str  # the name of the metric tables and the regression gate report (e.g. "error")
@@ -103,24 +154,35 @@ class Task(Protocol):
     def prepare_data(self) -> DataInfo:
         """Load or locate the data; raise ``DataNotFoundError`` saying where it looked and what to do."""
 
-    def loader(
-        self, split: str, batch_size: int, generator: torch.Generator | None = None, recipe: TrainConfig | None = None
-    ) -> DataLoader:
-        """A loader over ``split`` (one of ``SPLITS``) with that split's augmentation (``recipe`` for "train")."""
+    def loader(self, split: str, batch_size: int, generator: torch.Generator | None = None, recipe: Any = None) -> Any:
+        """An iterable of batches over ``split`` (one of ``SPLITS``, or a split the task adds) with that split's
+        augmentation (``recipe`` for "train"); a ``DataLoader`` when the runner may shard and place it."""
 
-    def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> nn.Module: ...
+    def build_supernet(self, space: SearchSpace, config: Any) -> nn.Module:
+        """The supernet of ``space`` sized by the task's search config."""
 
     def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput: ...
 
-    def build_network(self, genotype: Genotype, config: TrainConfig) -> nn.Module: ...
+    def build_network(self, genotype: Genotype, config: Any) -> nn.Module: ...
 
-    def example_input(self) -> torch.Tensor:
-        """One input sample with a batch axis, for MAC counting."""
+    def example_input(self) -> Any:
+        """One input sample with a batch axis, for MAC counting (a tuple is passed as several arguments)."""
 
-    def start_epoch(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
-        """Per-epoch recipe state such as the drop-path probability."""
+    def make_optimizer(self, model: nn.Module, config: Any) -> torch.optim.Optimizer:
+        """The final-training optimiser of ``model`` (the runner prepares it)."""
 
-    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig) -> LossOutput: ...
+    def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: Any) -> Any:
+        """Per-epoch recipe state (lr schedule, drop-path probability); returns ``train_loss``'s ``state``."""
+
+    def train_loss(self, model: nn.Module, batch: Any, config: Any, state: Any = None) -> LossOutput: ...
+
+    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: Any,
+                  evaluate: Callable[[str], dict[str, float]]) -> dict[str, float]:  # fmt: skip
+        """After an epoch's steps: e.g. validate (``evaluate(split)`` runs the runner's evaluation loop) and
+        switch optimisers; returns extra curve values (e.g. ``{"valid_ppl": ...}``)."""
+
+    def eval_weights(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> AbstractContextManager:
+        """A context in which ``model`` holds the weights to evaluate (e.g. ASGD's averages)."""
 
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
         """Metric sums of one batch as a 1-D tensor (summed across batches and processes)."""
@@ -131,3 +193,7 @@ class Task(Protocol):
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> Any:
         """A config on a few dozen examples for ``egsbench.testing.check_task`` (write fixtures under ``tmp_path``)."""
+
+    @classmethod
+    def conformance_recipes(cls) -> tuple[Any, Any]:
+        """A tiny ``(search config, evaluate config)`` pair for ``egsbench.testing`` (seconds on a CPU)."""

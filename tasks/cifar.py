@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .base import SPLITS, TASKS, DataInfo, Metric, TrainConfig
+from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, TrainConfig
 from .spaces import (
     DataError,
     DataNotFoundError,
@@ -47,6 +47,7 @@ from .spaces import (
     SearchSpace,
 )
 from .spaces.errors import check_range
+from .training import cosine_lr, no_swap, set_lr, sgd
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
 __all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
@@ -140,6 +141,7 @@ class CIFAR10:
     """CIFAR-10 with the DARTS search and evaluation recipe."""
 
     config_class = CIFAR10Config
+    search_config_class = CNNSearchConfig
     train_config_class = TrainConfig
     num_classes = 10
     image_size = 32  # networks, MAC counts and augmentation assume 32x32 inputs
@@ -161,6 +163,13 @@ class CIFAR10:
     def conformance_config(cls, tmp_path: Path) -> CIFAR10Config:
         """The embedded subset, limited to 32 training and 16 test images (for ``egsbench.testing``)."""
         return CIFAR10Config(data_dir="embedded", train_limit=32, test_limit=16)
+
+    @classmethod
+    def conformance_recipes(cls) -> tuple[CNNSearchConfig, TrainConfig]:
+        """A 3-cell C=4 supernet and final network (for ``egsbench.testing``)."""
+        return CNNSearchConfig(channels=4, layers=3, epochs=1, batch_size=4), TrainConfig(
+            channels=4, layers=3, epochs=1, batch_size=4
+        )
 
     # -- data ----------------------------------------------------------------------------------
     def prepare_data(self) -> DataInfo:
@@ -225,8 +234,8 @@ class CIFAR10:
         )
 
     # -- networks ------------------------------------------------------------------------------
-    def build_supernet(self, space: SearchSpace, channels: int, layers: int) -> SearchNetwork:
-        return SearchNetwork(space, channels, self.num_classes, layers, image_size=self.image_size)
+    def build_supernet(self, space: SearchSpace, config: CNNSearchConfig) -> SearchNetwork:
+        return SearchNetwork(space, config.channels, self.num_classes, config.layers, image_size=self.image_size)
 
     def build_network(self, genotype: Genotype, config: TrainConfig) -> NetworkCIFAR:
         return NetworkCIFAR(genotype, config.channels, self.num_classes, config.layers, config.auxiliary_weight > 0)
@@ -241,11 +250,21 @@ class CIFAR10:
         loss = F.cross_entropy(logits, y)
         return LossOutput(loss, {"accuracy": _accuracy(logits, y)})
 
-    def start_epoch(self, model: nn.Module, epoch: int, config: TrainConfig) -> None:
+    # -- final-training recipe: SGD, per-epoch cosine lr, drop path ramp -----------------------
+    def make_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+        return sgd(model, config)
+
+    def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig) -> None:
+        set_lr(optimizer, cosine_lr(epoch, config.epochs, config.lr, config.lr_min))
         # DARTS: drop_path_prob = drop_path * epoch / epochs, on the unwrapped model.
         getattr(model, "module", model).drop_path_prob = config.drop_path * epoch / max(config.epochs, 1)
 
-    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig) -> LossOutput:
+    def end_epoch(self, model, optimizer, epoch: int, config: TrainConfig, evaluate) -> dict[str, float]:
+        return {}  # no validation split: DARTS trains a fixed number of epochs
+
+    eval_weights = staticmethod(no_swap)
+
+    def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig, state: Any = None) -> LossOutput:
         x, y = batch
         logits, aux = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)

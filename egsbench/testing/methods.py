@@ -14,9 +14,21 @@ import torch
 import torch.nn.functional as F
 
 from ..methods import SearchConfig, SearchContext
-from ..tasks.spaces import SPACES, Genotype, LossOutput, SearchNetwork
+from ..tasks.spaces import SPACES, Genotype, LossOutput, RNNModel, SearchNetwork, SearchRNNCell
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
+VOCAB, HIDDEN, SEQ = 12, 6, 5  # the tiny language model of recurrent spaces
+
+
+def is_recurrent(space) -> bool:
+    """Whether ``space`` (a name or a space) is a recurrent-cell space (cell type ``recurrent``)."""
+    space = SPACES.get(space) if isinstance(space, str) else space
+    return tuple(space.cell_types) == ("recurrent",)
+
+
+def recurrent_counterpart(space: str) -> str:
+    """The recurrent space of a method's CNN space: ``darts`` -> ``darts_rnn``, ``dag`` -> ``dag_rnn``."""
+    return space if is_recurrent(space) else f"{space}_rnn"
 
 
 def fake_train_candidate(genotype: Genotype) -> float:
@@ -25,17 +37,25 @@ def fake_train_candidate(genotype: Genotype) -> float:
 
 
 def tiny_context(space: str = "dag", seed: int = 0, epochs: int = 2, train_candidate=None, **search) -> SearchContext:
-    """A 3-cell C=4 supernet of ``space`` on 16x16 inputs with a plain cross-entropy loss; ``search`` sets
-    :class:`SearchConfig` fields (e.g. ``lr=0.1``)."""
+    """A 3-cell C=4 supernet of ``space`` on 16x16 inputs with a plain cross-entropy loss (for a recurrent space:
+    a 6-unit language model over 12 words); ``search`` sets :class:`SearchConfig` fields (e.g. ``lr=0.1``)."""
     torch.manual_seed(seed)
     space = SPACES.get(space)
-    model = SearchNetwork(space, CHANNELS, 10, LAYERS, image_size=SIZE)
+    if is_recurrent(space):
+        model = RNNModel(VOCAB, HIDDEN, HIDDEN, SearchRNNCell(space, HIDDEN, HIDDEN, 0.1, 0.1), 0.1, 0.1)
 
-    def loss(m, data, weights):
-        x, y = data
-        logits = m(x, weights)
-        accuracy = 100.0 * (logits.argmax(1) == y).float().mean().item()
-        return LossOutput(F.cross_entropy(logits, y), {"accuracy": accuracy})
+        def loss(m, data, weights):
+            x, y = data
+            logits = m(x, None, weights)[0].reshape(-1, VOCAB)
+            return LossOutput(F.cross_entropy(logits, y.reshape(-1)), {})
+    else:
+        model = SearchNetwork(space, CHANNELS, 10, LAYERS, image_size=SIZE)
+
+        def loss(m, data, weights):
+            x, y = data
+            logits = m(x, weights)
+            accuracy = 100.0 * (logits.argmax(1) == y).float().mean().item()
+            return LossOutput(F.cross_entropy(logits, y), {"accuracy": accuracy})
 
     return SearchContext(
         model=model,
@@ -49,16 +69,21 @@ def tiny_context(space: str = "dag", seed: int = 0, epochs: int = 2, train_candi
     )
 
 
-def batch(seed: int = 0, n: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random batch for :func:`tiny_context`'s supernet: images ``(n, 3, 16, 16)`` and labels ``(n,)``."""
+def batch(seed: int = 0, n: int = BATCH, space=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random batch for :func:`tiny_context`'s supernet: images ``(n, 3, 16, 16)`` and labels ``(n,)``;
+    for a recurrent ``space``, tokens ``(5, n)`` and their next tokens ``(5, n)``."""
     g = torch.Generator().manual_seed(seed)
+    if space is not None and is_recurrent(space):
+        tokens = torch.randint(0, VOCAB, (SEQ + 1, n), generator=g)
+        return tokens[:-1], tokens[1:]
     return torch.randn(n, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def build(method_cls, config=None, seed: int = 0):
-    """``method_cls`` set up on a fresh tiny context of its space, at epoch 0; returns ``(method, ctx)``."""
+def build(method_cls, config=None, seed: int = 0, space: str | None = None):
+    """``method_cls`` set up on a fresh tiny context of ``space`` (default its own), at epoch 0; returns
+    ``(method, ctx)``."""
     method = method_cls(config if config is not None else method_cls.config_class())
-    ctx = tiny_context(getattr(method_cls, "space", "dag"), seed, train_candidate=fake_train_candidate)
+    ctx = tiny_context(space or getattr(method_cls, "space", "dag"), seed, train_candidate=fake_train_candidate)
     method.setup(ctx)
     method.start_epoch(0)
     return method, ctx
@@ -81,7 +106,7 @@ def _snapshot(method, ctx):
     }
 
 
-def check_declares_config_and_space(method_cls, config=None):
+def check_declares_config_and_space(method_cls, config=None, space: str | None = None):
     """The class names its config dataclass and the registered space its genotypes belong to."""
     assert hasattr(method_cls, "config_class"), f"{method_cls.__name__} needs a `config_class` dataclass"
     space = getattr(method_cls, "space", None)
@@ -90,10 +115,10 @@ def check_declares_config_and_space(method_cls, config=None):
     assert isinstance(config, method_cls.config_class), f"the config is not a {method_cls.config_class.__name__}"
 
 
-def check_step_changes_parameters(method_cls, config=None):
-    method, ctx = build(method_cls, config)
+def check_step_changes_parameters(method_cls, config=None, space: str | None = None):
+    method, ctx = build(method_cls, config, space=space)
     weights, alphas = _snapshot(method, ctx)
-    stats = method.step(batch(0), batch(1))
+    stats = method.step(batch(0, space=space), batch(1, space=space))
     changed_w = any(not torch.equal(a, b) for a, b in zip(weights, ctx.model.parameters(), strict=True))
     changed_a = any(not torch.equal(alphas[t], a) for t, a in _alphas(method).items())
     if getattr(method, "trains_supernet", True):
@@ -103,25 +128,25 @@ def check_step_changes_parameters(method_cls, config=None):
         assert not changed_w and not changed_a, "a method without supernet training changed parameters"
 
 
-def check_gradients_reach_alpha(method_cls, config=None):
-    method, ctx = build(method_cls, config)
+def check_gradients_reach_alpha(method_cls, config=None, space: str | None = None):
+    method, ctx = build(method_cls, config, space=space)
     alphas = _alphas(method)
     if not alphas:
         return  # methods without architecture parameters (random search) have nothing to check
     before = {t: a.detach().clone() for t, a in alphas.items()}
-    method.step(batch(0), batch(1))
+    method.step(batch(0, space=space), batch(1, space=space))
     for t, a in alphas.items():
         assert a.grad is not None and a.grad.abs().sum() > 0, f"no gradient reached alpha[{t}]"
         assert not torch.equal(before[t], a.detach()), f"alpha[{t}] did not move"
 
 
-def check_state_dict_round_trip(method_cls, config=None):
+def check_state_dict_round_trip(method_cls, config=None, space: str | None = None):
     torch.manual_seed(0)
-    a, ctx_a = build(method_cls, config)
-    a.step(batch(0), batch(1))
+    a, ctx_a = build(method_cls, config, space=space)
+    a.step(batch(0, space=space), batch(1, space=space))
     state = copy.deepcopy(a.state_dict())
     model_state = copy.deepcopy(ctx_a.model.state_dict())
-    b, ctx_b = build(method_cls, config, seed=0)
+    b, ctx_b = build(method_cls, config, seed=0, space=space)
     ctx_b.model.load_state_dict(model_state)
     b.load_state_dict(state)
     for key, value in state.items():  # plain entries (epoch, temperature) come back as they were
@@ -130,7 +155,7 @@ def check_state_dict_round_trip(method_cls, config=None):
     for method, seed in ((a, 7), (b, 7)):
         torch.manual_seed(seed)
         method.start_epoch(1)
-        method.step(batch(2), batch(3))
+        method.step(batch(2, space=space), batch(3, space=space))
     for pa, pb in zip(ctx_a.model.parameters(), ctx_b.model.parameters(), strict=True):
         assert torch.equal(pa, pb), "a resumed method diverged from the uninterrupted one (weights)"
     for t, alpha in _alphas(a).items():
@@ -138,9 +163,9 @@ def check_state_dict_round_trip(method_cls, config=None):
     assert a.derive(score) == b.derive(score)
 
 
-def check_derive_is_valid(method_cls, config=None) -> Genotype:
-    method, ctx = build(method_cls, config)
-    method.step(batch(0), batch(1))
+def check_derive_is_valid(method_cls, config=None, space: str | None = None) -> Genotype:
+    method, ctx = build(method_cls, config, space=space)
+    method.step(batch(0, space=space), batch(1, space=space))
     genotype = method.derive(score)
     ctx.space.validate(genotype)
     for cell in genotype.cells.values():
@@ -152,12 +177,12 @@ def check_derive_is_valid(method_cls, config=None) -> Genotype:
     return genotype
 
 
-def check_same_seed_same_genotype(method_cls, config=None):
+def check_same_seed_same_genotype(method_cls, config=None, space: str | None = None):
     genotypes = []
     for _ in range(2):
         torch.manual_seed(0)
-        method, _ = build(method_cls, config, seed=3)
-        method.step(batch(0), batch(1))
+        method, _ = build(method_cls, config, seed=3, space=space)
+        method.step(batch(0, space=space), batch(1, space=space))
         genotypes.append(method.derive(score))
     assert genotypes[0] == genotypes[1]
 
@@ -172,7 +197,8 @@ METHOD_CHECKS = (
 )
 
 
-def check_method(method_cls, config=None) -> None:
-    """Run every method check on ``method_cls`` (with ``config``, default its ``config_class()``)."""
+def check_method(method_cls, config=None, space: str | None = None) -> None:
+    """Run every method check on ``method_cls`` (with ``config``, default its ``config_class()``) in ``space``
+    (default the method's own; e.g. ``recurrent_counterpart(method_cls.space)`` for the recurrent cell)."""
     for check in METHOD_CHECKS:
-        check(method_cls, config)
+        check(method_cls, config, space)

@@ -18,6 +18,7 @@ Each raises ``AssertionError`` saying what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..tasks.base import SPLITS, Metric, Task
+from ..tasks.base import SPLITS, WEIGHT_FIELDS, Metric, Task
 from ..tasks.spaces import DARTS_V2, SPACES, Genotype, count_macs
 
 __all__ = [
@@ -87,8 +88,11 @@ def check_declares_metrics(task) -> None:
     """The task has every member of the ``Task`` protocol and names its metrics with a direction."""
     missing = [m for m in _protocol_members() if not hasattr(task, m)]
     assert not missing, f"{type(task).__name__} lacks members of the Task protocol: {missing}"
-    for attr in ("config_class", "train_config_class"):
+    for attr in ("config_class", "search_config_class", "train_config_class"):
         assert hasattr(type(task), attr), f"a task class needs `{attr}` (the dataclass of its config block)"
+    search_fields = {f.name for f in dataclasses.fields(_recipes(task)[0])}
+    lacking = [k for k in WEIGHT_FIELDS if k not in search_fields]
+    assert not lacking, f"the task's search block lacks the weight-optimiser fields methods read: {lacking}"
     metrics = {m.name: m for m in task.metrics}
     assert metrics, "a task must declare at least one Metric in `metrics`"
     for m in task.metrics:
@@ -115,12 +119,22 @@ def check_data_splits(task) -> None:
         )
 
 
+def _recipes(task) -> tuple[Any, Any]:
+    """The task's tiny (search, evaluate) configs; CNN-style keys when it declares none."""
+    hook = getattr(task, "conformance_recipes", None)
+    if callable(hook):
+        return hook()
+    search_cls = getattr(task, "search_config_class", None)
+    search = search_cls(channels=4, layers=3) if search_cls is not None else None
+    return search, task.train_config_class(channels=4, layers=3, epochs=1, batch_size=BATCH)
+
+
 def check_supernet_search_loss(task, space: str = "dag") -> None:
     """A tiny supernet of ``space`` gives a finite loss whose gradient reaches the weights, and a candidate score."""
     space = SPACES.get(space)
     task.prepare_data()  # as the runner does before it asks for loaders
     train, val = _first_batch(task, "search-train"), _first_batch(task, "search-val")
-    net = task.build_supernet(space, 4, 3)
+    net = task.build_supernet(space, _recipes(task)[0])
     weights = {t: torch.full((len(space.edges), len(space.ops)), 1.0 / len(space.ops)) for t in space.cell_types}
     out = task.search_loss(net, train, weights)
     assert out.loss.dim() == 0 and math.isfinite(out.loss.item()), f"search loss is {out.loss!r}, not a finite scalar"
@@ -139,10 +153,11 @@ def check_final_network(task, genotype: Genotype | None = None) -> None:
     """The final network of a genotype trains one step, reports every declared metric and counts its MACs."""
     genotype = genotype or DARTS_V2
     task.prepare_data()
-    recipe = task.train_config_class(channels=4, layers=3, epochs=1, batch_size=BATCH)
+    recipe = _recipes(task)[1]
     net = task.build_network(genotype, recipe)
-    task.start_epoch(net, 0, recipe)
-    out = task.train_loss(net, _first_batch(task, "train", recipe=recipe), recipe)
+    optimizer = task.make_optimizer(net, recipe)
+    state = task.start_epoch(net, optimizer, 0, recipe)
+    out = task.train_loss(net, _first_batch(task, "train", recipe=recipe), recipe, state)
     assert out.loss.dim() == 0 and math.isfinite(out.loss.item()), f"training loss is {out.loss!r}"
     out.loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), (
@@ -153,8 +168,8 @@ def check_final_network(task, genotype: Genotype | None = None) -> None:
     for m in task.metrics:
         assert m.name in metrics and math.isfinite(metrics[m.name]), f"summarize() lacks a finite {m.name!r}"
     example = task.example_input()
-    assert example.shape[0] == 1, f"example_input() must carry a batch axis of 1, got shape {tuple(example.shape)}"
-    assert count_macs(net, example).total > 0, "the final network counts no MACs on example_input()"
+    example = example if isinstance(example, tuple) else (example,)
+    assert count_macs(net, *example).total > 0, "the final network counts no MACs on example_input()"
 
 
 TASK_CHECKS = (check_declares_metrics, check_data_splits, check_supernet_search_loss, check_final_network)

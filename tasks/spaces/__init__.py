@@ -18,11 +18,19 @@ from .genotype import (
 from .genotypes import GENOTYPES, load_genotype
 from .ops import OPS, PRIMITIVES, make_op
 from .registry import Registry, UnknownNameError
+from .rnn import DARTS_V1_RNN, DARTS_V2_RNN, RNN_PRIMITIVES, RNNCell, RNNModel, SearchRNNCell, rnn_space
 from .weighting import EdgeWeights, LossOutput
 
 __all__ = [
     "DARTS_V1",
     "DARTS_V2",
+    "DARTS_V1_RNN",
+    "DARTS_V2_RNN",
+    "RNN_PRIMITIVES",
+    "RNNCell",
+    "RNNModel",
+    "SearchRNNCell",
+    "rnn_space",
     "GENOTYPES",
     "OPS",
     "PRIMITIVES",

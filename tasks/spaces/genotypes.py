@@ -5,6 +5,8 @@ evaluates one without searching.
 
 - ``darts_v1``, ``darts_v2``: DARTS first- and second-order cells (quark0/darts
   ``cnn/genotypes.py`` ``DARTS_V1``/``DARTS_V2``), defined in :mod:`.genotype`.
+- ``darts_v1_rnn``, ``darts_v2_rnn``: DARTS's recurrent cells (``rnn/genotypes.py``), defined in
+  :mod:`.rnn`; ``darts_v2_rnn`` at 850/850 on PTB has 22,960,000 parameters (+ the vocabulary-digest buffer).
 - ``egs_released_m4``, ``egs_released_m7``: the DARTS-EGS authors' released CIFAR-10 cells for
   M = 4 and M = 7 (XinbangZhang/DATA-NAS), shipped as ``results/genotypes/egs-released-m*.json``
   and read through ``importlib.resources``. Their in-degree varies per node (2 to 5 (input, op)
@@ -20,6 +22,7 @@ from pathlib import Path
 from .errors import UnknownNameError
 from .genotype import DARTS_V1, DARTS_V2, Genotype, GenotypeError
 from .registry import Registry, unknown_name_message
+from .rnn import DARTS_V1_RNN, DARTS_V2_RNN
 
 __all__ = ["GENOTYPES", "load_genotype"]
 
@@ -28,6 +31,8 @@ RESULTS_PACKAGE = "egsbench.results"  # shipped data, read through importlib.res
 GENOTYPES: Registry[Genotype] = Registry("genotype")
 GENOTYPES.add("darts_v1", DARTS_V1)
 GENOTYPES.add("darts_v2", DARTS_V2)
+GENOTYPES.add("darts_v1_rnn", DARTS_V1_RNN)  # recurrent cells: spaces darts_rnn / dag_rnn, tasks ptb / wt2
+GENOTYPES.add("darts_v2_rnn", DARTS_V2_RNN)
 for _m in (4, 7):
     _text = (files(RESULTS_PACKAGE) / "genotypes" / f"egs-released-m{_m}.json").read_text()
     GENOTYPES.add(f"egs_released_m{_m}", Genotype.from_dict(json.loads(_text)))

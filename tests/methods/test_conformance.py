@@ -7,13 +7,25 @@ import pytest
 from egsbench.methods import METHODS
 from egsbench.methods.darts import DARTS
 from egsbench.testing import METHOD_CHECKS, check_method
-from egsbench.testing.methods import check_declares_config_and_space, check_gradients_reach_alpha
+from egsbench.testing.methods import check_declares_config_and_space, check_gradients_reach_alpha, recurrent_counterpart
+
+# Configs a method needs in the recurrent space (a fixed genotype must be a recurrent cell).
+RECURRENT_CONFIGS = {"fixed": {"genotype": "darts_v2_rnn"}}
 
 
 @pytest.mark.parametrize("check", METHOD_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_conformance(name, check):
     check(METHODS.get(name))
+
+
+@pytest.mark.parametrize("check", METHOD_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_conformance_in_the_recurrent_space(name, check):
+    """The same checks on the DARTS recurrent cell: ``darts`` methods in ``darts_rnn``, ``dag`` ones in ``dag_rnn``."""
+    cls = METHODS.get(name)
+    config = cls.config_class(**RECURRENT_CONFIGS.get(name, {}))
+    check(cls, config, recurrent_counterpart(cls.space))
 
 
 class _FrozenAlpha(DARTS):
