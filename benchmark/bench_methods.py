@@ -24,7 +24,7 @@ from ..methods import METHODS, SearchConfig, SearchContext, StepStats
 from ..tasks.spaces import SPACES, LossOutput, SearchNetwork
 from .timing import print_result, time_interleaved
 
-__all__ = ["BASELINE", "VARIANTS", "main", "make_step", "time_methods"]
+__all__ = ["BASELINE", "VARIANTS", "main", "make_method", "make_step", "time_methods"]
 
 VARIANTS = {  # name -> (method, config overrides)
     "egs_m7": ("egs", {"M": 7}),
@@ -47,21 +47,30 @@ def _batch(g: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
 
 
-def make_step(name: str, channels: int, layers: int, batch: int) -> Callable[[], StepStats]:
-    """``method.step`` of the ``VARIANTS`` entry ``name`` on its own supernet and fixed random batches."""
+def make_method(name: str, channels: int, layers: int, device: str | torch.device = "cpu"):
+    """The method of the ``VARIANTS`` entry ``name`` set up on its own supernet (``method.ctx.model``) on ``device``."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
     method_name, overrides = VARIANTS[name]
     cls = METHODS.get(method_name)
-    g = torch.Generator().manual_seed(0)
-    train, val = _batch(g, batch), _batch(g, batch)  # the same data for every variant
+    device = torch.device(device)
     torch.manual_seed(0)
     space = SPACES.get(cls.space)
-    model = SearchNetwork(space, channels, 10, layers)
+    model = SearchNetwork(space, channels, 10, layers).to(device)
     method = cls(cls.config_class(**overrides))
     method.setup(SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(), steps_per_epoch=1,
-                               op_costs=model.op_costs))  # fmt: skip
+                               op_costs=model.op_costs, device=device))  # fmt: skip
     method.start_epoch(0)
+    return method
+
+
+def make_step(
+    name: str, channels: int, layers: int, batch: int, device: str | torch.device = "cpu"
+) -> Callable[[], StepStats]:
+    """``method.step`` of the ``VARIANTS`` entry ``name`` on its own supernet and fixed random batches on ``device``."""
+    method = make_method(name, channels, layers, device)
+    g = torch.Generator().manual_seed(0)
+    train, val = (tuple(t.to(device) for t in _batch(g, batch)) for _ in range(2))  # the same data for every variant
     return functools.partial(method.step, train, val)
 
 

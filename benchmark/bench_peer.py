@@ -1,0 +1,247 @@
+"""Time this project's DARTS-space supernet beside the ``xautodl`` package's (AutoDL-Projects) at one configuration.
+
+Forward + backward of one batch (cross-entropy on random 32x32 images; the architecture
+parameters receive gradients, no optimiser step), interleaved round by round in one process
+so machine noise hits every variant alike:
+
+- ``ours_darts`` / ``xautodl_darts``: dense softmax weights, every op of every edge runs
+  (``xautodl.models.cell_searchs.NASNetworkDARTS``);
+- ``ours_gdas`` / ``xautodl_gdas``: one hard Gumbel sample per edge, only the sampled op runs
+  (``NASNetworkGDAS``, tau = 10 in both, GDAS's first-epoch temperature);
+- ``egs_m1`` / ``egs_m7``: our EGS codes (M = 1, 7) on our supernet, against ``ours_darts``.
+
+Reported: ``ours_darts / xautodl_darts`` and ``ours_gdas / xautodl_gdas`` (targets <= 0.8),
+``egs_m1 / ours_darts`` (target <= 0.25) and ``egs_m7 / ours_darts`` beside the mean fraction of
+non-``none`` ops that EGS M = 7 actually ran (target: within 15% of that fraction of DARTS's time).
+
+    pip install --no-deps xautodl        # or: pip install --no-deps 'egs-bench[peer]'
+    python -m egsbench.benchmark.bench_peer                          # C=16, 6 cells, batch 32 and 64, 3 rounds
+    python -m egsbench.benchmark.bench_peer --channels 4 --batch 4 --rounds 1 --json peer.json
+
+Same configuration: C = 16, stem 3C, xautodl N = 2 = our 6 cells (layers // 3 and 2 * layers // 3
+reduce: cells 2 and 4 in both), 4 intermediate nodes, 14 edges of the same 8 ops, concat of the
+4 intermediates, search-time BN without affine parameters. What still differs, by construction
+of the two codebases (``DIFFERENCES``; parameter counts are in the output):
+
+1. xautodl's search convs carry a bias (``bias=not affine`` with ``affine=False``); ours are
+   bias-free, as DARTS's ``model_search.py``.
+2. xautodl's pools have no BN after them; ours follow each pool with a parameter-free BN
+   (DARTS's ``MixedOp``).
+3. xautodl applies BN + ReLU (``lastact``, affine BN) before the global pooling; ours, as DARTS,
+   pools the last cell's output directly.
+4. xautodl's DARTS runs the ``none`` op (``x * 0``) and weights it; ours skips it (sparse
+   execution), so the dense step does 7 of the 8 ops per edge.
+5. xautodl's GDAS reads each edge's sampled index with ``.item()`` (one host sync per edge) and
+   redraws if a sample holds inf/nan; ours transfers the active ops once per cell type and forward.
+   A sampled ``none`` runs ``x * 0`` there and nothing here.
+6. The architecture parameters live in xautodl's network (softmax / Gumbel inside ``forward``);
+   ours come from the method (``method.probabilities()`` / ``method.sample()``), outside the timed
+   network but inside the timed step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bench_methods import make_method
+from .timing import time_interleaved
+
+__all__ = ["BASELINE", "DIFFERENCES", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
+
+BASELINE = "ours_darts"
+OURS = {"ours_darts": "darts_1st", "ours_gdas": "gdas", "egs_m1": "egs_m1", "egs_m7": "egs_m7"}  # -> bench_methods
+STEPS, MULTIPLIER, STEM_MULTIPLIER = 4, 4, 3  # DARTS's cell: 4 intermediate nodes, all concatenated; stem 3C
+DIFFERENCES = (
+    "xautodl search convs have a bias (bias=not affine); ours are bias-free (DARTS)",
+    "xautodl pools have no BN after them; ours add a parameter-free BN (DARTS MixedOp)",
+    "xautodl adds BN+ReLU (lastact) before global pooling; ours do not (DARTS)",
+    "xautodl DARTS runs and weights the none op (x*0); ours skip it (7 of 8 ops per edge)",
+    "xautodl GDAS syncs with the host once per edge (.item()); ours once per cell type and forward",
+    "xautodl keeps alphas in the network; ours take weights from the method (inside the timed step)",
+)
+# name: (numerator, denominator, target upper bound of the ratio or None)
+TARGETS = {
+    "ours_darts/xautodl_darts": ("ours_darts", "xautodl_darts", 0.8),
+    "ours_gdas/xautodl_gdas": ("ours_gdas", "xautodl_gdas", 0.8),
+    "egs_m1/ours_darts": ("egs_m1", "ours_darts", 0.25),
+    "egs_m7/ours_darts": ("egs_m7", "ours_darts", None),  # compared with the active-op fraction instead
+}
+
+
+def peer_available() -> bool:
+    """Whether the optional ``xautodl`` package is importable (``pip install --no-deps xautodl``)."""
+    return importlib.util.find_spec("xautodl") is not None
+
+
+def _xautodl_nets(channels: int, layers: int) -> dict[str, nn.Module]:
+    if not peer_available():
+        raise ModuleNotFoundError("bench_peer needs the optional xautodl package: pip install --no-deps xautodl")
+    if layers % 3 or layers < 3:
+        raise ValueError(f"xautodl stacks 3N cells (N normal, reduce, N-1 normal, reduce, N-1 normal); got {layers}")
+    from xautodl.models.cell_operations import SearchSpaceNames
+    from xautodl.models.cell_searchs import NASNetworkDARTS, NASNetworkGDAS
+
+    # affine=False: search-time BN, as xautodl's search scripts build it (and as ours)
+    kwargs = dict(C=channels, N=layers // 3, steps=STEPS, multiplier=MULTIPLIER, stem_multiplier=STEM_MULTIPLIER,
+                  num_classes=10, search_space=SearchSpaceNames["darts"], affine=False,
+                  track_running_stats=True)  # fmt: skip
+    return {"xautodl_darts": NASNetworkDARTS(**kwargs), "xautodl_gdas": NASNetworkGDAS(**kwargs)}
+
+
+class _ActiveFraction:
+    """Mean fraction of the non-``none`` ops that the sampled weights switch on, over every cell and call."""
+
+    def __init__(self, model: nn.Module, none_index: int):
+        self.none_index = none_index
+        self.cells = {"normal": 0, "reduce": 0}
+        for cell in model.cells:
+            self.cells["reduce" if cell.reduction else "normal"] += 1
+        self.active = self.total = 0
+
+    def __call__(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for t, w in weights.items():
+            on = w.detach() != 0  # (E, K)
+            on[:, self.none_index] = False
+            self.active += int(on.sum()) * self.cells[t]
+            self.total += (w.shape[0] * (w.shape[1] - 1)) * self.cells[t]
+        return weights
+
+    @property
+    def value(self) -> float:
+        return self.active / max(self.total, 1)
+
+
+def make_variants(
+    channels: int, layers: int, batch: int, device: str | torch.device = "cpu"
+) -> tuple[dict[str, Callable[[], None]], dict]:
+    """One forward + backward per variant (``BASELINE`` first), and facts about the networks.
+
+    Returns:
+        ``(variants, info)``: ``info`` holds each network's parameter count and, under
+        ``"egs_m7_active_fraction"``, an object whose ``value`` is the mean fraction of non-``none``
+        ops EGS M = 7 ran in the calls made so far.
+    """
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)  # (B, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)  # (B,)
+    ours = {name: make_method(variant, channels, layers, device) for name, variant in OURS.items()}
+    egs_m7 = ours["egs_m7"]
+    counter = _ActiveFraction(egs_m7.ctx.model, egs_m7.ctx.space.op_index("none"))
+    weight_fns = {
+        "ours_darts": ours["ours_darts"].probabilities,  # softmax(alpha): dense
+        "ours_gdas": ours["ours_gdas"].sample,  # hard straight-through Gumbel, tau = 10
+        "egs_m1": ours["egs_m1"].sample,
+        "egs_m7": lambda: counter(egs_m7.sample()),
+    }
+    torch.manual_seed(0)
+    peers = {name: net.to(device) for name, net in _xautodl_nets(channels, layers).items()}
+
+    def our_step(model: nn.Module, weights: Callable[[], dict]) -> Callable[[], None]:
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x, weights()), y).backward()
+            _sync(device)
+
+        return run
+
+    def peer_step(net: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            net.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x)[1], y).backward()  # forward returns (pooled features, logits)
+            _sync(device)
+
+        return run
+
+    variants = {
+        "ours_darts": our_step(ours["ours_darts"].ctx.model, weight_fns["ours_darts"]),
+        "xautodl_darts": peer_step(peers["xautodl_darts"]),
+        "ours_gdas": our_step(ours["ours_gdas"].ctx.model, weight_fns["ours_gdas"]),
+        "xautodl_gdas": peer_step(peers["xautodl_gdas"]),
+        "egs_m1": our_step(ours["egs_m1"].ctx.model, weight_fns["egs_m1"]),
+        "egs_m7": our_step(egs_m7.ctx.model, weight_fns["egs_m7"]),
+    }
+    params = {name: _weights(m.ctx.model) for name, m in ours.items()} | {n: _weights(m) for n, m in peers.items()}
+    return variants, {"parameters": params, "egs_m7_active_fraction": counter}
+
+
+def _weights(model: nn.Module) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("arch_"))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ratios(medians: dict[str, float], active_fraction: float) -> dict[str, dict]:
+    """The issue's ratios from median seconds per variant, each with its target and whether it is met."""
+    out = {}
+    for key, (num, den, target) in TARGETS.items():
+        value = medians[num] / medians[den]
+        out[key] = {"ratio": value, "target": target, "met": None if target is None else value <= target}
+    expected = active_fraction  # EGS M = 7's time, as a fraction of DARTS's, if time followed the ops run
+    value = out["egs_m7/ours_darts"]["ratio"]
+    out["egs_m7/ours_darts"] |= {
+        "active_fraction": active_fraction,
+        "target": f"within 15% of {expected:.3f}",
+        "met": abs(value - expected) <= 0.15 * expected,
+    }
+    return out
+
+
+def time_peer(channels: int, layers: int, batch: int, rounds: int, device: str | torch.device = "cpu") -> dict:
+    """Median seconds per forward + backward of every variant, interleaved, with the issue's ratios."""
+    variants, info = make_variants(channels, layers, batch, device)
+    result = time_interleaved(
+        variants, rounds, BASELINE, {"channels": channels, "layers": layers, "batch": batch, "device": str(device)}
+    )
+    fraction = info["egs_m7_active_fraction"].value
+    return result | {"ratios": ratios(result["median_s"], fraction), "parameters": info["parameters"]}
+
+
+def print_peer(result: dict) -> None:
+    cfg = result["config"]
+    print(f"ours vs xautodl, forward + backward, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
+          f"{cfg['device']}, {cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
+    for name, median in result["median_s"].items():
+        print(f"  {name:14s} median {median:8.3f} s   params {result['parameters'][name]:>9,d}")
+    for key, r in result["ratios"].items():
+        target = r["target"] if isinstance(r["target"], str) else f"<= {r['target']}"
+        print(f"  {key:26s} {r['ratio']:6.3f}   target {target:22s} {'met' if r['met'] else 'MISSED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=6, help="cells; a multiple of 3 (xautodl N = layers / 3)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not peer_available():
+        parser.error("the optional xautodl package is not installed: pip install --no-deps xautodl")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = []
+    for batch in args.batch:
+        results.append(time_peer(args.channels, args.layers, batch, args.rounds, args.device))
+        print_peer(results[-1])
+    print("differences between the two supernets:\n" + "\n".join(f"  - {d}" for d in DIFFERENCES))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "differences": list(DIFFERENCES)}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
