@@ -285,6 +285,14 @@ def _report(args) -> int:
     return 0
 
 
+def _close_progress_bars() -> None:
+    """Close the bars a failed run left open (a diverged epoch), so the error line starts a line of its own."""
+    from tqdm.std import tqdm
+
+    for bar in list(tqdm._instances):  # every live bar; tqdm has no public registry of them
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:  # the library logs through accelerate.logging; the CLI shows INFO
@@ -295,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                     "report": _report}  # fmt: skip
         return commands[args.command](args)
     except UserError as err:
+        _close_progress_bars()
         print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
