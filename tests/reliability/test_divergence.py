@@ -60,3 +60,21 @@ def test_the_reported_case_a_learning_rate_of_a_million_fails(cli, tmp_path):
     record = _strict_json((out / "record.json").read_text())
     assert record["status"] == "failed" and record["metrics"] is None
     assert not (out / "model.safetensors").exists()  # no final network of a failed run
+
+
+def test_the_error_line_is_not_glued_to_the_progress_bar_of_the_failed_epoch(cli, monkeypatch):
+    """A diverged epoch leaves its bar open; the error line used to continue the bar's line."""
+    from tqdm.auto import tqdm
+
+    from egsbench.benchmark import cli as cli_module
+    from egsbench.benchmark.runner import DivergedError
+
+    def diverge(args):
+        bar = tqdm(total=4, desc="search gdas")  # as the runner's loop has it when a step diverges
+        bar.update()
+        raise DivergedError("search", 0, 1, float("nan"))
+
+    monkeypatch.setattr(cli_module, "_run", diverge)
+    result = cli("run", BASE, "--out", "unused")
+    assert result.code == 2
+    assert result.error.startswith("error: the run diverged: non-finite loss nan in search epoch 0, step 1;")
