@@ -1,0 +1,123 @@
+"""The issue-13 instruments at tiny sizes: peer comparison, per-phase memory, scaling grid, GPU check (no timings)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from egsbench.benchmark import bench_memory, bench_peer, bench_scaling, gpu_check
+from egsbench.benchmark.bench_methods import make_method
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny steps run fastest on one thread, and a loaded machine does not thrash; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+needs_xautodl = pytest.mark.skipif(not bench_peer.peer_available(), reason="xautodl is not installed")
+
+
+@needs_xautodl
+def test_peer_networks_share_the_macro_structure():
+    """Same cells, reductions, channels and edges as xautodl at N = 2 (6 cells: reductions at cells 2 and 4)."""
+    ours = make_method("darts_1st", channels=4, layers=6).ctx.model
+    peer = bench_peer._xautodl_nets(channels=4, layers=6)["xautodl_darts"]
+    assert [c.reduction for c in ours.cells] == [c.reduction for c in peer.cells]
+    assert [i for i, c in enumerate(ours.cells) if c.reduction] == [2, 4]
+    assert [len(c.edges) for c in ours.cells] == [c.num_edges for c in peer.cells] == [14] * 6
+    assert ours.classifier.in_features == peer.classifier.in_features == 4 * 4 * 4
+    assert ours.stem[0].out_channels == peer.stem[0].out_channels == 12
+
+
+@needs_xautodl
+def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
+    out = tmp_path / "peer.json"
+    argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--json", str(out)]
+    assert bench_peer.main(argv) == 0
+    result = json.loads(out.read_text())["results"][0]
+    assert set(result["median_s"]) == {"ours_darts", "xautodl_darts", "ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7"}
+    assert set(result["ratios"]) == set(bench_peer.TARGETS)
+    assert 0 < result["ratios"]["egs_m7/ours_darts"]["active_fraction"] <= 1
+    assert result["parameters"]["xautodl_darts"] > result["parameters"]["ours_darts"]  # xautodl's conv biases
+    assert "differences between the two supernets" in capsys.readouterr().out
+
+
+def test_peer_rejects_a_cell_count_xautodl_cannot_build():
+    if not bench_peer.peer_available():
+        with pytest.raises(ModuleNotFoundError, match="pip install --no-deps xautodl"):
+            bench_peer._xautodl_nets(4, 6)
+    else:
+        with pytest.raises(ValueError, match="3N cells"):
+            bench_peer._xautodl_nets(4, 5)
+
+
+def test_memory_probe_sees_an_allocation_inside_its_phase():
+    probe = bench_memory.MemoryProbe(torch.device("cpu"))
+    probe.start()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+    start, peak = probe.stop()
+    del block
+    assert peak - start > 48 * 2**20, probe.how
+
+
+def test_memory_benchmark_measures_each_method_in_its_own_process(tmp_path):
+    out = tmp_path / "mem.json"
+    argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--threads", "1", "--json", str(out)]
+    assert bench_memory.main([*argv, "--methods", "egs_m1", "darts_1st"]) == 0
+    data = json.loads(out.read_text())
+    assert [r["method"] for r in data["results"]] == ["egs_m1", "darts_1st"]
+    for r in data["results"]:
+        assert set(r["phases"]) == set(bench_memory.PHASES)
+        assert all(p["peak_mb"] >= p["start_mb"] > 0 for p in r["phases"].values())
+    assert data["table"]["egs_m1/darts_1st"]["target"] == pytest.approx(1 / 3)
+
+
+def test_memory_benchmark_rejects_an_unknown_method():
+    with pytest.raises(ValueError, match="darts_3rd.*darts_1st"):
+        bench_memory.measure_in_subprocess("darts_3rd", 2, 3, 2)
+
+
+def test_scaling_grid_varies_one_axis_at_a_time():
+    points = bench_scaling.grid((8, 5, 16), {"batch": [8, 32], "channels": [4], "layers": [8]})
+    assert [axis for axis, _ in points] == ["batch", "batch", "channels", "layers"]
+    assert points[2][1] == {"channels": 4, "layers": 5, "batch": 16}
+
+
+def test_scaling_writes_csv_plot_and_machine(tmp_path):
+    argv = ["--base", "2,3,2", "--batches", "2", "--channels", "--cells", "--methods", "egs_m1",
+            "--time-steps", "1", "--threads", "1", "--out", str(tmp_path), "--name", "tiny"]  # fmt: skip
+    assert bench_scaling.main(argv) == 0
+    rows = list(csv.DictReader((tmp_path / "tiny.csv").open()))
+    assert [(r["method"], r["axis"], r["batch"]) for r in rows] == [("egs_m1", "batch", "2")]
+    assert all(float(r["step_s"]) > 0 and float(r["step_increment_mb"]) >= 0 for r in rows)
+    assert (tmp_path / "tiny.png").stat().st_size > 0
+    sidecar = json.loads((tmp_path / "tiny.json").read_text())
+    assert {"platform", "cpu_count", "torch_threads", "git_sha"} <= set(sidecar["machine"])
+
+
+def test_scaling_rejects_a_malformed_base(tmp_path):
+    with pytest.raises(SystemExit):
+        bench_scaling.main(["--base", "8,5", "--out", str(tmp_path)])
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path, one_thread, capsys):
+    out = tmp_path / "gpu.json"
+    assert gpu_check.main(["--steps", "2", "--small", "--device", "cpu", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["search"]) == set(gpu_check.SEARCH_METHODS) and set(result["eval"]) == {"fp32"}
+    assert result["search"]["egs_m7"]["total_steps"] == 50 * 391  # 50 epochs x ceil(25k / 64)
+    assert result["eval"]["fp32"]["total_steps"] == 600 * 521  # 600 epochs x ceil(50k / 96)
+    assert all(e["met"] is None for e in result["search"].values())  # small sizes: no verdict
+    assert "not comparable" in capsys.readouterr().out
+
+
+def test_gpu_check_rejects_an_unknown_eval_mode():
+    with pytest.raises(ValueError, match="fp16.*fp32"):
+        gpu_check.time_eval("fp16", {"channels": 4, "layers": 3, "batch": 2}, 1, 0, torch.device("cpu"))
