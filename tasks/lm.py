@@ -344,6 +344,7 @@ class LanguageModelTask:
     metrics = (Metric("ppl", "min", "Test perplexity"), Metric("loss", "min", "Test loss (nats/token)"))
     main_metric = "ppl"
     score_key = "ppl"  # candidates ranked by search-val perplexity (lower is better)
+    conformance_space, conformance_genotype = "dag_rnn", "darts_v2_rnn"  # for egsbench.testing.check_task
     name = ""
     label = ""
     env = ""

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..tasks.base import SPLITS, WEIGHT_FIELDS, Metric, Task
-from ..tasks.spaces import DARTS_V2, SPACES, Genotype, count_macs
+from ..tasks.spaces import DARTS_V2, GENOTYPES, SPACES, Genotype, count_macs
 
 __all__ = [
     "TASK_CHECKS",
@@ -129,9 +129,10 @@ def _recipes(task) -> tuple[Any, Any]:
     return search, task.train_config_class(channels=4, layers=3, epochs=1, batch_size=BATCH)
 
 
-def check_supernet_search_loss(task, space: str = "dag") -> None:
-    """A tiny supernet of ``space`` gives a finite loss whose gradient reaches the weights, and a candidate score."""
-    space = SPACES.get(space)
+def check_supernet_search_loss(task, space: str | None = None) -> None:
+    """A tiny supernet of ``space`` (default the task's ``conformance_space``, else ``dag``) gives a finite loss whose
+    gradient reaches the weights, and a candidate score."""
+    space = SPACES.get(space or getattr(task, "conformance_space", "dag"))
     task.prepare_data()  # as the runner does before it asks for loaders
     train, val = _first_batch(task, "search-train"), _first_batch(task, "search-val")
     net = task.build_supernet(space, _recipes(task)[0])
@@ -151,7 +152,8 @@ def check_supernet_search_loss(task, space: str = "dag") -> None:
 
 def check_final_network(task, genotype: Genotype | None = None) -> None:
     """The final network of a genotype trains one step, reports every declared metric and counts its MACs."""
-    genotype = genotype or DARTS_V2
+    default = getattr(task, "conformance_genotype", None)  # e.g. a recurrent cell for a language-model task
+    genotype = genotype or (GENOTYPES.get(default) if default else DARTS_V2)
     task.prepare_data()
     recipe = _recipes(task)[1]
     net = task.build_network(genotype, recipe)
@@ -175,7 +177,7 @@ def check_final_network(task, genotype: Genotype | None = None) -> None:
 TASK_CHECKS = (check_declares_metrics, check_data_splits, check_supernet_search_loss, check_final_network)
 
 
-def check_task(task, space: str = "dag", genotype: Genotype | None = None) -> None:
+def check_task(task, space: str | None = None, genotype: Genotype | None = None) -> None:
     """Run every task check on ``task`` (an instance whose data is available).
 
     Args:
