@@ -14,7 +14,13 @@ import torch
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.runner import candidate_recipe, run_experiment
 from egsbench.methods import METHODS
-from egsbench.methods.random_search import RandomSearch, RandomSearchConfig, cell_genotype, one_hot_weights, sample_cells
+from egsbench.methods.random_search import (
+    RandomSearch,
+    RandomSearchConfig,
+    cell_genotype,
+    one_hot_weights,
+    sample_cells,
+)
 from egsbench.tasks import TrainConfig
 from egsbench.tasks.spaces import SPACES, ConfigError, Genotype
 from egsbench.testing import batch, tiny_context
