@@ -70,7 +70,7 @@ class DivergedError(UserError):
     def __init__(self, phase: str, epoch: int, step: int, value: float, what: str = "loss"):
         super().__init__(
             f"the run diverged: non-finite {what} {value} in {phase} epoch {epoch}, step {step}; its record says "
-            f"failed and the last good checkpoint is kept. Lower {phase}.lr (or raise grad_clip) and use a new --out"
+            f"failed and the last good checkpoint is kept. Lower {phase}.lr (or {phase}.grad_clip) and use a new --out"
         )
         self.phase, self.epoch, self.step = phase, epoch, step
 

@@ -26,7 +26,7 @@ def test_a_nan_in_final_training_fails_the_run_and_keeps_the_previous_epoch(cli,
     result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*values))
     assert result.code == 2
     assert result.error.startswith("error: the run diverged: non-finite loss nan in evaluate epoch 1, step 0;")
-    assert result.error.endswith("Lower evaluate.lr (or raise grad_clip) and use a new --out")
+    assert result.error.endswith("Lower evaluate.lr (or evaluate.grad_clip) and use a new --out")
 
     record = _strict_json((out / "record.json").read_text())
     assert record["status"] == "failed" and "evaluate epoch 1, step 0" in record["error"]
@@ -43,7 +43,7 @@ def test_a_nan_in_the_search_fails_the_run(cli, tmp_path):
     assert result.code == 2
     assert result.error.startswith("error: the run diverged: non-finite ")
     assert "in search epoch 0, step 0;" in result.error
-    assert result.error.endswith("Lower search.lr (or raise grad_clip) and use a new --out")
+    assert result.error.endswith("Lower search.lr (or search.grad_clip) and use a new --out")
     record = _strict_json((out / "record.json").read_text())
     assert record["status"] == "failed" and "search epoch 0, step 0" in record["error"]
     assert not (out / "search_result.json").exists() and not (out / "model.safetensors").exists()
