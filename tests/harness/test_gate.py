@@ -151,9 +151,9 @@ def test_the_reported_gate_follows_the_plug_in_metric_direction(monkeypatch, dir
 
 
 def test_records_of_a_task_that_is_not_installed_fail_the_reported_gate():
-    runs = [ptb_record("darts", 0, 55.0, {"order": 2})]  # no ptb task here
+    runs = [dict(ptb_record("darts", 0, 55.0, {"order": 2}), task="lm1b")]  # no lm1b task here
     [check] = compare_reported(runs, {"reported": {"test_ppl": 1.0}, "golden": {}})
-    assert not check.ok and check.metric == "task" and "task 'ptb' is not installed" in check.note
+    assert not check.ok and check.metric == "task" and "task 'lm1b' is not installed" in check.note
 
 
 def test_golden_records_are_matched_by_setup_too():
