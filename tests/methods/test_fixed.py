@@ -22,7 +22,7 @@ def test_registered_without_supernet_training_and_defaults_to_darts_v2():
     assert method.derive(lambda weights, batches=None: 0.0) == DARTS_V2
 
 
-@pytest.mark.parametrize("name", GENOTYPES.names())
+@pytest.mark.parametrize("name", [n for n in GENOTYPES.names() if not n.endswith("_rnn")])  # CNN cells, dag space
 def test_derives_the_named_genotype_and_trains_nothing(name):
     method = Fixed(FixedConfig(genotype=name))
     ctx = tiny_context("dag")

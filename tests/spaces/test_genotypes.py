@@ -20,7 +20,8 @@ from egsbench.tasks.spaces import (
 
 
 def test_registry_holds_the_published_cells():
-    assert GENOTYPES.names() == ["darts_v1", "darts_v2", "egs_released_m4", "egs_released_m7"]
+    assert GENOTYPES.names() == ["darts_v1", "darts_v1_rnn", "darts_v2", "darts_v2_rnn", "egs_released_m4",
+                                 "egs_released_m7"]  # fmt: skip
     assert load_genotype("darts_v2") is DARTS_V2
 
 
