@@ -167,6 +167,7 @@ def test_selectors_pick_the_right_reference_row(method, task, config, table, arc
         ("darts_v2", {"cifar10": "DARTS (2nd order) + cutout"}),
         ("egs_released_m4", {"cifar10": "DARTS-EGS (M=4)", "sampling_times": 4}),
         ("egs_released_m7", {"cifar10": "DARTS-EGS (M=7)", "sampling_times": 7}),
+        ("darts_v2_rnn", {}),  # a recurrent cell: no CIFAR-10 row
     ],
 )
 def test_a_published_genotype_reproduces_its_rows(genotype, tables):
@@ -174,6 +175,20 @@ def test_a_published_genotype_reproduces_its_rows(genotype, tables):
     found = {row["table"]: row["architecture"] if row["table"] == "cifar10" else row["M"] for _, row in rows.iterrows()}
     assert found == tables
     assert references_for("fixed", "imagenet", "paper", {"genotype": genotype}).empty  # another task's rows are not
+
+
+@pytest.mark.parametrize(
+    ("task", "genotype", "architecture"),
+    [
+        ("ptb", "darts_v1_rnn", ["DARTS (first order)"]),
+        ("ptb", "darts_v2_rnn", ["DARTS (second order)"]),
+        ("wt2", "darts_v2_rnn", ["DARTS (searched on PTB)"]),  # the PTB cell transferred, as DARTS reports it
+        ("wt2", "darts_v1_rnn", []),
+    ],
+)
+def test_the_recurrent_darts_cells_reproduce_their_rows(task, genotype, architecture):
+    rows = references_for("fixed", task, "paper", {"genotype": genotype}, tables=[task])
+    assert (rows["architecture"].tolist() if len(rows) else []) == architecture
 
 
 def test_a_saved_genotype_and_other_presets():
@@ -363,6 +378,10 @@ def test_a_plug_in_task_with_a_lower_is_better_metric_gets_its_table(ptb_plugin)
     paper = _row(reported(table), "Architecture", "DARTS (second order)")
     assert (paper["Valid ppl"], paper["Test perplexity"], paper["Search cost (GPU days)"]) == (58.1, 55.7, 1)
     assert pd.isna(darts["Valid ppl"])  # the runs record no valid_ppl: blank, never the paper's number
+    fixed = comparison_table([*runs, ptb_record("fixed", 0, 56.5, {"genotype": "darts_v2_rnn"})], "ptb")
+    _assert_paper_layout(fixed, load_reference("ptb"))
+    row = _row(fixed, "Method", "fixed (genotype=darts_v2_rnn)")
+    assert (row["Architecture"], row["Reported"], row["Δ"]) == ("DARTS (second order)", 55.7, pytest.approx(0.8))
     ablation = ablation_table(runs, "ptb")  # no reported M ablation on PTB; lowest perplexity is best
     assert ablation[["M", "Best"]].values.tolist() == [[4, ""], [7, "best"]]
     assert ablation["Reported"].isna().all()
