@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..tasks.spaces import EdgeWeights, Genotype, LossOutput, SearchSpace
-from ..tasks.spaces.errors import check_range
+from ..tasks.spaces.errors import check_weight_optimiser
 
 __all__ = [
     "EdgeWeights",
@@ -75,14 +75,7 @@ class SearchConfig:
 
     def __post_init__(self):
         # epochs = 0 is allowed here; parse_config allows it only for methods that train no supernet.
-        check_range("search.epochs", self.epochs, low=0)
-        for key in ("batch_size", "max_steps_per_epoch", "score_batches"):
-            check_range(f"search.{key}", getattr(self, key), low=1)
-        check_range("search.lr", self.lr, low=0, low_open=True)
-        check_range("search.lr_min", self.lr_min, low=0, high=self.lr)
-        check_range("search.momentum", self.momentum, 0, 1, high_open=True)
-        check_range("search.weight_decay", self.weight_decay, low=0)
-        check_range("search.grad_clip", self.grad_clip, low=0, low_open=True)
+        check_weight_optimiser(self)
 
 
 @dataclass

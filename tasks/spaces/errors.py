@@ -5,7 +5,15 @@ They live on the lowest floor so that spaces, methods, tasks and the harness all
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "DataNotFoundError", "UnknownNameError", "UserError", "check_range"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DataNotFoundError",
+    "UnknownNameError",
+    "UserError",
+    "check_range",
+    "check_weight_optimiser",
+]
 
 
 class UserError(Exception):
@@ -53,3 +61,15 @@ def check_range(key: str, value: float | None, low: float | None = None, high: f
         else:
             span = f"{'<' if high_open else '<='} {high}"
         raise ConfigError(f"config key {key} must be {span}, got {value}")
+
+
+def check_weight_optimiser(config, block: str = "search") -> None:
+    """Range checks of the weight-optimiser fields every ``search:`` block carries (methods read them)."""
+    check_range(f"{block}.epochs", config.epochs, low=0)  # 0 only for methods without supernet training
+    for key in ("batch_size", "max_steps_per_epoch", "score_batches"):
+        check_range(f"{block}.{key}", getattr(config, key), low=1)
+    check_range(f"{block}.lr", config.lr, low=0, low_open=True)
+    check_range(f"{block}.lr_min", config.lr_min, low=0, high=config.lr)
+    check_range(f"{block}.momentum", config.momentum, 0, 1, high_open=True)
+    check_range(f"{block}.weight_decay", config.weight_decay, low=0)
+    check_range(f"{block}.grad_clip", config.grad_clip, low=0, low_open=True)
