@@ -637,9 +637,19 @@ def run_experiment(
     """
     out_dir = Path(out_dir)
     _check_folder(cfg, out_dir, resume)
+    threads_before = torch.get_num_threads()
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)  # recorded in the manifest's device string
+        return _run_experiment(cfg, out_dir, progress, resume, log_with)
+    finally:
+        torch.set_num_threads(threads_before)  # a notebook's or a test session's later runs are not affected
+
+
+def _run_experiment(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
+                    log_with: list[str] | None) -> RunResult:  # fmt: skip
+    """:func:`run_experiment` once the thread count is set."""
     apply_determinism(cfg.deterministic)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)  # recorded in the manifest's device string
     accelerator = _accelerator(cfg, log_with, out_dir)
     task = TASKS.get(cfg.task_name)(cfg.task)
     data = task.prepare_data()  # before any output, so missing data leaves nothing behind

@@ -109,6 +109,14 @@ def test_deterministic_key_turns_on_deterministic_algorithms_and_is_recorded(tmp
         torch.use_deterministic_algorithms(False)
 
 
+def test_threads_key_applies_to_the_run_only(tmp_path):
+    before = torch.get_num_threads()
+    want = 1 if before > 1 else 2
+    record = egsbench.run("smoke/random-cifar10", tmp_path / "t", overrides={"threads": want, "evaluate.epochs": 1})
+    assert record.manifest.device.startswith(f"cpu ({want} threads)")
+    assert torch.get_num_threads() == before  # later runs in this process are not affected
+
+
 @pytest.mark.parametrize("flag", ["--calibrate", "--update-golden"])
 def test_writing_regress_commands_need_an_explicit_folder_outside_site_packages(flag, tmp_path, capsys):
     runs = tmp_path / "runs"
