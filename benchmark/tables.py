@@ -108,6 +108,7 @@ def _run_row(record: dict | Record) -> dict:
     hours = search.get("device_hours")
     search_s = [search.get("wall_time_s"), search.get("derive_wall_time_s")]
     return {
+        **((record.get("extras") or {}).get("valid") or {}),  # the last validation numbers (e.g. valid_ppl)
         **(record.get("metrics") or {}),
         "method": method,
         "task": record.get("task"),

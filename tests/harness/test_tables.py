@@ -387,6 +387,13 @@ def test_a_plug_in_task_with_a_lower_is_better_metric_gets_its_table(ptb_plugin)
     assert ablation["Reported"].isna().all()
 
 
+def test_the_valid_perplexity_a_run_records_in_extras_fills_its_column(ptb_plugin):
+    runs = [ptb_record("darts", s, ppl, {"order": 2}, extras={"valid": {"valid_ppl": v, "valid_loss": 4.1}})
+            for s, (ppl, v) in enumerate(((55.0, 58.0), (56.0, 59.0)))]  # fmt: skip
+    darts = _row(ours(comparison_table(runs, "ptb")), "Architecture", "DARTS (second order)")
+    assert darts["Valid ppl"] == pytest.approx(58.5)  # the runs' mean, beside the paper's 58.1
+
+
 def test_a_task_whose_main_metric_is_not_among_its_metrics_is_named(monkeypatch):
     broken = type("Broken", (PennTreebank,), {"main_metric": "perplexity"})
     monkeypatch.setitem(TASKS._entries, "ptb", broken)
