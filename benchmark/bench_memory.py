@@ -7,12 +7,8 @@ cache), through three phases on fixed random batches:
 - ``first_step``: the first ``method.step`` (optimiser state is allocated lazily here);
 - ``step``: the second ``method.step``: the steady-state step, the number to compare.
 
-Each phase reports the memory at its start, its peak, and the increment (peak - start). On CUDA
-these are ``torch.cuda.memory_allocated`` / ``max_memory_allocated`` after
-``reset_peak_memory_stats`` (tensors only, no allocator cache). On CPU they are the process's
-resident set: the peak is ``VmHWM`` after resetting it through ``/proc/self/clear_refs``
-(Linux >= 4.0), else the maximum of ``psutil`` RSS samples taken every millisecond; there the
-start includes the interpreter and torch (hundreds of MB), so compare increments.
+Each phase reports the memory at its start, its peak, and the increment (peak - start), measured by
+``benchmark.memory.MemoryProbe`` (CUDA allocator counters; on CPU the resident set, so compare increments).
 
     python -m egsbench.benchmark.bench_memory                          # C=16, 8 cells, batch 64, every method
     python -m egsbench.benchmark.bench_memory --channels 4 --layers 5 --batch 8 --methods egs_m1 darts_1st
@@ -24,109 +20,26 @@ Target (issue 13): EGS M = 1 at most 1/3 of DARTS's (first order) peak at batch 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import torch
 
 from .bench_methods import BASELINE, VARIANTS, make_step
+from .memory import MB, MemoryProbe
 
 __all__ = ["PHASES", "RATIO_TARGET", "MemoryProbe", "main", "measure", "measure_in_subprocess", "memory_table"]
 
 PHASES = ("build", "first_step", "step")
 RATIO_TARGET = 1 / 3  # EGS M = 1 / DARTS at batch 64
-MB = 2**20
 # glibc keeps freed heap pages, so a second step would reuse the first's without raising RSS. In the worker,
 # allocations above 64 KiB are mmapped (unmapped on free) and the heap is trimmed down to 128 KiB of slack,
 # so each phase starts from what is live. (Fixing the threshold also stops glibc from raising it adaptively.)
 GLIBC_RETURN_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
-
-
-def _proc_status(key: str) -> int:
-    """A ``/proc/self/status`` field in bytes (``VmRSS``, ``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024  # kB
-    raise KeyError(key)
-
-
-def _can_reset_hwm() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (VmHWM)
-        _proc_status("VmHWM")
-        return True
-    except (OSError, KeyError):  # not Linux, an old kernel, or no permission
-        return False
-
-
-def _malloc_trim() -> None:
-    """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class MemoryProbe:
-    """Peak memory of a code region: ``start()``, run it, ``stop() -> (start_bytes, peak_bytes)``.
-
-    Args:
-        device: on CUDA the caching allocator's counters; elsewhere the resident set (see the module docstring).
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        if device.type == "cuda":
-            self.how = "cuda max_memory_allocated"
-        elif _can_reset_hwm():
-            self.how = "VmHWM after clear_refs"
-        else:
-            import psutil  # the fallback needs it; a clear error if absent
-
-            self.how = "psutil RSS sampled every 1 ms"
-            self._process = psutil.Process()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> int:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        elif self.how.startswith("VmHWM"):
-            _malloc_trim()
-            Path("/proc/self/clear_refs").write_text("5")
-            self._start = _proc_status("VmRSS")
-        else:
-            _malloc_trim()
-            self._start = self._peak = self._process.memory_info().rss
-            self._running = True
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self._start
-
-    def _sample(self) -> None:
-        while self._running:
-            self._peak = max(self._peak, self._process.memory_info().rss)
-            time.sleep(0.001)
-
-    def stop(self) -> tuple[int, int]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif self.how.startswith("VmHWM"):
-            peak = _proc_status("VmHWM")
-        else:
-            self._running = False
-            self._thread.join()
-            peak = max(self._peak, self._process.memory_info().rss)
-        return self._start, max(peak, self._start)
 
 
 def measure(name: str, channels: int, layers: int, batch: int, device: str, time_steps: int = 0) -> dict:

@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     regress.add_argument("--runs", type=Path, default=Path("runs"))
     regress.add_argument("--tolerances", type=Path, default=None, help="default: results/tolerances.yaml")
     regress.add_argument("--golden", type=Path, default=None, help="default: results/golden")
+    regress.add_argument("--task", action="append", default=None, metavar="TASK",
+                         help="check only the golden records of this task (repeatable; default: all), e.g. "
+                         "--task cifar10 on a machine without the PTB files")  # fmt: skip
     regress.add_argument("--update-golden", action="store_true",
                          help="copy the smoke records in --runs into --out as golden records")  # fmt: skip
     regress.add_argument("--calibrate", action="store_true",
@@ -253,6 +256,13 @@ def _regress(args) -> int:
         return 0
     tolerances = load_tolerances(args.tolerances) if args.tolerances else load_tolerances()
     golden = [read_record(p) for p in sorted(golden_dir.glob("*.json"))]  # older versions upgraded
+    if args.task:
+        have = sorted({g["task"] for g in golden})
+        unknown = sorted(set(args.task) - set(have))
+        if unknown:
+            raise UserError(f"--task {', '.join(unknown)}: no golden record of that task in {golden_dir} "
+                            f"(tasks with golden records: {', '.join(have)})")  # fmt: skip
+        golden = [g for g in golden if g["task"] in args.task]
     checks = compare_reported(records, tolerances) + compare_golden(records, golden, tolerances)
     print(render_checks(checks))
     failed = [c for c in checks if not c.ok]

@@ -132,21 +132,28 @@ class Metrics(_Closed):
             raise KeyError(key) from None
 
 
-class SearchCost(_Closed):
+class _Throughput(_Closed):
+    # optional: records written before they were measured lack them
+    examples_per_s: Rate = Field(None, description="training examples (example_unit) per second, all processes")
+    example_unit: str | None = Field(None, description="what one example is: images, tokens, ...")
+    peak_memory_how: str | None = Field(None, description="how peak_memory_mb was measured (benchmark.memory)")
+
+
+class SearchCost(_Throughput):
     wall_time_s: Amount
     derive_wall_time_s: Amount
     steps: Count
     steps_per_s: Rate
     device_hours: Amount = Field(description="wall time x processes")
-    peak_memory_mb: Amount
+    peak_memory_mb: Amount = Field(description="the phase's own peak (MiB; CPU: resident set, CUDA: tensors)")
 
 
-class EvaluateCost(_Closed):
+class EvaluateCost(_Throughput):
     wall_time_s: Amount
     steps: Count
     steps_per_s: Rate
     device_hours: Amount = Field(description="wall time x processes")
-    peak_memory_mb: Amount
+    peak_memory_mb: Amount = Field(description="the phase's own peak (MiB; CPU: resident set, CUDA: tensors)")
 
 
 class Data(_Closed):

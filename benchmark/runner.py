@@ -31,7 +31,6 @@ import fcntl
 import json
 import math
 import os
-import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +52,7 @@ from ..tasks import TASKS
 from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
 from .checkpoint import Checkpointer
 from .config import ExperimentConfig
+from .memory import MB, MemoryProbe
 from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
@@ -163,10 +163,25 @@ def _device_name(accelerator: Accelerator) -> str:
     return f"{device.type} ({torch.get_num_threads()} threads) x{accelerator.num_processes}"
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def count_examples(task, batch) -> int:
+    """Training examples in ``batch``: the task's ``count_examples`` (a language model counts tokens), else the
+    leading dimension of the batch's first tensor (images)."""
+    counter = getattr(task, "count_examples", None)
+    if counter is not None:
+        return int(counter(batch))
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0])
+
+
+def _throughput(task, examples: int, elapsed: float, world: int, probe: MemoryProbe) -> dict:
+    """The cost fields every phase records beside its wall time: examples per second and the phase's peak memory."""
+    _, peak = probe.stop()
+    return {
+        "peak_memory_mb": peak / MB,
+        "examples_per_s": examples * world / elapsed if elapsed > 0 else None,
+        "example_unit": getattr(task, "example_unit", "examples"),
+        "peak_memory_how": probe.how,
+    }
 
 
 @torch.no_grad()
@@ -241,7 +256,7 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
     state = task.start_epoch(net, optimizer, epoch, recipe)
     lr = optimizer.param_groups[0]["lr"]  # the epoch's base lr (a task may scale it per step)
     net.train()
-    loss_sum, metric_sums, taken = 0.0, {}, 0
+    loss_sum, metric_sums, taken, examples = 0.0, {}, 0, 0
     for i, batch in enumerate(loader):
         if i >= steps:
             break
@@ -256,13 +271,14 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
         optimizer.step()
         loss_sum += loss
         taken += 1
+        examples += count_examples(task, batch)
         for k, v in out.metrics.items():
             metric_sums[k] = metric_sums.get(k, 0.0) + v
         if bar is not None:
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}")
     taken = max(taken, 1)
-    row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / taken}
+    row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / taken, "examples": examples}
     row |= {f"train_{k}": v / taken for k, v in metric_sums.items()}
     if evaluate is None:  # the runner's default: the task's own splits on the same accelerator
         evaluate = _evaluator(task, net, accelerator, recipe.batch_size)
@@ -289,6 +305,8 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
     """
     space = SPACES.get(cfg.space)
+    probe = MemoryProbe(accelerator.device)
+    probe.start()  # this phase's own peak: building the supernet, the search and the derivation
     set_seed(cfg.seed)
     supernet = task.build_supernet(space, cfg.search)
     method = METHODS.get(cfg.method_name)(cfg.method)
@@ -337,7 +355,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     # Methods without supernet training (the DARTS random baseline) go straight to derivation.
     epochs = cfg.search.epochs if getattr(method, "trains_supernet", True) else 0
     ckpt = Checkpointer(folder, accelerator)
-    curves, probs_history, elapsed, first = [], [], 0.0, 0
+    curves, probs_history, elapsed, first, examples = [], [], 0.0, 0, 0
     restored = ckpt.restore()
     if restored is not None:
         method.load_state_dict(restored.state["method"])
@@ -345,6 +363,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         val_gen.set_state(restored.state["val_gen"])
         curves, probs_history = restored.progress["curves"], restored.progress["probabilities"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
+        examples = restored.progress.get("examples", 0)  # absent from checkpoints written before it was counted
         logger.info(f"resumed the search after epoch {restored.epoch}")
     bar = tqdm(total=epochs * steps, initial=first * steps, desc=f"search {cfg.method_name}", leave=False,
                disable=not (progress and accelerator.is_main_process))  # fmt: skip
@@ -358,20 +377,24 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
             if i >= steps:
                 break
             stats = method.step(batch, next(val_iter))
+            examples += count_examples(task, batch)
             _check_finite("search", epoch, i, {"loss": stats.loss, **stats.metrics, **stats.extras})
             for key, value in {"loss": stats.loss, **stats.metrics, **stats.extras}.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.update()
             bar.set_postfix(loss=f"{stats.loss:.3f}", **{k: f"{v:.3g}" for k, v in stats.extras.items()})
         elapsed += time.perf_counter() - start
-        curves.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()}, "seconds": elapsed})
+        probs = {t: p.detach().cpu() for t, p in method.probabilities().items()}
+        curves.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()},
+                       "arch_entropy": arch_entropy(probs), "seconds": elapsed})  # fmt: skip
         if log is not None:
             log({f"search/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
-        probs_history.append({t: p.detach().cpu().tolist() for t, p in method.probabilities().items()})
+        probs_history.append({t: p.tolist() for t, p in probs.items()})
         _check_finite("search", epoch, steps - 1, {**curves[-1], **{f"{t}-cell architecture probabilities": p
                                                                    for t, p in probs_history[-1].items()}})  # fmt: skip
         state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
-        ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed})
+        ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed,
+                                 "examples": examples})  # fmt: skip
     bar.close()
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
@@ -397,7 +420,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
             "steps": total_steps,
             "steps_per_s": total_steps / elapsed if elapsed > 0 else None,
             "device_hours": (elapsed + derive_seconds) * accelerator.num_processes / 3600,
-            "peak_memory_mb": _peak_memory_mb(accelerator.device),
+            **_throughput(task, examples, elapsed, accelerator.num_processes, probe),
         },
         "derive_score": getattr(method, "derive_score", None),
     }
@@ -410,6 +433,8 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
     """
     ev = cfg.evaluate
+    probe = MemoryProbe(accelerator.device)
+    probe.start()  # this phase's own peak, not the search's
     set_seed(cfg.seed)
     net = task.build_network(genotype, ev)
     params = count_parameters(net)
@@ -466,7 +491,8 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
             "steps": total_steps,
             "steps_per_s": total_steps / elapsed if elapsed > 0 else None,
             "device_hours": elapsed * accelerator.num_processes / 3600,
-            "peak_memory_mb": _peak_memory_mb(accelerator.device),
+            **_throughput(task, sum(row.get("examples", 0) for row in curves), elapsed, accelerator.num_processes,
+                          probe),  # fmt: skip
         },
     }
 
@@ -622,6 +648,20 @@ def _save_weights(model: torch.nn.Module, path: Path, genotype: Genotype, run_na
     os.replace(tmp, path)
 
 
+def arch_entropy(probabilities: dict[str, torch.Tensor]) -> float | None:
+    """Mean entropy (nats) of the per-edge op distributions a method reports, over every edge of every cell type.
+
+    How far the search has committed: ``log K`` for uniform alphas, 0 for one-hot. None when the
+    method has no distribution over ops (a method that trains no architecture parameters).
+    """
+    rows = [p.reshape(-1, p.shape[-1]).double() for p in probabilities.values() if p.numel()]
+    if not rows:
+        return None
+    p = torch.cat(rows)
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-30)
+    return float(-(p * p.clamp_min(1e-30).log()).sum(-1).mean())
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | Path,
@@ -712,6 +752,9 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     extras = _extras(data, final["curves"])
+    for part in (task, cfg.method):  # optional hooks, e.g. ImageNet's fitted width, a fixed run's genotype source
+        hook = getattr(part, "record_extras", None)
+        extras |= hook() if callable(hook) else {}
     if accelerator.num_processes > 1 or cfg.lr_scaling != "none":
         extras["scaling"] = scaling
     if cfg.search_mixed_precision != "no":

@@ -51,6 +51,17 @@ Deviations, and why:
   i.e. 100/600 of the 1.5-GPU-day evaluation per cell; the baseline's 24 cells took 4
   GPU-days, where an 8-cell C = 16 network would take well under one). Candidates train on
   search-train, to which the task applies no cutout.
+- A candidate whose search-val score is not finite ranks below every finite one (the release
+  compares NaN as it comes, which can pick it): on PTB an unbounded recurrent cell (ReLU or
+  identity chains) can overflow over a whole split. Only when every candidate scores NaN does
+  the run stop as diverged.
+- Candidates are scored with train-mode BatchNorm (each batch's own statistics): the supernet's
+  running averages were gathered over random architectures, ``none`` included, so they describe
+  no single candidate (on the recurrent supernet, nodes that sampled ``none`` drive the running
+  variance towards 0 and the scores overflow). The CNN release scores in eval mode; its PTB
+  release trains DARTS's final recurrent model (no BatchNorm, ``none`` never sampled) instead
+  of the search supernet, which this project does not replicate: here every method shares the
+  space's supernet.
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ from .base import (
     ScoreFn,
     SearchContext,
     StepStats,
+    batch_statistics,
     cosine_lr,
     make_weight_optimizer,
     set_lr,
@@ -83,6 +95,11 @@ PAPER_CANDIDATES = {"weight_sharing": 1000, "darts_baseline": 24}
 
 # {cell type: [(src, dst, op index), ...]}: a sampled architecture, sorted by (dst, src).
 Cells = dict[str, list[tuple[int, int, int]]]
+
+
+def _rank(score: float) -> float:
+    """A candidate's score for ranking: a non-finite one (NaN, an overflow) below every finite one."""
+    return score if math.isfinite(score) else -math.inf
 
 
 def sample_cells(space: SearchSpace, generator: torch.Generator, ops: Sequence[int], inputs: int = 2) -> Cells:
@@ -225,6 +242,8 @@ class RandomSearch:
         )
 
     # -- derivation ----------------------------------------------------------------------------
+    # A candidate whose score is not finite (its activations overflowed: an unbounded recurrent cell run over
+    # a whole split, say) ranks below every finite one; only when all are non-finite is the run diverged.
     def derive(self, score: ScoreFn) -> Genotype:
         gen = torch.Generator().manual_seed(self.ctx.seed + 1)
         space = self.ctx.space
@@ -237,21 +256,27 @@ class RandomSearch:
 
     @torch.no_grad()
     def _select_with_shared_weights(self, candidates: list[Cells], score: ScoreFn) -> int:
-        """Li & Talwalkar: score all on a few minibatches, re-score the best on the whole split."""
+        """Li & Talwalkar: score all on a few minibatches, re-score the best on the whole split (train-mode
+        BatchNorm: the running averages were gathered over random architectures, see the module docstring)."""
         cfg, space, device = self.config, self.ctx.space, self.ctx.device
-        self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=cfg.score_batches))
-                                 for c in candidates]  # fmt: skip
+        with batch_statistics(self.ctx.model):
+            return self._score_and_rescore(candidates, score, cfg.score_batches, space, device)
+
+    def _score_and_rescore(self, candidates: list[Cells], score: ScoreFn, batches: int, space, device) -> int:
+        cfg = self.config
+        self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=batches)) for c in candidates]
         # Stable sort: ties keep sampling order, so the choice is seeded.
-        top = sorted(range(len(candidates)), key=self.candidate_scores.__getitem__, reverse=True)[: cfg.n_rescore]
+        top = sorted(range(len(candidates)), key=lambda i: _rank(self.candidate_scores[i]), reverse=True)
+        top = top[: cfg.n_rescore]
         self.rescores = [(i, float(score(one_hot_weights(space, candidates[i], device), batches=None))) for i in top]
-        best, self.derive_score = max(self.rescores, key=lambda r: r[1])
+        best, self.derive_score = max(self.rescores, key=lambda r: _rank(r[1]))
         return best
 
     def _select_by_training(self, candidates: list[Cells]) -> int:
         """DARTS baseline: train every candidate briefly (through the runner), keep the best on search-val."""
         space = self.ctx.space
         self.candidate_scores = [float(self.ctx.train_candidate(cell_genotype(space, c))) for c in candidates]
-        best = max(range(len(candidates)), key=self.candidate_scores.__getitem__)
+        best = max(range(len(candidates)), key=lambda i: _rank(self.candidate_scores[i]))
         self.derive_score = self.candidate_scores[best]
         return best
 

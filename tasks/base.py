@@ -146,6 +146,8 @@ class Task(Protocol):
     main_metric: str  # the name of the metric tables and the regression gate report (e.g. "error")
     score_key: str  # the metric that ranks candidates during derivation (its direction from ``metrics``)
     reference_table: str | None  # the reference table (results/references/<name>.csv) of this task
+    # Optional: ``example_unit`` ("images", "tokens"; default "examples") and ``count_examples(batch) -> int``
+    # (default: the leading dimension of the batch's first tensor) give the record's examples_per_s.
 
     def prepare_data(self) -> DataInfo:
         """Load or locate the data; raise ``DataNotFoundError`` saying where it looked and what to do."""

@@ -152,6 +152,7 @@ class CIFAR10:
     )
     main_metric = "error"  # the papers' tables report test error
     score_key = "accuracy"  # candidates are ranked by search-val accuracy
+    example_unit = "images"  # throughput in the record: training images per second
     reference_table = "cifar10"
     mean, std = MEAN, STD  # per-channel normalisation of the [0, 1] pixels
 

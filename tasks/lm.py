@@ -344,6 +344,7 @@ class LanguageModelTask:
     metrics = (Metric("ppl", "min", "Test perplexity"), Metric("loss", "min", "Test loss (nats/token)"))
     main_metric = "ppl"
     score_key = "ppl"  # candidates ranked by search-val perplexity (lower is better)
+    example_unit = "tokens"  # throughput in the record: predicted tokens per second
     conformance_space, conformance_genotype = "dag_rnn", "darts_v2_rnn"  # for egsbench.testing.check_task
     name = ""
     label = ""
@@ -513,6 +514,11 @@ class LanguageModelTask:
         logits, hidden, raw = model(*args)
         batch.carry.leave(hidden)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), raw
+
+    @staticmethod
+    def count_examples(batch: LMBatch) -> int:
+        """Tokens predicted in ``batch`` (the runner's throughput unit here)."""
+        return batch.y.numel()
 
     def search_loss(self, model: nn.Module, batch: LMBatch, weights: EdgeWeights) -> LossOutput:
         loss, raw = self._forward(model, batch, weights)

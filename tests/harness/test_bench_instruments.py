@@ -10,6 +10,7 @@ import torch
 
 from egsbench.benchmark import bench_memory, bench_peer, bench_scaling, gpu_check
 from egsbench.benchmark.bench_methods import make_method
+from egsbench.benchmark.memory import MemoryProbe
 
 
 @pytest.fixture
@@ -66,6 +67,21 @@ def test_memory_probe_sees_an_allocation_inside_its_phase():
     start, peak = probe.stop()
     del block
     assert peak - start > 48 * 2**20, probe.how
+
+
+def test_memory_probe_phases_do_not_inherit_an_earlier_peak():
+    probe = MemoryProbe(torch.device("cpu"))
+    if probe.how.startswith("ru_maxrss"):
+        pytest.skip("neither /proc/self/clear_refs nor psutil: only the lifetime peak is available")
+    probe.start()
+    block = torch.ones(256 * 2**20 // 4)  # 256 MB, touched, then freed
+    _, first_peak = probe.stop()
+    del block
+    probe.start()
+    small = torch.ones(2**20)  # 4 MB
+    start, second_peak = probe.stop()
+    del small
+    assert second_peak < first_peak - 128 * 2**20, (probe.how, first_peak, second_peak)
 
 
 def test_memory_benchmark_measures_each_method_in_its_own_process(tmp_path):

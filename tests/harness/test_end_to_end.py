@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
+import torch
 import yaml
 
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
-from egsbench.benchmark.runner import run_experiment
+from egsbench.benchmark.runner import arch_entropy, run_experiment
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
 
 RECORD_KEYS = {"schema_version", "method", "task", "space", "preset", "seed", "config_hash", "metrics", "genotype",
@@ -39,7 +41,7 @@ def check_run_folder(folder, cfg):
     search_rows = list(csv.DictReader(open(folder / "search_curves.csv")))
     eval_rows = list(csv.DictReader(open(folder / "eval_curves.csv")))
     assert len(search_rows) == cfg.search.epochs and len(eval_rows) == cfg.evaluate.epochs
-    assert {"loss", "accuracy", "tau", "lr", "ops_per_edge"} <= set(search_rows[0])
+    assert {"loss", "accuracy", "tau", "lr", "ops_per_edge", "arch_entropy"} <= set(search_rows[0])
     assert "test_accuracy" in eval_rows[-1]
     assert not list(folder.glob(".*.tmp"))  # no temporary files left behind
     return record
@@ -51,6 +53,11 @@ def test_smoke_run_on_embedded_data(tmp_path):
     record = check_run_folder(tmp_path / "run", cfg)
     assert record["data"]["source"] == "embedded:cifar10_demo.npz"
     assert result.record == record
+    for phase, batch in (("search", cfg.search.batch_size), ("evaluate", cfg.evaluate.batch_size)):
+        cost = record[phase]
+        assert cost["example_unit"] == "images" and cost["peak_memory_how"] and cost["peak_memory_mb"] > 0
+        # every step trains on one full batch, so images/s = steps/s x batch (both over the same wall time)
+        assert cost["examples_per_s"] == pytest.approx(cost["steps_per_s"] * batch, rel=1e-9), phase
     with pytest.raises(UserError, match="already exists"):
         run_experiment(cfg, tmp_path / "run", progress=False)
 
@@ -76,3 +83,14 @@ def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
     assert record["data"]["sizes"] == {"search-train": 512, "search-val": 512, "train": 1024, "test": 512}
     printed = capsys.readouterr().out
     assert "test_accuracy" in printed and "egs" in printed
+
+
+def test_arch_entropy_is_log_k_for_uniform_and_zero_for_one_hot():
+    k = 8
+    uniform = {"normal": torch.full((14, k), 1 / k), "reduce": torch.full((14, k), 1 / k)}
+    assert arch_entropy(uniform) == pytest.approx(math.log(k))
+    one_hot = {"normal": torch.eye(k)[torch.arange(14) % k]}
+    assert arch_entropy(one_hot) == pytest.approx(0.0, abs=1e-12)
+    mixed = {"normal": torch.tensor([[0.5, 0.5, 0.0]]), "reduce": torch.tensor([[1.0, 0.0, 0.0]])}
+    assert arch_entropy(mixed) == pytest.approx(math.log(2) / 2)  # the mean over edges of both cell types
+    assert arch_entropy({}) is None

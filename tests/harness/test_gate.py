@@ -12,7 +12,14 @@ import yaml
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.records import read_record
-from egsbench.benchmark.regress import GOLDEN_DIR, calibrate, compare_golden, compare_reported, load_tolerances
+from egsbench.benchmark.regress import (
+    GOLDEN_DIR,
+    calibrate,
+    compare_golden,
+    compare_reported,
+    golden_tolerance,
+    load_tolerances,
+)
 from egsbench.benchmark.runner import run_experiment
 from egsbench.methods import METHODS
 from egsbench.tasks import TASKS, Metric
@@ -58,7 +65,7 @@ def test_regress_fails_on_a_moved_golden_number(smoke_runs, tmp_path, capsys):
     shutil.copytree(GOLDEN_DIR, golden)
     path = golden / "egs-cifar10-seed0.json"
     record = json.loads(path.read_text())
-    tolerance = load_tolerances()["golden"]["egs"]["test_accuracy"]
+    tolerance = load_tolerances()["golden"]["egs/cifar10"]["test_accuracy"]
     record["metrics"]["test_accuracy"] += tolerance + 5.0
     path.write_text(json.dumps(record))
     assert main(["regress", "--runs", str(smoke_runs / "a"), "--golden", str(golden)]) == 1
@@ -86,12 +93,35 @@ def test_reported_numbers_gate_paper_records():
     assert not check.ok
 
 
+def test_reported_perplexity_gates_paper_ptb_records_lower_is_better():
+    record = json.loads(GOLDEN[0].read_text())
+    paper = dict(record, preset="paper", method="darts", task="ptb", config={"method": {"name": "darts", "order": 2}})
+    tolerances = load_tolerances()
+    for ppl, ok in ((56.6, True), (50.0, True), (56.9, False)):  # reported 55.7, tolerance 1.0; lower is better
+        paper["metrics"] = {"test_ppl": ppl, "test_loss": 4.0, "params_m": 23.0}
+        [check] = [c for c in compare_reported([paper], tolerances) if c.metric == "test_ppl"]
+        assert check.expected == pytest.approx(55.7) and check.ok is ok, ppl
+
+
 def test_calibrate_uses_the_seed_spread():
     base = json.loads(GOLDEN[0].read_text())
     runs = [dict(base, seed=s, metrics=dict(base["metrics"], test_accuracy=a)) for s, a in enumerate((10, 12, 14))]
-    tol = calibrate(runs)[base["method"]]
+    tol = calibrate(runs)[f"{base['method']}/{base['task']}"]
     assert tol["test_accuracy"] == pytest.approx(3 * 2.0)
     assert tol["seeds"] == 3
+
+
+def test_calibrate_keeps_tasks_apart_and_a_plain_method_key_still_applies():
+    base = json.loads(GOLDEN[0].read_text())
+    cifar = [dict(base, seed=s, metrics=dict(base["metrics"], test_accuracy=a)) for s, a in enumerate((10, 12, 14))]
+    ptb = [dict(base, task="ptb", seed=s, metrics={"test_ppl": p, "test_loss": 6.0, "params_m": 0.01})
+           for s, p in enumerate((900.0, 910.0, 920.0))]  # fmt: skip
+    tol = calibrate(cifar + ptb)
+    method = base["method"]
+    assert tol[f"{method}/cifar10"]["test_accuracy"] == pytest.approx(6.0)
+    assert tol[f"{method}/ptb"]["test_ppl"] == pytest.approx(30.0) and "test_accuracy" not in tol[f"{method}/ptb"]
+    assert golden_tolerance({method: {"test_loss": 1.0}}, method, "cifar10") == {"test_loss": 1.0}  # older files
+    assert golden_tolerance(tol, method, "ptb") == tol[f"{method}/ptb"]
 
 
 def test_sweep_skips_finished_runs_and_records_failures(tmp_path, capsys):

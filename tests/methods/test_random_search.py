@@ -182,6 +182,27 @@ def test_derive_rescores_the_first_round_leaders_on_the_full_split_and_keeps_the
     assert method.derive(score) == genotype  # seeded
 
 
+def test_non_finite_candidate_scores_rank_last_and_scoring_uses_batch_statistics():
+    cfg = RandomSearchConfig(n_candidates=6, score_batches=1, n_rescore=3)
+    method, ctx = _build(cfg)
+    bns = [m for m in ctx.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    counter = iter(range(100))
+    hidden = []
+
+    def score(weights, batches=None):
+        hidden.append(all(bn.running_mean is None for bn in bns if bn.track_running_stats))
+        i = next(counter)
+        return math.nan if i % 2 == 0 else float(i)  # every other candidate overflows
+
+    method.derive(score)
+    assert all(hidden)  # train-mode BatchNorm while scoring
+    firsts = method.candidate_scores
+    leaders = [i for i, _ in method.rescores]
+    assert all(math.isfinite(firsts[i]) for i in leaders)  # the three finite ones, NaNs below them
+    assert math.isfinite(method.derive_score)
+    assert all(bn.running_mean is not None for bn in bns if bn.track_running_stats)  # restored afterwards
+
+
 # -- DARTS baseline ------------------------------------------------------------------------------
 def test_darts_baseline_trains_every_candidate_once_and_keeps_the_best():
     trained = []

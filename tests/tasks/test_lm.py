@@ -191,6 +191,8 @@ def test_smoke_search_and_evaluation_per_method(config, tmp_path):
     m = record["metrics"]
     assert set(m) >= {"test_ppl", "test_loss", "params_m"} and m["test_ppl"] == pytest.approx(math.exp(m["test_loss"]))
     assert "valid_ppl" in record["extras"]["valid"] and "search-train" in record["extras"]["data_roles"]
+    ev = record["evaluate"]  # throughput in tokens: each step predicts batch x (its BPTT length) tokens
+    assert ev["example_unit"] == "tokens" and ev["examples_per_s"] > ev["steps_per_s"] * cfg.evaluate.batch_size
     SPACES.get(record["space"]).validate(
         type(GENOTYPES.get("darts_v2_rnn")).from_dict(record["genotype"])
     )
