@@ -2,9 +2,12 @@
 
 ``method: {name: fixed, genotype: NAME_OR_PATH}`` names a genotype in ``GENOTYPES``
 (``egsbench list genotypes``: ``darts_v1``, ``darts_v2``, ``egs_released_m4``,
-``egs_released_m7``) or the path of a genotype JSON file (the ``genotype.json`` of a run
-folder, for instance). The method trains no supernet (``trains_supernet = False``: the runner
-goes from ``setup`` straight to ``derive``), and ``derive`` returns the genotype, so a run
+``egs_released_m7``), the path of a genotype JSON file, or a run folder (its ``genotype.json``:
+``--set method.genotype=runs/egs-cifar10`` transfers a CIFAR-10 search's cell to ImageNet). The
+record keeps where the cell came from under ``extras.genotype_source`` (the name; or the file,
+its sha256 and the method, task, preset, seed and config hash of the run that derived it).
+The method trains no supernet (``trains_supernet = False``: the runner goes from ``setup``
+straight to ``derive``), and ``derive`` returns the genotype, so a run
 is the task's final training and test of that cell, recorded like any other run (the
 search cost is zero; ``search_val_score`` is None: an untrained supernet scores nothing).
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..tasks.spaces import SPACES, ConfigError, Genotype, GenotypeError, genotype_weights, load_genotype
+from ..tasks.spaces.genotypes import genotype_source
 from .base import ScoreFn, SearchContext, StepStats
 from .registry import METHODS
 
@@ -56,6 +60,10 @@ class FixedConfig:
             _space_for(genotype).validate(genotype)
         except GenotypeError as err:
             raise ConfigError(f"method.genotype: {self.genotype}: {err}") from None
+
+    def record_extras(self) -> dict:
+        """Where the cell came from, for the run record (a name, or a file / run folder with its checksum and run)."""
+        return {"genotype_source": genotype_source(self.genotype)}
 
 
 @METHODS.register("fixed")

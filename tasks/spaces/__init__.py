@@ -1,7 +1,7 @@
 """Search spaces: ops, cells, networks, genotypes and cost counting."""
 
 from .cell import Cell, SearchCell, active_ops, drop_path
-from .cnn import AuxiliaryHeadCIFAR, NetworkCIFAR, SearchNetwork
+from .cnn import AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, NetworkCIFAR, NetworkImageNet, SearchNetwork
 from .cost import MacCount, count_macs, count_parameters
 from .errors import ConfigError, DataError, DataNotFoundError, UserError
 from .genotype import (
@@ -36,6 +36,7 @@ __all__ = [
     "PRIMITIVES",
     "SPACES",
     "AuxiliaryHeadCIFAR",
+    "AuxiliaryHeadImageNet",
     "ConfigError",
     "DataError",
     "DataNotFoundError",
@@ -46,6 +47,7 @@ __all__ = [
     "GenotypeError",
     "MacCount",
     "NetworkCIFAR",
+    "NetworkImageNet",
     "EdgeWeights",
     "LossOutput",
     "Registry",

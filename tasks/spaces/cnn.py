@@ -12,6 +12,25 @@ auxiliary head.
 Deviation: the final network accepts any genotype of the ``dag`` space (several ops per
 edge, any in-degree, any concat), of which DARTS genotypes are a special case; parameter
 counts for DARTS genotypes match the original exactly (see tests).
+
+``NetworkImageNet`` and ``AuxiliaryHeadImageNet`` are DARTS's ImageNet (mobile setting)
+network, ``cnn/model.py``: two stride-2 stem convs (``stem0``: conv 3x3 s2 to C/2, BN, ReLU,
+conv 3x3 s2 to C, BN) and a third (``stem1``: ReLU, conv 3x3 s2, BN), so the first cell sees
+s0 at 1/4 and s1 at 1/8 of the input (``reduction_prev=True`` for it); cells at ``L // 3`` and
+``2L // 3`` reduce; the auxiliary head sits after cell ``2L // 3`` (7x7 at 224 px). Deviations,
+none of which changes a number at 224x224:
+
+- the classifier pools with ``AdaptiveAvgPool2d(1)`` where DARTS has ``AvgPool2d(7)`` (the
+  same mean over the 7x7 map at 224 px), so smaller inputs (the smoke presets' 32-64 px) work;
+- the auxiliary head pools with DARTS's ``AvgPool2d(5, stride=2)`` when its input is 7x7 or
+  8x8 (a 2x2 output, as the following 2x2 conv needs) and with ``AdaptiveAvgPool2d(2)`` at
+  other sizes (small smoke inputs); DARTS's head has no BN after its 768-channel conv (a typo
+  it kept for consistency with its paper), and neither has this one;
+- drop path in the ImageNet cells is ``timm.layers.drop_path`` (the same per-sample Bernoulli
+  mask scaled by 1/keep; it multiplies by ``mask / keep`` where :func:`.cell.drop_path` divides
+  by ``keep`` and then masks, so the two can differ in the last float bit; the CIFAR network
+  keeps the project's, so its golden records stay bit-exact). DARTS trains ImageNet without
+  drop path (``drop_path_prob 0``) anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from timm.layers import drop_path as timm_drop_path
 from torch import nn
 
 from .cell import Cell, SearchCell, active_ops
@@ -26,7 +46,7 @@ from .cost import MacCount, count_macs, count_parameters
 from .genotype import Genotype, SearchSpace
 from .ops import Identity
 
-__all__ = ["AuxiliaryHeadCIFAR", "NetworkCIFAR", "SearchNetwork"]
+__all__ = ["AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet", "NetworkCIFAR", "NetworkImageNet", "SearchNetwork"]
 
 STEM_MULTIPLIER = 3
 
@@ -235,6 +255,139 @@ class NetworkCIFAR(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         aux = None
         s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary is not None and self.training:
+                aux = self.auxiliary(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+
+    def num_parameters(self) -> int:
+        return count_parameters(self)
+
+
+# -- ImageNet (mobile setting) ------------------------------------------------------------------
+class AuxiliaryHeadImageNet(nn.Module):
+    """Auxiliary classifier after cell ``2L // 3``: a 7x7 map at 224 px (DARTS's docstring says 14x14; it is 7x7).
+
+    Args:
+        c: input channels.
+        num_classes: classifier outputs.
+        size: side of the input map; DARTS's ``AvgPool2d(5, stride=2)`` gives the 2x2 map the 2x2 conv needs
+            only at 7 or 8, so other sizes pool adaptively to 2x2 (smoke-sized inputs).
+    """
+
+    def __init__(self, c: int, num_classes: int, size: int = 7):
+        super().__init__()
+        darts_pool = (size - 5) // 2 + 1 == 2
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False) if darts_pool else nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1; DARTS has no BN here (see the module docstring)
+            nn.ReLU(inplace=False),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class ImageNetCell(Cell):
+    """A final-network cell whose drop path is timm's (``timm.layers.drop_path``); otherwise :class:`.cell.Cell`."""
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        for dst in self.nodes:
+            node = None
+            for (src, d), op in zip(self.links, self.ops, strict=True):
+                if d != dst:
+                    continue
+                y = op(states[src])
+                if not isinstance(op, Identity):
+                    y = timm_drop_path(y, drop_prob, self.training)  # identity when not training or drop_prob == 0
+                node = y if node is None else node + y
+            states[dst] = node
+        return torch.cat([states[n] for n in self.concat], dim=1)  # (B, len(concat) * C, H', W')
+
+
+def _imagenet_stems(in_channels: int, c: int) -> tuple[nn.Sequential, nn.Sequential]:
+    stem0 = nn.Sequential(
+        nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),  # (B, C/2, H/2, W/2)
+        nn.BatchNorm2d(c // 2),
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),  # (B, C, H/4, W/4)
+        nn.BatchNorm2d(c),
+    )
+    stem1 = nn.Sequential(
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),  # (B, C, H/8, W/8)
+        nn.BatchNorm2d(c),
+    )
+    return stem0, stem1
+
+
+def _down(size: int, times: int) -> int:
+    """Side of a map after ``times`` stride-2, padding-1, 3x3 convs (or 1x1 stride-2 reductions): ceil(size / 2)."""
+    for _ in range(times):
+        size = (size + 1) // 2
+    return size
+
+
+class NetworkImageNet(nn.Module):
+    """The final ImageNet network for a genotype (DARTS ``NetworkImageNet``, mobile setting: C=48, 14 cells).
+
+    ``forward`` returns ``(logits, aux_logits)`` as :class:`NetworkCIFAR`; parameter counts exclude the
+    auxiliary head. ``image_size`` sizes only the auxiliary head's pooling (see the module docstring).
+
+    Examples:
+        >>> from tasks.spaces import DARTS_V2
+        >>> net = NetworkImageNet(DARTS_V2, channels=8, num_classes=5, layers=3, image_size=64).eval()
+        >>> net(torch.zeros(2, 3, 64, 64))[0].shape
+        torch.Size([2, 5])
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        channels: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool = False,
+        in_channels: int = 3,
+        image_size: int = 224,
+    ):
+        super().__init__()
+        if channels < 2 or channels % 2:
+            raise ValueError(f"NetworkImageNet needs an even channel count >= 2 (stem C/2, FactorizedReduce), got "
+                             f"{channels}")  # fmt: skip
+        self.drop_path_prob = 0.0
+        self.stem0, self.stem1 = _imagenet_stems(in_channels, channels)
+        c_pp, c_p, c_curr = channels, channels, channels
+        self.cells = nn.ModuleList()
+        reduction_prev = True  # s0 (stem0) is twice the resolution of s1 (stem1)
+        c_aux = None
+        for i in range(layers):
+            reduction = _is_reduction(i, layers)
+            c_curr = c_curr * 2 if reduction else c_curr
+            cell_genotype = genotype["reduce" if reduction else "normal"]
+            cell = ImageNetCell(cell_genotype, 2, c_pp, c_p, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == 2 * layers // 3:
+                c_aux = c_p
+        self.aux_index = 2 * layers // 3
+        aux_size = _down(image_size, 3 + sum(_is_reduction(i, layers) for i in range(self.aux_index + 1)))
+        self.auxiliary = AuxiliaryHeadImageNet(c_aux, num_classes, aux_size) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux = None
+        s0 = self.stem0(x)  # (B, C, H/4, W/4)
+        s1 = self.stem1(s0)  # (B, C, H/8, W/8)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_index and self.auxiliary is not None and self.training:

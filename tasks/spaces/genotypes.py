@@ -15,6 +15,7 @@ evaluates one without searching.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib.resources import files
 from pathlib import Path
@@ -24,7 +25,7 @@ from .genotype import DARTS_V1, DARTS_V2, Genotype, GenotypeError
 from .registry import Registry, unknown_name_message
 from .rnn import DARTS_V1_RNN, DARTS_V2_RNN
 
-__all__ = ["GENOTYPES", "load_genotype"]
+__all__ = ["GENOTYPES", "genotype_source", "load_genotype"]
 
 RESULTS_PACKAGE = "egsbench.results"  # shipped data, read through importlib.resources
 
@@ -39,7 +40,7 @@ for _m in (4, 7):
 
 
 def load_genotype(name_or_path: str) -> Genotype:
-    """A registered genotype by name, else the genotype JSON file at that path.
+    """A registered genotype by name, else the genotype JSON file at that path, or a run folder's ``genotype.json``.
 
     Raises:
         UnknownNameError: neither a registered name nor an existing file; the message lists the names.
@@ -52,6 +53,8 @@ def load_genotype(name_or_path: str) -> Genotype:
     if name_or_path in GENOTYPES:
         return GENOTYPES.get(name_or_path)
     path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / "genotype.json").is_file():  # a finished run's folder (e.g. a CIFAR-10 search)
+        path = path / "genotype.json"
     if path.is_file():
         try:
             return Genotype.load(path)
@@ -59,5 +62,32 @@ def load_genotype(name_or_path: str) -> Genotype:
             raise GenotypeError(f"{path}: {err}") from None
     raise UnknownNameError(
         unknown_name_message("genotype", name_or_path, GENOTYPES.names())
-        + " (or pass the path of a genotype JSON file; see `egsbench list genotypes`)"
+        + " (or pass the path of a genotype JSON file or of a run folder holding genotype.json; see "
+        "`egsbench list genotypes`)"
     )
+
+
+def genotype_source(name_or_path: str) -> dict:
+    """Where a genotype given as ``name_or_path`` came from, for a run record (a transfer run's provenance).
+
+    A registered name gives ``{"name": ...}``; a file or run folder gives its resolved ``path``, the
+    ``sha256`` of the genotype file, and, when the folder holds the ``record.json`` of the run that
+    derived it, that run's ``method``, ``task``, ``preset``, ``seed`` and ``config_hash``.
+
+    Examples:
+        >>> genotype_source("darts_v2")
+        {'name': 'darts_v2'}
+    """
+    if name_or_path in GENOTYPES:
+        return {"name": name_or_path}
+    path = Path(name_or_path).expanduser().resolve()
+    file = path / "genotype.json" if path.is_dir() else path
+    source: dict = {"path": str(file), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+    record = file.parent / "record.json"
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):  # a record that does not parse says nothing about the cell
+            return source
+        source["run"] = {k: data.get(k) for k in ("method", "task", "preset", "seed", "config_hash")}
+    return source
