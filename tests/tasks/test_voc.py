@@ -15,6 +15,7 @@ from torch import nn
 
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.runner import run_experiment
+from egsbench.benchmark.tables import comparison_table
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import DARTS_V2, GENOTYPES, ConfigError, DataError, DataNotFoundError, count_macs
 from egsbench.tasks.voc import (
@@ -282,6 +283,16 @@ def test_backbone_weights_load_by_name(tmp_path):
 # -- conformance and end to end --------------------------------------------------------------------
 def test_conformance_suite(tmp_path):
     check_task(conformance_task(TASKS.get("voc2012"), tmp_path))
+
+
+def test_published_cell_run_sits_beside_its_paper_row(tmp_path):
+    root = write_voc_fixture(tmp_path / "data", n_train=8, n_val=4)
+    cfg = load_config("smoke/darts_v2-voc2012", [f"task.data_dir={root}"])
+    record = run_experiment(cfg, tmp_path / "run", progress=False).record
+    table = comparison_table([record], "voc2012")
+    assert table["Architecture"].tolist() == ["DARTS", "DARTS", "DARTS-EGS"]  # the run under the DARTS row
+    ours = table[table["Preset"] == "smoke"].iloc[0]
+    assert ours["mIoU (%)"] == record["metrics"]["test_miou"] and ours["Reported (%)"] == 75.4
 
 
 def test_fixed_transfer_run_end_to_end(tmp_path):
