@@ -77,6 +77,7 @@ that and for the conformance checks, and is never trained.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ TRANSFER_ONLY = (
     "Search on cifar10, then train the cell here with method fixed, e.g. egsbench run paper/darts_v2-voc2012 "
     "--set method.genotype=RUN/genotype.json"
 )
+
+
+logger = logging.getLogger(__name__)
 
 
 def default_data_dir() -> str:
@@ -206,6 +210,9 @@ class VOCTrainConfig:
         for key in ("epochs", "channels", "layers", "aspp_channels", "max_steps_per_epoch"):
             check_range(f"evaluate.{key}", getattr(self, key), low=1)
         check_range("evaluate.batch_size", self.batch_size, low=2)
+        if self.channels % 2:
+            raise ConfigError(f"config key evaluate.channels must be even (the stem's C/2, FactorizedReduce), got "
+                              f"{self.channels}")  # fmt: skip
         if self.output_stride not in (8, 16):
             raise ConfigError(f"config key evaluate.output_stride must be 16 or 8, got {self.output_stride}")
         if not self.aspp_rates or min(self.aspp_rates) < 1:
@@ -407,7 +414,8 @@ def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> 
 class CellBackbone(nn.Module):
     """The cell network of a genotype at output stride 16 or 8 (see the module docstring).
 
-    ``stem0``/``stem1``/``cells`` are named as in DARTS's ``NetworkImageNet``, so its weights load by name.
+    The stems and cells are :class:`~.spaces.cnn.NetworkImageNet`'s, built here because the second reduction
+    cell runs at stride 1; ``stem0``/``stem1``/``cells`` carry its names, so its weights load by name.
     """
 
     def __init__(self, genotype: Genotype, channels: int, layers: int, output_stride: int = 16, in_channels: int = 3):
@@ -415,10 +423,10 @@ class CellBackbone(nn.Module):
         C = channels
         self.drop_path_prob = 0.0
         self.stem0 = nn.Sequential(
-            nn.Conv2d(in_channels, C // 2 or 1, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C // 2 or 1),
+            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
             nn.ReLU(inplace=False),
-            nn.Conv2d(C // 2 or 1, C, 3, stride=2, padding=1, bias=False),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )  # stride 4
         self.stem1 = nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
@@ -531,6 +539,8 @@ def load_backbone_weights(net: SegmentationNetwork, path: str) -> int:
         raise DataError(f"{path} holds no stem0/stem1/cells weights of this backbone's names and shapes; was it "
                         "trained with the same genotype and channels?")  # fmt: skip
     net.backbone.load_state_dict(found, strict=False)
+    logger.info(f"backbone: {len(found)} of its {len(own)} tensors loaded from {path}; the others (the input "
+                "reduction of the cell after the stride-1 reduce cell) and the head start fresh")  # fmt: skip
     return len(found)
 
 

@@ -10,14 +10,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import save_file, save_model
 from torch import nn
 
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.runner import run_experiment
 from egsbench.benchmark.tables import comparison_table
 from egsbench.tasks import TASKS
-from egsbench.tasks.spaces import DARTS_V2, GENOTYPES, ConfigError, DataError, DataNotFoundError, count_macs
+from egsbench.tasks.spaces import (
+    DARTS_V2,
+    GENOTYPES,
+    ConfigError,
+    DataError,
+    DataNotFoundError,
+    NetworkImageNet,
+    count_macs,
+)
 from egsbench.tasks.voc import (
     IGNORE,
     MEAN,
@@ -233,6 +241,8 @@ def test_a_search_on_voc_is_refused_at_config_time():
         VOCTrainConfig(output_stride=32)
     with pytest.raises(ConfigError, match="batch_size must be >= 2"):
         VOCTrainConfig(batch_size=1)
+    with pytest.raises(ConfigError, match="channels must be even"):
+        VOCTrainConfig(channels=5)
 
 
 # -- network and recipe ----------------------------------------------------------------------------
@@ -278,6 +288,18 @@ def test_backbone_weights_load_by_name(tmp_path):
         save_file({"other": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
         task.build_network(DARTS_V2, VOCTrainConfig(backbone_weights=str(tmp_path / "other.safetensors"),
                                                      channels=4, layers=3, aspp_channels=8))  # fmt: skip
+
+
+def test_imagenet_network_weights_fill_the_backbone(tmp_path):
+    imagenet = NetworkImageNet(DARTS_V2, channels=8, num_classes=10, layers=5)
+    save_model(imagenet, str(tmp_path / "model.safetensors"))  # as an imagenet run writes it
+    recipe = VOCTrainConfig(channels=8, layers=5, aspp_channels=8, backbone_weights=str(tmp_path / "model.safetensors"))
+    net = VOC2012(VOCConfig(crop_size=32)).build_network(DARTS_V2, recipe)
+    theirs = imagenet.state_dict()
+    same = [k for k, v in net.backbone.state_dict().items() if k in theirs and torch.equal(v, theirs[k])]
+    # all but the input reduction of the cell after the stride-1 reduce cell (ReLUConvBN there, FactorizedReduce there)
+    assert not [k for k in net.backbone.state_dict() if k not in same and not k.startswith("cells.4.preprocess0")]
+    assert any(k.startswith("cells.3.") for k in same)  # the stride-1 reduce cell's ops keep their weights
 
 
 # -- conformance and end to end --------------------------------------------------------------------
