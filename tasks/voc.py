@@ -67,11 +67,12 @@ is present, so the two agree. Also pixel accuracy and the mean loss per valid pi
 
 Transfer only: the paper searches on CIFAR-10 and transfers the cells; a search here is refused
 at config time (``search.epochs`` must be 0). Evaluate a cell with method ``fixed``:
-``egsbench run paper/darts_v2-voc2012 --set task.data_dir=DIR`` or ``--set
-method.genotype=RUN/genotype.json`` for a CIFAR-10 run's cell (the record's config keeps that
-path and the record the genotype itself). The runner still builds a supernet for every run;
-:class:`SegmentationSupernet` (DARTS's CIFAR supernet with a per-pixel classifier) exists for
-that and for the conformance checks, and is never trained.
+``egsbench run paper/darts_v2-voc2012 --set task.data_dir=DIR``, with ``--set method.genotype=RUN``
+(a CIFAR-10 run folder or its ``genotype.json``) for a searched cell; the record keeps the genotype
+and where it came from (``extras.genotype_source``: the file, its sha256 and the source run).
+The runner still builds a supernet for every run; :class:`SegmentationSupernet` (DARTS's CIFAR
+supernet with a per-pixel classifier) exists for that and for the conformance checks, and is
+never trained.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ AUG_LISTS = ("ImageSets/Segmentation/train_aug.txt", "ImageSets/SegmentationAug/
 TRANSFER_ONLY = (
     "task voc2012 is transfer-only (the paper searches on CIFAR-10 and transfers the cell): search.epochs must be 0. "
     "Search on cifar10, then train the cell here with method fixed, e.g. egsbench run paper/darts_v2-voc2012 "
-    "--set method.genotype=RUN/genotype.json"
+    "--set method.genotype=RUN (the CIFAR-10 run folder)"
 )
 
 

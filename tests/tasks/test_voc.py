@@ -322,12 +322,12 @@ def test_fixed_transfer_run_end_to_end(tmp_path):
     cifar_run = tmp_path / "cifar-run"
     cifar_run.mkdir()
     GENOTYPES.get("egs_released_m7").save(cifar_run / "genotype.json")  # as a CIFAR-10 run folder holds it
-    genotype = str(cifar_run / "genotype.json")
-    cfg = load_config("smoke/darts_v2-voc2012", [f"task.data_dir={root}", f"method.genotype={genotype}"])
+    cfg = load_config("smoke/darts_v2-voc2012", [f"task.data_dir={root}", f"method.genotype={cifar_run}"])
     record = run_experiment(cfg, tmp_path / "run", progress=False).record
     m = record["metrics"]
     assert 0 <= m["test_miou"] <= 100 and 0 <= m["test_pixel_accuracy"] <= 100 and m["params_m"] > 0
-    assert record["config"]["method"]["genotype"] == genotype  # where the cell came from
+    assert record["config"]["method"]["genotype"] == str(cifar_run)  # where the cell came from
+    assert record["extras"]["genotype_source"]["path"] == str((cifar_run / "genotype.json").resolve())
     assert record["genotype"] == GENOTYPES.get("egs_released_m7").to_dict()
     assert record["extras"]["data_roles"]["test"].startswith("VOC2012 val")
     assert record["data"]["sizes"] == {"search-train": 4, "search-val": 4, "train": 8, "test": 4}
