@@ -46,6 +46,10 @@ back. Head: DeepLabv3's ASPP: a 1x1 conv, three 3x3 atrous convs (rates 6/12/18 
 doubled at OS 8), image pooling (global average -> 1x1 conv, upsampled), each conv-BN-ReLU with
 ``aspp_channels`` (256); concat -> 1x1 projection -> BN -> ReLU -> dropout (0.5, torchvision's
 ASPP) -> 1x1 classifier (21) -> bilinear upsampling to the input. No auxiliary head, no decoder.
+Sizes at the paper preset (C = 48, 14 cells, ASPP 256, 513 x 513): DARTS_V2 9,987,533 parameters
+(backbone 3,949,752, exactly ``NetworkImageNet`` without its classifier; head 6,037,781) and
+11.60 G multiply-adds; egs_released_m7 10,229,933 (backbone 4,192,152: its reduce cell's
+skip_connect from the inputs is an identity at stride 1, not a ``FactorizedReduce``) and 11.78 G.
 The backbone is trained from scratch unless ``evaluate.backbone_weights`` names the
 ``model.safetensors`` of a run of the same genotype (an ImageNet run): its stem and cell
 weights of matching name and shape are loaded. DeepLab's backbones are ImageNet-pretrained,
@@ -53,7 +57,7 @@ and the paper's numbers are unlikely to be reachable without that.
 
 Recipe (DeepLabv3 Sec. 4.1): SGD, momentum 0.9, weight decay 1e-4, lr 0.007 with the poly
 schedule ``lr * (1 - iter / max_iter) ** 0.9`` per iteration, batch 16, 30k iterations
-(46 epochs of 662 iterations on 10,582 images), cross entropy with ``ignore_index`` 255.
+(46 epochs of 661 full batches of 10,582 images: 30,406), cross entropy with ``ignore_index`` 255.
 Deviations: gradients are clipped at 5 (the runner always clips; DARTS's value), BN statistics
 are per process (no SyncBN), and the last partial training batch is dropped (the image-pooling
 branch's BN needs two or more images per batch).
@@ -189,7 +193,7 @@ class VOCSearchConfig(CNNSearchConfig):
 class VOCTrainConfig:
     """The ``evaluate:`` block: DeepLabv3's VOC recipe on a cell backbone (see the module docstring)."""
 
-    epochs: int = 46  # 46 x 662 iterations of batch 16 on train_aug ~ DeepLabv3's 30k
+    epochs: int = 46  # 46 x 661 iterations of batch 16 on train_aug = 30,406 ~ DeepLabv3's 30k
     batch_size: int = 16  # per process; >= 2 (the image-pooling branch's BN)
     channels: int = 48  # C of the cell backbone (DARTS's ImageNet network: 48 and 14 cells)
     layers: int = 14

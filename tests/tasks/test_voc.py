@@ -25,6 +25,7 @@ from egsbench.tasks.spaces import (
     DataNotFoundError,
     NetworkImageNet,
     count_macs,
+    count_parameters,
 )
 from egsbench.tasks.voc import (
     IGNORE,
@@ -257,6 +258,13 @@ def test_backbone_output_stride_and_logits_at_the_input_size(output_stride):
     rates = [branch[0].dilation[0] for branch in net.aspp.branches[1:]]
     assert rates == ([6, 12, 18] if output_stride == 16 else [12, 24, 36])
     assert net.num_parameters() > 0 and count_macs(net, task.example_input()).total > 0
+
+
+def test_paper_sized_backbone_is_the_imagenet_network_without_its_classifier():
+    net = VOC2012(VOCConfig()).build_network(DARTS_V2, VOCTrainConfig())  # C = 48, 14 cells, ASPP 256
+    imagenet = NetworkImageNet(DARTS_V2, channels=48, num_classes=1000, layers=14)
+    assert count_parameters(net.backbone) == count_parameters(imagenet) - count_parameters(imagenet.classifier)
+    assert count_parameters(net) == 9_987_533  # 3,949,752 backbone + 6,037,781 ASPP and classifier
 
 
 def test_poly_schedule_runs_from_lr_to_zero_per_iteration(hand_task):
