@@ -20,8 +20,10 @@ val (1,449 images): the test server's labels are not public, and DeepLab reports
 search-train / search-val are the halves of a fixed permutation of train (they exist for the
 Task protocol; nothing searches on them, see below). Images stream from disk, one file per item
 (a ``Dataset`` read by DataLoader workers, ``task.workers``); nothing decodes the whole set.
-Mask problems are found when an item is read and name the file: a mask of another size than
-its image, a label outside 0..20 and 255, an RGB mask.
+Problems name the file: a listed image without its JPEG or mask, and a mask of another size than
+its image (file headers, read for every used pair), fail in ``prepare_data``; a label outside 0..20
+and 255 or an RGB mask fails when the item is read (in a worker, the DataError carries the worker's
+traceback).
 
 Augmentation (train, search splits): random scale in [0.5, 2.0] (image bilinear, mask
 nearest-exact), pad bottom/right to the crop (image with the mean, i.e. 0 after
@@ -399,6 +401,19 @@ class VOCFiles(Dataset):
         return self.transform(*read_pair(*self.items[index]))
 
 
+def check_sizes(items: list[tuple[Path, Path]]) -> None:
+    """Every mask the size of its image, from the file headers (no decoding); ``DataError`` naming the pair."""
+    for image_path, mask_path in items:
+        try:
+            with Image.open(image_path) as img, Image.open(mask_path) as m:
+                image_size, mask_size = img.size, m.size  # (W, H)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"{image_path} or {mask_path} is not a readable image ({err}); replace that file") from None
+        if image_size != mask_size:
+            raise DataError(f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
+                            f"{image_size[0]}x{image_size[1]}; they must be the same size")  # fmt: skip
+
+
 def _checksum(items: dict[str, list[tuple[Path, Path]]]) -> str:
     """sha256 of every used file's name and size per split (not the pixels: hashing 2 GB at every start is slow)."""
     h = hashlib.sha256()
@@ -642,6 +657,7 @@ class VOC2012:
             test = [test[i] for i in torch.randperm(len(test), generator=gen)[: cfg.test_limit]]
         if len(train) < 2:
             raise DataError(f"{voc} lists {len(train)} training image(s); the search halves need at least 2")
+        check_sizes(train + test)  # here, so a size mismatch fails before any output with one line
         half = len(train) // 2
         self.items = {"search-train": train[:half], "search-val": train[half : 2 * half], "train": train, "test": test}
         roles = roles | {"search-train": "first half of train", "search-val": "second half of train"}

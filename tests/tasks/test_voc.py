@@ -112,6 +112,17 @@ def test_loader_reads_the_fixture_and_keeps_the_255_boundary(tmp_path):
     assert set(yt.unique().tolist()) <= set(range(21)) | {IGNORE}
 
 
+def test_worker_processes_stream_seeded_batches_and_report_bad_files(tmp_path):
+    root = write_voc_fixture(tmp_path / "data", n_train=4, n_val=2)
+    task = VOC2012(VOCConfig(data_dir=str(root), crop_size=32, workers=2))
+    task.prepare_data()
+    first = [next(iter(task.loader("train", 2, torch.Generator().manual_seed(3)))) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(first[0], first[1], strict=True))  # workers seeded by the generator
+    _palette_png(np.full((40, 48), 40, dtype=np.uint8), task.items["test"][0][1])
+    with pytest.raises(DataError, match="holds label values \\[40\\]"):  # raised in a worker, same type
+        next(iter(task.loader("test", 1)))
+
+
 def test_sbd_train_aug_adds_images_but_never_val_ones(tmp_path):
     root = write_voc_fixture(tmp_path / "data", n_train=4, n_val=2, n_sbd=3)
     task = VOC2012(VOCConfig(data_dir=str(root / "VOCdevkit"), crop_size=32, workers=0))  # VOCdevkit itself
@@ -231,8 +242,8 @@ def test_bad_masks_raise_data_errors_naming_the_file(tmp_path, damage, message):
     damage(voc)
     task = VOC2012(VOCConfig(data_dir=str(tmp_path), crop_size=8, workers=0))
     with pytest.raises(DataError, match=message):
-        task.prepare_data()
-        next(iter(task.loader("test", 1)))  # size and value problems show when the item is read
+        task.prepare_data()  # missing files and sizes: here
+        next(iter(task.loader("test", 1)))  # values and modes: when the item is read
 
 
 def test_a_search_on_voc_is_refused_at_config_time():
