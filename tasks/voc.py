@@ -19,7 +19,9 @@ not read (convert them to SegmentationClassAug first). The reported split (``tes
 val (1,449 images): the test server's labels are not public, and DeepLab reports val too.
 search-train / search-val are the halves of a fixed permutation of train (they exist for the
 Task protocol; nothing searches on them, see below). Images stream from disk, one file per item
-(a ``Dataset`` read by DataLoader workers, ``task.workers``); nothing decodes the whole set.
+(a ``Dataset`` read by DataLoader workers, ``task.workers``); nothing decodes the whole set, and
+``DataInfo.sha256`` hashes every used file's name and size, not its pixels (reading 2 GB at every
+start would be slow).
 Problems name the file: a listed image without its JPEG or mask, and a mask of another size than
 its image (file headers, read for every used pair), fail in ``prepare_data``; a label outside 0..20
 and 255 or an RGB mask fails when the item is read (in a worker, the DataError carries the worker's
@@ -72,7 +74,9 @@ torchvision's reference returns NaN when a class is absent from both). On VOC va
 is present, so the two agree. Also pixel accuracy and the mean loss per valid pixel.
 
 Transfer only: the paper searches on CIFAR-10 and transfers the cells; a search here is refused
-at config time (``search.epochs`` must be 0). Evaluate a cell with method ``fixed``:
+at config time (``search.epochs`` must be 0; a method that trains no supernet, random's
+``darts_baseline``, passes that check and would train its candidates on the search halves).
+Evaluate a cell with method ``fixed``:
 ``egsbench run paper/darts_v2-voc2012 --set task.data_dir=DIR``, with ``--set method.genotype=RUN``
 (a CIFAR-10 run folder or its ``genotype.json``) for a searched cell; the record keeps the genotype
 and where it came from (``extras.genotype_source``: the file, its sha256 and the source run).
