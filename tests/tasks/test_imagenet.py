@@ -207,13 +207,13 @@ def test_the_cap_refuses_a_wide_network_with_its_measured_macs():
 
 def test_fit_macs_lowers_the_width_to_the_largest_that_fits_and_records_it():
     task = ImageNet(ImageNetConfig(num_classes=1000))
-    net = task.build_network(DARTS_V2, ImageNetTrainConfig(channels=64, fit_macs=500e6, auxiliary_weight=0))
-    c = task.fitted["channels"]
-    assert mobile_macs(DARTS_V2, c, 14) <= 500e6 < mobile_macs(DARTS_V2, c + 2, 14)
-    assert net.stem0[3].out_channels == c and c % 2 == 0 and c < 48
-    assert task.record_extras()["imagenet"] == {"channels": c, "configured_channels": 64,
-                                                "macs_224_m": pytest.approx(mobile_macs(DARTS_V2, c, 14) / 1e6),
-                                                "fit_macs_m": 500.0}  # fmt: skip
+    budget = mobile_macs(DARTS_V2, 20, 5) + 1  # a 5-cell network: C = 20 fits, C = 22 does not
+    net = task.build_network(DARTS_V2, ImageNetTrainConfig(channels=64, layers=5, fit_macs=budget, auxiliary_weight=0))
+    assert task.fitted["channels"] == 20 and net.stem0[3].out_channels == 20
+    assert mobile_macs(DARTS_V2, 22, 5) > budget
+    assert task.record_extras()["imagenet"] == {"channels": 20, "configured_channels": 64,
+                                                "macs_224_m": pytest.approx((budget - 1) / 1e6),
+                                                "fit_macs_m": pytest.approx(budget / 1e6)}  # fmt: skip
     assert fit_channels(DARTS_V2, 14, 600e6, 48) == 48  # what fits already is kept
     with pytest.raises(ConfigError, match="no even C fits"):
         fit_channels(DARTS_V2, 14, 1e6, 48)
@@ -249,3 +249,54 @@ def test_a_cifar10_run_folder_transfers_to_imagenet_in_one_run(jpeg_folder, tmp_
 def test_imagenet_is_registered_with_its_reference_table():
     cls = TASKS.get("imagenet")
     assert cls.reference_table == "imagenet_mobile" and cls.main_metric == "top1_error"
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [("poly", lambda e: 0.1 * (1 - e / 10)), ("step", lambda e: 0.1 * 0.97**e)],
+)
+def test_lr_schedules_through_timm(schedule, expected):
+    task = ImageNet(ImageNetConfig(num_classes=10))
+    recipe = ImageNetTrainConfig(channels=4, layers=3, epochs=10, schedule=schedule)
+    net = task.build_network(DARTS_V2, recipe)
+    optimizer = task.make_optimizer(net, recipe)
+    for epoch in (0, 3, 9, 3):  # a function of the epoch: a resumed run gets the same lr
+        task.start_epoch(net, optimizer, epoch, recipe)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected(epoch))
+
+
+def test_train_loss_is_timms_label_smoothing_on_both_heads():
+    task = ImageNet(ImageNetConfig(num_classes=10, image_size=32))
+    recipe = ImageNetTrainConfig(channels=4, layers=3, label_smoothing=0.1, auxiliary_weight=0.4)
+    torch.manual_seed(0)
+    net = task.build_network(DARTS_V2, recipe).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])
+    torch.manual_seed(1)
+    loss = task.train_loss(net, (x, y), recipe).loss
+    torch.manual_seed(1)
+    logits, aux = net(x)
+    smooth = torch.nn.functional.cross_entropy  # the same loss: (1 - s) * nll + s * mean(-log p)
+    torch.testing.assert_close(loss, smooth(logits, y, label_smoothing=0.1) + 0.4 * smooth(aux, y, label_smoothing=0.1))
+
+
+def test_paper_configs_hold_the_recipe_and_their_cells_fit_the_mobile_cap():
+    for genotype in ("darts_v2", "egs_released_m7"):
+        name = f"paper/{genotype}-imagenet"
+        cfg = resolve_config(name)
+        ev = cfg.evaluate
+        assert (ev.channels, ev.layers, ev.epochs, ev.batch_size) == (48, 14, 250, 128)
+        assert (ev.lr, ev.weight_decay, ev.momentum, ev.grad_clip) == (0.1, 3e-5, 0.9, 5.0)
+        assert (ev.label_smoothing, ev.auxiliary_weight, ev.schedule, ev.mac_cap) == (0.1, 0.4, "poly", 600e6)
+        assert cfg.task.image_size == 224 and cfg.method.genotype == genotype
+        assert mobile_macs(GENOTYPES.get(genotype), 48, 14) <= 600e6
+    # the released M = 4 cell does not fit at C = 48 (607.6 M); fitted, it trains at C = 46
+    assert mobile_macs(GENOTYPES.get("egs_released_m4"), 48, 14) == 607_621_632
+    assert fit_channels(GENOTYPES.get("egs_released_m4"), 14, 600e6, 48) == 46
+
+
+def test_fixed_runs_of_the_published_cells_sit_beside_their_table_2_rows():
+    from egsbench.benchmark.references import references_for
+
+    for genotype, row in (("darts_v2", "DARTS (searched on CIFAR-10)"), ("egs_released_m7", "DARTS-EGS (M=7)")):
+        rows = references_for("fixed", "imagenet", "paper", {"genotype": genotype}, tables=["imagenet_mobile"])
+        assert rows["architecture"].tolist() == [row]
