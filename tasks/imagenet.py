@@ -15,8 +15,10 @@ never held in memory): ``timm.data.create_dataset`` reads, for ``task.data_dir``
 2. tar archives ``train.tar`` + ``val.tar`` (class folders inside, or a tar of per-class tars
    such as ``ILSVRC2012_img_train.tar``), or ``train/`` + ``val/`` folders of per-class ``.tar``
    shards (timm's ``ReaderImageInTar``);
-3. a Hugging Face dataset (``task.hf_dataset: imagenet-1k``, or a local folder of one; timm's
-   ``hfds/`` reader, splits ``train`` and ``validation``, cached under ``data_dir``).
+3. a Hugging Face dataset (``task.hf_dataset: imagenet-1k``, or a local folder of one in the
+   Hub's layout, ``data/train-*.parquet`` + ``data/validation-*.parquet``; timm's ``hfds/``
+   reader, splits ``train`` and ``validation``, cached under ``data_dir``; nothing is
+   downloaded unless the dataset is a Hub name and the machine is online).
 
 Augmentation is ``timm.data.create_transform``: training, random resized crop to
 ``image_size`` (scale 0.08-1), horizontal flip, colour jitter 0.4/0.4/0.4/0.2, as DARTS;

@@ -300,3 +300,26 @@ def test_fixed_runs_of_the_published_cells_sit_beside_their_table_2_rows():
     for genotype, row in (("darts_v2", "DARTS (searched on CIFAR-10)"), ("egs_released_m7", "DARTS-EGS (M=7)")):
         rows = references_for("fixed", "imagenet", "paper", {"genotype": genotype}, tables=["imagenet_mobile"])
         assert rows["architecture"].tolist() == [row]
+
+
+def test_a_hugging_face_dataset_folder_loads_through_timms_hfds_reader(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(WNIDS))})
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    for split, n in (("train", 4), ("validation", 2)):
+        images, labels = [], []
+        for c in range(len(WNIDS)):
+            for i in range(n):
+                buf = io.BytesIO()
+                pixels = np.random.default_rng([c, i]).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(buf, "JPEG")
+                images.append({"bytes": buf.getvalue(), "path": None})
+                labels.append(c)
+        table = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+        table.to_parquet(str(tmp_path / "hf" / "data" / f"{split}-00000-of-00001.parquet"))  # the Hub's layout
+    task = ImageNet(ImageNetConfig(hf_dataset=str(tmp_path / "hf"), data_dir=str(tmp_path / "cache"), image_size=32,
+                                   workers=0))  # fmt: skip
+    info = task.prepare_data()
+    assert info.source == f"hfds:{tmp_path / 'hf'}" and dict(info.sizes)["train"] == 12 and info.sizes["test"] == 6
+    x, y = next(iter(task.loader("test", 6)))
+    assert x.shape == (6, 3, 32, 32) and y.tolist() == [0, 0, 1, 1, 2, 2]
