@@ -128,3 +128,32 @@ def test_fit_macs_narrows_the_imagenet_model():
 def test_released_egs_cell_builds_as_a_timm_model():
     net = timm.create_model("egsbench_cifar", genotype=GENOTYPES.get("egs_released_m7"), channels=4, layers=3)
     assert isinstance(net, EgsBenchCIFAR) and net.eval()(_x("egsbench_cifar")).shape == (2, 10)
+
+
+@pytest.mark.parametrize("epochs, lr, lr_min", [(600, 0.025, 0.0), (50, 0.025, 0.001)])
+def test_timms_cosine_schedule_is_the_projects_bit_for_bit(epochs, lr, lr_min):
+    """So the CIFAR recipe and the search could switch to timm's scheduler without moving a golden record."""
+    from timm.scheduler import CosineLRScheduler
+
+    from egsbench.tasks.training import cosine_lr
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = CosineLRScheduler(optimizer, t_initial=epochs, lr_min=lr_min)
+    for epoch in range(epochs):
+        scheduler.step(epoch)
+        assert optimizer.param_groups[0]["lr"] == cosine_lr(epoch, epochs, lr, lr_min)
+
+
+def test_timms_drop_path_draws_the_projects_mask_but_rounds_differently():
+    """Why the ImageNet cells use timm's drop path and the CIFAR cells keep the project's (golden records)."""
+    from timm.layers import drop_path as timm_drop_path
+
+    from egsbench.tasks.spaces import drop_path
+
+    x = torch.randn(64, 8, 4, 4)
+    torch.manual_seed(0)
+    ours = drop_path(x, 0.3)  # x / keep * mask
+    torch.manual_seed(0)
+    theirs = timm_drop_path(x, 0.3, training=True)  # x * (mask / keep)
+    assert torch.equal(ours == 0, theirs == 0)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
