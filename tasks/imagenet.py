@@ -111,6 +111,7 @@ MOBILE_IMAGE_SIZE = 224  # the mobile setting counts multiply-adds at 224x224
 MOBILE_MAC_CAP = 600e6
 TRAIN_SPLITS = ("train",)
 EVAL_SPLITS = ("validation", "val", "valid")  # timm's synonyms; the first found is used
+VALPREP = "ILSVRC2012's val images come flat: sort them into <wnid>/ folders, e.g. with the usual valprep.sh"
 CROP_PCT = 0.875  # evaluation resize = image_size / 0.875 (256 at 224), then a centre crop
 
 
@@ -414,7 +415,8 @@ class ImageNet:
             train = _folder_dataset(train_path, None)
             test = _folder_dataset(test_path, _class_map(train))  # the training split's class indices
         except (RuntimeError, AssertionError, OSError) as err:  # timm's "Found 0 images", unreadable tars
-            raise DataError(f"{base}: {err}; put <wnid>/<image> files (or per-class tars) in train/ and val/") from None
+            raise DataError(f"{base}: {err}; put <wnid>/<image> files (or per-class tars) in train/ and val/ "
+                            f"({VALPREP})") from None  # fmt: skip
         return train, test, f"imagefolder:{base}"
 
     def prepare_data(self) -> DataInfo:
@@ -426,7 +428,8 @@ class ImageNet:
             raise DataError(f"{source}: the training split has {classes} classes, task.num_classes is "
                             f"{cfg.num_classes}; fix the data or pass --set task.num_classes={classes}")  # fmt: skip
         if not test_targets:
-            raise DataError(f"{source}: the validation split holds no images of the training split's classes")
+            raise DataError(f"{source}: the validation split holds no images of the training split's classes "
+                            f"({VALPREP})")  # fmt: skip
         self.classes = classes
         keep = _first_per_class(train_targets, cfg.train_per_class)
         train_split = _Split(train, keep, [train_targets[i] for i in keep])

@@ -29,6 +29,7 @@ from egsbench.tasks.spaces import (
     Cell,
     CellGenotype,
     ConfigError,
+    DataError,
     DataNotFoundError,
     Genotype,
     NetworkImageNet,
@@ -323,3 +324,14 @@ def test_a_hugging_face_dataset_folder_loads_through_timms_hfds_reader(tmp_path)
     assert info.source == f"hfds:{tmp_path / 'hf'}" and dict(info.sizes)["train"] == 12 and info.sizes["test"] == 6
     x, y = next(iter(task.loader("test", 6)))
     assert x.shape == (6, 3, 32, 32) and y.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_flat_validation_folder_is_told_to_sort_into_class_folders(jpeg_folder, tmp_path):
+    import shutil
+
+    shutil.copytree(jpeg_folder / "train", tmp_path / "train")
+    (tmp_path / "val").mkdir()
+    for image in (jpeg_folder / "val").rglob("*.JPEG"):
+        shutil.copy(image, tmp_path / "val" / image.name)  # ILSVRC2012_img_val.tar's layout: no class folders
+    with pytest.raises(DataError, match="val images come flat: sort them into <wnid>/ folders"):
+        _task(tmp_path).prepare_data()
