@@ -55,9 +55,35 @@ def test_golden_records_cover_every_method():
 
 
 def test_regress_passes_on_fresh_runs(smoke_runs, capsys):
-    assert main(["regress", "--runs", str(smoke_runs / "a")]) == 0
+    assert main(["regress", "--runs", str(smoke_runs / "a"), "--task", "cifar10"]) == 0
     out = capsys.readouterr().out
-    assert "REGRESSION" not in out and "0 regressions" in out
+    assert "REGRESSION" not in out and "0 regressions" in out and "/ptb/" not in out
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PTB = ROOT.parent / "shared" / "data" / "ptb"
+PTB_GOLDEN = [p for p in GOLDEN if json.loads(p.read_text())["task"] == "ptb"]
+
+
+@pytest.mark.skipif(not (PTB / "ptb.valid.txt").is_file(), reason="the shared PTB text (../shared/data/ptb) is absent")
+@pytest.mark.parametrize("method", ["egs", "gdas"])  # the two fastest of the PTB golden runs; the rest: calibration
+def test_regress_passes_on_fresh_ptb_smoke_runs(method, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the golden runs name the data as the calibration sweep did: ../shared/data/ptb
+    [gold] = [p for p in PTB_GOLDEN if p.name == f"{method}-ptb-seed0.json"]
+    (tmp_path / "golden").mkdir()
+    shutil.copy(gold, tmp_path / "golden")
+    run_experiment(load_config(f"smoke/{method}-ptb", ["task.data_dir=../shared/data/ptb"]), tmp_path / "runs" / method,
+                   progress=False)  # fmt: skip
+    assert main(["regress", "--runs", str(tmp_path / "runs"), "--golden", str(tmp_path / "golden")]) == 0
+    out = capsys.readouterr().out
+    assert f"{method}/ptb/smoke/0" in out and "test_ppl" in out and "0 regressions" in out
+
+
+def test_regress_task_filter_names_a_task_without_golden_records(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["regress", "--runs", str(tmp_path / "runs"), "--task", "voc"]) == 2
+    err = capsys.readouterr().err
+    assert "--task voc: no golden record of that task" in err and "cifar10" in err
 
 
 def test_regress_fails_on_a_moved_golden_number(smoke_runs, tmp_path, capsys):
@@ -68,7 +94,7 @@ def test_regress_fails_on_a_moved_golden_number(smoke_runs, tmp_path, capsys):
     tolerance = load_tolerances()["golden"]["egs/cifar10"]["test_accuracy"]
     record["metrics"]["test_accuracy"] += tolerance + 5.0
     path.write_text(json.dumps(record))
-    assert main(["regress", "--runs", str(smoke_runs / "a"), "--golden", str(golden)]) == 1
+    assert main(["regress", "--runs", str(smoke_runs / "a"), "--golden", str(golden), "--task", "cifar10"]) == 1
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "REGRESSION" in line)
     assert "egs/cifar10/smoke/0" in line and "test_accuracy" in line

@@ -161,20 +161,22 @@ def test_selectors_pick_the_right_reference_row(method, task, config, table, arc
 
 
 @pytest.mark.parametrize(
-    ("genotype", "tables"),
+    ("genotype", "tables", "imagenet"),
     [
-        ("darts_v1", {"cifar10": "DARTS (1st order) + cutout"}),
-        ("darts_v2", {"cifar10": "DARTS (2nd order) + cutout"}),
-        ("egs_released_m4", {"cifar10": "DARTS-EGS (M=4)", "sampling_times": 4}),
-        ("egs_released_m7", {"cifar10": "DARTS-EGS (M=7)", "sampling_times": 7}),
-        ("darts_v2_rnn", {}),  # a recurrent cell: no CIFAR-10 row
+        ("darts_v1", {"cifar10": "DARTS (1st order) + cutout"}, []),
+        ("darts_v2", {"cifar10": "DARTS (2nd order) + cutout"}, ["DARTS (searched on CIFAR-10)"]),
+        ("egs_released_m4", {"cifar10": "DARTS-EGS (M=4)", "sampling_times": 4}, ["DARTS-EGS (M=4)"]),
+        ("egs_released_m7", {"cifar10": "DARTS-EGS (M=7)", "sampling_times": 7}, ["DARTS-EGS (M=7)"]),
+        ("darts_v2_rnn", {}, []),  # a recurrent cell: no CIFAR-10 or ImageNet row
     ],
 )
-def test_a_published_genotype_reproduces_its_rows(genotype, tables):
+def test_a_published_genotype_reproduces_its_rows(genotype, tables, imagenet):
     rows = references_for("fixed", "cifar10", "paper", {"name": "fixed", "genotype": genotype})
     found = {row["table"]: row["architecture"] if row["table"] == "cifar10" else row["M"] for _, row in rows.iterrows()}
-    assert found == tables
-    assert references_for("fixed", "imagenet", "paper", {"genotype": genotype}).empty  # another task's rows are not
+    assert found == tables  # Table 1 and Table 5 rows only: the cell's Table 2 (ImageNet) row belongs to imagenet runs
+    transferred = references_for("fixed", "imagenet", "paper", {"genotype": genotype})
+    assert (transferred["architecture"].tolist() if len(transferred) else []) == imagenet
+    assert set(transferred["table"]) <= {"imagenet_mobile"}
 
 
 @pytest.mark.parametrize(
@@ -330,17 +332,17 @@ def test_records_without_status_count_as_ok_and_other_tasks_are_left_out(records
 
 
 def test_a_task_that_is_not_installed_shows_every_recorded_metric_without_references():
-    runs = [record("egs", s, e, {"M": 7}, task="imagenet") for s, e in enumerate((24.0, 26.0))]
-    assert task_metric("imagenet") is None  # no such task here, though the paper's Table 2 has egs rows
-    table = comparison_table([*runs, record("egs", 2, None, {"M": 7}, task="imagenet", status="failed")], "imagenet")
+    runs = [record("egs", s, e, {"M": 7}, task="cifar100") for s, e in enumerate((24.0, 26.0))]
+    assert task_metric("cifar100") is None  # no such task here
+    table = comparison_table([*runs, record("egs", 2, None, {"M": 7}, task="cifar100", status="failed")], "cifar100")
     assert list(table.columns) == ["Architecture", "Preset", "Setup", "test_accuracy", "test_accuracy std",
                                    "test_error", "test_error std", "Params (M)", "Search cost (GPU days)", "Seeds",
                                    "Failed"]  # fmt: skip
     row = _row(table, "Architecture", "egs (M=7)")
     assert row["test_error"] == pytest.approx(25.0) and row["test_accuracy"] == pytest.approx(75.0)
     assert (row["Seeds"], row["Failed"]) == (2, 1)
-    with pytest.raises(UnknownNameError, match="unknown task 'imagenet'.* needs the task's main metric: install"):
-        ablation_table(runs, "imagenet")  # the ablation needs the main metric
+    with pytest.raises(UnknownNameError, match="unknown task 'cifar100'.* needs the task's main metric: install"):
+        ablation_table(runs, "cifar100")  # the ablation needs the main metric
 
 
 def test_record_models_give_the_same_table_as_dicts():
