@@ -203,3 +203,43 @@ def test_search_config_carries_the_weight_optimiser_fields():
     assert (cfg.lr, cfg.lr_min, cfg.momentum, cfg.grad_clip) == (20.0, 20.0, 0.0, 0.25)  # DARTS rnn search
     with pytest.raises(ValueError, match="emsize"):
         LMSearchConfig(emsize=10, nhid=12)
+
+
+OPEN_EVALUATE_RESUME = (
+    "known, not yet explained: resuming an LM run's final training gives the same training losses to the last bit "
+    "but validation and test losses about 1e-8 (relative) apart from the uninterrupted run's"
+)
+
+
+@pytest.mark.parametrize(
+    "phase", ["search", pytest.param("evaluate", marks=pytest.mark.xfail(strict=True, reason=OPEN_EVALUATE_RESUME))]
+)
+def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_record(phase, tmp_path, monkeypatch):
+    """Resume restores what a recurrent run carries between epochs: alphas and sampling state in the search, the
+    weights, the optimiser (SGD or ASGD with its averages and validation history) and the data order in training."""
+    from egsbench.benchmark.checkpoint import Checkpointer
+
+    folder = write_lm_files(tmp_path / "ptb", "ptb.{split}.txt", lines=80)
+    overrides = [f"task.data_dir={folder}", "task.max_tokens=400", "search.epochs=2", "evaluate.epochs=3"]
+    cfg = load_config("smoke/egs-ptb", overrides)
+    reference = run_experiment(cfg, tmp_path / "whole", progress=False).record
+    save = Checkpointer.save
+
+    def save_then_stop(self, epoch, state, progress):
+        path = save(self, epoch, state, progress)
+        if self.folder.name == phase and epoch == 0:
+            raise KeyboardInterrupt
+        return path
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(cfg, tmp_path / "stopped", progress=False)
+    assert not (tmp_path / "stopped" / "record.json").exists()
+    resumed = run_experiment(cfg, tmp_path / "stopped", progress=False, resume=True).record
+    assert resumed["genotype"] == reference["genotype"]
+    assert resumed["metrics"] == reference["metrics"] and resumed["extras"]["valid"] == reference["extras"]["valid"]
+    for name in ("search_curves.csv", "eval_curves.csv"):  # every column but the last, the wall-clock seconds
+        rows = [[row.rsplit(",", 1)[0] for row in (tmp_path / run / name).read_text().splitlines()]
+                for run in ("stopped", "whole")]  # fmt: skip
+        assert rows[0] == rows[1] and rows[0][0].endswith(",arch_entropy" if name.startswith("search") else "test_loss")
