@@ -359,6 +359,7 @@ class LanguageModelTask:
         self.vocab: dict[str, int] | None = None
         self.ids: dict[str, torch.Tensor] = {}  # role -> (N,) token ids
         self._search: LMSearchConfig | None = None
+        self._train: LMTrainConfig | None = None  # the final-training recipe of the network built last
 
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> LMConfig:
@@ -475,8 +476,10 @@ class LanguageModelTask:
             raise ValueError(f"unknown split {split!r}; valid splits: {(*SPLITS, 'valid')}")
         role = {"search-train": "train", "search-val": "valid"}.get(split, split)
         training = split in ("search-train", "train")
-        if split in ("valid", "test") and recipe is None:  # final-training evaluation batches, as DARTS
+        evaluation = split in ("valid", "test") and recipe is None
+        if evaluation:  # final-training evaluation batches, as DARTS: the network's own recipe's fixed BPTT
             batch_size = self.config.eval_batch_size if split == "valid" else self.config.test_batch_size
+            recipe = self._train
         cfg = recipe if recipe is not None else (self._search or LMSearchConfig())
         data = batchify(self.ids[role], batch_size)
         return BPTTLoader(data, cfg.bptt, generator, variable=training, jitter=cfg.bptt_jitter,
@@ -496,6 +499,7 @@ class LanguageModelTask:
 
     def build_network(self, genotype: Genotype, config: LMTrainConfig) -> RNNModel:
         self.prepare_data()
+        self._train = config  # the evaluation loaders' BPTT (set here, so a resumed final training has it too)
         if "recurrent" not in genotype.cells:
             cells = sorted(genotype.cells)
             raise DataError(f"{self.label} needs a genotype with a 'recurrent' cell (e.g. darts_v2_rnn), got {cells}")
