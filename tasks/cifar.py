@@ -47,7 +47,7 @@ from .spaces import (
     SearchSpace,
 )
 from .spaces.errors import check_range
-from .training import cosine_lr, no_swap, set_lr, sgd
+from .training import batch_accuracy, cosine_lr, no_swap, set_lr, sgd
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
 __all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
@@ -249,7 +249,7 @@ class CIFAR10:
         x, y = batch
         logits = model(x, weights)
         loss = F.cross_entropy(logits, y)
-        return LossOutput(loss, {"accuracy": _accuracy(logits, y)})
+        return LossOutput(loss, {"accuracy": batch_accuracy(logits, y)})
 
     # -- final-training recipe: SGD, per-epoch cosine lr, drop path ramp -----------------------
     def make_optimizer(self, model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -271,7 +271,7 @@ class CIFAR10:
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
         if aux is not None:
             loss = loss + config.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=config.label_smoothing)
-        return LossOutput(loss, {"accuracy": _accuracy(logits, y)})
+        return LossOutput(loss, {"accuracy": batch_accuracy(logits, y)})
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
@@ -286,7 +286,3 @@ class CIFAR10:
         correct, count, loss = sums.tolist()
         accuracy = 100.0 * correct / max(count, 1)
         return {"accuracy": accuracy, "error": 100.0 - accuracy, "loss": loss / max(count, 1), "count": int(count)}
-
-
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (logits.detach().argmax(dim=1) == y).float().mean().item()

@@ -94,7 +94,7 @@ from .spaces import (
     count_macs,
 )
 from .spaces.errors import check_range
-from .training import no_swap, sgd
+from .training import batch_accuracy, no_swap, sgd
 
 __all__ = [
     "MOBILE_IMAGE_SIZE",
@@ -519,7 +519,7 @@ class ImageNet:
     def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput:
         x, y = batch
         logits = model(x, weights)
-        return LossOutput(F.cross_entropy(logits, y), {"accuracy": _accuracy(logits, y)})
+        return LossOutput(F.cross_entropy(logits, y), {"accuracy": batch_accuracy(logits, y)})
 
     def make_optimizer(self, model: nn.Module, config: ImageNetTrainConfig) -> torch.optim.SGD:
         return sgd(model, config)
@@ -546,7 +546,7 @@ class ImageNet:
         loss = criterion(logits, y)
         if aux is not None:
             loss = loss + config.auxiliary_weight * criterion(aux, y)
-        return LossOutput(loss, {"accuracy": _accuracy(logits, y)})
+        return LossOutput(loss, {"accuracy": batch_accuracy(logits, y)})
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
@@ -566,7 +566,3 @@ class ImageNet:
         top5 = 100.0 * correct5 / max(count, 1)
         return {"accuracy": top1, "top1_error": 100.0 - top1, "top5_error": 100.0 - top5,
                 "loss": loss / max(count, 1), "count": int(count)}  # fmt: skip
-
-
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (logits.detach().argmax(dim=1) == y).float().mean().item()

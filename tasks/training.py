@@ -14,7 +14,12 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-__all__ = ["cosine_lr", "no_swap", "set_lr", "sgd"]
+__all__ = ["batch_accuracy", "cosine_lr", "no_swap", "set_lr", "sgd"]
+
+
+def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of one batch's logits, for the training curves."""
+    return 100.0 * (logits.detach().argmax(dim=1) == y).float().mean().item()
 
 
 def sgd(model: nn.Module, config) -> torch.optim.SGD:

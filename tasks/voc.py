@@ -116,6 +116,7 @@ from .spaces import (
     active_ops,
     count_parameters,
 )
+from .spaces.cnn import cell_stack, imagenet_stems
 from .spaces.errors import check_range
 from .training import no_swap, set_lr, sgd
 
@@ -444,32 +445,17 @@ class CellBackbone(nn.Module):
 
     def __init__(self, genotype: Genotype, channels: int, layers: int, output_stride: int = 16, in_channels: int = 3):
         super().__init__()
-        C = channels
         self.drop_path_prob = 0.0
-        self.stem0 = nn.Sequential(
-            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C // 2),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
-        )  # stride 4
-        self.stem1 = nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
-                                   nn.BatchNorm2d(C))  # stride 8  # fmt: skip
-        strided = 1 if output_stride == 16 else 0  # reduction cells that keep their stride 2
-        c_pp, c_p, c_curr = C, C, C
-        reduction_prev = True  # stem0's output is at twice stem1's resolution
-        self.cells = nn.ModuleList()
-        self.strides = []  # each cell's stride, 1 or 2
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            c_curr = c_curr * 2 if reduction else c_curr
-            stride2 = reduction and sum(s == 2 for s in self.strides) < strided
-            cell = Cell(genotype["reduce" if reduction else "normal"], 2, c_pp, c_p, c_curr, stride2, reduction_prev)
-            self.cells.append(cell)
-            self.strides.append(2 if stride2 else 1)
-            reduction_prev = stride2
-            c_pp, c_p = c_p, cell.multiplier * c_curr
-        self.out_channels = c_p
+        self.stem0, self.stem1 = imagenet_stems(in_channels, channels)  # strides 4 and 8
+        # stem0's output is at twice stem1's resolution; at output stride 16 only the first reduce cell strides
+        self.cells, self.out_channels, _ = cell_stack(Cell, genotype, layers, channels, channels, channels,
+                                                      reduction_prev=True, strided_reductions=1 if output_stride == 16
+                                                      else 0)  # fmt: skip
+
+    @property
+    def strides(self) -> list[int]:
+        """Each cell's stride, 1 or 2."""
+        return [2 if cell.reduction else 1 for cell in self.cells]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = self.stem0(x)  # (B, C, H/4, W/4)

@@ -106,7 +106,13 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 class Cell(nn.Module):
-    """A final-network cell built from one cell genotype (any in-degree, several ops per edge)."""
+    """A final-network cell built from one cell genotype (any in-degree, several ops per edge).
+
+    ``drop_path(y, drop_prob)`` (class attribute) drops each non-identity op output while training; a
+    subclass may swap in another implementation of the same thing.
+    """
+
+    drop_path = staticmethod(drop_path)
 
     def __init__(
         self, genotype: CellGenotype, n_inputs: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
@@ -133,7 +139,7 @@ class Cell(nn.Module):
                     continue
                 y = op(states[src])
                 if self.training and not isinstance(op, Identity):
-                    y = drop_path(y, drop_prob)
+                    y = self.drop_path(y, drop_prob)
                 node = y if node is None else node + y
             states[dst] = node
         return torch.cat([states[n] for n in self.concat], dim=1)  # (B, len(concat) * C, H', W')

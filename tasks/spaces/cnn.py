@@ -46,7 +46,15 @@ from .cost import MacCount, count_macs, count_parameters
 from .genotype import Genotype, SearchSpace
 from .ops import Identity
 
-__all__ = ["AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet", "NetworkCIFAR", "NetworkImageNet", "SearchNetwork"]
+__all__ = [
+    "AuxiliaryHeadCIFAR",
+    "AuxiliaryHeadImageNet",
+    "NetworkCIFAR",
+    "NetworkImageNet",
+    "SearchNetwork",
+    "cell_stack",
+    "imagenet_stems",
+]
 
 STEM_MULTIPLIER = 3
 
@@ -191,6 +199,39 @@ class SearchNetwork(nn.Module):
         return out
 
 
+def cell_stack(cell_class: type[Cell], genotype: Genotype, layers: int, c_pp: int, c_p: int, c: int,
+               reduction_prev: bool, strided_reductions: int = 2) -> tuple[nn.ModuleList, int, int | None]:  # fmt: skip
+    """A final network's ``layers`` cells (reduce cells at layers // 3 and 2 layers // 3, each doubling C), with
+    the output channels of the last cell and of cell ``2 layers // 3`` (where the auxiliary head reads).
+
+    Only the first ``strided_reductions`` reduce cells halve the resolution; later ones run the reduce genotype
+    at stride 1 (a segmentation backbone's output stride 16: ``strided_reductions=1`` after the ImageNet stems).
+    """
+    cells, c_aux, strided = nn.ModuleList(), None, 0
+    for i in range(layers):
+        reduce_cell = _is_reduction(i, layers)
+        stride2 = reduce_cell and strided < strided_reductions
+        strided += stride2
+        c = c * 2 if reduce_cell else c
+        cell = cell_class(genotype["reduce" if reduce_cell else "normal"], 2, c_pp, c_p, c, stride2, reduction_prev)
+        cells.append(cell)
+        reduction_prev = stride2
+        c_pp, c_p = c_p, cell.multiplier * c
+        if i == 2 * layers // 3:
+            c_aux = c_p
+    return cells, c_p, c_aux
+
+
+def _run_cells(net: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A final network's cells over its stem outputs, then its classifier: ``(logits, auxiliary logits or None)``."""
+    aux = None
+    for i, cell in enumerate(net.cells):
+        s0, s1 = s1, cell(s0, s1, net.drop_path_prob)
+        if i == net.aux_index and net.auxiliary is not None and net.training:
+            aux = net.auxiliary(s1)
+    return net.classifier(net.global_pooling(s1).flatten(1)), aux
+
+
 class AuxiliaryHeadCIFAR(nn.Module):
     """Auxiliary classifier on the 8x8 feature map after cell ``2L // 3``."""
 
@@ -233,33 +274,15 @@ class NetworkCIFAR(nn.Module):
         self.drop_path_prob = 0.0
         c_curr = STEM_MULTIPLIER * channels
         self.stem = _stem(in_channels, c_curr)
-        c_pp, c_p, c_curr = c_curr, c_curr, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        c_aux = None
-        for i in range(layers):
-            reduction = _is_reduction(i, layers)
-            c_curr = c_curr * 2 if reduction else c_curr
-            cell_genotype = genotype["reduce" if reduction else "normal"]
-            cell = Cell(cell_genotype, 2, c_pp, c_p, c_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.multiplier * c_curr
-            if i == 2 * layers // 3:
-                c_aux = c_p
+        self.cells, c_p, c_aux = cell_stack(Cell, genotype, layers, c_curr, c_curr, channels, reduction_prev=False)
         self.aux_index = 2 * layers // 3
         self.auxiliary = AuxiliaryHeadCIFAR(c_aux, num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        aux = None
         s0 = s1 = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.auxiliary is not None and self.training:
-                aux = self.auxiliary(s1)
-        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+        return _run_cells(self, s0, s1)
 
     def num_parameters(self) -> int:
         return count_parameters(self)
@@ -294,25 +317,17 @@ class AuxiliaryHeadImageNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def _timm_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    return timm_drop_path(x, drop_prob, training=True)  # Cell calls it only while training
+
+
 class ImageNetCell(Cell):
     """A final-network cell whose drop path is timm's (``timm.layers.drop_path``); otherwise :class:`.cell.Cell`."""
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
-        for dst in self.nodes:
-            node = None
-            for (src, d), op in zip(self.links, self.ops, strict=True):
-                if d != dst:
-                    continue
-                y = op(states[src])
-                if not isinstance(op, Identity):
-                    y = timm_drop_path(y, drop_prob, self.training)  # identity when not training or drop_prob == 0
-                node = y if node is None else node + y
-            states[dst] = node
-        return torch.cat([states[n] for n in self.concat], dim=1)  # (B, len(concat) * C, H', W')
+    drop_path = staticmethod(_timm_drop_path)
 
 
-def _imagenet_stems(in_channels: int, c: int) -> tuple[nn.Sequential, nn.Sequential]:
+def imagenet_stems(in_channels: int, c: int) -> tuple[nn.Sequential, nn.Sequential]:
     stem0 = nn.Sequential(
         nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),  # (B, C/2, H/2, W/2)
         nn.BatchNorm2d(c // 2),
@@ -363,21 +378,10 @@ class NetworkImageNet(nn.Module):
             raise ValueError(f"NetworkImageNet needs an even channel count >= 2 (stem C/2, FactorizedReduce), got "
                              f"{channels}")  # fmt: skip
         self.drop_path_prob = 0.0
-        self.stem0, self.stem1 = _imagenet_stems(in_channels, channels)
-        c_pp, c_p, c_curr = channels, channels, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = True  # s0 (stem0) is twice the resolution of s1 (stem1)
-        c_aux = None
-        for i in range(layers):
-            reduction = _is_reduction(i, layers)
-            c_curr = c_curr * 2 if reduction else c_curr
-            cell_genotype = genotype["reduce" if reduction else "normal"]
-            cell = ImageNetCell(cell_genotype, 2, c_pp, c_p, c_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.multiplier * c_curr
-            if i == 2 * layers // 3:
-                c_aux = c_p
+        self.stem0, self.stem1 = imagenet_stems(in_channels, channels)
+        # s0 (stem0) has twice the resolution of s1 (stem1): the first cell reduces its s0 input
+        self.cells, c_p, c_aux = cell_stack(ImageNetCell, genotype, layers, channels, channels, channels,
+                                             reduction_prev=True)  # fmt: skip
         self.aux_index = 2 * layers // 3
         aux_size = _down(image_size, 3 + sum(_is_reduction(i, layers) for i in range(self.aux_index + 1)))
         self.auxiliary = AuxiliaryHeadImageNet(c_aux, num_classes, aux_size) if auxiliary else None
@@ -385,14 +389,9 @@ class NetworkImageNet(nn.Module):
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        aux = None
         s0 = self.stem0(x)  # (B, C, H/4, W/4)
         s1 = self.stem1(s0)  # (B, C, H/8, W/8)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.auxiliary is not None and self.training:
-                aux = self.auxiliary(s1)
-        return self.classifier(self.global_pooling(s1).flatten(1)), aux
+        return _run_cells(self, s0, s1)
 
     def num_parameters(self) -> int:
         return count_parameters(self)
