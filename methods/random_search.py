@@ -260,15 +260,12 @@ class RandomSearch:
         BatchNorm: the running averages were gathered over random architectures, see the module docstring)."""
         cfg, space, device = self.config, self.ctx.space, self.ctx.device
         with batch_statistics(self.ctx.model):
-            return self._score_and_rescore(candidates, score, cfg.score_batches, space, device)
-
-    def _score_and_rescore(self, candidates: list[Cells], score: ScoreFn, batches: int, space, device) -> int:
-        cfg = self.config
-        self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=batches)) for c in candidates]
-        # Stable sort: ties keep sampling order, so the choice is seeded.
-        top = sorted(range(len(candidates)), key=lambda i: _rank(self.candidate_scores[i]), reverse=True)
-        top = top[: cfg.n_rescore]
-        self.rescores = [(i, float(score(one_hot_weights(space, candidates[i], device), batches=None))) for i in top]
+            self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=cfg.score_batches))
+                                     for c in candidates]  # fmt: skip
+            # Stable sort: ties keep sampling order, so the choice is seeded.
+            top = sorted(range(len(candidates)), key=lambda i: _rank(self.candidate_scores[i]), reverse=True)
+            self.rescores = [(i, float(score(one_hot_weights(space, candidates[i], device), batches=None)))
+                             for i in top[: cfg.n_rescore]]  # fmt: skip
         best, self.derive_score = max(self.rescores, key=lambda r: _rank(r[1]))
         return best
 

@@ -186,6 +186,7 @@ def test_non_finite_candidate_scores_rank_last_and_scoring_uses_batch_statistics
     cfg = RandomSearchConfig(n_candidates=6, score_batches=1, n_rescore=3)
     method, ctx = _build(cfg)
     bns = [m for m in ctx.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert any(bn.track_running_stats for bn in bns)  # else the batch-statistics checks below would hold vacuously
     counter = iter(range(100))
     hidden = []
 
