@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..methods import METHODS, SearchConfig, SearchContext, StepStats
 from ..tasks.spaces import SPACES, LossOutput, SearchNetwork
+from .speed import apply_memory_format
 from .timing import print_result, time_interleaved
 
 __all__ = ["BASELINE", "VARIANTS", "main", "make_method", "make_step", "time_methods"]
@@ -47,8 +48,10 @@ def _batch(g: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
 
 
-def make_method(name: str, channels: int, layers: int, device: str | torch.device = "cpu"):
-    """The method of the ``VARIANTS`` entry ``name`` set up on its own supernet (``method.ctx.model``) on ``device``."""
+def make_method(name: str, channels: int, layers: int, device: str | torch.device = "cpu",
+                memory_format: str = "contiguous"):  # fmt: skip
+    """The method of the ``VARIANTS`` entry ``name`` set up on its own supernet (``method.ctx.model``) on ``device``,
+    laid out in ``memory_format`` (``contiguous`` | ``channels_last``, as the config key)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
     method_name, overrides = VARIANTS[name]
@@ -56,7 +59,7 @@ def make_method(name: str, channels: int, layers: int, device: str | torch.devic
     device = torch.device(device)
     torch.manual_seed(0)
     space = SPACES.get(cls.space)
-    model = SearchNetwork(space, channels, 10, layers).to(device)
+    model = apply_memory_format(SearchNetwork(space, channels, 10, layers).to(device), memory_format)
     method = cls(cls.config_class(**overrides))
     method.setup(SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(), steps_per_epoch=1,
                                op_costs=model.op_costs, device=device))  # fmt: skip

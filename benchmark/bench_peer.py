@@ -8,7 +8,10 @@ so machine noise hits every variant alike:
   (``xautodl.models.cell_searchs.NASNetworkDARTS``);
 - ``ours_gdas`` / ``xautodl_gdas``: one hard Gumbel sample per edge, only the sampled op runs
   (``NASNetworkGDAS``, tau = 10 in both, GDAS's first-epoch temperature);
-- ``egs_m1`` / ``egs_m7``: our EGS codes (M = 1, 7) on our supernet, against ``ours_darts``.
+- ``egs_m1`` / ``egs_m7``: our EGS codes (M = 1, 7) on our supernet, against ``ours_darts``;
+- ``ours_darts_nchw`` and ``xautodl_darts_cl``: the two dense supernets in the other memory layout, so the
+  table shows how much of the gap is the layout (ours run channels-last by default here, ``--memory-format``,
+  the config key ``memory_format``; xautodl ships contiguous NCHW).
 
 Reported: ``ours_darts / xautodl_darts`` and ``ours_gdas / xautodl_gdas`` (targets <= 0.8),
 ``egs_m1 / ours_darts`` (target <= 0.25) and ``egs_m7 / ours_darts`` beside the mean fraction of
@@ -52,11 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bench_methods import make_method
+from .speed import apply_memory_format
 from .timing import time_interleaved
 
 __all__ = ["BASELINE", "DIFFERENCES", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
 
 BASELINE = "ours_darts"
+OTHER_LAYOUT = {"channels_last": "ours_darts_nchw", "contiguous": "ours_darts_cl"}  # our dense supernet, other layout
 OURS = {"ours_darts": "darts_1st", "ours_gdas": "gdas", "egs_m1": "egs_m1", "egs_m7": "egs_m7"}  # -> bench_methods
 STEPS, MULTIPLIER, STEM_MULTIPLIER = 4, 4, 3  # DARTS's cell: 4 intermediate nodes, all concatenated; stem 3C
 DIFFERENCES = (
@@ -132,9 +137,12 @@ class _ActiveFraction:
 
 
 def make_variants(
-    channels: int, layers: int, batch: int, device: str | torch.device = "cpu"
+    channels: int, layers: int, batch: int, device: str | torch.device = "cpu", memory_format: str = "channels_last"
 ) -> tuple[dict[str, Callable[[], None]], dict]:
     """One forward + backward per variant (``BASELINE`` first), and facts about the networks.
+
+    Our supernets use ``memory_format``; ``ours_darts_nchw`` (or ``ours_darts_cl``) is our dense one in the
+    other layout and ``xautodl_darts_cl`` xautodl's dense one in channels-last.
 
     Returns:
         ``(variants, info)``: ``info`` holds each network's parameter count and, under
@@ -145,7 +153,9 @@ def make_variants(
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)  # (B, 3, 32, 32)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)  # (B,)
-    ours = {name: make_method(variant, channels, layers, device) for name, variant in OURS.items()}
+    ours = {name: make_method(variant, channels, layers, device, memory_format) for name, variant in OURS.items()}
+    other = "contiguous" if memory_format == "channels_last" else "channels_last"
+    ours_other = make_method(OURS["ours_darts"], channels, layers, device, other)
     egs_m7 = ours["egs_m7"]
     counter = _ActiveFraction(egs_m7.ctx.model, egs_m7.ctx.space.op_index("none"))
     weight_fns = {
@@ -156,6 +166,8 @@ def make_variants(
     }
     torch.manual_seed(0)
     peers = {name: net.to(device) for name, net in _xautodl_nets(channels, layers).items()}
+    torch.manual_seed(0)
+    peer_cl = apply_memory_format(_xautodl_nets(channels, layers)["xautodl_darts"].to(device), "channels_last")
 
     def our_step(model: nn.Module, weights: Callable[[], dict]) -> Callable[[], None]:
         def run() -> None:
@@ -180,9 +192,12 @@ def make_variants(
         "xautodl_gdas": peer_step(peers["xautodl_gdas"]),
         "egs_m1": our_step(ours["egs_m1"].ctx.model, weight_fns["egs_m1"]),
         "egs_m7": our_step(egs_m7.ctx.model, weight_fns["egs_m7"]),
+        OTHER_LAYOUT[memory_format]: our_step(ours_other.ctx.model, ours_other.probabilities),
+        "xautodl_darts_cl": peer_step(peer_cl),
     }
     params = {name: _weights(m.ctx.model) for name, m in ours.items()} | {n: _weights(m) for n, m in peers.items()}
-    return variants, {"parameters": params, "egs_m7_active_fraction": counter}
+    params |= {OTHER_LAYOUT[memory_format]: _weights(ours_other.ctx.model), "xautodl_darts_cl": _weights(peer_cl)}
+    return variants, {"parameters": params, "egs_m7_active_fraction": counter, "memory_format": memory_format}
 
 
 def _weights(model: nn.Module) -> int:
@@ -214,11 +229,15 @@ def ratios(medians: dict[str, float], active_fraction: float, mac_fraction: floa
     return out
 
 
-def time_peer(channels: int, layers: int, batch: int, rounds: int, device: str | torch.device = "cpu") -> dict:
+def time_peer(channels: int, layers: int, batch: int, rounds: int, device: str | torch.device = "cpu",
+              memory_format: str = "channels_last") -> dict:  # fmt: skip
     """Median seconds per forward + backward of every variant, interleaved, with the issue's ratios."""
-    variants, info = make_variants(channels, layers, batch, device)
+    variants, info = make_variants(channels, layers, batch, device, memory_format)
     result = time_interleaved(
-        variants, rounds, BASELINE, {"channels": channels, "layers": layers, "batch": batch, "device": str(device)}
+        variants,
+        rounds,
+        BASELINE,
+        {"channels": channels, "layers": layers, "batch": batch, "device": str(device), "memory_format": memory_format},
     )
     fraction = info["egs_m7_active_fraction"]
     return result | {
@@ -230,7 +249,8 @@ def time_peer(channels: int, layers: int, batch: int, rounds: int, device: str |
 def print_peer(result: dict) -> None:
     cfg = result["config"]
     print(f"ours vs xautodl, forward + backward, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
-          f"{cfg['device']}, {cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
+          f"{cfg['device']}, ours {cfg['memory_format']}, {cfg['rounds']} interleaved rounds, "
+          f"{cfg['threads']} threads")  # fmt: skip
     for name, median in result["median_s"].items():
         print(f"  {name:14s} median {median:8.3f} s   params {result['parameters'][name]:>9,d}")
     for key, r in result["ratios"].items():
@@ -251,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--memory-format",
+        default="channels_last",
+        choices=["channels_last", "contiguous"],
+        help="our supernets' layout (the config key memory_format)",
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if not peer_available():
@@ -259,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     results = []
     for batch in args.batch:
-        results.append(time_peer(args.channels, args.layers, batch, args.rounds, args.device))
+        results.append(time_peer(args.channels, args.layers, batch, args.rounds, args.device, args.memory_format))
         print_peer(results[-1])
     print("differences between the two supernets:\n" + "\n".join(f"  - {d}" for d in DIFFERENCES))
     if args.json:

@@ -42,8 +42,23 @@ __all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "config_type_pro
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
-TOP_KEYS = ("preset", "seed", "space", "method", "task", "search", "evaluate", "device", "deterministic", "threads",
-            "mixed_precision", "search_mixed_precision", "lr_scaling")
+TOP_KEYS = (
+    "preset",
+    "seed",
+    "space",
+    "method",
+    "task",
+    "search",
+    "evaluate",
+    "device",
+    "deterministic",
+    "threads",
+    "mixed_precision",
+    "search_mixed_precision",
+    "lr_scaling",
+    "memory_format",
+    "compile",
+)
 
 
 @dataclass
@@ -70,9 +85,17 @@ class ExperimentConfig:
     # Several processes: batch_size is per process (effective batch = batch_size x world size); "linear" scales
     # both learning rates by the world size (Goyal et al.), "none" keeps them as configured. Recorded.
     lr_scaling: str = "none"
+    # The GPU path (see benchmark/speed.py): channels_last lays every 4-D weight and input out NHWC, in the search
+    # and the final training (the same values up to float rounding; faster convolutions and pools on CPUs and
+    # tensor cores); compile runs the final network through torch.compile (the search stays eager).
+    memory_format: str = "contiguous"  # contiguous | channels_last
+    compile: bool = False
 
     def to_dict(self) -> dict:
-        return {
+        # Keys added after the first release appear only when set, so older records keep their config hash.
+        later = {k: v for k, v, default in (("memory_format", self.memory_format, "contiguous"),
+                                            ("compile", self.compile, False)) if v != default}  # fmt: skip
+        return later | {
             "preset": self.preset,
             "seed": self.seed,
             "space": self.space,
@@ -82,10 +105,10 @@ class ExperimentConfig:
             "mixed_precision": self.mixed_precision,
             "search_mixed_precision": self.search_mixed_precision,
             "lr_scaling": self.lr_scaling,
-            "method": {"name": self.method_name, **dataclasses.asdict(self.method)},
-            "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
-            "search": dataclasses.asdict(self.search),
-            "evaluate": dataclasses.asdict(self.evaluate),
+            "method": {"name": self.method_name, **_block(self.method)},
+            "task": {"name": self.task_name, **_block(self.task)},
+            "search": _block(self.search),
+            "evaluate": _block(self.evaluate),
         }
 
     def hash(self) -> str:
@@ -93,6 +116,16 @@ class ExperimentConfig:
         the identity of a run up to its seed."""
         data = {k: v for k, v in self.to_dict().items() if k not in ("seed", "threads")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _block(block: Any) -> dict:
+    """A config block as a dict, without the fields marked ``omit_default`` that sit at their default (fields added
+    after records were published: those records keep their config hash)."""
+    data = dataclasses.asdict(block)
+    for f in dataclasses.fields(block):
+        if f.metadata.get("omit_default") and data[f.name] == f.default:
+            del data[f.name]
+    return data
 
 
 def bundled_configs() -> list[str]:
@@ -267,6 +300,8 @@ def parse_config(data: dict) -> ExperimentConfig:
         mixed_precision=_choice(data, "mixed_precision", "no", PRECISIONS),
         search_mixed_precision=_choice(data, "search_mixed_precision", "no", PRECISIONS),
         lr_scaling=_choice(data, "lr_scaling", "none", ("none", "linear")),
+        memory_format=_choice(data, "memory_format", "contiguous", ("contiguous", "channels_last")),
+        compile=_check_type(data.get("compile", False), bool, "compile"),
     )
 
 

@@ -55,6 +55,7 @@ from .config import ExperimentConfig
 from .memory import MB, MemoryProbe
 from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
+from .speed import apply_memory_format, compile_network
 
 __all__ = ["MODEL_FILE", "DivergedError", "RunLockedError", "RunResult", "failed_record", "run_experiment", "run_lock"]
 
@@ -308,7 +309,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     probe = MemoryProbe(accelerator.device)
     probe.start()  # this phase's own peak: building the supernet, the search and the derivation
     set_seed(cfg.seed)
-    supernet = task.build_supernet(space, cfg.search)
+    supernet = apply_memory_format(task.build_supernet(space, cfg.search), cfg.memory_format)
     method = METHODS.get(cfg.method_name)(cfg.method)
     bs = cfg.search.batch_size
     train_gen, val_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
@@ -324,7 +325,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         recipe = candidate_recipe(cfg.evaluate, cfg.method)
         acc = _accelerator(cfg)  # its own, so the search's checkpoints hold only the supernet
         set_seed(cfg.seed)  # every candidate starts from the same seed, whatever the order
-        net = task.build_network(genotype, recipe)
+        net = apply_memory_format(task.build_network(genotype, recipe), cfg.memory_format)
         optimizer = task.make_optimizer(net, recipe)
         loader = task.loader("search-train", recipe.batch_size, torch.Generator().manual_seed(cfg.seed + 2), recipe)
         net, optimizer, loader = acc.prepare(net, optimizer, loader)
@@ -436,12 +437,14 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     probe = MemoryProbe(accelerator.device)
     probe.start()  # this phase's own peak, not the search's
     set_seed(cfg.seed)
-    net = task.build_network(genotype, ev)
+    net = apply_memory_format(task.build_network(genotype, ev), cfg.memory_format)
     params = count_parameters(net)
     net.eval()
     example = task.example_input()
     macs = count_macs(net, *(example if isinstance(example, tuple) else (example,))).total
     net.train()
+    if cfg.compile:
+        compile_network(net)
     optimizer = task.make_optimizer(net, ev)
     train_gen = torch.Generator().manual_seed(cfg.seed + 2)
     train_loader = task.loader("train", ev.batch_size, train_gen, recipe=ev)

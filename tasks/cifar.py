@@ -18,6 +18,14 @@ Deviations: DARTS splits by index (first 25k / last 25k of the pickled order, wh
 already shuffled); an ImageFolder is sorted by class, so here the split is a fixed
 permutation (``split_seed``) of the training set for every source. ``train_limit`` and
 ``test_limit`` (proxy and smoke presets) take the first N of such a permutation.
+
+Loading: a batch is one gather from the decoded ``uint8`` tensors (``BatchedImages.__getitems__``), then
+the batch-level augmentation; nothing is decoded per step. On a GPU, ``device_cache: true`` keeps those
+tensors (150 MB for CIFAR-10) on the device, so gathering and augmenting run there and no host transfer
+is left; otherwise ``workers`` (DataLoader processes, augmentation off the training thread; their random
+streams differ from the main process's, so results move within seed noise) and ``pin_memory``
+(when CUDA is present) feed it. The defaults (``workers: 0``, no cache) draw the same batches and
+augmentation in either layout.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -33,7 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, TrainConfig
 from .spaces import (
@@ -69,10 +77,37 @@ class CIFAR10Config:
     test_limit: int | None = None
     split_seed: int = 0  # permutation behind the search-train/search-val halves and the limits
     resize: bool = False  # resize images of another size to 32x32 (antialiased bilinear) instead of refusing them
+    # Loading (see the module docstring); added after the first records, so left out of the config hash at defaults.
+    workers: int = field(default=0, metadata={"omit_default": True})  # DataLoader worker processes
+    pin_memory: bool = field(default=True, metadata={"omit_default": True})  # page-locked batches (CUDA only)
+    device_cache: bool = field(default=False, metadata={"omit_default": True})  # uint8 tensors on the GPU
 
     def __post_init__(self):
         check_range("task.train_limit", self.train_limit, low=2)  # two search halves of at least one image
         check_range("task.test_limit", self.test_limit, low=1)
+        check_range("task.workers", self.workers, low=0)
+
+
+class BatchedImages(Dataset):
+    """``uint8`` images ``(N, 3, H, W)`` and labels ``(N,)``; a batch of indices is one gather (``__getitems__``)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, device=self.images.device)
+        return self.images[index], self.labels[index]
+
+
+def _cache_device() -> torch.device:
+    """The current accelerator (accelerate sets each process's CUDA device); the CPU without one."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _read_pickles(folder: Path) -> dict[str, ImageSplit]:
@@ -159,6 +194,7 @@ class CIFAR10:
     def __init__(self, config: CIFAR10Config):
         self.config = config
         self.splits: dict[str, ImageSplit] | None = None
+        self._cached: dict[str, BatchedImages] = {}  # device_cache: each split's tensors, moved once
 
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> CIFAR10Config:
@@ -225,13 +261,25 @@ class CIFAR10:
             flip=training,
             cutout=recipe.cutout if split == "train" and recipe is not None else 0,
         )
+        cfg = self.config
+        dataset = self._cached.get(split) if cfg.device_cache else None
+        if dataset is None:
+            device = _cache_device() if cfg.device_cache else torch.device("cpu")
+            dataset = BatchedImages(data.images.to(device), data.labels.to(device))
+            if cfg.device_cache:
+                self._cached[split] = dataset
+        on_host = dataset.images.device.type == "cpu"
+        workers = cfg.workers if on_host else 0  # CUDA tensors stay in the main process
         return DataLoader(
-            TensorDataset(data.images, data.labels),
+            dataset,
             batch_size=batch_size,
             shuffle=training,
             drop_last=False,
             collate_fn=augment,
             generator=generator,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=cfg.pin_memory and on_host and torch.cuda.is_available(),
         )
 
     # -- networks ------------------------------------------------------------------------------

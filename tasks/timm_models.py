@@ -131,7 +131,7 @@ class _TimmInterface:
         if stop_early and intermediates_only and isinstance(self.feature_points[max_index], int):
             last_cell = self.feature_points[max_index]
         for i, cell in enumerate(self.cells[: last_cell + 1]):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_arg())
             if i in wanted:
                 out[wanted[i]] = s1
         intermediates = [out[t] for t in take]

@@ -243,25 +243,36 @@ class BatchAugment:
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
 
-    def __call__(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.stack([s[0] for s in samples]).float().div_(255.0)  # (B, 3, H, W)
-        y = torch.stack([s[1] for s in samples])
+    def __call__(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """``samples``: a list of ``(image, label)`` or one gathered ``(images (B, 3, H, W), labels (B,))`` pair.
+
+        Runs on the images' device; the random draws come from the CPU generator either way, so a batch
+        augments alike on a CPU and on a GPU.
+        """
+        if isinstance(samples, tuple):
+            x, y = samples
+            x = x.float().div_(255.0)  # (B, 3, H, W)
+        else:
+            x = torch.stack([s[0] for s in samples]).float().div_(255.0)  # (B, 3, H, W)
+            y = torch.stack([s[1] for s in samples])
         B, _, H, W = x.shape
+        dev = x.device
         if self.crop_padding:
             p = self.crop_padding
             padded = torch.nn.functional.pad(x, (p, p, p, p))
-            dy, dx = torch.randint(0, 2 * p + 1, (2, B))
-            rows = (dy[:, None] + torch.arange(H))[:, None, :, None]  # (B, 1, H, 1)
-            cols = (dx[:, None] + torch.arange(W))[:, None, None, :]  # (B, 1, 1, W)
-            x = padded[torch.arange(B)[:, None, None, None], torch.arange(3)[None, :, None, None], rows, cols]
+            dy, dx = torch.randint(0, 2 * p + 1, (2, B)).to(dev)
+            rows = (dy[:, None] + torch.arange(H, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+            cols = (dx[:, None] + torch.arange(W, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+            batch_i = torch.arange(B, device=dev)[:, None, None, None]
+            x = padded[batch_i, torch.arange(3, device=dev)[None, :, None, None], rows, cols]
         if self.flip:
-            flip = torch.rand(B) < 0.5
+            flip = (torch.rand(B) < 0.5).to(dev)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        x = (x - self.mean) / self.std
+        x = (x - self.mean.to(dev)) / self.std.to(dev)
         if self.cutout:
-            cy, cx = torch.randint(0, H, (B,)), torch.randint(0, W, (B,))
+            cy, cx = (t.to(dev) for t in (torch.randint(0, H, (B,)), torch.randint(0, W, (B,))))
             half = self.cutout // 2
-            ys, xs = torch.arange(H)[None, :, None], torch.arange(W)[None, None, :]
+            ys, xs = torch.arange(H, device=dev)[None, :, None], torch.arange(W, device=dev)[None, None, :]
             # Exact DARTS Cutout box: rows [cy - half, cy + half), cols likewise.
             hole = (
                 (ys >= (cy - half)[:, None, None])

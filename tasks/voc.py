@@ -116,6 +116,7 @@ from .spaces import (
     active_ops,
     count_parameters,
 )
+from .spaces.cell import ScheduledDropPath
 from .spaces.cnn import cell_stack, imagenet_stems
 from .spaces.errors import check_range
 from .training import no_swap, set_lr, sgd
@@ -436,7 +437,7 @@ def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> 
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=False))  # fmt: skip
 
 
-class CellBackbone(nn.Module):
+class CellBackbone(ScheduledDropPath, nn.Module):
     """The cell network of a genotype at output stride 16 or 8 (see the module docstring).
 
     The stems and cells are :class:`~.spaces.cnn.NetworkImageNet`'s, built here because the second reduction
@@ -461,7 +462,7 @@ class CellBackbone(nn.Module):
         s0 = self.stem0(x)  # (B, C, H/4, W/4)
         s1 = self.stem1(s0)  # (B, C, H/8, W/8)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_arg())
         return s1  # (B, out_channels, H/os, W/os)
 
 

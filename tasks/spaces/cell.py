@@ -20,7 +20,7 @@ from torch import nn
 from .genotype import CellGenotype, SearchSpace
 from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 
-__all__ = ["Cell", "SearchCell", "active_ops", "drop_path"]
+__all__ = ["Cell", "ScheduledDropPath", "SearchCell", "active_ops", "drop_path"]
 
 
 def active_ops(weights: torch.Tensor, zero_index: int | None) -> list[list[int]]:
@@ -96,13 +96,51 @@ class SearchCell(nn.Module):
         return torch.cat(states[self.space.n_inputs :], dim=1)  # (B, n_nodes * C, H/stride, W/stride)
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples with probability ``drop_prob`` and rescale the rest (out-of-place)."""
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob`` and rescale the rest (out-of-place).
+
+    A 0-dim tensor ``drop_prob`` (a compiled network's, see :class:`ScheduledDropPath`) takes a path with no
+    branch on its value, so ``torch.compile`` traces it once for every probability (at 0 the mask is all ones).
+    """
+    if isinstance(drop_prob, torch.Tensor):
+        keep = 1.0 - drop_prob.to(x.dtype)
+        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) < keep
+        return x / keep * mask
     if drop_prob <= 0.0:
         return x
     keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x / keep * mask
+
+
+class ScheduledDropPath:
+    """Mixin for final networks: ``drop_path_prob``, the training loop's per-epoch drop-path probability.
+
+    Eager networks read it as a float. :meth:`use_tensor_drop_path` (called before ``torch.compile``) adds a
+    0-dim buffer that the setter updates in place and the cells receive instead: a compiled graph then reads
+    the new probability every epoch instead of guarding on a float and recompiling. Eager numerics are
+    untouched (the float path draws its masks with ``bernoulli_`` as before).
+    """
+
+    @property
+    def drop_path_prob(self) -> float:
+        return getattr(self, "_drop_prob", 0.0)
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value: float) -> None:
+        object.__setattr__(self, "_drop_prob", float(value))
+        tensor = getattr(self, "_drop_tensor", None)
+        if tensor is not None:
+            tensor.fill_(float(value))
+
+    def use_tensor_drop_path(self) -> None:
+        if getattr(self, "_drop_tensor", None) is None:
+            self.register_buffer("_drop_tensor", torch.tensor(self.drop_path_prob), persistent=False)
+
+    def drop_path_arg(self) -> float | torch.Tensor:
+        """What the cells get: the buffer once :meth:`use_tensor_drop_path` ran, else the float."""
+        tensor = getattr(self, "_drop_tensor", None)
+        return self.drop_path_prob if tensor is None else tensor
 
 
 class Cell(nn.Module):

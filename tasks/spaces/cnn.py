@@ -41,7 +41,7 @@ import torch
 from timm.layers import drop_path as timm_drop_path
 from torch import nn
 
-from .cell import Cell, SearchCell, active_ops
+from .cell import Cell, ScheduledDropPath, SearchCell, active_ops, drop_path
 from .cost import MacCount, count_macs, count_parameters
 from .genotype import Genotype, SearchSpace
 from .ops import Identity
@@ -226,7 +226,7 @@ def _run_cells(net: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torc
     """A final network's cells over its stem outputs, then its classifier: ``(logits, auxiliary logits or None)``."""
     aux = None
     for i, cell in enumerate(net.cells):
-        s0, s1 = s1, cell(s0, s1, net.drop_path_prob)
+        s0, s1 = s1, cell(s0, s1, net.drop_path_arg())
         if i == net.aux_index and net.auxiliary is not None and net.training:
             aux = net.auxiliary(s1)
     return net.classifier(net.global_pooling(s1).flatten(1)), aux
@@ -253,7 +253,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class NetworkCIFAR(nn.Module):
+class NetworkCIFAR(ScheduledDropPath, nn.Module):
     """The final CIFAR network for a genotype (DARTS evaluation network).
 
     ``forward`` returns ``(logits, aux_logits)``; ``aux_logits`` is None unless the network
@@ -317,7 +317,9 @@ class AuxiliaryHeadImageNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def _timm_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+def _timm_drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    if isinstance(drop_prob, torch.Tensor):  # a compiled network's probability: the branch-free path
+        return drop_path(x, drop_prob)
     return timm_drop_path(x, drop_prob, training=True)  # Cell calls it only while training
 
 
@@ -350,7 +352,7 @@ def _down(size: int, times: int) -> int:
     return size
 
 
-class NetworkImageNet(nn.Module):
+class NetworkImageNet(ScheduledDropPath, nn.Module):
     """The final ImageNet network for a genotype (DARTS ``NetworkImageNet``, mobile setting: C=48, 14 cells).
 
     ``forward`` returns ``(logits, aux_logits)`` as :class:`NetworkCIFAR`; parameter counts exclude the

@@ -14,7 +14,16 @@ from egsbench.benchmark.bench_peer import BASELINE, make_variants, peer_availabl
 
 pytestmark = pytest.mark.skipif(not peer_available(), reason="xautodl is not installed (pip install --no-deps xautodl)")
 
-VARIANTS = (BASELINE, "xautodl_darts", "ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7")  # the baseline first
+VARIANTS = (
+    BASELINE,
+    "xautodl_darts",
+    "ours_gdas",
+    "xautodl_gdas",
+    "egs_m1",
+    "egs_m7",
+    "ours_darts_nchw",
+    "xautodl_darts_cl",
+)  # the baseline first
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
 
 from egsbench.tasks import TrainConfig
 from egsbench.tasks.cifar import CIFAR10, CIFAR10Config, load_cifar10
@@ -127,3 +128,42 @@ def test_cutout_only_on_the_final_training_split():
     assert task.loader("search-train", 8).collate_fn.cutout == 0
     test_loader = task.loader("test", 8)
     assert test_loader.collate_fn.crop_padding == 0 and not test_loader.collate_fn.flip
+
+
+def _batches(task: CIFAR10, split: str, seed: int = 0, n: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(seed)  # the augmentation draws from the global generator
+    loader = task.loader(split, 16, torch.Generator().manual_seed(seed), TrainConfig(cutout=8))
+    return [b for _, b in zip(range(n), loader, strict=False)]
+
+
+def test_gathered_batches_equal_the_per_sample_collate():
+    """One gather per batch (``__getitems__``) gives the batches the per-sample path gave: same images, labels,
+    crops, flips and cutout holes for the same seeds."""
+    task = CIFAR10(CIFAR10Config(data_dir="embedded", train_limit=64, test_limit=32))
+    task.prepare_data()
+    gathered = _batches(task, "train")
+    split = task.splits["train"]
+    augment = BatchAugment(task.mean, task.std, crop_padding=4, flip=True, cutout=8)
+    per_sample = DataLoader(TensorDataset(split.images, split.labels), batch_size=16, shuffle=True,
+                            collate_fn=augment, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    torch.manual_seed(0)
+    for (x, y), (x_ref, y_ref) in zip(gathered, per_sample, strict=False):
+        assert torch.equal(y, y_ref) and torch.equal(x, x_ref)
+
+
+def test_device_cache_and_workers_keep_the_data_and_leave_the_hash_alone(tmp_path):
+    base = CIFAR10Config(data_dir="embedded", train_limit=64, test_limit=32)
+    cached = CIFAR10(CIFAR10Config(data_dir="embedded", train_limit=64, test_limit=32, device_cache=True))
+    plain = CIFAR10(base)
+    for a, b in zip(_batches(cached, "train"), _batches(plain, "train"), strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert cached.loader("test", 8).dataset is cached.loader("test", 8).dataset  # moved once, then reused
+    workers = CIFAR10(CIFAR10Config(data_dir="embedded", train_limit=64, test_limit=32, workers=2))
+    seen = torch.cat([y for _, y in workers.loader("test", 8)])
+    assert torch.equal(seen, torch.cat([y for _, y in plain.loader("test", 8)]))  # test order is fixed
+    from egsbench.benchmark.api import resolve_config
+
+    default = resolve_config("smoke/egs-cifar10")
+    assert "workers" not in default.to_dict()["task"] and "device_cache" not in default.to_dict()["task"]
+    fed = resolve_config("smoke/egs-cifar10", {"task.workers": 2, "task.device_cache": True})
+    assert fed.to_dict()["task"]["workers"] == 2 and fed.hash() != default.hash()

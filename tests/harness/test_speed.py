@@ -1,0 +1,104 @@
+"""The fast path: channels-last layout (same parameters, same values up to rounding, NHWC kernels), the
+tensor-valued drop-path probability that lets a compiled network change it without recompiling, and the
+config keys that switch both on (recorded, and absent from the hash while at their defaults)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from egsbench.benchmark import runner
+from egsbench.benchmark.api import resolve_config, run
+from egsbench.benchmark.speed import apply_memory_format, compile_network
+from egsbench.tasks.spaces import DARTS_V2, SPACES, ConfigError, NetworkCIFAR, SearchNetwork
+from egsbench.tasks.spaces.cell import drop_path
+
+
+def _search_net(memory_format: str) -> SearchNetwork:
+    torch.manual_seed(0)
+    return apply_memory_format(SearchNetwork(SPACES.get("darts"), 4, 10, 3), memory_format)
+
+
+def test_channels_last_supernet_has_the_same_parameters_outputs_and_gradients():
+    plain, nhwc = _search_net("contiguous"), _search_net("channels_last")
+    assert [(n, p.shape) for n, p in plain.named_parameters()] == [(n, p.shape) for n, p in nhwc.named_parameters()]
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in nhwc.parameters())  # the layout did change
+    space = plain.space
+    w = {t: torch.softmax(torch.randn(space.num_edges, space.num_ops, generator=torch.Generator().manual_seed(1)), -1)
+         for t in space.cell_types}  # fmt: skip
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    y_plain, y_nhwc = plain(x, w), nhwc(x, w)
+    torch.testing.assert_close(y_nhwc, y_plain, rtol=1e-4, atol=1e-5)
+    y_plain.square().sum().backward()
+    y_nhwc.square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), nhwc.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_channels_last_is_applied_once_and_leaves_networks_without_4d_tensors_alone():
+    net = apply_memory_format(torch.nn.Sequential(torch.nn.Linear(3, 2)), "channels_last")
+    assert net(torch.ones(5, 3)).shape == (5, 2)
+    conv = apply_memory_format(torch.nn.Conv2d(3, 4, 3), "channels_last")
+    apply_memory_format(conv, "channels_last")
+    assert len(conv._forward_pre_hooks) == 1
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        apply_memory_format(conv, "nhwc")
+
+
+def test_tensor_drop_path_follows_the_setter_and_is_not_saved():
+    net = NetworkCIFAR(DARTS_V2, 4, 10, 3)
+    assert net.drop_path_arg() == 0.0  # eager: the float
+    net.use_tensor_drop_path()
+    net.drop_path_prob = 0.3
+    arg = net.drop_path_arg()
+    assert isinstance(arg, torch.Tensor) and float(arg) == pytest.approx(0.3) and net.drop_path_prob == 0.3
+    assert not any("drop" in key for key in net.state_dict())
+
+
+def test_tensor_drop_path_drops_samples_with_the_probability_and_zero_keeps_everything():
+    x = torch.ones(4000, 1, 1, 1)
+    torch.manual_seed(0)
+    y = drop_path(x, torch.tensor(0.25))
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.03 and torch.allclose(y[y != 0], torch.tensor(1 / 0.75))
+    assert torch.equal(drop_path(x, torch.tensor(0.0)), x)
+
+
+def test_compiled_network_changes_drop_path_without_recompiling():
+    torch._dynamo.reset()
+    net = compile_network(NetworkCIFAR(DARTS_V2, 4, 10, 3).train(), backend="eager")
+    x = torch.randn(2, 3, 16, 16)
+    net(x)  # the first compilation
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for p in (0.1, 0.2, 0.3):
+            net.drop_path_prob = p
+            logits, _ = net(x)
+            assert torch.isfinite(logits).all()
+    torch._dynamo.reset()
+
+
+def test_config_keys_are_validated_recorded_and_out_of_the_hash_at_their_defaults():
+    default = resolve_config("smoke/egs-cifar10")
+    assert "memory_format" not in default.to_dict() and "compile" not in default.to_dict()
+    nhwc = resolve_config("smoke/egs-cifar10", {"memory_format": "channels_last", "compile": True})
+    assert nhwc.to_dict()["memory_format"] == "channels_last" and nhwc.to_dict()["compile"] is True
+    assert nhwc.hash() != default.hash()
+    with pytest.raises(ConfigError, match="memory_format must be one of"):
+        resolve_config("smoke/egs-cifar10", {"memory_format": "nhwc"})
+    with pytest.raises(ConfigError, match="compile"):
+        resolve_config("smoke/egs-cifar10", {"compile": "yes"})
+
+
+def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch):
+    compiled = []
+
+    def eager_compile(net, **options):  # inductor's C++ build takes minutes on a CPU; dynamo's eager backend not
+        compiled.append(type(net).__name__)
+        return compile_network(net, backend="eager")
+
+    monkeypatch.setattr(runner, "compile_network", eager_compile)
+    overrides = {"memory_format": "channels_last", "compile": True}
+    record = run("smoke/random-cifar10", tmp_path / "run", overrides=overrides, progress=False)
+    torch._dynamo.reset()
+    assert record.status == "ok" and compiled == ["NetworkCIFAR"]
+    assert record.config["memory_format"] == "channels_last" and record.config["compile"] is True
