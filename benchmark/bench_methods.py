@@ -68,10 +68,11 @@ def make_method(name: str, channels: int, layers: int, device: str | torch.devic
 
 
 def make_step(
-    name: str, channels: int, layers: int, batch: int, device: str | torch.device = "cpu"
-) -> Callable[[], StepStats]:
+    name: str, channels: int, layers: int, batch: int, device: str | torch.device = "cpu",
+    memory_format: str = "contiguous",
+) -> Callable[[], StepStats]:  # fmt: skip
     """``method.step`` of the ``VARIANTS`` entry ``name`` on its own supernet and fixed random batches on ``device``."""
-    method = make_method(name, channels, layers, device)
+    method = make_method(name, channels, layers, device, memory_format)
     g = torch.Generator().manual_seed(0)
     train, val = (tuple(t.to(device) for t in _batch(g, batch)) for _ in range(2))  # the same data for every variant
     return functools.partial(method.step, train, val)

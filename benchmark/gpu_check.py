@@ -14,8 +14,10 @@ targets on one H100: search <= 1 h, evaluation <= 8 h.
     python -m egsbench.benchmark.gpu_check --eval-modes fp32 bf16-cl --compile --json gpu.json
     python -m egsbench.benchmark.gpu_check --steps 2 --small --device cpu   # smoke test: tiny sizes, seconds
 
-Eval modes: ``fp32``, ``bf16`` (autocast), ``fp32-cl`` / ``bf16-cl`` (channels-last network and input).
-The search stays fp32 unless ``--bf16-search`` (DARTS second order would stay fp32 regardless).
+Eval modes: ``fp32``, ``bf16`` (autocast), ``fp32-cl`` / ``bf16-cl`` (channels-last network and input, the
+config's ``memory_format: channels_last``); ``--compile`` compiles the network as ``compile: true`` does, and the
+drop-path probability changes every step (a recompiling graph would show in the time). The search runs in both
+layouts (``--search-memory-formats``) and stays fp32 unless ``--bf16-search`` (DARTS second order: fp32 always).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 
 from .api import resolve_config
 from .bench_methods import make_step
+from .speed import apply_memory_format, compile_network
 
 __all__ = ["EVAL_MODES", "SEARCH_METHODS", "TARGET_HOURS", "main", "paper_preset", "time_eval", "time_search"]
 
@@ -75,9 +78,10 @@ def _timed(run, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def time_search(name: str, sizes: dict, steps: int, warmup: int, device: torch.device, bf16: bool = False) -> float:
+def time_search(name: str, sizes: dict, steps: int, warmup: int, device: torch.device, bf16: bool = False,
+                memory_format: str = "contiguous") -> float:  # fmt: skip
     """Seconds per ``method.step`` of the ``bench_methods`` variant ``name`` (each step syncs on its loss)."""
-    step = make_step(name, sizes["channels"], sizes["layers"], sizes["batch"], device)
+    step = make_step(name, sizes["channels"], sizes["layers"], sizes["batch"], device, memory_format)
 
     def run() -> None:
         with _autocast(device, bf16):
@@ -93,20 +97,25 @@ def time_eval(mode: str, sizes: dict, steps: int, warmup: int, device: torch.dev
 
     if mode not in EVAL_MODES:
         raise ValueError(f"unknown eval mode {mode!r}; valid modes: {', '.join(EVAL_MODES)}")
-    bf16, channels_last = mode.startswith("bf16"), mode.endswith("-cl")
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    bf16, layout = mode.startswith("bf16"), "channels_last" if mode.endswith("-cl") else "contiguous"
     torch.manual_seed(0)
     net = NetworkCIFAR(GENOTYPES.get("darts_v2"), sizes["channels"], 10, sizes["layers"], auxiliary=True)
-    net = net.to(device, memory_format=fmt).train()
-    net.drop_path_prob = sizes.get("drop_path", 0.2)
+    net = apply_memory_format(net.to(device), layout).train()  # as the runner does for memory_format
+    if compile:
+        compile_network(net)  # as the runner does for compile: true (tensor drop-path probability)
+    drop_path = sizes.get("drop_path", 0.2)
     opt = torch.optim.SGD(net.parameters(), lr=sizes.get("lr", 0.025), momentum=sizes.get("momentum", 0.9),
                           weight_decay=sizes.get("weight_decay", 3e-4))  # fmt: skip
-    model = torch.compile(net) if compile else net
-    x = torch.randn(sizes["batch"], 3, 32, 32, device=device).contiguous(memory_format=fmt)  # (B, 3, 32, 32)
+    model = net
+    calls = [0]
+    x = torch.randn(sizes["batch"], 3, 32, 32, device=device)  # (B, 3, 32, 32); the network lays it out
     y = torch.randint(0, 10, (sizes["batch"],), device=device)  # (B,)
     aux_weight, clip = sizes.get("auxiliary_weight", 0.4), sizes.get("grad_clip", 5.0)
 
     def run() -> None:
+        # the probability changes every call, as the epoch ramp does: a compiled network must not recompile
+        net.drop_path_prob = drop_path * (calls[0] % 10) / 10
+        calls[0] += 1
         opt.zero_grad(set_to_none=True)
         with _autocast(device, bf16):
             logits, aux = model(x)
@@ -138,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-modes", nargs="+", choices=EVAL_MODES, default=None,
                         help="default: fp32 and bf16-cl on CUDA, fp32 elsewhere")  # fmt: skip
     parser.add_argument("--bf16-search", action="store_true", help="bf16 autocast in the search steps too")
+    parser.add_argument(
+        "--search-memory-formats",
+        nargs="+",
+        choices=["contiguous", "channels_last"],
+        default=["contiguous", "channels_last"],
+        help="layouts of the search supernets to time",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the final network (compile untimed)")
     parser.add_argument("--no-cudnn-benchmark", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -173,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"search, C={s['channels']}, {s['layers']} cells, batch {s['batch']} ({'bf16' if args.bf16_search else 'fp32'})"
     )
-    for method in SEARCH_METHODS:
-        seconds = time_search(method, s, args.steps, warmup, device, args.bf16_search)
-        target = targets("search") if method == "egs_m7" else None  # the target is EGS's; DARTS is the reference
-        result["search"][method] = _line(method, seconds, s["batch"], search_steps, target)
+    for layout in args.search_memory_formats:
+        for method in SEARCH_METHODS:
+            seconds = time_search(method, s, args.steps, warmup, device, args.bf16_search, layout)
+            target = targets("search") if method == "egs_m7" else None  # the target is EGS's; DARTS the reference
+            label = method if layout == "contiguous" else f"{method}-cl"
+            result["search"][label] = _line(label, seconds, s["batch"], search_steps, target)
     e = sizes["eval"]
     print(f"final training of DARTS_V2, C={e['channels']}, {e['layers']} cells, batch {e['batch']}")
     for mode in modes:

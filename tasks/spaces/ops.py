@@ -9,6 +9,9 @@ learnable scale and shift everywhere in a search cell, pools followed by such a 
 ``affine=True`` gives the final-network variants (no BN after pools), exactly as the
 original ``model_search.py`` / ``model.py`` pair.
 
+The ops that start with a ReLU (the convolutions, ``FactorizedReduce``) also offer ``after_relu(relu_x)``:
+a search edge computes ``relu(x)`` once and feeds it to each of them (see ``cell.MixedEdge``).
+
 Deviation: none in behaviour. Drop path and ReLU are written out-of-place (the original
 ``inplace=True`` ReLU and in-place ``div_/mul_`` trip autograd version checks on modern
 PyTorch, quark0/darts#109); the values computed are identical.
@@ -70,6 +73,10 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    def after_relu(self, relu_x: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``relu(x)`` (a search edge shares one ReLU among its ops)."""
+        return self[3](self[2](self[1](relu_x)))
+
 
 class SepConv(nn.Sequential):
     """Two separable blocks; only the first is strided ("applied twice", DARTS)."""
@@ -79,6 +86,10 @@ class SepConv(nn.Sequential):
             DilConv(c_in, c_in, kernel, stride, padding, dilation=1, affine=affine),
             DilConv(c_in, c_out, kernel, 1, padding, dilation=1, affine=affine),
         )
+
+    def after_relu(self, relu_x: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``relu(x)``."""
+        return self[1](self[0].after_relu(relu_x))
 
 
 class Identity(nn.Module):
@@ -113,10 +124,13 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.after_relu(self.relu(x))
+
+    def after_relu(self, relu_x: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``relu(x)``."""
         # The second path sees the input shifted by one pixel, so the two halves sample
         # complementary positions. (B, C_out, H/2, W/2)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        return self.bn(torch.cat([self.conv_1(relu_x), self.conv_2(relu_x[:, :, 1:, 1:])], dim=1))
 
 
 def _pool(kind: str, c: int, stride: int, affine: bool) -> nn.Module:

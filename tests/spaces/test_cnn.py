@@ -49,32 +49,35 @@ def test_supernet_shapes_and_cell_outputs():
     assert out.shape == (2, 4 * 8, 8, 8)
 
 
-def _count_calls(net):
-    calls = {}
-
-    def hook(name):
-        def fn(*_):
-            calls[name] = calls.get(name, 0) + 1
-
-        return fn
-
+def _op_calls(net, *inputs) -> dict[str, int]:
+    """Run ``net(*inputs)``; ``{op module name: calls}``, counted on the op's leaf layers (an edge may run an op's
+    layers after its shared ReLU, past the op's own ``forward``): the most calls of any of its layers."""
+    per_leaf, hooks = {}, []
     for name, module in net.named_modules():
         parts = name.split(".")
-        if len(parts) == 6 and parts[2] == "edges" and parts[4] == "ops":
-            module.register_forward_hook(hook(name))
+        if len(parts) >= 6 and parts[2] == "edges" and parts[4] == "ops" and not list(module.children()):
+            hooks.append(
+                module.register_forward_hook(lambda *_, n=name: per_leaf.__setitem__(n, per_leaf.get(n, 0) + 1))
+            )
+    net(*inputs)
+    for h in hooks:
+        h.remove()
+    calls = {}
+    for leaf, n in per_leaf.items():
+        op = ".".join(leaf.split(".")[:6])
+        calls[op] = max(calls.get(op, 0), n)
     return calls
 
 
 def test_sparse_execution_skips_zero_weights_and_never_runs_the_zero_op():
     space = SPACES.get("dag")
     net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
-    calls = _count_calls(net)
     weights = {t: torch.zeros(space.num_edges, space.num_ops) for t in space.cell_types}
     sep3, none = space.op_index("sep_conv_3x3"), space.op_index("none")
     weights["normal"][:, sep3] = 1.0
     weights["normal"][:, none] = 1.0  # non-zero weight on the zero op: still never executed
     weights["reduce"][3, space.op_index("max_pool_3x3")] = 1.0
-    net(torch.randn(2, 3, 16, 16), weights)
+    calls = _op_calls(net, torch.randn(2, 3, 16, 16), weights)
     ran = set(calls)
     assert ran, "no op ran"
     assert all(name.endswith(f"ops.{sep3}") or name.endswith("edges.3.ops.1") for name in ran)
@@ -248,3 +251,29 @@ def test_search_drop_path_is_off_by_default_per_op_and_never_on_identity():
     net.eval()
     with torch.no_grad():
         assert torch.equal(net(x, only["sep_conv_3x3"]), net(x, only["sep_conv_3x3"]))  # no drop in eval
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_shared_relu_gives_each_ops_own_output_and_gradients(stride):
+    """The mixed edge computes relu(x) once for the ops that start with one; outputs and gradients are exactly
+    those of calling every op on x by itself (its own ReLU), and the parameters are the ops' own."""
+    from egsbench.tasks.spaces.cell import MixedEdge
+
+    space = SPACES.get("darts")
+    torch.manual_seed(0)
+    edge = MixedEdge(space.ops, 8, stride).eval()  # eval: the two passes see the same BN statistics
+    shares = [k for k, op in enumerate(edge.ops) if hasattr(op, "after_relu")]
+    assert len(shares) == 4 + (stride == 2)  # four convolutions (+ FactorizedReduce as the strided skip)
+    x = torch.randn(4, 8, 8, 8, requires_grad=True)
+    w = torch.softmax(torch.randn(len(space.ops)), 0)
+    active = [k for k in range(len(space.ops)) if space.ops[k] != "none"]
+    shared = edge(x, w, active)
+    shared.square().sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in edge.parameters()]
+    x.grad = None
+    edge.zero_grad()
+    separate = sum(w[k] * edge.ops[k](x) for k in active)
+    separate.square().sum().backward()
+    assert torch.equal(shared, separate)
+    for a, b in zip(grads, [x.grad] + [p.grad for p in edge.parameters()], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # summation order may differ in the last bit
