@@ -42,7 +42,8 @@ RATIO_TARGET = 1 / 3  # EGS M = 1 / DARTS at batch 64
 GLIBC_RETURN_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
-def measure(name: str, channels: int, layers: int, batch: int, device: str, time_steps: int = 0) -> dict:
+def measure(name: str, channels: int, layers: int, batch: int, device: str, time_steps: int = 0,
+            memory_format: str = "contiguous") -> dict:  # fmt: skip
     """Measure the phases of one method in this process (call it in a fresh one: see ``measure_in_subprocess``).
 
     Args:
@@ -59,10 +60,10 @@ def measure(name: str, channels: int, layers: int, batch: int, device: str, time
         phases[label] = {"start_mb": start / MB, "peak_mb": peak / MB, "increment_mb": (peak - start) / MB}
         return out
 
-    step = phase("build", lambda: make_step(name, channels, layers, batch, dev))
+    step = phase("build", lambda: make_step(name, channels, layers, batch, dev, memory_format))
     phase("first_step", step)
     phase("step", step)
-    result = {"method": name, "phases": phases, "how": probe.how, "device": str(dev)}
+    result = {"method": name, "phases": phases, "how": probe.how, "device": str(dev), "memory_format": memory_format}
     if time_steps:
         times = []
         for _ in range(time_steps):
@@ -84,13 +85,15 @@ def measure_in_subprocess(
     time_steps: int = 0,
     threads: int | None = None,
     timeout: float = 1800,
+    memory_format: str = "contiguous",
 ) -> dict:
     """``measure`` in a fresh Python process; its result, or an ``error`` entry when it failed."""
     if name not in VARIANTS:
         raise ValueError(f"unknown method variant {name!r}; valid variants: {', '.join(VARIANTS)}")
     command = [sys.executable, "-m", "egsbench.benchmark.bench_memory", "--worker", name]
     command += ["--channels", str(channels), "--layers", str(layers), "--batch", str(batch), "--device", device]
-    command += ["--time-steps", str(time_steps)] + (["--threads", str(threads)] if threads else [])
+    command += ["--time-steps", str(time_steps), "--memory-format", memory_format]
+    command += ["--threads", str(threads)] if threads else []
     env = os.environ | GLIBC_RETURN_MEMORY
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     lines = done.stdout.strip().splitlines()
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"])
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: measure one method, print JSON
     parser.add_argument("--time-steps", type=int, default=0, help=argparse.SUPPRESS)
@@ -126,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(measure(args.worker, args.channels, args.layers, args.batch, args.device, args.time_steps)))
+        result = measure(args.worker, args.channels, args.layers, args.batch, args.device, args.time_steps,
+                         args.memory_format)  # fmt: skip
+        print(json.dumps(result))
         return 0
     results = []
-    print(f"peak memory of one search step, C={args.channels}, {args.layers} cells, batch {args.batch}, {args.device}")
+    print(f"peak memory of one search step, C={args.channels}, {args.layers} cells, batch {args.batch}, {args.device}, "
+          f"{args.memory_format}")  # fmt: skip
     for name in args.methods:
-        r = measure_in_subprocess(name, args.channels, args.layers, args.batch, args.device, threads=args.threads)
+        r = measure_in_subprocess(name, args.channels, args.layers, args.batch, args.device, threads=args.threads,
+                                  memory_format=args.memory_format)  # fmt: skip
         results.append(r)
         if "error" in r:
             print(f"  {name:10s} FAILED: {r['error'].splitlines()[-1] if r['error'] else '?'}")

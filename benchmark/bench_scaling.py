@@ -75,6 +75,7 @@ def run_grid(
     time_steps: int,
     threads: int | None = None,
     progress: bool = True,
+    memory_format: str = "contiguous",
 ) -> list[dict]:
     """One row per (method, point); a configuration shared by several axes is measured once."""
     cache: dict[tuple, dict] = {}
@@ -83,7 +84,8 @@ def run_grid(
         for axis, cfg in points:
             key = (method, cfg["channels"], cfg["layers"], cfg["batch"])
             if key not in cache:
-                cache[key] = measure_in_subprocess(method, **cfg, device=device, time_steps=time_steps, threads=threads)
+                cache[key] = measure_in_subprocess(method, **cfg, device=device, time_steps=time_steps, threads=threads,
+                                                   memory_format=memory_format)  # fmt: skip
             r = cache[key]
             step = r.get("phases", {}).get("step", {})
             row = {"method": method, "axis": axis, **cfg, "step_s": r.get("step_s"),
@@ -135,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-steps", type=int, default=3, help="timed steps per point (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--memory-format",
+        default="channels_last",
+        choices=["contiguous", "channels_last"],
+        help="the supernets' layout (the config key memory_format)",
+    )
     parser.add_argument("--out", default="results/benchmarks", help="folder for the CSV, PNG and JSON")
     parser.add_argument("--name", default="scaling", help="file stem of the outputs")
     args = parser.parse_args(argv)
@@ -150,14 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"scaling grid: {len(args.methods)} methods x {len(points)} points on {args.device}, base C,L,B = {base}")
-    rows = run_grid(args.methods, points, args.device, args.time_steps, args.threads)
+    rows = run_grid(args.methods, points, args.device, args.time_steps, args.threads, memory_format=args.memory_format)
     with open(out / f"{args.name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
     info = machine(args.device)
     where = info.get("gpu") or f"{info['processor']}, {info['cpu_count']} CPUs, {info['torch_threads']} threads"
-    plot(rows, out / f"{args.name}.png", f"one search step per method, base C,L,B = {base}; {where}")
+    plot(
+        rows,
+        out / f"{args.name}.png",
+        f"one search step per method ({args.memory_format}), base C,L,B = {base}; {where}",
+    )
     sidecar = {"machine": info, "config": vars(args) | {"base": base}, "rows": rows}
     (out / f"{args.name}.json").write_text(json.dumps(sidecar, indent=1))
     print(f"wrote {out / args.name}.csv, .png and .json")

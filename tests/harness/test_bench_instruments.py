@@ -43,7 +43,10 @@ def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--json", str(out)]
     assert bench_peer.main(argv) == 0
     result = json.loads(out.read_text())["results"][0]
-    assert set(result["median_s"]) == {"ours_darts", "xautodl_darts", "ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7"}
+    assert set(result["median_s"]) == {"ours_darts", "xautodl_darts", "ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7",
+                                       "ours_darts_nchw", "xautodl_darts_cl"}  # fmt: skip
+    assert result["config"]["memory_format"] == "channels_last"  # ours, by default here
+    assert result["parameters"]["ours_darts_nchw"] == result["parameters"]["ours_darts"]  # the layout only
     assert set(result["ratios"]) == set(bench_peer.TARGETS)
     egs_m7 = result["ratios"]["egs_m7/ours_darts"]
     assert 0 < egs_m7["active_fraction"] <= 1 and 0 < egs_m7["active_mac_fraction"] <= 1
@@ -87,9 +90,10 @@ def test_memory_probe_phases_do_not_inherit_an_earlier_peak():
 def test_memory_benchmark_measures_each_method_in_its_own_process(tmp_path):
     out = tmp_path / "mem.json"
     argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--threads", "1", "--json", str(out)]
-    assert bench_memory.main([*argv, "--methods", "egs_m1", "darts_1st"]) == 0
+    assert bench_memory.main([*argv, "--methods", "egs_m1", "darts_1st", "--memory-format", "channels_last"]) == 0
     data = json.loads(out.read_text())
     assert [r["method"] for r in data["results"]] == ["egs_m1", "darts_1st"]
+    assert {r["memory_format"] for r in data["results"]} == {"channels_last"}  # reached the worker processes
     for r in data["results"]:
         assert set(r["phases"]) == set(bench_memory.PHASES)
         assert all(p["peak_mb"] >= p["start_mb"] > 0 for p in r["phases"].values())
@@ -128,11 +132,28 @@ def test_gpu_check_smoke_on_cpu(tmp_path, one_thread, capsys):
     out = tmp_path / "gpu.json"
     assert gpu_check.main(["--steps", "2", "--small", "--device", "cpu", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["search"]) == set(gpu_check.SEARCH_METHODS) and set(result["eval"]) == {"fp32"}
+    both_layouts = {m + suffix for m in gpu_check.SEARCH_METHODS for suffix in ("", "-cl")}
+    assert set(result["search"]) == both_layouts and set(result["eval"]) == {"fp32"}
     assert result["search"]["egs_m7"]["total_steps"] == 50 * 391  # 50 epochs x ceil(25k / 64)
     assert result["eval"]["fp32"]["total_steps"] == 600 * 521  # 600 epochs x ceil(50k / 96)
     assert all(e["met"] is None for e in result["search"].values())  # small sizes: no verdict
     assert "not comparable" in capsys.readouterr().out
+
+
+def test_gpu_check_compiles_the_network_as_the_runner_does(tmp_path, one_thread, monkeypatch):
+    compiled = []
+
+    def eager(net):  # dynamo's eager backend: the compile path without inductor's C++ build
+        compiled.append(type(net).__name__)
+        return gpu_check_compile(net, backend="eager")
+
+    gpu_check_compile = gpu_check.compile_network
+    monkeypatch.setattr(gpu_check, "compile_network", eager)
+    sizes = {"channels": 4, "layers": 3, "batch": 2}
+    with torch._dynamo.config.patch(error_on_recompile=True):  # the drop-path probability changes every step
+        assert gpu_check.time_eval("fp32-cl", sizes, 3, 1, torch.device("cpu"), compile=True) > 0
+    torch._dynamo.reset()
+    assert compiled == ["NetworkCIFAR"]
 
 
 def test_gpu_check_rejects_an_unknown_eval_mode():
