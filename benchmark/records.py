@@ -166,6 +166,8 @@ class Determinism(_Closed):
     torch_deterministic_algorithms: bool
     cudnn_deterministic: bool
     cudnn_benchmark: bool
+    cudnn_allow_tf32: bool | None = Field(default=None, description="TF32 in cuDNN convolutions; null before 0.2")
+    matmul_allow_tf32: bool | None = Field(default=None, description="TF32 in CUDA matmuls; null before 0.2")
     seed: int
 
 

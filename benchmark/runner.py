@@ -519,7 +519,7 @@ def apply_determinism(deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
     torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = False if deterministic else torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = not deterministic  # DARTS's train*.py set cudnn.benchmark = True
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -538,6 +538,8 @@ def _determinism(seed: int) -> dict:
         "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "seed": seed,
     }
 

@@ -102,3 +102,18 @@ def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch
     torch._dynamo.reset()
     assert record.status == "ok" and compiled == ["NetworkCIFAR"]
     assert record.config["memory_format"] == "channels_last" and record.config["compile"] is True
+
+
+def test_cudnn_autotunes_unless_the_run_is_deterministic():
+    from egsbench.benchmark.runner import apply_determinism
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)  # fmt: skip
+    try:
+        apply_determinism(False)
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic  # DARTS: benchmark = True
+        apply_determinism(True)
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
