@@ -17,7 +17,7 @@ same functions over the whole registry (``METHOD_CHECKS``, ``TASK_CHECKS``).
 from __future__ import annotations
 
 from .fixtures import write_image_folder
-from .methods import METHOD_CHECKS, batch, check_method, tiny_context
+from .methods import METHOD_CHECKS, batch, check_method, op_calls, tiny_context
 from .tasks import TASK_CHECKS, check_task, conformance_task
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "check_method",
     "check_task",
     "conformance_task",
+    "op_calls",
     "tiny_context",
     "write_image_folder",
 ]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,41 @@ from ..methods import SearchConfig, SearchContext
 from ..tasks.spaces import SPACES, Genotype, LossOutput, RNNModel, SearchNetwork, SearchRNNCell
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
+
+
+@contextmanager
+def op_calls(net: torch.nn.Module) -> Iterator[Counter]:
+    """Count, while open, how often each op of a CNN supernet ran: ``Counter({(cell, edge, op): calls})``.
+
+    Counted on each op's leaf layers (the most calls of any of them): a search edge may run an op's
+    layers after its shared activation, past the op's own ``forward``. Filled when the block exits.
+
+    Examples:
+        >>> net = SearchNetwork(SPACES.get("darts"), 4, 10, 3)
+        >>> w = {t: torch.zeros(14, 8) for t in ("normal", "reduce")}
+        >>> w["normal"][0, 3] = 1.0  # skip_connect on edge 0 of the normal cell
+        >>> with op_calls(net) as calls:
+        ...     _ = net(torch.zeros(2, 3, 8, 8), w)
+        >>> dict(calls)
+        {(0, 0, 3): 1}
+    """
+    per_leaf, hooks = Counter(), []
+    for name, module in net.named_modules():
+        parts = name.split(".")  # cells.{i}.edges.{e}.ops.{k}[.<layer>]
+        if len(parts) >= 6 and parts[2] == "edges" and parts[4] == "ops" and not any(True for _ in module.children()):
+            hooks.append(module.register_forward_hook(lambda *_, n=name: per_leaf.update([n])))
+    calls: Counter = Counter()
+    try:
+        yield calls
+    finally:
+        for h in hooks:
+            h.remove()
+        for leaf, n in per_leaf.items():
+            parts = leaf.split(".")
+            key = (int(parts[1]), int(parts[3]), int(parts[5]))
+            calls[key] = max(calls[key], n)
+
+
 VOCAB, HIDDEN, SEQ = 12, 6, 5  # the tiny language model of recurrent spaces
 
 

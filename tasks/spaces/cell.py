@@ -43,26 +43,31 @@ def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool)
 class MixedEdge(nn.Module):
     """All candidate ops of one edge; sums ``w_k * op_k(x)`` over the active ``k`` only.
 
-    The ops that begin with a ReLU of the edge's input (the four convolutions; ``FactorizedReduce``)
-    share one ``relu(x)``: the values are the original ops', the ReLU runs once per edge instead of
-    once per op (forward, backward and the activation it keeps).
+    The ops that begin with an activation of the edge's input (the four convolutions' ReLU;
+    ``FactorizedReduce``'s) share it: ``pre_activation(x)`` runs once per edge and activation type
+    (parameter-free activations, keyed by their ``repr``) instead of once per op, in the forward, the
+    backward and the activation it keeps. The values are the original ops'; an activation swapped
+    into some ops (a GELU, say) is shared among those ops only.
     """
 
     def __init__(self, op_names: tuple[str, ...], channels: int, stride: int):
         super().__init__()
         self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False) for name in op_names)
-        self._starts_with_relu = [hasattr(op, "after_relu") for op in self.ops]
 
     def forward(
         self, x: torch.Tensor, weights: torch.Tensor, active: list[int], drop_prob: float = 0.0
     ) -> torch.Tensor | None:
-        out = relu_x = None
+        out, activated = None, {}
         for k in active:
-            if self._starts_with_relu[k]:
-                relu_x = torch.relu(x) if relu_x is None else relu_x
-                y = self.ops[k].after_relu(relu_x)
+            op = self.ops[k]
+            act = getattr(op, "pre_activation", None)
+            if act is None or any(True for _ in act.parameters()):
+                y = op(x)
             else:
-                y = self.ops[k](x)
+                key = repr(act)
+                if key not in activated:
+                    activated[key] = act(x)
+                y = op.after_activation(activated[key])
             if drop_prob > 0.0 and not isinstance(self.ops[k], Identity):
                 y = drop_path(y, drop_prob)  # one mask per sample and op (SNAS search-time drop path)
             y = weights[k] * y

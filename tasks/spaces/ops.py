@@ -9,8 +9,8 @@ learnable scale and shift everywhere in a search cell, pools followed by such a 
 ``affine=True`` gives the final-network variants (no BN after pools), exactly as the
 original ``model_search.py`` / ``model.py`` pair.
 
-The ops that start with a ReLU (the convolutions, ``FactorizedReduce``) also offer ``after_relu(relu_x)``:
-a search edge computes ``relu(x)`` once and feeds it to each of them (see ``cell.MixedEdge``).
+The ops that start with a ReLU (the convolutions, ``FactorizedReduce``) name it ``pre_activation`` and offer
+``after_activation(a)``: a search edge computes ``relu(x)`` once and feeds it to each of them (``cell.MixedEdge``).
 
 Deviation: none in behaviour. Drop path and ReLU are written out-of-place (the original
 ``inplace=True`` ReLU and in-place ``div_/mul_`` trip autograd version checks on modern
@@ -73,9 +73,14 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
-    def after_relu(self, relu_x: torch.Tensor) -> torch.Tensor:
-        """The op on an input that is already ``relu(x)`` (a search edge shares one ReLU among its ops)."""
-        return self[3](self[2](self[1](relu_x)))
+    @property
+    def pre_activation(self) -> nn.Module:
+        """The leading ReLU (a search edge applies it once for all the ops that start with it)."""
+        return self[0]
+
+    def after_activation(self, activated: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``pre_activation(x)``."""
+        return self[3](self[2](self[1](activated)))
 
 
 class SepConv(nn.Sequential):
@@ -87,9 +92,13 @@ class SepConv(nn.Sequential):
             DilConv(c_in, c_out, kernel, 1, padding, dilation=1, affine=affine),
         )
 
-    def after_relu(self, relu_x: torch.Tensor) -> torch.Tensor:
-        """The op on an input that is already ``relu(x)``."""
-        return self[1](self[0].after_relu(relu_x))
+    @property
+    def pre_activation(self) -> nn.Module:
+        return self[0].pre_activation
+
+    def after_activation(self, activated: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``pre_activation(x)``."""
+        return self[1](self[0].after_activation(activated))
 
 
 class Identity(nn.Module):
@@ -124,13 +133,17 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after_relu(self.relu(x))
+        return self.after_activation(self.relu(x))
 
-    def after_relu(self, relu_x: torch.Tensor) -> torch.Tensor:
-        """The op on an input that is already ``relu(x)``."""
+    @property
+    def pre_activation(self) -> nn.Module:
+        return self.relu
+
+    def after_activation(self, activated: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``pre_activation(x)``."""
         # The second path sees the input shifted by one pixel, so the two halves sample
         # complementary positions. (B, C_out, H/2, W/2)
-        return self.bn(torch.cat([self.conv_1(relu_x), self.conv_2(relu_x[:, :, 1:, 1:])], dim=1))
+        return self.bn(torch.cat([self.conv_1(activated), self.conv_2(activated[:, :, 1:, 1:])], dim=1))
 
 
 def _pool(kind: str, c: int, stride: int, affine: bool) -> nn.Module:

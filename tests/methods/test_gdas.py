@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from egsbench.methods import METHODS
 from egsbench.methods.gdas import GDAS, GDASConfig, gumbel_hard
 from egsbench.tasks.spaces import SPACES, ConfigError
-from egsbench.testing import batch, tiny_context
+from egsbench.testing import batch, op_calls, tiny_context
 
 
 def _gdas(ctx=None, **config):
@@ -72,28 +72,18 @@ def test_forward_weights_are_exactly_one_hot_and_carry_gradient():
     assert all(not w.requires_grad for w in m.sample(detach=True).values())
 
 
-def _count_calls(net):
-    calls = {}
-    for name, module in net.named_modules():
-        parts = name.split(".")
-        if len(parts) == 6 and parts[2] == "edges" and parts[4] == "ops":
-            key = (int(parts[1]), int(parts[3]), int(parts[5]))  # (cell, edge, op)
-            module.register_forward_hook(lambda *_, key=key: calls.__setitem__(key, calls.get(key, 0) + 1))
-    return calls
-
-
 def test_exactly_the_sampled_op_runs_on_each_edge():
     m = _gdas()
     net, space = m.ctx.model, m.ctx.space
-    calls = _count_calls(net)
     weights = m.sample(torch.Generator().manual_seed(1))
-    net(batch()[0], weights)
+    with op_calls(net) as calls:
+        net(batch()[0], weights)
     none = space.op_index("none")
     expected = {}
     for i, cell in enumerate(net.cells):
         chosen = weights[net.cell_type(cell)].argmax(-1).tolist()
         expected |= {(i, e, k): 1 for e, k in enumerate(chosen) if k != none}  # a sampled 'none' runs nothing
-    assert calls == expected
+    assert dict(calls) == expected
     ran = {(c, e) for c, e, _ in calls}
     assert len(ran) == len(calls)  # never two ops on one edge
 

@@ -23,7 +23,7 @@ from egsbench.methods.random_search import (
 )
 from egsbench.tasks import TrainConfig
 from egsbench.tasks.spaces import SPACES, ConfigError, Genotype
-from egsbench.testing import batch, tiny_context
+from egsbench.testing import batch, op_calls, tiny_context
 
 SPACE = SPACES.get("darts")
 NONE = SPACE.op_index("none")
@@ -113,25 +113,14 @@ def test_derivation_sampler_never_draws_none_and_is_uniform_over_the_rest():
 
 
 # -- weight sharing ------------------------------------------------------------------------------
-def _count_op_calls(net):
-    calls = Counter()
-    for name, module in net.named_modules():
-        parts = name.split(".")  # cells.{i}.edges.{e}.ops.{k}
-        if len(parts) == 6 and parts[2] == "edges" and parts[4] == "ops":
-            module.register_forward_hook(
-                lambda *_, key=(int(parts[1]), int(parts[3]), int(parts[5])): calls.update([key])
-            )
-    return calls
-
-
 def test_step_runs_only_the_sampled_ops_and_updates_only_their_weights():
     method, ctx = _build()
     seen = []
     loss = ctx.loss
     ctx.loss = lambda m, batch, weights: seen.append(weights) or loss(m, batch, weights)
-    calls = _count_op_calls(ctx.model)
     before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
-    stats = method.step(batch(0), batch(1))
+    with op_calls(ctx.model) as calls:
+        stats = method.step(batch(0), batch(1))
     assert math.isfinite(stats.loss) and stats.extras["lr"] == pytest.approx(0.025)
     (weights,) = seen
     for t, w in weights.items():

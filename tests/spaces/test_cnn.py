@@ -17,6 +17,7 @@ from egsbench.tasks.spaces import (
     count_parameters,
     drop_path,
 )
+from egsbench.testing import op_calls
 
 
 def uniform(space, value=None):
@@ -49,26 +50,6 @@ def test_supernet_shapes_and_cell_outputs():
     assert out.shape == (2, 4 * 8, 8, 8)
 
 
-def _op_calls(net, *inputs) -> dict[str, int]:
-    """Run ``net(*inputs)``; ``{op module name: calls}``, counted on the op's leaf layers (an edge may run an op's
-    layers after its shared ReLU, past the op's own ``forward``): the most calls of any of its layers."""
-    per_leaf, hooks = {}, []
-    for name, module in net.named_modules():
-        parts = name.split(".")
-        if len(parts) >= 6 and parts[2] == "edges" and parts[4] == "ops" and not list(module.children()):
-            hooks.append(
-                module.register_forward_hook(lambda *_, n=name: per_leaf.__setitem__(n, per_leaf.get(n, 0) + 1))
-            )
-    net(*inputs)
-    for h in hooks:
-        h.remove()
-    calls = {}
-    for leaf, n in per_leaf.items():
-        op = ".".join(leaf.split(".")[:6])
-        calls[op] = max(calls.get(op, 0), n)
-    return calls
-
-
 def test_sparse_execution_skips_zero_weights_and_never_runs_the_zero_op():
     space = SPACES.get("dag")
     net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
@@ -77,11 +58,12 @@ def test_sparse_execution_skips_zero_weights_and_never_runs_the_zero_op():
     weights["normal"][:, sep3] = 1.0
     weights["normal"][:, none] = 1.0  # non-zero weight on the zero op: still never executed
     weights["reduce"][3, space.op_index("max_pool_3x3")] = 1.0
-    calls = _op_calls(net, torch.randn(2, 3, 16, 16), weights)
+    with op_calls(net) as calls:
+        net(torch.randn(2, 3, 16, 16), weights)
     ran = set(calls)
     assert ran, "no op ran"
-    assert all(name.endswith(f"ops.{sep3}") or name.endswith("edges.3.ops.1") for name in ran)
-    assert not any(name.endswith(f"ops.{none}") for name in ran)
+    assert all(k == sep3 or (e, k) == (3, 1) for _, e, k in ran)
+    assert not any(k == none for _, _, k in ran)
     # With 3 cells the layout is normal, reduce, reduce: 14 sep_conv_3x3 edges + 2 x 1 max_pool edge.
     assert [c.reduction for c in net.cells] == [False, True, True]
     assert len(ran) == 14 + 2 and all(v == 1 for v in calls.values())
@@ -262,7 +244,7 @@ def test_a_shared_relu_gives_each_ops_own_output_and_gradients(stride):
     space = SPACES.get("darts")
     torch.manual_seed(0)
     edge = MixedEdge(space.ops, 8, stride).eval()  # eval: the two passes see the same BN statistics
-    shares = [k for k, op in enumerate(edge.ops) if hasattr(op, "after_relu")]
+    shares = [k for k, op in enumerate(edge.ops) if hasattr(op, "after_activation")]
     assert len(shares) == 4 + (stride == 2)  # four convolutions (+ FactorizedReduce as the strided skip)
     x = torch.randn(4, 8, 8, 8, requires_grad=True)
     w = torch.softmax(torch.randn(len(space.ops)), 0)
