@@ -193,9 +193,7 @@ def test_smoke_search_and_evaluation_per_method(config, tmp_path):
     assert "valid_ppl" in record["extras"]["valid"] and "search-train" in record["extras"]["data_roles"]
     ev = record["evaluate"]  # throughput in tokens: each step predicts batch x (its BPTT length) tokens
     assert ev["example_unit"] == "tokens" and ev["examples_per_s"] > ev["steps_per_s"] * cfg.evaluate.batch_size
-    SPACES.get(record["space"]).validate(
-        type(GENOTYPES.get("darts_v2_rnn")).from_dict(record["genotype"])
-    )
+    SPACES.get(record["space"]).validate(type(GENOTYPES.get("darts_v2_rnn")).from_dict(record["genotype"]))
 
 
 def test_search_config_carries_the_weight_optimiser_fields():

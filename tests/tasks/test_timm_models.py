@@ -56,8 +56,14 @@ def test_genotype_forms_build_the_same_network(tmp_path):
     DARTS_V2.save(run / "genotype.json")
     shapes = {
         form: [tuple(p.shape) for p in EgsBenchCIFAR(genotype=g, channels=4, layers=3).parameters()]
-        for form, g in [("name", "darts_v2"), ("genotype", DARTS_V2), ("dict", DARTS_V2.to_dict()),
-                        ("json", str(path)), ("run", str(run)), ("default", None)]  # fmt: skip
+        for form, g in [
+            ("name", "darts_v2"),
+            ("genotype", DARTS_V2),
+            ("dict", DARTS_V2.to_dict()),
+            ("json", str(path)),
+            ("run", str(run)),
+            ("default", None),
+        ]  # fmt: skip
     }
     assert len({tuple(s) for s in shapes.values()}) == 1
     m7 = EgsBenchCIFAR(genotype="egs_released_m7", channels=4, layers=3)
