@@ -43,11 +43,10 @@ def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool)
 class MixedEdge(nn.Module):
     """All candidate ops of one edge; sums ``w_k * op_k(x)`` over the active ``k`` only.
 
-    The ops that begin with an activation of the edge's input (the four convolutions' ReLU;
-    ``FactorizedReduce``'s) share it: ``pre_activation(x)`` runs once per edge and activation type
-    (parameter-free activations, keyed by their ``repr``) instead of once per op, in the forward, the
-    backward and the activation it keeps. The values are the original ops'; an activation swapped
-    into some ops (a GELU, say) is shared among those ops only.
+    The ops that begin with a plain ReLU of the edge's input (the four convolutions; ``FactorizedReduce``)
+    share one ``relu(x)`` instead of applying their own, in the forward, the backward and the activation
+    it keeps. The values are the original ops'. An op whose ``pre_activation`` was swapped for another
+    module (a GELU, say) applies its own.
     """
 
     def __init__(self, op_names: tuple[str, ...], channels: int, stride: int):
@@ -57,18 +56,15 @@ class MixedEdge(nn.Module):
     def forward(
         self, x: torch.Tensor, weights: torch.Tensor, active: list[int], drop_prob: float = 0.0
     ) -> torch.Tensor | None:
-        out, activated = None, {}
+        out = relu_x = None
         for k in active:
             op = self.ops[k]
-            act = getattr(op, "pre_activation", None)
-            if act is None or any(True for _ in act.parameters()):
-                y = op(x)
+            if type(getattr(op, "pre_activation", None)) is nn.ReLU:
+                relu_x = torch.relu(x) if relu_x is None else relu_x
+                y = op.after_activation(relu_x)
             else:
-                key = repr(act)
-                if key not in activated:
-                    activated[key] = act(x)
-                y = op.after_activation(activated[key])
-            if drop_prob > 0.0 and not isinstance(self.ops[k], Identity):
+                y = op(x)
+            if drop_prob > 0.0 and not isinstance(op, Identity):
                 y = drop_path(y, drop_prob)  # one mask per sample and op (SNAS search-time drop path)
             y = weights[k] * y
             out = y if out is None else out + y

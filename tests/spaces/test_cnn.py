@@ -259,3 +259,21 @@ def test_a_shared_relu_gives_each_ops_own_output_and_gradients(stride):
     assert torch.equal(shared, separate)
     for a, b in zip(grads, [x.grad] + [p.grad for p in edge.parameters()], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # summation order may differ in the last bit
+
+
+def test_an_op_with_a_swapped_activation_applies_its_own():
+    from egsbench.tasks.spaces.cell import MixedEdge
+
+    space = SPACES.get("darts")
+    torch.manual_seed(0)
+    edge = MixedEdge(space.ops, 8, 1).eval()
+    sep3 = space.op_index("sep_conv_3x3")
+    edge.ops[sep3][0][0] = nn.GELU()  # the leading activation of sep_conv_3x3 only
+    x = torch.randn(4, 8, 8, 8)
+    w = torch.softmax(torch.randn(len(space.ops)), 0)
+    active = [k for k in range(len(space.ops)) if space.ops[k] != "none"]
+    with torch.no_grad():
+        separate = sum(w[k] * edge.ops[k](x) for k in active)
+        assert torch.equal(edge(x, w, active), separate)
+        relu_everywhere = separate - w[sep3] * edge.ops[sep3](x) + w[sep3] * edge.ops[sep3].after_activation(x.relu())
+        assert not torch.allclose(edge(x, w, active), relu_everywhere)  # the GELU did take effect
