@@ -31,6 +31,7 @@ import torch
 
 from .bench_methods import BASELINE, VARIANTS, make_step
 from .memory import MB, MemoryProbe
+from .speed import MEMORY_FORMATS
 
 __all__ = ["PHASES", "RATIO_TARGET", "MemoryProbe", "main", "measure", "measure_in_subprocess", "memory_table"]
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"])
+    parser.add_argument("--memory-format", default="contiguous", choices=MEMORY_FORMATS)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: measure one method, print JSON
     parser.add_argument("--time-steps", type=int, default=0, help=argparse.SUPPRESS)

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bench_methods import make_method
-from .speed import apply_memory_format
+from .speed import MEMORY_FORMATS, apply_memory_format
 from .timing import time_interleaved
 
 __all__ = ["BASELINE", "DIFFERENCES", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-format",
         default="channels_last",
-        choices=["channels_last", "contiguous"],
+        choices=MEMORY_FORMATS,
         help="our supernets' layout (the config key memory_format)",
     )
     parser.add_argument("--json", default=None, help="also write the results here")

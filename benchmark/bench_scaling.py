@@ -29,6 +29,7 @@ import torch
 
 from .bench_memory import measure_in_subprocess
 from .bench_methods import VARIANTS
+from .speed import MEMORY_FORMATS
 
 __all__ = ["AXES", "grid", "machine", "main", "plot", "run_grid"]
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-format",
         default="channels_last",
-        choices=["contiguous", "channels_last"],
+        choices=MEMORY_FORMATS,
         help="the supernets' layout (the config key memory_format)",
     )
     parser.add_argument("--out", default="results/benchmarks", help="folder for the CSV, PNG and JSON")

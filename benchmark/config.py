@@ -36,6 +36,7 @@ from ..methods import METHODS, SearchConfig
 from ..tasks import TASKS, WEIGHT_FIELDS, TrainConfig
 from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
+from .speed import MEMORY_FORMATS
 
 __all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "config_type_problems", "load_config", "parse_config"]
 
@@ -88,14 +89,11 @@ class ExperimentConfig:
     # The GPU path (see benchmark/speed.py): channels_last lays every 4-D weight and input out NHWC, in the search
     # and the final training (the same values up to float rounding; faster convolutions and pools on CPUs and
     # tensor cores); compile runs the final network through torch.compile (the search stays eager).
-    memory_format: str = "contiguous"  # contiguous | channels_last
-    compile: bool = False
+    memory_format: str = field(default="contiguous", metadata={"omit_default": True})  # contiguous | channels_last
+    compile: bool = field(default=False, metadata={"omit_default": True})
 
     def to_dict(self) -> dict:
-        # Keys added after the first release appear only when set, so older records keep their config hash.
-        later = {k: v for k, v, default in (("memory_format", self.memory_format, "contiguous"),
-                                            ("compile", self.compile, False)) if v != default}  # fmt: skip
-        return later | {
+        return _omit_defaults(self) | {
             "preset": self.preset,
             "seed": self.seed,
             "space": self.space,
@@ -118,14 +116,17 @@ class ExperimentConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _omit_defaults(config: Any) -> dict:
+    """The fields of ``config`` marked ``omit_default``, unless they sit at their default: fields added after
+    records were published, left out of ``to_dict`` (and so of the hash) until set, so those records keep theirs."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.metadata.get("omit_default") and getattr(config, f.name) != f.default}  # fmt: skip
+
+
 def _block(block: Any) -> dict:
-    """A config block as a dict, without the fields marked ``omit_default`` that sit at their default (fields added
-    after records were published: those records keep their config hash)."""
-    data = dataclasses.asdict(block)
-    for f in dataclasses.fields(block):
-        if f.metadata.get("omit_default") and data[f.name] == f.default:
-            del data[f.name]
-    return data
+    """A config block as a dict; its ``omit_default`` fields only when set (see :func:`_omit_defaults`)."""
+    marked = {f.name for f in dataclasses.fields(block) if f.metadata.get("omit_default")}
+    return {k: v for k, v in dataclasses.asdict(block).items() if k not in marked} | _omit_defaults(block)
 
 
 def bundled_configs() -> list[str]:
@@ -300,7 +301,7 @@ def parse_config(data: dict) -> ExperimentConfig:
         mixed_precision=_choice(data, "mixed_precision", "no", PRECISIONS),
         search_mixed_precision=_choice(data, "search_mixed_precision", "no", PRECISIONS),
         lr_scaling=_choice(data, "lr_scaling", "none", ("none", "linear")),
-        memory_format=_choice(data, "memory_format", "contiguous", ("contiguous", "channels_last")),
+        memory_format=_choice(data, "memory_format", "contiguous", MEMORY_FORMATS),
         compile=_check_type(data.get("compile", False), bool, "compile"),
     )
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .api import resolve_config
 from .bench_methods import make_step
-from .speed import apply_memory_format, compile_network
+from .speed import MEMORY_FORMATS, apply_memory_format, compile_network
 
 __all__ = ["EVAL_MODES", "SEARCH_METHODS", "TARGET_HOURS", "main", "paper_preset", "time_eval", "time_search"]
 
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--search-memory-formats",
         nargs="+",
-        choices=["contiguous", "channels_last"],
-        default=["contiguous", "channels_last"],
+        choices=MEMORY_FORMATS,
+        default=list(MEMORY_FORMATS),
         help="layouts of the search supernets to time",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the final network (compile untimed)")

@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from .bench_methods import VARIANTS, make_step
+from .speed import MEMORY_FORMATS
 
 __all__ = ["main", "profile_step"]
 
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--formats", nargs="+", default=["contiguous", "channels_last"],
-                        choices=["contiguous", "channels_last"])  # fmt: skip
+    parser.add_argument("--formats", nargs="+", default=list(MEMORY_FORMATS),
+                        choices=MEMORY_FORMATS)  # fmt: skip
     parser.add_argument("--rows", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)

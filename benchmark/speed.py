@@ -1,7 +1,7 @@
 """The fast path a run opts into: channels-last memory layout and ``torch.compile`` of the final network.
 
 Both are config switches (``memory_format: channels_last``, ``compile: true``; see
-:class:`~.config.ExperimentConfig`), recorded in the run's config and manifest, and task-agnostic:
+:class:`~.config.ExperimentConfig`), recorded in the run's config, and task-agnostic:
 
 - :func:`apply_memory_format` lays every 4-D parameter and buffer out NHWC and converts every 4-D
   tensor argument of ``forward`` on the way in, so convolutions, BatchNorm and pools run their
@@ -24,7 +24,7 @@ from ..tasks.spaces.cell import ScheduledDropPath
 
 __all__ = ["MEMORY_FORMATS", "apply_memory_format", "compile_network"]
 
-MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+MEMORY_FORMATS = ("contiguous", "channels_last")  # the config key memory_format
 
 
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
