@@ -46,6 +46,7 @@ of the two codebases (``DIFFERENCES``; parameter counts are in the output):
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 from collections.abc import Callable
@@ -166,8 +167,7 @@ def make_variants(
     }
     torch.manual_seed(0)
     peers = {name: net.to(device) for name, net in _xautodl_nets(channels, layers).items()}
-    torch.manual_seed(0)
-    peer_cl = apply_memory_format(_xautodl_nets(channels, layers)["xautodl_darts"].to(device), "channels_last")
+    peer_cl = apply_memory_format(copy.deepcopy(peers["xautodl_darts"]), "channels_last")  # same weights, NHWC
 
     def our_step(model: nn.Module, weights: Callable[[], dict]) -> Callable[[], None]:
         def run() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import time
@@ -106,19 +107,17 @@ def time_eval(mode: str, sizes: dict, steps: int, warmup: int, device: torch.dev
     drop_path = sizes.get("drop_path", 0.2)
     opt = torch.optim.SGD(net.parameters(), lr=sizes.get("lr", 0.025), momentum=sizes.get("momentum", 0.9),
                           weight_decay=sizes.get("weight_decay", 3e-4))  # fmt: skip
-    model = net
-    calls = [0]
+    calls = itertools.count()
     x = torch.randn(sizes["batch"], 3, 32, 32, device=device)  # (B, 3, 32, 32); the network lays it out
     y = torch.randint(0, 10, (sizes["batch"],), device=device)  # (B,)
     aux_weight, clip = sizes.get("auxiliary_weight", 0.4), sizes.get("grad_clip", 5.0)
 
     def run() -> None:
         # the probability changes every call, as the epoch ramp does: a compiled network must not recompile
-        net.drop_path_prob = drop_path * (calls[0] % 10) / 10
-        calls[0] += 1
+        net.drop_path_prob = drop_path * (next(calls) % 10) / 10
         opt.zero_grad(set_to_none=True)
         with _autocast(device, bf16):
-            logits, aux = model(x)
+            logits, aux = net(x)
             loss = F.cross_entropy(logits, y) + aux_weight * F.cross_entropy(aux, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), clip)

@@ -268,7 +268,9 @@ class BatchAugment:
         if self.flip:
             flip = (torch.rand(B) < 0.5).to(dev)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        x = (x - self.mean.to(dev)) / self.std.to(dev)
+        if self.mean.device != dev:  # moved once, not per batch
+            self.mean, self.std = self.mean.to(dev), self.std.to(dev)
+        x = (x - self.mean) / self.std
         if self.cutout:
             cy, cx = (t.to(dev) for t in (torch.randint(0, H, (B,)), torch.randint(0, W, (B,))))
             half = self.cutout // 2

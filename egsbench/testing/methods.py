@@ -20,6 +20,7 @@ from ..methods import SearchConfig, SearchContext
 from ..tasks.spaces import SPACES, Genotype, LossOutput, RNNModel, SearchNetwork, SearchRNNCell
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
+VOCAB, HIDDEN, SEQ = 12, 6, 5  # the tiny language model of recurrent spaces
 
 
 @contextmanager
@@ -53,9 +54,6 @@ def op_calls(net: torch.nn.Module) -> Iterator[Counter]:
             parts = leaf.split(".")
             key = (int(parts[1]), int(parts[3]), int(parts[5]))
             calls[key] = max(calls[key], n)
-
-
-VOCAB, HIDDEN, SEQ = 12, 6, 5  # the tiny language model of recurrent spaces
 
 
 def is_recurrent(space) -> bool:
