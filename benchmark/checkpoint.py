@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import RNG_STATE_NAME, broadcast_object_list, gather_object, load
 
 from ..tasks.spaces import UserError
 
@@ -75,6 +76,10 @@ def verify(folder: Path) -> str | None:
     return None
 
 
+def _nothing_wrong(folder: Path) -> None:
+    return None
+
+
 @dataclass
 class Restored:
     epoch: int  # the last finished epoch
@@ -102,6 +107,7 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()  # every rank's random states are on disk before the manifest lists them
         if acc.is_main_process:
             torch.save(state, tmp / "state.pt")
             (tmp / "progress.json").write_text(json.dumps({"epoch": epoch, **progress}, allow_nan=False))
@@ -117,25 +123,31 @@ class Checkpointer:
         """Load the newest readable checkpoint into the prepared objects; None when there is none.
 
         A checkpoint that fails verification or loading is skipped with a warning (and left on
-        disk for inspection); the one before it is used.
+        disk for inspection); the one before it is used. Every file counts: accelerate's
+        ``load_state`` only logs a random-state file it cannot load and goes on, so that file is
+        loaded here first (as accelerate loads it) and a failure rejects the checkpoint. Under
+        several processes the main process verifies the manifest and every rank tries its own
+        files; they agree on one checkpoint (or on none) before any rank goes on.
 
         Raises:
             CheckpointError: there are checkpoints, but none is readable.
         """
+        acc = self.accelerator
         epochs = self._epochs()
+        if acc.num_processes > 1:  # the main process's listing, so every rank tries the same folders
+            epochs = broadcast_object_list([epochs], from_process=0)[0]
         problems = []
         for folder in reversed(epochs):
-            problem = verify(folder)
+            problem = self._agreed(verify if acc.is_main_process else _nothing_wrong, folder)
             if problem is None:
-                try:
-                    self.accelerator.load_state(str(folder))
-                    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-                    progress = json.loads((folder / "progress.json").read_text())
-                except Exception as err:  # any unreadable piece means: try the previous checkpoint
-                    problem = f"cannot be loaded ({type(err).__name__}: {err})"
-                else:
+                problem = self._agreed(self._try_random_states, folder)
+            if problem is None:
+                loaded: list = []
+                problem = self._agreed(self._try_load, folder, loaded)
+                if problem is None:
                     if problems:
                         logger.warning(f"resuming from {folder.name} instead: " + "; ".join(problems))
+                    state, progress = loaded
                     return Restored(progress.pop("epoch"), state, progress)
             problems.append(f"checkpoint {folder} is unreadable: {problem}")
             logger.warning(problems[-1])
@@ -144,4 +156,32 @@ class Checkpointer:
                 "; ".join(problems) + f". No readable checkpoint is left in {self.folder}: delete that folder to "
                 "restart this phase from scratch, or pass a new --out"
             )
+        return None
+
+    def _agreed(self, attempt, *args) -> str | None:
+        """``attempt(*args)`` on every rank (None or what is wrong); the first rank's problem, for all of them."""
+        problem = attempt(*args)
+        if self.accelerator.num_processes == 1:
+            return problem
+        found = [p for p in gather_object([problem]) if p is not None]
+        return found[0] if found else None
+
+    def _try_random_states(self, folder: Path) -> str | None:
+        path = folder / f"{RNG_STATE_NAME}_{self.accelerator.process_index}.pkl"
+        if not path.is_file():
+            return f"{path.name} is missing"
+        try:
+            load(path)  # what accelerate's load_state does, which would only log the failure
+        except Exception as err:
+            return f"{path.name} cannot be loaded ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        return None
+
+    def _try_load(self, folder: Path, loaded: list) -> str | None:
+        try:
+            self.accelerator.load_state(str(folder))
+            state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+            progress = json.loads((folder / "progress.json").read_text())
+        except Exception as err:  # any unreadable piece means: try the previous checkpoint
+            return f"cannot be loaded ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        loaded[:] = [state, progress]
         return None

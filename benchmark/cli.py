@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
 import site
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -303,8 +306,34 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was, so a run stops as on Ctrl-C (locks released, checkpoints kept)."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _interrupted(args, err: KeyboardInterrupt) -> tuple[str, int]:
+    """The one line an interrupt prints (where the run stopped and the command that continues it) and its status."""
+    from .runner import RunInterrupted
+
+    code = getattr(err, "exit_code", 130)
+    if not isinstance(err, RunInterrupted) or args.command != "run":
+        return "error: interrupted", code
+    sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
+    command = f"egsbench run {shlex.quote(str(args.config))} --out {shlex.quote(str(args.out))}{sets} --resume"
+    where, then = err.position.where(), err.position.resumes_at()
+    return f"error: interrupted during {where}; {command} continues from {then}", code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     if not logging.getLogger().handlers:  # the library logs through accelerate.logging; the CLI shows INFO
         logging.basicConfig(level=logging.INFO, format="[egsbench] %(message)s", stream=sys.stderr)
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-checkpoint INFO lines are noise here
@@ -314,11 +343,17 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except UserError as err:
         _close_progress_bars()
-        print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
+        if not getattr(err, "quiet", False):  # another rank's mistake: that rank prints it
+            print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # always one line
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        _close_progress_bars()
+        line, code = _interrupted(args, err)
+        print(line, file=sys.stderr, flush=True)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ class EvaluateCost(_Throughput):
 
 class Data(_Closed):
     source: str
+    path: str | None = Field(None, description="the source's absolute path when it is a local file or folder "
+                             "(what --resume compares with the checksum)")  # fmt: skip
     sha256: str = Field(description="of the decoded examples, so two sources with equal content agree")
     sizes: dict[str, Count] = Field(description="examples per split after limits")
 

@@ -33,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +43,15 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
 from safetensors.torch import save_model
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..methods import METHODS, SearchContext
@@ -57,7 +64,17 @@ from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 from .speed import apply_memory_format, compile_network
 
-__all__ = ["MODEL_FILE", "DivergedError", "RunLockedError", "RunResult", "failed_record", "run_experiment", "run_lock"]
+__all__ = [
+    "MODEL_FILE",
+    "DivergedError",
+    "RunInterrupted",
+    "RunLockedError",
+    "RunPosition",
+    "RunResult",
+    "failed_record",
+    "run_experiment",
+    "run_lock",
+]
 
 logger = get_logger(__name__)
 MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
@@ -96,14 +113,55 @@ class RunLockedError(UserError):
     """Another process holds the run folder's lock."""
 
 
+@dataclass
+class RunPosition:
+    """Where a run is (phase, epoch) and its newest complete checkpoint per phase: what an interrupt reports."""
+
+    phase: str = "setup"  # setup | search | derivation | evaluate | results
+    epoch: int | None = None
+    saved: dict[str, int] = field(default_factory=dict)  # phase -> newest checkpointed epoch
+
+    def enter(self, phase: str, epoch: int | None = None) -> None:
+        self.phase, self.epoch = phase, epoch
+
+    def where(self) -> str:
+        if self.phase in ("search", "evaluate") and self.epoch is not None:
+            return f"{self.phase} epoch {self.epoch}"
+        return {"setup": "the set-up (before the search)", "derivation": "the derivation",
+                "results": "the writing of the results"}.get(self.phase, self.phase)  # fmt: skip
+
+    def resumes_at(self) -> str:
+        """What ``--resume`` does next: the epoch after the newest checkpoint of the phase it stopped in."""
+        if self.phase in ("setup", "search"):
+            return f"search epoch {self.saved.get('search', -1) + 1}"
+        if self.phase == "derivation":
+            return "the derivation (the search's checkpoints are kept)"
+        return f"evaluate epoch {self.saved.get('evaluate', -1) + 1}"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM during a run; carries where it stopped and the exit status (130 / 143)."""
+
+    def __init__(self, position: RunPosition, exit_code: int = 130):
+        super().__init__(position.where())
+        self.position, self.exit_code = position, exit_code
+
+
+POSITION = RunPosition()  # the current run's, in this process (one run at a time)
+
+
 def _busy_message(out_dir: Path, holder: str) -> str:
     return f"{out_dir} is in use by another egsbench run (pid {holder}); wait for it to finish or pass a new --out"
 
 
-def lock_holder(out_dir: Path) -> str | None:
-    """The pid written by the run that holds ``out_dir``'s lock now, else None (a probe; takes nothing)."""
+LOCK = ".lock"  # held by the run writing the folder
+CLAIM = ".claim"  # held by the sweep process that runs it (around the run's own subprocess)
+
+
+def lock_holder(out_dir: Path, name: str = LOCK) -> str | None:
+    """The pid written by the process that holds ``out_dir``'s lock ``name`` now, else None (a probe; takes nothing)."""
     try:
-        fd = os.open(out_dir / ".lock", os.O_RDONLY)
+        fd = os.open(out_dir / name, os.O_RDONLY)
     except OSError:
         return None
     try:
@@ -116,15 +174,15 @@ def lock_holder(out_dir: Path) -> str | None:
 
 
 @contextmanager
-def run_lock(out_dir: Path):
-    """An exclusive OS lock (``flock``) on ``out_dir/.lock`` for the life of the run.
+def run_lock(out_dir: Path, name: str = LOCK):
+    """An exclusive OS lock (``flock``) on ``out_dir/<name>`` for the life of the run (or of a sweep's claim).
 
     The kernel releases it when the process ends, however it ends, so a crashed run never leaves a
     stale lock; a second run into the same folder fails at once instead of mixing checkpoints.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(out_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:  # --out is a file, read-only, on a missing drive, ...
         message = f"cannot use {out_dir} as the run folder ({err.strerror}); pass --out to a writable folder"
         raise UserError(message) from None
@@ -154,7 +212,13 @@ class RunResult:
 
 def _cycle(loader) -> Iterator[Any]:
     while True:  # a fresh pass (and shuffle) each time the loader is exhausted
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:  # an endless loop otherwise
+            raise UserError("the search-val split has no batches; raise task.train_limit (search-train and "
+                            "search-val are its halves) or lower search.batch_size")  # fmt: skip
 
 
 def _device_name(accelerator: Accelerator) -> str:
@@ -187,17 +251,44 @@ def _throughput(task, examples: int, elapsed: float, world: int, probe: MemoryPr
 
 @torch.no_grad()
 def evaluate_split(task, model, loader, accelerator, weights: EdgeWeights | None = None, max_batches=None) -> dict:
-    """Task metrics of ``model`` on ``loader`` (a supernet when ``weights`` is given), summed over processes."""
-    was_training = model.training
-    model.eval()
+    """Task metrics of ``model`` on ``loader`` (a supernet when ``weights`` is given), summed over processes.
+
+    The forward passes run on the unwrapped module: DDP's forward broadcasts buffers, a collective per
+    batch, and the shards of an evaluation loader are uneven (no padding), so the wrapped module would
+    pair one rank's extra batch with another rank's next collective. The only collective here is the
+    final sum, which every rank reaches once, with or without batches of its own. A plain iterable (a
+    task's own loader, not sharded by accelerate) gives every rank the whole split: not summed.
+    """
+    net = accelerator.unwrap_model(model)
+    was_training = net.training
+    net.eval()
     total = None
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        sums = task.eval_sums(model, batch, weights)
+        sums = task.eval_sums(net, batch, weights)
         total = sums if total is None else total + sums
-    model.train(was_training)
-    return task.summarize(accelerator.reduce(total, reduction="sum").cpu())
+    net.train(was_training)
+    if accelerator.num_processes > 1 and isinstance(loader, DataLoader):
+        parts = [p for p in gather_object([None if total is None else total.cpu()]) if p is not None]
+        total = torch.stack(parts).sum(0) if parts else None
+    if total is None:
+        raise UserError(f"no {getattr(loader, 'split', 'evaluation')} batches to evaluate: the split is empty; "
+                        "raise task.test_limit / task.train_limit or use a larger data set")  # fmt: skip
+    return task.summarize(total.cpu())
+
+
+def mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> dict[str, float]:
+    """``values`` averaged over the processes (one all-reduce), so every rank logs and checks the same numbers.
+
+    A divergence check that one rank passes and another fails would leave the failing rank out of the
+    next collective; deciding on the mean makes every rank stop (or go on) together.
+    """
+    if accelerator.num_processes == 1 or not values:
+        return values
+    flat = torch.tensor(list(values.values()), dtype=torch.float64, device=accelerator.device)
+    flat = accelerator.reduce(flat, reduction="mean").cpu().tolist()
+    return dict(zip(values, flat, strict=True))
 
 
 def autocast(precision: str, device: torch.device):
@@ -266,14 +357,15 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(out.loss)
         accelerator.clip_grad_norm_(net.parameters(), recipe.grad_clip)
-        loss = out.loss.item()
+        values = mean_over_processes(accelerator, {"loss": out.loss.item(), **out.metrics})  # every rank agrees
+        loss = values.pop("loss")
         if not math.isfinite(loss):  # before the step: the weights stay those of the last finite step
             raise DivergedError("evaluate", epoch, i, loss)
         optimizer.step()
         loss_sum += loss
         taken += 1
         examples += count_examples(task, batch)
-        for k, v in out.metrics.items():
+        for k, v in values.items():
             metric_sums[k] = metric_sums.get(k, 0.0) + v
         if bar is not None:
             bar.update()
@@ -315,8 +407,10 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     train_gen, val_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     train_loader = task.loader("search-train", bs, train_gen)
     val_loader = task.loader("search-val", bs, val_gen)
-    model, train_loader = accelerator.prepare(supernet, train_loader)
-    val_loader = prepare_eval_loader(accelerator, val_loader)  # scores count each search-val sample once
+    model, train_loader, step_val_loader = accelerator.prepare(supernet, train_loader, val_loader)
+    # Two views of search-val: the steps' (even shards, as the training batches: every rank takes the same
+    # number of steps and restarts its pass at the same step) and the scores' (no padding: each sample once).
+    val_loader = prepare_eval_loader(accelerator, val_loader)
     steps = _steps(train_loader, cfg.search.max_steps_per_epoch)
     sign = _score_sign(task)
 
@@ -365,25 +459,28 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         curves, probs_history = restored.progress["curves"], restored.progress["probabilities"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
         examples = restored.progress.get("examples", 0)  # absent from checkpoints written before it was counted
+        POSITION.saved["search"] = restored.epoch
         logger.info(f"resumed the search after epoch {restored.epoch}")
     bar = tqdm(total=epochs * steps, initial=first * steps, desc=f"search {cfg.method_name}", leave=False,
                disable=not (progress and accelerator.is_main_process))  # fmt: skip
     for epoch in range(first, epochs):
+        POSITION.enter("search", epoch)
         start = time.perf_counter()
         method.start_epoch(epoch)
         model.train()
-        val_iter = _cycle(val_loader)  # restarted each epoch, so a resumed epoch sees the same batches
+        val_iter = _cycle(step_val_loader)  # restarted each epoch, so a resumed epoch sees the same batches
         totals: dict[str, float] = {}
         for i, batch in enumerate(train_loader):
             if i >= steps:
                 break
             stats = method.step(batch, next(val_iter))
             examples += count_examples(task, batch)
-            _check_finite("search", epoch, i, {"loss": stats.loss, **stats.metrics, **stats.extras})
-            for key, value in {"loss": stats.loss, **stats.metrics, **stats.extras}.items():
+            values = mean_over_processes(accelerator, {"loss": stats.loss, **stats.metrics, **stats.extras})
+            _check_finite("search", epoch, i, values)
+            for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.update()
-            bar.set_postfix(loss=f"{stats.loss:.3f}", **{k: f"{v:.3g}" for k, v in stats.extras.items()})
+            bar.set_postfix(loss=f"{values['loss']:.3f}", **{k: f"{values[k]:.3g}" for k in stats.extras})
         elapsed += time.perf_counter() - start
         probs = {t: p.detach().cpu() for t, p in method.probabilities().items()}
         curves.append({"epoch": epoch, **{k: v / steps for k, v in totals.items()},
@@ -396,11 +493,13 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
         ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed,
                                  "examples": examples})  # fmt: skip
+        POSITION.saved["search"] = epoch
     bar.close()
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
         return sign * evaluate_split(task, model, val_loader, accelerator, weights, batches)[task.score_key]
 
+    POSITION.enter("derivation")
     start = time.perf_counter()
     genotype = method.derive(score)
     # Every rank derived (scoring is collective); rank 0's genotype is the run's, whatever float noise did elsewhere.
@@ -459,11 +558,13 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
         train_gen.set_state(restored.state["train_gen"])
         curves, test = restored.progress["curves"], restored.progress["test"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
+        POSITION.saved["evaluate"] = restored.epoch
         logger.info(f"resumed the final training after epoch {restored.epoch}")
     bar = tqdm(total=ev.epochs * steps, initial=first * steps, desc="evaluate", leave=False,
                disable=not (progress and accelerator.is_main_process))  # fmt: skip
     evaluate_on = _evaluator(task, net, accelerator, ev.batch_size)
     for epoch in range(first, ev.epochs):
+        POSITION.enter("evaluate", epoch)
         start = time.perf_counter()
         row = train_epoch(task, net, optimizer, train_loader, ev, epoch, accelerator, bar, evaluate_on,
                           precision=cfg.mixed_precision)  # fmt: skip
@@ -477,6 +578,7 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
             log({f"evaluate/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
         _check_finite("evaluate", epoch, steps - 1, curves[-1])
         ckpt.save(epoch, {"train_gen": train_gen.get_state()}, {"curves": curves, "test": test, "seconds": elapsed})
+        POSITION.saved["evaluate"] = epoch
     bar.close()
     total_steps = ev.epochs * steps
     model = accelerator.unwrap_model(net)
@@ -509,8 +611,71 @@ def _accelerator(cfg: ExperimentConfig, log_with: list[str] | None = None, proje
         project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(project_dir / "logs"))
     # Sparse supernets run only the ops a step sampled; DDP must be told that parameters may go unused.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=cfg.device == "cpu", mixed_precision="no", log_with=log_with or None,
+    return Accelerator(cpu=use_cpu(cfg.device), mixed_precision="no", log_with=log_with or None,
                        project_config=project, kwargs_handlers=[ddp])  # fmt: skip
+
+
+def use_cpu(device: str) -> bool:
+    """Whether a run with config ``device`` runs on the CPU: asked for, or no accelerator is usable.
+
+    accelerate starts a process group only for a device it can use: on a machine without a GPU (a CUDA
+    build of torch included) ``Accelerator(cpu=False)`` under ``torchrun`` gives ``DistributedType.NO``,
+    every rank a separate single-process run. Saying ``cpu`` there makes it join with gloo (MULTI_CPU).
+    """
+    if device == "cpu":
+        return True
+    probe = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
+    available = probe.is_available() if probe is not None else torch.cuda.is_available()
+    return not available
+
+
+DELAY_ENV = "EGSBENCH_DEBUG_DELAY"  # "RANK:SECONDS": that rank sleeps once it has joined (tests of a slow rank)
+
+
+def _debug_delay(accelerator: Accelerator) -> None:
+    """Sleep on the rank ``EGSBENCH_DEBUG_DELAY`` names, before its first collective (a slow-rank test hook)."""
+    spec = os.environ.get(DELAY_ENV)
+    if not spec:
+        return
+    try:
+        rank, seconds = spec.split(":")
+        rank, seconds = int(rank), float(seconds)
+    except ValueError:
+        raise UserError(f"{DELAY_ENV}={spec!r} must be RANK:SECONDS, e.g. 1:5; unset it for normal runs") from None
+    if accelerator.process_index == rank:
+        time.sleep(seconds)
+
+
+class PeerError(UserError):
+    """Another rank failed on a user mistake; that rank prints the message, this one exits quietly with it."""
+
+    quiet = True
+
+
+def agree(accelerator: Accelerator, work: Callable[[], Any], main_only: bool = False) -> Any:
+    """``work()`` on every rank (or the main one), then one collective that shares who failed.
+
+    A user mistake on any rank (a missing file, a folder in use) is raised on every rank, so no rank
+    goes on to a collective the failed one will never reach: the rank that failed raises its own error,
+    the others a quiet :class:`PeerError` carrying its message.
+    """
+    result, failure = None, None
+    if accelerator.is_main_process or not main_only:
+        try:
+            result = work()
+        except UserError as err:
+            failure = err
+    if accelerator.num_processes == 1:
+        if failure is not None:
+            raise failure
+        return result
+    reports = gather_object([None if failure is None else (type(failure).__name__, str(failure))])
+    if failure is not None:
+        raise failure
+    for rank, report in enumerate(reports):
+        if report is not None:
+            raise PeerError(f"rank {rank} failed: {report[1]}")
+    return result
 
 
 def apply_determinism(deterministic: bool) -> None:
@@ -679,9 +844,12 @@ def run_experiment(
     With ``resume``, a folder holding an unfinished run of the same config continues from its
     last checkpoint (search epoch, finished search, or final-training epoch). ``log_with`` names
     accelerate trackers (``tensorboard``, ``wandb``, ``mlflow``, ...; logs go under ``out_dir``).
+
+    Under several processes (``torchrun``, ``accelerate launch``) the run folder belongs to the main
+    process: it checks the folder and takes the lock while the other ranks wait for its verdict, so
+    no rank ever sees another rank's lock, and a refusal stops every rank with the same message.
     """
     out_dir = Path(out_dir)
-    _check_folder(cfg, out_dir, resume)
     threads_before = torch.get_num_threads()
     try:
         if cfg.threads is not None:
@@ -691,22 +859,69 @@ def run_experiment(
         torch.set_num_threads(threads_before)  # a notebook's or a test session's later runs are not affected
 
 
+DATA_FILE = "data.json"  # the data a run started on (source, absolute path, checksum): what --resume must match
+
+
+def data_identity(data) -> dict:
+    """Where the run's data came from and what it was: its source, that source's absolute path, its checksum."""
+    kind, _, location = data.source.partition(":")
+    path = Path(location) if location else None
+    resolved = str(path.resolve()) if path is not None and path.exists() else None
+    return {"source": data.source, "path": resolved, "sha256": data.sha256}
+
+
+def _check_data(out_dir: Path, identity: dict) -> None:
+    """Refuse to resume a run on other data than it started on (a relative data_dir read from elsewhere)."""
+    saved = out_dir / DATA_FILE
+    if not saved.exists():
+        return
+    try:
+        before = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return  # torn: the config check and the checkpoints still guard the run
+    if before.get("sha256") != identity["sha256"]:
+        def where(d: dict) -> str:
+            return f"{d.get('path') or d.get('source')} (sha256 {str(d.get('sha256'))[:12]})"
+
+        raise UserError(f"{out_dir} was started on the data {where(before)} but this run reads {where(identity)}; "
+                        "resume with the same data (an absolute task.data_dir) or pass a new --out")  # fmt: skip
+
+
 def _run_experiment(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
                     log_with: list[str] | None) -> RunResult:  # fmt: skip
     """:func:`run_experiment` once the thread count is set."""
+    POSITION.__init__()  # a new run: nothing saved yet
+    try:
+        return _claim_and_execute(cfg, out_dir, progress, resume, log_with)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as the CLI raises it: say where, and what resumes
+        raise RunInterrupted(POSITION, getattr(err, "exit_code", 130)) from None
+
+
+def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
+                       log_with: list[str] | None) -> RunResult:  # fmt: skip
     apply_determinism(cfg.deterministic)
-    accelerator = _accelerator(cfg, log_with, out_dir)
+    accelerator = _accelerator(cfg, log_with, out_dir)  # joins the process group, if there is one
+    _debug_delay(accelerator)
+    agree(accelerator, lambda: _check_folder(cfg, out_dir, resume), main_only=True)  # before any data is read
     task = TASKS.get(cfg.task_name)(cfg.task)
-    data = task.prepare_data()  # before any output, so missing data leaves nothing behind
-    if not accelerator.is_main_process:
-        return _execute(cfg, out_dir, accelerator, task, data, progress, log_with)
-    with run_lock(out_dir):
-        _check_folder(cfg, out_dir, resume, probe_lock=False)  # again, now that no other run can write here
+    data = agree(accelerator, task.prepare_data)  # before any output, so missing data leaves nothing behind
+    identity = data_identity(data)
+    with ExitStack() as held:
+
+        def claim() -> None:  # the main process's: the lock, then the checks again, now that nobody else writes
+            held.enter_context(run_lock(out_dir))
+            _check_folder(cfg, out_dir, resume, probe_lock=False)
+            _check_data(out_dir, identity)
+
+        agree(accelerator, claim, main_only=True)
         try:
             return _execute(cfg, out_dir, accelerator, task, data, progress, log_with)
         except DivergedError as err:
-            failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision,
-                          cfg.deterministic)  # fmt: skip
+            if accelerator.is_main_process:
+                failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision,
+                              cfg.deterministic)  # fmt: skip
             raise
 
 
@@ -716,6 +931,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(out_dir / DATA_FILE, json.dumps(data_identity(data), indent=1))
     run_name = f"{cfg.method_name}-{cfg.task_name}-{cfg.preset}-seed{cfg.seed}"
     scaled, scaling = _scale_for_processes(cfg, accelerator.num_processes)
     if log_with:
@@ -725,19 +941,24 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
 
     searched = out_dir / "search_result.json"
-    if searched.exists():
+    found = None
+    if accelerator.is_main_process and searched.exists():  # the main process's file; the others are told
         found = json.loads(searched.read_text())
+    found = broadcast_object_list([found], from_process=0)[0] if accelerator.num_processes > 1 else found
+    if found is not None:
         logger.info("search already finished; using its result")
     else:
         logger.info(f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
         found = search(scaled, task, accelerator, progress, out_dir / "checkpoints" / "search", log)
         if accelerator.is_main_process:
             write_json(searched, found)
-    genotype = Genotype.from_dict(found["genotype"])
+    genotype = Genotype.from_dict(found["genotype"])  # every rank's: search() broadcast rank 0's
+    POSITION.enter("evaluate")
     logger.info(f"derived genotype {genotype.to_json()}")
     logger.info("evaluate: training the derived network from scratch")
     eval_accelerator = _accelerator(cfg)
     final = evaluate(scaled, task, genotype, eval_accelerator, progress, out_dir / "checkpoints" / "evaluate", log)
+    POSITION.enter("results")
     test = final["test"]
     # The record's precision is the final training's, the phase its metrics come from.
     record = _identity(cfg, accelerator.num_processes, cfg.mixed_precision, cfg.deterministic) | {
@@ -752,11 +973,13 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         "genotype": genotype.to_dict(),
         "search": found["cost"],
         "evaluate": final["cost"],
-        "data": {"source": data.source, "sha256": data.sha256, "sizes": dict(data.sizes)},
+        "data": {**data_identity(data), "sizes": dict(data.sizes)},
         "manifest": manifest(_device_name(accelerator), _determinism(cfg.seed)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     extras = _extras(data, final["curves"])
+    if "count" in test:  # the test examples (tokens, pixels) the metrics summed over all processes
+        extras["test_count"] = test["count"]
     for part in (task, cfg.method):  # optional hooks, e.g. ImageNet's fitted width, a fixed run's genotype source
         hook = getattr(part, "record_extras", None)
         extras |= hook() if callable(hook) else {}

@@ -28,7 +28,9 @@ out-of-memory kill, a segfault or an NCCL fault ends that run only: it is record
 with its error, and the sweep goes on. Failed attempts are retried per ``retries``; a retry
 resumes from the run's last checkpoint. Finished runs (an ``ok`` record) are skipped, and so
 are runs whose folder another process holds (its lock, see ``runner.run_lock``): that run's
-result is its own, nothing is written there. A record that cannot be read (torn, not UTF-8, off
+result is its own, nothing is written there. Two sweeps into one ``out`` share the work: each run is
+claimed under an OS lock (``<run folder>/.claim``) before it starts, a claimed or finished run is
+skipped, and a finished record is never written over. A record that cannot be read (torn, not UTF-8, off
 the schema) stops the sweep before anything runs, naming the file. Where runs execute is an
 existing engine's business, never a home-made scheduler:
 
@@ -216,15 +218,32 @@ def _check_records(runs: list[SweepRun]) -> None:
 def execute_run(run: SweepRun) -> dict:
     """Run one sweep run in subprocesses, retrying per its policy; returns ``{"label", "status", "error"}``.
 
-    Module-level and picklable, so submitit and Ray can ship it to a worker. Writes a failed record
-    when the last attempt did not leave an ``ok`` one (unless the run wrote its own failed record).
+    Module-level and picklable, so submitit and Ray can ship it to a worker. The run is claimed first
+    (an OS lock on ``<folder>/.claim`` held around its attempts): a run another sweep has claimed is
+    ``busy``, one that is finished once claimed is ``done``, and both are left alone. A failed record
+    is written when the last attempt did not leave an ``ok`` one (unless the run wrote its own failed
+    record), and never over an ``ok`` record.
     """
-    from .runner import failed_record, lock_holder
+    from .runner import CLAIM, RunLockedError, lock_holder, run_lock
 
     folder = Path(run.folder)
     holder = lock_holder(folder)
-    if holder is not None:  # another sweep (or a hand-started run) is writing there: its result is its own
+    if holder is not None:  # a hand-started run (or an older sweep) is writing there: its result is its own
         return {"label": run.label, "status": "busy", "error": f"in use by pid {holder}", "attempts": 0}
+    try:
+        with run_lock(folder, CLAIM):
+            if _is_done(run):  # another sweep finished it since this one looked
+                return {"label": run.label, "status": "done", "error": None, "attempts": 0}
+            return _attempts(run, folder)
+    except RunLockedError:
+        holder = lock_holder(folder, CLAIM)
+        return {"label": run.label, "status": "busy", "error": f"claimed by pid {holder}", "attempts": 0}
+
+
+def _attempts(run: SweepRun, folder: Path) -> dict:
+    """The attempts of a claimed run (see :func:`execute_run`)."""
+    from .runner import failed_record
+
     env = {**os.environ, "OMP_NUM_THREADS": str(run.threads), "MKL_NUM_THREADS": str(run.threads),
            "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
     command = [*run.command(), "--set", f"threads={run.threads}"]
@@ -237,16 +256,20 @@ def execute_run(run: SweepRun) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / f"attempt{attempt + 1}.log", done.stdout + "\n--- stderr ---\n" + done.stderr)
         record = _record(folder)
-        if done.returncode == 0 and record and record.get("status") == "ok":
-            return {"label": run.label, "status": "ok", "error": None, "attempts": attempt + 1}
+        if record and record.get("status") == "ok":  # whoever wrote it (a run started by hand finished it)
+            status = "ok" if done.returncode == 0 else "done"
+            return {"label": run.label, "status": status, "error": None, "attempts": attempt + 1}
         tail = (done.stderr or done.stdout).strip().splitlines()
         error = (tail[-1] if tail else "") or f"exit status {done.returncode}"
-        if done.returncode == 2 and "in use by another egsbench run" in error:  # taken since the probe above
+        if done.returncode == 2 and "in use by another egsbench run" in error:  # a hand-started run took it
             return {"label": run.label, "status": "busy", "error": error.removeprefix("error: "), "attempts": attempt}
         if done.returncode < 0:
             error = f"killed by signal {-done.returncode} (out of memory?): {error}"
         if done.returncode == 2:
             break  # a user mistake (bad data path, diverged config): the same attempt would fail the same way
+    record = _record(folder)
+    if record and record.get("status") == "ok":  # never written over
+        return {"label": run.label, "status": "done", "error": None, "attempts": attempt + 1}
     if not (record and record.get("status") == "failed"):
         failed_record(load_config(run.config, run.overrides), folder, error)
     return {"label": run.label, "status": "failed", "error": error, "attempts": attempt + 1}
@@ -345,6 +368,10 @@ def run_sweep(
         if result["status"] == "busy":
             summary["skipped"] += 1
             print(f"[sweep] skip (running elsewhere: {result['error']}) {result['label']}")
+            continue
+        if result["status"] == "done":
+            summary["skipped"] += 1
+            print(f"[sweep] skip (finished by another process) {result['label']}")
             continue
         summary["ran" if result["status"] == "ok" else "failed"] += 1
         if result["status"] != "ok":
