@@ -50,6 +50,10 @@ Deviations, and why:
   of a cell would be pruned, each node keeps its most probable non-``none`` pair and an
   :class:`EmptyCellWarning` is issued (the authors' code would emit an empty cell).
 - ``ops_per_edge`` (a step statistic) counts the ops that run: ``none`` is not counted.
+- Hit probabilities (:func:`hit_probability`) are computed in log space from a Fourier sum on
+  the saddle-point circle, accurate for any M; the authors' ``get_binary_prob`` enumerates the
+  compositions of M (and a float power series overflows at M >= 171). M is capped at
+  ``MAX_M`` = 100000 because the sampler's memory grows linearly in M (see :class:`EGSConfig`).
 - The paper does not state its search schedule; the ``paper`` preset uses DARTS's
   (50 epochs, C=16, 8 cells, batch 64) with tau = 1 throughout (the authors' tau schedule
   is effectively constant).
@@ -62,6 +66,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,10 +100,13 @@ __all__ = [
     "efficiency_credits",
     "ensemble_gumbel_softmax",
     "hit_probability",
+    "log_hit_probability",
     "most_probable_code",
 ]
 
 TIE_RTOL = 1e-9  # hit probabilities this close count as equal: the smaller set wins
+# The sampler holds (M, edges, ops) tensors per cell type for the backward pass: memory and time grow linearly in M.
+MAX_M = 100_000
 
 
 def ensemble_gumbel_softmax(
@@ -150,15 +158,96 @@ class EmptyCellWarning(UserWarning):
     """Mode derivation pruned every node of a cell; each node kept its most probable non-``none`` pair."""
 
 
+def _log_factorial(m: int) -> float:
+    # exact below float overflow (so hit_probability([0.5, 0.5], 2) is 0.5, not 0.49999999999999983); lgamma above
+    return math.log(math.factorial(m)) if m <= 170 else math.lgamma(m + 1)
+
+
+def _saddle_radius(q: np.ndarray, M: int) -> float:
+    """The radius ``R`` with ``sum_t phi(q_t R) = M``, ``phi(a) = a / (1 - exp(-a))`` (needs ``M > len(q)``).
+
+    ``phi(q_t R)`` is the mean of a zero-truncated Poisson of mean ``q_t R``: on the circle of this radius the
+    coefficients ``c_k R^k`` of ``prod_t (exp(q_t x) - 1)`` peak at ``k = M``. ``1 + a / 2 <= phi(a) <= 1 + a``
+    brackets the root in ``[(M - n) / s, 2 (M - n) / s]``, ``s = sum(q)``; bisection narrows it.
+    """
+    low, high = (M - len(q)) / q.sum(), 2 * (M - len(q)) / q.sum()
+    for _ in range(64):  # the bracket's ratio is 2: 64 halvings reach the float resolution
+        mid = (low + high) / 2
+        a = q * mid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            phi = np.where(a > 0, a / -np.expm1(-a), 1.0)
+        low, high = (mid, high) if phi.sum() < M else (low, mid)
+    return (low + high) / 2
+
+
+def _log_expm1(z: np.ndarray) -> np.ndarray:
+    """``log(exp(z) - 1)`` for complex ``z`` of any size (a branch of the log; only its exponential is used)."""
+    out = np.empty_like(z)
+    big = z.real > 0
+    with np.errstate(divide="ignore"):  # exp(z) = 1 exactly: log(0) = -inf, whose exponential is the right 0
+        out[big] = z[big] + np.log(-np.expm1(-z[big]))
+        out[~big] = np.log(np.expm1(z[~big]))
+    return out
+
+
+def log_hit_probability(q: Sequence[float] | torch.Tensor, M: int) -> float:
+    """``log`` of :func:`hit_probability` (``-inf`` where it is 0), finite and accurate for any ``M``.
+
+    ``P = M! [x^M] F(x)``, ``F(x) = prod_t (exp(q_t x) - 1)``: the coefficient is read off ``F`` on the circle
+    of the saddle-point radius ``R`` (:func:`_saddle_radius`) by a discrete Fourier sum of ``N = 2M + 64``
+    points, ``c_M R^M = mean_j F(R w^j) w^(-jM)`` with ``w = exp(2 pi i / N)``, every factor in log space.
+    ``c_M R^M / F(R)`` is the probability that a sum of independent zero-truncated Poissons (means
+    ``q_t R``) equals its own mean ``M``, so the Fourier sum (terms of modulus <= 1) loses only a factor
+    ``~sqrt(M)`` to cancellation; aliasing adds ``c_{M + kN} R^(kN)``, zero for ``k < 0`` (``M - N < len(q)``)
+    and below ``exp(-M)`` relative to it for ``k > 0`` (a Poisson tail past ``3M``). Relative error about
+    ``1e-15 * M``; ``O(len(q) * M)`` time. One entry (``M log q``) and ``M = len(q)`` (``log M! + sum log q``:
+    each entry hit once) are closed forms.
+
+    Examples:
+        >>> round(log_hit_probability([0.5, 0.5], 2), 12) == round(math.log(0.5), 12)
+        True
+        >>> log_hit_probability([0.2, 0.2, 0.2], 2)  # 2 draws cannot hit 3 entries
+        -inf
+    """
+    if M < 1:
+        raise ValueError(f"M must be at least 1, got {M}")
+    values = [float(v) for v in (q.tolist() if isinstance(q, torch.Tensor) else q)]
+    if any(v < 0 for v in values):
+        raise ValueError(f"probabilities must be non-negative, got {values}")
+    n = len(values)
+    if n == 0 or n > M or min(values) == 0:
+        return -math.inf  # M draws hit at least one and at most M entries, never one of probability 0
+    if n == 1:
+        return M * math.log(values[0])
+    if n == M:
+        return _log_factorial(M) + math.fsum(math.log(v) for v in values)
+    q_np = np.asarray(values, dtype=np.float64)
+    radius = _saddle_radius(q_np, M)
+    a = q_np * radius  # (n,) zero-truncated Poisson means
+    log_f_radius = a + np.log(-np.expm1(-a))  # (n,) log(exp(a) - 1)
+    points = 2 * M + 64
+    j = np.arange(points)
+    circle = np.exp(2j * math.pi * j / points)  # (N,)
+    log_ratio = np.zeros(points, dtype=np.complex128)  # log F(R w^j) - log F(R)
+    for a_t, log_t in zip(a, log_f_radius, strict=True):
+        log_ratio += _log_expm1(a_t * circle) - log_t
+    phase = 2j * math.pi * ((j * M) % points) / points  # w^(-jM), reduced exactly: j * M is an integer
+    mean = float(np.exp(log_ratio - phase).mean().real)  # c_M R^M / F(R)
+    if not mean > 0:  # cannot happen for the sums above; a loud failure beats a wrong derivation
+        raise FloatingPointError(f"hit probability of {n} entries with M={M}: Fourier sum {mean} is not positive")
+    log_p = _log_factorial(M) + math.fsum(log_f_radius.tolist()) - M * math.log(radius) + math.log(mean)
+    return min(log_p, M * math.log(math.fsum(values)))  # P <= (sum q)^M: keeps rounding at a large M below 1
+
+
 def hit_probability(q: Sequence[float] | torch.Tensor, M: int) -> float:
     """Probability that ``M`` independent draws from a distribution land only on the entries ``q``
     and hit each of them at least once.
 
     Equals the inclusion-exclusion sum over subsets ``T`` of the entries,
-    ``sum_T (-1)^(|q| - |T|) * (sum_{t in T} q_t)^M`` (METHODS-SPEC section 0), and the authors'
-    sum over compositions of ``M`` (``get_binary_prob``); it is computed as
-    ``M! * [x^M] prod_t (exp(q_t x) - 1)``, a sum of positive terms (no cancellation), in
-    ``O(|q| * M^2)``.
+    ``sum_T (-1)^(|q| - |T|) * (sum_{t in T} q_t)^M`` (METHODS-SPEC section 0), the authors'
+    sum over compositions of ``M`` (``get_binary_prob``) and ``M! [x^M] prod_t (exp(q_t x) - 1)``;
+    computed in log space by :func:`log_hit_probability` (finite for any ``M``; a value below
+    ``1e-308`` is 0.0).
 
     Args:
         q: the probabilities of the entries (the rest of the distribution's mass lies elsewhere).
@@ -170,18 +259,7 @@ def hit_probability(q: Sequence[float] | torch.Tensor, M: int) -> float:
         >>> round(hit_probability([0.5, 0.3], 3), 12)  # 3 * 0.5**2 * 0.3 + 3 * 0.5 * 0.3**2
         0.36
     """
-    if M < 1:
-        raise ValueError(f"M must be at least 1, got {M}")
-    values = [float(v) for v in (q.tolist() if isinstance(q, torch.Tensor) else q)]
-    if any(v < 0 for v in values):
-        raise ValueError(f"probabilities must be non-negative, got {values}")
-    if len(values) > M:
-        return 0.0  # M draws hit at most M entries
-    poly = [1.0] + [0.0] * M  # truncated power series in x, coefficients of x^0 .. x^M
-    for v in values:
-        factor = [0.0] + [v**n / math.factorial(n) for n in range(1, M + 1)]  # exp(v x) - 1
-        poly = [sum(poly[j] * factor[n - j] for j in range(n + 1)) for n in range(M + 1)]
-    return math.factorial(M) * poly[M]
+    return math.exp(log_hit_probability(q, M))
 
 
 def most_probable_code(q: Sequence[float] | torch.Tensor, M: int) -> list[int]:
@@ -196,11 +274,11 @@ def most_probable_code(q: Sequence[float] | torch.Tensor, M: int) -> list[int]:
     """
     q = torch.as_tensor(q, dtype=torch.float64).flatten()
     order = torch.sort(q, descending=True, stable=True).indices.tolist()
-    best, best_p = 1, -1.0
+    best, best_log_p = 1, -math.inf  # compared in log space: at a large M every probability may underflow
     for i in range(1, min(M, len(order)) + 1):
-        p_i = hit_probability(q[order[:i]], M)
-        if p_i > best_p * (1 + TIE_RTOL):
-            best, best_p = i, p_i
+        log_p = log_hit_probability(q[order[:i]], M)
+        if log_p > best_log_p + math.log1p(TIE_RTOL):
+            best, best_log_p = i, log_p
     return order[:best]
 
 
@@ -312,6 +390,12 @@ class EGSConfig:
     def __post_init__(self):
         if self.M < 1:
             raise ConfigError(f"method.M must be >= 1, got {self.M}")
+        if self.M > MAX_M:
+            raise ConfigError(
+                f"method.M must be <= {MAX_M}, got {self.M}: every step draws M Gumbel samples per edge and op and "
+                f"keeps them for the backward pass (~0.25 GB and ~1 s per cell type at M={MAX_M}, linear in M), and "
+                f"at M={MAX_M} every op of probability >= 5e-4 is in almost every code already; set method.M <= {MAX_M}"
+            )
         if not 0.0 <= self.lam <= 1.0:
             raise ConfigError(f"method.lam must lie in [0, 1], got {self.lam}")
         if self.tau <= 0 or (self.tau_final is not None and self.tau_final <= 0):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import warnings
+from fractions import Fraction
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from egsbench.methods.egs import (
     EmptyCellWarning,
     derive_mode,
     hit_probability,
+    log_hit_probability,
     most_probable_code,
 )
 from egsbench.tasks.spaces import SPACES, genotype_weights
@@ -74,6 +77,61 @@ def test_hit_probability_rejects_bad_input():
     with pytest.raises(ValueError, match="non-negative"):
         hit_probability([0.5, -0.1], 2)
     assert hit_probability([0.2, 0.2, 0.2], 2) == 0.0  # 2 draws cannot hit 3 entries
+
+
+def power_series(q: list[float], M: int) -> float:
+    """The float power series ``M! [x^M] prod_t (exp(q_t x) - 1)`` used before issue 17 (overflows at M >= 171)."""
+    if len(q) > M:
+        return 0.0
+    poly = [1.0] + [0.0] * M
+    for v in q:
+        factor = [0.0] + [v**n / math.factorial(n) for n in range(1, M + 1)]
+        poly = [sum(poly[j] * factor[n - j] for j in range(n + 1)) for n in range(M + 1)]
+    return math.factorial(M) * poly[M]
+
+
+def exact_log(q: list[float], M: int) -> float:
+    """log of the inclusion-exclusion sum in exact rational arithmetic (the floats of ``q`` are dyadic rationals)."""
+    qs = [Fraction(v) for v in q]
+    n = len(qs)
+    total = sum((-1) ** (n - r) * sum(sum(c, Fraction(0)) ** M for c in itertools.combinations(qs, r))
+                for r in range(n + 1))  # fmt: skip
+    return math.log(total.numerator) - math.log(total.denominator)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 12, 40, 170])
+def test_hit_probability_matches_the_power_series_it_replaced(M):
+    rng = random.Random(M)
+    for _ in range(20):
+        p = [rng.random() ** 3 + 1e-4 for _ in range(rng.randint(1, 8))]
+        q = [v / sum(p) for v in p][: rng.randint(1, min(len(p), 6))]
+        assert hit_probability(q, M) == pytest.approx(power_series(q, M), rel=1e-11, abs=1e-14)
+
+
+@pytest.mark.parametrize("M", [171, 500, 2000])
+@pytest.mark.parametrize("q", [[0.5, 0.3], [0.4, 0.3, 0.2], [0.3, 0.1, 0.05, 0.01]])
+def test_log_hit_probability_is_exact_beyond_float_factorials(q, M):
+    # The power series overflowed here (OverflowError after a whole EGS search); exact rationals are the reference.
+    assert log_hit_probability(q, M) == pytest.approx(exact_log(q, M), rel=1e-12, abs=1e-10)
+
+
+@pytest.mark.parametrize("M", [500, 10_000])
+def test_a_large_M_gives_a_probability(M):
+    for q in ([0.3, 0.2, 0.1], [1 / 36] * 36, [0.9] + [0.1 / 35] * 35):
+        p = hit_probability(q, M)
+        assert math.isfinite(p) and 0.0 <= p <= 1.0
+        assert math.isfinite(log_hit_probability(q, M))
+    # M draws cover all of 36 equally likely entries: sum_k (-1)^k C(36, k) (1 - k/36)^M, in exact rationals
+    covered = sum((-1) ** k * math.comb(36, k) * Fraction(36 - k, 36) ** M for k in range(37))
+    assert hit_probability([1 / 36] * 36, M) == pytest.approx(float(covered), rel=1e-9)
+    assert most_probable_code([0.05] * 20, M) == list(range(20))
+
+
+def test_derive_mode_at_a_large_M_keeps_every_likely_pair():
+    # issue 17: a whole search at method.M >= 171 ended in OverflowError here
+    probs = torch.full((SPACE.num_edges, SPACE.num_ops), 0.02).index_fill_(1, torch.tensor([OPS["sep_conv_3x3"]]), 0.86)
+    genotype = derive_mode({"normal": probs}, SPACE, 500)
+    assert len(genotype["normal"].edges) == SPACE.num_edges * (SPACE.num_ops - 1)  # 500 draws hit every op
 
 
 def _cell(edge_probs: dict[tuple[int, int], dict[str, float]]) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 
 from egsbench.benchmark.config import load_config
 
-from .conftest import BASE, overrides
+from .conftest import BASE, FAST, overrides
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,14 @@ def test_every_float_spelling_is_a_number(spelling):
 
 def test_zero_search_epochs_is_allowed_where_the_method_trains_no_supernet():
     assert load_config("smoke/random-baseline-cifar10", ["search.epochs=0"]).search.epochs == 0
+
+
+def test_egs_M_above_its_cap_is_refused_before_the_search(cli, tmp_path):
+    # issue 17: M >= 171 ran the whole search, then overflowed in the derivation; any M up to the cap now derives
+    assert load_config("smoke/egs-cifar10", ["method.M=500"]).method.M == 500
+    out = tmp_path / "run"
+    result = cli("run", "smoke/egs-cifar10", "--out", out, "--no-progress", *overrides(*FAST, "method.M=100001"))
+    assert result.code == 2
+    assert result.error.startswith("error: method.M must be <= 100000, got 100001: every step draws M Gumbel samples")
+    assert result.error.endswith("; set method.M <= 100000")
+    assert not out.exists()
