@@ -283,15 +283,15 @@ def parse_config(data: dict) -> ExperimentConfig:
             f"config key search.epochs must be >= 1 for method {method_name!r}, got 0 (it would derive from untrained "
             "weights); only methods that train no supernet (e.g. fixed, random variant=darts_baseline) take 0"
         )
+    evaluate = build_dataclass(getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate")
+    _check_candidate_recipe(method, evaluate)
     return ExperimentConfig(
         method_name=method_name,
         method=method,
         task_name=task_name,
         task=build_dataclass(task_cls.config_class, task_block, "task"),
         search=search,
-        evaluate=build_dataclass(
-            getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate"
-        ),
+        evaluate=evaluate,
         space=space,
         preset=preset,
         seed=_seed(_check_type(data.get("seed", 0), int, "seed")),
@@ -304,6 +304,20 @@ def parse_config(data: dict) -> ExperimentConfig:
         memory_format=_choice(data, "memory_format", "contiguous", MEMORY_FORMATS),
         compile=_check_type(data.get("compile", False), bool, "compile"),
     )
+
+
+def _check_candidate_recipe(method: Any, evaluate: Any) -> None:
+    """A method's ``candidate_<key>`` values replace the evaluate block's for the candidates it trains (the runner's
+    ``candidate_recipe``, e.g. random search's ``darts_baseline``): that recipe must validate now, not mid-search."""
+    values = {f.name: getattr(method, f"candidate_{f.name}", None) for f in dataclasses.fields(evaluate)}
+    values = {key: value for key, value in values.items() if value is not None}
+    if not values:
+        return
+    try:
+        dataclasses.replace(evaluate, **values)
+    except ConfigError as err:
+        used = ", ".join(f"method.candidate_{key}={value}" for key, value in values.items())
+        raise ConfigError(f"the candidates' recipe (the evaluate block with {used}): {err}") from None
 
 
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
-from .spaces.errors import check_range, check_weight_optimiser
+from .spaces.errors import ConfigError, check_range, check_weight_optimiser
 
 __all__ = ["TASKS", "CNNSearchConfig", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS", "WEIGHT_FIELDS"]
 
@@ -44,6 +44,10 @@ TASKS: Registry = Registry("task", group="egsbench.tasks")
 SPLITS = ("search-train", "search-val", "train", "test")
 # The fields of every task's search block that methods read for the supernet-weight optimiser.
 WEIGHT_FIELDS = ("epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip")
+# Cells at layers // 3 and 2 * layers // 3 reduce: 3 cells are the fewest with a normal cell (0) in the supernet;
+# the CIFAR auxiliary head, after cell 2 * layers // 3, needs both reductions before it (8x8 at 32 px): 2 cells.
+SEARCH_MIN_LAYERS = 3
+AUX_MIN_LAYERS = 2
 
 
 @dataclass
@@ -68,6 +72,7 @@ class CNNSearchConfig:
         check_weight_optimiser(self)
         for key in ("channels", "layers"):
             check_range(f"search.{key}", getattr(self, key), low=1)
+        check_search_layers(self.layers)
 
 
 @dataclass
@@ -101,6 +106,27 @@ class TrainConfig:
         check_range("evaluate.grad_clip", self.grad_clip, low=0, low_open=True)
         check_range("evaluate.drop_path", self.drop_path, 0, 1, high_open=True)
         check_range("evaluate.label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        if self.auxiliary_weight > 0 and self.layers < AUX_MIN_LAYERS:
+            raise ConfigError(
+                f"evaluate.layers={self.layers} is too few for the auxiliary head (needs >= {AUX_MIN_LAYERS}: the "
+                "CIFAR head reads the 8x8 map after both reduction cells, at layers//3 and 2*layers//3, which are one "
+                f"cell at 1 layer); set evaluate.layers >= {AUX_MIN_LAYERS} or evaluate.auxiliary_weight=0"
+            )
+
+
+def check_search_layers(layers: int) -> None:
+    """A DARTS supernet needs a normal cell: its reduction cells sit at ``layers // 3`` and ``2 * layers // 3``.
+
+    With 1 or 2 cells every cell reduces, the normal cell's alphas never enter a forward pass, and the derived
+    normal cell would be its initial guess (the final network then stacks it ``evaluate.layers`` times).
+    """
+    if layers < SEARCH_MIN_LAYERS:
+        reductions = sorted({layers // 3, 2 * layers // 3})
+        raise ConfigError(
+            f"search.layers={layers} builds a supernet without a normal cell (reduction cells sit at layers//3 and "
+            f"2*layers//3: cell{'s' if len(reductions) > 1 else ''} {' and '.join(map(str, reductions))}), so the "
+            f"normal cell would never be searched; set search.layers >= {SEARCH_MIN_LAYERS}"
+        )
 
 
 @dataclass(frozen=True)

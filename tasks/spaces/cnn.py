@@ -271,6 +271,9 @@ class NetworkCIFAR(ScheduledDropPath, nn.Module):
         in_channels: int = 3,
     ):
         super().__init__()
+        if auxiliary and layers < 2:  # one cell is both reductions: the head would read a 16x16 map, not 8x8
+            raise ValueError(f"NetworkCIFAR's auxiliary head needs layers >= 2 (it reads the 8x8 map after both "
+                             f"reduction cells), got {layers}")  # fmt: skip
         self.drop_path_prob = 0.0
         c_curr = STEM_MULTIPLIER * channels
         self.stem = _stem(in_channels, c_curr)

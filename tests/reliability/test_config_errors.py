@@ -77,3 +77,40 @@ def test_egs_M_above_its_cap_is_refused_before_the_search(cli, tmp_path):
     assert result.error.startswith("error: method.M must be <= 100000, got 100001: every step draws M Gumbel samples")
     assert result.error.endswith("; set method.M <= 100000")
     assert not out.exists()
+
+
+def test_too_few_evaluate_layers_for_the_auxiliary_head(cli, tmp_path):
+    # issue 17: the search ran, then the final training crashed in the auxiliary head (a 16x16 map, not 8x8)
+    out = tmp_path / "run"
+    result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*FAST, "evaluate.layers=1"))
+    assert result.code == 2
+    assert result.error == (
+        "error: evaluate.layers=1 is too few for the auxiliary head (needs >= 2: the CIFAR head reads the 8x8 map "
+        "after both reduction cells, at layers//3 and 2*layers//3, which are one cell at 1 layer); set "
+        "evaluate.layers >= 2 or evaluate.auxiliary_weight=0"
+    )
+    assert not out.exists()
+    assert load_config(BASE, ["evaluate.layers=1", "evaluate.auxiliary_weight=0"]).evaluate.layers == 1  # no head
+
+
+@pytest.mark.parametrize(("layers", "cells"), [(1, "cell 0"), (2, "cells 0 and 1")])
+def test_a_supernet_without_a_normal_cell(cli, tmp_path, layers, cells):
+    out = tmp_path / "run"
+    result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*FAST, f"search.layers={layers}"))
+    assert result.code == 2
+    assert result.error == (
+        f"error: search.layers={layers} builds a supernet without a normal cell (reduction cells sit at layers//3 "
+        f"and 2*layers//3: {cells}), so the normal cell would never be searched; set search.layers >= 3"
+    )
+    assert not out.exists()
+
+
+def test_candidate_layers_are_checked_against_the_evaluate_block(cli, tmp_path):
+    # random search's darts_baseline trains candidates on evaluate + method.candidate_*: checked before the run too
+    out = tmp_path / "run"
+    result = cli("run", "smoke/random-baseline-cifar10", "--out", out, "--no-progress",
+                 *overrides("method.candidate_layers=1"))  # fmt: skip
+    assert result.code == 2
+    assert result.error.startswith("error: the candidates' recipe (the evaluate block with ")
+    assert "method.candidate_layers=1): evaluate.layers=1 is too few for the auxiliary head" in result.error
+    assert not out.exists()
