@@ -23,7 +23,10 @@ Deviations from the original code, and why:
 
 - Vocabulary: DARTS/AWD-LSTM add the words of all three files; here the training role's words
   plus ``<unk>`` (when the data lacks it), other words mapped to ``<unk>``. On the official
-  files the two agree (PTB and WikiText-2 valid/test words are all in train).
+  files the two agree (PTB and WikiText-2 valid/test words are all in train). The share of
+  valid/test tokens outside it is recorded (``extras.oov_rate``), warned above 5 % and refused
+  above 50 % (a test file of other words would score the prediction of ``<unk>``).
+- Text files are checked before parsing: an empty or non-UTF-8 file is one error naming it.
 - Search keeps the methods' own weight optimiser (SGD at ``search.lr``, constant when
   ``lr_min == lr``) without DARTS's per-batch ``lr * seq_len / bptt`` scaling; final training
   scales as DARTS. The methods' alpha-optimiser defaults are the CNN search's (Adam 3e-4, beta1
@@ -43,6 +46,7 @@ Deviations from the original code, and why:
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -64,6 +68,11 @@ __all__ = ["AveragedSGD", "LMBatch", "LMConfig", "LMSearchConfig", "LMTrainConfi
 
 ROLES = ("train", "valid", "test")
 EOS, UNK = "<eos>", "<unk>"
+# Share of a valid/test role's tokens outside the training role's vocabulary (read as <unk>): warned above
+# OOV_WARN, refused above OOV_REFUSE (the perplexity would mostly measure how well <unk> is predicted).
+OOV_WARN, OOV_REFUSE = 0.05, 0.5
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -310,6 +319,32 @@ def _cache_dir() -> str | None:
     return str(Path(root) / "hf-datasets") if root else None
 
 
+def check_text_file(path: Path, what: str) -> None:
+    """Refuse an unreadable, empty or non-UTF-8 text file with one line naming it (``what``: e.g. "the official
+    Penn Treebank test file"), before the ``datasets`` loader turns it into a traceback."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror}); replace it with {what}") from None
+    if not data:
+        raise DataError(f"{path} is empty (0 bytes); replace it with {what}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}: "
+                        f"{err.reason}); save it as UTF-8") from None  # fmt: skip
+
+
+def oov_rates(tokens: dict[str, list[str]], vocab: dict[str, int]) -> dict[str, float]:
+    """Share of each non-training role's tokens that are not in ``vocab`` (the training role's words and ``<unk>``).
+
+    A literal ``<unk>`` (PTB's preprocessed files hold them) is in the vocabulary, so it is not counted; ``<eos>``
+    tokens count in the total, as they do in the perplexity.
+    """
+    return {role: sum(w not in vocab for w in toks) / max(len(toks), 1)
+            for role, toks in tokens.items() if role != "train"}  # fmt: skip
+
+
 def _read_lines(path: Path) -> list[str]:
     """The lines of a text file through the ``datasets`` text loader (cached as Arrow, keyed on the file)."""
     from datasets import load_dataset  # heavy import, only when text is read
@@ -361,6 +396,7 @@ class LanguageModelTask:
     def __init__(self, config: LMConfig):
         self.config = config
         self.vocab: dict[str, int] | None = None
+        self.oov: dict[str, float] = {}  # role -> share of its tokens outside the vocabulary (``oov_rates``)
         self.ids: dict[str, torch.Tensor] = {}  # role -> (N,) token ids
         self._search: LMSearchConfig | None = None
         self._train: LMTrainConfig | None = None  # the final-training recipe of the network built last
@@ -403,6 +439,8 @@ class LanguageModelTask:
                 f"set ${self.env}, --set task.hub=true when online, or let other files play the missing roles "
                 "(--set task.train_split=valid ...)"
             )
+        for s, p in paths.items():  # every file, before any is parsed
+            check_text_file(p, f"the official {self.label} {s} file")
         lines = {s: _read_lines(p) for s, p in paths.items()}
         for s, p in paths.items():
             if not any(line.strip() for line in lines[s]):
@@ -456,6 +494,7 @@ class LanguageModelTask:
             vocab.setdefault(word, len(vocab))
         vocab.setdefault(UNK, len(vocab))
         unk = vocab[UNK]
+        self.oov = self._check_oov(tokens, vocab, roles)
         self.vocab = vocab
         self.ids = {r: torch.tensor([vocab.get(w, unk) for w in t], dtype=torch.long) for r, t in tokens.items()}
         h = hashlib.sha256("\n".join(vocab).encode())
@@ -467,6 +506,28 @@ class LanguageModelTask:
         roles["vocabulary"] = f"{len(vocab)} words from the train role"
         self._info = DataInfo(source=loaded.source, sha256=h.hexdigest(), sizes=sizes, roles=roles)
         return self._info
+
+    def _check_oov(self, tokens: dict[str, list[str]], vocab: dict[str, int], where: dict[str, str]) -> dict:
+        """The valid and test roles' out-of-vocabulary rates; warns above ``OOV_WARN``, refuses above ``OOV_REFUSE``."""
+        rates = oov_rates(tokens, vocab)
+        for role in ("test", "valid"):
+            if rates[role] > OOV_REFUSE:
+                raise DataError(
+                    f"{where[role]}: {rates[role]:.1%} of the {role} role's {len(tokens[role])} tokens are not in the "
+                    f"vocabulary of the training role ({where['train']}) and would be read as {UNK}; the {role} text "
+                    f"must use the training text's vocabulary (for {self.label}: the official preprocessed files, "
+                    f"rare words already {UNK}), or let another file play the role (--set task.{role}_split=...)"
+                )
+        for role, rate in rates.items():
+            if rate > OOV_WARN:
+                logger.warning(f"WARNING: {rate:.1%} of the {role} role's tokens ({where[role]}) are not in the "
+                               f"training role's vocabulary and are read as {UNK}: its perplexity is not comparable "
+                               "with published numbers")  # fmt: skip
+        return {role: round(rate, 6) for role, rate in rates.items()}
+
+    def record_extras(self) -> dict[str, Any]:
+        """What the run record keeps under ``extras``: the valid and test roles' out-of-vocabulary rates."""
+        return {"oov_rate": dict(self.oov)} if self.vocab is not None else {}
 
     @property
     def vocab_digest(self) -> int:

@@ -7,11 +7,14 @@ folder is created.
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import pytest
 
+from egsbench.tasks import TASKS
 from egsbench.tasks.cifar import CIFAR10, CIFAR10Config
+from egsbench.tasks.lm import LMConfig, write_lm_files
 
 from .conftest import BASE, FAST, image, image_folder, jpeg_bytes, overrides, snapshot, tar_gz
 
@@ -101,3 +104,82 @@ def test_a_replaced_image_rebuilds_the_decoded_cache(tmp_path, monkeypatch):
     assert len(list(cache.rglob("*.npz"))) == 2  # a new entry for the new content
     shutil.rmtree(cache)
     assert CIFAR10(CIFAR10Config(data_dir=str(root))).prepare_data().sha256 == changed  # as a cold read gives
+
+
+# ---- language modelling text (issue 17, items 3 and 4) ------------------------------------------------------------
+# PTB's files are ptb.{train,valid,test}.txt, WikiText-2's (this layout) {train,valid,test}.txt; every role from its
+# own file, so each one is read.
+LM_ROLES = ["task.train_split=train", "task.valid_split=valid", "task.test_split=test", "task.max_tokens=null"]
+
+
+def _unseen_words(count: int) -> str:
+    return "\n".join(" ".join(f"unseen{i}x{j}" for j in range(8)) for i in range(count)) + "\n"
+
+
+def _lm_zero_bytes(folder, name):
+    (folder / name).write_bytes(b"")
+    return f"error: {folder / name} is empty (0 bytes); replace it with the official "
+
+
+def _lm_latin1(folder, name):
+    (folder / name).write_bytes("w1 w2\nw3 caf\xe9 w4\n".encode("latin-1"))  # a Latin-1 e-acute at byte 12
+    return f"error: {folder / name} is not UTF-8 text (byte 0xe9 at offset 12: invalid continuation byte); save it as"
+
+
+@pytest.mark.parametrize(
+    ("task", "pattern", "role", "make"),
+    [("ptb", "ptb.{split}.txt", "train", _lm_zero_bytes), ("ptb", "ptb.{split}.txt", "valid", _lm_latin1),
+     ("ptb", "ptb.{split}.txt", "test", _lm_zero_bytes), ("ptb", "ptb.{split}.txt", "test", _lm_latin1),
+     ("wt2", "{split}.txt", "train", _lm_latin1), ("wt2", "{split}.txt", "valid", _lm_zero_bytes),
+     ("wt2", "{split}.txt", "test", _lm_latin1)],
+)  # fmt: skip
+def test_an_empty_or_non_utf8_text_file_is_one_line_naming_it(cli, tmp_path, task, pattern, role, make):
+    # a datasets DatasetGenerationError traceback before
+    folder = write_lm_files(tmp_path / "data", pattern, lines=60)
+    message = make(folder, pattern.format(split=role))
+    before = snapshot(folder)
+    out = tmp_path / "run"
+    result = cli("run", f"smoke/gdas-{task}", "--out", out, "--no-progress",
+                 *overrides(*LM_ROLES, f"task.data_dir={folder}"))  # fmt: skip
+    assert result.code == 2
+    assert result.error.startswith(message)
+    assert not out.exists()
+    assert snapshot(folder) == before
+
+
+def test_a_test_file_of_unseen_words_is_refused(cli, tmp_path):
+    # every test word became <unk> before: test ppl 19.4, status ok
+    folder = write_lm_files(tmp_path / "ptb", "ptb.{split}.txt", lines=60)
+    (folder / "ptb.test.txt").write_text(_unseen_words(10))
+    out = tmp_path / "run"
+    result = cli("run", "smoke/gdas-ptb", "--out", out, "--no-progress",
+                 *overrides(*LM_ROLES, f"task.data_dir={folder}"))  # fmt: skip
+    assert result.code == 2
+    assert result.error == (
+        f"error: {folder / 'ptb.test.txt'}: 88.9% of the test role's 90 tokens are not in the vocabulary of the "
+        f"training role ({folder / 'ptb.train.txt'}) and would be read as <unk>; the test text must use the training "
+        "text's vocabulary (for Penn Treebank: the official preprocessed files, rare words already <unk>), or let "
+        "another file play the role (--set task.test_split=...)"
+    )  # 80 unseen words of 90 tokens: each line's <eos> is known
+    assert not out.exists()
+
+
+def test_a_few_unseen_words_are_recorded_and_warned_about(tmp_path, caplog):
+    folder = write_lm_files(tmp_path / "ptb", "ptb.{split}.txt", lines=60)
+    test = folder / "ptb.test.txt"
+    known = test.read_text()
+    n = sum(len(line.split()) + 1 for line in known.splitlines())
+    test.write_text(known + "<unk> unseen1 unseen2\n")  # <unk> is in the vocabulary (PTB's files hold it)
+    task = TASKS.get("ptb")(LMConfig(data_dir=str(folder)))
+    with caplog.at_level(logging.WARNING, logger="egsbench.tasks.lm"):
+        task.prepare_data()
+    assert task.record_extras() == {"oov_rate": {"valid": 0.0, "test": round(2 / (n + 4), 6)}}
+    assert not caplog.records  # 2 of 237 tokens: under 5 %
+
+    test.write_text(known + _unseen_words(3))  # 24 of 260 tokens: warned, still runs
+    task = TASKS.get("ptb")(LMConfig(data_dir=str(folder)))
+    with caplog.at_level(logging.WARNING, logger="egsbench.tasks.lm"):
+        task.prepare_data()
+    rate = task.record_extras()["oov_rate"]["test"]
+    assert rate == round(24 / (n + 27), 6) and 0.05 < rate < 0.5
+    assert f"{rate:.1%} of the test role's tokens ({test}) are not in the training role's vocabulary" in caplog.text
