@@ -38,11 +38,21 @@ from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
 from .speed import MEMORY_FORMATS
 
-__all__ = ["CONFIG_DIR", "ExperimentConfig", "bundled_configs", "config_type_problems", "load_config", "parse_config"]
+__all__ = [
+    "CONFIG_DIR",
+    "MAX_YAML_BYTES",
+    "ExperimentConfig",
+    "bundled_configs",
+    "config_type_problems",
+    "load_config",
+    "parse_config",
+    "read_yaml_file",
+]
 
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
+MAX_YAML_BYTES = 1_000_000  # configs and sweep files (read_yaml_file): a few dozen keys, never megabytes
 TOP_KEYS = (
     "preset",
     "seed",
@@ -373,15 +383,41 @@ def resolve_config_path(source: str) -> Path:
     )
 
 
+def read_yaml_file(path: Path, what: str = "config") -> Any:
+    """The YAML document in ``path`` (None when empty), after checking its size and encoding.
+
+    A file over ``MAX_YAML_BYTES`` is refused before a byte of it is parsed: PyYAML builds the whole document
+    in memory (a 48 MB config was still being parsed after 120 s, at 4.1 GB).
+
+    Args:
+        path: the file.
+        what: what it is, for the messages ("config", "sweep file"); its plural is ``what + "s"``.
+
+    Raises:
+        ConfigError: too large, not UTF-8 or not YAML; the message names the file and what to do.
+    """
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        shown = f"{size / 1e6:.1f} MB" if size >= 1.05 * MAX_YAML_BYTES else f"{size:,} bytes"
+        raise ConfigError(
+            f"{what} {path} is {shown}; {what}s are limited to {MAX_YAML_BYTES / 1e6:g} MB: a {what} holds a few "
+            "dozen keys (the bundled ones are under 2 KB), so pass the YAML written for egsbench, not a data or log "
+            "file"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+
+
 def load_config(source: str, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read ``source`` (a path or bundled name), apply ``--set`` overrides, validate."""
     path = resolve_config_path(source)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    data = read_yaml_file(path, "config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping with keys {', '.join(TOP_KEYS)}, got a "
                           f"{type(data).__name__}")  # fmt: skip

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from egsbench.benchmark.config import load_config
+from egsbench.benchmark.config import MAX_YAML_BYTES, load_config, read_yaml_file
+from egsbench.tasks.spaces import ConfigError
 
 from .conftest import BASE, FAST, overrides
 
@@ -114,3 +115,31 @@ def test_candidate_layers_are_checked_against_the_evaluate_block(cli, tmp_path):
     assert result.error.startswith("error: the candidates' recipe (the evaluate block with ")
     assert "method.candidate_layers=1): evaluate.layers=1 is too few for the auxiliary head" in result.error
     assert not out.exists()
+
+
+def _oversized(path, size: int = 1_100_000):
+    """A valid config padded with comment lines to ``size`` bytes (1.1 MB by default)."""
+    head = b"preset: smoke\nmethod: {name: gdas}\ntask: {name: cifar10, data_dir: embedded}\n"
+    line = b"#" * 99 + b"\n"
+    path.write_bytes(head + line * ((size - len(head)) // len(line)) + b"#" * ((size - len(head)) % len(line)))
+    assert path.stat().st_size == size
+    return path
+
+
+def test_a_config_over_the_size_limit_is_refused_before_parsing(cli, tmp_path, monkeypatch):
+    # a 48 MB config was still being parsed after 120 s, at 4.1 GB
+    config = _oversized(tmp_path / "huge.yaml")
+    monkeypatch.setattr("yaml.safe_load", lambda *a, **k: pytest.fail("parsed"))  # never reached
+    result = cli("run", config, "--out", tmp_path / "run")
+    assert result.code == 2
+    assert result.error == (
+        f"error: config {config} is 1.1 MB; configs are limited to 1 MB: a config holds a few dozen keys (the bundled "
+        "ones are under 2 KB), so pass the YAML written for egsbench, not a data or log file"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_size_limit_of_yaml_files_for_sweeps_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"^sweep file .* is 1,000,001 bytes; sweep files are limited to 1 MB: "):
+        read_yaml_file(_oversized(tmp_path / "sweep.yaml", MAX_YAML_BYTES + 1), "sweep file")
+    assert read_yaml_file(_oversized(tmp_path / "ok.yaml", MAX_YAML_BYTES))["preset"] == "smoke"  # at the limit
