@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _decode(data: bytes, where: str = "image") -> np.ndarray:
+    """One image's ``(H, W, 3)`` uint8 pixels; ``where`` (its path) names it in the error of an unreadable one."""
+    if not data:
+        raise DataError(f"{where} is not a readable image (it is empty, 0 bytes); replace or delete that file")
     try:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # PIL's ways of saying "corrupt"
-        raise DataError(f"{where} is not a readable image ({err}); replace or delete that file") from None
+    except UnidentifiedImageError:  # PIL's message names the in-memory buffer, not the file
+        reason = f"no image format recognises its {len(data)} bytes"
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's other ways of saying "corrupt"
+        reason = _BUFFER.sub("the file", str(err)) or type(err).__name__
+    raise DataError(f"{where} is not a readable image ({reason}); replace or delete that file")
+
+
+_BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 def _stack(images: list[np.ndarray], labels: list[int], names: list[str], where: str) -> ImageSplit:

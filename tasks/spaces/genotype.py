@@ -185,9 +185,11 @@ class Genotype:
             if concat_key not in data:
                 raise GenotypeError(f"genotype has {key!r} but no {concat_key!r}")
             try:
-                edges = tuple((int(src), int(dst), str(op)) for src, dst, op in value)
-                concat = tuple(int(n) for n in data[concat_key])
-            except (TypeError, ValueError):
+                edges = tuple(_edge(key, entry) for entry in value)
+                concat = tuple(_node_index(n, f"genotype {concat_key!r}:") for n in data[concat_key])
+            except (TypeError, ValueError) as err:
+                if isinstance(err, GenotypeError):
+                    raise
                 raise GenotypeError(
                     f"genotype {key!r} must be a list of [src, dst, op] triples and {concat_key!r} a list of ints"
                 ) from None
@@ -222,6 +224,25 @@ class Genotype:
             return CellGenotype(tuple((src, 2 + i // 2, op) for i, (op, src) in enumerate(pairs)), tuple(concat))
 
         return cls({"normal": cell(normal, normal_concat), "reduce": cell(reduce, reduce_concat)})
+
+
+def _node_index(value, where: str) -> int:
+    """A node index of a genotype's JSON: an int (or an integral float); a boolean or a fraction is refused.
+
+    ``bool`` is a subclass of ``int``, so ``int(True)`` is 1: a ``true`` would silently become node 1.
+    """
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        kind = "a boolean" if isinstance(value, bool) else "a fraction"
+        raise GenotypeError(f"{where} {json.dumps(value)} is {kind}, not a node index; write node indices as integers "
+                            "(0, 1, ...)")  # fmt: skip
+    return int(value)
+
+
+def _edge(cell_type: str, entry) -> Edge:
+    src, dst, op = entry
+    shown = json.dumps(entry) if isinstance(entry, (list, tuple)) else repr(entry)
+    where = f"genotype {cell_type!r}: edge {shown}:"
+    return _node_index(src, f"{where} src"), _node_index(dst, f"{where} dst"), str(op)
 
 
 def _live_nodes(edges: Iterable[Edge], n_inputs: int) -> set[int]:

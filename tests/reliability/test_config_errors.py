@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from egsbench.benchmark.config import MAX_YAML_BYTES, load_config, read_yaml_file
@@ -143,3 +145,19 @@ def test_the_size_limit_of_yaml_files_for_sweeps_too(tmp_path):
     with pytest.raises(ConfigError, match=r"^sweep file .* is 1,000,001 bytes; sweep files are limited to 1 MB: "):
         read_yaml_file(_oversized(tmp_path / "sweep.yaml", MAX_YAML_BYTES + 1), "sweep file")
     assert read_yaml_file(_oversized(tmp_path / "ok.yaml", MAX_YAML_BYTES))["preset"] == "smoke"  # at the limit
+
+
+def test_a_boolean_node_index_in_a_genotype_file(cli, tmp_path):
+    # bool is an int in Python: "true" was node 1, reported as "edge (1, 2, 'sep_conv_3x3') is listed twice"
+    genotype = tmp_path / "genotype.json"
+    cells = {"normal": [[True, 2, "sep_conv_3x3"], [1, 2, "sep_conv_3x3"]], "normal_concat": [2],
+             "reduce": [[0, 2, "max_pool_3x3"]], "reduce_concat": [2]}  # fmt: skip
+    genotype.write_text(json.dumps(cells))
+    out = tmp_path / "run"
+    result = cli("run", "smoke/fixed-cifar10", "--out", out, "--no-progress", *overrides(f"method.genotype={genotype}"))
+    assert result.code == 2
+    assert result.error == (
+        f"error: method.genotype: {genotype}: genotype 'normal': edge [true, 2, \"sep_conv_3x3\"]: src true is a "
+        "boolean, not a node index; write node indices as integers (0, 1, ...)"
+    )
+    assert not out.exists()

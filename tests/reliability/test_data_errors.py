@@ -37,6 +37,25 @@ def _corrupt_jpeg(root):
     return root, f"{bad} is not a readable image"
 
 
+def _zero_byte_image(root):
+    empty = image_folder(root) / "train" / "cat" / "3.png"
+    empty.write_bytes(b"")  # issue 17: the message showed <_io.BytesIO object at 0x...> where the problem was
+    return root, f"{empty} is not a readable image (it is empty, 0 bytes); replace or delete that file"
+
+
+def _zero_byte_image_in_tar_gz(root):
+    (image_folder(root / "cifar") / "test" / "dog" / "1.png").write_bytes(b"")
+    path = tar_gz(root / "cifar", root / "cifar.tar.gz")
+    shutil.rmtree(root / "cifar")
+    return path, f"{path}:test/dog/1.png is not a readable image (it is empty, 0 bytes); replace or delete that file"
+
+
+def _text_named_png(root):
+    bad = image_folder(root) / "test" / "cat" / "1.png"
+    bad.write_text("not an image\n")
+    return root, f"{bad} is not a readable image (no image format recognises its 13 bytes); replace or delete that file"
+
+
 def _class_missing_from_test(root):
     image_folder(root, test_classes=("cat",))
     return root, f"{root}: the splits have different classes (dog only in train/); every class needs images in every"
@@ -63,8 +82,8 @@ def _wrong_size(root):
 
 @pytest.mark.parametrize(
     "make",
-    [_train_without_class_folders, _class_without_images, _corrupt_jpeg, _class_missing_from_test, _truncated_tar_gz,
-     _mixed_sizes, _wrong_size],
+    [_train_without_class_folders, _class_without_images, _corrupt_jpeg, _zero_byte_image, _zero_byte_image_in_tar_gz,
+     _text_named_png, _class_missing_from_test, _truncated_tar_gz, _mixed_sizes, _wrong_size],
 )  # fmt: skip
 def test_bad_data_is_one_line_naming_the_file(cli, tmp_path, make):
     data, message = make(tmp_path / "data")
@@ -73,6 +92,7 @@ def test_bad_data_is_one_line_naming_the_file(cli, tmp_path, make):
     result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*FAST, f"task.data_dir={data}"))
     assert result.code == 2
     assert message in result.error
+    assert "BytesIO" not in result.error  # the file, never PIL's in-memory buffer
     assert not out.exists()
     assert snapshot(tmp_path / "data") == before
 

@@ -62,6 +62,26 @@ def test_malformed_json_raises_genotype_error():
         Genotype.from_dict({"normal": [[0, 2]], "normal_concat": [2]})
 
 
+@pytest.mark.parametrize(
+    ("edges", "concat", "message"),
+    [
+        # bool is an int in Python: [true, 2, op] became edge (1, 2, op), reported as "listed twice" beside [1, 2, op]
+        ([[True, 2, "sep_conv_3x3"], [1, 2, "sep_conv_3x3"]], [2],
+         'genotype \'normal\': edge [true, 2, "sep_conv_3x3"]: src true is a boolean, not a node index'),
+        ([[0, False, "sep_conv_3x3"]], [2], 'edge [0, false, "sep_conv_3x3"]: dst false is a boolean'),
+        ([[0, 2, "sep_conv_3x3"]], [True], "genotype 'normal_concat': true is a boolean, not a node index"),
+        ([[0, 2.5, "sep_conv_3x3"]], [2], 'edge [0, 2.5, "sep_conv_3x3"]: dst 2.5 is a fraction, not a node index'),
+    ],
+)  # fmt: skip
+def test_node_indices_must_be_integers(edges, concat, message):
+    with pytest.raises(GenotypeError) as err:
+        Genotype.from_dict({"normal": edges, "normal_concat": concat})
+    assert message in str(err.value) and str(err.value).endswith("write node indices as integers (0, 1, ...)")
+    assert Genotype.from_dict({"normal": [[0, 2.0, "sep_conv_3x3"]], "normal_concat": [2]})["normal"].edges == (
+        (0, 2, "sep_conv_3x3"),
+    )  # an integral float (2.0) is the node it names
+
+
 def test_prune_cell_drops_dead_nodes():
     cell = prune_cell([(3, 4, "skip_connect"), (0, 2, "sep_conv_3x3"), (2, 5, "max_pool_3x3")], 2, 4)
     assert cell.edges == ((0, 2, "sep_conv_3x3"), (2, 5, "max_pool_3x3"))
