@@ -16,21 +16,21 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from ..methods import METHODS, SearchConfig, SearchContext, SearchMethod
 from ..tasks import TASKS
-from ..tasks.spaces import SPACES, ConfigError, Genotype, UserError
-from .config import ExperimentConfig, apply_override, build_dataclass, load_config, parse_config
+from ..tasks.spaces import SPACES, ConfigError, Genotype, GenotypeError, UserError
+from .config import ExperimentConfig, apply_override, build_dataclass, load_config, parse_config, read_yaml_file
 
-__all__ = ["Supernet", "build_supernet", "load_network", "resolve_config", "run"]
+__all__ = ["RunFolderMismatchError", "Supernet", "build_supernet", "load_network", "resolve_config", "run"]
 
 
 def _override_list(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
@@ -97,13 +97,70 @@ def run(
     return Record.model_validate(result.record)
 
 
+class RunFolderMismatchError(UserError, ValueError):
+    """A run folder whose files disagree: e.g. a ``genotype.json`` edited after the weights were trained."""
+
+
+def _edge_text(edge: tuple | None) -> str:
+    return "nothing" if edge is None else json.dumps(list(edge))
+
+
+def _genotype_difference(trained: Genotype, found: Genotype) -> str:
+    """The first place where ``found`` (genotype.json) differs from ``trained`` (the weights' metadata)."""
+    for cell_type in sorted(set(trained.cells) | set(found.cells)):
+        a, b = trained.cells.get(cell_type), found.cells.get(cell_type)
+        if a is None or b is None:
+            return f"the {cell_type} cell is only in {'genotype.json' if a is None else 'the weights'}"
+        for i, (x, y) in enumerate(itertools.zip_longest(a.edges, b.edges)):
+            if x != y:
+                return f"{cell_type} edge {i} is {_edge_text(y)} in genotype.json, {_edge_text(x)} in the weights"
+        if a.concat != b.concat:
+            return f"{cell_type}_concat is {list(b.concat)} in genotype.json, {list(a.concat)} in the weights"
+    return "they differ"
+
+
+def _check_trained_identity(folder: Path, weights: Path, cfg: ExperimentConfig, genotype: Genotype) -> None:
+    """Compare ``genotype.json`` and ``config.yaml`` with what ``model.safetensors`` records of its own run.
+
+    The runner stores the genotype and the run name (``method-task-preset-seed``) in the file's metadata. A
+    genotype edit that changes no weight's shape (``max_pool_3x3`` for ``avg_pool_3x3``) would otherwise load
+    silently into another network. Files without that metadata are not checked.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+    except SafetensorError as err:
+        raise UserError(f"{weights} is not a readable safetensors file ({err}); copy it again from the run") from None
+    if "genotype" in meta:
+        try:
+            trained = Genotype.from_json(meta["genotype"])
+        except GenotypeError as err:
+            raise RunFolderMismatchError(f"{weights}: the genotype in its metadata is unreadable ({err})") from None
+        if trained != genotype:
+            raise RunFolderMismatchError(
+                f"{folder / 'genotype.json'} is not the genotype {weights} was trained with (its metadata): "
+                f"{_genotype_difference(trained, genotype)}; restore genotype.json (the record's genotype) or pass "
+                "the run folder the weights came from"
+            )
+    name = f"{cfg.method_name}-{cfg.task_name}-{cfg.preset}-seed{cfg.seed}"
+    if "run" in meta and meta["run"] != name:
+        raise RunFolderMismatchError(
+            f"{folder / 'config.yaml'} describes run {name}, but {weights} was trained by run {meta['run']} (its "
+            "metadata); restore config.yaml or pass the run folder the weights came from"
+        )
+
+
 def load_network(run_dir: str | Path) -> nn.Module:
     """The trained final network of a finished run, rebuilt from its config and genotype, in eval mode.
 
-    Weights come from ``model.safetensors`` (no pickle is ever loaded); every key must match.
+    Weights come from ``model.safetensors`` (no pickle is ever loaded); every key must match, and the
+    genotype and run name stored in its metadata must match ``genotype.json`` and ``config.yaml``.
 
     Raises:
-        UserError: the folder is not a finished run folder, or its files do not match each other.
+        UserError: the folder is not a finished run folder, or its files do not match each other
+            (:class:`RunFolderMismatchError` when they load but describe different runs).
     """
     from safetensors.torch import load_model
 
@@ -116,8 +173,12 @@ def load_network(run_dir: str | Path) -> nn.Module:
             f"{folder} is not a finished run folder (missing {', '.join(missing)}); pass the --out folder of a "
             "run that completed (its record.json exists)"
         )
-    cfg = parse_config(yaml.safe_load((folder / "config.yaml").read_text()))
-    genotype = Genotype.load(folder / "genotype.json")
+    cfg = parse_config(read_yaml_file(folder / "config.yaml", "config") or {})
+    try:
+        genotype = Genotype.load(folder / "genotype.json")
+    except GenotypeError as err:
+        raise GenotypeError(f"{folder / 'genotype.json'}: {err}") from None
+    _check_trained_identity(folder, folder / MODEL_FILE, cfg, genotype)
     net = TASKS.get(cfg.task_name)(cfg.task).build_network(genotype, cfg.evaluate)
     try:
         load_model(net, str(folder / MODEL_FILE), strict=True)

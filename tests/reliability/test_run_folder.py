@@ -1,4 +1,5 @@
-"""The run folder (issue 9, items 1 and 6): one run per folder at a time, and an unusable --out is one line."""
+"""The run folder (issue 9, items 1 and 6; issue 17, item 7): one run per folder at a time, an unusable --out is one
+line, and load_network refuses a folder whose files describe different runs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_model
 
+import egsbench
+from egsbench.benchmark.api import RunFolderMismatchError, resolve_config
 from egsbench.benchmark.runner import lock_holder, run_lock
 from egsbench.benchmark.sweep import load_sweep, plan_runs
+from egsbench.tasks import TASKS
+from egsbench.tasks.spaces import Genotype, UserError
 
 from .conftest import BASE, FAST, overrides, snapshot
 
@@ -106,3 +113,57 @@ def test_a_sweep_leaves_a_run_folder_another_process_holds_alone(cli, tmp_path):
     assert result.code == 0, result.err  # nothing failed: the run is the other process's
     assert f"skip (running elsewhere: in use by pid {os.getpid()})" in result.out
     assert "0 ran, 1 skipped" in result.out and "0 failed" in result.out
+
+
+# ---- load_network on a run folder whose files disagree (issue 17, item 7) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def darts_v1_run(tmp_path_factory) -> Path:
+    """A finished run of DARTS_V1 (its reduce cell has both avg_pool_3x3 and max_pool_3x3): no search, one step."""
+    out = tmp_path_factory.mktemp("load") / "run"
+    egsbench.run("smoke/fixed-cifar10", out, [*FAST, "method.genotype=darts_v1"])
+    return out
+
+
+def _copy_run(run: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("config.yaml", "genotype.json", "model.safetensors"):
+        (folder / name).write_bytes((run / name).read_bytes())
+    return folder
+
+
+def test_an_edited_genotype_that_still_loads_is_refused(darts_v1_run, tmp_path):
+    folder = _copy_run(darts_v1_run, tmp_path / "edited")
+    assert not egsbench.load_network(folder).training  # as written by the run: loads
+    text = (folder / "genotype.json").read_text()
+    swapped = text.replace("avg_pool_3x3", "@").replace("max_pool_3x3", "avg_pool_3x3").replace("@", "max_pool_3x3")
+    (folder / "genotype.json").write_text(swapped)
+    # Pools have no weights: the edited network takes every tensor of the file, so only the metadata tells
+    cfg = resolve_config(yaml.safe_load((folder / "config.yaml").read_text()))
+    edited = TASKS.get("cifar10")(cfg.task).build_network(Genotype.load(folder / "genotype.json"), cfg.evaluate)
+    load_model(edited, str(folder / "model.safetensors"), strict=True)
+
+    with pytest.raises(RunFolderMismatchError) as err:
+        egsbench.load_network(folder)
+    assert isinstance(err.value, UserError)  # one error: line on the command line
+    assert str(err.value) == (
+        f"{folder / 'genotype.json'} is not the genotype {folder / 'model.safetensors'} was trained with (its "
+        'metadata): reduce edge 0 is [0, 2, "avg_pool_3x3"] in genotype.json, [0, 2, "max_pool_3x3"] in the weights; '
+        "restore genotype.json (the record's genotype) or pass the run folder the weights came from"
+    )
+
+
+def test_a_config_of_another_run_beside_the_weights_is_refused(darts_v1_run, tmp_path):
+    folder = _copy_run(darts_v1_run, tmp_path / "other-seed")
+    config = (folder / "config.yaml").read_text()
+    assert "\nseed: 0\n" in config
+    (folder / "config.yaml").write_text(config.replace("\nseed: 0\n", "\nseed: 3\n"))  # builds the same network
+    with pytest.raises(RunFolderMismatchError) as err:
+        egsbench.load_network(folder)
+    assert str(err.value) == (
+        f"{folder / 'config.yaml'} describes run fixed-cifar10-smoke-seed3, but {folder / 'model.safetensors'} was "
+        "trained by run fixed-cifar10-smoke-seed0 (its metadata); restore config.yaml or pass the run folder the "
+        "weights came from"
+    )
+    assert torch.is_tensor(next(egsbench.load_network(darts_v1_run).parameters()))  # the original still loads
