@@ -93,6 +93,7 @@ class Checkpointer:
     def __init__(self, folder: str | Path, accelerator: Accelerator):
         self.folder = Path(folder)
         self.accelerator = accelerator
+        self.newest: int | None = None  # the epoch of the newest complete checkpoint this one saved or restored
 
     def _epochs(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -114,9 +115,11 @@ class Checkpointer:
             _write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)  # the checkpoint appears whole or not at all
+            self.newest = epoch
             for old in self._epochs()[:-KEEP]:  # only once the new one is complete
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
+        self.newest = epoch
         return final
 
     def restore(self) -> Restored | None:
@@ -148,7 +151,8 @@ class Checkpointer:
                     if problems:
                         logger.warning(f"resuming from {folder.name} instead: " + "; ".join(problems))
                     state, progress = loaded
-                    return Restored(progress.pop("epoch"), state, progress)
+                    self.newest = progress.pop("epoch")
+                    return Restored(self.newest, state, progress)
             problems.append(f"checkpoint {folder} is unreadable: {problem}")
             logger.warning(problems[-1])
         if problems:

@@ -119,10 +119,15 @@ class RunPosition:
 
     phase: str = "setup"  # setup | search | derivation | evaluate | results
     epoch: int | None = None
-    saved: dict[str, int] = field(default_factory=dict)  # phase -> newest checkpointed epoch
+    checkpoints: dict[str, Checkpointer] = field(default_factory=dict)  # phase -> its checkpointer
 
     def enter(self, phase: str, epoch: int | None = None) -> None:
         self.phase, self.epoch = phase, epoch
+
+    @property
+    def saved(self) -> dict[str, int]:
+        """Phase -> the epoch of its newest complete checkpoint (as the checkpointer knows it, on disk)."""
+        return {phase: c.newest for phase, c in self.checkpoints.items() if c.newest is not None}
 
     def where(self) -> str:
         if self.phase in ("search", "evaluate") and self.epoch is not None:
@@ -450,6 +455,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     # Methods without supernet training (the DARTS random baseline) go straight to derivation.
     epochs = cfg.search.epochs if getattr(method, "trains_supernet", True) else 0
     ckpt = Checkpointer(folder, accelerator)
+    POSITION.checkpoints["search"] = ckpt
     curves, probs_history, elapsed, first, examples = [], [], 0.0, 0, 0
     restored = ckpt.restore()
     if restored is not None:
@@ -459,7 +465,6 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         curves, probs_history = restored.progress["curves"], restored.progress["probabilities"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
         examples = restored.progress.get("examples", 0)  # absent from checkpoints written before it was counted
-        POSITION.saved["search"] = restored.epoch
         logger.info(f"resumed the search after epoch {restored.epoch}")
     bar = tqdm(total=epochs * steps, initial=first * steps, desc=f"search {cfg.method_name}", leave=False,
                disable=not (progress and accelerator.is_main_process))  # fmt: skip
@@ -493,7 +498,6 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
         state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
         ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed,
                                  "examples": examples})  # fmt: skip
-        POSITION.saved["search"] = epoch
     bar.close()
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
@@ -552,13 +556,13 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
     test_loader = prepare_eval_loader(accelerator, test_loader)  # every test sample counts exactly once
     steps = _steps(train_loader, ev.max_steps_per_epoch)
     ckpt = Checkpointer(folder, accelerator)
+    POSITION.checkpoints["evaluate"] = ckpt
     curves, test, elapsed, first = [], {}, 0.0, 0
     restored = ckpt.restore()
     if restored is not None:
         train_gen.set_state(restored.state["train_gen"])
         curves, test = restored.progress["curves"], restored.progress["test"]
         elapsed, first = restored.progress["seconds"], restored.epoch + 1
-        POSITION.saved["evaluate"] = restored.epoch
         logger.info(f"resumed the final training after epoch {restored.epoch}")
     bar = tqdm(total=ev.epochs * steps, initial=first * steps, desc="evaluate", leave=False,
                disable=not (progress and accelerator.is_main_process))  # fmt: skip
@@ -578,7 +582,6 @@ def evaluate(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accel
             log({f"evaluate/{k}": v for k, v in curves[-1].items() if k != "epoch"}, epoch)
         _check_finite("evaluate", epoch, steps - 1, curves[-1])
         ckpt.save(epoch, {"train_gen": train_gen.get_state()}, {"curves": curves, "test": test, "seconds": elapsed})
-        POSITION.saved["evaluate"] = epoch
     bar.close()
     total_steps = ev.epochs * steps
     model = accelerator.unwrap_model(net)
@@ -627,6 +630,23 @@ def use_cpu(device: str) -> bool:
     probe = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
     available = probe.is_available() if probe is not None else torch.cuda.is_available()
     return not available
+
+
+def check_launch(accelerator: Accelerator) -> None:
+    """Refuse a launch that asked for several processes and got one.
+
+    ``accelerate launch --num_processes N`` without ``--multi_gpu`` (with ``--cpu``, or on a machine without
+    a GPU) uses accelerate's simple launcher, which starts N processes only under ``mpirun``
+    (``--mpirun_hostfile``): otherwise one process runs, with ``MASTER_ADDR`` set for the N it was asked
+    for. Such a run would silently be a different experiment (a per-process batch of one process).
+    """
+    env = os.environ
+    launched = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env  # the simple launcher with N > 1
+    ranked = any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))
+    if accelerator.num_processes == 1 and launched and not ranked:
+        raise UserError("accelerate launch started one process, not several: without --multi_gpu its simple launcher "
+                        "needs mpirun for more. Use `accelerate launch --multi_gpu --num_processes N` (on CPUs too: "
+                        "the run joins with gloo) or `torchrun --nproc_per_node N`")  # fmt: skip
 
 
 DELAY_ENV = "EGSBENCH_DEBUG_DELAY"  # "RANK:SECONDS": that rank sleeps once it has joined (tests of a slow rank)
@@ -903,6 +923,7 @@ def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, res
                        log_with: list[str] | None) -> RunResult:  # fmt: skip
     apply_determinism(cfg.deterministic)
     accelerator = _accelerator(cfg, log_with, out_dir)  # joins the process group, if there is one
+    check_launch(accelerator)
     _debug_delay(accelerator)
     agree(accelerator, lambda: _check_folder(cfg, out_dir, resume), main_only=True)  # before any data is read
     task = TASKS.get(cfg.task_name)(cfg.task)

@@ -60,10 +60,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..tasks.spaces import ConfigError, UserError
-from .config import build_dataclass, load_config
+from .config import build_dataclass, load_config, read_yaml_file
 from .records import RecordError, atomic_write_text, read_record
 
 __all__ = ["BACKENDS", "SweepRun", "SweepSpec", "execute_run", "load_sweep", "plan_runs", "run_sweep"]
@@ -123,12 +121,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file {path} not found; pass the path of a sweep YAML (see results/sweeps/)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"sweep file {path} is not UTF-8 text; save it as UTF-8") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    data = read_yaml_file(path, "sweep file") or {}  # size (1 MB), UTF-8 and YAML checked, one line each
     if not isinstance(data, dict):
         raise ConfigError(f"sweep file {path} must hold a YAML mapping (methods, tasks, presets, seeds, ...)")
     data.setdefault("name", path.stem)

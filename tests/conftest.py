@@ -1,8 +1,14 @@
-"""Shared fixtures: the real data in ../shared/data (skipped cleanly when absent) and tiny spaces."""
+"""Shared fixtures: the real data in ../shared/data (skipped cleanly when absent) and tiny spaces.
+
+The two-process launches of ``tests/distributed`` start in the background as soon as they are collected
+and their tests run last, so the launches run beside the rest of the suite (on a loaded machine).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,3 +38,41 @@ def cifar_tar() -> Path:
     if not CIFAR_TAR.is_file():
         pytest.skip(f"real CIFAR-10 not available at {CIFAR_TAR}")
     return CIFAR_TAR.resolve()
+
+
+DISTRIBUTED = "tests/distributed/"
+_background = pytest.StashKey()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The distributed tests go last: their launches run in the background while the others run."""
+    late = [item for item in items if item.nodeid.startswith(DISTRIBUTED)]
+    if late:
+        items[:] = [item for item in items if not item.nodeid.startswith(DISTRIBUTED)] + late
+
+
+def pytest_collection_finish(session):
+    if any(item.nodeid.startswith(DISTRIBUTED) for item in session.items):
+        from tests.distributed.launches import Background
+
+        background = Background(Path(tempfile.mkdtemp(prefix="egsbench-ddp-")))
+        background.start()
+        session.config.stash[_background] = background
+
+
+def pytest_unconfigure(config):
+    background = config.stash.get(_background, None)
+    if background is not None and background.thread is not None and not background.thread.is_alive():
+        shutil.rmtree(next(iter(background.launches.values())).out.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def distributed_launches(request):
+    """The background launches (started here when the session did not start them)."""
+    background = request.config.stash.get(_background, None)
+    if background is None:
+        from tests.distributed.launches import Background
+
+        background = Background(Path(tempfile.mkdtemp(prefix="egsbench-ddp-")))
+        request.config.stash[_background] = background
+    return background

@@ -1,76 +1,98 @@
-"""Two processes on the CPU (gloo, torchrun): every method keeps identical alphas and derives the same
-genotype on both ranks, evaluation counts each test sample once, and a full run writes one record.
+"""Two processes on the CPU (gloo), started by ``torchrun`` and by ``accelerate launch``, without ``device=cpu``.
 
-A two-process search is not compared bit for bit with a one-process run of the same global batch:
-BatchNorm normalises with each process's own batch statistics (DDP without SyncBatchNorm, as the
-originals' multi-GPU code), so the losses differ slightly from one batch of twice the size.
+- Every method through the CLI, on the smoke data and on 64 training / 32 test images (uneven and
+  empty shards), each run twice: both ranks exit 0, one record with world size 2, metrics over every
+  test sample once, and the repeat gives the same genotype and metrics.
+- Every method's search keeps identical alphas and derives the same genotype on both ranks.
+- A rank that arrives late at its first collective (rank 1, and the main process) only makes the
+  others wait; a run refused by the main process (a finished folder) stops both ranks with one line.
+
+The launches run in the background beside the rest of the suite (``tests/distributed/launches.py``);
+these tests wait for them. A two-process search is not compared bit for bit with a one-process run
+of the same global batch: BatchNorm normalises with each process's own batch statistics (DDP
+without SyncBatchNorm, as the originals' multi-GPU code), so the losses differ slightly.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-WORKER = Path(__file__).with_name("worker.py")
-RUNS = {
-    "egs": "smoke/egs-cifar10",
-    "darts1": "smoke/darts-cifar10,method.order=1",
-    "darts2": "smoke/darts-cifar10,method.order=2",
-    "snas": "smoke/snas-cifar10",
-    "gdas": "smoke/gdas-cifar10",
-    "random_ws": "smoke/random-cifar10",
-    "random_baseline": "smoke/random-baseline-cifar10",
-    "fixed": "smoke/fixed-cifar10",
-}
+from tests.distributed.launches import LAUNCHERS, METHODS, SIZES
+
+WORKER_RUNS = [*METHODS, "random_baseline", "fixed", "gdas_uneven", "egs_uneven"]
+CLI_CASES = [(kind, size, method) for kind in LAUNCHERS for size in SIZES for method in METHODS]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}  # 2 ranks on 2 cores
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()),
-               *args]  # fmt: skip
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+def _ok(launch):
+    failure = launch.failure()
+    assert failure is None, failure
+    return launch
 
 
 @pytest.fixture(scope="module")
-def two_rank_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    done = _torchrun(str(WORKER), str(out), *(f"{name},{spec}" for name, spec in RUNS.items()))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {name: [json.loads((out / f"{name}.rank{r}.json").read_text()) for r in (0, 1)] for name in RUNS}
+def worker_results(distributed_launches):
+    launch = _ok(distributed_launches.get("alphas"))
+    out = launch.out
+    return {name: [json.loads((out / f"{name}.rank{r}.json").read_text()) for r in (0, 1)] for name in WORKER_RUNS}
 
 
-@pytest.mark.parametrize("name", list(RUNS))
-def test_both_ranks_hold_the_same_alphas_and_genotype(two_rank_results, name):
-    rank0, rank1 = two_rank_results[name]
+@pytest.mark.parametrize("name", WORKER_RUNS)
+def test_both_ranks_hold_the_same_alphas_and_genotype(worker_results, name):
+    rank0, rank1 = worker_results[name]
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["probabilities"] == rank1["probabilities"], "the architecture parameters drifted apart"
     assert rank0["genotype"] == rank1["genotype"]
 
 
-@pytest.mark.parametrize("name", ["egs", "random_ws"])
-def test_evaluation_counts_every_test_sample_exactly_once(two_rank_results, name):
-    for rank in two_rank_results[name]:
+@pytest.mark.parametrize("name", ["egs", "random", "gdas_uneven"])
+def test_evaluation_counts_every_test_sample_exactly_once(worker_results, name):
+    for rank in worker_results[name]:
         assert rank["test_count"] == rank["test_size"] == 101  # 101 = 7 x 14 + 3: uneven shards, no padding
 
 
-def test_a_two_process_run_writes_one_record_with_its_world_size(tmp_path):
-    done = _torchrun("-m", "egsbench", "run", "smoke/random-cifar10", "--out", str(tmp_path / "r"), "--no-progress",
-                     "--set", "device=cpu", "--set", "evaluate.epochs=1", "--set", "task.test_limit=101")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    records = list(tmp_path.rglob("record.json"))
-    assert len(records) == 1
-    record = json.loads(records[0].read_text())
-    assert record["world_size"] == 2 and record["status"] == "ok" and record["mixed_precision"] == "no"
-    assert done.stdout.count("run folder:") == 1  # results printed by the main process only
+def _record(folder: Path) -> dict:
+    records = list(folder.rglob("record.json"))
+    assert len(records) == 1, f"{len(records)} records under {folder}"
+    return json.loads(records[0].read_text())
+
+
+def _comparable(record: dict) -> dict:
+    """What must not change between two runs of one config: the genotype and every metric."""
+    return {"genotype": record["genotype"], "metrics": record["metrics"], "test_count": record["extras"]["test_count"]}
+
+
+@pytest.mark.parametrize("kind,size,method", CLI_CASES)
+def test_every_method_runs_on_two_processes_through_the_cli(distributed_launches, kind, size, method):
+    launch = _ok(distributed_launches.get(f"{kind}-{size}"))
+    codes = [json.loads((launch.out / f"codes.rank{r}.json").read_text()) for r in (0, 1)]
+    records = []
+    for repeat in ("r0", "r1"):
+        assert codes[0][f"{method}/{repeat}"] == codes[1][f"{method}/{repeat}"] == 0, launch.done.stderr[-3000:]
+        record = _record(launch.out / method / repeat)
+        assert record["status"] == "ok" and record["world_size"] == 2 and record["mixed_precision"] == "no"
+        assert record["manifest"]["device"].endswith("x2")  # joined the process group: gloo on the CPU
+        assert record["extras"]["test_count"] == record["data"]["sizes"]["test"]  # every test sample, once
+        records.append(record)
+    assert _comparable(records[0]) == _comparable(records[1]), "the same config ran twice gave another result"
+
+
+@pytest.mark.parametrize("name", ["slow-rank1-torchrun", "slow-rank0-accelerate"])
+def test_a_rank_late_to_its_first_collective_only_makes_the_others_wait(distributed_launches, name):
+    launch = _ok(distributed_launches.get(name))
+    record = _record(launch.out)
+    assert record["status"] == "ok" and record["world_size"] == 2
+    assert record["extras"]["test_count"] == record["data"]["sizes"]["test"] == 32
+    assert launch.done.stdout.count("run folder:") == 1  # results printed by the main process only
+    assert "in use by another egsbench run" not in launch.done.stderr
+
+
+def test_a_run_the_main_process_refuses_stops_every_rank_with_one_line(distributed_launches):
+    launch = distributed_launches.get("refused")
+    assert launch.error is None, launch.error
+    assert launch.done.returncode != 0
+    errors = [line for line in launch.done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, launch.done.stderr[-3000:]  # the main process's; rank 1 exits quietly
+    assert "record.json already exists" in errors[0]

@@ -18,7 +18,7 @@ from egsbench.benchmark.runner import _accelerator, evaluate_split, prepare_eval
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import Genotype
 
-COMMON = ["device=cpu", "evaluate.epochs=1", "task.test_limit=101", "search.max_steps_per_epoch=2"]
+COMMON = ["evaluate.epochs=1", "task.test_limit=101", "search.max_steps_per_epoch=2"]
 
 
 def main(out: str, *runs: str) -> None:

@@ -1,0 +1,143 @@
+"""The two-process launches of the distributed tests, run one after another in a background thread.
+
+The launches start when the test session has collected them (``tests/conftest.py``), so they run
+beside the rest of the suite, on a loaded machine, and the distributed tests, which the session
+puts last, wait for their results. Nothing here depends on timing: every launch is waited for
+(a generous timeout only turns a hang into a failure), and one launch has a rank sleep before its
+first collective (``EGSBENCH_DEBUG_DELAY``) so the others must wait for it.
+
+Each launch is two processes on the CPU (gloo), with one OpenMP thread each. Started by
+``torchrun`` or by ``accelerate launch --multi_gpu`` (accelerate's launcher for several local
+processes; on a machine without a GPU the run joins with gloo by itself, no ``device=cpu``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TIMEOUT_S = 1200  # per launch; a hang fails the test instead of the session
+
+# Every method, in its smoke config (seconds per run on a CPU).
+METHODS = {
+    "egs": ("smoke/egs-cifar10", []),
+    "darts1": ("smoke/darts-cifar10", ["method.order=1"]),
+    "darts2": ("smoke/darts-cifar10", ["method.order=2"]),
+    "snas": ("smoke/snas-cifar10", []),
+    "gdas": ("smoke/gdas-cifar10", []),
+    "random": ("smoke/random-cifar10", []),
+}
+# The data sizes: the smoke configs' (even shards), and 64 training / 32 test images, which leave the ranks
+# uneven or empty shards (search-val 32 images: one batch of 32, nothing for rank 1 without padding).
+SIZES = {"full": [], "small": ["task.train_limit=64", "task.test_limit=32"]}
+LAUNCHERS = ("torchrun", "accelerate")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(kind: str) -> list[str]:
+    """The command that starts two local processes of what follows (a script, or ``-m module``)."""
+    if kind == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port())]  # fmt: skip
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+            str(free_port())]  # fmt: skip
+
+
+@dataclass
+class Launch:
+    name: str
+    command: list[str]  # after the launcher
+    kind: str = "torchrun"
+    env: dict | None = None
+    out: Path | None = None
+    done: subprocess.CompletedProcess | None = None
+    error: str | None = None  # a timeout or a failure to start
+
+    def run(self) -> None:
+        inherited = {k: v for k, v in os.environ.items() if k != "EGSBENCH_DEBUG_DELAY"}
+        env = {**inherited, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **(self.env or {})}
+        try:
+            self.done = subprocess.run([*launcher(self.kind), *self.command], env=env, cwd=self.out,
+                                       capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+        except subprocess.TimeoutExpired as err:
+            self.error = f"{self.name} did not finish in {TIMEOUT_S} s (a hang?): {str(err.stderr)[-2000:]}"
+        else:
+            (self.out / "launch.log").write_text(self.done.stdout + "\n--- stderr ---\n" + self.done.stderr)
+
+    def failure(self) -> str | None:
+        """None when the launch exited 0, else what happened (the end of its output)."""
+        if self.error:
+            return self.error
+        if self.done.returncode != 0:
+            return f"{self.name} exited {self.done.returncode}:\n{self.done.stderr[-4000:]}"
+        return None
+
+
+def plan(root: Path) -> dict[str, Launch]:
+    launches: dict[str, Launch] = {}
+    worker = [str(HERE / "worker.py"), str(root / "alphas")]
+    worker += [f"{name},{config}" + "".join(f",{o}" for o in sets) for name, (config, sets) in METHODS.items()]
+    worker += ["random_baseline,smoke/random-baseline-cifar10", "fixed,smoke/fixed-cifar10",
+               "gdas_uneven,smoke/gdas-cifar10,task.train_limit=70", "egs_uneven,smoke/egs-cifar10,task.train_limit=70"]
+    launches["alphas"] = Launch("alphas", worker, out=root / "alphas")
+    for kind in LAUNCHERS:
+        for size, limits in SIZES.items():
+            specs = [{"name": name, "config": config, "set": [*sets, *limits], "repeats": 2}
+                     for name, (config, sets) in METHODS.items()]  # fmt: skip
+            folder = root / f"{kind}-{size}"
+            launches[f"{kind}-{size}"] = Launch(f"{kind}-{size}", [str(HERE / "cli_runs.py"), str(folder),
+                                                                   json.dumps(specs)], kind, out=folder)  # fmt: skip
+    small = [x for o in SIZES["small"] for x in ("--set", o)]
+    # The real entry points, each with one rank slow to arrive at its first collective.
+    for kind, rank, config in (("torchrun", 1, "smoke/gdas-cifar10"), ("accelerate", 0, "smoke/egs-cifar10")):
+        name = f"slow-rank{rank}-{kind}"
+        launches[name] = Launch(name, ["-m", "egsbench", "run", config, "--out", str(root / name / "run"),
+                                       "--no-progress", *small], kind, env={"EGSBENCH_DEBUG_DELAY": f"{rank}:8"},
+                                out=root / name)  # fmt: skip
+    # A folder that holds a finished run (the first slow-rank launch's): the main process refuses it.
+    launches["refused"] = Launch("refused", ["-m", "egsbench", "run", "smoke/gdas-cifar10", "--out",
+                                             str(root / "slow-rank1-torchrun" / "run"), "--no-progress", *small],
+                                 out=root / "refused")  # fmt: skip
+    return launches
+
+
+class Background:
+    """The launches, run in order in one daemon thread; ``get(name)`` waits for that one."""
+
+    def __init__(self, root: Path):
+        self.launches = plan(root)
+        self.finished = {name: threading.Event() for name in self.launches}
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is None:
+            for launch in self.launches.values():
+                launch.out.mkdir(parents=True, exist_ok=True)
+            self.thread = threading.Thread(target=self._run, daemon=True, name="egsbench-distributed")
+            self.thread.start()
+
+    def _run(self) -> None:
+        for name, launch in self.launches.items():
+            try:
+                launch.run()
+            except Exception as err:  # reported by the test that asks for it
+                launch.error = f"{name} could not start: {err!r}"
+            self.finished[name].set()
+
+    def get(self, name: str) -> Launch:
+        self.start()
+        self.finished[name].wait()
+        return self.launches[name]

@@ -1,0 +1,91 @@
+"""Interrupts (issue 17, item 6): Ctrl-C and SIGTERM print one line that says where the run stopped and the
+command that continues it, exit 130 / 143, and leave the newest complete checkpoint.
+
+The in-process case stops at a known place (right after a checkpoint) and checks the whole line and the
+resume; the subprocess cases send the real signals once the first checkpoint exists, wherever the run is
+then, and check that the line agrees with what is on disk.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from egsbench.benchmark.checkpoint import Checkpointer
+
+from .conftest import BASE, FAST, overrides
+
+
+def test_an_interrupt_after_a_checkpoint_names_the_epoch_and_the_resume_command(cli, tmp_path, monkeypatch):
+    save = Checkpointer.save
+
+    def save_then_interrupt(self, epoch, state, progress):
+        path = save(self, epoch, state, progress)
+        if self.folder.name == "search" and epoch == 1:
+            raise KeyboardInterrupt  # Ctrl-C just after the checkpoint of search epoch 1 is complete
+        return path
+
+    out = tmp_path / "run"
+    sets = [*FAST, "search.epochs=3"]
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save_then_interrupt)
+        result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*sets))
+    assert result.code == 130
+    command = f"egsbench run {BASE} --out {out}" + "".join(f" --set {s}" for s in sets) + " --resume"
+    assert result.error == f"error: interrupted during search epoch 1; {command} continues from search epoch 2"
+    assert result.err.splitlines()[-1] == result.error  # on its own line, the last one
+    assert sorted(p.name for p in (out / "checkpoints" / "search").iterdir()) == ["epoch-0000", "epoch-0001"]
+    resumed = cli("run", BASE, "--out", out, "--no-progress", "--resume", *overrides(*sets))
+    assert resumed.code == 0, resumed.err
+    assert [r.split(",")[0] for r in (out / "search_curves.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+
+
+def test_an_interrupt_in_the_final_training_names_its_epoch(cli, tmp_path, monkeypatch):
+    save = Checkpointer.save
+
+    def save_then_interrupt(self, epoch, state, progress):
+        path = save(self, epoch, state, progress)
+        if self.folder.name == "evaluate" and epoch == 0:
+            raise KeyboardInterrupt
+        return path
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save_then_interrupt)
+        result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*FAST, "evaluate.epochs=2"))
+    assert result.code == 130
+    assert result.error.startswith("error: interrupted during evaluate epoch 0; egsbench run ")
+    assert result.error.endswith("--resume continues from evaluate epoch 1")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_real_signal_stops_the_run_with_the_line_and_its_exit_status(tmp_path, sig, code):
+    out = tmp_path / "run"
+    sets = overrides(*FAST, "search.epochs=100000")  # never finishes on its own: the signal ends it
+    proc = subprocess.Popen([sys.executable, "-m", "egsbench", "run", BASE, "--out", str(out), *sets],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        first = out / "checkpoints" / "search" / "epoch-0000"
+        while not first.is_dir() and proc.poll() is None:  # a condition on disk, not a delay
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    line = err.strip().splitlines()[-1]
+    match = re.fullmatch(r"error: interrupted during search epoch (\d+); egsbench run (.+) --resume continues from "
+                         r"search epoch (\d+)", line)  # fmt: skip
+    assert match, err
+    assert match.group(2).startswith(f"{BASE} --out {out} --set ")
+    newest = max(int(p.name.split("-")[1]) for p in (out / "checkpoints" / "search").glob("epoch-*"))
+    assert int(match.group(3)) == newest + 1  # what --resume will do, from the checkpoints on disk
+    assert int(match.group(1)) in (newest, newest + 1)  # stopped in that epoch or while saving the one before
+    assert "Traceback" not in err and not (out / "record.json").exists()
