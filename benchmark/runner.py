@@ -21,6 +21,19 @@ switch run through the same loop. A task's loader may be a ``DataLoader`` (prepa
 placed by accelerate) or a plain iterable of batches (passed through; the task places them).
 Loss averages divide by the steps actually taken, since such an iterable's length may be an
 estimate (variable BPTT).
+
+Several processes (``torchrun``, ``accelerate launch --multi_gpu``; gloo on CPUs, NCCL on GPUs): a
+run joins the process group on whatever device it runs, with no ``device=cpu`` needed where no
+accelerator is usable (:func:`use_cpu`). Only the main process checks and locks the run folder; the
+others wait for its verdict (:func:`agree`), and a user mistake on any rank stops every rank. Every
+rank builds the same supernet and final network (seeded before construction; the genotype and a
+finished search's result come from rank 0). Every rank steps the same number of batches in every
+phase: training loaders, and the search-val batches of the alpha steps, are prepared with
+accelerate's ``even_batches`` (a short shard repeats its first samples, as accelerate pads), a
+task's plain iterable is the whole split on every rank, and per-step losses are averaged over the
+ranks before the divergence check, so all ranks stop together or none does. Evaluation loaders are
+not padded (each sample counted once) and run on the unwrapped module, whose forward has no
+collective, so uneven or empty evaluation shards cannot pair one rank's batch with another's sum.
 """
 
 from __future__ import annotations

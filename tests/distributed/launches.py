@@ -82,7 +82,10 @@ class Launch:
         if self.error:
             return self.error
         if self.done.returncode != 0:
-            return f"{self.name} exited {self.done.returncode}:\n{self.done.stderr[-4000:]}"
+            err = self.done.stderr
+            first = err.find("Traceback (most recent call last)")  # the failing rank's own, before the launcher's
+            shown = err[first : first + 4000] if first >= 0 else ""
+            return f"{self.name} exited {self.done.returncode}:\n{shown}\n...\n{err[-2000:]}"
         return None
 
 

@@ -167,3 +167,16 @@ def test_a_config_of_another_run_beside_the_weights_is_refused(darts_v1_run, tmp
         "weights came from"
     )
     assert torch.is_tensor(next(egsbench.load_network(darts_v1_run).parameters()))  # the original still loads
+
+
+def test_accelerates_one_process_launch_asked_for_several_is_refused(cli, tmp_path, monkeypatch):
+    """``accelerate launch --cpu --num_processes 2`` (no --multi_gpu, no mpirun) starts one process: refused."""
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # as accelerate's simple launcher sets them for N > 1
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    result = cli("run", BASE, "--out", tmp_path / "run", "--no-progress", *overrides(*FAST))
+    assert result.code == 2
+    assert result.error.startswith("error: accelerate launch started one process, not several")
+    assert "accelerate launch --multi_gpu --num_processes N" in result.error
+    assert not (tmp_path / "run").exists()
