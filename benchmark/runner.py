@@ -688,7 +688,7 @@ class PeerError(UserError):
 def agree(accelerator: Accelerator, work: Callable[[], Any], main_only: bool = False) -> Any:
     """``work()`` on every rank (or the main one), then one collective that shares who failed.
 
-    A user mistake on any rank (a missing file, a folder in use) is raised on every rank, so no rank
+    A failure on any rank (a missing file, a folder in use, or a bug) is raised on every rank, so no rank
     goes on to a collective the failed one will never reach: the rank that failed raises its own error,
     the others a quiet :class:`PeerError` carrying its message.
     """
@@ -696,7 +696,7 @@ def agree(accelerator: Accelerator, work: Callable[[], Any], main_only: bool = F
     if accelerator.is_main_process or not main_only:
         try:
             result = work()
-        except UserError as err:
+        except Exception as err:  # a bug too: the other ranks must not wait for this one forever
             failure = err
     if accelerator.num_processes == 1:
         if failure is not None:

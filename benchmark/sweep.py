@@ -112,8 +112,8 @@ class SweepRun:
         args = ["run", self.config, "--out", self.folder, "--resume", "--no-progress"]
         args += [x for o in self.overrides for x in ("--set", o)]
         if self.gpus > 1:
-            return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(self.gpus),
-                    "-m", "egsbench", *args]  # fmt: skip
+            return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                    str(self.gpus), "-m", "egsbench", *args]  # fmt: skip
         return [sys.executable, "-m", "egsbench", *args]
 
 

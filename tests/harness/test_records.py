@@ -261,6 +261,7 @@ def test_write_record_refuses_nan_and_takes_a_model(tmp_path):
     expected |= {"extras": {}, "search": expected["search"] | unmeasured, "evaluate": expected["evaluate"] | unmeasured}
     tf32 = {"cudnn_allow_tf32": None, "matmul_allow_tf32": None}  # fields added after this record's version
     expected["manifest"] = expected["manifest"] | {"determinism": expected["manifest"]["determinism"] | tf32}
+    expected["data"] = {"path": None} | expected["data"]  # the data's absolute path: added after this version too
     assert read_record(tmp_path / "c.json") == expected
     assert "NaN" not in (tmp_path / "c.json").read_text()
 

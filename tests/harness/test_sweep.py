@@ -127,5 +127,5 @@ def test_unknown_backend_is_a_config_error(tmp_path):
 def test_sweep_command_uses_accelerate_launch_for_several_gpus(tmp_path):
     (run,) = plan_runs(_spec(tmp_path, seeds=[0], gpus_per_run=4), tmp_path / "out")
     command = run.command()
-    assert command[1:4] == ["-m", "accelerate.commands.launch", "--num_processes"] and command[4] == "4"
+    assert command[1:5] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"] and command[5] == "4"
     assert sys.executable == command[0] and "--resume" in command
