@@ -39,12 +39,12 @@ inference). With ``evaluate.mac_cap`` (600 M by default) a genotype whose networ
 cap is refused with its measured MACs; ``evaluate.fit_macs: 6.0e+8`` (YAML floats need the
 exponent's sign; ``600000000`` also works) instead lowers C to the largest even value that
 fits, and the run record keeps the fitted C (``extras.imagenet``).
-The published DARTS_V2 cell at C = 48 gives 4,718,752 params (reported: 4.7 M) and 531.2 M MACs
-(529.9 M without the pools), 42.8 M under the reported 574 M. This count at C = 50, the default
-``--init_channels`` of DARTS's ``train_imagenet.py``, is 574.8 M (with 5.08 M params): the two
-reported figures match two widths, the params of C = 48 and the MACs of C = 50 (DARTS's own
-counter is not published). BN and ReLU (10 M elements) and the auxiliary head (1.6 M) do not
-explain the gap.
+The published DARTS_V2 cell at C = 48 (the ``--init_channels`` default of DARTS's
+``train_imagenet.py`` at HEAD, with 250 epochs; its first release had 50 and 1000 epochs) gives
+4,718,752 params (reported: 4.7 M) and 531.2 M MACs (529.9 M without the pools). The paper reports
+574 M; independent counters reported 523 M (convolutions and the classifier) and 544.6 M
+(flops-counter.pytorch) for the same network (quark0/darts#46), and DARTS's own counter is not
+published: the counts differ by what a counter includes, not by the network's width.
 
 Deviations, each for a reason:
 
