@@ -24,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 1200  # per launch; a hang fails the test instead of the session
+SHARED_PTB = Path(os.environ.get("EGSBENCH_SHARED_DATA", HERE.parents[1] / ".." / "shared" / "data")) / "ptb"
 
 # Every method, in its smoke config (seconds per run on a CPU).
 METHODS = {
@@ -110,6 +111,12 @@ def plan(root: Path) -> dict[str, Launch]:
         launches[name] = Launch(name, ["-m", "egsbench", "run", config, "--out", str(root / name / "run"),
                                        "--no-progress", *small], kind, env={"EGSBENCH_DEBUG_DELAY": f"{rank}:8"},
                                 out=root / name)  # fmt: skip
+    # A language model (plain-iterable loaders, not sharded: every rank reads the whole split), on the shared PTB copy.
+    ptb = SHARED_PTB if SHARED_PTB.is_dir() else None
+    if ptb is not None:
+        command = ["-m", "egsbench", "run", "smoke/darts-ptb", "--out", str(root / "ptb-torchrun" / "run"),
+                   "--no-progress", "--set", f"task.data_dir={ptb.resolve()}"]  # fmt: skip
+        launches["ptb-torchrun"] = Launch("ptb-torchrun", command, out=root / "ptb-torchrun")
     # A folder that holds a finished run (the first slow-rank launch's): the main process refuses it.
     launches["refused"] = Launch("refused", ["-m", "egsbench", "run", "smoke/gdas-cifar10", "--out",
                                              str(root / "slow-rank1-torchrun" / "run"), "--no-progress", *small],

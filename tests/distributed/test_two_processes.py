@@ -96,3 +96,13 @@ def test_a_run_the_main_process_refuses_stops_every_rank_with_one_line(distribut
     errors = [line for line in launch.done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, launch.done.stderr[-3000:]  # the main process's; rank 1 exits quietly
     assert "record.json already exists" in errors[0]
+
+
+def test_a_language_model_runs_on_two_processes_and_counts_each_test_token_once(distributed_launches):
+    if "ptb-torchrun" not in distributed_launches.launches:
+        pytest.skip("the shared PTB copy (../shared/data/ptb) is not here")
+    launch = _ok(distributed_launches.get("ptb-torchrun"))
+    record = _record(launch.out)
+    assert record["status"] == "ok" and record["world_size"] == 2
+    # every rank evaluates the whole split (a plain iterable): summed once, not once per rank
+    assert 0 < record["extras"]["test_count"] <= record["data"]["sizes"]["test"]
