@@ -60,6 +60,15 @@ def pytest_collection_finish(session):
         session.config.stash[_background] = background
 
 
+def pytest_runtest_setup(item):
+    """One intra-op thread while the two-process launches run beside this process (two ranks of one thread each
+    share the two cores with it), two once they are done: three spinning OpenMP threads on two cores would
+    slow everything far more than the thread it saves."""
+    background = item.config.stash.get(_background, None)
+    busy = background is not None and background.thread is not None and background.thread.is_alive()
+    torch.set_num_threads(1 if busy else min(2, os.cpu_count() or 1))
+
+
 def pytest_unconfigure(config):
     background = config.stash.get(_background, None)
     if background is not None and background.thread is not None and not background.thread.is_alive():
