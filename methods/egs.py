@@ -488,16 +488,17 @@ class EGS:
             else:
                 self.tau = cfg.tau * math.exp(frac * math.log(cfg.tau_final / cfg.tau))
 
-    def _loss(self, batch) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+    def _loss(self, batch, arch: bool = False) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
+        """The task loss of one sample; ``arch``: the task's alpha loss (language models: the NLL without TAR)."""
         codes = self.sample(self.generator)
         out = self.ctx.loss(self.ctx.model, batch, codes)
-        return out.loss, out.metrics, codes
+        return (out.arch_loss if arch else out.loss), out.metrics, codes
 
     def step(self, train_batch, val_batch) -> StepStats:
         ctx = self.ctx
         if self.config.bilevel:
             self.a_optimizer.zero_grad(set_to_none=True)
-            val_loss, _, _ = self._loss(val_batch)
+            val_loss, _, _ = self._loss(val_batch, arch=True)
             ctx.backward(val_loss)
             self.a_optimizer.step()
         self.w_optimizer.zero_grad(set_to_none=True)

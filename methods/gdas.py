@@ -160,12 +160,12 @@ class GDAS:
         # (2) alpha on the validation batch with a fresh sample (first order).
         self.a_optimizer.zero_grad(set_to_none=True)
         arch = ctx.loss(ctx.model, val_batch, self.sample(self.generator))
-        ctx.backward(arch.loss)
+        ctx.backward(arch.arch_loss)  # the task's alpha loss (language models: the NLL without TAR)
         self.a_optimizer.step()
         return StepStats(
             loss=out.loss.item(),
             metrics=out.metrics,
-            extras={"tau": self.tau, "lr": self.w_optimizer.param_groups[0]["lr"], "arch_loss": arch.loss.item()},
+            extras={"tau": self.tau, "lr": self.w_optimizer.param_groups[0]["lr"], "arch_loss": arch.arch_loss.item()},
         )
 
     # -- derivation ----------------------------------------------------------------------------

@@ -14,6 +14,15 @@ smoke and proxy presets; ``DataInfo.roles`` (the record's ``extras.data_roles``)
 part played which role. search-train = train role, search-val = valid role (DARTS feeds alpha
 from PTB valid), final training on train, ASGD trigger on valid, reported metric on test.
 
+As DARTS's ``rnn/`` code: the embedding (tied to the decoder) is initialised U(-0.04, 0.04)
+(``INITRANGE``, as the cell's ``W0`` and ``W_i``), the decoder bias 0. The search's weight step
+minimises NLL + TAR (``train_search.py``); the alpha loss is the NLL alone (``model_search.py``
+``_loss``; ``LossOutput.arch``, read by every method's alpha pass); ``search.alpha_loss: nll+tar``
+switches back to adding the TAR there too (this project's earlier behaviour). The final training
+evaluates validation every epoch (the ASGD trigger) and the test set only after the last epoch by
+default (``evaluate.eval_every: 0``); with ``eval_every: N`` every N-th epoch too, and the
+``eval_curves.csv`` test columns stay empty on the other epochs.
+
 The hidden state is carried across the batches of one pass over a split and detached at each
 batch (truncated BPTT): every batch holds its pass's carrier, the first loss computed on a batch
 fixes the state it starts from, the last one leaves the state the next batch starts from, so a
@@ -60,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SPLITS, TASKS, DataInfo, Metric
-from .spaces import DataError, DataNotFoundError, EdgeWeights, Genotype, LossOutput, SearchSpace
+from .spaces import ConfigError, DataError, DataNotFoundError, EdgeWeights, Genotype, LossOutput, SearchSpace
 from .spaces.errors import check_range
 from .spaces.rnn import RNNCell, RNNModel, SearchRNNCell
 
@@ -121,10 +130,14 @@ class LMSearchConfig:
     dropoutx: float = 0.75  # on the input fed to W0
     dropouti: float = 0.2  # locked dropout on the embeddings
     dropoute: float = 0.0  # embedding rows
-    beta: float = 1e-3  # temporal activation regularisation (TAR)
+    beta: float = 1e-3  # temporal activation regularisation (TAR) of the weight step
+    # The alpha loss: "nll" as DARTS's model_search.py _loss; "nll+tar" adds the weights' TAR (this project before).
+    alpha_loss: str = "nll"
 
     def __post_init__(self):
         _check_common(self, "search")
+        if self.alpha_loss not in ("nll", "nll+tar"):
+            raise ConfigError(f"search.alpha_loss must be 'nll' (DARTS) or 'nll+tar', got {self.alpha_loss!r}")
         check_range("search.epochs", self.epochs, low=0)
         check_range("search.momentum", self.momentum, 0, 1, high_open=True)
         check_range("search.score_batches", self.score_batches, low=1)
@@ -142,7 +155,9 @@ class LMTrainConfig:
     weight_decay: float = 8e-7
     grad_clip: float = 0.25
     max_steps_per_epoch: int | None = None
-    eval_every: int = 1  # test-set evaluation every N epochs for the curves (the last epoch always)
+    # Test-set evaluation every N epochs for the curves, the last epoch always; 0: the last epoch only (at batch 1
+    # a test pass is ~82k sequential steps on PTB). Validation runs every epoch regardless (the ASGD trigger).
+    eval_every: int = 0
     bptt: int = 35
     bptt_jitter: float = 5.0  # seq_len ~ N(bptt', 5), bptt' = bptt (p .95) or bptt / 2; at least 5
     max_seq_len_delta: int = 20  # seq_len <= bptt + 20
@@ -591,9 +606,11 @@ class LanguageModelTask:
 
     def search_loss(self, model: nn.Module, batch: LMBatch, weights: EdgeWeights) -> LossOutput:
         loss, raw = self._forward(model, batch, weights)
-        beta = (self._search or LMSearchConfig()).beta
-        tar = beta * (raw[1:] - raw[:-1]).pow(2).mean() if raw.shape[0] > 1 else 0.0
-        return LossOutput(loss + tar, {"ppl": math.exp(min(loss.item(), 50.0))})
+        cfg = self._search or LMSearchConfig()
+        tar = cfg.beta * (raw[1:] - raw[:-1]).pow(2).mean() if raw.shape[0] > 1 else 0.0
+        # The weights follow NLL + TAR (train_search.py); alpha follows the NLL alone (model_search.py _loss).
+        arch = loss if cfg.alpha_loss == "nll" else None
+        return LossOutput(loss + tar, {"ppl": math.exp(min(loss.item(), 50.0))}, arch=arch)
 
     def make_optimizer(self, model: nn.Module, config: LMTrainConfig) -> AveragedSGD:
         return AveragedSGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 RNN_PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")  # quark0/darts rnn/genotypes.py order
-CELL_INIT = 0.04  # DARTS INITRANGE for W0 and W_i
+CELL_INIT = 0.04  # DARTS INITRANGE for W0, W_i and the embedding
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 
 
@@ -238,7 +238,9 @@ class RNNModel(nn.Module):
         self.cell = cell
         self.decoder = nn.Linear(ninp, ntoken)
         self.decoder.weight = self.encoder.weight  # tied
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        # DARTS rnn/model.py init_weights: U(-INITRANGE, INITRANGE) for the embedding (and the tied decoder
+        # weight, drawn again there into the same tensor), zero decoder bias.
+        nn.init.uniform_(self.encoder.weight, -CELL_INIT, CELL_INIT)
         nn.init.zeros_(self.decoder.bias)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -20,7 +20,18 @@ EdgeWeights = Mapping[str, torch.Tensor]  # cell type -> (E, K)
 
 @dataclass
 class LossOutput:
-    """A task's loss for one batch and detached batch metrics (e.g. ``{"accuracy": 53.1}``)."""
+    """A task's loss for one batch and detached batch metrics (e.g. ``{"accuracy": 53.1}``).
+
+    ``arch`` is the loss the architecture follows where the original code gives it another one than the
+    weights (the language-model search: the NLL without the weights' activation regulariser, as DARTS's
+    ``rnn/model_search.py`` ``_loss``); ``None`` means ``loss``. Read it through :attr:`arch_loss`.
+    """
 
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    arch: torch.Tensor | None = None
+
+    @property
+    def arch_loss(self) -> torch.Tensor:
+        """The loss of an architecture-gradient pass: ``arch`` when the task sets one, else ``loss``."""
+        return self.loss if self.arch is None else self.arch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -15,6 +16,7 @@ from egsbench.tasks.lm import AveragedSGD, LMConfig, LMSearchConfig, LMTrainConf
 from egsbench.tasks.spaces import (
     GENOTYPES,
     SPACES,
+    ConfigError,
     DataError,
     DataNotFoundError,
     RNNCell,
@@ -94,6 +96,26 @@ def test_hidden_state_is_carried_across_batches_and_detached(ptb_files):
     assert second.carry.incoming is left  # the second batch started where the first ended
     again = second.carry.start(second.index)
     assert again is left  # every pass over the same batch (a bilevel step) starts from the same state
+
+
+def test_embedding_init_and_the_alpha_loss_follow_darts(ptb_files):
+    """rnn/model.py: embedding (tied decoder) U(-0.04, 0.04), decoder bias 0; model_search.py ``_loss``: the alpha
+    loss is the NLL alone, the weights' loss adds TAR (train_search.py); ``alpha_loss: nll+tar`` adds it to both."""
+    task = _task(ptb_files)
+    space = SPACES.get("darts_rnn")
+    cfg = LMSearchConfig(batch_size=2, emsize=32, nhid=32, bptt=6, beta=10.0)  # TAR large enough to see
+    net = task.build_supernet(space, cfg)
+    emb = net.encoder.weight
+    assert emb.abs().max() <= 0.04 and emb.abs().max() > 0.035 and not net.decoder.bias.any()
+    weights = {"recurrent": torch.softmax(torch.zeros(space.num_edges, space.num_ops), -1)}
+    out = task.search_loss(net, next(iter(task.loader("search-train", 2))), weights)
+    assert out.arch is not None and out.arch_loss < out.loss  # NLL < NLL + TAR
+    task = _task(ptb_files)
+    task.build_supernet(space, LMSearchConfig(batch_size=2, emsize=32, nhid=32, alpha_loss="nll+tar"))
+    out = task.search_loss(net, next(iter(task.loader("search-train", 2))), weights)
+    assert out.arch is None and out.arch_loss is out.loss
+    with pytest.raises(ConfigError, match="search.alpha_loss"):
+        LMSearchConfig(alpha_loss="tar")
 
 
 def test_untrained_model_perplexity_is_near_the_vocabulary_size(ptb_files):
@@ -236,7 +258,9 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_record(phase,
     resumed = run_experiment(cfg, tmp_path / "stopped", progress=False, resume=True).record
     assert resumed["genotype"] == reference["genotype"]
     assert resumed["metrics"] == reference["metrics"] and resumed["extras"]["valid"] == reference["extras"]["valid"]
-    for name in ("search_curves.csv", "eval_curves.csv"):  # every column but the last, the wall-clock seconds
-        rows = [[row.rsplit(",", 1)[0] for row in (tmp_path / run / name).read_text().splitlines()]
-                for run in ("stopped", "whole")]  # fmt: skip
-        assert rows[0] == rows[1] and rows[0][0].endswith(",arch_entropy" if name.startswith("search") else "test_loss")
+    for name in ("search_curves.csv", "eval_curves.csv"):  # every column but the wall-clock seconds
+        tables = [list(csv.DictReader((tmp_path / run / name).open())) for run in ("stopped", "whole")]
+        rows = [[{k: v for k, v in row.items() if k != "seconds"} for row in table] for table in tables]
+        assert rows[0] == rows[1] and ("arch_entropy" if name.startswith("search") else "test_loss") in rows[0][0]
+    # evaluate.eval_every: 0 (the LM default): the test set only after the last epoch, empty test cells before.
+    assert [row["test_loss"] != "" for row in rows[0]] == [False, False, True]
