@@ -2,8 +2,8 @@
 
 Paper: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
 (https://arxiv.org/abs/1806.09055). Code origin: quark0/darts ``cnn/model_search.py``
-(alphas, ``genotype``), ``cnn/architect.py`` (first- and second-order alpha step) and
-``cnn/train_search.py`` (the loop). This module follows ``METHODS-SPEC.md`` section 1.
+(alphas, ``genotype``), ``cnn/architect.py`` and ``rnn/architect.py`` (first- and second-order
+alpha step) and ``cnn/train_search.py`` (the loop). This module follows ``METHODS-SPEC.md`` section 1.
 
 Every edge mixes all ops with ``softmax(alpha)`` (one ``(E, K)`` alpha per cell type, shared
 by all cells of that type, initialised to ``1e-3 * randn``). Each step first updates alpha on
@@ -14,7 +14,13 @@ uses the one-step unrolled objective ``L_val(w', alpha)`` with
 rate, ``v_mom`` the SGD momentum buffer): the gradient is ``g - xi * hvp`` where
 ``g = grad_alpha L_val(w')``, ``v = grad_w' L_val(w')`` and the Hessian-vector product
 ``hvp = (grad_alpha L_tr(w + R v) - grad_alpha L_tr(w - R v)) / (2R)``, ``R = unrolled_r / ||v||``,
-a central difference around the original ``w`` (quark0/darts#21). The genotype keeps, per
+a central difference around the original ``w`` (quark0/darts#21). On a recurrent space
+(one with a ``recurrent`` cell: ``clip_unrolled``) the step is ``rnn/architect.py``'s:
+``grad_w L_tr(w)`` is clipped to ``search.grad_clip`` before the virtual step
+(``c = grad_clip / (||grad_w L_tr(w)|| + 1e-6)``, applied when ``c < 1``), ``v`` is clipped the same
+way, and the gradient is ``g - xi * c * hvp`` (``c`` as computed, also when above 1, as the original).
+Every architect pass uses the task's architecture loss (``LossOutput.arch_loss``: for the language
+models the NLL without TAR, DARTS's ``_loss``). The genotype keeps, per
 intermediate node, the two incoming edges with the largest non-zero-op probability and on
 each the most probable non-zero op.
 
@@ -106,7 +112,8 @@ class UnrolledGradient:
     alpha: dict[str, torch.Tensor]  # cell type -> (E, K): g - xi * hvp
     val_loss: float  # L_val(w', alpha)
     radius: float  # R = unrolled_r / ||v||
-    correction: float  # ||xi * hvp|| / ||g||: how far the second-order term moves the first-order gradient
+    correction: float  # ||xi * c * hvp|| / ||g||: how far the second-order term moves the first-order gradient
+    clip_coef: float = 1.0  # c: grad_clip / (||grad_w L_tr(w)|| + 1e-6) with clip_unrolled, else 1
 
 
 class _Virtual(nn.Module):
@@ -138,6 +145,15 @@ def _full_fp32(device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
+def _clip(grads: list[torch.Tensor], max_norm: float) -> tuple[list[torch.Tensor], float]:
+    """rnn/architect.py's ``_clip``: ``clip_coef = max_norm / (||grads|| + 1e-6)``; the gradients are scaled by it
+    only when it is below 1, but it is returned as is (above 1 for a gradient shorter than ``max_norm``, and
+    the original multiplies the Hessian term by it all the same)."""
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item() if grads else 0.0
+    clip_coef = max_norm / (total + 1e-6)
+    return ([g * clip_coef for g in grads] if clip_coef < 1 else grads), clip_coef
+
+
 def _zeros_for_none(grads: tuple[torch.Tensor | None, ...], like: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, like, strict=True)]
 
@@ -164,6 +180,9 @@ class DARTS:
         self.weight_params = [p for _, p in named]
         dtype = self.weight_params[0].dtype if self.weight_params else torch.get_default_dtype()
         self.alphas = init_alphas(ctx, dtype=dtype)
+        # Second order on a recurrent space is rnn/architect.py's (clipped virtual step and v, clip_coef); on a CNN
+        # space cnn/architect.py's. Read from the space, not a config key: the CNN records and hashes stay as they were.
+        self.clip_unrolled = "recurrent" in ctx.space.cell_types
         self.w_optimizer = make_weight_optimizer(self.weight_params, ctx.config)
         self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
 
@@ -185,8 +204,8 @@ class DARTS:
         self.a_optimizer.zero_grad(set_to_none=True)
         if self.config.order == 1:
             val = ctx.loss(ctx.model, val_batch, self.probabilities())
-            ctx.backward(val.loss)
-            extras = {"lr": lr, "val_loss": val.loss.item()}
+            ctx.backward(val.arch_loss)
+            extras = {"lr": lr, "val_loss": val.arch_loss.item()}
         else:
             hyper = self.unrolled_gradient(train_batch, val_batch)
             for t, alpha in self.alphas.items():
@@ -205,9 +224,10 @@ class DARTS:
         return StepStats(loss=out.loss.item(), metrics=out.metrics, extras=extras)
 
     def _virtual_loss(self, params: list[torch.Tensor], buffers: dict, batch, weights: EdgeWeights) -> torch.Tensor:
-        """The task loss of the supernet with its weights replaced by ``params`` (ordered as ``weight_params``)."""
+        """The task's architecture loss (``LossOutput.arch_loss``: DARTS's ``_loss``) of the supernet with its
+        weights replaced by ``params`` (ordered as ``weight_params``)."""
         tensors = dict(zip(self.weight_names, params, strict=True)) | buffers
-        return self.ctx.loss(_Virtual(self.net, tensors), batch, weights).loss
+        return self.ctx.loss(_Virtual(self.net, tensors), batch, weights).arch_loss
 
     def unrolled_gradient(self, train_batch, val_batch) -> UnrolledGradient:
         """The second-order alpha gradient (architect.py ``_backward_step_unrolled``).
@@ -221,12 +241,16 @@ class DARTS:
         # BN layers update running statistics in place even in virtual passes: give them a scratch copy.
         buffers = {n: b.detach().clone() for n, b in self.net.named_buffers()}
         with _full_fp32(self.ctx.device):
-            # w' = w - xi * (mu * v_mom + grad_w L_tr(w) + wd * w): the SGD step the weights would take (no clipping).
+            # w' = w - xi * (mu * v_mom + grad_w L_tr(w) + wd * w): the SGD step the weights would take; recurrent
+            # (rnn/architect.py): grad_w L_tr(w) clipped to the search's grad_clip first (no momentum there, mu = 0).
             leaves = [p.detach().requires_grad_(True) for p in self.weight_params]
             fixed = {t: p.detach() for t, p in self.probabilities().items()}
             loss_tr = self._virtual_loss(leaves, buffers, train_batch, fixed)
             dtheta = _zeros_for_none(torch.autograd.grad(loss_tr, leaves, allow_unused=True), w)
             average_tensors(dtheta)  # several processes: the virtual step all ranks would take together
+            clip_coef = 1.0
+            if self.clip_unrolled:
+                dtheta, clip_coef = _clip(dtheta, self.ctx.config.grad_clip)
             with torch.no_grad():
                 unrolled = []
                 for p, g, param in zip(w, dtheta, self.weight_params, strict=True):
@@ -241,6 +265,8 @@ class DARTS:
             g = _zeros_for_none(grads[: len(alphas)], alphas)
             v = _zeros_for_none(grads[len(alphas) :], w)
             average_tensors(v)  # the finite-difference direction of the whole validation batch, as one process
+            if self.clip_unrolled:
+                v, _ = _clip(v, self.ctx.config.grad_clip)  # the direction too (its coefficient is not used)
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v])) if v else None
             if norm is None or norm.item() == 0.0:
                 hvp, radius = [torch.zeros_like(a) for a in alphas], 0.0
@@ -254,14 +280,17 @@ class DARTS:
                     loss = self._virtual_loss(shifted, buffers, train_batch, self.probabilities())
                     sides.append(_zeros_for_none(torch.autograd.grad(loss, alphas, allow_unused=True), alphas))
                 hvp = [(gp - gm) / (2 * radius) for gp, gm in zip(*sides, strict=True)]
-        final = [gi - xi * h for gi, h in zip(g, hvp, strict=True)]
-        g_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in g])).item()
-        h_norm = xi * torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in hvp])).item()
+        # rnn/architect.py scales the Hessian term by the virtual step's clip_coef (w' = w - xi * c * grad_w L_tr).
+        final = [gi - xi * clip_coef * h for gi, h in zip(g, hvp, strict=True)]
+        g_norm, h_norm = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in ts])).item()
+                          for ts in (g, hvp))  # fmt: skip
+        h_norm *= xi * clip_coef
         return UnrolledGradient(
             alpha={t: f.detach() for t, f in zip(self.alphas, final, strict=True)},
             val_loss=loss_val.item(),
             radius=radius,
             correction=h_norm / g_norm if g_norm > 0 else 0.0,
+            clip_coef=clip_coef,
         )
 
     # -- derivation ----------------------------------------------------------------------------
