@@ -76,8 +76,14 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def _nothing_wrong(folder: Path) -> None:
-    return None
+def first_report(accelerator: Accelerator, report: object | None) -> tuple[int, object] | None:
+    """Every rank's ``report`` (None: nothing wrong) shared by one collective: the first rank's and its index.
+
+    The one way ranks agree on a failure (a checkpoint that will not load, a folder refused, missing data)
+    before any of them goes on to a collective the failed one would never reach.
+    """
+    reports = [report] if accelerator.num_processes == 1 else gather_object([report])
+    return next(((rank, r) for rank, r in enumerate(reports) if r is not None), None)
 
 
 @dataclass
@@ -115,11 +121,11 @@ class Checkpointer:
             _write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)  # the checkpoint appears whole or not at all
-            self.newest = epoch
+            self.newest = epoch  # complete from here: an interrupt during the clean-up below resumes after it
             for old in self._epochs()[:-KEEP]:  # only once the new one is complete
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
-        self.newest = epoch
+        self.newest = epoch  # the other ranks learn it here, once the main process has renamed it
         return final
 
     def restore(self) -> Restored | None:
@@ -141,12 +147,12 @@ class Checkpointer:
             epochs = broadcast_object_list([epochs], from_process=0)[0]
         problems = []
         for folder in reversed(epochs):
-            problem = self._agreed(verify if acc.is_main_process else _nothing_wrong, folder)
+            problem = self._agreed(verify(folder) if acc.is_main_process else None)
             if problem is None:
-                problem = self._agreed(self._try_random_states, folder)
+                problem = self._agreed(self._try_random_states(folder))
             if problem is None:
                 loaded: list = []
-                problem = self._agreed(self._try_load, folder, loaded)
+                problem = self._agreed(self._try_load(folder, loaded))
                 if problem is None:
                     if problems:
                         logger.warning(f"resuming from {folder.name} instead: " + "; ".join(problems))
@@ -162,13 +168,10 @@ class Checkpointer:
             )
         return None
 
-    def _agreed(self, attempt, *args) -> str | None:
-        """``attempt(*args)`` on every rank (None or what is wrong); the first rank's problem, for all of them."""
-        problem = attempt(*args)
-        if self.accelerator.num_processes == 1:
-            return problem
-        found = [p for p in gather_object([problem]) if p is not None]
-        return found[0] if found else None
+    def _agreed(self, problem: str | None) -> str | None:
+        """This rank's ``problem`` (None: nothing wrong) -> the first rank's problem, the same on every rank."""
+        first = first_report(self.accelerator, problem)
+        return None if first is None else first[1]
 
     def _try_random_states(self, folder: Path) -> str | None:
         path = folder / f"{RNG_STATE_NAME}_{self.accelerator.process_index}.pkl"

@@ -70,8 +70,8 @@ from tqdm.auto import tqdm
 from ..methods import METHODS, SearchContext
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
-from .checkpoint import Checkpointer
-from .config import ExperimentConfig
+from .checkpoint import Checkpointer, first_report
+from .config import ExperimentConfig, candidate_recipe
 from .memory import MB, MemoryProbe
 from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
@@ -136,6 +136,11 @@ class RunPosition:
 
     def enter(self, phase: str, epoch: int | None = None) -> None:
         self.phase, self.epoch = phase, epoch
+
+    def reset(self) -> None:
+        """A new run in this process: set-up, nothing checkpointed."""
+        self.enter("setup")
+        self.checkpoints.clear()
 
     @property
     def saved(self) -> dict[str, int]:
@@ -291,8 +296,8 @@ def evaluate_split(task, model, loader, accelerator, weights: EdgeWeights | None
         parts = [p for p in gather_object([None if total is None else total.cpu()]) if p is not None]
         total = torch.stack(parts).sum(0) if parts else None
     if total is None:
-        raise UserError(f"no {getattr(loader, 'split', 'evaluation')} batches to evaluate: the split is empty; "
-                        "raise task.test_limit / task.train_limit or use a larger data set")  # fmt: skip
+        raise UserError("no evaluation batches on any process: the split is empty; raise task.test_limit / "
+                        "task.train_limit or use a larger data set")  # fmt: skip
     return task.summarize(total.cpu())
 
 
@@ -394,13 +399,6 @@ def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: A
     if evaluate is None:  # the runner's default: the task's own splits on the same accelerator
         evaluate = _evaluator(task, net, accelerator, recipe.batch_size)
     return row | task.end_epoch(net, optimizer, epoch, recipe, evaluate)
-
-
-def candidate_recipe(recipe, method_config):
-    """``recipe`` with the method config's non-None ``candidate_<key>`` values (e.g. ``candidate_epochs``)."""
-    keys = [f.name for f in dataclasses.fields(recipe)]
-    overrides = {k: getattr(method_config, f"candidate_{k}", None) for k in keys}
-    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _score_sign(task) -> float:
@@ -698,16 +696,11 @@ def agree(accelerator: Accelerator, work: Callable[[], Any], main_only: bool = F
             result = work()
         except Exception as err:  # a bug too: the other ranks must not wait for this one forever
             failure = err
-    if accelerator.num_processes == 1:
-        if failure is not None:
-            raise failure
-        return result
-    reports = gather_object([None if failure is None else (type(failure).__name__, str(failure))])
+    first = first_report(accelerator, None if failure is None else str(failure))
     if failure is not None:
         raise failure
-    for rank, report in enumerate(reports):
-        if report is not None:
-            raise PeerError(f"rank {rank} failed: {report[1]}")
+    if first is not None:
+        raise PeerError(f"rank {first[0]} failed: {first[1]}")
     return result
 
 
@@ -896,8 +889,10 @@ DATA_FILE = "data.json"  # the data a run started on (source, absolute path, che
 
 
 def data_identity(data) -> dict:
-    """Where the run's data came from and what it was: its source, that source's absolute path, its checksum."""
-    kind, _, location = data.source.partition(":")
+    """Where the run's data came from and what it was: its source, that source's absolute path, its checksum.
+
+    Resolved once per run, in the working directory the run started in (the record's and data.json's)."""
+    _, _, location = data.source.partition(":")  # "<kind>:<location>", e.g. imagefolder:data
     path = Path(location) if location else None
     resolved = str(path.resolve()) if path is not None and path.exists() else None
     return {"source": data.source, "path": resolved, "sha256": data.sha256}
@@ -923,7 +918,7 @@ def _check_data(out_dir: Path, identity: dict) -> None:
 def _run_experiment(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
                     log_with: list[str] | None) -> RunResult:  # fmt: skip
     """:func:`run_experiment` once the thread count is set."""
-    POSITION.__init__()  # a new run: nothing saved yet
+    POSITION.reset()
     try:
         return _claim_and_execute(cfg, out_dir, progress, resume, log_with)
     except RunInterrupted:
@@ -951,7 +946,7 @@ def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, res
 
         agree(accelerator, claim, main_only=True)
         try:
-            return _execute(cfg, out_dir, accelerator, task, data, progress, log_with)
+            return _execute(cfg, out_dir, accelerator, task, data, identity, progress, log_with)
         except DivergedError as err:
             if accelerator.is_main_process:
                 failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision,
@@ -959,14 +954,14 @@ def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, res
             raise
 
 
-def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, task, data, progress: bool,
-             log_with: list[str] | None) -> RunResult:  # fmt: skip
+def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, task, data, identity: dict,
+             progress: bool, log_with: list[str] | None) -> RunResult:  # fmt: skip
     """The body of :func:`run_experiment`, inside the run folder's lock."""
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_text(out_dir / DATA_FILE, json.dumps(data_identity(data), indent=1))
-    run_name = f"{cfg.method_name}-{cfg.task_name}-{cfg.preset}-seed{cfg.seed}"
+        atomic_write_text(out_dir / DATA_FILE, json.dumps(identity, indent=1))
+    run_name = cfg.run_name
     scaled, scaling = _scale_for_processes(cfg, accelerator.num_processes)
     if log_with:
         accelerator.init_trackers(run_name, config=_flat(cfg.to_dict()))
@@ -1007,7 +1002,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
         "genotype": genotype.to_dict(),
         "search": found["cost"],
         "evaluate": final["cost"],
-        "data": {**data_identity(data), "sizes": dict(data.sizes)},
+        "data": {**identity, "sizes": dict(data.sizes)},
         "manifest": manifest(_device_name(accelerator), _determinism(cfg.seed)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

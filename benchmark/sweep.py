@@ -260,10 +260,7 @@ def _attempts(run: SweepRun, folder: Path) -> dict:
             error = f"killed by signal {-done.returncode} (out of memory?): {error}"
         if done.returncode == 2:
             break  # a user mistake (bad data path, diverged config): the same attempt would fail the same way
-    record = _record(folder)
-    if record and record.get("status") == "ok":  # never written over
-        return {"label": run.label, "status": "done", "error": None, "attempts": attempt + 1}
-    if not (record and record.get("status") == "failed"):
+    if not (record and record.get("status") == "failed"):  # (an ok record returned above: never written over)
         failed_record(load_config(run.config, run.overrides), folder, error)
     return {"label": run.label, "status": "failed", "error": error, "attempts": attempt + 1}
 

@@ -24,8 +24,7 @@ CIFAR_TAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 def _isolated_cache(tmp_path_factory):
     """Decoded-data caches go to a per-session folder, never the user's home."""
     old = os.environ.get("EGSBENCH_CACHE")
-    os.environ["EGSBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    os.environ["EGSBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # (threads: pytest_runtest_setup)
     yield
     if old is None:
         os.environ.pop("EGSBENCH_CACHE", None)
