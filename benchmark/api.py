@@ -144,7 +144,7 @@ def _check_trained_identity(folder: Path, weights: Path, cfg: ExperimentConfig, 
                 f"{_genotype_difference(trained, genotype)}; restore genotype.json (the record's genotype) or pass "
                 "the run folder the weights came from"
             )
-    name = f"{cfg.method_name}-{cfg.task_name}-{cfg.preset}-seed{cfg.seed}"
+    name = cfg.run_name
     if "run" in meta and meta["run"] != name:
         raise RunFolderMismatchError(
             f"{folder / 'config.yaml'} describes run {name}, but {weights} was trained by run {meta['run']} (its "

@@ -119,6 +119,11 @@ class ExperimentConfig:
             "evaluate": _block(self.evaluate),
         }
 
+    @property
+    def run_name(self) -> str:
+        """``method-task-preset-seed<k>``: the trackers' run name, kept in model.safetensors' metadata."""
+        return f"{self.method_name}-{self.task_name}-{self.preset}-seed{self.seed}"
+
     def hash(self) -> str:
         """sha256 of the resolved config without the seed (and the thread count, which changes speed, not results):
         the identity of a run up to its seed."""
@@ -316,15 +321,22 @@ def parse_config(data: dict) -> ExperimentConfig:
     )
 
 
+def candidate_overrides(recipe: Any, method_config: Any) -> dict[str, Any]:
+    """The method config's non-None ``candidate_<key>`` values for ``recipe``'s fields (e.g. ``candidate_epochs``)."""
+    values = {f.name: getattr(method_config, f"candidate_{f.name}", None) for f in dataclasses.fields(recipe)}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def candidate_recipe(recipe: Any, method_config: Any) -> Any:
+    """``recipe`` with the method config's ``candidate_<key>`` values: what a method's candidates train with."""
+    return dataclasses.replace(recipe, **candidate_overrides(recipe, method_config))
+
+
 def _check_candidate_recipe(method: Any, evaluate: Any) -> None:
-    """A method's ``candidate_<key>`` values replace the evaluate block's for the candidates it trains (the runner's
-    ``candidate_recipe``, e.g. random search's ``darts_baseline``): that recipe must validate now, not mid-search."""
-    values = {f.name: getattr(method, f"candidate_{f.name}", None) for f in dataclasses.fields(evaluate)}
-    values = {key: value for key, value in values.items() if value is not None}
-    if not values:
-        return
+    """The candidates' recipe (e.g. random search's ``darts_baseline``) must validate now, not mid-search."""
+    values = candidate_overrides(evaluate, method)
     try:
-        dataclasses.replace(evaluate, **values)
+        candidate_recipe(evaluate, method)
     except ConfigError as err:
         used = ", ".join(f"method.candidate_{key}={value}" for key, value in values.items())
         raise ConfigError(f"the candidates' recipe (the evaluate block with {used}): {err}") from None
