@@ -74,6 +74,7 @@ def run(
     resume: bool = False,
     progress: bool = False,
     log_with: str | Sequence[str] | None = None,
+    source_run: str | Path | None = None,
 ):
     """Search, derive and evaluate one config into the run folder ``out``; return its :class:`Record`.
 
@@ -84,6 +85,8 @@ def run(
         resume: continue an unfinished run of the same config in ``out`` from its last checkpoint.
         progress: show progress bars.
         log_with: accelerate tracker name(s), e.g. ``"tensorboard"``; logs go under ``out``.
+        source_run: a transfer config's (``transfer_from``) source search folder: the search runs there, or is
+            reused when the folder holds the same config's search; default ``out/source``.
 
     Returns:
         The validated run record (also written to ``out/record.json``).
@@ -93,7 +96,7 @@ def run(
 
     cfg = resolve_config(config, overrides)
     trackers = [log_with] if isinstance(log_with, str) else list(log_with or [])
-    result = run_experiment(cfg, out, progress=progress, resume=resume, log_with=trackers)
+    result = run_experiment(cfg, out, progress=progress, resume=resume, log_with=trackers, source_run=source_run)
     return Record.model_validate(result.record)
 
 

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set method.M=4 (repeatable)")  # fmt: skip
     run.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--source-run", type=Path, default=None, metavar="DIR",
+                     help="a transfer config's source search folder: run there, or reused when it holds the same "
+                     "config's search (default: <out>/source)")  # fmt: skip
     run.add_argument("--log-with", action="append", default=[], metavar="TRACKER",
                      help="an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ... (repeatable); "
                      "logs go under --out")  # fmt: skip
@@ -133,7 +136,11 @@ def _run(args) -> int:
     from .runner import run_experiment
 
     cfg = load_config(args.config, args.overrides)
-    result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume, log_with=args.log_with)
+    if args.source_run is not None and cfg.transfer is None:
+        raise UserError(f"--source-run is for a transfer config (one with transfer_from); {args.config} searches on "
+                        "its own task: drop --source-run")  # fmt: skip
+    result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume, log_with=args.log_with,
+                            source_run=args.source_run)  # fmt: skip
     _say(results_table([result.record]))
     _say(f"run folder: {result.out_dir}")
     return 0
@@ -145,8 +152,30 @@ def _list(args) -> int:
     from .registry import METHODS, SPACES, TASKS
 
     names = {"methods": METHODS, "tasks": TASKS, "spaces": SPACES, "genotypes": GENOTYPES}
-    print("\n".join(bundled_configs() if args.what == "configs" else names[args.what].names()))
+    if args.what == "configs":
+        print(config_catalogue(bundled_configs()))
+    else:
+        print("\n".join(names[args.what].names()))
     return 0
+
+
+def config_catalogue(configs: list[str], width: int = 110) -> str:
+    """One line per config: its name, the paper rows it reproduces (``paper`` configs: ``[Table 1: DARTS-EGS
+    (M=7)]``) and the first line of its comment, cut to ``width`` characters."""
+    from dataclasses import asdict
+
+    from .config import config_description, load_config
+    from .references import rows_reproduced
+
+    pad = max((len(name) for name in configs), default=0)
+    lines = []
+    for name in configs:
+        cfg = load_config(name)
+        rows = rows_reproduced(cfg.method_name, cfg.task_name, asdict(cfg.method),
+                               cfg.transfer.task if cfg.transfer else None) if cfg.preset == "paper" else []  # fmt: skip
+        text = (f"[{'; '.join(rows)}] " if rows else "") + config_description(name)
+        lines.append(f"{name:<{pad}}  {text if len(text) <= width else text[: width - 3] + '...'}")
+    return "\n".join(lines)
 
 
 def _demo(args) -> int:
@@ -324,7 +353,8 @@ def _interrupted(args, err: KeyboardInterrupt) -> tuple[str, int]:
     if not isinstance(err, RunInterrupted) or args.command != "run":
         return "error: interrupted", code
     sets = "".join(f" --set {shlex.quote(o)}" for o in args.overrides)
-    command = f"egsbench run {shlex.quote(str(args.config))} --out {shlex.quote(str(args.out))}{sets} --resume"
+    source = f" --source-run {shlex.quote(str(args.source_run))}" if args.source_run is not None else ""
+    command = f"egsbench run {shlex.quote(str(args.config))} --out {shlex.quote(str(args.out))}{sets}{source} --resume"
     where, then = err.position.where(), err.position.resumes_at()
     return f"error: interrupted during {where}; {command} continues from {then}", code
 

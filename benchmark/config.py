@@ -43,6 +43,7 @@ __all__ = [
     "MAX_YAML_BYTES",
     "ExperimentConfig",
     "bundled_configs",
+    "config_description",
     "config_type_problems",
     "load_config",
     "parse_config",
@@ -69,7 +70,10 @@ TOP_KEYS = (
     "lr_scaling",
     "memory_format",
     "compile",
+    "transfer_from",
 )
+# keys a transfer run (``transfer_from``) passes on to the search it runs: how to run, not what to run
+RUNTIME_KEYS = ("device", "deterministic", "threads", "search_mixed_precision", "lr_scaling", "memory_format")
 
 
 @dataclass
@@ -101,6 +105,10 @@ class ExperimentConfig:
     # tensor cores); compile runs the final network through torch.compile (the search stays eager).
     memory_format: str = field(default="contiguous", metadata={"omit_default": True})  # contiguous | channels_last
     compile: bool = field(default=False, metadata={"omit_default": True})
+    # A transfer run: {"source": <config name or path, or run folder>, "task": <the task it searched on>}. The
+    # method, space and search blocks are the source's (a search on that task); this config trains and tests its
+    # cell on this config's task (see Transfer).
+    transfer_from: dict | None = field(default=None, metadata={"omit_default": True})
 
     def to_dict(self) -> dict:
         return _omit_defaults(self) | {
@@ -124,11 +132,103 @@ class ExperimentConfig:
         """``method-task-preset-seed<k>``: the trackers' run name, kept in model.safetensors' metadata."""
         return f"{self.method_name}-{self.task_name}-{self.preset}-seed{self.seed}"
 
+    @property
+    def transfer(self) -> Transfer | None:
+        """Where this config's cell is searched (``transfer_from``), or None for a config that searches itself."""
+        return None if self.transfer_from is None else Transfer(self.transfer_from["source"],
+                                                                  self.transfer_from["task"])  # fmt: skip
+
+    def source_config(self) -> ExperimentConfig:
+        """The search a transfer config takes its cell from, at this config's seed (see :class:`Transfer`)."""
+        if self.transfer is None:
+            raise ConfigError(f"{self.run_name} has no transfer_from: it searches on its own task")
+        return self.transfer.config(self)
+
     def hash(self) -> str:
         """sha256 of the resolved config without the seed (and the thread count, which changes speed, not results):
         the identity of a run up to its seed."""
         data = {k: v for k, v in self.to_dict().items() if k not in ("seed", "threads")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A transfer config's source: the search whose cell it trains on another task (the paper's protocol for
+    WikiText-2, ImageNet and VOC 2012: search on PTB or CIFAR-10, train the best cell on the target).
+
+    ``source`` is a config (a bundled name such as ``paper/egs-ptb`` or a YAML path), whose search the
+    transfer runs (or reuses) at its own seed, or a finished run folder, whose search result it reuses as is.
+    """
+
+    source: str
+    task: str  # the task the source searched on (ptb, cifar10)
+
+    @property
+    def is_run_folder(self) -> bool:
+        return Path(self.source).expanduser().is_dir()
+
+    def config(self, target: ExperimentConfig) -> ExperimentConfig:
+        """The source search's config: the source's own blocks for its task and final training, the ``target``'s
+        method, space and search blocks (a ``--set method.M=7`` on the transfer changes the search), seed and
+        runtime keys. A run folder's config is its ``config.yaml`` as it ran."""
+        raw = _source_raw(self.source)
+        if self.is_run_folder:
+            return parse_config(raw)
+        mine = target.to_dict()
+        raw |= {key: mine[key] for key in ("method", "space", "search", "seed", *RUNTIME_KEYS) if key in mine}
+        return parse_config(raw)
+
+
+def _source_raw(source: str) -> dict:
+    """The raw config of a transfer source: a run folder's ``config.yaml`` or a config file (bundled name or path)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        path = folder / "config.yaml"
+        if not path.is_file():
+            raise ConfigError(f"transfer_from: {source} is a folder without config.yaml, not a run folder; name a "
+                              "finished search's run folder or a config such as paper/egs-ptb")  # fmt: skip
+    else:
+        try:
+            path = resolve_config_path(source)
+        except UnknownNameError as err:
+            raise ConfigError(f"transfer_from: {err}") from None
+    data = read_yaml_file(path, "config") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"transfer_from: {path} must hold a YAML mapping, got a {type(data).__name__}")
+    if data.get("transfer_from") is not None:
+        raise ConfigError(f"transfer_from: {source} is itself a transfer config; name the search config it transfers "
+                          f"from ({data['transfer_from']}) instead")  # fmt: skip
+    return data
+
+
+def _with_source(data: dict) -> dict:
+    """``data`` with the method, space and search blocks a transfer takes from its source (its own keys win),
+    and ``transfer_from`` as ``{"source", "task"}``."""
+    given = data["transfer_from"]
+    if isinstance(given, str):
+        given = {"source": given}
+    if not isinstance(given, dict) or not isinstance(given.get("source"), str) or set(given) - {"source", "task"}:
+        raise ConfigError(f"config key transfer_from must be a config name (e.g. paper/egs-ptb) or a run folder, got "
+                          f"{data['transfer_from']!r}")  # fmt: skip
+    data = dict(data)
+    complete = all(key in data for key in ("method", "search")) and isinstance(given.get("task"), str)
+    if not complete:  # a config written by hand; config.yaml of a transfer run holds every block
+        raw = _source_raw(given["source"])
+        for key in ("method", "search"):
+            mine, theirs = data.get(key) or {}, raw.get(key) or {}
+            if not isinstance(mine, dict) or not isinstance(theirs, dict):
+                raise ConfigError(f"config block {key!r} must be a mapping")
+            data[key] = {**theirs, **mine}
+        if "space" in raw:
+            data.setdefault("space", raw["space"])
+        source_task = raw.get("task")
+        if not isinstance(source_task, dict) or not isinstance(source_task.get("name"), str):
+            raise ConfigError(f"transfer_from: {given['source']} names no task (task: {{name: ...}})")
+        given = {"source": given["source"], "task": source_task["name"]}
+    if given["task"] not in TASKS.names():
+        raise ConfigError(unknown_name_message("transfer_from task", given["task"], TASKS.names()))
+    data["transfer_from"] = given
+    return data
 
 
 def _omit_defaults(config: Any) -> dict:
@@ -146,6 +246,20 @@ def _block(block: Any) -> dict:
 
 def bundled_configs() -> list[str]:
     return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("*/*.yaml"))
+
+
+def config_description(source: str) -> str:
+    """The first line of a config's opening comment (what it runs, and for a paper config the row it stands for);
+    ``""`` when the file opens without a comment."""
+    for line in read_yaml_text(resolve_config_path(source)).splitlines():
+        if line.strip():
+            return line.lstrip("#").strip() if line.startswith("#") else ""
+    return ""
+
+
+def read_yaml_text(path: Path) -> str:
+    """The text of a YAML file for comments (its data goes through :func:`read_yaml_file`)."""
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -223,10 +337,14 @@ def config_type_problems(config: dict) -> list[str]:
     method, task = config.get("method"), config.get("task")
     method_cls = METHODS.get(method["name"]) if _installed(method, METHODS) else None
     task_cls = TASKS.get(task["name"]) if _installed(task, TASKS) else None
+    transfer = config.get("transfer_from")
+    searched_on = task_cls
+    if isinstance(transfer, dict):  # a transfer's search block is its source task's
+        searched_on = TASKS.get(transfer["task"]) if _installed({"name": transfer.get("task")}, TASKS) else None
     classes = {
         "method": getattr(method_cls, "config_class", None),
         "task": getattr(task_cls, "config_class", None),
-        "search": getattr(task_cls, "search_config_class", SearchConfig),
+        "search": getattr(searched_on, "search_config_class", SearchConfig) if searched_on or not transfer else None,
         "evaluate": getattr(task_cls, "train_config_class", TrainConfig),
     }
     problems = []
@@ -271,9 +389,16 @@ def parse_config(data: dict) -> ExperimentConfig:
             close = difflib.get_close_matches(str(key), TOP_KEYS, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown config key {key!r}{hint} Valid top-level keys: {', '.join(TOP_KEYS)}")
+    transfer = None
+    if data.get("transfer_from") is not None:
+        data = _with_source(data)
+        transfer = data["transfer_from"]
     method_name, method_block = _named_block(data.get("method"), "method")
     task_name, task_block = _named_block(data.get("task"), "task")
     method_cls, task_cls = METHODS.get(method_name), TASKS.get(task_name)
+    if transfer is not None and method_name == "fixed":
+        raise ConfigError(f"transfer_from: {transfer['source']} runs method fixed, which searches nothing; train its "
+                          "cell with method: {name: fixed, genotype: ...} and no transfer_from")  # fmt: skip
     method_space = getattr(method_cls, "space", "dag")
     space = _check_type(data.get("space", method_space), str, "space")
     if SPACES.get(space).inputs_per_node is not None and SPACES.get(method_space).inputs_per_node is None:
@@ -287,7 +412,8 @@ def parse_config(data: dict) -> ExperimentConfig:
     device = _check_type(data.get("device", "auto"), str, "device")
     if device not in ("auto", "cpu"):
         raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
-    search = build_dataclass(getattr(task_cls, "search_config_class", SearchConfig), data.get("search"), "search")
+    searched_on = TASKS.get(transfer["task"]) if transfer is not None else task_cls  # a transfer's search is the source's
+    search = build_dataclass(getattr(searched_on, "search_config_class", SearchConfig), data.get("search"), "search")
     missing = [k for k in WEIGHT_FIELDS if not hasattr(search, k)]
     if missing:  # a plug-in task's search block must carry what methods read
         raise ConfigError(f"task {task_name!r}: its search block {type(search).__name__} lacks {missing}")
@@ -318,6 +444,7 @@ def parse_config(data: dict) -> ExperimentConfig:
         lr_scaling=_choice(data, "lr_scaling", "none", ("none", "linear")),
         memory_format=_choice(data, "memory_format", "contiguous", MEMORY_FORMATS),
         compile=_check_type(data.get("compile", False), bool, "compile"),
+        transfer_from=transfer,
     )
 
 

@@ -5,7 +5,11 @@ Each reference row that a method here can reproduce carries ``method``, ``task``
 ``{"order": 2}`` for darts, ...). A row may also name, in ``genotype``, the registered genotype
 (``egsbench list genotypes``) that is its published cell: a run whose method config has that
 ``genotype`` (``method: {name: fixed, genotype: darts_v2}``) reproduces the row by training the
-cell without a search. ``references_for`` returns the rows a run's method config matches.
+cell without a search. A transfer row (Table 4's PTB cells on WikiText-2, Table 2's and VOC's
+CIFAR-10 cells) names in ``searched_on`` the task its cell was searched on; a run matches it by its
+selector only when the run's cell was searched there too (a ``transfer_from`` config:
+:func:`searched_on`), never when it searched on the row's own task. ``references_for`` returns the
+rows a run's method config matches.
 Where each table comes from: ``results/references/README.md``.
 
 Which number of a table a task reproduces is the task's to say: ``task_metric`` reads the task
@@ -37,6 +41,8 @@ __all__ = [
     "load_reference",
     "reported_column",
     "references_for",
+    "rows_reproduced",
+    "searched_on",
     "task_metric",
     "variant_of",
 ]
@@ -131,8 +137,8 @@ def load_reference(table: str, root: str | Path = REFERENCE_DIR) -> pd.DataFrame
     for column in _INT_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype("Int64")
-    for column in ("method", "task", "preset", "selector", "genotype", "note"):
-        if column not in frame:  # ``genotype`` is optional: a table whose cells are not registered has none
+    for column in ("method", "task", "preset", "selector", "genotype", "searched_on", "note"):
+        if column not in frame:  # ``genotype`` and ``searched_on`` are optional
             frame[column] = None
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame
@@ -150,10 +156,12 @@ def references_for(
     method_config: Mapping[str, Any],
     tables: list[str] | None = None,
     root: str | Path = REFERENCE_DIR,
+    searched_on: str | None = None,
 ) -> pd.DataFrame:
     """The reference rows a run reproduces, from every table, with ``table`` and ``row`` (position in it) columns.
 
-    A row matches a run of its ``method`` whose config satisfies its ``selector``, or a run of any
+    A row matches a run of its ``method`` whose config satisfies its ``selector`` and whose cell was
+    searched where the row's was (its ``searched_on``: both blank, or the same task), or a run of any
     method whose config's ``genotype`` is the row's ``genotype`` (a published cell trained as is).
 
     Args:
@@ -165,6 +173,8 @@ def references_for(
             when every key of its selector is there with the same value.
         tables: the tables to search; all by default.
         root: the folder of the CSVs.
+        searched_on: the task a transfer run's cell was searched on (:func:`searched_on`); None for a run that
+            searched on its own task.
 
     Examples:
         >>> rows = references_for("darts", "cifar10", "paper", {"order": 2})
@@ -172,6 +182,10 @@ def references_for(
         ['DARTS (2nd order) + cutout']
         >>> references_for("fixed", "cifar10", "paper", {"genotype": "darts_v2"})["architecture"].tolist()
         ['DARTS (2nd order) + cutout']
+        >>> references_for("egs", "wt2", "paper", {"M": 4}, searched_on="ptb")["architecture"].tolist()
+        ['DARTS-EGS (M=4)']
+        >>> references_for("egs", "wt2", "paper", {"M": 4})["architecture"].tolist()  # searched on WikiText-2
+        []
     """
     found = []
     genotype = method_config.get("genotype")
@@ -179,6 +193,7 @@ def references_for(
         frame = load_reference(table, root)
         keep = frame["method"] == method
         keep &= frame["selector"].map(lambda s: _selects(s, method_config))
+        keep &= frame["searched_on"].map(lambda task: task == searched_on)
         if isinstance(genotype, str):
             keep |= frame["genotype"] == genotype
         keep &= frame["task"] == task
@@ -187,8 +202,42 @@ def references_for(
         if keep.any():
             found.append(frame[keep].assign(table=table, row=frame.index[keep]))  # row: position in its table
     if not found:
-        return pd.DataFrame(columns=["table", "method", "task", "preset", "selector"])
+        return pd.DataFrame(columns=["table", "row", "architecture", "method", "task", "preset", "selector"])
     return pd.concat(found, ignore_index=True)
+
+
+def searched_on(config: Mapping[str, Any] | None) -> str | None:
+    """The task a transfer run's cell was searched on, from its resolved config (``transfer_from.task``);
+    None for a run that searched on its own task (or trained a given cell).
+
+    Examples:
+        >>> searched_on({"transfer_from": {"source": "paper/egs-ptb", "task": "ptb"}})
+        'ptb'
+    """
+    transfer = (config or {}).get("transfer_from")
+    return transfer.get("task") if isinstance(transfer, Mapping) else None
+
+
+def rows_reproduced(method: str, task: str, method_config: Mapping[str, Any], source_task: str | None = None,
+                    preset: str | None = "paper") -> list[str]:  # fmt: skip
+    """The reference rows a config reproduces, as ``"Table 1: DARTS-EGS (M=7)"`` (``"Table 5: M=7"`` in Table 5).
+
+    Args:
+        method, task, method_config: the config's method name, task name and method block.
+        source_task: where a transfer config's cell is searched (:func:`searched_on`), else None.
+        preset: the rows' preset to match (``paper``); None for the rows a smaller preset stands for.
+
+    Examples:
+        >>> rows_reproduced("egs", "cifar10", {"M": 7})
+        ['Table 1: DARTS-EGS (M=7)', 'Table 5: M=7']
+    """
+    rows = references_for(method, task, preset, method_config, searched_on=source_task)
+    out = []
+    for _, row in rows.iterrows():
+        where = TABLES[row["table"]].split(", ", 1)[-1].split(" (")[0]  # "Table 1", "Section 4.3.2"
+        name = f"M={row['M']}" if row["table"] == "sampling_times" else row["architecture"]
+        out.append(f"{where}: {name}")
+    return out
 
 
 def variant_of(method: str, method_config: Mapping[str, Any]) -> dict[str, Any]:

@@ -136,16 +136,17 @@ def compare_reported(records: list[dict], tolerances: dict) -> list[Check]:
     Each task is compared with its own reference table (``reference_table`` of the task: Table 1 for
     CIFAR-10), so a run is never held to two rows at once (e.g. EGS M=4 in Tables 1 and 5).
     """
-    from .references import references_for, reported_column, task_metric
+    from .references import references_for, reported_column, searched_on, task_metric
 
     tol = tolerances["reported"]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("preset") == "paper" and r.get("status", "ok") == "ok":
             method_cfg = json.dumps((r.get("config") or {}).get("method", {}), sort_keys=True)
-            groups.setdefault((r["method"], r["task"], method_cfg, _setup(r)), []).append(r)
+            source = searched_on(r.get("config"))  # a PTB cell on WikiText-2 is held to Table 4; a WT2 search is not
+            groups.setdefault((r["method"], r["task"], method_cfg, source, _setup(r)), []).append(r)
     checks = []
-    for (method, task, method_cfg, setup), runs in groups.items():
+    for (method, task, method_cfg, source, setup), runs in groups.items():
         label = _label((method, task, "paper", f"n={len(runs)}"), setup)
         spec = task_metric(task)
         if spec is None:
@@ -154,7 +155,7 @@ def compare_reported(records: list[dict], tolerances: dict) -> list[Check]:
             continue
         if spec.table is None:
             continue  # the task has no reported numbers
-        refs = references_for(method, task, "paper", json.loads(method_cfg), tables=[spec.table])
+        refs = references_for(method, task, "paper", json.loads(method_cfg), tables=[spec.table], searched_on=source)
         for _, ref in refs.iterrows():
             metrics = ((spec.key, reported_column(ref.index, spec.key, spec.table), spec.direction),
                        ("params_m", "params_m", None))  # fmt: skip

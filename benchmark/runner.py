@@ -34,6 +34,15 @@ task's plain iterable is the whole split on every rank, and per-step losses are 
 ranks before the divergence check, so all ranks stop together or none does. Evaluation loaders are
 not padded (each sample counted once) and run on the unwrapped module, whose forward has no
 collective, so uneven or empty evaluation shards cannot pair one rank's batch with another's sum.
+
+Transfer (a config with ``transfer_from``, the paper's protocol for WikiText-2, ImageNet and VOC 2012):
+the run first makes sure its source search exists: a finished run folder named by ``transfer_from``
+is read as it is; a source config's search runs (search and derivation only, :func:`run_search`) in
+``<out>/source`` or the folder ``source_run`` names, unless that folder already holds the search of
+the same config and seed (a finished source run, or an earlier transfer's search), which is reused.
+A source folder another process holds (its run lock, or a sweep's claim) is waited for. The
+transfer then trains the source's cell on its own task; its record's ``search`` cost is the
+source search's, and ``extras.transfer`` / ``extras.genotype_source`` say which search it was.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -87,6 +97,7 @@ __all__ = [
     "failed_record",
     "run_experiment",
     "run_lock",
+    "run_search",
 ]
 
 logger = get_logger(__name__)
@@ -864,12 +875,15 @@ def run_experiment(
     progress: bool = True,
     resume: bool = False,
     log_with: list[str] | None = None,
+    source_run: str | Path | None = None,
 ) -> RunResult:
     """Run one experiment into ``out_dir`` and return its record (also written to ``record.json``).
 
     With ``resume``, a folder holding an unfinished run of the same config continues from its
     last checkpoint (search epoch, finished search, or final-training epoch). ``log_with`` names
     accelerate trackers (``tensorboard``, ``wandb``, ``mlflow``, ...; logs go under ``out_dir``).
+    A transfer config (``transfer_from``) first runs or reuses its source search, in ``source_run``
+    (default ``<out_dir>/source``; see the module docstring).
 
     Under several processes (``torchrun``, ``accelerate launch``) the run folder belongs to the main
     process: it checks the folder and takes the lock while the other ranks wait for its verdict, so
@@ -880,9 +894,127 @@ def run_experiment(
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)  # recorded in the manifest's device string
-        return _run_experiment(cfg, out_dir, progress, resume, log_with)
+        return _run_experiment(cfg, out_dir, progress, resume, log_with, source_run)
     finally:
         torch.set_num_threads(threads_before)  # a notebook's or a test session's later runs are not affected
+
+
+def run_search(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
+    """The search and derivation of ``cfg`` alone, into ``out_dir``: its ``search_result.json`` and
+    ``genotype.json`` (no final training, no record). The folder stays a run folder of ``cfg``:
+    ``egsbench run CONFIG --out DIR --resume`` later trains the cell and writes the record.
+
+    Returns:
+        the search result (``genotype``, ``cost``, ``curves``, ``probabilities``, ``derive_score``).
+    """
+    if cfg.transfer is not None:
+        raise UserError(f"{cfg.run_name} transfers a cell searched elsewhere (transfer_from); search with its source")
+    out_dir = Path(out_dir)
+    threads_before = torch.get_num_threads()
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        POSITION.reset()
+        return _claim_and_execute(cfg, out_dir, progress, resume, None, search_only=True)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+SOURCE_DIR = "source"  # a transfer run's source search, inside its run folder (unless source_run names one)
+SOURCE_POLL_S = 5.0  # how often a transfer looks whether another process still holds its source folder
+
+
+@dataclass
+class TransferSource:
+    """The search a transfer run takes its cell from: its result, its folder and its config."""
+
+    found: dict  # search_result.json
+    folder: Path
+    config: ExperimentConfig
+    given: str  # transfer_from's source, as the config names it
+
+    def record_extras(self) -> dict:
+        """``extras.transfer`` and ``extras.genotype_source`` of the transfer's record."""
+        run = {"method": self.config.method_name, "task": self.config.task_name, "preset": self.config.preset,
+               "seed": self.config.seed, "config_hash": self.config.hash()}  # fmt: skip
+        file = self.folder.resolve() / "genotype.json"
+        digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+        return {"transfer": {"from": self.given, "folder": str(self.folder.resolve()), **run},
+                "genotype_source": {"path": str(file), "sha256": digest, "run": run}}  # fmt: skip
+
+
+def _wait_for(folder: Path) -> None:
+    """Block while another process holds ``folder`` (its run lock, or a sweep's claim on it)."""
+    said = False
+    while (holder := lock_holder(folder) or lock_holder(folder, CLAIM)) is not None:
+        if not said:
+            logger.warning(f"waiting for the source search in {folder} (held by pid {holder}) to finish")
+            said = True
+        time.sleep(SOURCE_POLL_S)
+
+
+def _finished_search(folder: Path, source: ExperimentConfig, given_folder: bool) -> dict | None:
+    """The search result ``folder`` holds for ``source`` (same config and seed), None when it holds none yet.
+
+    Raises:
+        UserError: the folder holds another config's run, or a failed one, or (``given_folder``: a run folder
+            named by ``transfer_from``) no finished search.
+    """
+    record = _read_json(folder / "record.json")
+    saved = folder / "config.yaml"
+    if record is not None and record.get("status") == "failed":
+        raise UserError(f"the source run in {folder} failed ({record.get('error')}); rerun it (delete its "
+                        "record.json and pass --resume), or name another source")  # fmt: skip
+    if saved.is_file():
+        def identity(config: dict) -> dict:
+            return {k: v for k, v in config.items() if k != "threads"}
+
+        if identity(yaml.safe_load(saved.read_text()) or {}) != identity(source.to_dict()):
+            raise UserError(f"{folder} holds a run of another config than the source search "
+                            f"{source.run_name} ({source.hash()[:8]}); pass --source-run to a new folder")  # fmt: skip
+    found = _read_json(folder / "search_result.json")
+    if found is None and given_folder:
+        raise UserError(f"transfer_from: {folder} holds no finished search (no search_result.json); finish it "
+                        f"with egsbench run {folder / 'config.yaml'} --out {folder} --resume")  # fmt: skip
+    return found
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read ({err}); move it away and run again") from None
+
+
+def _transfer_source(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
+                     source_run: str | Path | None) -> TransferSource:  # fmt: skip
+    """The finished search a transfer config takes its cell from; runs it first when it does not exist yet."""
+    transfer = cfg.transfer
+    source = cfg.source_config()
+    if transfer.is_run_folder:
+        if source_run is not None:
+            raise UserError(f"--source-run is for a transfer from a config; transfer_from already names the run "
+                            f"folder {transfer.source}")  # fmt: skip
+        folder = Path(transfer.source).expanduser()
+        mine, theirs = cfg.to_dict(), source.to_dict()
+        differ = [k for k in ("method", "space", "search") if mine[k] != theirs[k]]
+        if differ:
+            raise UserError(f"transfer_from: {folder} was searched with other {', '.join(differ)} values than this "
+                            "config gives; drop those --set values (a finished search cannot change)")  # fmt: skip
+        return TransferSource(_finished_search(folder, source, given_folder=True), folder, source, transfer.source)
+    folder = Path(source_run) if source_run is not None else out_dir / SOURCE_DIR
+    accelerator = _accelerator(cfg)
+    _wait_for(folder)  # every rank looks, then all meet: no rank sees the lock the main one takes next
+    accelerator.wait_for_everyone()
+    found = agree(accelerator, lambda: _finished_search(folder, source, given_folder=False))
+    if found is not None:
+        logger.info(f"transfer: reusing the {source.task_name} search in {folder}")
+    else:
+        logger.info(f"transfer: {source.method_name} searches on {source.task_name} into {folder} first")
+        found = run_search(source, folder, progress, resume)
+    return TransferSource(found, folder, source, transfer.source)
 
 
 DATA_FILE = "data.json"  # the data a run started on (source, absolute path, checksum): what --resume must match
@@ -916,11 +1048,15 @@ def _check_data(out_dir: Path, identity: dict) -> None:
 
 
 def _run_experiment(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
-                    log_with: list[str] | None) -> RunResult:  # fmt: skip
+                    log_with: list[str] | None, source_run: str | Path | None = None) -> RunResult:  # fmt: skip
     """:func:`run_experiment` once the thread count is set."""
     POSITION.reset()
     try:
-        return _claim_and_execute(cfg, out_dir, progress, resume, log_with)
+        source = None
+        if cfg.transfer is not None:
+            source = _transfer_source(cfg, out_dir, progress, resume, source_run)
+            POSITION.reset()
+        return _claim_and_execute(cfg, out_dir, progress, resume, log_with, source=source)
     except RunInterrupted:
         raise
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM as the CLI raises it: say where, and what resumes
@@ -928,7 +1064,8 @@ def _run_experiment(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume
 
 
 def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
-                       log_with: list[str] | None) -> RunResult:  # fmt: skip
+                       log_with: list[str] | None, search_only: bool = False,
+                       source: TransferSource | None = None) -> RunResult | dict:  # fmt: skip
     apply_determinism(cfg.deterministic)
     accelerator = _accelerator(cfg, log_with, out_dir)  # joins the process group, if there is one
     check_launch(accelerator)
@@ -946,7 +1083,7 @@ def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, res
 
         agree(accelerator, claim, main_only=True)
         try:
-            return _execute(cfg, out_dir, accelerator, task, data, identity, progress, log_with)
+            return _execute(cfg, out_dir, accelerator, task, data, identity, progress, log_with, search_only, source)
         except DivergedError as err:
             if accelerator.is_main_process:
                 failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision,
@@ -955,8 +1092,10 @@ def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, res
 
 
 def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, task, data, identity: dict,
-             progress: bool, log_with: list[str] | None) -> RunResult:  # fmt: skip
-    """The body of :func:`run_experiment`, inside the run folder's lock."""
+             progress: bool, log_with: list[str] | None, search_only: bool = False,
+             source: TransferSource | None = None) -> RunResult | dict:  # fmt: skip
+    """The body of :func:`run_experiment` (``search_only``: of :func:`run_search`, returning the search result),
+    inside the run folder's lock. A transfer's search result is its ``source``'s."""
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -976,12 +1115,21 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
     found = broadcast_object_list([found], from_process=0)[0] if accelerator.num_processes > 1 else found
     if found is not None:
         logger.info("search already finished; using its result")
+    elif source is not None:  # the cell of a search on another task (transfer_from)
+        found = source.found
+        if accelerator.is_main_process:
+            write_json(searched, found)
     else:
         logger.info(f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed}): search")
         found = search(scaled, task, accelerator, progress, out_dir / "checkpoints" / "search", log)
         if accelerator.is_main_process:
             write_json(searched, found)
     genotype = Genotype.from_dict(found["genotype"])  # every rank's: search() broadcast rank 0's
+    if search_only:
+        if accelerator.is_main_process:
+            write_json(out_dir / "genotype.json", genotype.to_dict())  # atomic, as every file of a run folder
+        accelerator.wait_for_everyone()
+        return found
     POSITION.enter("evaluate")
     logger.info(f"derived genotype {genotype.to_json()}")
     logger.info("evaluate: training the derived network from scratch")
@@ -1009,7 +1157,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
     extras = _extras(data, final["curves"])
     if "count" in test:  # the test examples (tokens, pixels) the metrics summed over all processes
         extras["test_count"] = test["count"]
-    for part in (task, cfg.method):  # optional hooks, e.g. ImageNet's fitted width, a fixed run's genotype source
+    for part in (task, cfg.method, source):  # optional hooks: ImageNet's fitted width, where the cell came from
         hook = getattr(part, "record_extras", None)
         extras |= hook() if callable(hook) else {}
     if accelerator.num_processes > 1 or cfg.lr_scaling != "none":
@@ -1019,7 +1167,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
     if extras:
         record["extras"] = extras
     if accelerator.is_main_process:
-        genotype.save(out_dir / "genotype.json")
+        write_json(out_dir / "genotype.json", genotype.to_dict())
         _save_weights(final["model"], out_dir / MODEL_FILE, genotype, run_name)
         write_csv(out_dir / "search_curves.csv", found["curves"])
         write_csv(out_dir / "eval_curves.csv", final["curves"])

@@ -43,6 +43,16 @@ existing engine's business, never a home-made scheduler:
 - ``ray``: one Ray task per run with ``num_cpus=threads`` and ``num_gpus=gpus_per_run``, on a
   local Ray instance (default) or an existing cluster (``address``).
 
+A transfer config (``transfer_from``, e.g. ``paper/egs-wt2``: the PTB search's cell trained on
+WikiText-2) whose source search is itself a run of the sweep (same config and seed: ``tasks: [ptb,
+wt2]``) reuses that run's folder (``--source-run``) and waits for it: the sweep runs such transfers
+after every other run has finished, on any backend, and a transfer whose source failed fails with
+the source's error. A transfer whose source is not in the sweep searches into its own
+``<run folder>/source``. A sweep sharded over several processes may start a transfer while another
+shard runs its source: the transfer waits for that folder's lock, or, when the source has not
+started yet, runs the search there itself (the source run then finds the folder busy and is
+skipped; the next sweep completes it).
+
 All results land in the same run folders that ``table``, ``regress`` and ``report`` read.
 """
 
@@ -106,11 +116,13 @@ class SweepRun:
     threads: int = 1
     gpus: int = 0
     retries: int = 1
+    source_run: str | None = None  # a transfer's source search: the folder of another run of this sweep
 
     def command(self) -> list[str]:
         """The run's command line; several GPUs start it under ``accelerate launch``."""
         args = ["run", self.config, "--out", self.folder, "--resume", "--no-progress"]
         args += [x for o in self.overrides for x in ("--set", o)]
+        args += ["--source-run", self.source_run] if self.source_run else []
         if self.gpus > 1:
             return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                     str(self.gpus), "-m", "egsbench", *args]  # fmt: skip
@@ -155,7 +167,7 @@ def plan_runs(spec: SweepSpec, out: Path, threads: int = 1) -> list[SweepRun]:
     """Every run of the sweep, in a fixed order, validated (configs and folders) before anything runs."""
     keys = list(spec.grid)
     root = out.resolve()
-    runs = []
+    runs, seeds, sources = [], [], []  # sources: per run, (config hash, seed) of the search it transfers from, or None
     for preset, method, task in itertools.product(spec.presets, spec.methods, spec.tasks):
         config = spec.config or f"{preset}/{method}-{task}"
         for values in itertools.product(*(spec.grid[k] for k in keys)):
@@ -172,7 +184,24 @@ def plan_runs(spec: SweepSpec, out: Path, threads: int = 1) -> list[SweepRun]:
                     raise ConfigError(f"sweep run folder {folder} would lie outside --out {root}")
                 runs.append(SweepRun(config, overrides, str(folder), f"{config} {' '.join(overrides)}", cfg.hash(),
                                      threads, spec.gpus_per_run, spec.retries))  # fmt: skip
+                seeds.append(seed)
+                transfer = cfg.transfer
+                if transfer is not None and not transfer.is_run_folder:
+                    sources.append((cfg.source_config().hash(), seed))
+                else:
+                    sources.append(None)
+    folders = {(run.config_hash, seed): run.folder for run, seed in zip(runs, seeds, strict=True)}
+    for run, source in zip(runs, sources, strict=True):
+        if source is not None and source in folders:
+            run.source_run = folders[source]
     return runs
+
+
+def _waves(runs: list[SweepRun]) -> list[list[SweepRun]]:
+    """The runs in the order their dependencies allow: transfers that reuse another run's search after the rest."""
+    first = [run for run in runs if run.source_run is None]
+    then = [run for run in runs if run.source_run is not None]
+    return [wave for wave in (first, then) if wave]
 
 
 def _record(folder: Path) -> dict | None:
@@ -346,14 +375,14 @@ def run_sweep(
         else:
             todo.append(run)
     start = time.perf_counter()
-    if not todo:
-        results = []
-    elif backend == "local":
-        results = _local(todo, spec.jobs, print)
-    elif backend == "slurm":
-        results = _slurm(todo, out, spec, cluster)
-    else:
-        results = _ray(todo, spec, address)
+    results = []
+    for wave in _waves(todo):  # a transfer starts once the run whose search it trains has finished
+        if backend == "local":
+            results += _local(wave, spec.jobs, print)
+        elif backend == "slurm":
+            results += _slurm(wave, out, spec, cluster)
+        else:
+            results += _ray(wave, spec, address)
     for result in results:
         if result["status"] == "busy":
             summary["skipped"] += 1

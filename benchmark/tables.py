@@ -57,6 +57,7 @@ from .references import (
     load_reference,
     references_for,
     reported_column,
+    searched_on,
     task_metric,
     variant_of,
 )
@@ -82,7 +83,9 @@ REPORTED = "reported"  # the Preset of a row the paper reports (not a run of our
 PRESET_ORDER = ("paper", "proxy", "smoke")  # runs under their paper row: nearest the paper's setting first
 ABLATION = "sampling_times"  # the reference table of the M ablation (the paper's Table 5)
 # columns of a reference table that describe a row rather than report a number of it
-_REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "note")
+_REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "searched_on",
+                   "note")  # fmt: skip
+SEARCHED_ON = "searched_on"  # in a group's variant: the task a transfer run's cell was searched on
 _DESCRIPTORS = ("ops", "search_type")  # facts of the method and its space: a reproduced row repeats its paper row's
 _COLUMN_LABELS = {"params_m": "Params (M)", "search_cost_gpu_days": "Search cost (GPU days)", "ops": "Ops",
                   "search_type": "Search type"}  # fmt: skip
@@ -95,8 +98,18 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _variant(method: str, method_config: dict) -> str:
-    return json.dumps(variant_of(method, method_config), sort_keys=True)
+def _variant(method: str, method_config: dict, config: dict | None = None) -> str:
+    """The JSON of the values that make a table row: the method's variant keys, and for a transfer run the task
+    its cell was searched on (a PTB cell on WikiText-2 is never one row with a WikiText-2 search)."""
+    variant = variant_of(method, method_config)
+    source = searched_on(config)
+    return json.dumps(variant | ({SEARCHED_ON: source} if source else {}), sort_keys=True)
+
+
+def _split_variant(variant: str) -> tuple[dict, str | None]:
+    """A group's variant JSON as (method-config values, the task its cell was searched on or None)."""
+    values = json.loads(variant)
+    return values, values.pop(SEARCHED_ON, None)
 
 
 def _run_row(record: dict | Record) -> dict:
@@ -114,7 +127,7 @@ def _run_row(record: dict | Record) -> dict:
         "task": record.get("task"),
         "preset": record.get("preset"),
         "seed": record.get("seed"),
-        "variant": _variant(method, method_config),
+        "variant": _variant(method, method_config, record.get("config")),
         "config_hash": record.get("config_hash"),
         # absent before schema 3 (and from hand-made dicts): such runs were one fp32 process
         "world_size": record.get("world_size", 1),
@@ -210,8 +223,9 @@ def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.D
     ``smoke`` or ``proxy`` run is shown beside the paper's number for context, never measured against it)."""
     refs, reported = [], []
     for _, row in summary.iterrows():
+        values, source = _split_variant(row["variant"])
         found = pd.DataFrame() if table is None else references_for(
-            row["method"], row["task"], None, json.loads(row["variant"]), tables=[table])  # fmt: skip
+            row["method"], row["task"], None, values, tables=[table], searched_on=source)  # fmt: skip
         ref = found.iloc[0] if len(found) else None
         refs.append(ref)
         reported.append(None if ref is None else ref.get(reported_column(ref.index, key, table)))
@@ -223,8 +237,11 @@ def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.D
 
 
 def _label(method: str, variant: str) -> str:
-    values = ", ".join(f"{k}={v}" for k, v in json.loads(variant).items())
-    return f"{method} ({values})" if values else method
+    """``egs (M=4)``; a transfer run's group says where its cell was searched: ``egs (M=4; ptb search)``."""
+    values, source = _split_variant(variant)
+    text = ", ".join(f"{k}={v}" for k, v in values.items())
+    text += f"; {source} search" if source else ""
+    return f"{method} ({text.removeprefix('; ')})" if text else method
 
 
 def _setups(groups: pd.DataFrame) -> list[str]:
@@ -353,9 +370,12 @@ def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> p
         raise _unknown_task(task, "the M ablation needs the task's main metric: install the plug-in that provides it")
     runs = runs_frame(records)
     runs = runs[runs["task"] == task]
+    def published(method: str, variant: str) -> bool:  # a released cell of the ablation's table (egs_released_m7)
+        values, source = _split_variant(variant)
+        return not references_for(method, task, None, values, tables=[ABLATION], searched_on=source).empty
+
     released = {(method, variant) for method, variant in zip(runs["method"], runs["variant"], strict=True)
-                if method != "egs" and not references_for(method, task, None, json.loads(variant),
-                                                          tables=[ABLATION]).empty}  # fmt: skip
+                if method != "egs" and published(method, variant)}  # fmt: skip
     keep = [method == "egs" or (method, variant) in released
             for method, variant in zip(runs["method"], runs["variant"], strict=True)]  # fmt: skip
     return _paper_layout(runs[pd.Series(keep, index=runs.index, dtype=bool)], spec, ABLATION, task, "M")
@@ -390,6 +410,7 @@ def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task:
             record_keys[column] = found[0] if found else None
     summary = summarize(runs, spec.key, sorted({k for k in record_keys.values() if k}))
     groups = _with_references(summary, spec.key, table)
+    summary.attrs["notes"] = [*summary.attrs.get("notes", []), *_own_search_notes(groups, reference)]
     refs = list(groups["ref"])
     variants = [json.loads(v) for v in groups["variant"]]
     names = [_ref_value(ref, name) if ref is not None else (variant.get(name) if name != "architecture" else None)
@@ -444,6 +465,24 @@ def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task:
         if column not in (label, "Method", "Preset", "Setup", "Config", "Search type", "Best"):
             out[column] = pd.to_numeric(out[column], errors="coerce") if out[column].dtype == object else out[column]
     return _noted(out, summary)
+
+
+def _own_search_notes(groups: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    """A note per group that searched on the table's task where the paper's rows of its method transfer a cell
+    searched elsewhere (a WikiText-2 search under Table 4): tabled alone, without a reported number or a Δ."""
+    if not len(reference):
+        return []
+    transfers = reference[reference["searched_on"].notna()]
+    notes = []
+    for _, group in groups[groups["ref"].isna()].iterrows():
+        values, source = _split_variant(group["variant"])
+        rows = transfers[transfers["method"] == group["method"]]
+        if source is None and len(rows):
+            notes.append(f"{_label(group['method'], group['variant'])} ({group['preset']}) searched on {group['task']} "
+                         f"itself; the paper's rows of {group['method']} here train a cell searched on "
+                         f"{', '.join(sorted(set(rows['searched_on'])))} (a transfer_from config), so it is tabled "
+                         "alone, without a reported number")  # fmt: skip
+    return notes
 
 
 def _reference_rows(table: str | None, task: str) -> pd.DataFrame:

@@ -142,22 +142,25 @@ def test_cifar10_table_ties_rows_to_methods():
 
 
 @pytest.mark.parametrize(
-    ("method", "task", "config", "table", "architecture"),
+    ("method", "task", "config", "source", "table", "architecture"),
     [
-        ("egs", "cifar10", {"M": 7, "tau": 1.0, "lam": 0.5}, "cifar10", "DARTS-EGS (M=7)"),
-        ("egs", "cifar10", {"M": 4}, "cifar10", "DARTS-EGS (M=4)"),
-        ("darts", "cifar10", {"order": 1}, "cifar10", "DARTS (1st order) + cutout"),
-        ("snas", "cifar10", {"constraint": "aggressive"}, "cifar10", "SNAS + aggressive + cutout"),
-        ("random", "cifar10", {"variant": "darts_baseline"}, "cifar10", "Random search baseline + cutout"),
-        ("darts", "ptb", {"order": 2}, "ptb", "DARTS (second order)"),
-        ("egs", "imagenet", {"M": 4}, "imagenet_mobile", "DARTS-EGS (M=4)"),
-        ("egs", "wt2", {"M": 7}, "wt2", "DARTS-EGS (M=7)"),
-        ("darts", "voc2012", {"order": 1}, "voc2012", "DARTS"),  # VOC names no order: {} matches any
+        ("egs", "cifar10", {"M": 7, "tau": 1.0, "lam": 0.5}, None, "cifar10", "DARTS-EGS (M=7)"),
+        ("egs", "cifar10", {"M": 4}, None, "cifar10", "DARTS-EGS (M=4)"),
+        ("darts", "cifar10", {"order": 1}, None, "cifar10", "DARTS (1st order) + cutout"),
+        ("snas", "cifar10", {"constraint": "aggressive"}, None, "cifar10", "SNAS + aggressive + cutout"),
+        ("random", "cifar10", {"variant": "darts_baseline"}, None, "cifar10", "Random search baseline + cutout"),
+        ("darts", "ptb", {"order": 2}, None, "ptb", "DARTS (second order)"),
+        ("egs", "imagenet", {"M": 4}, "cifar10", "imagenet_mobile", "DARTS-EGS (M=4)"),  # a CIFAR-10 cell transferred
+        ("egs", "wt2", {"M": 7}, "ptb", "wt2", "DARTS-EGS (M=7)"),  # the PTB cell on WikiText-2 (transfer_from)
+        ("darts", "voc2012", {"order": 1}, "cifar10", "voc2012", "DARTS"),  # VOC names no order: {} matches any
     ],
 )
-def test_selectors_pick_the_right_reference_row(method, task, config, table, architecture):
-    rows = references_for(method, task, "paper", config, tables=[table])
+def test_selectors_pick_the_right_reference_row(method, task, config, source, table, architecture):
+    rows = references_for(method, task, "paper", config, tables=[table], searched_on=source)
     assert rows["architecture"].tolist() == [architecture]
+    if source is not None:  # a search on the row's own task is another experiment than the paper's transfer
+        assert references_for(method, task, "paper", config, tables=[table]).empty
+        assert references_for(method, task, "paper", config, tables=[table], searched_on=task).empty
 
 
 @pytest.mark.parametrize(
