@@ -171,8 +171,10 @@ def config_catalogue(configs: list[str], width: int = 110) -> str:
     lines = []
     for name in configs:
         cfg = load_config(name)
-        rows = rows_reproduced(cfg.method_name, cfg.task_name, asdict(cfg.method),
-                               cfg.transfer.task if cfg.transfer else None) if cfg.preset == "paper" else []  # fmt: skip
+        rows = []
+        if cfg.preset == "paper":
+            source = cfg.transfer.task if cfg.transfer else None
+            rows = rows_reproduced(cfg.method_name, cfg.task_name, asdict(cfg.method), source)
         text = (f"[{'; '.join(rows)}] " if rows else "") + config_description(name)
         lines.append(f"{name:<{pad}}  {text if len(text) <= width else text[: width - 3] + '...'}")
     return "\n".join(lines)

@@ -412,7 +412,7 @@ def parse_config(data: dict) -> ExperimentConfig:
     device = _check_type(data.get("device", "auto"), str, "device")
     if device not in ("auto", "cpu"):
         raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
-    searched_on = TASKS.get(transfer["task"]) if transfer is not None else task_cls  # a transfer's search is the source's
+    searched_on = TASKS.get(transfer["task"]) if transfer is not None else task_cls  # a transfer searches the source's
     search = build_dataclass(getattr(searched_on, "search_config_class", SearchConfig), data.get("search"), "search")
     missing = [k for k in WEIGHT_FIELDS if not hasattr(search, k)]
     if missing:  # a plug-in task's search block must carry what methods read

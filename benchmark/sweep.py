@@ -48,8 +48,12 @@ WikiText-2) whose source search is itself a run of the sweep (same config and se
 wt2]``) reuses that run's folder (``--source-run``) and waits for it: the sweep runs such transfers
 after every other run has finished, on any backend, and a transfer whose source failed fails with
 the source's error. A transfer whose source is not in the sweep searches into its own
-``<run folder>/source``. A sweep sharded over several processes may start a transfer while another
-shard runs its source: the transfer waits for that folder's lock, or, when the source has not
+``<run folder>/source``. The sweep's ``set:`` overrides reach a transfer's own blocks and the method
+and search blocks its search takes, never the source config's ``task`` block (its data comes from
+the source config or its environment variable, ``$EGSBENCH_PTB``): a ``task.*`` override therefore
+makes the sweep's PTB runs another config than the transfers' searches, which then search apart.
+A sweep sharded over several processes may start a transfer while another shard runs its source: the
+transfer waits for that folder's lock, or, when the source has not
 started yet, runs the search there itself (the source run then finds the folder busy and is
 skipped; the next sweep completes it).
 

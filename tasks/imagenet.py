@@ -153,8 +153,9 @@ class ImageNetSearchConfig(CNNSearchConfig):
         if self.epochs != 0:
             raise ConfigError(
                 f"config key search.epochs must be 0 for task imagenet, got {self.epochs}: ImageNet (mobile setting) "
-                "is a transfer task. Search on cifar10, then evaluate the cell here with method: {name: fixed, "
-                "genotype: <cifar10 run folder>} (or a genotype name such as darts_v2)"
+                "is a transfer task. Transfer a CIFAR-10 search (transfer_from: paper/egs-cifar10, as "
+                "paper/egs-imagenet) or train a cell with method: {name: fixed, genotype: <cifar10 run folder>} "
+                "(or a genotype name such as darts_v2)"
             )
 
 

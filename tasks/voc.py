@@ -147,8 +147,8 @@ LAYOUT = "VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation
 AUG_LISTS = ("ImageSets/Segmentation/train_aug.txt", "ImageSets/SegmentationAug/train_aug.txt")
 TRANSFER_ONLY = (
     "task voc2012 is transfer-only (the paper searches on CIFAR-10 and transfers the cell): search.epochs must be 0. "
-    "Search on cifar10, then train the cell here with method fixed, e.g. egsbench run paper/darts_v2-voc2012 "
-    "--set method.genotype=RUN (the CIFAR-10 run folder)"
+    "Transfer a CIFAR-10 search (transfer_from: paper/egs-cifar10, as paper/egs-voc2012) or train a cell with "
+    "method fixed, e.g. egsbench run paper/darts_v2-voc2012 --set method.genotype=RUN (the CIFAR-10 run folder)"
 )
 
 

@@ -117,6 +117,16 @@ def plan(root: Path) -> dict[str, Launch]:
         command = ["-m", "egsbench", "run", "smoke/darts-ptb", "--out", str(root / "ptb-torchrun" / "run"),
                    "--no-progress", "--set", f"task.data_dir={ptb.resolve()}"]  # fmt: skip
         launches["ptb-torchrun"] = Launch("ptb-torchrun", command, out=root / "ptb-torchrun")
+    # A transfer (smoke/egs-wt2): the PTB search (search only, into <out>/source) then the WikiText-2 training, in
+    # one two-process command, on LM files written in the official layouts.
+    from egsbench.tasks.lm import write_lm_files
+
+    lm = root / "wt2-transfer" / "data"
+    env = {"EGSBENCH_PTB": str(write_lm_files(lm / "ptb", "ptb.{split}.txt", lines=60))}
+    wt2 = write_lm_files(lm / "wt2", "wiki.{split}.tokens", lines=60, seed=1)
+    command = ["-m", "egsbench", "run", "smoke/egs-wt2", "--out", str(root / "wt2-transfer" / "run"),
+               "--no-progress", "--set", f"task.data_dir={wt2}"]  # fmt: skip
+    launches["wt2-transfer"] = Launch("wt2-transfer", command, env=env, out=root / "wt2-transfer")
     # A folder that holds a finished run (the first slow-rank launch's): the main process refuses it.
     launches["refused"] = Launch("refused", ["-m", "egsbench", "run", "smoke/gdas-cifar10", "--out",
                                              str(root / "slow-rank1-torchrun" / "run"), "--no-progress", *small],

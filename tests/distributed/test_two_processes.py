@@ -106,3 +106,13 @@ def test_a_language_model_runs_on_two_processes_and_counts_each_test_token_once(
     assert record["status"] == "ok" and record["world_size"] == 2
     # every rank evaluates the whole split (a plain iterable): summed once, not once per rank
     assert 0 < record["extras"]["test_count"] <= record["data"]["sizes"]["test"]
+
+
+def test_a_transfer_runs_its_source_search_and_the_target_training_on_two_processes(distributed_launches):
+    launch = _ok(distributed_launches.get("wt2-transfer"))
+    record = _record(launch.out)
+    found = json.loads((launch.out / "run" / "source" / "search_result.json").read_text())
+    assert record["status"] == "ok" and record["world_size"] == 2 and record["task"] == "wt2"
+    assert record["genotype"] == found["genotype"] and record["search"] == found["cost"]
+    assert record["extras"]["transfer"]["task"] == "ptb"
+    assert not (launch.out / "run" / "source" / "record.json").exists()

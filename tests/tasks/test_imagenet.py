@@ -144,7 +144,7 @@ def test_missing_data_names_the_layouts_and_the_fix(tmp_path, monkeypatch, layou
 def test_a_search_on_imagenet_fails_at_config_time():
     data = resolve_config("smoke/darts_v2-imagenet").to_dict()
     data["method"], data["search"]["epochs"] = {"name": "egs"}, 1
-    with pytest.raises(ConfigError, match="transfer task. Search on cifar10"):
+    with pytest.raises(ConfigError, match="transfer task. Transfer a CIFAR-10 search"):
         resolve_config(data)
 
 
@@ -245,6 +245,25 @@ def test_a_cifar10_run_folder_transfers_to_imagenet_in_one_run(jpeg_folder, tmp_
     assert Genotype.from_dict(record.model_dump()["genotype"]) == GENOTYPES.get("egs_released_m7")
     net = egsbench.load_network(tmp_path / "run")
     assert net(torch.zeros(1, 3, 64, 64))[0].shape == (1, 3)
+
+
+def test_a_cifar10_search_transfers_to_imagenet_through_transfer_from(jpeg_folder, tmp_path):
+    """smoke/egs-imagenet: the CIFAR-10 search runs first (search only, into <out>/source), then its cell trains on
+    ImageNet data; the record carries the search's cost and where the cell came from, and sits under Table 2."""
+    from egsbench.benchmark.references import rows_reproduced, searched_on
+
+    record = egsbench.run("smoke/egs-imagenet", tmp_path / "run", overrides={"task.data_dir": str(jpeg_folder)})
+    dumped = record.model_dump()
+    source = tmp_path / "run" / "source"
+    found = json.loads((source / "search_result.json").read_text())
+    assert not (source / "record.json").exists()  # the source folder holds the search only, resumable to a full run
+    assert dumped["search"] == found["cost"] and dumped["genotype"] == found["genotype"]
+    assert dumped["extras"]["transfer"] | {"folder": None} == {
+        "from": "smoke/egs-cifar10", "folder": None, "method": "egs", "task": "cifar10", "preset": "smoke", "seed": 0,
+        "config_hash": resolve_config("smoke/egs-cifar10").hash()}  # fmt: skip
+    assert dumped["method"] == "egs" and dumped["config"]["method"]["M"] == 7
+    assert searched_on(dumped["config"]) == "cifar10"
+    assert rows_reproduced("egs", "imagenet", {"M": 7}, "cifar10", preset=None) == ["Table 2: DARTS-EGS (M=7)"]
 
 
 def test_imagenet_is_registered_with_its_reference_table():
