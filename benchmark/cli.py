@@ -162,19 +162,13 @@ def _list(args) -> int:
 def config_catalogue(configs: list[str], width: int = 110) -> str:
     """One line per config: its name, the paper rows it reproduces (``paper`` configs: ``[Table 1: DARTS-EGS
     (M=7)]``) and the first line of its comment, cut to ``width`` characters."""
-    from dataclasses import asdict
-
     from .config import config_description, load_config
-    from .references import rows_reproduced
+    from .references import config_rows
 
     pad = max((len(name) for name in configs), default=0)
     lines = []
     for name in configs:
-        cfg = load_config(name)
-        rows = []
-        if cfg.preset == "paper":
-            source = cfg.transfer.task if cfg.transfer else None
-            rows = rows_reproduced(cfg.method_name, cfg.task_name, asdict(cfg.method), source)
+        rows = config_rows(load_config(name))
         text = (f"[{'; '.join(rows)}] " if rows else "") + config_description(name)
         lines.append(f"{name:<{pad}}  {text if len(text) <= width else text[: width - 3] + '...'}")
     return "\n".join(lines)

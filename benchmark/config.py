@@ -251,15 +251,10 @@ def bundled_configs() -> list[str]:
 def config_description(source: str) -> str:
     """The first line of a config's opening comment (what it runs, and for a paper config the row it stands for);
     ``""`` when the file opens without a comment."""
-    for line in read_yaml_text(resolve_config_path(source)).splitlines():
+    for line in resolve_config_path(source).read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip():
             return line.lstrip("#").strip() if line.startswith("#") else ""
     return ""
-
-
-def read_yaml_text(path: Path) -> str:
-    """The text of a YAML file for comments (its data goes through :func:`read_yaml_file`)."""
-    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -337,14 +332,16 @@ def config_type_problems(config: dict) -> list[str]:
     method, task = config.get("method"), config.get("task")
     method_cls = METHODS.get(method["name"]) if _installed(method, METHODS) else None
     task_cls = TASKS.get(task["name"]) if _installed(task, TASKS) else None
+    search_cls = getattr(task_cls, "search_config_class", SearchConfig)
     transfer = config.get("transfer_from")
-    searched_on = task_cls
-    if isinstance(transfer, dict):  # a transfer's search block is its source task's
-        searched_on = TASKS.get(transfer["task"]) if _installed({"name": transfer.get("task")}, TASKS) else None
+    if isinstance(transfer, dict):  # a transfer's search block is its source task's (unchecked when not installed)
+        source = {"name": transfer.get("task")}
+        search_cls = getattr(TASKS.get(source["name"]), "search_config_class", SearchConfig) if _installed(
+            source, TASKS) else None  # fmt: skip
     classes = {
         "method": getattr(method_cls, "config_class", None),
         "task": getattr(task_cls, "config_class", None),
-        "search": getattr(searched_on, "search_config_class", SearchConfig) if searched_on or not transfer else None,
+        "search": search_cls,
         "evaluate": getattr(task_cls, "train_config_class", TrainConfig),
     }
     problems = []

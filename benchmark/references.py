@@ -20,6 +20,7 @@ class in ``TASKS`` (its ``main_metric``, that metric's direction and label, its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ __all__ = [
     "TaskMetric",
     "load_reference",
     "reported_column",
+    "config_rows",
     "references_for",
+    "row_label",
     "rows_reproduced",
     "searched_on",
     "task_metric",
@@ -232,12 +235,22 @@ def rows_reproduced(method: str, task: str, method_config: Mapping[str, Any], so
         ['Table 1: DARTS-EGS (M=7)', 'Table 5: M=7']
     """
     rows = references_for(method, task, preset, method_config, searched_on=source_task)
-    out = []
-    for _, row in rows.iterrows():
-        where = TABLES[row["table"]].split(", ", 1)[-1].split(" (")[0]  # "Table 1", "Section 4.3.2"
-        name = f"M={row['M']}" if row["table"] == "sampling_times" else row["architecture"]
-        out.append(f"{where}: {name}")
-    return out
+    return [row_label(row["table"], row) for _, row in rows.iterrows()]
+
+
+def row_label(table: str, row: Mapping[str, Any]) -> str:
+    """A reference row as ``"Table 1: DARTS-EGS (M=7)"``: where in the paper (``Table 1``, ``Section 4.3.2``) and
+    the row's name (its ``M`` in Table 5)."""
+    where = TABLES[table].split(", ", 1)[-1].split(" (")[0]
+    return f"{where}: " + (f"M={row['M']}" if table == "sampling_times" else str(row["architecture"]))
+
+
+def config_rows(cfg: Any) -> list[str]:
+    """The rows a bundled or user config (an ``ExperimentConfig``) reproduces: none unless its preset is ``paper``."""
+    if cfg.preset != "paper":
+        return []
+    source = cfg.transfer.task if cfg.transfer else None
+    return rows_reproduced(cfg.method_name, cfg.task_name, dataclasses.asdict(cfg.method), source)
 
 
 def variant_of(method: str, method_config: Mapping[str, Any]) -> dict[str, Any]:

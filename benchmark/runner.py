@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -80,6 +79,7 @@ from tqdm.auto import tqdm
 from ..methods import METHODS, SearchContext
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
+from ..tasks.spaces.genotypes import genotype_source
 from .checkpoint import Checkpointer, first_report
 from .config import ExperimentConfig, candidate_recipe
 from .memory import MB, MemoryProbe
@@ -779,12 +779,18 @@ def _check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool, probe_lock
         return
     if not resume:
         raise UserError(f"{out_dir} holds an unfinished run; pass --resume to continue it or a new --out folder")
-    def identity(config: dict) -> dict:  # the thread count changes speed, not results: a resume may change it
-        return {k: v for k, v in config.items() if k != "threads"}
-
-    if identity(yaml.safe_load(saved.read_text()) or {}) != identity(cfg.to_dict()):
+    if not _holds_config(out_dir, cfg):
         raise UserError(f"{out_dir} holds a run of a different config; resume with the same config and --set "
                         "values, or pass a new --out folder")  # fmt: skip
+
+
+def _holds_config(out_dir: Path, cfg: ExperimentConfig) -> bool:
+    """Whether ``out_dir/config.yaml`` is ``cfg`` (seed included; the thread count changes speed, not results,
+    so a resume may change it)."""
+    def identity(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k != "threads"}
+
+    return identity(yaml.safe_load((out_dir / "config.yaml").read_text()) or {}) == identity(cfg.to_dict())
 
 
 def failed_record(cfg: ExperimentConfig, out_dir: str | Path, error: str, world_size: int = 1,
@@ -889,14 +895,21 @@ def run_experiment(
     process: it checks the folder and takes the lock while the other ranks wait for its verdict, so
     no rank ever sees another rank's lock, and a refusal stops every rank with the same message.
     """
-    out_dir = Path(out_dir)
-    threads_before = torch.get_num_threads()
+    with _threads(cfg):
+        return _run_experiment(cfg, Path(out_dir), progress, resume, log_with, source_run)
+
+
+@contextmanager
+def _threads(cfg: ExperimentConfig):
+    """The config's intra-op thread count (recorded in the manifest's device string) for the life of a run; the
+    previous count afterwards, so a notebook's or a test session's later runs are not affected."""
+    before = torch.get_num_threads()
     try:
         if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)  # recorded in the manifest's device string
-        return _run_experiment(cfg, out_dir, progress, resume, log_with, source_run)
+            torch.set_num_threads(cfg.threads)
+        yield
     finally:
-        torch.set_num_threads(threads_before)  # a notebook's or a test session's later runs are not affected
+        torch.set_num_threads(before)
 
 
 def run_search(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
@@ -909,15 +922,9 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True
     """
     if cfg.transfer is not None:
         raise UserError(f"{cfg.run_name} transfers a cell searched elsewhere (transfer_from); search with its source")
-    out_dir = Path(out_dir)
-    threads_before = torch.get_num_threads()
-    try:
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+    with _threads(cfg):
         POSITION.reset()
-        return _claim_and_execute(cfg, out_dir, progress, resume, None, search_only=True)
-    finally:
-        torch.set_num_threads(threads_before)
+        return _claim_and_execute(cfg, Path(out_dir), progress, resume, None, search_only=True)
 
 
 SOURCE_DIR = "source"  # a transfer run's source search, inside its run folder (unless source_run names one)
@@ -934,13 +941,12 @@ class TransferSource:
     given: str  # transfer_from's source, as the config names it
 
     def record_extras(self) -> dict:
-        """``extras.transfer`` and ``extras.genotype_source`` of the transfer's record."""
+        """``extras.transfer`` and ``extras.genotype_source`` of the transfer's record (the source folder may hold
+        no record yet, a search alone: its run comes from the source config)."""
         run = {"method": self.config.method_name, "task": self.config.task_name, "preset": self.config.preset,
                "seed": self.config.seed, "config_hash": self.config.hash()}  # fmt: skip
-        file = self.folder.resolve() / "genotype.json"
-        digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
         return {"transfer": {"from": self.given, "folder": str(self.folder.resolve()), **run},
-                "genotype_source": {"path": str(file), "sha256": digest, "run": run}}  # fmt: skip
+                "genotype_source": genotype_source(str(self.folder)) | {"run": run}}
 
 
 def _wait_for(folder: Path) -> None:
@@ -965,13 +971,9 @@ def _finished_search(folder: Path, source: ExperimentConfig, given_folder: bool)
     if record is not None and record.get("status") == "failed":
         raise UserError(f"the source run in {folder} failed ({record.get('error')}); rerun it (delete its "
                         "record.json and pass --resume), or name another source")  # fmt: skip
-    if saved.is_file():
-        def identity(config: dict) -> dict:
-            return {k: v for k, v in config.items() if k != "threads"}
-
-        if identity(yaml.safe_load(saved.read_text()) or {}) != identity(source.to_dict()):
-            raise UserError(f"{folder} holds a run of another config than the source search "
-                            f"{source.run_name} ({source.hash()[:8]}); pass --source-run to a new folder")  # fmt: skip
+    if saved.is_file() and not _holds_config(folder, source):
+        raise UserError(f"{folder} holds a run of another config than the source search "
+                        f"{source.run_name} ({source.hash()[:8]}); pass --source-run to a new folder")  # fmt: skip
     found = _read_json(folder / "search_result.json")
     if found is None and given_folder:
         raise UserError(f"transfer_from: {folder} holds no finished search (no search_result.json); finish it "

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from egsbench.benchmark import runner
 from egsbench.benchmark.config import load_config, parse_config, resolve_config_path
 from egsbench.benchmark.records import read_record
-from egsbench.benchmark.references import TABLES, load_reference, references_for, rows_reproduced
+from egsbench.benchmark.references import TABLES, config_rows, load_reference, references_for, row_label
 from egsbench.benchmark.runner import CLAIM, run_experiment, run_lock, run_search
 from egsbench.benchmark.sweep import SweepSpec, _waves, plan_runs
 from egsbench.benchmark.tables import comparison_table
@@ -190,7 +191,7 @@ def test_table4_puts_the_transfer_under_its_row_and_the_wt2_search_alone(pipelin
     assert transfer["Architecture"] == "DARTS-EGS (M=4)" and transfer["Reported"] == 64.6
     hours = pipeline["transfer"]["search"]["device_hours"]
     assert transfer["Search cost (GPU days)"] == pytest.approx(hours / 24)  # the PTB search's device-hours
-    assert own["Architecture"] == "egs (M=4)" and own["Reported"] != own["Reported"]  # NaN: no paper row
+    assert own["Architecture"] == "egs (M=4)" and pd.isna(own["Reported"]) and pd.isna(own["Δ"])  # no paper row
     position = list(table.index[table["Method"] == "egs (M=4)"])[0]
     reported = list(table.index[table["Architecture"] == "DARTS-EGS (M=7)"])[0]
     assert position > reported  # after the paper's rows, in the groups no row stands for
@@ -245,25 +246,17 @@ def test_a_sweep_runs_the_ptb_search_and_its_wt2_transfer(lm_data, tmp_path, mon
 def test_every_reproducible_paper_row_has_a_bundled_config():
     """Each row of Tables 1-5 and Sec. 4.3.2 that a method here reproduces is reproduced by a bundled paper config
     (Table 5's other M values by the table5-paper sweep's grid over paper/egs-cifar10)."""
-    from dataclasses import asdict
-
     from egsbench.benchmark.config import bundled_configs
 
-    covered = set()
-    for name in bundled_configs():
-        if name.startswith("paper/"):
-            cfg = load_config(name)
-            covered |= set(rows_reproduced(cfg.method_name, cfg.task_name, asdict(cfg.method),
-                                           cfg.transfer.task if cfg.transfer else None))  # fmt: skip
+    covered = {row for name in bundled_configs() for row in config_rows(load_config(name))}
     sweep = yaml.safe_load(Path(__file__).parents[2].joinpath("results/sweeps/table5-paper.yaml").read_text())
     covered |= {f"Table 5: M={m}" for m in sweep["grid"]["method.M"]}
     wanted = set()
     for table in TABLES:
         frame = load_reference(table)
-        where = TABLES[table].split(", ", 1)[-1].split(" (")[0]  # "Table 1", "Section 4.3.2"
-        for _, row in frame[frame["method"].notna()].iterrows():
-            wanted.add(f"{where}: " + (f"M={row['M']}" if table == "sampling_times" else row["architecture"]))
+        wanted |= {row_label(table, row) for _, row in frame[frame["method"].notna()].iterrows()}
     assert len(wanted) == 31 and wanted - covered == set()
+    assert config_rows(load_config("proxy/egs-cifar10")) == []  # only paper configs reproduce a reported row
     assert references_for("egs", "wt2", "paper", {"M": 4}).empty  # paper/egs-wt2-search stands for no row
 
 
