@@ -5,6 +5,8 @@
     egsbench demo [--out DIR]
     egsbench sweep SWEEP.yaml [--out DIR] [--shard I/N]
     egsbench table [--runs DIR] [--format md|csv|latex|html] [--ablation]
+    egsbench compare [--runs DIR] [--task TASK] [--baseline METHOD] [--metric NAME] [--format md|csv|latex]
+                     [--plot PATH|none]
     egsbench regress [--runs DIR] [--tolerances FILE] [--golden DIR]
     egsbench regress --runs DIR --calibrate --out DIR | --update-golden --out DIR
     egsbench report [--runs DIR] [--out FILE]
@@ -87,6 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])
     table.add_argument("--task", default="cifar10", help="the task of a single table (with --ablation or csv)")
     table.add_argument("--ablation", action="store_true", help="the M-ablation table (paper Table 5) only")
+
+    compare = sub.add_parser("compare", help="methods against a baseline: Δ with a bootstrap CI, Welch + Holm p, "
+                             "wins, seeds needed, genotype agreement; a cost-vs-metric plot")  # fmt: skip
+    compare.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (searched recursively)")
+    compare.add_argument("--task", default=None, help="the task to compare (default: each task of the records)")
+    compare.add_argument("--baseline", default=None, metavar="METHOD",
+                         help="method (or a row's label, e.g. 'darts (order=2)') the others are measured against "
+                         "(default: darts if it ran, else the first method alphabetically)")  # fmt: skip
+    compare.add_argument("--metric", default=None, metavar="NAME",
+                         help="a test metric of the task: error or test_error (default: its main metric)")  # fmt: skip
+    compare.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])
+    compare.add_argument("--plot", default=None, metavar="PATH",
+                         help="the metric-vs-search-cost figure (default: <runs>/compare_<task>_<metric>.png; "
+                         "none: no figure)")  # fmt: skip
 
     regress = sub.add_parser(
         "regress", help="reproduced numbers against reported and golden ones; exit 1 on regression"
@@ -249,6 +265,23 @@ def _table(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from .compare import compare_runs, plot_comparison, render_comparison
+
+    records = _records(args.runs)
+    tasks = [args.task] if args.task else sorted({r["task"] for r in records})
+    if args.plot not in (None, "none") and len(tasks) > 1:
+        raise UserError(f"--plot names one file, and the records hold {len(tasks)} tasks ({', '.join(tasks)}): "
+                        "pass --task, or drop --plot for one figure per task under --runs")  # fmt: skip
+    comparisons = [compare_runs(records, task, args.metric, args.baseline) for task in tasks]  # all checked first
+    print("\n".join(render_comparison(c, args.format) for c in comparisons))
+    if args.plot != "none":
+        for c in comparisons:
+            path = plot_comparison(c, args.plot or args.runs / f"compare_{c.task}_{c.metric}.png")
+            print(f"plot: {path}", file=sys.stderr)  # stdout stays the table alone (one parseable CSV)
+    return 0
+
+
 def _regress(args) -> int:
     import json
     import shutil
@@ -364,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="[egsbench] %(message)s", stream=sys.stderr)
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-checkpoint INFO lines are noise here
     try:
-        commands = {"run": _run, "list": _list, "demo": _demo, "sweep": _sweep, "table": _table, "regress": _regress,
-                    "report": _report}  # fmt: skip
+        commands = {"run": _run, "list": _list, "demo": _demo, "sweep": _sweep, "table": _table, "compare": _compare,
+                    "regress": _regress, "report": _report}  # fmt: skip
         return commands[args.command](args)
     except UserError as err:
         _close_progress_bars()

@@ -1,5 +1,8 @@
 """One self-contained HTML report for a folder of runs (a sweep): tables and figures, offline.
 
+The paper's tables, then, per task where two or more methods finished, the comparison of ``egsbench
+compare`` (its tables and its cost-vs-metric plot), then each run.
+
 Every figure is embedded as a base64 ``data:`` URI and the styles are inline, so the file
 opens from disk with no network and no sibling files.
 """
@@ -9,9 +12,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..tasks.spaces import UserError
 from .records import RecordError, atomic_write_text, read_record, record_paths
 
 __all__ = ["write_report"]
@@ -59,6 +64,25 @@ def _run_section(folder: Path, record: dict, root: Path) -> str:
             f"<p>{facts}</p>{figures}<p><code>{genotype}</code></p></details>")  # fmt: skip
 
 
+def _comparisons(records: list[dict]) -> str:
+    """A "Comparison" section: per task where two or more methods finished, ``egsbench compare``'s tables and plot."""
+    from .compare import compare_runs, plot_comparison, render_comparison
+
+    parts = []
+    for task in sorted({r["task"] for r in records}):
+        if len({r["method"] for r in records if r["task"] == task and r.get("status", "ok") == "ok"}) < 2:
+            continue
+        try:
+            comparison = compare_runs(records, task)
+        except UserError as err:  # e.g. a plug-in task missing here: its metrics' directions are unknown
+            parts.append(f'<p class="note">{html.escape(task)}: no comparison; {html.escape(str(err))}</p>')
+            continue
+        with tempfile.TemporaryDirectory() as tmp:  # the figure is embedded; nothing is left beside the runs
+            figure = _img(plot_comparison(comparison, Path(tmp) / f"compare_{task}_{comparison.metric}.png"))
+        parts.append(render_comparison(comparison, "html") + figure)
+    return "<h2>Comparison</h2>\n" + "\n".join(parts) if parts else ""
+
+
 def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None) -> Path:
     """Gather ``runs_dir/**/record.json`` into one HTML file at ``out``.
 
@@ -75,6 +99,7 @@ def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None
                           "of a finished run or sweep")  # fmt: skip
     failed = sum(1 for _, r in records if r.get("status", "ok") != "ok")
     tables = render_tables([r for _, r in records], fmt="html")
+    comparisons = _comparisons([r for _, r in records])
     sections = "".join(_run_section(folder, rec, root) for folder, rec in records)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
@@ -84,6 +109,7 @@ def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None
 <p>{len(records)} runs ({failed} failed) under <code>{html.escape(str(root))}</code>; generated {when}.</p>
 <h2>Results beside the reported numbers</h2>
 {tables}
+{comparisons}
 <h2>Runs</h2>
 {sections}
 </body></html>

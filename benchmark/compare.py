@@ -1,0 +1,512 @@
+"""Methods head to head on one task, with the uncertainty of each difference (``egsbench compare``).
+
+Groups are those of :mod:`.tables` (a method variant within a task and preset, one setup and config), over
+the ok runs, the newest record per seed. Per group: mean, std (ddof=1) and count of a test metric over
+seeds, and the mean search cost. Each group against the baseline group of its preset:
+
+- Δ = mean - baseline mean, with a 95 % percentile bootstrap interval over seeds (each group's seeds
+  resampled with replacement, independently; 10,000 resamples, a fixed seed). With few seeds the
+  interval is too narrow: from n = 3 a nominal 95 % interval covers the true Δ far less often.
+- Welch's t-test (unequal variances), two-sided; Holm's step-down adjustment over the pairs compared
+  (family-wise error). Verdict ``better``/``worse`` at adjusted p < 0.05, else ``not resolved``.
+- Wins/ties/losses over the seeds both groups ran (the same seed number).
+- Seeds needed: per group, for a two-sided pooled t-test at alpha 0.05 to detect the observed Δ at the
+  observed pooled std with power 0.8 (noncentral t). An estimate as noisy as Δ and the std themselves.
+
+Genotype agreement: per group, the mean Jaccard similarity of the derived (cell type, input, node, op)
+sets over pairs of seeds, beside that of random cells of the same sizes (see :func:`random_jaccard`).
+
+Examples:
+    >>> c = compare_runs(load_records("runs/"), task="cifar10")  # doctest: +SKIP
+    >>> print(render_comparison(c, "md"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..tasks import TASKS
+from ..tasks.spaces import SPACES, Genotype, SearchSpace, UnknownNameError, UserError
+from ..tasks.spaces.registry import unknown_name_message
+from .records import Record
+from .tables import (
+    _TITLES,
+    FORMATS,
+    GROUP,
+    PRESET_ORDER,
+    SETUP,
+    STD,
+    _label,
+    _notes,
+    latest_per_seed,
+    render,
+    runs_frame,
+    setup_label,
+)
+
+__all__ = [
+    "Comparison",
+    "bootstrap_ci",
+    "compare_runs",
+    "genotype_set",
+    "holm",
+    "jaccard",
+    "pareto_front",
+    "plot_comparison",
+    "random_jaccard",
+    "render_comparison",
+    "seeds_needed",
+    "t_test_power",
+    "welch_p",
+    "win_tie_loss",
+]
+
+ALPHA, POWER, LEVEL = 0.05, 0.8, 0.95
+RESAMPLES = 10_000
+DRAWS = 2_000  # random-cell pairs per pair of seeds
+SEED = 0  # of every Generator here: the same numbers on every call
+TIE = 1e-9
+FEW_SEEDS = 10  # below this many seeds in a group, the notes warn that the bootstrap interval is too narrow
+COST = "Search cost (device-h)"
+# scipy >= 1.15 names the bootstrap's Generator ``rng``; 1.10-1.14 ``random_state``
+_RNG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+
+
+@dataclass
+class Comparison:
+    """One task's comparison; frames keep numbers numeric, :func:`render_comparison` formats them."""
+
+    task: str
+    metric: str  # the record key, e.g. test_error
+    label: str  # e.g. "Test error (%)"
+    direction: str  # "min" or "max": which way is better
+    baseline: str  # the method the others are measured against
+    methods: pd.DataFrame  # a row per group: label, preset, mean, std, n, cost_h, cost_h_std, is_baseline
+    pairs: pd.DataFrame  # a row per group against its preset's baseline: delta, ci, p, p_holm, w/t/l, seeds_needed
+    agreement: pd.DataFrame  # a row per group: genotypes, distinct, jaccard, random_jaccard
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Welch t-test p-value; NaN when a group has fewer than 2 values or both have no spread."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # near-constant samples: scipy warns, the p stays usable
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input order; NaN entries stay NaN and do not count in m.
+
+    Examples:
+        >>> holm([0.01, 0.04, 0.03]).round(6).tolist()
+        [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(pvalues, float)
+    out = np.full(p.shape, math.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, level: float = LEVEL,
+                 seed: int = SEED) -> tuple[float, float]:  # fmt: skip
+    """Percentile bootstrap interval of mean(a) - mean(b), each group resampled independently; NaNs for n < 2."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    result = stats.bootstrap((a, b), lambda x, y, axis: x.mean(axis) - y.mean(axis), vectorized=True, paired=False,
+                             n_resamples=resamples, confidence_level=level, method="percentile",
+                             **{_RNG: np.random.default_rng(seed)})  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def win_tie_loss(values: Mapping[int, float], baseline: Mapping[int, float], direction: str) -> tuple[int, int, int]:
+    """Over the seeds both ran: how often ``values`` beat, tied (within 1e-9) or lost to ``baseline``."""
+    sign = -1.0 if direction == "min" else 1.0
+    gains = [sign * (values[s] - baseline[s]) for s in sorted(set(values) & set(baseline))]
+    ties = sum(abs(g) <= TIE for g in gains)
+    wins = sum(g > TIE for g in gains)
+    return wins, ties, len(gains) - wins - ties
+
+
+def t_test_power(n: int, effect: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided pooled two-sample t-test with ``n`` per group at effect |Δ| / σ (noncentral t)."""
+    df, ncp = 2 * n - 2, abs(effect) * math.sqrt(n / 2)
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(critical, df, ncp) + stats.nct.cdf(-critical, df, ncp))
+
+
+def seeds_needed(delta: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """The fewest seeds per group (>= 2) at which :func:`t_test_power` reaches ``power``; None for no Δ or no spread.
+
+    Starts from the normal approximation 2 (z_{1-alpha/2} + z_power)^2 / effect^2 and steps to the exact n.
+    """
+    if not (math.isfinite(delta) and math.isfinite(sd)) or sd <= 0 or delta == 0:
+        return None
+    effect = abs(delta) / sd
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n = max(2, math.ceil(2 * (z / effect) ** 2))
+    while n > 2 and t_test_power(n - 1, effect, alpha) >= power:
+        n -= 1
+    while t_test_power(n, effect, alpha) < power:
+        n += 1
+    return n
+
+
+def pareto_front(costs: Sequence[float], values: Sequence[float], direction: str) -> np.ndarray:
+    """Which points no other point dominates (cost no higher, value no worse, one of them strictly); NaN: never."""
+    cost = np.asarray(costs, float)
+    value = np.asarray(values, float) * (1.0 if direction == "min" else -1.0)  # lower is better from here on
+    ok = ~(np.isnan(cost) | np.isnan(value))
+    front = np.zeros(len(cost), bool)
+    for i in np.flatnonzero(ok):
+        no_worse = ok & (cost <= cost[i]) & (value <= value[i])
+        front[i] = not (no_worse & ((cost < cost[i]) | (value < value[i]))).any()
+    return front
+
+
+# ---- genotype agreement ----------------------------------------------------------------------
+
+
+def genotype_set(genotype: Mapping | Genotype) -> frozenset[tuple[str, int, int, str]]:
+    """A derived genotype (a record's ``genotype``) as its set of (cell type, input, node, op)."""
+    genotype = genotype if isinstance(genotype, Genotype) else Genotype.from_dict(genotype)
+    return frozenset((t, src, dst, op) for t, cell in genotype.cells.items() for src, dst, op in cell.edges)
+
+
+def jaccard(a: Iterable, b: Iterable) -> float:
+    """|A ∩ B| / |A ∪ B|; 1 for two empty sets."""
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _draw(space: SearchSpace, size: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, E * K') masks of random cells over the space's (edge, op != zero) universe."""
+    ops = [o for o in space.ops if o != space.zero_op]
+    masks = np.zeros((draws, space.num_edges * len(ops)), bool)
+    rows = np.arange(draws)[:, None]
+    if space.inputs_per_node is None:  # any in-degree: ``size`` entries uniformly without replacement
+        picked = rng.random(masks.shape).argsort(axis=1)[:, : min(size, masks.shape[1])]
+        masks[rows, picked] = True
+        return masks
+    for dst in space.intermediate_nodes:  # per node: that many distinct inputs, one op each
+        k = min(space.inputs_per_node, dst)
+        srcs = rng.random((draws, dst)).argsort(axis=1)[:, :k]  # (draws, k)
+        edge = np.array([space.edge_index(s, dst) for s in range(dst)])[srcs]
+        masks[rows, edge * len(ops) + rng.integers(0, len(ops), (draws, k))] = True
+    return masks
+
+
+def random_jaccard(space: SearchSpace, a: frozenset, b: frozenset, draws: int = DRAWS,
+                   rng: np.random.Generator | None = None) -> float:  # fmt: skip
+    """The mean Jaccard of two random genotypes of ``space`` with, per cell type, as many entries as ``a`` and ``b``.
+
+    Entries are drawn from the space's (input, node, op) universe with op != the zero op. In a space with
+    ``inputs_per_node`` (DARTS: 2) each node gets that many distinct inputs and one op each, as a valid
+    genotype does; without it, entries are drawn uniformly, so a drawn cell may leave a node without
+    inputs, which a derived cell never does: for such spaces the baseline is an approximation.
+    """
+    rng = rng or np.random.default_rng(SEED)
+    inter = union = np.zeros(draws)
+    for cell_type in space.cell_types:
+        x = _draw(space, sum(e[0] == cell_type for e in a), draws, rng)
+        y = _draw(space, sum(e[0] == cell_type for e in b), draws, rng)
+        inter, union = inter + (x & y).sum(axis=1), union + (x | y).sum(axis=1)
+    return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+
+
+def _agreement(genotypes: list, spaces: list) -> dict:
+    sets = [genotype_set(g) for g in genotypes if isinstance(g, Mapping)]  # a record may hold no genotype
+    pairs = list(itertools.combinations(sets, 2))
+    row = {"genotypes": len(sets), "distinct": len(set(sets)), "jaccard": math.nan, "random_jaccard": math.nan}
+    if pairs:
+        row["jaccard"] = float(np.mean([jaccard(a, b) for a, b in pairs]))
+        try:
+            space = SPACES.get(spaces[0]) if len(set(spaces)) == 1 else None
+        except UnknownNameError:  # a plug-in space missing here: no universe to draw from
+            space = None
+        if space is not None:
+            rng = np.random.default_rng(SEED)
+            row["random_jaccard"] = float(np.mean([random_jaccard(space, a, b, rng=rng) for a, b in pairs]))
+    return row
+
+
+# ---- records -> comparison -------------------------------------------------------------------
+
+
+def _metric(task: str, metric: str | None, runs: pd.DataFrame) -> tuple[str, str, str]:
+    """(record key, label, direction) of ``metric`` (``error`` or ``test_error``; None: the task's main metric)."""
+    try:
+        cls = TASKS.get(task)
+    except UnknownNameError:
+        raise UserError(f"task {task!r} is not installed, so the direction of its metrics is unknown; install the "
+                        "plug-in that provides it") from None  # fmt: skip
+    declared = {f"test_{m.name}": m for m in cls.metrics}
+    key = f"test_{cls.main_metric}" if metric is None else f"test_{metric.removeprefix('test_')}"
+    recorded = [k for k in declared if k in runs and pd.to_numeric(runs[k], errors="coerce").notna().any()]
+    if key not in recorded:
+        raise UserError(unknown_name_message(f"metric of {task} runs", metric or key, recorded or list(declared)))
+    found = declared[key]
+    return key, found.label or f"Test {found.name}", found.direction
+
+
+def _group_labels(groups: pd.DataFrame) -> list[str]:
+    """``egs (M=7)``; where two groups of a preset would read alike, their setup, then their config hash."""
+    labels = [_label(m, v) for m, v in zip(groups["method"], groups["variant"], strict=True)]
+    extras = [lambda i: f" [{setup_label(*(groups.iloc[i][c] for c in SETUP))}]",
+              lambda i: f" {str(groups.iloc[i]['config_hash'])[:8]}"]  # fmt: skip
+    for extra in extras:
+        keys = list(zip(groups["preset"], labels, strict=True))
+        labels = [label + extra(i) if keys.count(keys[i]) > 1 else label for i, label in enumerate(labels)]
+    return labels
+
+
+def compare_runs(records: Iterable[dict | Record], task: str | None = None, metric: str | None = None,
+                 baseline: str | None = None) -> Comparison:  # fmt: skip
+    """Every group of ``task``'s runs against the baseline's group in its preset (see the module docstring).
+
+    Args:
+        records: run records (dicts or ``Record`` models); failed runs are left out.
+        task: the task to compare; None for the only task of the records.
+        metric: a declared metric of the task, ``error`` or ``test_error``; None for its main metric.
+        baseline: a method name (``darts``) or a group label (``darts (order=2)``); None for ``darts`` if
+            it ran, else the first method alphabetically.
+
+    Raises:
+        UserError: no such task, metric or baseline in the records (the message lists those there), or the
+            task is not installed (its metrics' directions are unknown).
+    """
+    records = [r.model_dump(mode="json") if isinstance(r, Record) else r for r in records]
+    runs = runs_frame(records).assign(genotype=[r.get("genotype") for r in records],
+                                      space=[r.get("space") for r in records])  # fmt: skip
+    tasks = sorted(runs["task"].dropna().unique()) if len(runs) else []
+    if task is None and len(tasks) != 1:
+        raise UserError(f"records of {len(tasks)} tasks ({', '.join(tasks) or 'none'}): pass the task to compare "
+                        "(--task)")  # fmt: skip
+    task = task or tasks[0]
+    if task not in tasks:
+        raise UserError(unknown_name_message("task of the records", task, tasks))
+    runs = runs[(runs["task"] == task) & runs["ok"]]
+    if runs.empty:
+        raise UserError(f"no finished run of {task} (every record of it failed); nothing to compare")
+    key, label, direction = _metric(task, metric, runs)
+    runs, notes = latest_per_seed(runs)
+    runs = runs.assign(value=pd.to_numeric(runs[key], errors="coerce"))
+    if runs["value"].isna().any():
+        notes.append(f"{int(runs['value'].isna().sum())} ok runs record no {key} and are left out")
+    runs = runs[runs["value"].notna()]
+    if runs.empty:  # the newest record of every seed lacks the metric
+        raise UserError(f"no run of {task} records {key} in its newest record of a seed; nothing to compare")
+    keys, members = zip(*runs.groupby(GROUP, dropna=False, sort=True), strict=True)
+    methods = pd.DataFrame([dict(zip(GROUP, k, strict=True)) for k in keys])
+    methods["label"] = _group_labels(methods)
+    hours = [24 * pd.to_numeric(g["search_gpu_days"], errors="coerce") for g in members]
+    methods = methods.assign(mean=[g["value"].mean() for g in members], std=[g["value"].std() for g in members],
+                             n=[len(g) for g in members], cost_h=[h.mean() for h in hours],
+                             cost_h_std=[h.std() for h in hours])  # fmt: skip
+    values = {i: dict(zip(g["seed"], g["value"], strict=True)) for i, g in enumerate(members)}
+    baseline, chosen, base_notes = _baselines(methods, baseline)
+    methods["is_baseline"] = [i in chosen.values() for i in methods.index]
+    rank = [PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER) for p in methods["preset"]]
+    order = methods.assign(_rank=rank).sort_values(["_rank", "preset", "is_baseline", "label"],
+                                                   ascending=[True, True, False, True]).index  # fmt: skip
+    methods = methods.loc[order]
+    pairs = _pairs(methods, chosen, values, direction)
+    agreement = pd.DataFrame([_agreement(list(members[i]["genotype"]), list(members[i]["space"]))
+                              for i in methods.index], index=methods.index)  # fmt: skip
+    agreement = pd.concat([methods[["label", "preset"]], agreement], axis=1)
+    notes = _explain(methods, pairs, label, direction, chosen) + base_notes + notes
+    return Comparison(task, key, label, direction, baseline, methods.reset_index(drop=True),
+                      pairs.reset_index(drop=True), agreement.reset_index(drop=True), notes)  # fmt: skip
+
+
+def _baselines(methods: pd.DataFrame, baseline: str | None) -> tuple[str, dict[str, int], list[str]]:
+    """The baseline's name, its group (row index) per preset and notes on presets without or with several."""
+    names = sorted(methods["method"].unique())
+    if baseline is None:
+        baseline = "darts" if "darts" in names else names[0]
+    elif baseline not in names and baseline not in set(methods["label"]):
+        raise UserError(unknown_name_message("baseline method", baseline, names))
+    chosen, notes = {}, []
+    for preset, rows in methods.groupby("preset", sort=True):
+        found = rows[(rows["label"] == baseline) | (rows["method"] == baseline)].sort_values("label")
+        if found.empty:
+            notes.append(f"preset {preset}: no {baseline} runs, so its groups are not compared")
+            continue
+        chosen[preset] = found.index[0]
+        if len(found) > 1:
+            notes.append(f"preset {preset}: baseline {found['label'].iloc[0]} (of {', '.join(found['label'])}); "
+                         "pass its label as --baseline for another")  # fmt: skip
+    return baseline, chosen, notes
+
+
+def _pairs(methods: pd.DataFrame, chosen: dict, values: dict, direction: str) -> pd.DataFrame:
+    rows = []
+    for i, row in methods[~methods["is_baseline"]].iterrows():
+        if row["preset"] not in chosen:
+            continue
+        b = chosen[row["preset"]]
+        a_values, b_values = list(values[i].values()), list(values[b].values())
+        low, high = bootstrap_ci(a_values, b_values)
+        n_a, n_b = len(a_values), len(b_values)
+        pooled = math.nan if min(n_a, n_b) < 2 else math.sqrt(
+            ((n_a - 1) * row["std"] ** 2 + (n_b - 1) * methods.loc[b, "std"] ** 2) / (n_a + n_b - 2))  # fmt: skip
+        delta = row["mean"] - methods.loc[b, "mean"]
+        wins, ties, losses = win_tie_loss(values[i], values[b], direction)
+        rows.append({"index": i, "label": row["label"], "preset": row["preset"], "baseline": methods.loc[b, "label"],
+                     "delta": delta, "ci_low": low, "ci_high": high, "p": welch_p(a_values, b_values),
+                     "wins": wins, "ties": ties, "losses": losses,
+                     "seeds_needed": seeds_needed(delta, pooled) if min(n_a, n_b) >= 2 else None})  # fmt: skip
+    columns = ["index", "label", "preset", "baseline", "delta", "ci_low", "ci_high", "p", "wins", "ties", "losses",
+               "seeds_needed"]  # fmt: skip
+    pairs = pd.DataFrame(rows, columns=columns).set_index("index")
+    pairs.index.name = None
+    pairs["p_holm"] = holm(pairs["p"].to_numpy(float))
+    pairs["seeds_needed"] = pd.array(pairs["seeds_needed"], dtype="Int64")
+    better = (pairs["delta"] < 0) if direction == "min" else (pairs["delta"] > 0)
+    resolved = pairs["p_holm"] < ALPHA
+    pairs["verdict"] = np.where(resolved & better, "better", np.where(resolved, "worse", "not resolved"))
+    return pairs
+
+
+def _explain(methods: pd.DataFrame, pairs: pd.DataFrame, label: str, direction: str, chosen: dict) -> list[str]:
+    way = "lower" if direction == "min" else "higher"
+    k = int(pairs["p"].notna().sum())
+    notes = [f"Δ: the row's mean {label} minus its preset's baseline's ({way} is better); 95% CI: percentile "
+             f"bootstrap over seeds, each group resampled independently ({RESAMPLES:,} resamples, seed {SEED})",
+             f"p (Welch): two-sided Welch t-test; p (Holm): Holm's step-down adjustment over the "
+             f"{k} pair{'' if k == 1 else 's'} with a p-value; better/worse: adjusted p < {ALPHA}; "
+             "not resolved: these seeds cannot tell the difference from noise (not that the methods are equal)",
+             f"W/T/L: wins, ties (within {TIE:g}) and losses against the baseline on the seeds both ran; seeds "
+             f"needed: per method, for a two-sided t-test at alpha {ALPHA} to detect the observed Δ at the pooled "
+             f"std with power {POWER} (noncentral t), as uncertain as that Δ and std"]  # fmt: skip
+    compared = methods.loc[sorted(set(pairs.index) | {chosen[p] for p in pairs["preset"]}), "n"]
+    few = int(compared[compared >= 2].min()) if (compared >= 2).any() else FEW_SEEDS  # one seed: its own note
+    if few < FEW_SEEDS:
+        narrow = "from n = 3 a nominal 95% interval covers the true Δ far less often; read it with the p-value"
+        notes.append(f"few seeds (as few as {few}): the percentile bootstrap interval is too narrow ({narrow})")
+    single = methods.loc[methods["n"] < 2, "label"].tolist()
+    if single:
+        notes.append(f"{', '.join(single)}: one seed, and a single seed gives no uncertainty (no std, CI or p)")
+    return notes
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+
+def _p(value: float) -> str:
+    return "-" if math.isnan(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _table(c: Comparison, fmt: str) -> pd.DataFrame:
+    """The comparison as one table: a row per group, the pair columns blank on the baselines."""
+    pairs = c.pairs.merge(c.methods[["label", "preset"]].reset_index(), on=["label", "preset"]).set_index("index")
+    pairs = pairs.reindex(c.methods.index)
+    table = {"Method": c.methods["label"], "Preset": c.methods["preset"], c.label: c.methods["mean"],
+             c.label + STD: c.methods["std"], "Seeds": c.methods["n"], COST: c.methods["cost_h"],
+             COST + STD: c.methods["cost_h_std"], "Δ": pairs["delta"]}  # fmt: skip
+    if fmt == "csv":
+        table |= {"CI low": pairs["ci_low"], "CI high": pairs["ci_high"], "p (Welch)": pairs["p"],
+                  "p (Holm)": pairs["p_holm"], "Wins": pairs["wins"].astype("Int64"),
+                  "Ties": pairs["ties"].astype("Int64"), "Losses": pairs["losses"].astype("Int64")}  # fmt: skip
+    else:
+        table |= {"95% CI": ["-" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in
+                             zip(pairs["ci_low"], pairs["ci_high"], strict=True)],
+                  "p (Welch)": [_p(p) for p in pairs["p"]], "p (Holm)": [_p(p) for p in pairs["p_holm"]],
+                  "W/T/L": ["-" if pd.isna(w) else f"{int(w)}/{int(t)}/{int(lo)}" for w, t, lo in
+                            zip(pairs["wins"], pairs["ties"], pairs["losses"], strict=True)]}  # fmt: skip
+    verdicts = pairs["verdict"].where(~c.methods["is_baseline"], "baseline").fillna("-")
+    table |= {"Seeds needed": pairs["seeds_needed"].astype("Int64"), "Verdict": verdicts}
+    out = pd.DataFrame(table).reset_index(drop=True)
+    out.attrs["notes"] = c.notes
+    return out
+
+
+def _agreement_table(c: Comparison) -> pd.DataFrame:
+    a = c.agreement
+    out = pd.DataFrame({"Method": a["label"], "Preset": a["preset"], "Genotypes": a["genotypes"],
+                        "Distinct": a["distinct"], "Jaccard (seed pairs)": a["jaccard"],
+                        "Jaccard (random cells)": a["random_jaccard"]})  # fmt: skip
+    out.attrs["notes"] = [
+        "Jaccard: entries shared / entries of either, of two seeds' derived (cell type, input, node, op) sets, mean "
+        "over pairs of "
+        f"seeds; random cells: the same for random cells of the same sizes ({DRAWS:,} draws, seed {SEED}; in a "
+        "space without a fixed in-degree the draw is uniform over (input, node, op), an approximation). Above "
+        "random: the seeds find similar cells"]  # fmt: skip
+    return out
+
+
+def render_comparison(comparison: Comparison, fmt: str = "md") -> str:
+    """The comparison table and the genotype-agreement table, each under a title, notes under each.
+
+    Args:
+        comparison: from :func:`compare_runs`.
+        fmt: ``md``, ``csv`` (numbers in their own columns, titles and notes as ``#`` lines), ``latex`` or ``html``.
+    """
+    if fmt not in FORMATS:
+        raise UnknownNameError(unknown_name_message("table format", fmt, list(FORMATS)))
+    c = comparison
+    sections = [(f"{c.task}: {c.label} against {c.baseline}", _table(c, fmt)),
+                (f"{c.task}: genotype agreement across seeds", _agreement_table(c))]  # fmt: skip
+    parts = []
+    for title, table in sections:
+        notes = _notes(table.attrs["notes"], fmt) if fmt == "csv" else ""  # render adds them in the others
+        parts.append(_TITLES[fmt](title) + render(table, fmt) + notes)
+    return "\n".join(parts)
+
+
+def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
+    """The metric against search cost (mean ± std over seeds on both axes), a labelled point per group, and
+    each preset's Pareto front (lower cost, better metric) as a step line through its highlighted points.
+
+    The x axis is logarithmic when the costs span more than 10x. Written atomically as PNG.
+    """
+    from .plots import _save, plt  # matplotlib with the Agg backend
+
+    m = comparison.methods
+    presets = list(dict.fromkeys(m["preset"]))
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
+    for k, preset in enumerate(presets):
+        rows = m[(m["preset"] == preset) & m["cost_h"].notna() & m["mean"].notna()]
+        color = f"C{k}"
+        ax.errorbar(rows["cost_h"], rows["mean"], xerr=rows["cost_h_std"].fillna(0), yerr=rows["std"].fillna(0),
+                    fmt="o", color=color, ms=5, capsize=3, label=preset if len(presets) > 1 else None)  # fmt: skip
+        front = rows[pareto_front(rows["cost_h"], rows["mean"], comparison.direction)].sort_values("cost_h")
+        ax.step(front["cost_h"], front["mean"], where="post", color=color, ls="--", lw=1, alpha=0.8)
+        ax.scatter(front["cost_h"], front["mean"], s=120, facecolors="none", edgecolors=color, lw=1.5, zorder=3)
+        for _, row in rows.iterrows():
+            ax.annotate(row["label"], (row["cost_h"], row["mean"]), xytext=(5, 5), textcoords="offset points",
+                        fontsize=7)  # fmt: skip
+    costs = m["cost_h"].dropna()
+    if len(costs) and costs.min() > 0 and costs.max() / costs.min() > 10:
+        ax.set_xscale("log")
+    way = "lower" if comparison.direction == "min" else "higher"
+    ax.set(xlabel="search cost (device-hours)", ylabel=f"{comparison.label} ({way} is better)",
+           title=f"{comparison.task}: {comparison.label} against search cost (circled: Pareto front)")  # fmt: skip
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    if len(presets) > 1:
+        ax.legend(fontsize=7, title="preset", title_fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, path)
+    return path
