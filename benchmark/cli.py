@@ -137,14 +137,19 @@ def _say(text: str) -> None:
 
 def results_table(records: list[dict]) -> str:
     """A fixed-width table of run records, one row each: the task's test metrics, size and wall times."""
-    from .tables import runs_frame
+    import pandas as pd
+
+    from .tables import runs_frame, signal_notes
 
     frame = runs_frame(records)
+    frame["signal"] = 100 * pd.to_numeric(frame["entropy_drop"], errors="coerce")
     metrics = [c for c in frame.columns if str(c).startswith("test_")]  # whatever the tasks record
-    columns = ["method", "task", "preset", "seed", *metrics, "params_m", "macs_m", "search_s", "evaluate_s"]
-    labels = {"params_m": "params (M)", "macs_m": "MACs (M)", "search_s": "search (s)", "evaluate_s": "eval (s)"}
-    frame = frame.reindex(columns=columns).rename(columns=labels)
-    return frame.to_string(index=False, float_format=lambda v: f"{v:.2f}")
+    columns = ["method", "task", "preset", "seed", *metrics, "params_m", "macs_m", "signal", "search_s", "evaluate_s"]
+    labels = {"params_m": "params (M)", "macs_m": "MACs (M)", "search_s": "search (s)", "evaluate_s": "eval (s)",
+              "signal": "search signal (ΔH %)"}  # fmt: skip
+    table = frame.reindex(columns=columns).rename(columns=labels)
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-")
+    return text + "".join(f"\nNote: {note}" for note in signal_notes(frame))
 
 
 def _run(args) -> int:
@@ -205,6 +210,11 @@ def _demo(args) -> int:
     _say(f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({sizes['train']} train / {sizes['test']} test images), "
           "CPU-sized networks; not comparable to paper numbers.")  # fmt: skip
     _say(results_table(records))
+    _say("What this shows: every method runs search -> derive -> final training on real images and writes a run "
+         "folder. What it cannot show: which method is better. Twelve search steps barely move the architecture "
+         "distributions (the search signal column), and one seed tested on 400 images leaves a spread of several "
+         "points, so the ranking above is noise. For a comparison: the proxy studies in results/studies/ and "
+         "egsbench compare.")  # fmt: skip
     _say(f"total wall time {time.perf_counter() - start:.0f} s; run folders under {out}")
     return 0
 

@@ -139,7 +139,25 @@ class _Throughput(_Closed):
     peak_memory_how: str | None = Field(None, description="how peak_memory_mb was measured (benchmark.memory)")
 
 
+class SearchSignal(_Closed):
+    """How far the search moved its learned op distribution (``egsbench.methods.signal``)."""
+
+    ops: Count = Field(description="K, the ops per edge")
+    entropy_start: Amount = Field(description="mean per-edge entropy before the first step (nats)")
+    entropy_end: Amount = Field(description="mean per-edge entropy after the last step (nats)")
+    entropy_start_frac: Amount = Field(description="entropy_start / log K (1: uniform)")
+    entropy_end_frac: Amount = Field(description="entropy_end / log K")
+    entropy_drop_frac: float = Field(description="(entropy_start - entropy_end) / log K")
+    margin_start: Amount | None = Field(description="mean per-edge gap between the two most probable ops, at the start")
+    margin_end: Amount | None = Field(description="the same after the last step")
+    derived_changed: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        description="fraction of the derived (input, node, op) choices the method's rule would not take from the "
+        "initial distribution; null when the derivation is no rule on the distribution")
+
+
 class SearchCost(_Throughput):
+    signal: SearchSignal | None = Field(None, description="null for methods that learn no distribution, transfers "
+                                        "of fixed cells and records written before it was measured")  # fmt: skip
     wall_time_s: Amount
     derive_wall_time_s: Amount
     steps: Count

@@ -77,6 +77,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..methods import METHODS, SearchContext
+from ..methods.signal import learned_distribution, mean_entropy, search_signal
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, EdgeWeights, Genotype, UserError, count_macs, count_parameters
 from ..tasks.spaces.genotypes import genotype_source
@@ -479,8 +480,11 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     ckpt = Checkpointer(folder, accelerator)
     POSITION.checkpoints["search"] = ckpt
     curves, probs_history, elapsed, first, examples = [], [], 0.0, 0, 0
+    initial = learned_distribution(method)  # before any step: where the search signal is measured from
     restored = ckpt.restore()
     if restored is not None:
+        if "initial" in restored.progress:  # absent from checkpoints written before the search signal
+            initial = _tensors(restored.progress["initial"])
         method.load_state_dict(restored.state["method"])
         train_gen.set_state(restored.state["train_gen"])
         val_gen.set_state(restored.state["val_gen"])
@@ -519,7 +523,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
                                                                    for t, p in probs_history[-1].items()}})  # fmt: skip
         state = {"method": method.state_dict(), "train_gen": train_gen.get_state(), "val_gen": val_gen.get_state()}
         ckpt.save(epoch, state, {"curves": curves, "probabilities": probs_history, "seconds": elapsed,
-                                 "examples": examples})  # fmt: skip
+                                 "examples": examples, "initial": _lists(initial)})  # fmt: skip
     bar.close()
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
@@ -538,6 +542,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     total_steps = epochs * steps
     return {
         "genotype": genotype.to_dict(),
+        "signal": _search_signal(method, initial, genotype),
         "curves": curves,
         "probabilities": probs_history,
         "cost": {
@@ -861,18 +866,27 @@ def _save_weights(model: torch.nn.Module, path: Path, genotype: Genotype, run_na
     os.replace(tmp, path)
 
 
-def arch_entropy(probabilities: dict[str, torch.Tensor]) -> float | None:
-    """Mean entropy (nats) of the per-edge op distributions a method reports, over every edge of every cell type.
+def _lists(probabilities: dict[str, torch.Tensor] | None) -> dict[str, list] | None:
+    return None if probabilities is None else {t: p.tolist() for t, p in probabilities.items()}
 
-    How far the search has committed: ``log K`` for uniform alphas, 0 for one-hot. None when the
-    method has no distribution over ops (a method that trains no architecture parameters).
-    """
-    rows = [p.reshape(-1, p.shape[-1]).double() for p in probabilities.values() if p.numel()]
-    if not rows:
+
+def _tensors(probabilities: dict[str, list] | None) -> dict[str, torch.Tensor] | None:
+    if probabilities is None:
         return None
-    p = torch.cat(rows)
-    p = p / p.sum(-1, keepdim=True).clamp_min(1e-30)
-    return float(-(p * p.clamp_min(1e-30).log()).sum(-1).mean())
+    return {t: torch.tensor(p, dtype=torch.float64) for t, p in probabilities.items()}
+
+
+def _search_signal(method, initial: dict[str, torch.Tensor] | None, genotype: Genotype) -> dict | None:
+    """The record's ``search.signal`` (:mod:`egsbench.methods.signal`); None for methods that learn no distribution."""
+    final = learned_distribution(method)
+    if initial is None or final is None:
+        return None
+    rule = getattr(method, "derive_from_distribution", None)
+    before = rule(initial) if rule is not None else None
+    return search_signal(initial, final, genotype if before is not None else None, before)
+
+
+arch_entropy = mean_entropy  # the search curves' per-epoch column (of what probabilities() reports)
 
 
 def run_experiment(
@@ -1150,7 +1164,7 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
             "search_val_score": found["derive_score"],
         },
         "genotype": genotype.to_dict(),
-        "search": found["cost"],
+        "search": found["cost"] | {"signal": found.get("signal")},  # no signal in results written before it
         "evaluate": final["cost"],
         "data": {**identity, "sizes": dict(data.sizes)},
         "manifest": manifest(_device_name(accelerator), _determinism(cfg.seed)),

@@ -47,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..methods.signal import MOVED_FRAC
 from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError
 from ..tasks.spaces.registry import unknown_name_message
@@ -70,6 +71,7 @@ __all__ = [
     "render_tables",
     "runs_frame",
     "setup_label",
+    "signal_notes",
     "summarize",
 ]
 
@@ -87,6 +89,7 @@ _REFERENCE_META = ("architecture", "source", "method", "task", "preset", "select
                    "note")  # fmt: skip
 SEARCHED_ON = "searched_on"  # in a group's variant: the task a transfer run's cell was searched on
 _DESCRIPTORS = ("ops", "search_type")  # facts of the method and its space: a reproduced row repeats its paper row's
+SIGNAL = "Search signal (ΔH %)"  # the mean entropy drop of the runs' op distributions, % of log K
 _COLUMN_LABELS = {"params_m": "Params (M)", "search_cost_gpu_days": "Search cost (GPU days)", "ops": "Ops",
                   "search_type": "Search type"}  # fmt: skip
 
@@ -119,6 +122,7 @@ def _run_row(record: dict | Record) -> dict:
     method_config = (record.get("config") or {}).get("method") or {}
     search, evaluate = record.get("search") or {}, record.get("evaluate") or {}
     hours = search.get("device_hours")
+    signal = search.get("signal") or {}
     search_s = [search.get("wall_time_s"), search.get("derive_wall_time_s")]
     return {
         **((record.get("extras") or {}).get("valid") or {}),  # the last validation numbers (e.g. valid_ppl)
@@ -135,6 +139,7 @@ def _run_row(record: dict | Record) -> dict:
         "deterministic": bool(record.get("deterministic", False)),
         "ok": record.get("status") in (None, "ok"),
         "search_gpu_days": None if hours is None else hours / 24,
+        "entropy_drop": signal.get("entropy_drop_frac"),  # the search signal (egsbench.methods.signal)
         "search_s": None if None in search_s else sum(search_s),
         "evaluate_s": evaluate.get("wall_time_s"),
         "created": record.get("created"),
@@ -203,18 +208,38 @@ def summarize(runs: pd.DataFrame, metric: str, more: Sequence[str] = ()) -> pd.D
     """
     runs, notes = latest_per_seed(runs)
     nan = pd.Series(math.nan, index=runs.index)
-    numeric = [metric, *more, "params_m", "search_gpu_days"]
+    numeric = [metric, *more, "params_m", "search_gpu_days", "entropy_drop"]
     runs = runs.assign(**{col: pd.to_numeric(runs.get(col, nan), errors="coerce") for col in numeric})
     aggregates = {"mean": (metric, "mean"), "std": (metric, "std"), "seeds": (metric, "count"),
-                  "params_m": ("params_m", "mean"), "search_gpu_days": ("search_gpu_days", "mean")}  # fmt: skip
+                  "params_m": ("params_m", "mean"), "search_gpu_days": ("search_gpu_days", "mean"),
+                  "entropy_drop": ("entropy_drop", "mean"), "entropy_drop_min": ("entropy_drop", "min")}  # fmt: skip
     for name in more:
         aggregates |= {name: (name, "mean"), name + STD: (name, "std")}
     stats = runs[runs["ok"]].groupby(GROUP, dropna=False).agg(**aggregates)
     failed = (~runs["ok"]).groupby([runs[c] for c in GROUP], dropna=False).sum().rename("failed")
     out = stats.join(failed, how="outer").reset_index()
     out = out.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
-    out.attrs["notes"] = notes
+    out.attrs["notes"] = [*notes, *signal_notes(out)]
     return out
+
+
+def signal_notes(rows: pd.DataFrame) -> list[str]:
+    """The line under a table whose runs' architecture distributions did not move (``methods.signal.moved``).
+
+    ``rows``: a ``runs_frame`` (one row per run) or a ``summarize`` frame (one per group, with the group's
+    smallest drop in ``entropy_drop_min``); a group counts as still when any of its runs is.
+    """
+    drop = pd.to_numeric(rows["entropy_drop_min" if "entropy_drop_min" in rows else "entropy_drop"], errors="coerce")
+    measured = rows[drop.notna()]
+    still = measured[drop[drop.notna()] < MOVED_FRAC]
+    if still.empty:
+        return []
+    names = dict.fromkeys(f"{_label(m, v)} {p}" for m, v, p in zip(still["method"], still["variant"], still["preset"],
+                                                                     strict=True))  # fmt: skip
+    which = "" if len(still) == len(measured) else f" ({', '.join(names)})"
+    return [f"the architecture distributions did not move{which}: these rows compare cells drawn at random "
+            f"(the mean edge entropy fell by less than {MOVED_FRAC:.0%} of log K; the search signal is that drop "
+            "in % of log K)"]  # fmt: skip
 
 
 def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.DataFrame:
@@ -343,10 +368,10 @@ def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
         columns |= {key: groups["mean"], key + STD: groups["std"]} if i == 0 else {
             key: groups[key], key + STD: groups[key + STD]}  # fmt: skip
     columns |= {"Params (M)": groups["params_m"], "Search cost (GPU days)": groups["search_gpu_days"],
-                "Seeds": groups["seeds"], "Failed": groups["failed"]}  # fmt: skip
+                SIGNAL: 100 * groups["entropy_drop"], "Seeds": groups["seeds"], "Failed": groups["failed"]}  # fmt: skip
     table = _config_column(pd.DataFrame(columns), groups, runs, ["Architecture", "Preset", "Setup"])
     order = ["Architecture", "Preset", "Setup", *(["Config"] if "Config" in table else [])]
-    return _noted(table.sort_values(order).reset_index(drop=True), groups)
+    return _noted(_without_empty_signal(table.sort_values(order).reset_index(drop=True)), groups)
 
 
 def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
@@ -436,8 +461,8 @@ def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task:
             key, column_label = record_keys[column], _column_label(column)
             ours |= {column_label: groups[key] if key else nan, column_label + STD: groups[key + STD] if key else nan}
             theirs |= {column_label: paper, column_label + STD: nan}
-    ours |= {"Seeds": groups["seeds"], "Failed": groups["failed"]}
-    theirs |= {"Seeds": pd.NA, "Failed": pd.NA}
+    ours |= {SIGNAL: 100 * groups["entropy_drop"], "Seeds": groups["seeds"], "Failed": groups["failed"]}
+    theirs |= {SIGNAL: nan, "Seeds": pd.NA, "Failed": pd.NA}
     ours = pd.DataFrame(ours, index=groups.index)
     ours = _config_column(ours, groups, runs, [label, "Method", "Preset", "Setup"])
     ours["_ref"] = [_ref_position(ref) for ref in refs]
@@ -464,7 +489,12 @@ def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task:
     for column in out.columns:
         if column not in (label, "Method", "Preset", "Setup", "Config", "Search type", "Best"):
             out[column] = pd.to_numeric(out[column], errors="coerce") if out[column].dtype == object else out[column]
-    return _noted(out, summary)
+    return _noted(_without_empty_signal(out), summary)
+
+
+def _without_empty_signal(table: pd.DataFrame) -> pd.DataFrame:
+    """The search-signal column only where some run measured one (not for random search, fixed cells, old records)."""
+    return table.drop(columns=SIGNAL) if SIGNAL in table and table[SIGNAL].isna().all() else table
 
 
 def _own_search_notes(groups: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
@@ -531,6 +561,8 @@ def _cell(value: Any, column: str) -> str:
         return str(value)
     if column == "Δ":
         return f"{value:+.2f}"
+    if column == SIGNAL:
+        return f"{value:.1f}"
     if column.startswith("Search cost"):
         return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"  # 3150, not 3.15e+03
     return f"{value:.2f}"

@@ -116,6 +116,11 @@ class SearchMethod(Protocol):
     Class attributes: ``config_class`` (the ``@dataclass`` its ``method:`` block validates
     into) and ``space`` (the space its genotypes belong to: ``"darts"`` for two inputs per
     node, ``"dag"`` for any in-degree and several ops per edge).
+
+    Optional members, read by the runner for the search signal (:mod:`.signal`):
+    ``learned_probabilities()`` (the distribution the search learns when it differs from
+    ``probabilities()``, or None when it learns none) and ``derive_from_distribution(probabilities)``
+    (the method's derivation rule applied to a distribution; None when it is no such rule).
     """
 
     config_class: type

@@ -301,11 +301,15 @@ class DARTS:
         ``score`` is unused: DARTS derives from alpha alone.
         """
         del score
+        return self.derive_from_distribution(self.probabilities())
+
+    def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype:
+        """DARTS's derivation rule applied to ``{cell type: (E, K)}`` op probabilities (the search signal's too)."""
         space = self.ctx.space
         keep = space.inputs_per_node or 2
         candidates = [k for k, op in enumerate(space.ops) if op != space.zero_op]
         cells = {}
-        for t, p in self.probabilities().items():
+        for t, p in probabilities.items():
             rows = p.detach().double().cpu().tolist()  # (E, K)
             edges = []
             for dst in space.intermediate_nodes:

@@ -464,6 +464,10 @@ class EGS:
         lam = self.config.lam
         return {t: lam * h[t] + (1 - lam) * self.credits_l[t] for t in h}
 
+    def learned_probabilities(self) -> dict[str, torch.Tensor]:
+        """What the search learns, ``h`` (the search signal's distribution; ``p`` mixes in the fixed credits)."""
+        return self.effectiveness()
+
     def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One EGS code per cell type, ``(E, K)``, shared by all cells of that type."""
         codes = {}
@@ -538,6 +542,16 @@ class EGS:
         with batch_statistics(self.ctx.model):
             self.derive_score = score(genotype_weights(self.ctx.space, genotype, self.ctx.device))
         return genotype
+
+    def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype | None:
+        """``derive: mode`` on learned ``h`` (mixed with the credits as ``p`` under ``derive_from: p``), for the
+        search signal; None under ``derive: sample``, which is no rule on the distribution."""
+        if self.config.derive == "sample":
+            return None
+        if self.config.derive_from == "p" and self.credits_l is not None:
+            lam = self.config.lam
+            probabilities = {t: lam * h + (1 - lam) * self.credits_l[t].to(h) for t, h in probabilities.items()}
+        return _derive_mode(probabilities, self.ctx.space, self.config.M)[0]
 
     def _derive_sample(self, score: ScoreFn) -> Genotype:
         gen = torch.Generator().manual_seed(self.ctx.seed + 1)

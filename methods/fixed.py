@@ -95,6 +95,10 @@ class Fixed:
         """The genotype as ``{cell type: (E, K)}`` indicators: 1 at each (edge, op) it keeps."""
         return genotype_weights(self.ctx.space, self.genotype)
 
+    def learned_probabilities(self) -> None:
+        """None: a fixed cell learns no distribution, so its runs carry no search signal."""
+        return None
+
     def derive(self, score: ScoreFn) -> Genotype:
         return self.genotype
 

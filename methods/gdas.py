@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.spaces import CellGenotype, ConfigError, Genotype
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype, genotype_weights
 from .base import (
     ScoreFn,
     SearchContext,
@@ -173,12 +173,18 @@ class GDAS:
     def derive(self, score: ScoreFn) -> Genotype:
         """Per node, the top-2 (input, op) pairs by ``softmax(alpha)``, ``none`` excluded (top-1 in a space with one
         input per node, the recurrent ``darts_rnn``)."""
+        genotype = self.derive_from_distribution(self.probabilities())
+        # the derived cells in the supernet, on search-val
+        self.derive_score = score(genotype_weights(self.ctx.space, genotype, self.ctx.device))
+        return genotype
+
+    def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype:
+        """GDAS's derivation rule applied to ``{cell type: (E, K)}`` op probabilities (the search signal's too)."""
         space = self.ctx.space
         keep = space.inputs_per_node or 2
-        cells, weights = {}, {}
-        for t, p in self.probabilities().items():
+        cells = {}
+        for t, p in probabilities.items():
             p = p.cpu()
-            w = torch.zeros(space.num_edges, space.num_ops)
             edges = []
             for dst in space.intermediate_nodes:
                 candidates = [
@@ -190,12 +196,8 @@ class GDAS:
                 # Stable sort on the weight alone: ties keep (input, op) order.
                 for _, src, k in sorted(candidates, key=lambda c: -c[0])[:keep]:
                     edges.append((src, dst, space.ops[k]))
-                    w[space.edge_index(src, dst), k] = 1.0
             cells[t] = CellGenotype(tuple(edges), tuple(space.intermediate_nodes))
-            weights[t] = w.to(self.ctx.device)
-        genotype = Genotype(cells)
-        self.derive_score = score(weights)  # the derived cells in the supernet, on search-val
-        return genotype
+        return Genotype(cells)
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -210,6 +210,10 @@ class RandomSearch:
         space = self.ctx.space
         return {t: torch.full((space.num_edges, space.num_ops), 1.0 / space.num_ops) for t in space.cell_types}
 
+    def learned_probabilities(self) -> None:
+        """None: random search learns no distribution, so its runs carry no search signal."""
+        return None
+
     def sample(self, generator: torch.Generator | None = None) -> EdgeWeights:
         """One uniformly sampled architecture (ops over all ops, 'none' included) as one-hot edge weights."""
         cells = sample_cells(self.ctx.space, generator or self.generator, self.train_ops, self.inputs)

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..tasks.spaces import ConfigError, Genotype, UserError, prune_cell
+from ..tasks.spaces import ConfigError, Genotype, UserError, genotype_weights, prune_cell
 from .base import (
     ArchSGD,
     EdgeWeights,
@@ -254,22 +254,27 @@ class SNAS:
     @torch.no_grad()
     def derive(self, score: ScoreFn) -> Genotype:
         """The child network: argmax op (``none`` included) per edge, every non-none edge kept."""
-        space = self.ctx.space
-        cells = {}
-        for t, alpha in self.alphas.items():
-            best = alpha.argmax(dim=-1).tolist()
-            edges = [(src, dst, space.ops[k]) for (src, dst), k in zip(space.edges, best, strict=True)]
-            cell = prune_cell([e for e in edges if e[2] != space.zero_op], space.n_inputs, space.n_nodes)
+        genotype = self.derive_from_distribution(self.probabilities())
+        for t, cell in genotype.cells.items():
             if not cell.concat:
                 raise UserError(
                     f"SNAS derived an empty {t} cell: 'none' is the most likely op on every edge leaving the cell "
                     "inputs, so no node is connected. The resource penalty may be too strong (lower "
                     "method.constraint or set method.resource_lambda) or the search too short."
                 )
-            cells[t] = cell
-        genotype = Genotype(cells)
-        self.derive_score = score(_genotype_weights(space, genotype, self.ctx.device))
+        self.derive_score = score(genotype_weights(self.ctx.space, genotype, self.ctx.device))
         return genotype
+
+    def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype:
+        """SNAS's child-network rule on ``{cell type: (E, K)}`` op probabilities (argmax of softmax(log_alpha) is
+        argmax of log_alpha); a cell may come out empty here, which :meth:`derive` refuses."""
+        space = self.ctx.space
+        cells = {}
+        for t, p in probabilities.items():
+            best = p.argmax(dim=-1).tolist()
+            edges = [(src, dst, space.ops[k]) for (src, dst), k in zip(space.edges, best, strict=True)]
+            cells[t] = prune_cell([e for e in edges if e[2] != space.zero_op], space.n_inputs, space.n_nodes)
+        return Genotype(cells)
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -278,13 +283,3 @@ class SNAS:
     def load_state_dict(self, state: dict) -> None:
         restore_state(self, state)
 
-
-def _genotype_weights(space, genotype: Genotype, device: torch.device) -> dict[str, torch.Tensor]:
-    """One-hot edge weights ``{cell type: (E, K)}`` that run exactly the genotype's ops in the supernet."""
-    out = {}
-    for t, cell in genotype.cells.items():
-        w = torch.zeros(space.num_edges, space.num_ops, device=device)
-        for src, dst, op in cell.edges:
-            w[space.edge_index(src, dst), space.op_index(op)] = 1.0
-        out[t] = w
-    return out

@@ -28,6 +28,11 @@ def check_run_folder(folder, cfg):
     assert 0.0 <= m["test_accuracy"] <= 100.0 and m["test_error"] == pytest.approx(100.0 - m["test_accuracy"])
     assert m["params_m"] > 0 and m["macs_m"] > 0
     assert record["search"]["wall_time_s"] > 0 and record["search"]["steps"] > 0
+    signal = record["search"]["signal"]  # every method here learns a distribution but random search and fixed cells
+    assert (signal is None) == (cfg.method_name in ("random", "fixed"))
+    if signal is not None:
+        assert signal["entropy_drop_frac"] == pytest.approx(signal["entropy_start_frac"] - signal["entropy_end_frac"])
+        assert 0 <= signal["entropy_end_frac"] <= 1 + 1e-9 and signal["ops"] == len(SPACES.get(record["space"]).ops)
     assert {"torch", "accelerate", "egs-bench"} <= set(record["manifest"]["packages"])
     assert record["manifest"]["device"]
     assert len(record["data"]["sha256"]) == 64

@@ -258,7 +258,8 @@ def test_write_record_refuses_nan_and_takes_a_model(tmp_path):
     write_record(tmp_path / "c.json", Record.model_validate(make_record()))
     unmeasured = {"examples_per_s": None, "example_unit": None, "peak_memory_how": None}  # the model's defaults
     expected = make_record()
-    expected |= {"extras": {}, "search": expected["search"] | unmeasured, "evaluate": expected["evaluate"] | unmeasured}
+    expected |= {"extras": {}, "search": expected["search"] | unmeasured | {"signal": None},
+                 "evaluate": expected["evaluate"] | unmeasured}  # fmt: skip
     tf32 = {"cudnn_allow_tf32": None, "matmul_allow_tf32": None}  # fields added after this record's version
     expected["manifest"] = expected["manifest"] | {"determinism": expected["manifest"]["determinism"] | tf32}
     expected["data"] = {"path": None} | expected["data"]  # the data's absolute path: added after this version too
