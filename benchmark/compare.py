@@ -52,6 +52,7 @@ from .tables import (
     render,
     runs_frame,
     setup_label,
+    signal_notes,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ class Comparison:
     pairs: pd.DataFrame  # a row per group against its preset's baseline: delta, ci, p, p_holm, w/t/l, seeds_needed
     agreement: pd.DataFrame  # a row per group: genotypes, distinct, jaccard, random_jaccard
     notes: list[str] = field(default_factory=list)
+    signal: pd.DataFrame | None = None  # a row per group: the search signal's means over seeds (methods.signal)
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -295,8 +297,11 @@ def compare_runs(records: Iterable[dict | Record], task: str | None = None, metr
             task is not installed (its metrics' directions are unknown).
     """
     records = [r.model_dump(mode="json") if isinstance(r, Record) else r for r in records]
+    searches = [r.get("search") or {} for r in records]
     runs = runs_frame(records).assign(genotype=[r.get("genotype") for r in records],
-                                      space=[r.get("space") for r in records])  # fmt: skip
+                                      space=[r.get("space") for r in records],
+                                      signal=[s.get("signal") for s in searches],
+                                      search_wall_s=[s.get("wall_time_s") for s in searches])  # fmt: skip
     tasks = sorted(runs["task"].dropna().unique()) if len(runs) else []
     if task is None and len(tasks) != 1:
         raise UserError(f"records of {len(tasks)} tasks ({', '.join(tasks) or 'none'}): pass the task to compare "
@@ -333,9 +338,28 @@ def compare_runs(records: Iterable[dict | Record], task: str | None = None, metr
     agreement = pd.DataFrame([_agreement(list(members[i]["genotype"]), list(members[i]["space"]))
                               for i in methods.index], index=methods.index)  # fmt: skip
     agreement = pd.concat([methods[["label", "preset"]], agreement], axis=1)
+    signal = pd.DataFrame([_signal(members[i]) for i in methods.index], index=methods.index)
+    signal = pd.concat([methods[["label", "preset"]], signal], axis=1)
     notes = _explain(methods, pairs, label, direction, chosen) + base_notes + notes
     return Comparison(task, key, label, direction, baseline, methods.reset_index(drop=True),
-                      pairs.reset_index(drop=True), agreement.reset_index(drop=True), notes)  # fmt: skip
+                      pairs.reset_index(drop=True), agreement.reset_index(drop=True), notes,
+                      signal.reset_index(drop=True))  # fmt: skip
+
+
+_SIGNAL_FIELDS = ("entropy_start_frac", "entropy_end_frac", "entropy_drop_frac", "margin_end", "derived_changed")
+
+
+def _signal(runs: pd.DataFrame) -> dict:
+    """A group's search signal: each field's mean over the seeds that recorded one, and the search wall time."""
+    signals = [s for s in runs["signal"] if isinstance(s, Mapping)]
+    row = {"signals": len(signals), "search_min": pd.to_numeric(runs["search_wall_s"], errors="coerce").mean() / 60}
+    for name in _SIGNAL_FIELDS:
+        values = [s[name] for s in signals if s.get(name) is not None]
+        row[name] = float(np.mean(values)) if values else math.nan
+    drops = [s["entropy_drop_frac"] for s in signals if s.get("entropy_drop_frac") is not None]
+    row["entropy_drop_std"] = float(np.std(drops, ddof=1)) if len(drops) > 1 else math.nan
+    row["entropy_drop_min"] = min(drops) if drops else math.nan
+    return row
 
 
 def _baselines(methods: pd.DataFrame, baseline: str | None) -> tuple[str, dict[str, int], list[str]]:
@@ -454,6 +478,25 @@ def _agreement_table(c: Comparison) -> pd.DataFrame:
     return out
 
 
+def _signal_table(c: Comparison) -> pd.DataFrame:
+    g = c.signal
+    drop = "Entropy drop (% log K)"
+    out = pd.DataFrame({"Method": g["label"], "Preset": g["preset"], "Search (min)": g["search_min"],
+                        "Entropy start (/log K)": g["entropy_start_frac"],
+                        "Entropy end (/log K)": g["entropy_end_frac"], drop: 100 * g["entropy_drop_frac"],
+                        drop + STD: 100 * g["entropy_drop_std"], "Top-1 margin (end)": g["margin_end"],
+                        "Derived choices changed (%)": 100 * g["derived_changed"], "Runs": g["signals"]})  # fmt: skip
+    out.attrs["notes"] = [
+        "the mean over seeds of each run's search.signal (egsbench.methods.signal): the learned op distribution's mean "
+        "edge entropy before the first and after the last step, as a fraction of log K, its drop, the mean gap between "
+        "each edge's two most probable ops, and the share of the derived (input, node, op) choices the method's rule "
+        "would not take from the initial distribution; Runs: seeds with a signal (none for random search and fixed "
+        "cells, which learn no distribution)",
+        *signal_notes(g.assign(method=g["label"], variant="{}")),  # a group is still when any of its runs is
+    ]
+    return out
+
+
 def render_comparison(comparison: Comparison, fmt: str = "md") -> str:
     """The comparison table and the genotype-agreement table, each under a title, notes under each.
 
@@ -465,6 +508,7 @@ def render_comparison(comparison: Comparison, fmt: str = "md") -> str:
         raise UnknownNameError(unknown_name_message("table format", fmt, list(FORMATS)))
     c = comparison
     sections = [(f"{c.task}: {c.label} against {c.baseline}", _table(c, fmt)),
+                (f"{c.task}: search signal", _signal_table(c)),
                 (f"{c.task}: genotype agreement across seeds", _agreement_table(c))]  # fmt: skip
     parts = []
     for title, table in sections:

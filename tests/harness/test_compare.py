@@ -270,3 +270,23 @@ def test_report_has_a_comparison_section_for_two_methods_only(tmp_path):
     assert not list(two.glob("*.png"))  # the figure lives in the page only
     one = write_runs(tmp_path / "one", methods=("egs",))
     assert "<h2>Comparison</h2>" not in write_report(one, tmp_path / "one.html").read_text()
+
+
+def test_the_search_signal_section_averages_each_groups_runs(records):
+    signal = {"ops": 8, "entropy_start": 2.08, "entropy_end": 1.5, "entropy_start_frac": 1.0, "margin_start": 0.0,
+              "margin_end": 0.3, "derived_changed": 0.5}  # fmt: skip
+    for rec in records:
+        if rec["method"] == "egs":  # drops of 20 % and 30 % of log K over the seeds
+            drop = 0.2 if rec["seed"] % 2 == 0 else 0.3
+            rec["search"]["signal"] = signal | {"entropy_end_frac": 1 - drop, "entropy_drop_frac": drop}
+        elif rec["method"] == "gdas":  # did not move
+            rec["search"]["signal"] = signal | {"entropy_end_frac": 0.999, "entropy_drop_frac": 0.001}
+    c = compare_runs(records)
+    rows = c.signal.set_index("label")
+    # egs seeds 0..4 (the failed seed 9 left out): 0.2, 0.3, 0.2, 0.3, 0.2
+    assert rows.loc["egs (M=7)", "entropy_drop_frac"] == pytest.approx(0.24)
+    assert rows.loc["egs (M=7)", "signals"] == 5 and rows.loc["darts (order=1)", "signals"] == 0
+    assert rows.loc["egs (M=7)", "search_min"] == pytest.approx(120.0)  # 2 h of search
+    md = render_comparison(c, "md")
+    assert "search signal" in md and "| egs (M=7) | smoke | 120.00 |" in md
+    assert "did not move (gdas smoke)" in md  # the still group is named; darts and snas recorded no signal
