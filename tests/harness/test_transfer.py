@@ -99,7 +99,7 @@ def test_the_transfer_runs_the_source_search_once_and_trains_its_cell(pipeline):
     assert not (source / "record.json").exists()  # search and derivation only: --resume there trains the PTB cell
     assert yaml.safe_load((source / "config.yaml").read_text())["task"]["name"] == "ptb"
     assert record["task"] == "wt2" and record["genotype"] == found["genotype"]
-    assert record["search"] == found["cost"]  # Table 4's search cost is the PTB search's, not the derivation's
+    assert record["search"] == found["cost"] | {"signal": found["signal"]}  # Table 4's search cost is the PTB search's, not the derivation's
     transfer = record["extras"]["transfer"]
     assert transfer["task"] == "ptb" and transfer["from"] == "smoke/egs-ptb" and transfer["folder"] == str(source)
     assert transfer["config_hash"] == load_config("smoke/egs-ptb").hash()
@@ -158,7 +158,7 @@ def test_run_search_writes_a_folder_that_resumes_to_the_full_run(ptb_env, tmp_pa
     found = run_search(cfg, tmp_path / "ptb", progress=False)
     assert not (tmp_path / "ptb" / "record.json").exists()
     record = run_experiment(cfg, tmp_path / "ptb", resume=True, progress=False).record
-    assert record["genotype"] == found["genotype"] and record["search"] == found["cost"]
+    assert record["genotype"] == found["genotype"] and record["search"] == found["cost"] | {"signal": found["signal"]}
     with pytest.raises(UserError, match="transfers a cell searched elsewhere"):
         run_search(load_config("smoke/egs-wt2"), tmp_path / "w")
 
