@@ -99,7 +99,8 @@ def test_the_transfer_runs_the_source_search_once_and_trains_its_cell(pipeline):
     assert not (source / "record.json").exists()  # search and derivation only: --resume there trains the PTB cell
     assert yaml.safe_load((source / "config.yaml").read_text())["task"]["name"] == "ptb"
     assert record["task"] == "wt2" and record["genotype"] == found["genotype"]
-    assert record["search"] == found["cost"] | {"signal": found["signal"]}  # Table 4's search cost is the PTB search's, not the derivation's
+    # Table 4's search cost is the PTB search's, not the derivation's
+    assert record["search"] == found["cost"] | {"signal": found["signal"]}
     transfer = record["extras"]["transfer"]
     assert transfer["task"] == "ptb" and transfer["from"] == "smoke/egs-ptb" and transfer["folder"] == str(source)
     assert transfer["config_hash"] == load_config("smoke/egs-ptb").hash()
