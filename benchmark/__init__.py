@@ -1,16 +1,26 @@
-"""EGS-Bench harness: configs, registries, the runner, records and the command line."""
+"""EGS-Bench harness: configs, registries, the runner, records and the command line.
 
-from .config import ExperimentConfig, load_config
-from .registry import METHODS, SPACES, TASKS, load_plugins
-from .runner import RunResult, run_experiment
+The names below load on first use, so ``import egsbench.benchmark.tables`` does not start accelerate.
+"""
 
-__all__ = [
-    "METHODS",
-    "SPACES",
-    "TASKS",
-    "ExperimentConfig",
-    "RunResult",
-    "load_config",
-    "load_plugins",
-    "run_experiment",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ExperimentConfig": "config",
+    "load_config": "config",
+    "METHODS": "registry",
+    "SPACES": "registry",
+    "TASKS": "registry",
+    "load_plugins": "registry",
+    "RunResult": "runner",
+    "run_experiment": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -103,12 +103,9 @@ def run_grid(
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Time and memory against each axis, one line per method (matplotlib, no display needed)."""
-    import matplotlib
+    from .plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(AXES), figsize=(4 * len(AXES), 6.5), squeeze=False)
+    fig, axes = subplots(2, len(AXES), figsize=(4 * len(AXES), 6.5), squeeze=False)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for col, axis in enumerate(AXES):
         for row_i, (key, label) in enumerate((("step_s", "step time (s)"), ("step_increment_mb", "step memory (MB)"))):
@@ -125,7 +122,6 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

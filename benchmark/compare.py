@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.registry import unknown_name_message
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, Genotype, SearchSpace, UnknownNameError, UserError
-from ..tasks.spaces.registry import unknown_name_message
 from .records import Record
 from .tables import (
     _TITLES,
@@ -523,11 +523,11 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
 
     The x axis is logarithmic when the costs span more than 10x. Written atomically as PNG.
     """
-    from .plots import _save, plt  # matplotlib with the Agg backend
+    from .plots import _save, subplots
 
     m = comparison.methods
     presets = list(dict.fromkeys(m["preset"]))
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
+    fig, ax = subplots(figsize=(7, 4.8), dpi=110)
     for k, preset in enumerate(presets):
         rows = m[(m["preset"] == preset) & m["cost_h"].notna() & m["mean"].notna()]
         color = f"C{k}"

@@ -32,10 +32,10 @@ from typing import Any
 
 import yaml
 
+from ..core.registry import unknown_name_message
 from ..methods import METHODS, SearchConfig
 from ..tasks import TASKS, WEIGHT_FIELDS, TrainConfig
 from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
-from ..tasks.spaces.registry import unknown_name_message
 from .speed import MEMORY_FORMATS
 
 __all__ = [

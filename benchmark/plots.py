@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch
 
-matplotlib.use("Agg")  # no display on CI and servers
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch  # noqa: E402
+from ..core.genotype import CellGenotype
 
-from ..tasks.spaces import CellGenotype  # noqa: E402
+__all__ = ["plot_cell", "plot_curves", "plot_probability_evolution", "subplots"]
 
-__all__ = ["plot_cell", "plot_curves", "plot_probability_evolution"]
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize, dpi: int = 100, squeeze: bool = True):
+    """``pyplot.subplots`` without pyplot: a detached ``Figure`` renders on any machine (no display,
+    no backend switch), and a notebook's own pyplot state and backend are left alone."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _positions(cell: CellGenotype, n_inputs: int) -> dict[int, tuple[float, float]]:
@@ -39,7 +43,7 @@ def plot_cell(cell: CellGenotype, path: str | Path, title: str = "", n_inputs: i
     ops_on: dict[tuple[int, int], list[str]] = {}
     for src, dst, op in cell.edges:
         ops_on.setdefault((src, dst), []).append(op)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * (out_x + 1.4), 5.2), dpi=110)
+    fig, ax = subplots(figsize=(1.0 + 0.75 * (out_x + 1.4), 5.2), dpi=110)
     for (src, dst), ops in ops_on.items():
         (x0, y0), (x1, y1) = pos[src], pos[dst]
         rad = 0.25 if (dst - src) % 2 else -0.25
@@ -72,7 +76,6 @@ def _save(fig, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
-    plt.close(fig)
     tmp.replace(path)
 
 
@@ -91,7 +94,7 @@ def plot_probability_evolution(
     n_edges = len(edges)
     cols = min(7, n_edges)
     rows = -(-n_edges // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1.8, 1.9 * rows + 0.6), dpi=100, squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(1.6 * cols + 1.8, 1.9 * rows + 0.6), dpi=100, squeeze=False)
     image = None
     for e, (src, dst) in enumerate(edges):
         ax = axes[e // cols][e % cols]
@@ -110,7 +113,7 @@ def plot_probability_evolution(
 
 def plot_curves(search_rows: list[dict], eval_rows: list[dict], path: str | Path, title: str = "") -> None:
     """Search loss/accuracy and final-training loss/accuracy against epochs."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(9, 3.4), dpi=100)
     series = [
         (search_rows, "loss", ax_loss, "search train loss"),
         (eval_rows, "train_loss", ax_loss, "final train loss"),

@@ -30,9 +30,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.registry import unknown_name_message
 from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError, UserError
-from ..tasks.spaces.registry import unknown_name_message
 
 __all__ = [
     "REFERENCE_DIR",

@@ -47,10 +47,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.registry import unknown_name_message
 from ..methods.signal import MOVED_FRAC
 from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError
-from ..tasks.spaces.registry import unknown_name_message
 from .records import Record
 from .references import (
     TABLES,

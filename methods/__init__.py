@@ -1,7 +1,8 @@
-"""Search methods: how architecture parameters become edge weights, are updated, and derive a genotype."""
+"""Search methods: how architecture parameters become edge weights, are updated, and derive a genotype.
 
-# Importing a method module registers it in METHODS.
-from . import darts, egs, fixed, gdas, random_search, snas  # noqa: F401
+The method modules are imported when ``METHODS`` is first asked for a name, not with this package.
+"""
+
 from .base import LossOutput, SearchConfig, SearchContext, SearchMethod, StepStats
 from .registry import METHODS
 

@@ -12,7 +12,6 @@ runner goes straight from ``setup`` to ``derive``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..core.config import SearchConfig
+from ..core.schedule import anneal, cosine_lr, set_lr
 from ..tasks.spaces import EdgeWeights, Genotype, LossOutput, SearchSpace
-from ..tasks.spaces.errors import check_weight_optimiser
 
 __all__ = [
     "EdgeWeights",
@@ -35,6 +35,7 @@ __all__ = [
     "batch_statistics",
     "ArchAdam",
     "ArchSGD",
+    "anneal",
     "average_gradients",
     "average_tensors",
     "capture_state",
@@ -52,30 +53,6 @@ __all__ = [
 # score(weights, batches=default) -> search-validation score of the supernet under these edge weights
 # (higher is better), over the first ``batches`` search-val batches (None: all of them).
 ScoreFn = Callable[..., float]
-
-
-@dataclass
-class SearchConfig:
-    """The weight-optimiser fields of a ``search:`` block, the ones methods read (DARTS CNN defaults).
-
-    Each task declares its own search block (``search_config_class``: supernet size, sequence
-    length, ...) carrying at least these fields under these names, and the runner hands that
-    to ``SearchContext.config``; this class is the stand-alone version for method tests and tools.
-    """
-
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.025  # SGD on the supernet weights, cosine-annealed per epoch to lr_min
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0  # weights only, never alpha
-    max_steps_per_epoch: int | None = None  # None = one pass over search-train
-    score_batches: int | None = None  # search-val batches used to score a candidate in derivation; None = all
-
-    def __post_init__(self):
-        # epochs = 0 is allowed here; parse_config allows it only for methods that train no supernet.
-        check_weight_optimiser(self)
 
 
 @dataclass
@@ -304,17 +281,3 @@ def zero_fill_grads(optimizer: torch.optim.Optimizer) -> None:
         for p in group["params"]:
             if p.grad is None and optimizer.state.get(p):
                 p.grad = torch.zeros_like(p)
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
-    """Learning rate of epoch ``epoch`` (0-based) under DARTS's per-epoch cosine schedule.
-
-    Epoch 0 gets ``lr``; the schedule would reach ``lr_min`` at epoch ``epochs`` (the original
-    ``CosineAnnealingLR(T_max=epochs)`` stepped at each epoch start under PyTorch 0.3).
-    """
-    return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr

@@ -75,14 +75,13 @@ from .base import (
     ScoreFn,
     SearchContext,
     StepStats,
+    anneal,
     average_tensors,
     capture_state,
-    cosine_lr,
     init_alphas,
     make_arch_optimizer,
     make_weight_optimizer,
     restore_state,
-    set_lr,
 )
 from .registry import METHODS
 
@@ -194,8 +193,7 @@ class DARTS:
     # -- search --------------------------------------------------------------------------------
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        c = self.ctx.config
-        set_lr(self.w_optimizer, cosine_lr(epoch, c.epochs, c.lr, c.lr_min))
+        anneal(self.w_optimizer, self.ctx.config, epoch)
 
     def step(self, train_batch, val_batch) -> StepStats:
         ctx = self.ctx

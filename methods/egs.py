@@ -77,15 +77,14 @@ from .base import (
     ScoreFn,
     SearchContext,
     StepStats,
+    anneal,
     batch_statistics,
     capture_state,
-    cosine_lr,
     init_alphas,
     make_arch_optimizer,
     make_weight_optimizer,
     restore_state,
     sampling_generator,
-    set_lr,
     weight_parameters,
     zero_fill_grads,
 )
@@ -482,7 +481,7 @@ class EGS:
     def start_epoch(self, epoch: int) -> None:
         cfg, epochs = self.config, self.ctx.config.epochs
         self.epoch = epoch
-        set_lr(self.w_optimizer, cosine_lr(epoch, epochs, self.ctx.config.lr, self.ctx.config.lr_min))
+        anneal(self.w_optimizer, self.ctx.config, epoch)
         if cfg.tau_final is None:
             self.tau = cfg.tau
         else:

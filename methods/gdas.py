@@ -54,14 +54,13 @@ from .base import (
     ScoreFn,
     SearchContext,
     StepStats,
+    anneal,
     capture_state,
-    cosine_lr,
     init_alphas,
     make_arch_optimizer,
     make_weight_optimizer,
     restore_state,
     sampling_generator,
-    set_lr,
     weight_parameters,
     zero_fill_grads,
 )
@@ -145,7 +144,7 @@ class GDAS:
     def start_epoch(self, epoch: int) -> None:
         cfg, epochs = self.config, self.ctx.config.epochs
         self.epoch = epoch
-        set_lr(self.w_optimizer, cosine_lr(epoch, epochs, self.ctx.config.lr, self.ctx.config.lr_min))
+        anneal(self.w_optimizer, self.ctx.config, epoch)
         self.tau = cfg.tau_max - (cfg.tau_max - cfg.tau_min) * epoch / max(epochs - 1, 1)
 
     def step(self, train_batch, val_batch) -> StepStats:

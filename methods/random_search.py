@@ -79,10 +79,9 @@ from .base import (
     ScoreFn,
     SearchContext,
     StepStats,
+    anneal,
     batch_statistics,
-    cosine_lr,
     make_weight_optimizer,
-    set_lr,
     weight_parameters,
     zero_fill_grads,
 )
@@ -223,8 +222,7 @@ class RandomSearch:
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.w_optimizer is not None:
-            cfg = self.ctx.config
-            set_lr(self.w_optimizer, cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min))
+            anneal(self.w_optimizer, self.ctx.config, epoch)
 
     def step(self, train_batch, val_batch) -> StepStats:
         if not self.trains_supernet:  # darts_baseline: nothing to train (the runner does not call this)

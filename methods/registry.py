@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from ..tasks.spaces.registry import Registry
+from ..core.registry import Registry
 
 __all__ = ["METHODS"]
 
-METHODS: Registry = Registry("method", group="egsbench.methods")
+_BUILT_IN = ("darts", "egs", "fixed", "gdas", "random_search", "snas")
+METHODS: Registry = Registry("method", group="egsbench.methods",
+                             modules=tuple(f"egsbench.methods.{m}" for m in _BUILT_IN))

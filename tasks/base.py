@@ -32,18 +32,19 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..core.config import WEIGHT_FIELDS, SearchConfig
+from ..core.errors import ConfigError, check_range
 from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
-from .spaces.errors import ConfigError, check_range, check_weight_optimiser
 
 __all__ = ["TASKS", "CNNSearchConfig", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS", "WEIGHT_FIELDS"]
 
-TASKS: Registry = Registry("task", group="egsbench.tasks")
+# Built-in tasks register themselves when TASKS first looks a name up (timm and torchvision load then).
+_BUILT_IN = ("cifar", "imagenet", "lm", "timm_models", "voc")
+TASKS: Registry = Registry("task", group="egsbench.tasks", modules=tuple(f"egsbench.tasks.{m}" for m in _BUILT_IN))
 
 # search-train / search-val: the halves of the training set used during search;
 # train / test: the official split for final training and the reported metric.
 SPLITS = ("search-train", "search-val", "train", "test")
-# The fields of every task's search block that methods read for the supernet-weight optimiser.
-WEIGHT_FIELDS = ("epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip")
 # Cells at layers // 3 and 2 * layers // 3 reduce: 3 cells are the fewest with a normal cell (0) in the supernet;
 # the CIFAR auxiliary head, after cell 2 * layers // 3, needs both reductions before it (8x8 at 32 px): 2 cells.
 SEARCH_MIN_LAYERS = 3
@@ -51,25 +52,14 @@ AUX_MIN_LAYERS = 2
 
 
 @dataclass
-class CNNSearchConfig:
+class CNNSearchConfig(SearchConfig):
     """The ``search:`` block of CNN tasks: supernet size, data and the shared weight optimiser (DARTS defaults)."""
 
-    epochs: int = 50
-    batch_size: int = 64
     channels: int = 16  # supernet C
     layers: int = 8  # supernet cells L
-    lr: float = 0.025  # SGD on the supernet weights, cosine-annealed per epoch to lr_min
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0  # weights only, never alpha
-    max_steps_per_epoch: int | None = None  # None = one pass over search-train
-    score_batches: int | None = None  # search-val batches used to score a candidate in derivation; None = all
 
     def __post_init__(self):
-        # The weight-optimiser fields repeat methods.base.SearchConfig's (a task may not import a method);
-        # their checks are shared. epochs = 0 passes here; parse_config allows it only without supernet training.
-        check_weight_optimiser(self)
+        super().__post_init__()
         for key in ("channels", "layers"):
             check_range(f"search.{key}", getattr(self, key), low=1)
         check_search_layers(self.layers)

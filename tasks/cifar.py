@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.errors import check_range
 from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, TrainConfig
 from .spaces import (
     ConfigError,
@@ -55,7 +56,6 @@ from .spaces import (
     SearchNetwork,
     SearchSpace,
 )
-from .spaces.errors import check_range
 from .training import batch_accuracy, cosine_lr, no_swap, set_lr, sgd
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 

@@ -80,6 +80,7 @@ from timm.scheduler import PolyLRScheduler, StepLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..core.errors import check_range
 from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric
 from .spaces import (
     ConfigError,
@@ -93,7 +94,6 @@ from .spaces import (
     SearchSpace,
     count_macs,
 )
-from .spaces.errors import check_range
 from .training import batch_accuracy, no_swap, sgd
 
 __all__ = [

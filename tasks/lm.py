@@ -68,9 +68,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.config import SearchConfig
+from ..core.errors import check_range
 from .base import SPLITS, TASKS, DataInfo, Metric
 from .spaces import ConfigError, DataError, DataNotFoundError, EdgeWeights, Genotype, LossOutput, SearchSpace
-from .spaces.errors import check_range
 from .spaces.rnn import RNNCell, RNNModel, SearchRNNCell
 
 __all__ = ["AveragedSGD", "LMBatch", "LMConfig", "LMSearchConfig", "LMTrainConfig", "PTB", "WikiText2", "batchify"]
@@ -109,7 +110,7 @@ class LMConfig:
 
 
 @dataclass
-class LMSearchConfig:
+class LMSearchConfig(SearchConfig):
     """The ``search:`` block: supernet size, BPTT and the weight optimiser (DARTS ``rnn/train_search.py``)."""
 
     epochs: int = 50

@@ -102,6 +102,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..core.errors import check_range
 from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric
 from .spaces import (
     Cell,
@@ -118,7 +119,6 @@ from .spaces import (
 )
 from .spaces.cell import ScheduledDropPath
 from .spaces.cnn import cell_stack, imagenet_stems
-from .spaces.errors import check_range
 from .training import no_swap, set_lr, sgd
 
 __all__ = [

@@ -31,6 +31,7 @@ def test_wheel_installs_one_top_level_package_with_its_data(wheel):
     for needed in (
         "egsbench/__main__.py",
         "egsbench/testing/__init__.py",
+        "egsbench/core/registry.py",
         "egsbench/benchmark/configs/smoke/egs-cifar10.yaml",
         "egsbench/tasks/data/cifar10_demo.npz",
         "egsbench/results/references/cifar10.csv",

@@ -1,24 +1,18 @@
-"""Search spaces: ops, cells, networks, genotypes and cost counting."""
+"""Search spaces: ops, cells, networks, genotypes and cost counting.
 
+The CNN networks (:mod:`.cnn`, which needs timm) load on first use, so a method importing this
+package loads neither timm nor any task.
+"""
+
+from ...core.errors import ConfigError, DataError, DataNotFoundError, UserError
+from ...core.genotype import CellGenotype, Genotype, GenotypeError, prune_cell
+from ...core.registry import Registry, UnknownNameError
 from .cell import Cell, SearchCell, active_ops, drop_path
-from .cnn import AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, NetworkCIFAR, NetworkImageNet, SearchNetwork
 from .cost import MacCount, count_macs, count_parameters
-from .errors import ConfigError, DataError, DataNotFoundError, UserError
-from .genotype import (
-    DARTS_V1,
-    DARTS_V2,
-    SPACES,
-    CellGenotype,
-    Genotype,
-    GenotypeError,
-    SearchSpace,
-    genotype_weights,
-    prune_cell,
-)
 from .genotypes import GENOTYPES, load_genotype
 from .ops import OPS, PRIMITIVES, make_op
-from .registry import Registry, UnknownNameError
 from .rnn import DARTS_V1_RNN, DARTS_V2_RNN, RNN_PRIMITIVES, RNNCell, RNNModel, SearchRNNCell, rnn_space
+from .space import DARTS_V1, DARTS_V2, SPACES, SearchSpace, genotype_weights
 from .weighting import EdgeWeights, LossOutput
 
 __all__ = [
@@ -64,3 +58,13 @@ __all__ = [
     "make_op",
     "prune_cell",
 ]
+
+_LAZY = {"AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet", "NetworkCIFAR", "NetworkImageNet", "SearchNetwork"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import cnn
+
+        return getattr(cnn, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

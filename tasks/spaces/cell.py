@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .genotype import CellGenotype, SearchSpace
+from ...core.genotype import CellGenotype
 from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from .space import SearchSpace
 
 __all__ = ["Cell", "ScheduledDropPath", "SearchCell", "active_ops", "drop_path"]
 

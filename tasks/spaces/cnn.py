@@ -41,10 +41,11 @@ import torch
 from timm.layers import drop_path as timm_drop_path
 from torch import nn
 
+from ...core.genotype import Genotype
 from .cell import Cell, ScheduledDropPath, SearchCell, active_ops, drop_path
 from .cost import MacCount, count_macs, count_parameters
-from .genotype import Genotype, SearchSpace
 from .ops import Identity
+from .space import SearchSpace
 
 __all__ = [
     "AuxiliaryHeadCIFAR",

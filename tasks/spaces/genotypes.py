@@ -20,10 +20,11 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
-from .errors import UnknownNameError
-from .genotype import DARTS_V1, DARTS_V2, Genotype, GenotypeError
-from .registry import Registry, unknown_name_message
+from ...core.errors import UnknownNameError
+from ...core.genotype import Genotype, GenotypeError
+from ...core.registry import Registry, unknown_name_message
 from .rnn import DARTS_V1_RNN, DARTS_V2_RNN
+from .space import DARTS_V1, DARTS_V2
 
 __all__ = ["GENOTYPES", "genotype_source", "load_genotype"]
 

@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.errors import DataError
+from ...core.genotype import CellGenotype, Genotype
 from .cell import active_ops
-from .errors import DataError
-from .genotype import SPACES, CellGenotype, Genotype, SearchSpace
+from .space import SPACES, SearchSpace
 
 __all__ = [
     "DARTS_V1_RNN",

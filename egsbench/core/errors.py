@@ -44,7 +44,7 @@ def check_range(key: str, value: float | None, low: float | None = None, high: f
         >>> check_range("search.batch_size", 0, low=1)
         Traceback (most recent call last):
         ...
-        egsbench.tasks.spaces.errors.ConfigError: config key search.batch_size must be >= 1, got 0
+        egsbench.core.errors.ConfigError: config key search.batch_size must be >= 1, got 0
         >>> check_range("evaluate.drop_path", 0.2, 0.0, 1.0, high_open=True)
     """
     if value is None:

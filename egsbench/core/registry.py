@@ -1,18 +1,15 @@
 """A tiny name -> class registry (timm's ``_registry`` in miniature).
 
-It lives on the lowest floor (``tasks/spaces``) so that spaces, methods and tasks can all
-register themselves without importing the harness above them.
-
-Third-party packages add entries through Python entry points: a registry made with
-``group="egsbench.methods"`` imports every entry point of that group the first time it is
-asked for a name (``get``, ``names``, ``in``), so the Python API, the CLI and tests all see
-plug-ins without calling anything first.
+A registry imports its built-in modules (``modules=``) and the Python entry points of its plug-in
+group (``group="egsbench.methods"``) the first time it is asked for a name (``get``, ``names``,
+``in``), so importing a package that owns a registry imports none of its members.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -36,20 +33,24 @@ class Registry(Generic[T]):
         >>> MODELS.get("tinny")
         Traceback (most recent call last):
         ...
-        egsbench.tasks.spaces.errors.UnknownNameError: unknown model 'tinny'; did you mean 'tiny'? Valid models: tiny
+        egsbench.core.errors.UnknownNameError: unknown model 'tinny'; did you mean 'tiny'? Valid models: tiny
     """
 
-    def __init__(self, kind: str, group: str | None = None):
+    def __init__(self, kind: str, group: str | None = None, modules: tuple[str, ...] = ()):
         self.kind = kind
         self.group = group  # entry-point group of plug-ins, e.g. "egsbench.methods"
+        self.modules = modules  # built-in modules whose import registers their entries
         self._entries: dict[str, T] = {}
-        self._plugins_loaded = group is None
+        self._plugins_loaded = group is None and not modules
 
     def load_plugins(self, reload: bool = False) -> None:
-        """Import every entry point of ``group`` once; a plug-in that fails to import is named in the error."""
+        """Import the built-in modules, then every entry point of ``group``, once; a plug-in that fails to
+        import is named in the error."""
         if self._plugins_loaded and not reload:
             return
-        self._plugins_loaded = True  # before importing: a plug-in registering itself calls back into us
+        self._plugins_loaded = True  # before importing: a module registering itself calls back into us
+        for module in self.modules:
+            importlib.import_module(module)
         for ep in entry_points(group=self.group) if self.group else ():
             try:
                 ep.load()
