@@ -33,8 +33,8 @@ from typing import Any
 import yaml
 
 from ..core.registry import unknown_name_message
-from ..methods import METHODS, SearchConfig
-from ..tasks import TASKS, WEIGHT_FIELDS, TrainConfig
+from ..methods import METHODS, SearchConfig, SearchMethod
+from ..tasks import TASKS, WEIGHT_FIELDS, Task, TrainConfig
 from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
 from .speed import MEMORY_FORMATS
 
@@ -332,17 +332,16 @@ def config_type_problems(config: dict) -> list[str]:
     method, task = config.get("method"), config.get("task")
     method_cls = METHODS.get(method["name"]) if _installed(method, METHODS) else None
     task_cls = TASKS.get(task["name"]) if _installed(task, TASKS) else None
-    search_cls = getattr(task_cls, "search_config_class", SearchConfig)
+    search_cls = task_cls.search_config_class if task_cls is not None else SearchConfig
     transfer = config.get("transfer_from")
     if isinstance(transfer, dict):  # a transfer's search block is its source task's (unchecked when not installed)
         source = {"name": transfer.get("task")}
-        search_cls = getattr(TASKS.get(source["name"]), "search_config_class", SearchConfig) if _installed(
-            source, TASKS) else None  # fmt: skip
+        search_cls = TASKS.get(source["name"]).search_config_class if _installed(source, TASKS) else None
     classes = {
-        "method": getattr(method_cls, "config_class", None),
-        "task": getattr(task_cls, "config_class", None),
+        "method": method_cls.config_class if method_cls is not None else None,
+        "task": task_cls.config_class if task_cls is not None else None,
         "search": search_cls,
-        "evaluate": getattr(task_cls, "train_config_class", TrainConfig),
+        "evaluate": task_cls.train_config_class if task_cls is not None else TrainConfig,
     }
     problems = []
     for block, cls in classes.items():
@@ -377,6 +376,13 @@ def _seed(value: int) -> int:
     return value
 
 
+def _check_subclass(cls: type, base: type, what: str, base_name: str) -> None:
+    """A registered plug-in must subclass the seam's base class, whose optional hooks the harness calls."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{what} is registered to {cls!r}, which does not subclass {base_name}; derive it from "
+                          f"{base_name} (its optional hooks have defaults the runner calls)")  # fmt: skip
+
+
 def parse_config(data: dict) -> ExperimentConfig:
     """Validate a raw config mapping (after overrides) into an :class:`ExperimentConfig`."""
     if not isinstance(data, dict):
@@ -393,10 +399,12 @@ def parse_config(data: dict) -> ExperimentConfig:
     method_name, method_block = _named_block(data.get("method"), "method")
     task_name, task_block = _named_block(data.get("task"), "task")
     method_cls, task_cls = METHODS.get(method_name), TASKS.get(task_name)
-    if transfer is not None and method_name == "fixed":
-        raise ConfigError(f"transfer_from: {transfer['source']} runs method fixed, which searches nothing; train its "
-                          "cell with method: {name: fixed, genotype: ...} and no transfer_from")  # fmt: skip
-    method_space = getattr(method_cls, "space", "dag")
+    _check_subclass(method_cls, SearchMethod, f"method {method_name!r}", "egsbench.methods.SearchMethod")
+    _check_subclass(task_cls, Task, f"task {task_name!r}", "egsbench.tasks.Task")
+    if transfer is not None and not method_cls.trains_supernet:
+        raise ConfigError(f"transfer_from: {transfer['source']} runs method {method_name}, which searches nothing; "
+                          "train its cell with method: {name: fixed, genotype: ...} and no transfer_from")  # fmt: skip
+    method_space = method_cls.space
     space = _check_type(data.get("space", method_space), str, "space")
     if SPACES.get(space).inputs_per_node is not None and SPACES.get(method_space).inputs_per_node is None:
         raise ConfigError(
@@ -410,19 +418,19 @@ def parse_config(data: dict) -> ExperimentConfig:
     if device not in ("auto", "cpu"):
         raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
     searched_on = TASKS.get(transfer["task"]) if transfer is not None else task_cls  # a transfer searches the source's
-    search = build_dataclass(getattr(searched_on, "search_config_class", SearchConfig), data.get("search"), "search")
-    missing = [k for k in WEIGHT_FIELDS if not hasattr(search, k)]
-    if missing:  # a plug-in task's search block must carry what methods read
-        raise ConfigError(f"task {task_name!r}: its search block {type(search).__name__} lacks {missing}")
+    search = build_dataclass(searched_on.search_config_class, data.get("search"), "search")
+    if not isinstance(search, SearchConfig):  # a plug-in task's search block must carry what methods read
+        raise ConfigError(f"task {task_name!r}: its search block {type(search).__name__} does not subclass "
+                          f"egsbench.core.SearchConfig, whose fields {list(WEIGHT_FIELDS)} methods read")  # fmt: skip
     method = build_dataclass(method_cls.config_class, method_block, "method")
     # the class may say, or its instance for this config (random: only variant=darts_baseline trains nothing)
-    if search.epochs == 0 and getattr(method_cls(method), "trains_supernet", True):
+    if search.epochs == 0 and method_cls(method).trains_supernet:
         raise ConfigError(
             f"config key search.epochs must be >= 1 for method {method_name!r}, got 0 (it would derive from untrained "
             "weights); only methods that train no supernet (e.g. fixed, random variant=darts_baseline) take 0"
         )
-    evaluate = build_dataclass(getattr(task_cls, "train_config_class", TrainConfig), data.get("evaluate"), "evaluate")
-    _check_candidate_recipe(method, evaluate)
+    evaluate = build_dataclass(task_cls.train_config_class, data.get("evaluate"), "evaluate")
+    _check_candidate_recipe(method_cls, method, evaluate)
     return ExperimentConfig(
         method_name=method_name,
         method=method,
@@ -445,22 +453,16 @@ def parse_config(data: dict) -> ExperimentConfig:
     )
 
 
-def candidate_overrides(recipe: Any, method_config: Any) -> dict[str, Any]:
-    """The method config's non-None ``candidate_<key>`` values for ``recipe``'s fields (e.g. ``candidate_epochs``)."""
-    values = {f.name: getattr(method_config, f"candidate_{f.name}", None) for f in dataclasses.fields(recipe)}
-    return {key: value for key, value in values.items() if value is not None}
+def candidate_recipe(recipe: Any, method_cls: type, method_config: Any) -> Any:
+    """``recipe`` with the method's ``candidate_recipe`` overrides: what its candidates train with."""
+    return dataclasses.replace(recipe, **method_cls.candidate_recipe(method_config))
 
 
-def candidate_recipe(recipe: Any, method_config: Any) -> Any:
-    """``recipe`` with the method config's ``candidate_<key>`` values: what a method's candidates train with."""
-    return dataclasses.replace(recipe, **candidate_overrides(recipe, method_config))
-
-
-def _check_candidate_recipe(method: Any, evaluate: Any) -> None:
+def _check_candidate_recipe(method_cls: type, method: Any, evaluate: Any) -> None:
     """The candidates' recipe (e.g. random search's ``darts_baseline``) must validate now, not mid-search."""
-    values = candidate_overrides(evaluate, method)
+    values = method_cls.candidate_recipe(method)
     try:
-        candidate_recipe(evaluate, method)
+        candidate_recipe(evaluate, method_cls, method)
     except ConfigError as err:
         used = ", ".join(f"method.candidate_{key}={value}" for key, value in values.items())
         raise ConfigError(f"the candidates' recipe (the evaluate block with {used}): {err}") from None

@@ -444,7 +444,7 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
 
     def train_candidate(genotype: Genotype) -> float:
         # Brief training of a final network on search-train, scored on search-val (DARTS's selection protocol).
-        recipe = candidate_recipe(cfg.evaluate, cfg.method)
+        recipe = candidate_recipe(cfg.evaluate, METHODS.get(cfg.method_name), cfg.method)
         acc = _accelerator(cfg)  # its own, so the search's checkpoints hold only the supernet
         set_seed(cfg.seed)  # every candidate starts from the same seed, whatever the order
         net = apply_memory_format(task.build_network(genotype, recipe), cfg.memory_format)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -86,41 +86,75 @@ class StepStats:
     extras: dict[str, float] = field(default_factory=dict)  # e.g. tau, lr, active ops per edge
 
 
-@runtime_checkable
-class SearchMethod(Protocol):
-    """The protocol every method in ``methods/`` meets (NASLib's setup/step/derive, flattened).
+class SearchMethod:
+    """The base class of every search method (NASLib's setup/step/derive, flattened).
 
-    Class attributes: ``config_class`` (the ``@dataclass`` its ``method:`` block validates
-    into) and ``space`` (the space its genotypes belong to: ``"darts"`` for two inputs per
-    node, ``"dag"`` for any in-degree and several ops per edge).
-
-    Optional members, read by the runner for the search signal (:mod:`.signal`):
-    ``learned_probabilities()`` (the distribution the search learns when it differs from
-    ``probabilities()``, or None when it learns none) and ``derive_from_distribution(probabilities)``
-    (the method's derivation rule applied to a distribution; None when it is no such rule).
+    A method owns the architecture parameters, turns them into edge weights, performs search steps
+    and derives a genotype. A subclass sets ``config_class`` and overrides the methods that raise
+    ``NotImplementedError``; every other member is an optional hook whose default is stated here,
+    and the runner calls it without asking whether it exists.
     """
 
-    config_class: type
-    space: str
+    # Required.
+    config_class: ClassVar[type]  # the @dataclass its ``method:`` block validates into; built as ``cls(config)``
+    # Optional, with defaults.
+    space: ClassVar[str] = "dag"  # its genotypes' space: "darts" (two inputs per node) or "dag" (any in-degree)
+    trains_supernet: bool = True  # False: the runner runs no search steps and goes from ``setup`` to ``derive``
+    derive_score: float | None = None  # the search-val score ``derive`` measured for the genotype it returned
+    # Reference rows (results/references/*.csv, column ``variant``) this method's runs match: the method-config
+    # keys whose values name the variant, e.g. ("order",) for DARTS 1st/2nd order.
+    variant_keys: ClassVar[tuple[str, ...]] = ()
+    # The method-config key a table sweeps as an ablation (EGS's sampling times M: Table 5), or None.
+    ablation_key: ClassVar[str | None] = None
 
     def setup(self, ctx: SearchContext) -> None:
         """Create architecture parameters and optimisers for ``ctx.model``."""
+        raise NotImplementedError
 
     def start_epoch(self, epoch: int) -> None:
-        """Apply per-epoch schedules (learning rate, temperature) before epoch ``epoch`` (0-based)."""
+        """Apply per-epoch schedules (learning rate, temperature) before epoch ``epoch`` (0-based); default none."""
 
     def step(self, train_batch: Any, val_batch: Any) -> StepStats:
         """One search iteration; bilevel methods use ``val_batch`` for alpha, single-level ones ignore it."""
+        raise NotImplementedError
 
     def probabilities(self) -> dict[str, torch.Tensor]:
         """Current per-edge op distribution ``{cell type: (E, K)}``, for reports."""
+        raise NotImplementedError
+
+    def learned_probabilities(self) -> dict[str, torch.Tensor] | None:
+        """The distribution the search learns, for the search signal (:mod:`.signal`): default ``probabilities()``;
+        a method whose reported distribution mixes in fixed terms returns the learned part, one that learns none
+        returns None."""
+        return self.probabilities()
+
+    def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype | None:
+        """The method's derivation rule applied to a distribution (for the search signal); default None: the
+        method derives by no such rule."""
+        return None
 
     def derive(self, score: ScoreFn) -> Genotype:
         """The final architecture; ``score`` evaluates candidate edge weights on search-validation data."""
+        raise NotImplementedError
 
-    def state_dict(self) -> dict: ...
+    def state_dict(self) -> dict:
+        """Everything a resumed search needs (alphas, optimisers, generators, schedules)."""
+        raise NotImplementedError
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        raise NotImplementedError
+
+    @classmethod
+    def candidate_recipe(cls, config: Any) -> dict[str, Any]:
+        """Overrides of the run's ``evaluate`` recipe for the candidates ``SearchContext.train_candidate`` trains
+        (e.g. ``{"epochs": 100}``); default none."""
+        return {}
+
+    @classmethod
+    def record_extras(cls, config: Any) -> dict[str, Any]:
+        """What a run of this method config adds to the record's ``extras`` (e.g. where a fixed cell came from)."""
+        return {}
 
 
 def init_alphas(ctx: SearchContext, mean: float = 0.0, std: float = 1e-3, dtype=None) -> nn.ParameterDict:

@@ -74,6 +74,7 @@ from .base import (
     EdgeWeights,
     ScoreFn,
     SearchContext,
+    SearchMethod,
     StepStats,
     anneal,
     average_tensors,
@@ -158,10 +159,11 @@ def _zeros_for_none(grads: tuple[torch.Tensor | None, ...], like: list[torch.Ten
 
 
 @METHODS.register("darts")
-class DARTS:
+class DARTS(SearchMethod):
     """DARTS search (see the module docstring)."""
 
     config_class = DARTSConfig
+    variant_keys = ("order",)
     space = "darts"  # derives exactly two inputs per node
     sparse = False  # softmax weights: every non-zero op runs on every edge
 

@@ -76,6 +76,7 @@ from .base import (
     EdgeWeights,
     ScoreFn,
     SearchContext,
+    SearchMethod,
     StepStats,
     anneal,
     batch_statistics,
@@ -415,10 +416,12 @@ class EGSConfig:
 
 
 @METHODS.register("egs")
-class EGS:
+class EGS(SearchMethod):
     """DARTS-EGS search (see the module docstring)."""
 
     config_class = EGSConfig
+    variant_keys = ("M",)
+    ablation_key = "M"
     space = "dag"  # genotypes keep any in-degree and several ops per edge
 
     def __init__(self, config: EGSConfig):

@@ -29,7 +29,7 @@ import torch
 
 from ..tasks.spaces import SPACES, ConfigError, Genotype, GenotypeError, genotype_weights, load_genotype
 from ..tasks.spaces.genotypes import genotype_source
-from .base import ScoreFn, SearchContext, StepStats
+from .base import ScoreFn, SearchContext, SearchMethod, StepStats
 from .registry import METHODS
 
 __all__ = ["Fixed", "FixedConfig"]
@@ -61,18 +61,20 @@ class FixedConfig:
         except GenotypeError as err:
             raise ConfigError(f"method.genotype: {self.genotype}: {err}") from None
 
-    def record_extras(self) -> dict:
-        """Where the cell came from, for the run record (a name, or a file / run folder with its checksum and run)."""
-        return {"genotype_source": genotype_source(self.genotype)}
-
 
 @METHODS.register("fixed")
-class Fixed:
+class Fixed(SearchMethod):
     """Returns a given genotype; trains nothing (see the module docstring)."""
 
     config_class = FixedConfig
+    variant_keys = ("genotype",)  # each published cell is its own row
     space = SPACE
     trains_supernet = False
+
+    @classmethod
+    def record_extras(cls, config: FixedConfig) -> dict:
+        """Where the cell came from, for the run record (a name, or a file / run folder with its checksum and run)."""
+        return {"genotype_source": genotype_source(config.genotype)}
 
     def __init__(self, config: FixedConfig):
         self.config = config

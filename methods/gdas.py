@@ -53,6 +53,7 @@ from ..tasks.spaces import CellGenotype, ConfigError, Genotype, genotype_weights
 from .base import (
     ScoreFn,
     SearchContext,
+    SearchMethod,
     StepStats,
     anneal,
     capture_state,
@@ -111,7 +112,7 @@ class GDASConfig:
 
 
 @METHODS.register("gdas")
-class GDAS:
+class GDAS(SearchMethod):
     """GDAS search (see the module docstring)."""
 
     config_class = GDASConfig

@@ -78,6 +78,7 @@ from .base import (
     EdgeWeights,
     ScoreFn,
     SearchContext,
+    SearchMethod,
     StepStats,
     anneal,
     batch_statistics,
@@ -170,12 +171,20 @@ class RandomSearchConfig:
 
 
 @METHODS.register("random")
-class RandomSearch:
+class RandomSearch(SearchMethod):
     """Random search with weight sharing, or the DARTS random baseline (see the module docstring)."""
 
     config_class = RandomSearchConfig
+    variant_keys = ("variant",)
     space = "darts"  # two distinct inputs per node, one op each
     trains_supernet = True  # darts_baseline instances set False: the runner then skips the search epochs
+
+    @classmethod
+    def candidate_recipe(cls, config: RandomSearchConfig) -> dict:
+        """darts_baseline trains each candidate ``candidate_epochs``, at ``candidate_channels``/``_layers`` if set."""
+        recipe = {"epochs": config.candidate_epochs, "channels": config.candidate_channels,
+                  "layers": config.candidate_layers}  # fmt: skip
+        return {key: value for key, value in recipe.items() if value is not None}
 
     def __init__(self, config: RandomSearchConfig):
         self.config = config

@@ -80,6 +80,7 @@ from .base import (
     EdgeWeights,
     ScoreFn,
     SearchContext,
+    SearchMethod,
     StepStats,
     anneal,
     capture_state,
@@ -168,10 +169,11 @@ class SNASConfig:
 
 
 @METHODS.register("snas")
-class SNAS:
+class SNAS(SearchMethod):
     """SNAS search (see the module docstring)."""
 
     config_class = SNASConfig
+    variant_keys = ("constraint",)
     space = "dag"  # child networks keep every non-none edge: any in-degree
 
     def __init__(self, config: SNASConfig):

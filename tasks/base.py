@@ -24,17 +24,17 @@ the runner calls, so the runner never asks which task it runs::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..core.config import WEIGHT_FIELDS, SearchConfig
 from ..core.errors import ConfigError, check_range
-from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace
+from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace, Supernet
 
 __all__ = ["TASKS", "CNNSearchConfig", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS", "WEIGHT_FIELDS"]
 
@@ -150,64 +150,111 @@ class DataInfo:
     roles: Mapping[str, str] | None = None  # which file or part played each split's role, when not the official one
 
 
-@runtime_checkable
-class Task(Protocol):
-    """What every task in ``tasks/`` provides (one class, a config dataclass, registered in ``TASKS``).
+class Task:
+    """The base class of every task (subclass it, register the subclass in ``TASKS``).
 
-    Class attributes: ``config_class`` (the ``task:`` block), ``search_config_class`` (``search:``)
-    and ``train_config_class`` (``evaluate:``).
+    A subclass sets the class attributes without defaults and overrides the methods that raise
+    ``NotImplementedError``; every other member is an optional hook whose default is stated here,
+    and the harness calls it without asking whether it exists.
     """
 
+    # Required.
+    config_class: ClassVar[type]  # the ``task:`` block's dataclass; the task is built as ``cls(config)``
     metrics: tuple[Metric, ...]  # every metric summarize() returns, with its direction
-    main_metric: str  # the name of the metric tables and the regression gate report (e.g. "error")
+    main_metric: str  # the metric tables and the regression gate report (e.g. "error")
     score_key: str  # the metric that ranks candidates during derivation (its direction from ``metrics``)
-    reference_table: str | None  # the reference table (results/references/<name>.csv) of this task
-    # Optional: ``example_unit`` ("images", "tokens"; default "examples") and ``count_examples(batch) -> int``
-    # (default: the leading dimension of the batch's first tensor) give the record's examples_per_s.
+    # Optional, with defaults.
+    search_config_class: ClassVar[type] = SearchConfig  # the ``search:`` block (subclasses SearchConfig)
+    train_config_class: ClassVar[type] = TrainConfig  # the ``evaluate:`` block
+    reference_table: ClassVar[str | None] = None  # results/references/<name>.csv holding this task's published rows
+    example_unit: ClassVar[str] = "examples"  # what ``count_examples`` counts ("images", "tokens")
+    conformance_space: ClassVar[str] = "dag"  # the space egsbench.testing builds this task's supernet in
+    conformance_genotype: ClassVar[str | None] = None  # the genotype egsbench.testing trains (None: DARTS_V2)
 
     def prepare_data(self) -> DataInfo:
         """Load or locate the data; raise ``DataNotFoundError`` saying where it looked and what to do."""
+        raise NotImplementedError
 
     def loader(self, split: str, batch_size: int, generator: torch.Generator | None = None, recipe: Any = None) -> Any:
         """An iterable of batches over ``split`` (one of ``SPLITS``, or a split the task adds) with that split's
         augmentation (``recipe`` for "train"); a ``DataLoader`` when the runner may shard and place it."""
+        raise NotImplementedError
 
     def build_supernet(self, space: SearchSpace, config: Any) -> nn.Module:
-        """The supernet of ``space`` sized by the task's search config."""
+        """The supernet of ``space`` sized by the task's search config (default: the task cannot search)."""
+        raise ConfigError(
+            f"task {type(self).__name__} has no search supernet; search on another task and transfer the cell "
+            "(transfer_from) or train a fixed genotype (method: fixed)"
+        )
 
-    def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput: ...
+    def op_costs(self, supernet: nn.Module) -> Callable[..., dict[str, torch.Tensor]] | None:
+        """The supernet's per-(edge, op) costs for cost-aware methods (EGS, SNAS): ``op_costs(metric, per_cell)``;
+        default: the supernet's own when it is a :class:`~egsbench.tasks.spaces.Supernet`, else None."""
+        return supernet.op_costs if isinstance(supernet, Supernet) else None
 
-    def build_network(self, genotype: Genotype, config: Any) -> nn.Module: ...
+    def search_loss(self, model: nn.Module, batch: Any, weights: EdgeWeights) -> LossOutput:
+        """The supernet's loss on one search batch under ``weights`` (methods reach the task only through this)."""
+        raise NotImplementedError
+
+    def build_network(self, genotype: Genotype, config: Any) -> nn.Module:
+        """The final network of ``genotype`` sized by the evaluate config."""
+        raise NotImplementedError
 
     def example_input(self) -> Any:
         """One input sample with a batch axis, for MAC counting (a tuple is passed as several arguments)."""
+        raise NotImplementedError
+
+    def count_examples(self, batch: Any) -> int:
+        """Training examples in ``batch``, for examples_per_s; default: the leading dimension of its first tensor."""
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return int(first.shape[0])
 
     def make_optimizer(self, model: nn.Module, config: Any) -> torch.optim.Optimizer:
         """The final-training optimiser of ``model`` (the runner prepares it)."""
+        raise NotImplementedError
 
     def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: Any) -> Any:
-        """Per-epoch recipe state (lr schedule, drop-path probability); returns ``train_loss``'s ``state``."""
+        """Per-epoch recipe state (lr schedule, drop-path probability), passed to ``train_loss``; default None."""
+        return None
 
-    def train_loss(self, model: nn.Module, batch: Any, config: Any, state: Any = None) -> LossOutput: ...
+    def train_loss(self, model: nn.Module, batch: Any, config: Any, state: Any = None) -> LossOutput:
+        """The final network's training loss on one batch (the runner does backward, clipping and the step)."""
+        raise NotImplementedError
 
     def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: Any,
                   evaluate: Callable[[str], dict[str, float]]) -> dict[str, float]:  # fmt: skip
-        """After an epoch's steps: e.g. validate (``evaluate(split)`` runs the runner's evaluation loop) and
-        switch optimisers; returns extra curve values (e.g. ``{"valid_ppl": ...}``)."""
+        """After an epoch's steps: e.g. validate (``evaluate(split)``) and switch optimisers; returns extra curve
+        values (e.g. ``{"valid_ppl": ...}``); default nothing."""
+        return {}
 
     def eval_weights(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> AbstractContextManager:
-        """A context in which ``model`` holds the weights to evaluate (e.g. ASGD's averages)."""
+        """A context in which ``model`` holds the weights to evaluate (e.g. ASGD's averages); default as trained."""
+        return nullcontext()
 
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
         """Metric sums of one batch as a 1-D tensor (summed across batches and processes)."""
+        raise NotImplementedError
 
     def summarize(self, sums: torch.Tensor) -> dict[str, float]:
         """Turn summed ``eval_sums`` into metrics, e.g. ``{"accuracy": ..., "error": ..., "loss": ...}``."""
+        raise NotImplementedError
+
+    def record_extras(self) -> dict[str, Any]:
+        """What the task adds to the run record's ``extras`` (e.g. ImageNet's fitted width); default nothing."""
+        return {}
 
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> Any:
         """A config on a few dozen examples for ``egsbench.testing.check_task`` (write fixtures under ``tmp_path``)."""
+        raise NotImplementedError(
+            f"task class {cls.__name__} has no `conformance_config(tmp_path)` class method; add one that returns a "
+            "`config_class` instance on a few dozen examples (write them under tmp_path if needed), so "
+            "egsbench.testing.check_task can run it"
+        )
 
     @classmethod
     def conformance_recipes(cls) -> tuple[Any, Any]:
-        """A tiny ``(search config, evaluate config)`` pair for ``egsbench.testing`` (seconds on a CPU)."""
+        """A tiny ``(search config, evaluate config)`` pair for ``egsbench.testing`` (seconds on a CPU); default:
+        CNN-style keys (4 channels, 3 cells, one epoch of batch 4)."""
+        return (cls.search_config_class(channels=4, layers=3),
+                cls.train_config_class(channels=4, layers=3, epochs=1, batch_size=4))  # fmt: skip

@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import check_range
-from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, TrainConfig
+from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, Task, TrainConfig
 from .spaces import (
     ConfigError,
     DataError,
@@ -177,7 +177,7 @@ def _checksum(data: dict[str, ImageSplit]) -> str:
 
 
 @TASKS.register("cifar10")
-class CIFAR10:
+class CIFAR10(Task):
     """CIFAR-10 with the DARTS search and evaluation recipe."""
 
     config_class = CIFAR10Config

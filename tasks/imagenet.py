@@ -81,7 +81,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.errors import check_range
-from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric
+from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, Task
 from .spaces import (
     ConfigError,
     DataError,
@@ -354,7 +354,7 @@ class _Transformed(torch.utils.data.Dataset):
 
 
 @TASKS.register("imagenet")
-class ImageNet:
+class ImageNet(Task):
     """ImageNet, mobile setting: a CIFAR-10 cell transferred with DARTS's ImageNet recipe (see the module docstring)."""
 
     config_class = ImageNetConfig

@@ -70,7 +70,7 @@ from torch import nn
 
 from ..core.config import SearchConfig
 from ..core.errors import check_range
-from .base import SPLITS, TASKS, DataInfo, Metric
+from .base import SPLITS, TASKS, DataInfo, Metric, Task
 from .spaces import ConfigError, DataError, DataNotFoundError, EdgeWeights, Genotype, LossOutput, SearchSpace
 from .spaces.rnn import RNNCell, RNNModel, SearchRNNCell
 
@@ -390,7 +390,7 @@ class _Loaded:
     source: str
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
     """Shared by :class:`PTB` and :class:`WikiText2`; a subclass names its files, hub id and env variable."""
 
     config_class = LMConfig

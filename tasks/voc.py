@@ -103,7 +103,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import check_range
-from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric
+from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, Task
 from .spaces import (
     Cell,
     ConfigError,
@@ -603,7 +603,7 @@ class PolyLR:
 
 # -- the task ------------------------------------------------------------------------------------
 @TASKS.register("voc2012")
-class VOC2012:
+class VOC2012(Task):
     """PASCAL VOC 2012 segmentation of a transferred cell (see the module docstring)."""
 
     config_class = VOCConfig

@@ -13,7 +13,7 @@ from .genotypes import GENOTYPES, load_genotype
 from .ops import OPS, PRIMITIVES, make_op
 from .rnn import DARTS_V1_RNN, DARTS_V2_RNN, RNN_PRIMITIVES, RNNCell, RNNModel, SearchRNNCell, rnn_space
 from .space import DARTS_V1, DARTS_V2, SPACES, SearchSpace, genotype_weights
-from .weighting import EdgeWeights, LossOutput
+from .weighting import EdgeWeights, LossOutput, Supernet
 
 __all__ = [
     "DARTS_V1",
@@ -48,6 +48,7 @@ __all__ = [
     "SearchCell",
     "SearchNetwork",
     "SearchSpace",
+    "Supernet",
     "UnknownNameError",
     "active_ops",
     "count_macs",

@@ -46,6 +46,7 @@ from .cell import Cell, ScheduledDropPath, SearchCell, active_ops, drop_path
 from .cost import MacCount, count_macs, count_parameters
 from .ops import Identity
 from .space import SearchSpace
+from .weighting import Supernet
 
 __all__ = [
     "AuxiliaryHeadCIFAR",
@@ -93,7 +94,7 @@ def _count_memory_access(model: nn.Module, *inputs) -> MacCount:
     return result
 
 
-class SearchNetwork(nn.Module):
+class SearchNetwork(Supernet, nn.Module):
     """The DARTS CNN supernet over ``space``.
 
     Args:

@@ -44,6 +44,7 @@ from ...core.errors import DataError
 from ...core.genotype import CellGenotype, Genotype
 from .cell import active_ops
 from .space import SPACES, SearchSpace
+from .weighting import Supernet
 
 __all__ = [
     "DARTS_V1_RNN",
@@ -216,7 +217,7 @@ def embedded_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torc
     return F.embedding(words, weight)
 
 
-class RNNModel(nn.Module):
+class RNNModel(Supernet, nn.Module):
     """Embedding -> recurrent cell -> tied decoder, with AWD-LSTM's dropouts (DARTS ``RNNModel``).
 
     Used for search (``cell`` a :class:`SearchRNNCell`, ``forward(tokens, hidden, weights)``) and

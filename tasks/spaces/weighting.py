@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["EdgeWeights", "LossOutput"]
+__all__ = ["EdgeWeights", "LossOutput", "Supernet"]
 
 EdgeWeights = Mapping[str, torch.Tensor]  # cell type -> (E, K)
 
@@ -35,3 +35,12 @@ class LossOutput:
     def arch_loss(self) -> torch.Tensor:
         """The loss of an architecture-gradient pass: ``arch`` when the task sets one, else ``loss``."""
         return self.loss if self.arch is None else self.arch
+
+
+class Supernet:
+    """Mixin of a supernet module (``forward(x, weights)`` over :data:`EdgeWeights`): the costs cost-aware
+    methods (EGS's efficiency credits, SNAS's resource penalty) read through ``Task.op_costs``."""
+
+    def op_costs(self, metric: str = "macs", per_cell: bool = False) -> dict[str, torch.Tensor]:
+        """Cost of each op at each edge: ``{cell type: (E, K)}``; ``per_cell``: ``(cells of the type, E, K)``."""
+        raise NotImplementedError

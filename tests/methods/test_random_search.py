@@ -11,9 +11,9 @@ from itertools import combinations
 import pytest
 import torch
 
-from egsbench.benchmark.config import load_config
-from egsbench.benchmark.runner import candidate_recipe, run_experiment
-from egsbench.methods import METHODS
+from egsbench.benchmark.config import candidate_recipe, load_config
+from egsbench.benchmark.runner import run_experiment
+from egsbench.methods import METHODS, SearchMethod
 from egsbench.methods.random_search import (
     RandomSearch,
     RandomSearchConfig,
@@ -74,9 +74,10 @@ def test_bad_variant_in_a_config_file_names_the_key():
 
 
 def test_candidate_recipe_applies_only_the_methods_set_overrides():
-    recipe = candidate_recipe(TrainConfig(), RandomSearchConfig(variant="darts_baseline", candidate_layers=8))
+    config = RandomSearchConfig(variant="darts_baseline", candidate_layers=8)
+    recipe = candidate_recipe(TrainConfig(), RandomSearch, config)
     assert (recipe.epochs, recipe.layers, recipe.channels, recipe.batch_size) == (100, 8, 36, 96)
-    assert candidate_recipe(TrainConfig(), object()) == TrainConfig()  # methods without candidate_* keys
+    assert candidate_recipe(TrainConfig(), SearchMethod, object()) == TrainConfig()  # methods without overrides
 
 
 # -- sampler -------------------------------------------------------------------------------------

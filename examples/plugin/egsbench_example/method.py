@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from egsbench.methods import METHODS, SearchContext, StepStats
+from egsbench.methods import METHODS, SearchContext, SearchMethod, StepStats
 from egsbench.methods.base import (
     ScoreFn,
     capture_state,
@@ -39,7 +39,7 @@ class SingleLevelConfig:
 
 
 @METHODS.register("single-level-softmax")
-class SingleLevelSoftmax:
+class SingleLevelSoftmax(SearchMethod):
     config_class = SingleLevelConfig
     space = "darts"
 
