@@ -11,17 +11,20 @@ Layout::
     evaluate: {epochs: 600, ...}          # -> the task's train_config_class
 
 ``CONFIG`` on the command line is a path or a bundled name such as ``smoke/egs-cifar10``
-(``benchmark/configs/<preset>/<name>.yaml``). Dotted overrides (``--set method.M=4``) are
-parsed as YAML scalars. Unknown keys and wrong types raise :class:`ConfigError` naming the key.
+(``benchmark/configs/<preset>/<name>.yaml``), or ``<preset>/<method>-<task>`` composed from the fragments
+(docs/configs.md). A file's ``base:`` list names fragments merged in order before its own keys. Dotted
+overrides (``--set method.M=4``) are parsed as YAML scalars. Blocks are validated by pydantic models of the
+components' dataclasses: unknown keys and wrong types raise :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
-import math
 import re
 import types
 import typing
@@ -30,6 +33,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 from ..core.registry import unknown_name_message
@@ -41,17 +45,26 @@ from .speed import MEMORY_FORMATS
 __all__ = [
     "CONFIG_DIR",
     "MAX_YAML_BYTES",
+    "SCHEMA_PATH",
     "ExperimentConfig",
+    "block_model",
     "bundled_configs",
+    "compose",
     "config_description",
+    "config_schema",
     "config_type_problems",
     "load_config",
     "parse_config",
+    "read_config",
     "read_yaml_file",
+    "write_schema",
 ]
 
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
+FRAGMENT_DIR = CONFIG_DIR / "_fragments"  # base: entries that are no path next to the file: <preset>/<task>
+SCHEMA_PATH = Path(str(files("egsbench.results") / "schema" / "config.schema.json"))
+SCHEMA_LINE = "# yaml-language-server: $schema="  # first line of the shipped configs: editors complete their keys
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
 MAX_YAML_BYTES = 1_000_000  # configs and sweep files (read_yaml_file): a few dozen keys, never megabytes
 TOP_KEYS = (
@@ -187,14 +200,14 @@ def _source_raw(source: str) -> dict:
         if not path.is_file():
             raise ConfigError(f"transfer_from: {source} is a folder without config.yaml, not a run folder; name a "
                               "finished search's run folder or a config such as paper/egs-ptb")  # fmt: skip
+        data = read_yaml_file(path, "config") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"transfer_from: {path} must hold a YAML mapping, got a {type(data).__name__}")
     else:
         try:
-            path = resolve_config_path(source)
-        except UnknownNameError as err:
+            data = read_config(source)
+        except (UnknownNameError, ConfigError) as err:
             raise ConfigError(f"transfer_from: {err}") from None
-    data = read_yaml_file(path, "config") or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"transfer_from: {path} must hold a YAML mapping, got a {type(data).__name__}")
     if data.get("transfer_from") is not None:
         raise ConfigError(f"transfer_from: {source} is itself a transfer config; name the search config it transfers "
                           f"from ({data['transfer_from']}) instead")  # fmt: skip
@@ -245,54 +258,169 @@ def _block(block: Any) -> dict:
 
 
 def bundled_configs() -> list[str]:
-    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("*/*.yaml"))
+    """The shipped config names, ``<preset>/<name>`` (the fragments under ``_fragments/`` are no configs)."""
+    paths = (p for p in CONFIG_DIR.glob("*/*.yaml") if not p.parent.name.startswith("_"))
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in paths)
 
 
 def config_description(source: str) -> str:
     """The first line of a config's opening comment (what it runs, and for a paper config the row it stands for);
-    ``""`` when the file opens without a comment."""
+    ``""`` when the file opens without a comment. The ``yaml-language-server`` line is skipped."""
     for line in resolve_config_path(source).read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.strip():
+        if line.strip() and not line.startswith(SCHEMA_LINE):
             return line.lstrip("#").strip() if line.startswith("#") else ""
     return ""
 
 
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    """Return ``value`` if it fits ``hint`` (ints are accepted as floats), else raise naming ``key``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
-            try:
-                return _check_type(value, option, key)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[-1]
+# -- composition: base fragments ------------------------------------------------------------------------------------
+def compose(data: dict, path: Path | None = None, _chain: tuple[Path, ...] = ()) -> dict:
+    """``data`` with its ``base:`` fragments merged in: each fragment (itself composed) in order, then ``data``'s own
+    keys; mappings merge key by key, anything else is replaced (later wins).
+
+    A ``base:`` entry is a YAML file relative to ``path``'s folder (``.yaml`` optional), else a bundled fragment
+    ``<preset>/<task>`` under ``benchmark/configs/_fragments/``.
+
+    Raises:
+        ConfigError: a fragment that is missing, not a mapping, or includes itself; the message names the file.
+    """
+    base = data.get("base")
+    if base is None:
+        return data
+    where = str(path) if path is not None else "the config"
+    entries = [base] if isinstance(base, str) else base
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        raise ConfigError(f"{where}: base must be a fragment file or a list of them, got {base!r}")
+    chain = (*_chain, path.resolve()) if path is not None else _chain
+    merged: dict = {}
+    for entry in entries:
+        fragment = _fragment_path(entry, path, where)
+        if fragment in chain:
+            cycle = " -> ".join(str(p) for p in (*chain[chain.index(fragment):], fragment))
+            raise ConfigError(f"{where}: base fragment {entry!r} includes itself ({cycle}); remove one of the bases")
+        raw = read_yaml_file(fragment, "config fragment") or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config fragment {fragment} must hold a YAML mapping, got a {type(raw).__name__}")
+        merged = _merge(merged, compose(raw, fragment, chain))
+    return _merge(merged, {key: value for key, value in data.items() if key != "base"})
+
+
+def _fragment_path(entry: str, path: Path | None, where: str) -> Path:
+    name = entry if entry.endswith(".yaml") else f"{entry}.yaml"
+    candidates = ([path.parent / Path(name).expanduser()] if path is not None else []) + [FRAGMENT_DIR / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    shipped = sorted(str(p.relative_to(FRAGMENT_DIR).with_suffix("")) for p in FRAGMENT_DIR.glob("*/*.yaml"))
+    looked = " or ".join(str(c) for c in candidates)
+    raise ConfigError(f"{where}: base fragment {entry!r} not found ({looked}); name a YAML file relative to the "
+                      f"config or a bundled fragment: {', '.join(shipped)}")  # fmt: skip
+
+
+def _merge(into: dict, data: dict) -> dict:
+    """A new mapping: ``into`` updated by ``data``, nested mappings merged (neither argument changes)."""
+    out = dict(into)
+    for key, value in data.items():
+        both = isinstance(out.get(key), dict) and isinstance(value, dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def _combination(name: str) -> dict | None:
+    """``<preset>/<method>-<task>`` that ships no file: the preset's ``<task>`` fragment and the method at its
+    defaults (its own space unless the fragment names one), or None when no fragment and method match."""
+    preset, _, rest = name.partition("/")
+    if not preset or preset.startswith((".", "_")) or "/" in rest:
+        return None
+    for fragment in sorted((FRAGMENT_DIR / preset).glob("*.yaml"), key=lambda p: -len(p.stem)):  # wt2-search first
+        method = rest.removesuffix(f"-{fragment.stem}")
+        if method != rest and method in METHODS.names():
+            return {"base": [f"{preset}/{fragment.stem}"], "method": {"name": method}}
+    return None
+
+
+# -- validation: pydantic models of the components' dataclasses ------------------------------------------------------
+# strict: an int field refuses "7", 7.5 and true; a float field takes an int (as float) but not a string, nan or inf
+_STRICT = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+@functools.cache
+def block_model(cls: type) -> type[pydantic.BaseModel]:
+    """The pydantic model of config dataclass ``cls``: its ``__init__`` fields with their types and defaults. It checks
+    names and types only; the dataclass, built from the checked values, still runs its ``__post_init__`` ranges."""
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        if f.init:
+            if f.default_factory is not dataclasses.MISSING:
+                fields[f.name] = (hints[f.name], pydantic.Field(default_factory=f.default_factory))
+            else:
+                fields[f.name] = (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
+    return pydantic.create_model(cls.__name__, __config__=_STRICT, __module__=cls.__module__, **fields)
+
+
+@dataclass
+class TopLevel:
+    """The top-level scalars of a config file (their checks beyond type are in :func:`parse_config`)."""
+
+    preset: str = "custom"
+    seed: int = 0
+    space: str = "dag"  # default: the method's own space
+    device: str = "auto"
+    deterministic: bool = False
+    threads: int | None = None
+    mixed_precision: str = "no"
+    search_mixed_precision: str = "no"
+    lr_scaling: str = "none"
+    memory_format: str = "contiguous"
+    compile: bool = False
+
+
+TOP_LEVEL = tuple(f.name for f in dataclasses.fields(TopLevel))  # the scalar keys, typed by TopLevel
+
+
+def _check(cls: type, data: dict, where: str, *, unknown: bool = True) -> list[tuple[str, str]]:
+    """``(key, problem)`` for each wrong key of ``data`` under ``cls``'s model, in ``data``'s order (unknown keys
+    too if ``unknown``), and the checked values under ``""``: ``[("", values)]`` when there is no problem."""
+    try:
+        checked = block_model(cls).model_validate({key: _lists(value) for key, value in data.items()})
+    except pydantic.ValidationError as err:
+        order = {key: i for i, key in enumerate(data)}
+        found = {}
+        for error in err.errors():
+            key = error["loc"][0] if error["loc"] else ""
+            if key in found or (error["type"] == "extra_forbidden" and not unknown):
+                continue
+            found[key] = _problem(cls, error, data.get(key), f"{where}.{key}" if where else str(key))
+        return sorted(found.items(), key=lambda item: order.get(item[0], len(order)))
+    return [("", {key: value for key, value in checked if key in checked.model_fields_set})]
+
+
+def _problem(cls: type, error: dict, value: Any, key: str) -> str:
+    """One ``ValidationError`` entry as the one-line message of the hand-written checker it replaced."""
+    if error["type"] == "extra_forbidden":
+        names = list(block_model(cls).model_fields)
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], names, n=1, cutoff=0.5)
+        where = key.rsplit(".", 1)[0]
+        hint = f"; did you mean {where}.{close[0]}?" if close else ""
+        return f"unknown config key {key}{hint} Valid keys: {', '.join(names)}"
+    if error["type"] == "finite_number":  # .nan / .inf never make sense as a hyperparameter
+        return f"config key {key!r} must be a finite number, got {value}"
+    expected = _type_name(block_model(cls).model_fields[error["loc"][0]].annotation)
+    return f"config key {key!r} must be {expected}, got {value!r} ({type(value).__name__})"
+
+
+def _type_name(hint: Any) -> str:
+    """``int``, ``float or None``, ``list[str]``: a field's type as a message says it."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
     if hint is type(None):
-        if value is None:
-            return None
-    elif hint is Any:
-        return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):  # .nan / .inf never make sense as a hyperparameter
-                raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
-            return float(value)
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint in (str, bool):
-        if isinstance(value, hint):
-            return value
-    elif origin in (tuple, list):
-        if isinstance(value, (list, tuple)):
-            args = typing.get_args(hint)
-            item = args[0] if args else Any
-            return origin(_check_type(v, item, key) for v in value)
-    else:
-        return value
-    name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"config key {key!r} must be {name}, got {value!r} ({type(value).__name__})")
+        return "None"
+    return str(hint) if typing.get_origin(hint) is not None else hint.__name__
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists (YAML gives lists; a caller in Python may pass a tuple for a list field)."""
+    return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def build_dataclass(cls: type, data: Any, where: str) -> Any:
@@ -301,17 +429,11 @@ def build_dataclass(cls: type, data: Any, where: str) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config block {where!r} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean {where}.{close[0]}?" if close else ""
-            raise ConfigError(f"unknown config key {where}.{key}{hint} Valid keys: {', '.join(names)}")
-        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    key, result = _check(cls, data, where)[0]
+    if key:
+        raise ConfigError(result)
     try:
-        return cls(**kwargs)
+        return cls(**result)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
@@ -348,14 +470,11 @@ def config_type_problems(config: dict) -> list[str]:
         values = config.get(block)
         if cls is None or not isinstance(values, dict):
             continue
-        hints = typing.get_type_hints(cls)
-        for key, value in values.items():
-            if key in hints and key != "name":
+        values = {key: value for key, value in values.items() if key != "name"}
+        for key, problem in _check(cls, values, block, unknown=False):
+            if key:
                 where = f"{block}.{key}"
-                try:
-                    _check_type(value, hints[key], where)
-                except ConfigError as err:
-                    problems.append(f"field config.{where}: " + str(err).replace(f"config key {where!r} ", "", 1))
+                problems.append(f"field config.{where}: " + problem.replace(f"config key {where!r} ", "", 1))
     return problems
 
 
@@ -384,9 +503,11 @@ def _check_subclass(cls: type, base: type, what: str, base_name: str) -> None:
 
 
 def parse_config(data: dict) -> ExperimentConfig:
-    """Validate a raw config mapping (after overrides) into an :class:`ExperimentConfig`."""
+    """Validate a raw config mapping (after overrides) into an :class:`ExperimentConfig`; a ``base:`` list in it
+    names bundled fragments (see :func:`compose`)."""
     if not isinstance(data, dict):
         raise ConfigError("a config file must be a YAML mapping with keys " + ", ".join(TOP_KEYS))
+    data = compose(data)
     for key in data:
         if key not in TOP_KEYS:
             close = difflib.get_close_matches(str(key), TOP_KEYS, n=1, cutoff=0.5)
@@ -404,18 +525,21 @@ def parse_config(data: dict) -> ExperimentConfig:
     if transfer is not None and not method_cls.trains_supernet:
         raise ConfigError(f"transfer_from: {transfer['source']} runs method {method_name}, which searches nothing; "
                           "train its cell with method: {name: fixed, genotype: ...} and no transfer_from")  # fmt: skip
+    key, top = _check(TopLevel, {key: data[key] for key in TOP_LEVEL if key in data}, "", unknown=False)[0]
+    if key:
+        raise ConfigError(top)
     method_space = method_cls.space
-    space = _check_type(data.get("space", method_space), str, "space")
+    space = top.get("space", method_space)
     if SPACES.get(space).inputs_per_node is not None and SPACES.get(method_space).inputs_per_node is None:
         raise ConfigError(
             f"method {method_name!r} derives cells with any in-degree, which space {space!r} rejects; "
             f"set space: {method_space}"
         )
-    preset = _check_type(data.get("preset", "custom"), str, "preset")
+    preset = top.get("preset", "custom")
     if preset not in PRESETS:
         raise ConfigError(f"config key 'preset' must be one of {list(PRESETS)}, got {preset!r}")
-    device = _check_type(data.get("device", "auto"), str, "device")
-    if device not in ("auto", "cpu"):
+    device = top.get("device", "auto")
+    if device not in DEVICES:
         raise ConfigError(f"config key 'device' must be 'auto' or 'cpu', got {device!r}")
     searched_on = TASKS.get(transfer["task"]) if transfer is not None else task_cls  # a transfer searches the source's
     search = build_dataclass(searched_on.search_config_class, data.get("search"), "search")
@@ -440,15 +564,15 @@ def parse_config(data: dict) -> ExperimentConfig:
         evaluate=evaluate,
         space=space,
         preset=preset,
-        seed=_seed(_check_type(data.get("seed", 0), int, "seed")),
+        seed=_seed(top.get("seed", 0)),
         device=device,
-        deterministic=_check_type(data.get("deterministic", False), bool, "deterministic"),
-        threads=_threads(_check_type(data.get("threads"), int | None, "threads")),
-        mixed_precision=_choice(data, "mixed_precision", "no", PRECISIONS),
-        search_mixed_precision=_choice(data, "search_mixed_precision", "no", PRECISIONS),
-        lr_scaling=_choice(data, "lr_scaling", "none", ("none", "linear")),
-        memory_format=_choice(data, "memory_format", "contiguous", MEMORY_FORMATS),
-        compile=_check_type(data.get("compile", False), bool, "compile"),
+        deterministic=top.get("deterministic", False),
+        threads=_threads(top.get("threads")),
+        mixed_precision=_choice(top, "mixed_precision", "no", PRECISIONS),
+        search_mixed_precision=_choice(top, "search_mixed_precision", "no", PRECISIONS),
+        lr_scaling=_choice(top, "lr_scaling", "none", LR_SCALINGS),
+        memory_format=_choice(top, "memory_format", "contiguous", MEMORY_FORMATS),
+        compile=top.get("compile", False),
         transfer_from=transfer,
     )
 
@@ -472,10 +596,12 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 PRECISIONS = ("no", "bf16")  # fp16 would need a GradScaler around every optimiser, methods' included
+LR_SCALINGS = ("none", "linear")
+DEVICES = ("auto", "cpu")
 
 
-def _choice(data: dict, key: str, default: str, valid: tuple[str, ...]) -> str:
-    value = _check_type(data.get(key, default), str, key)
+def _choice(top: dict, key: str, default: str, valid: tuple[str, ...]) -> str:
+    value = top.get(key, default)
     if value not in valid:
         raise ConfigError(f"config key {key} must be one of {list(valid)}, got {value!r}")
     return value
@@ -552,13 +678,104 @@ def read_yaml_file(path: Path, what: str = "config") -> Any:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
 
 
-def load_config(source: str, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read ``source`` (a path or bundled name), apply ``--set`` overrides, validate."""
-    path = resolve_config_path(source)
+def read_config(source: str) -> dict:
+    """The raw config ``source`` names (a path, a bundled name or ``<preset>/<method>-<task>`` composed from the
+    fragments), its ``base:`` fragments merged in: what overrides apply to before validation."""
+    try:
+        path = resolve_config_path(source)
+    except UnknownNameError:
+        combination = _combination(source[:-5] if source.endswith(".yaml") else source)
+        if combination is None:
+            raise
+        return compose(combination)
     data = read_yaml_file(path, "config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping with keys {', '.join(TOP_KEYS)}, got a "
                           f"{type(data).__name__}")  # fmt: skip
+    return compose(data, path)
+
+
+def load_config(source: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read ``source`` (a path, bundled name or fragment combination), apply ``--set`` overrides, validate."""
+    data = read_config(source)
     for assignment in overrides or []:
         apply_override(data, assignment)
     return parse_config(data)
+
+
+# -- JSON schema of a config file -----------------------------------------------------------------------------------
+def config_schema() -> dict:
+    """The JSON schema of a config file: the top-level keys, and per registered method and task its block's fields
+    (``method`` and ``task`` are unions on ``name``; ``search``/``evaluate`` follow ``task.name``).
+
+    A composed file may leave any key to its ``base:`` fragments, so no key is required here.
+    """
+    defs: dict[str, dict] = {}
+
+    def ref(cls: type) -> dict:
+        schema = block_model(cls).model_json_schema()
+        defs[schema.pop("title")] = schema
+        return {"$ref": f"#/$defs/{cls.__name__}"}
+
+    def named(registry, kind: str, config_class) -> dict:
+        options = []
+        for name in registry.names():
+            target = ref(config_class(registry.get(name)))
+            defs[target["$ref"].rsplit("/", 1)[-1]]["properties"] = {
+                "name": {"const": name}, **defs[target["$ref"].rsplit("/", 1)[-1]]["properties"]}  # fmt: skip
+            options.append(target)
+        return {"description": f"a registered {kind}: {{name: ..., <its config fields>}}", "anyOf": options}
+
+    top = block_model(TopLevel).model_json_schema()["properties"]
+    for key, choices in (("preset", PRESETS), ("device", DEVICES), ("mixed_precision", PRECISIONS),
+                         ("search_mixed_precision", PRECISIONS), ("lr_scaling", LR_SCALINGS),
+                         ("memory_format", MEMORY_FORMATS), ("space", SPACES.names())):  # fmt: skip
+        top[key]["enum"] = list(choices)
+    tasks = {name: TASKS.get(name) for name in TASKS.names()}
+    properties = {
+        "base": {"description": "fragments merged in order before this file's keys: paths relative to this file, "
+                                "or bundled <preset>/<task>", "anyOf": [{"type": "string"},
+                                                                       {"type": "array", "items": {"type": "string"}}]},
+        **{key: top[key] for key in ("preset", "seed", "space")},
+        "method": named(METHODS, "method", lambda cls: cls.config_class),
+        "task": named(TASKS, "task", lambda cls: cls.config_class),
+        "search": {"anyOf": [ref(cls.search_config_class) for cls in tasks.values()]},
+        "evaluate": {"anyOf": [ref(cls.train_config_class) for cls in tasks.values()]},
+        **{key: top[key] for key in TOP_LEVEL if key not in ("preset", "seed", "space")},
+        "transfer_from": {"description": "a search config (name or path) or run folder whose cell this trains",
+                          "anyOf": [{"type": "string"}, {"type": "null"},
+                                    {"type": "object", "additionalProperties": False,
+                                     "properties": {"source": {"type": "string"}, "task": {"enum": list(tasks)}}}]},
+    }  # fmt: skip
+    per_task = [{"if": {"properties": {"task": {"properties": {"name": {"const": name}}, "required": ["name"]}},
+                        "required": ["task"]},
+                 "then": {"properties": {"search": ref(cls.search_config_class),
+                                         "evaluate": ref(cls.train_config_class)}}}
+                for name, cls in tasks.items()]  # fmt: skip
+    for schema in defs.values():
+        schema.pop("required", None)  # every field has a default; a fragment may set the rest
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "egsbench experiment config",
+        "description": "Generated by `python -m egsbench.benchmark.config --schema` (see docs/configs.md).",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "allOf": per_task,
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> Path:
+    """Write :func:`config_schema` to ``path`` (``results/schema/config.schema.json`` by default)."""
+    path.write_text(json.dumps(config_schema(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--schema", action="store_true", help=f"write the config JSON schema to {SCHEMA_PATH}")
+    if parser.parse_args().schema:
+        print(f"wrote {write_schema()}")
+    else:
+        parser.print_help()
