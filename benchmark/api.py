@@ -5,12 +5,13 @@ the same run folder (config, genotype, ``model.safetensors``, curves, ``record.j
 ``egsbench run``.
 
 Examples:
-    >>> import egsbench
-    >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # doctest: +SKIP
+    >>> import torch, egsbench
+    >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # data, minutes  # doctest: +SKIP
     >>> record.metrics.test_error  # doctest: +SKIP
-    >>> net = egsbench.load_network("runs/nb")  # the trained final network, in eval mode  # doctest: +SKIP
-    >>> sn = egsbench.build_supernet("dag", "egs", channels=8, layers=5)  # doctest: +SKIP
-    >>> stats = sn.method.step(batch, batch)  # one search step  # doctest: +SKIP
+    >>> net = egsbench.load_network("runs/nb")  # the run's trained final network, in eval mode  # doctest: +SKIP
+    >>> sn = egsbench.build_supernet("dag", "egs", channels=4, layers=3)
+    >>> batch = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])  # (images (B, 3, H, W), labels (B,))
+    >>> stats = sn.method.step(batch, batch)  # one search step
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Genotype agreement: per group, the mean Jaccard similarity of the derived (cell 
 sets over pairs of seeds, beside that of random cells of the same sizes (see :func:`random_jaccard`).
 
 Examples:
-    >>> c = compare_runs(load_records("runs/"), task="cifar10")  # doctest: +SKIP
+    >>> c = compare_runs(load_records("runs/"), task="cifar10")  # needs finished runs  # doctest: +SKIP
     >>> print(render_comparison(c, "md"))  # doctest: +SKIP
 """
 

@@ -31,7 +31,7 @@ is not installed (a plug-in missing from this environment) still get a table: ev
 direction nor its table is known; ``ablation_table`` needs the task and raises.
 
 Examples:
-    >>> records = load_records("runs/")  # doctest: +SKIP
+    >>> records = load_records("runs/")  # needs finished runs  # doctest: +SKIP
     >>> print(render(comparison_table(records, "cifar10"), "md"))  # doctest: +SKIP
     >>> print(render(ablation_table(records), "latex"))  # doctest: +SKIP
 """

@@ -16,9 +16,9 @@ The public Python API for notebooks and scripts is the few names below; they loa
 
 Examples:
     >>> import egsbench
-    >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # doctest: +SKIP
+    >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # data, minutes  # doctest: +SKIP
     >>> record.metrics["test_accuracy"]  # doctest: +SKIP
-    >>> net = egsbench.load_network("runs/nb")  # doctest: +SKIP
+    >>> net = egsbench.load_network("runs/nb")  # needs that run folder  # doctest: +SKIP
 """
 
 from __future__ import annotations

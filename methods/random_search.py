@@ -109,7 +109,7 @@ def sample_cells(space: SearchSpace, generator: torch.Generator, ops: Sequence[i
     each, an op index drawn uniformly from ``ops``.
 
     Examples:
-        >>> from tasks.spaces import SPACES
+        >>> from egsbench.tasks.spaces import SPACES
         >>> cells = sample_cells(SPACES.get("darts"), torch.Generator().manual_seed(0), ops=range(1, 8))
         >>> [len(entries) for entries in cells.values()]
         [8, 8]

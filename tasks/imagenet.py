@@ -215,7 +215,7 @@ def mobile_macs(genotype: Genotype, channels: int, layers: int, num_classes: int
     milliseconds even at C = 48.
 
     Examples:
-        >>> from tasks.spaces import DARTS_V2
+        >>> from egsbench.tasks.spaces import DARTS_V2
         >>> round(mobile_macs(DARTS_V2, 48, 14) / 1e6, 1)
         531.2
     """

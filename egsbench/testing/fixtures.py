@@ -21,8 +21,10 @@ def write_image_folder(
     """Write an ImageFolder tree ``root/<split>/<class>/<i>.png`` of seeded random RGB images (PNG: lossless).
 
     Examples:
-        >>> root = write_image_folder(tmp_path / "data", per_class=2)  # doctest: +SKIP
-        >>> sorted(p.name for p in (root / "train").iterdir())  # doctest: +SKIP
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     root = write_image_folder(Path(tmp) / "data", per_class=2)
+        ...     sorted(p.name for p in (root / "train").iterdir())
         ['cat', 'dog', 'frog']
     """
     root = Path(root)

@@ -109,7 +109,7 @@ class SearchNetwork(Supernet, nn.Module):
     in training mode; search methods that use search-time drop path (SNAS) set it.
 
     Examples:
-        >>> from tasks.spaces import SPACES
+        >>> from egsbench.tasks.spaces import SPACES
         >>> space = SPACES.get("darts")
         >>> net = SearchNetwork(space, channels=4, num_classes=10, layers=3)
         >>> w = {t: torch.full((space.num_edges, space.num_ops), 1 / space.num_ops) for t in space.cell_types}
@@ -364,7 +364,7 @@ class NetworkImageNet(ScheduledDropPath, nn.Module):
     auxiliary head. ``image_size`` sizes only the auxiliary head's pooling (see the module docstring).
 
     Examples:
-        >>> from tasks.spaces import DARTS_V2
+        >>> from egsbench.tasks.spaces import DARTS_V2
         >>> net = NetworkImageNet(DARTS_V2, channels=8, num_classes=5, layers=3, image_size=64).eval()
         >>> net(torch.zeros(2, 3, 64, 64))[0].shape
         torch.Size([2, 5])
