@@ -102,9 +102,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.errors import check_range
-from .base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, Task
-from .spaces import (
+from ...core.errors import check_range
+from ..base import SPLITS, TASKS, CNNSearchConfig, DataInfo, Metric, Task
+from ..spaces import (
     Cell,
     ConfigError,
     DataError,
@@ -117,9 +117,9 @@ from .spaces import (
     active_ops,
     count_parameters,
 )
-from .spaces.cell import ScheduledDropPath
-from .spaces.cnn import cell_stack, imagenet_stems
-from .training import no_swap, set_lr, sgd
+from ..spaces.cell import ScheduledDropPath
+from ..spaces.cnn import cell_stack, imagenet_stems
+from ..training import no_swap, set_lr, sgd
 
 __all__ = [
     "ASPP",
