@@ -1,31 +1,13 @@
-"""CIFAR-10 image classification (DARTS search and evaluation protocol).
+"""CIFAR-10 image classification with DARTS's search and evaluation protocol (``cifar10``).
 
-Data sources, tried in this order for ``data_dir``:
+``task.data_dir`` is ``embedded`` (the real subset shipped in the package), a torchvision
+``cifar-10-batches-py`` folder (fetched there with ``download: true``), or an ImageFolder tree
+(or a ``.tar``/``.tar.gz`` of one). The search halves a fixed permutation of the training set;
+final training uses all of it with cutout, and the reported metric is on the official test split.
+Images are decoded once into ``uint8`` tensors and augmented a batch at a time (``device_cache``
+keeps them on the GPU).
 
-1. ``embedded``: the real CIFAR-10 subset shipped in the package (1,600 train and 400 test
-   JPEGs, balanced over classes; ``scripts/make_demo_data.py`` made it).
-2. The torchvision format: ``data_dir/cifar-10-batches-py`` (downloaded there when
-   ``download: true`` and online).
-3. An ImageFolder tree ``data_dir/train/<class>/*``, ``data_dir/test/<class>/*``, or a
-   ``.tar`` / ``.tar.gz`` archive of one.
-
-Search splits the (possibly limited) training set in two halves, search-train and
-search-val, both with the training augmentation (pad-4 random crop, horizontal flip, no
-cutout), as DARTS. Final training uses the whole training split with cutout; the reported
-metric is on the official test split.
-
-Deviations: DARTS splits by index (first 25k / last 25k of the pickled order, which is
-already shuffled); an ImageFolder is sorted by class, so here the split is a fixed
-permutation (``split_seed``) of the training set for every source. ``train_limit`` and
-``test_limit`` (proxy and smoke presets) take the first N of such a permutation.
-
-Loading: a batch is one gather from the decoded ``uint8`` tensors (``BatchedImages.__getitems__``), then
-the batch-level augmentation; nothing is decoded per step. On a GPU, ``device_cache: true`` keeps those
-tensors (150 MB for CIFAR-10) on the device, so gathering and augmenting run there and no host transfer
-is left; otherwise ``workers`` (DataLoader processes, augmentation off the training thread; their random
-streams differ from the main process's, so results move within seed noise) and ``pin_memory``
-(when CUDA is present) feed it. The defaults (``workers: 0``, no cache) draw the same batches and
-augmentation in either layout.
+Deviations from the paper and original code: docs/fidelity/cifar.md
 """
 
 from __future__ import annotations
@@ -34,6 +16,7 @@ import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -56,7 +39,7 @@ from .spaces import (
     SearchNetwork,
     SearchSpace,
 )
-from .training import batch_accuracy, cosine_lr, no_swap, set_lr, sgd
+from .training import auxiliary_loss, batch_accuracy, cosine_lr, forward_logits, no_swap, set_lr, sgd
 from .vision import BatchAugment, ImageSplit, read_image_folder, read_jpeg_npz
 
 __all__ = ["CIFAR10", "CIFAR10Config", "EMBEDDED_DATA"]
@@ -323,18 +306,13 @@ class CIFAR10(Task):
     eval_weights = staticmethod(no_swap)
 
     def train_loss(self, model: nn.Module, batch: Any, config: TrainConfig, state: Any = None) -> LossOutput:
-        x, y = batch
-        logits, aux = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-        if aux is not None:
-            loss = loss + config.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=config.label_smoothing)
-        return LossOutput(loss, {"accuracy": batch_accuracy(logits, y)})
+        criterion = partial(F.cross_entropy, label_smoothing=config.label_smoothing)
+        return auxiliary_loss(model, batch, criterion, config.auxiliary_weight)
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
         x, y = batch
-        out = model(x) if weights is None else model(x, weights)
-        logits = out[0] if isinstance(out, tuple) else out
+        logits = forward_logits(model, x, weights)  # (B, classes)
         loss = F.cross_entropy(logits, y, reduction="sum")
         correct = (logits.argmax(dim=1) == y).sum()
         return torch.stack([correct.double(), torch.full_like(loss, len(y), dtype=torch.float64), loss.double()])

@@ -1,66 +1,12 @@
-"""ImageNet in the mobile setting: transfer of a cell searched on CIFAR-10 (DARTS-EGS paper Section 4.1.3, Table 2).
+"""ImageNet in the mobile setting (``imagenet``): a cell searched on CIFAR-10, trained with DARTS's ImageNet recipe.
 
-Code origin: quark0/darts ``cnn/train_imagenet.py`` and ``cnn/model.py`` (``NetworkImageNet``,
-here :class:`~.spaces.NetworkImageNet`). The recipe of the ``paper`` preset: 14 cells, C = 48,
-250 epochs, batch 128, SGD lr 0.1, momentum 0.9, weight decay 3e-5, gradient clipping 5,
-label smoothing 0.1 (``timm.loss.LabelSmoothingCrossEntropy``, on the auxiliary loss too, as
-DARTS), auxiliary head weight 0.4, no drop path; input 224x224 and at most 600 M multiply-adds
-(the mobile setting). Reported: top-1 and top-5 error on the validation set.
+The DARTS-EGS paper's Section 4.1.3 (Table 2): 224x224 inputs, at most 600 M multiply-adds, top-1 and
+top-5 error on the validation set. Data are read through timm from ``task.data_dir`` (an ImageFolder
+tree, tar archives or per-class tar shards) or a Hugging Face dataset, streamed from disk. Transfer
+only: ``search.epochs`` must stay 0. A network above ``evaluate.mac_cap`` (counted by
+:func:`mobile_macs`) is refused; ``evaluate.fit_macs`` narrows C to fit instead.
 
-Data come through timm and are streamed from disk (decoded per sample in the loader's workers,
-never held in memory): ``timm.data.create_dataset`` reads, for ``task.data_dir``,
-
-1. an ImageFolder tree ``train/<wnid>/*.JPEG`` + ``val/<wnid>/*.JPEG`` (``validation/`` or
-   ``valid/`` also work);
-2. tar archives ``train.tar`` + ``val.tar`` (class folders inside, or a tar of per-class tars
-   such as ``ILSVRC2012_img_train.tar``), or ``train/`` + ``val/`` folders of per-class ``.tar``
-   shards (timm's ``ReaderImageInTar``);
-3. a Hugging Face dataset (``task.hf_dataset: imagenet-1k``, or a local folder of one in the
-   Hub's layout, ``data/train-*.parquet`` + ``data/validation-*.parquet``; timm's ``hfds/``
-   reader, splits ``train`` and ``validation``, cached under ``data_dir``; nothing is
-   downloaded unless the dataset is a Hub name and the machine is online).
-
-Augmentation is ``timm.data.create_transform``: training, random resized crop to
-``image_size`` (scale 0.08-1), horizontal flip, colour jitter 0.4/0.4/0.4/0.2, as DARTS;
-evaluation, resize to ``image_size / 0.875`` (256 at 224) and centre crop. Mean and std are
-ImageNet's.
-
-Transfer only: the benchmark evaluates cells searched on CIFAR-10 here (``method: fixed``,
-``genotype: NAME | genotype.json | CIFAR-10 run folder``); ``search.epochs`` must stay 0, and
-a config that asks for a search fails at config time saying so. The ``search-train`` /
-``search-val`` splits (halves of the training set) and the supernet (DARTS's CIFAR supernet
-at ``image_size``) exist only because the runner builds a supernet for every run and the
-conformance suite checks every task the same way.
-
-The mobile cap: :func:`mobile_macs` counts the network's multiply-adds for one 224x224 image
-(:func:`~.spaces.count_macs`: convolutions and the classifier, plus the cells' 3x3 pools; BN,
-ReLU, additions and the global average pool are free; the auxiliary head does not run at
-inference). With ``evaluate.mac_cap`` (600 M by default) a genotype whose network exceeds the
-cap is refused with its measured MACs; ``evaluate.fit_macs: 6.0e+8`` (YAML floats need the
-exponent's sign; ``600000000`` also works) instead lowers C to the largest even value that
-fits, and the run record keeps the fitted C (``extras.imagenet``).
-The published DARTS_V2 cell at C = 48 (the ``--init_channels`` default of DARTS's
-``train_imagenet.py`` at HEAD, with 250 epochs; its first release had 50 and 1000 epochs) gives
-4,718,752 params (reported: 4.7 M) and 531.2 M MACs (529.9 M without the pools). The paper reports
-574 M; independent counters reported 523 M (convolutions and the classifier) and 544.6 M
-(flops-counter.pytorch) for the same network (quark0/darts#46), and DARTS's own counter is not
-published: the counts differ by what a counter includes, not by the network's width.
-
-Deviations, each for a reason:
-
-- schedule: the DARTS-EGS paper trains with a "poly learning rate scheduler with initial
-  learning rate 0.1" and gives no power; ``schedule: poly`` (timm's ``PolyLRScheduler``, per
-  epoch) with ``poly_power: 1.0`` (linear decay to ``lr_min``, as the P-DARTS / PC-DARTS
-  ImageNet recipes of the time) is the default. ``schedule: step`` is DARTS's own StepLR
-  (x0.97 every epoch, timm's ``StepLRScheduler``); DARTS stepped its scheduler before each
-  epoch on an old PyTorch, so its epoch e trained with 0.1 * 0.97^(e+1), here 0.1 * 0.97^e.
-- the network's classifier pools adaptively and the auxiliary head pools adaptively at
-  smoke-sized inputs (see :mod:`.spaces.cnn`); nothing changes at 224x224.
-- ``DataInfo.sha256`` hashes the sample list (each image's path relative to its split root
-  and its label, after limits), not the pixels: hashing 150 GB of JPEGs would take longer
-  than an epoch. Renaming, adding or removing an image changes it; editing pixels does not.
-- ``train_per_class`` / ``test_per_class`` take the first N images of each class (sorted by
-  file name) for the smoke and proxy presets; ``null`` uses all.
+Deviations from the paper and original code: docs/fidelity/imagenet.md
 """
 
 from __future__ import annotations
@@ -94,7 +40,7 @@ from .spaces import (
     SearchSpace,
     count_macs,
 )
-from .training import batch_accuracy, no_swap, sgd
+from .training import auxiliary_loss, batch_accuracy, forward_logits, no_swap, sgd
 
 __all__ = [
     "MOBILE_IMAGE_SIZE",
@@ -144,7 +90,7 @@ class ImageNetConfig:
 
 @dataclass
 class ImageNetSearchConfig(CNNSearchConfig):
-    """The ``search:`` block: ImageNet is transfer-only, so ``epochs`` stays 0 (the runner still builds a supernet)."""
+    """The ``search:`` block: ImageNet is transfer-only, so ``epochs`` stays 0."""
 
     epochs: int = 0
 
@@ -209,7 +155,9 @@ class ImageNetTrainConfig:
 @torch.no_grad()
 def mobile_macs(genotype: Genotype, channels: int, layers: int, num_classes: int = 1000,
                 image_size: int = MOBILE_IMAGE_SIZE) -> int:  # fmt: skip
-    """Multiply-adds of the ImageNet network for one ``image_size`` image, counted as the module docstring says.
+    """Multiply-adds of the ImageNet network for one ``image_size`` image: convolutions, the classifier and the
+    cells' 3x3 pools (BN, ReLU, additions and the global average pool are free; the auxiliary head does not run
+    at inference).
 
     The network is built on the ``meta`` device (shapes only, no memory, no arithmetic), so a count takes
     milliseconds even at C = 48.
@@ -380,7 +328,7 @@ class ImageNet(Task):
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> ImageNetConfig:
         """A 3-class ImageFolder of 40x40 PNGs, 6 per class and split, read at 32x32 (for ``egsbench.testing``)."""
-        from ..testing import write_image_folder  # (egsbench.testing imports tasks; imported here, lazily)
+        from ..testing.fixtures import write_image_folder  # test-only helper, imported when the checks ask
 
         root = write_image_folder(tmp_path / "imagenet", per_class=6, size=40, splits=("train", "val"))
         return ImageNetConfig(data_dir=str(root), image_size=32, workers=0)
@@ -541,19 +489,13 @@ class ImageNet(Task):
     eval_weights = staticmethod(no_swap)
 
     def train_loss(self, model: nn.Module, batch: Any, config: ImageNetTrainConfig, state: Any = None) -> LossOutput:
-        x, y = batch
         criterion = LabelSmoothingCrossEntropy(config.label_smoothing)
-        logits, aux = model(x)
-        loss = criterion(logits, y)
-        if aux is not None:
-            loss = loss + config.auxiliary_weight * criterion(aux, y)
-        return LossOutput(loss, {"accuracy": batch_accuracy(logits, y)})
+        return auxiliary_loss(model, batch, criterion, config.auxiliary_weight)
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: Any, weights: EdgeWeights | None = None) -> torch.Tensor:
         x, y = batch
-        out = model(x) if weights is None else model(x, weights)
-        logits = out[0] if isinstance(out, tuple) else out
+        logits = forward_logits(model, x, weights)  # (B, classes)
         loss = F.cross_entropy(logits, y, reduction="sum")
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
         correct1 = (top5[:, 0] == y).sum()

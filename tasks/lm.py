@@ -1,55 +1,12 @@
-"""Word-level language modelling on Penn Treebank (``ptb``) and WikiText-2 (``wt2``), DARTS RNN protocol.
+"""Word-level language modelling on Penn Treebank (``ptb``) and WikiText-2 (``wt2``) with DARTS's RNN protocol.
 
-Data (Mikolov PTB ``ptb.{train,valid,test}.txt``; WikiText-2 ``wiki.{train,valid,test}.tokens``
-or ``{train,valid,test}.txt``) is read from ``task.data_dir`` through the ``datasets`` text
-loader, or from the hub (``ptb_text_only``, ``wikitext``/``wikitext-2-v1``) with ``hub: true``.
-Tokens are ``line.split() + ["<eos>"]``, the vocabulary is built on the training role, and
-batchify and BPTT batches are the reference code's (``[T, B]`` columns, ``x = src[i:i+L]``,
-``y = src[i+1:i+1+L]``).
+Text comes from ``task.data_dir`` (PTB ``ptb.{train,valid,test}.txt``, WikiText-2 ``wiki.*.tokens``) or
+the hub (``hub: true``). ``train_split`` / ``valid_split`` / ``test_split`` name the file that plays each
+role; roles sharing a file cut it into contiguous parts, and ``DataInfo.roles`` says which part played
+which. search-train is the train role, search-val the valid role. Batches carry their pass's hidden
+state (truncated BPTT), so every forward pass on one batch starts from the same state.
 
-Roles: ``train_split``, ``valid_split`` and ``test_split`` name the file that plays each role.
-Roles that share a file cut it into contiguous parts (train first, then valid, then test,
-``holdout`` of the file each), so the shared copies (PTB valid/test, WikiText-2 valid) run the
-smoke and proxy presets; ``DataInfo.roles`` (the record's ``extras.data_roles``) says which
-part played which role. search-train = train role, search-val = valid role (DARTS feeds alpha
-from PTB valid), final training on train, ASGD trigger on valid, reported metric on test.
-
-As DARTS's ``rnn/`` code: the embedding (tied to the decoder) is initialised U(-0.04, 0.04)
-(``INITRANGE``, as the cell's ``W0`` and ``W_i``), the decoder bias 0. The search's weight step
-minimises NLL + TAR (``train_search.py``); the alpha loss is the NLL alone (``model_search.py``
-``_loss``; ``LossOutput.arch``, read by every method's alpha pass); ``search.alpha_loss: nll+tar``
-switches back to adding the TAR there too (this project's earlier behaviour). The final training
-evaluates validation every epoch (the ASGD trigger) and the test set only after the last epoch by
-default (``evaluate.eval_every: 0``); with ``eval_every: N`` every N-th epoch too, and the
-``eval_curves.csv`` test columns stay empty on the other epochs.
-
-The hidden state is carried across the batches of one pass over a split and detached at each
-batch (truncated BPTT): every batch holds its pass's carrier, the first loss computed on a batch
-fixes the state it starts from, the last one leaves the state the next batch starts from, so a
-bilevel method's several forward passes on one batch all start from the same state.
-
-Deviations from the original code, and why:
-
-- Vocabulary: DARTS/AWD-LSTM add the words of all three files; here the training role's words
-  plus ``<unk>`` (when the data lacks it), other words mapped to ``<unk>``. On the official
-  files the two agree (PTB and WikiText-2 valid/test words are all in train). The share of
-  valid/test tokens outside it is recorded (``extras.oov_rate``), warned above 5 % and refused
-  above 50 % (a test file of other words would score the prediction of ``<unk>``).
-- Text files are checked before parsing: an empty or non-UTF-8 file is one error naming it.
-- Search keeps the methods' own weight optimiser (SGD at ``search.lr``, constant when
-  ``lr_min == lr``) without DARTS's per-batch ``lr * seq_len / bptt`` scaling; final training
-  scales as DARTS. The methods' alpha-optimiser defaults are the CNN search's (Adam 3e-4, beta1
-  0.5); the bundled PTB and WikiText-2 configs set DARTS's ``rnn/`` one (Adam 3e-3, default betas,
-  weight decay 1e-3) for every method that has one.
-- The ``proxy`` search (64 units, batch 32) runs at lr 5 with lighter dropouts: at DARTS's lr 20
-  and 0.75 dropouts (tuned for 300 units at batch 256) its training loss stayed above log V.
-- ASGD is :class:`AveragedSGD`: SGD, then the uniform average of the iterates from the first step
-  after the non-monotone trigger (torch's ASGD with ``t0=0, lambd=0`` starts one step later).
-  Test metrics use the averaged weights of the last epoch, not the best-validation checkpoint.
-- No AR term (DARTS uses alpha = 0); NaN losses stop the run (``DivergedError``) instead of
-  reloading the best checkpoint.
-- Plain-iterable loaders are not sharded across processes: under several processes each one
-  sees every batch (correct, not faster).
+Deviations from the paper and original code: docs/fidelity/lm.md
 """
 
 from __future__ import annotations
@@ -59,7 +16,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -73,8 +29,9 @@ from ..core.errors import check_range
 from .base import SPLITS, TASKS, DataInfo, Metric, Task
 from .spaces import ConfigError, DataError, DataNotFoundError, EdgeWeights, Genotype, LossOutput, SearchSpace
 from .spaces.rnn import RNNCell, RNNModel, SearchRNNCell
+from .training import AveragedSGD, inner_optimizer, no_swap
 
-__all__ = ["AveragedSGD", "LMBatch", "LMConfig", "LMSearchConfig", "LMTrainConfig", "PTB", "WikiText2", "batchify"]
+__all__ = ["LMBatch", "LMConfig", "LMSearchConfig", "LMTrainConfig", "PTB", "WikiText2", "batchify"]
 
 ROLES = ("train", "valid", "test")
 EOS, UNK = "<eos>", "<unk>"
@@ -263,69 +220,6 @@ class BPTTLoader:
             i, index = i + seq_len, index + 1
 
 
-# -- averaged SGD -------------------------------------------------------------------------------
-
-
-class AveragedSGD(torch.optim.Optimizer):
-    """SGD (weight decay, no momentum) that, after :meth:`start_averaging`, also keeps the uniform average of
-    the iterates (``state["ax"]``): torch's ASGD with ``t0 = switch step, lambd = 0``, written out.
-
-    The switch flag and the validation history live in the param group, so they travel with
-    ``state_dict`` (and with accelerate's checkpoints).
-    """
-
-    def __init__(self, params, lr: float, weight_decay: float = 0.0):
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "averaging": False, "val_history": []})
-
-    @property
-    def averaging(self) -> bool:
-        return bool(self.param_groups[0]["averaging"])
-
-    def start_averaging(self) -> None:
-        for group in self.param_groups:
-            group["averaging"] = True
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad if group["weight_decay"] == 0 else p.grad.add(p, alpha=group["weight_decay"])
-                p.add_(d, alpha=-group["lr"])
-                if group["averaging"]:
-                    state = self.state[p]
-                    if "ax" not in state:
-                        state["ax"], state["n"] = p.detach().clone(), torch.ones(())
-                    else:
-                        state["n"] += 1
-                        state["ax"].add_(p - state["ax"], alpha=1.0 / state["n"].item())
-        return loss
-
-    @contextmanager
-    def averaged(self):
-        """Inside, every parameter holds its average (when averaging has started); restored on exit."""
-        saved = []
-        with torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    ax = self.state[p].get("ax")
-                    if ax is not None:
-                        saved.append((p, p.detach().clone()))
-                        p.copy_(ax)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, value in saved:
-                    p.copy_(value)
-
-
-def _inner(optimizer):
-    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
-
-
 # -- data ---------------------------------------------------------------------------------------
 
 
@@ -420,6 +314,8 @@ class LanguageModelTask(Task):
     @classmethod
     def conformance_config(cls, tmp_path: Path) -> LMConfig:
         """Three tiny files in the official layout under ``tmp_path`` (for ``egsbench.testing``)."""
+        from ..testing.fixtures import write_lm_files  # test-only helper, imported when the checks ask
+
         folder = Path(tmp_path) / cls.name
         write_lm_files(folder, cls.file_patterns[0], lines=40)
         return LMConfig(data_dir=str(folder), eval_batch_size=2, test_batch_size=2)
@@ -631,7 +527,7 @@ class LanguageModelTask(Task):
 
     def end_epoch(self, model: nn.Module, optimizer, epoch: int, config: LMTrainConfig, evaluate) -> dict:
         """Validate (with averaged weights once averaging) and switch SGD -> ASGD on the non-monotone trigger."""
-        opt = _inner(optimizer)
+        opt = inner_optimizer(optimizer)
         with self.eval_weights(model, optimizer):
             val = evaluate("valid")
         switched = False
@@ -647,8 +543,8 @@ class LanguageModelTask(Task):
                 "asgd_switch": float(switched)}  # fmt: skip
 
     def eval_weights(self, model: nn.Module, optimizer):
-        opt = _inner(optimizer)
-        return opt.averaged() if isinstance(opt, AveragedSGD) else _nothing()
+        opt = inner_optimizer(optimizer)
+        return opt.averaged() if isinstance(opt, AveragedSGD) else no_swap(model, optimizer)
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: LMBatch, weights: EdgeWeights | None = None) -> torch.Tensor:
@@ -660,25 +556,6 @@ class LanguageModelTask(Task):
         total, count = sums.tolist()
         loss = total / max(count, 1)
         return {"ppl": math.exp(min(loss, 700.0)), "loss": loss, "count": int(count)}
-
-
-@contextmanager
-def _nothing():
-    yield
-
-
-def write_lm_files(folder: Path, pattern: str, lines: int = 40, vocab: int = 30, seed: int = 0) -> Path:
-    """Write ``train``/``valid``/``test`` files of ``pattern`` with ``lines`` random sentences (tests, fixtures)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(seed)
-    words = [f"w{i}" for i in range(vocab)]
-    for i, split in enumerate(ROLES):
-        text = []
-        for _ in range(lines if split == "train" else max(lines // 2, 4)):
-            n = int(torch.randint(3, 12, (), generator=gen))
-            text.append(" ".join(words[j] for j in torch.randint(0, vocab - 2 * (i > 0), (n,), generator=gen).tolist()))
-        (folder / pattern.format(split=split)).write_text("\n".join(text) + "\n")
-    return folder
 
 
 @TASKS.register("ptb")
@@ -700,3 +577,12 @@ class WikiText2(LanguageModelTask):
     file_patterns = ("wiki.{split}.tokens", "{split}.txt")
     hub_id = ("wikitext", "wikitext-2-v1")
     reference_table = "wt2"
+
+
+def __getattr__(name: str):
+    """``write_lm_files`` moved to ``egsbench.testing.fixtures``; old imports from here still resolve (lazily)."""
+    if name == "write_lm_files":
+        from ..testing.fixtures import write_lm_files
+
+        return write_lm_files
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,22 +1,11 @@
 """Image data shared by the vision tasks: reading, caching and batch-wise augmentation.
 
-Images are held in memory as one ``uint8`` tensor ``(N, 3, H, W)`` per split (CIFAR-10 is
-180 MB) and augmented a batch at a time in the loader's ``collate_fn``, so a search step
-never waits on per-image PIL transforms. Readers:
-
-- an ImageFolder tree ``<root>/<split>/<class>/*.jpg|png`` (classes sorted by name), or a
-  ``.tar`` / ``.tar.gz`` archive of one (read in place, never extracted);
-- an ``.npz`` of JPEG bytes (the embedded demo subset, see ``scripts/make_demo_data.py``).
-
-Decoded folders and archives are cached as ``.npz`` under ``$EGSBENCH_CACHE`` (default
-``~/.cache/egsbench``), written atomically and keyed on the content: for a tree, every image
-file's relative path, size and modification time; for an archive, its size and modification
-time. Replacing, adding or removing any image rebuilds the cache.
-
-Everything is checked while reading, and a problem names the file and the fix: a split or
-class folder with no images, classes present in one split and not the other, a corrupt or
-truncated image or archive, images of mixed sizes. Images are converted to RGB (grayscale
-and RGBA files become three channels).
+Each split is held in memory as one ``uint8`` tensor ``(N, 3, H, W)`` and augmented a batch at a
+time in the loader's ``collate_fn``. Readers take an ImageFolder tree ``<root>/<split>/<class>/*``
+(or a ``.tar``/``.tar.gz`` of one, read in place) or an ``.npz`` of JPEG bytes; decoded folders are
+cached as ``.npz`` under ``$EGSBENCH_CACHE`` (default ``~/.cache/egsbench``), keyed on every file's
+path, size and modification time, so any change rebuilds the cache. Every problem raises
+``DataError`` naming the file and the fix.
 """
 
 from __future__ import annotations

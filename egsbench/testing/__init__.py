@@ -16,7 +16,7 @@ same functions over the whole registry (``METHOD_CHECKS``, ``TASK_CHECKS``).
 
 from __future__ import annotations
 
-from .fixtures import write_image_folder
+from .fixtures import voc_palette, write_image_folder, write_lm_files, write_voc_fixture
 from .methods import METHOD_CHECKS, batch, check_method, op_calls, tiny_context
 from .tasks import TASK_CHECKS, check_task, conformance_task
 
@@ -29,5 +29,8 @@ __all__ = [
     "conformance_task",
     "op_calls",
     "tiny_context",
+    "voc_palette",
     "write_image_folder",
+    "write_lm_files",
+    "write_voc_fixture",
 ]

@@ -12,7 +12,7 @@ import torch
 from egsbench.benchmark.config import bundled_configs, load_config
 from egsbench.benchmark.runner import run_experiment
 from egsbench.tasks import TASKS
-from egsbench.tasks.lm import AveragedSGD, LMConfig, LMSearchConfig, LMTrainConfig, batchify, write_lm_files
+from egsbench.tasks.lm import LMConfig, LMSearchConfig, LMTrainConfig, batchify
 from egsbench.tasks.spaces import (
     GENOTYPES,
     SPACES,
@@ -26,6 +26,8 @@ from egsbench.tasks.spaces import (
     genotype_weights,
 )
 from egsbench.tasks.spaces import rnn as rnn_module
+from egsbench.tasks.training import AveragedSGD
+from egsbench.testing import write_lm_files
 from egsbench.testing.tasks import check_task
 
 from ..conftest import SHARED_DATA

@@ -20,6 +20,7 @@ from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import (
     DARTS_V2,
     GENOTYPES,
+    SPACES,
     ConfigError,
     DataError,
     DataNotFoundError,
@@ -34,12 +35,11 @@ from egsbench.tasks.voc import (
     VOC2012,
     TrainTransform,
     VOCConfig,
+    VOCSearchConfig,
     VOCTrainConfig,
     read_pair,
-    voc_palette,
-    write_voc_fixture,
 )
-from egsbench.testing import check_task, conformance_task
+from egsbench.testing import voc_palette, write_voc_fixture
 
 # Two hand-made 4x6 val masks (row = label map of one image row) and the stub's prediction: class 1 in columns
 # 0-2, class 0 in columns 3-5 (and anywhere on the padding, which is labelled 255 and never counts).
@@ -321,9 +321,12 @@ def test_imagenet_network_weights_fill_the_backbone(tmp_path):
     assert any(k.startswith("cells.3.") for k in same)  # the stride-1 reduce cell's ops keep their weights
 
 
-# -- conformance and end to end --------------------------------------------------------------------
-def test_conformance_suite(tmp_path):
-    check_task(conformance_task(TASKS.get("voc2012"), tmp_path))
+# -- no supernet, and end to end --------------------------------------------------------------------
+def test_voc_builds_no_supernet_and_says_what_to_do_instead():
+    # The other conformance checks run over the registry (tests/tasks/test_conformance.py).
+    task = TASKS.get("voc2012")(VOCConfig(crop_size=32))
+    with pytest.raises(ConfigError, match="no search supernet.*transfer_from.*method: fixed"):
+        task.build_supernet(SPACES.get("dag"), VOCSearchConfig())
 
 
 def test_published_cell_run_sits_beside_its_paper_row(tmp_path):
