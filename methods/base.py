@@ -69,7 +69,7 @@ class SearchContext:
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # Train a candidate genotype briefly on search-train and return its search-val score, higher is better;
-    # provided by the runner (the run's evaluate recipe with the method's candidate_* overrides).
+    # provided by the runner (the run's final-training recipe, ``evaluate:``, with the method's candidate_* overrides).
     train_candidate: Callable[[Genotype], float] | None = None
 
     @property
@@ -134,7 +134,7 @@ class SearchMethod:
         return None
 
     def derive(self, score: ScoreFn) -> Genotype:
-        """The final architecture; ``score`` evaluates candidate edge weights on search-validation data."""
+        """The final architecture; ``score`` gives candidate edge weights their score on search-validation data."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -147,7 +147,7 @@ class SearchMethod:
 
     @classmethod
     def candidate_recipe(cls, config: Any) -> dict[str, Any]:
-        """Overrides of the run's ``evaluate`` recipe for the candidates ``SearchContext.train_candidate`` trains
+        """Overrides of the run's final-training recipe (``evaluate:``) for the candidates ``train_candidate`` trains
         (e.g. ``{"epochs": 100}``); default none."""
         return {}
 

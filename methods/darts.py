@@ -1,62 +1,15 @@
 """DARTS: differentiable architecture search with a softmax relaxation and bilevel optimisation.
 
 Paper: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
-(https://arxiv.org/abs/1806.09055). Code origin: quark0/darts ``cnn/model_search.py``
-(alphas, ``genotype``), ``cnn/architect.py`` and ``rnn/architect.py`` (first- and second-order
-alpha step) and ``cnn/train_search.py`` (the loop). This module follows ``METHODS-SPEC.md`` section 1.
+(https://arxiv.org/abs/1806.09055); code: quark0/darts ``cnn/`` and ``rnn/`` (``model_search.py``,
+``architect.py``, ``train_search.py``). Follows ``METHODS-SPEC.md`` section 1.
 
-Every edge mixes all ops with ``softmax(alpha)`` (one ``(E, K)`` alpha per cell type, shared
-by all cells of that type, initialised to ``1e-3 * randn``). Each step first updates alpha on
-a validation batch, then the weights on a training batch (SGD, cosine learning rate, gradient
-clipping on the weights only). ``order: 1`` uses ``grad_alpha L_val(w, alpha)``. ``order: 2``
-uses the one-step unrolled objective ``L_val(w', alpha)`` with
-``w' = w - xi * (mu * v_mom + grad_w L_tr(w) + wd * w)`` (``xi`` the current weight learning
-rate, ``v_mom`` the SGD momentum buffer): the gradient is ``g - xi * hvp`` where
-``g = grad_alpha L_val(w')``, ``v = grad_w' L_val(w')`` and the Hessian-vector product
-``hvp = (grad_alpha L_tr(w + R v) - grad_alpha L_tr(w - R v)) / (2R)``, ``R = unrolled_r / ||v||``,
-a central difference around the original ``w`` (quark0/darts#21). On a recurrent space
-(one with a ``recurrent`` cell: ``clip_unrolled``) the step is ``rnn/architect.py``'s:
-``grad_w L_tr(w)`` is clipped to ``search.grad_clip`` before the virtual step
-(``c = grad_clip / (||grad_w L_tr(w)|| + 1e-6)``, applied when ``c < 1``), ``v`` is clipped the same
-way, and the gradient is ``g - xi * c * hvp`` (``c`` as computed, also when above 1, as the original).
-Every architect pass uses the task's architecture loss (``LossOutput.arch_loss``: for the language
-models the NLL without TAR, DARTS's ``_loss``). The genotype keeps, per
-intermediate node, the two incoming edges with the largest non-zero-op probability and on
-each the most probable non-zero op.
+Every edge mixes all ops with ``softmax(alpha)`` (one ``(E, K)`` alpha per cell type). Each step updates
+alpha on a validation batch (``order: 1``, or ``order: 2``: the one-step unrolled objective, through
+``torch.func.functional_call`` on virtual weights, so the real weights are never touched), then the weights
+on a training batch. The genotype keeps, per node, the two strongest edges and each one's best non-zero op.
 
-Deviations from the original code, and why:
-- The unrolled model is not a copy (``model.new()`` + ``load_state_dict`` every step is very
-  slow, pitfall 5): all second-order passes evaluate the task loss on the supernet through
-  ``torch.func.functional_call`` with virtual weight tensors (``w'``, ``w +- R v``). The real
-  parameters are never modified, so they are restored bitwise; the original perturbs
-  ``p.data`` in place and subtracts again, which is exact only up to rounding.
-- BatchNorm running statistics: the search BNs run in training mode (batch statistics), so
-  the running statistics never enter a search loss; they matter only for eval-mode metrics
-  (search-val accuracy). The virtual second-order passes update a scratch copy of the
-  buffers that is thrown away, so the real statistics see only passes at the real weights
-  (the weight step; with ``order: 1`` also the alpha pass on the validation batch, as the
-  original). The original also updated them from its ``grad_w L_tr`` pass and from both
-  perturbed passes ``w +- R v``.
-- The learning rate of epoch ``e`` is the per-epoch cosine value ``eta(e)``, set at the epoch
-  start as the original's ``scheduler.step()`` did under PyTorch 0.3 (pitfall 3).
-- Alphas live in an ``nn.ParameterDict`` (the original used bare tensors) that is kept out of
-  the SGD group, weight decay and gradient clipping (pitfall 4); their dtype follows the
-  supernet's parameters.
-- The weight step feeds the supernet detached softmax weights: the same values, without the
-  alpha gradients the original accumulated and discarded.
-- The architect runs in full fp32: on CUDA, TF32 convolutions and matmuls are switched off
-  during the second-order gradient (Ampere and newer default to TF32 convolutions, whose
-  rounding swamps the ``R = 0.01 / ||v||`` differences; the 1080 Ti of the paper had none).
-- The supernet never executes the zero op (its output is zeros anyway): values and gradients,
-  including the softmax gradient reaching ``alpha_none``, are those of the original's ``x * 0``.
-- Weights that receive no gradient count as zero gradient in the unrolled step (the original
-  ``autograd.grad`` would raise).
-- Under several processes (the original is single-GPU): the second-order passes run on the
-  unwrapped supernet in each process on its own shard; the training gradient of the virtual
-  step and the direction ``v`` are averaged across processes, so ``w'`` and ``w +- R v`` are
-  those of one process holding the whole batch, and the arch optimiser averages the final
-  alpha gradients before it steps (``ArchAdam``), so alphas stay identical on every rank.
-  BatchNorm uses each process's batch statistics (no SyncBatchNorm, as DDP does by default).
+Deviations from the paper and the original code: docs/fidelity/darts.md
 """
 
 from __future__ import annotations
@@ -160,7 +113,7 @@ def _zeros_for_none(grads: tuple[torch.Tensor | None, ...], like: list[torch.Ten
 
 @METHODS.register("darts")
 class DARTS(SearchMethod):
-    """DARTS search (see the module docstring)."""
+    """DARTS search (see the module docstring and docs/fidelity/darts.md)."""
 
     config_class = DARTSConfig
     variant_keys = ("order",)

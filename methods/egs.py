@@ -1,62 +1,16 @@
 """DARTS-EGS: differentiable architecture search with ensemble Gumbel-Softmax.
 
-Paper: Chang, Zhang, Guo, Meng, Xiang, Pan, "Differentiable Architecture Search with
-Ensemble Gumbel-Softmax", arXiv:1905.01786 (published as "DATA: Differentiable ArchiTecture
-Approximation", NeurIPS 2019). Official code: XinbangZhang/DATA-NAS (does not run as released).
-This module follows ``METHODS-SPEC.md`` section 0, this project's normative reading.
+Paper: Chang et al., "Differentiable Architecture Search with Ensemble Gumbel-Softmax", arXiv:1905.01786
+(NeurIPS 2019 as "DATA: Differentiable ArchiTecture Approximation"); code: XinbangZhang/DATA-NAS.
+Follows ``METHODS-SPEC.md`` section 0, this project's normative reading of the paper.
 
-Per edge, effectiveness credits ``h = softmax(alpha)`` (option ``credits: relu``:
-``relu(alpha) / sum``, as the authors' code) are mixed with fixed efficiency credits ``l``
-(paper Eq. 5): ``p = lambda * h + (1 - lambda) * l``. The paper gives no formula for ``l``;
-here ``l = softmax(-sharpness * cost / mean(cost))`` over the edge's ops, where ``cost`` is
-each op's MACs (or parameters) at that edge summed over the cells of a type. ``lambda = 1``
-switches the constraint off. The sampler (Definition 1) draws ``M`` hard Gumbel-max samples
-from ``log p`` and takes their elementwise max, giving binary codes with
-``P(code_k = 1) = 1 - (1 - p_k)^M``; gradients flow straight through the relaxed
-Gumbel-softmax (Eq. 7) of the sample that set each entry. The supernet runs only the ops
-whose code is 1.
+Each edge's code is the elementwise max of ``M`` hard Gumbel-max samples from
+``p = lam * softmax(alpha) + (1 - lam) * l`` (``l``: fixed efficiency credits from the ops' costs), and the
+supernet runs only the ops whose code is 1. Weights and alpha learn from one training loss by default
+(single level). ``derive: mode`` keeps each node's most probable code: 1 to ``M`` (input, op) pairs per node,
+so genotypes belong to the ``dag`` space.
 
-Derivation (``derive: mode``, the default) keeps, per intermediate node, the most probable
-EGS code, as the authors' ``model_infer.model_infer_gentype_mod`` / ``infer_prob`` do (see
-:func:`derive_mode`): over the node's joint distribution of (input, op) pairs, with every
-``none`` pooled into one entry, it keeps the top-i entries whose probability of being exactly
-the set hit by ``M`` draws is largest, then drops ``none``. A node has 1 to ``M`` pairs (or
-none: it is pruned); M = 1 gives at most one pair per node. ``derive_from: h`` (default) uses
-the effectiveness credits, ``p`` the constrained distribution. ``derive: sample`` instead
-draws ``derive_candidates`` codes with a seeded generator, keeps every sampled non-``none`` op
-of each, scores each on search-val with the shared weights and BatchNorm on batch statistics
-(the running averages were gathered over random codes) and keeps the best.
-
-Deviations, and why:
-- Codes are binary (Eq. 3) by default; the authors' code divides each code by its sum over
-  the non-``none`` ops (``normalize: true`` restores that; an edge whose code is ``none``
-  alone is left as it is, where the authors' ``+ 1e-9`` would scale it by 1e9 - ``none``
-  outputs zeros either way).
-- Single-level optimisation (Eq. 9: weights and alpha from the same training loss, one
-  backward pass) is the default; the authors' code alternates a first-order alpha step on a
-  validation batch (``bilevel: true``). Their extra ``0.1 * L1(p, code)`` term is not used.
-- Alpha optimiser: Adam(3e-4, betas (0.5, 0.999)) with DARTS's weight decay 1e-3 by default
-  (the paper states none); the authors' EGS code uses weight decay 0
-  (``arch_weight_decay: 0`` restores it).
-- Sparse execution drops the straight-through gradient of ops that were not sampled
-  (their outputs are never computed), as GDAS does for its one op per edge. The weights of
-  those ops keep momentum and weight decay as in the original: an op that ran before gets a
-  zero gradient, not ``None`` (``zero_fill_grads``; PyTorch < 2.0's ``zero_grad``).
-- Derivation by mode: the authors normalise ``relu(alpha)`` jointly over a node's edges;
-  here each edge's distribution (h or p) is divided by the node's in-degree (the same when
-  the credits are a per-edge distribution, METHODS-SPEC section 0). Ties are broken towards
-  fewer pairs and, among equal probabilities, towards the pooled ``none`` and then the
-  (input, op) order (the authors' ``np.argsort`` leaves tie order unspecified). If every node
-  of a cell would be pruned, each node keeps its most probable non-``none`` pair and an
-  :class:`EmptyCellWarning` is issued (the authors' code would emit an empty cell).
-- ``ops_per_edge`` (a step statistic) counts the ops that run: ``none`` is not counted.
-- Hit probabilities (:func:`hit_probability`) are computed in log space from a Fourier sum on
-  the saddle-point circle, accurate for any M; the authors' ``get_binary_prob`` enumerates the
-  compositions of M (and a float power series overflows at M >= 171). M is capped at
-  ``MAX_M`` = 100000 because the sampler's memory grows linearly in M (see :class:`EGSConfig`).
-- The paper does not state its search schedule; the ``paper`` preset uses DARTS's
-  (50 epochs, C=16, 8 cells, batch 64) with tau = 1 throughout (the authors' tau schedule
-  is effectively constant).
+Deviations from the paper and the original code: docs/fidelity/egs.md
 """
 
 from __future__ import annotations
@@ -417,7 +371,7 @@ class EGSConfig:
 
 @METHODS.register("egs")
 class EGS(SearchMethod):
-    """DARTS-EGS search (see the module docstring)."""
+    """DARTS-EGS search (see the module docstring and docs/fidelity/egs.md)."""
 
     config_class = EGSConfig
     variant_keys = ("M",)

@@ -1,23 +1,13 @@
-"""A fixed genotype: evaluate a published (or any saved) cell without searching.
+"""A fixed genotype: train and test a published (or any saved) cell without searching.
 
-``method: {name: fixed, genotype: NAME_OR_PATH}`` names a genotype in ``GENOTYPES``
-(``egsbench list genotypes``: ``darts_v1``, ``darts_v2``, ``egs_released_m4``,
-``egs_released_m7``), the path of a genotype JSON file, or a run folder (its ``genotype.json``:
-``--set method.genotype=runs/egs-cifar10`` transfers a CIFAR-10 search's cell to ImageNet). The
-record keeps where the cell came from under ``extras.genotype_source`` (the name; or the file,
-its sha256 and the method, task, preset, seed and config hash of the run that derived it).
-The method trains no supernet (``trains_supernet = False``: the runner goes from ``setup``
-straight to ``derive``), and ``derive`` returns the genotype, so a run
-is the task's final training and test of that cell, recorded like any other run (the
-search cost is zero; ``search_val_score`` is None: an untrained supernet scores nothing).
+``method: {name: fixed, genotype: NAME_OR_PATH}`` takes a name in ``GENOTYPES`` (``egsbench list genotypes``),
+a genotype JSON file or a run folder (its ``genotype.json``: ``--set method.genotype=runs/egs-cifar10``
+transfers a CIFAR-10 search's cell to ImageNet); the record keeps where the cell came from under
+``extras.genotype_source``. No supernet is trained (``trains_supernet = False``): a run is the task's final
+training and test of that cell, with zero search cost and no ``search_val_score``. The method's ``space`` is
+``dag``, so any CNN genotype validates; a recurrent one needs ``space: dag_rnn``.
 
-Published rows reproduced this way: DARTS (2nd order) 2.76 % / 3.3 M (``darts_v2``,
-quark0/darts's ``DARTS_V2``) and DARTS-EGS M = 7 2.79 % / 2.9 M (``egs_released_m7``, the
-authors' released cell) on CIFAR-10, paper Table 1.
-
-Deviation: none in behaviour; the method's ``space`` is ``dag`` so that any genotype,
-DARTS-style or not, validates; a recurrent genotype (``darts_v2_rnn``) validates against
-``dag_rnn`` (set ``space: dag_rnn`` in the config).
+Deviations from the paper and the original code: docs/fidelity/fixed.md
 """
 
 from __future__ import annotations
@@ -64,7 +54,7 @@ class FixedConfig:
 
 @METHODS.register("fixed")
 class Fixed(SearchMethod):
-    """Returns a given genotype; trains nothing (see the module docstring)."""
+    """Returns a given genotype; trains nothing (see the module docstring and docs/fidelity/fixed.md)."""
 
     config_class = FixedConfig
     variant_keys = ("genotype",)  # each published cell is its own row

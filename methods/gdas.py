@@ -1,44 +1,15 @@
 """GDAS: searching for a robust neural architecture in four GPU hours.
 
 Paper: Dong, Yang, "Searching for A Robust Neural Architecture in Four GPU Hours", CVPR 2019
-(https://arxiv.org/abs/1910.04465). Official code: D-X-Y/AutoDL-Projects, now xautodl
-(``xautodl/models/cell_searchs/search_model_gdas_nasnet.py``,
-``exps/NAS-Bench-201-algos/GDAS.py``). This module follows ``METHODS-SPEC.md`` section 4.
+(https://arxiv.org/abs/1910.04465); code: D-X-Y/AutoDL-Projects (xautodl). Follows ``METHODS-SPEC.md``
+section 4.
 
-Per cell type and forward pass, one Gumbel sample per edge:
-``h = softmax((log_softmax(alpha) + g) / tau)``, ``idx = argmax h``, and the edge weights are
-``one_hot(idx)`` in the forward pass with the gradient of ``h`` in the backward pass
-(straight-through). The forward values are exactly 0 or 1, so sparse execution runs exactly
-one op per edge, ``op_idx(x) * 1`` (nothing when ``idx`` is ``none``: its output is zero), and
-alpha receives gradient through ``h[idx]``. The temperature is annealed linearly per epoch,
-``tau_e = tau_max - (tau_max - tau_min) * e / (E - 1)``, from 10 to 0.1. Each step is a first-order
-alternation: a weight step on the training batch (fresh sample), then an alpha step on the
-validation batch (fresh sample). Alpha: ``1e-3 * randn`` init, Adam(3e-4, betas (0.5, 0.999),
-weight decay 1e-3).
+Each forward pass draws one hard Gumbel-max op per edge (straight-through: one-hot forward, the gradient of
+the relaxed sample backward), so exactly one op per edge runs; the temperature falls linearly from 10 to
+0.1. Each step is a weight step on a training batch, then an alpha step on a validation batch. The genotype
+keeps, per node, the two best (input, op) pairs over all incoming edges (``darts`` space).
 
-Derivation: per intermediate node, the two (input, op) pairs with the largest
-``softmax(alpha)`` over all incoming edges, ``none`` excluded (the same input may appear twice
-with two different ops); every intermediate node is concatenated. Valid in the ``darts`` space.
-
-Deviations, and why:
-- Supernet: the shared DARTS supernet (8 cells by default, no final BN-ReLU) instead of GDAS's
-  NASNet-style search net (C=16, N=2: 6 cells with 2 reductions, BN-ReLU before pooling), so
-  that every method of the benchmark searches the same network; ``search.layers`` sets the
-  depth.
-- Weight optimiser: the shared one (SGD, momentum 0.9, weight decay 3e-4, cosine 0.025 ->
-  0.001, clip 5 on the weights only); GDAS used Nesterov momentum and weight decay 5e-4, and
-  clipped ``network.parameters()`` (alphas included).
-- The weight step detaches alpha (xautodl back-propagates into alpha there and discards the
-  gradient at the alpha step's ``zero_grad``; the update is the same).
-- Gumbel noise comes from ``gumbel_like``, which is finite by construction, so xautodl's
-  "resample if inf or nan" loop is not needed.
-- Edge order is DARTS's (destination-major) rather than xautodl's sorted ``"i<-j"`` keys; ties
-  in the derivation are broken by (input, op) order.
-- Weights of ops that were not sampled in a step but ran before get a zero gradient, not
-  ``None`` (``zero_fill_grads``), so SGD still applies their momentum and weight decay, as
-  ``zero_grad`` did in the original's PyTorch (< 2.0).
-- Under several processes alpha gradients are not averaged across processes (as for every
-  method here); the original is single-GPU.
+Deviations from the paper and the original code: docs/fidelity/gdas.md
 """
 
 from __future__ import annotations
@@ -113,7 +84,7 @@ class GDASConfig:
 
 @METHODS.register("gdas")
 class GDAS(SearchMethod):
-    """GDAS search (see the module docstring)."""
+    """GDAS search (see the module docstring and docs/fidelity/gdas.md)."""
 
     config_class = GDASConfig
     space = "darts"  # two (input, op) pairs per node

@@ -1,67 +1,16 @@
 """Random search: with weight sharing (Li & Talwalkar) and the DARTS paper's random baseline.
 
-Papers:
-- Li, Talwalkar, "Random Search and Reproducibility for Neural Architecture Search", UAI 2019
-  (arXiv:1902.07638). Code: liamcli/randomNAS_release (``searchers/random_weight_share.py``,
-  ``benchmarks/cnn/darts/darts_wrapper_discrete.py``) on their DARTS fork liamcli/darts.
-- Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
-  (arXiv:1806.09055): the random baseline of its Table 1 (3.29 +- 0.15 % error, 4 GPU-days).
+Papers: Li, Talwalkar, "Random Search and Reproducibility for Neural Architecture Search", UAI 2019
+(arXiv:1902.07638; code: liamcli/randomNAS_release); the random baseline of DARTS's Table 1 (arXiv:1806.09055).
+Follows ``METHODS-SPEC.md`` section 5.
 
-``variant: weight_sharing`` (default). Every minibatch samples one architecture uniformly:
-per cell type and intermediate node, two distinct inputs (a uniform unordered pair of its
-predecessors) and for each an op drawn uniformly from all ops, ``none`` included, as in
-``DartsWrapper.sample_arch``. The architecture becomes one-hot edge weights (edges not chosen
-are all zero), so the supernet runs only the sampled ops; one SGD step on the shared weights
-follows (no architecture parameters). Selection (``Random_NAS.get_eval_arch``): sample
-``n_candidates`` (1000) architectures, score each on ``score_batches`` (10) search-val
-minibatches with the shared weights, re-score the top ``n_rescore`` (10) on the whole
-search-val split and return the best.
+``variant: weight_sharing`` (default) trains the shared weights on one uniformly sampled architecture per
+minibatch, then scores ``n_candidates`` random cells on search-val and returns the best. ``variant:
+darts_baseline`` trains no supernet (``trains_supernet = False``): the runner trains each of ``n_candidates``
+random cells from scratch (``SearchContext.train_candidate``) and the best on search-val wins. Samples come
+from a seeded, checkpointed generator, so a resumed run draws the same architectures.
 
-``variant: darts_baseline``. ``n_candidates`` (24) random DARTS cells (two distinct inputs per
-node, ops uniform over the non-``none`` ops), each trained from scratch by the runner
-(``SearchContext.train_candidate``: the run's ``evaluate`` recipe with ``candidate_epochs`` (100)
-and optional ``candidate_channels``/``candidate_layers``, trained on search-train and scored on
-search-val); the best by validation accuracy is returned. No supernet is trained: instances of
-this variant set ``trains_supernet = False`` and the runner skips the search epochs.
-
-Deviations, and why:
-- Selection candidates draw their ops from the non-``none`` ops only. The original reuses
-  the training sampler (all 8 ops), so its final cells can hold ``none`` edges, which DARTS's
-  final network runs as zero ops (a node whose two ops are ``none`` outputs zeros); the
-  ``darts`` space rejects ``none`` in a genotype. Supernet training samples ``none`` as the
-  original does.
-- The release scores each candidate on the next 10 batches of one persistent validation
-  iterator; here every first-round score is over ``score_batches`` batches of a freshly
-  shuffled pass of search-val, so each candidate likewise sees a random 10 batches.
-- The release repeats the 1000-candidate round ``max(1, B // 10000)`` times (B = training
-  steps: one round for 50 epochs at batch 64, three for 100) and keeps the best; here there
-  is one round (raise ``n_candidates`` for more).
-- Samples come from a ``torch.Generator`` seeded from the run seed and checkpointed with the
-  method (the release used numpy's global generator), so resumed runs draw the same
-  architectures; seeds do not map to the release's architectures.
-- Weights of ops that were not sampled in a step but ran before get a zero gradient, not
-  ``None`` (``zero_fill_grads``), so SGD still applies their momentum and weight decay, as
-  ``zero_grad`` did in the release's PyTorch (< 2.0).
-- Schedules follow this project's DARTS conventions (``cosine_lr`` per epoch, gradient clip
-  ``search.grad_clip`` = 5). The release's CLI defaults are 100 epochs and clip 0.25 (the PTB
-  value); the per-run values live in the authors' spreadsheet, not checked here.
-- darts_baseline: DARTS gives only "training from scratch for a short period (100 epochs on
-  CIFAR-10)", not the network size. The default keeps the evaluation network (20 cells,
-  C = 36 in the paper preset): DARTS's costs fit it (selecting among 4 cells took 1 GPU-day,
-  i.e. 100/600 of the 1.5-GPU-day evaluation per cell; the baseline's 24 cells took 4
-  GPU-days, where an 8-cell C = 16 network would take well under one). Candidates train on
-  search-train, to which the task applies no cutout.
-- A candidate whose search-val score is not finite ranks below every finite one (the release
-  compares NaN as it comes, which can pick it): on PTB an unbounded recurrent cell (ReLU or
-  identity chains) can overflow over a whole split. Only when every candidate scores NaN does
-  the run stop as diverged.
-- Candidates are scored with train-mode BatchNorm (each batch's own statistics): the supernet's
-  running averages were gathered over random architectures, ``none`` included, so they describe
-  no single candidate (on the recurrent supernet, nodes that sampled ``none`` drive the running
-  variance towards 0 and the scores overflow). The CNN release scores in eval mode; its PTB
-  release trains DARTS's final recurrent model (no BatchNorm, ``none`` never sampled) instead
-  of the search supernet, which this project does not replicate: here every method shares the
-  space's supernet.
+Deviations from the paper and the original code: docs/fidelity/random_search.md
 """
 
 from __future__ import annotations
@@ -172,7 +121,7 @@ class RandomSearchConfig:
 
 @METHODS.register("random")
 class RandomSearch(SearchMethod):
-    """Random search with weight sharing, or the DARTS random baseline (see the module docstring)."""
+    """Random search with weight sharing, or the DARTS random baseline (see docs/fidelity/random_search.md)."""
 
     config_class = RandomSearchConfig
     variant_keys = ("variant",)
@@ -268,7 +217,7 @@ class RandomSearch(SearchMethod):
     @torch.no_grad()
     def _select_with_shared_weights(self, candidates: list[Cells], score: ScoreFn) -> int:
         """Li & Talwalkar: score all on a few minibatches, re-score the best on the whole split (train-mode
-        BatchNorm: the running averages were gathered over random architectures, see the module docstring)."""
+        BatchNorm: the running averages were gathered over random architectures, see docs/fidelity/random_search.md)."""
         cfg, space, device = self.config, self.ctx.space, self.ctx.device
         with batch_statistics(self.ctx.model):
             self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=cfg.score_batches))

@@ -1,70 +1,15 @@
 """SNAS: stochastic neural architecture search.
 
 Paper: Xie, Zheng, Liu, Lin, "SNAS: Stochastic Neural Architecture Search", ICLR 2019
-(https://arxiv.org/abs/1812.09926). Official code: SNAS-Series/SNAS (``train_search.py``,
-``model_search.py``, ``operations.py``; PyTorch 0.4). This module follows ``METHODS-SPEC.md``
-section 3.
+(https://arxiv.org/abs/1812.09926); code: SNAS-Series/SNAS. Follows ``METHODS-SPEC.md`` section 3.
 
-Per cell type, ``log_alpha`` ``(E, K)`` starts at N(1, 0.01). Each step draws one relaxed
-sample ``Z = softmax((log_alpha + G) / lambda)`` (``G`` Gumbel) per cell type, shared by every
-cell of that type. ``Z`` is dense, so every non-zero op runs (the zero op never does: its
-output is zero anyway). The temperature ``lambda`` is annealed linearly from ``tau`` = 1.0 at
-the first epoch to ``tau_final`` = 0.03 at the last. Single-level: the supernet weights and
-``log_alpha`` take gradients from the same loss on the same training batch in one backward
-pass (``val_batch`` is ignored).
+Each step draws one relaxed Gumbel-softmax sample ``Z`` per cell type (temperature annealed linearly from
+``tau`` to ``tau_final``); weights and ``log_alpha`` learn from the same training loss in one backward pass
+(``val_batch`` is ignored). ``constraint`` (``none | mild | moderate | aggressive``, or ``resource_lambda``)
+weighs SNAS's log resource penalty. The genotype keeps every edge whose argmax op is not ``none``
+(``dag`` space).
 
-Resource constraint (``--resource_efficient --loss --log_penalty --method reparametrization``):
-for metric ``m`` (``params`` = SNAS "size", ``macs`` = "flops", ``mac_memory`` = "mac"), cell
-``c`` and edge ``e``, ``R[m, c, e] = sum_k Z[e, k] * cost[m, c, e, k]`` with ``cost`` the op's
-cost in that cell (cells differ in channels and resolution), and
-
-    penalty = sum_t 1/n_t * sum_{c of type t} sum_e mean_m log(max(R[m, c, e], 1))
-
-where ``n_t`` is the number of cells of type ``t``. The loss is ``CE + lambda_R * penalty``;
-gradients reach ``log_alpha`` through ``Z`` (reparametrisation). For the 8-cell search net
-``n_normal = 6`` and ``n_reduce = 2``: exactly the original's ``penalty[37] / 6 +
-penalty[38] / 2``.
-
-``lambda_R`` (``constraint``; the original's mild/moderate/aggressive values were never
-released): ``none`` 0, ``mild`` 3e-3, ``moderate`` 1e-2, ``aggressive`` 3e-2, or any
-``resource_lambda``. ``moderate`` is anchored at 1e-2: the README's single-GPU command for the
-8-cell C=16 search this preset reproduces, and the code's default for reparametrisation with
-the log penalty. The README's 1.5e-3 belongs to its 20-cell C=36 8-GPU search, where the
-normal term sums 18 cells but is still divided by 6 (a 3x heavier weight per normal cell,
-about 4.5e-3 on normal cells); ``mild`` (3e-3) sits in that range. ``aggressive`` is one more
-step of the same half-decade ladder.
-
-Derivation (``genotype_edge_all``, evaluated by ``train_edge_all.py``): argmax over all ops,
-``none`` included, on every edge; every edge whose argmax is not ``none`` is kept (any
-in-degree: the ``dag`` space) and nodes left without inputs are pruned.
-
-Deviations, and why:
-- Alpha optimiser: the single-GPU code uses plain SGD(lr 3e-4), the distributed code
-  Adam(3e-4, betas (0.5, 0.999), weight decay 1e-3); both clip the alpha gradient norm to 10.
-  The default here is Adam (``arch_optimizer: sgd`` restores the single-GPU choice): plain SGD at
-  3e-4 without momentum barely moves ``log_alpha`` (on the 3-cell test supernet its first step
-  changes it by 4e-6 on average, Adam's by 3e-4), and Adam with these settings is what the
-  other methods of this benchmark use, so they differ in their estimator, not their optimiser.
-- Data: SNAS trained on all 50k training images (single level needs no held-out split); here it
-  trains on the search-train half, as every method of the benchmark, and ignores search-val.
-- The temperature starts at ``tau`` and reaches ``tau_final`` at the last configured epoch.
-  The original ``Temp_Scheduler`` is one epoch ahead (its first epoch already uses
-  ``0.03 + 0.97 * 149/150``) and hard-codes a 150-epoch horizon whatever ``--epochs`` is.
-- Search-time drop path (0.3) drops each non-identity op output per sample. The original
-  calls ``drop_path`` on the mixed edge output after an ``isinstance(op, Identity)`` test that
-  never fires (``op`` is the MixedOp), so it also drops identity paths and uses one mask per
-  edge; we follow the evident intent (DARTS's drop path, never on identity).
-- Sparse execution skips ops whose ``Z`` underflows to exactly 0 (possible at temperature
-  0.03); their contribution and its gradient are zero to float precision anyway.
-- Costs come from the supernet (``op_costs(metric, per_cell=True)``) rather than SNAS's
-  hand-written formulas; they agree (see ``tests/spaces/test_cnn.py``) except that
-  FactorizedReduce's shifted input counts ``(H-1)(W-1)`` positions under ``mac_memory``.
-- The original sums only ``normal / 6 + reduce / 2`` whatever the depth; here ``n_t`` is the
-  actual number of cells, so other depths keep a per-cell mean.
-- The policy-gradient and discrete penalty variants, the linear (non-log) penalty and the
-  auxiliary head in search (off in the README commands) are not implemented.
-- Under several processes alpha gradients are not averaged across processes, as for every
-  method here.
+Deviations from the paper and the original code: docs/fidelity/snas.md
 """
 
 from __future__ import annotations
@@ -96,7 +41,7 @@ from .sampling import gumbel_like
 
 __all__ = ["CONSTRAINTS", "SNAS", "SNASConfig", "resource_penalty"]
 
-# lambda_R of the log resource penalty per constraint level (see the module docstring).
+# lambda_R of the log resource penalty per constraint level (why these values: docs/fidelity/snas.md).
 CONSTRAINTS: dict[str, float] = {"none": 0.0, "mild": 3e-3, "moderate": 1e-2, "aggressive": 3e-2}
 COST_METRICS = ("params", "macs", "mac_memory")  # SNAS's size, flops and mac
 
@@ -170,7 +115,7 @@ class SNASConfig:
 
 @METHODS.register("snas")
 class SNAS(SearchMethod):
-    """SNAS search (see the module docstring)."""
+    """SNAS search (see the module docstring and docs/fidelity/snas.md)."""
 
     config_class = SNASConfig
     variant_keys = ("constraint",)

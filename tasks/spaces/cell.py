@@ -1,15 +1,11 @@
 """DAG cells: the search cell (every edge mixes all ops) and the final cell (a genotype).
 
-The search cell implements **sparse execution**: an edge computes only the ops whose weight
-is non-zero, and the zero op never. Dense weightings (DARTS softmax) therefore run every
-non-zero op, while sampled weightings (GDAS, EGS, random search) pay only for what they
-sample. Gradients reach the weights of the ops that ran; an op that did not run contributes
-no gradient (for straight-through estimators this drops the term <dL/dy, op_k(x)> of the
-unsampled ops, exactly as GDAS's one-op-per-edge execution does).
+The search cell executes sparsely: an edge computes only the ops whose weight is non-zero, and the zero op
+never, so sampled weightings (GDAS, EGS, random search) pay only for what they sample; an op that did not run
+gets no gradient. Search-time drop path (``drop_path_prob``, off by default) is for methods that use it
+(SNAS).
 
-Search-time drop path (SNAS uses 0.3) is optional and off by default: the supernet's
-``drop_path_prob`` drops each executed op output per sample (out-of-place, never on
-identity), only in training mode.
+Deviations from the paper and the original code: docs/fidelity/spaces.md
 """
 
 from __future__ import annotations

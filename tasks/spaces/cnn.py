@@ -1,36 +1,12 @@
-"""DARTS-style convolutional networks: the search supernet and the final network.
+"""DARTS-style convolutional networks: the search supernet and the final CIFAR and ImageNet networks.
 
-Code origin: quark0/darts ``cnn/model_search.py`` (``Network``) and ``cnn/model.py``
-(``NetworkCIFAR``, ``AuxiliaryHeadCIFAR``). Both stack ``layers`` cells after a 3x3 stem
-with ``3 * C`` channels, double the channels and halve the resolution at ``layers // 3``
-and ``2 * layers // 3`` (reduction cells), then global-average-pool into a linear
-classifier. The search network takes edge weights from its caller on every forward pass
-(``forward(x, weights)``, one ``(E, K)`` tensor per cell type, shared by all cells of that
-type); the final network is built from a :class:`Genotype` and supports drop path and the
-auxiliary head.
+Code origin: quark0/darts ``cnn/model_search.py`` (``Network``) and ``cnn/model.py`` (``NetworkCIFAR``,
+``NetworkImageNet`` and their auxiliary heads). :class:`SearchNetwork` takes edge weights from its caller on
+every forward pass (``forward(x, weights)``, one ``(E, K)`` tensor per cell type, shared by all cells of that
+type); the final networks are built from any ``dag`` genotype (DARTS genotypes are a special case, with the
+original's parameter counts) and return ``(logits, aux_logits)``.
 
-Deviation: the final network accepts any genotype of the ``dag`` space (several ops per
-edge, any in-degree, any concat), of which DARTS genotypes are a special case; parameter
-counts for DARTS genotypes match the original exactly (see tests).
-
-``NetworkImageNet`` and ``AuxiliaryHeadImageNet`` are DARTS's ImageNet (mobile setting)
-network, ``cnn/model.py``: two stride-2 stem convs (``stem0``: conv 3x3 s2 to C/2, BN, ReLU,
-conv 3x3 s2 to C, BN) and a third (``stem1``: ReLU, conv 3x3 s2, BN), so the first cell sees
-s0 at 1/4 and s1 at 1/8 of the input (``reduction_prev=True`` for it); cells at ``L // 3`` and
-``2L // 3`` reduce; the auxiliary head sits after cell ``2L // 3`` (7x7 at 224 px). Deviations,
-none of which changes a number at 224x224:
-
-- the classifier pools with ``AdaptiveAvgPool2d(1)`` where DARTS has ``AvgPool2d(7)`` (the
-  same mean over the 7x7 map at 224 px), so smaller inputs (the smoke presets' 32-64 px) work;
-- the auxiliary head pools with DARTS's ``AvgPool2d(5, stride=2)`` when its input is 7x7 or
-  8x8 (a 2x2 output, as the following 2x2 conv needs) and with ``AdaptiveAvgPool2d(2)`` at
-  other sizes (small smoke inputs); DARTS's head has no BN after its 768-channel conv (a typo
-  it kept for consistency with its paper), and neither has this one;
-- drop path in the ImageNet cells is ``timm.layers.drop_path`` (the same per-sample Bernoulli
-  mask scaled by 1/keep; it multiplies by ``mask / keep`` where :func:`.cell.drop_path` divides
-  by ``keep`` and then masks, so the two can differ in the last float bit; the CIFAR network
-  keeps the project's, so its golden records stay bit-exact). DARTS trains ImageNet without
-  drop path (``drop_path_prob 0``) anyway.
+Deviations from the paper and the original code: docs/fidelity/spaces.md
 """
 
 from __future__ import annotations
@@ -256,7 +232,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 
 class NetworkCIFAR(ScheduledDropPath, nn.Module):
-    """The final CIFAR network for a genotype (DARTS evaluation network).
+    """The final CIFAR network for a genotype (DARTS ``NetworkCIFAR``).
 
     ``forward`` returns ``(logits, aux_logits)``; ``aux_logits`` is None unless the network
     has an auxiliary head and is training. ``drop_path_prob`` is set by the training loop.
@@ -313,7 +289,7 @@ class AuxiliaryHeadImageNet(nn.Module):
             nn.Conv2d(c, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1; DARTS has no BN here (see the module docstring)
+            nn.Conv2d(128, 768, 2, bias=False),  # 2x2 -> 1x1; DARTS has no BN here (docs/fidelity/spaces.md)
             nn.ReLU(inplace=False),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -361,7 +337,7 @@ class NetworkImageNet(ScheduledDropPath, nn.Module):
     """The final ImageNet network for a genotype (DARTS ``NetworkImageNet``, mobile setting: C=48, 14 cells).
 
     ``forward`` returns ``(logits, aux_logits)`` as :class:`NetworkCIFAR`; parameter counts exclude the
-    auxiliary head. ``image_size`` sizes only the auxiliary head's pooling (see the module docstring).
+    auxiliary head. ``image_size`` sizes only the auxiliary head's pooling (docs/fidelity/spaces.md).
 
     Examples:
         >>> from egsbench.tasks.spaces import DARTS_V2

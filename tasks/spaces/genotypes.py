@@ -1,16 +1,16 @@
 """Published cells by name: the ``GENOTYPES`` registry and :func:`load_genotype`.
 
-``egsbench list genotypes`` prints the names; ``method: {name: fixed, genotype: NAME_OR_PATH}``
-evaluates one without searching.
+``egsbench list genotypes`` prints the names; ``method: {name: fixed, genotype: NAME_OR_PATH}`` trains and
+tests one without searching.
 
-- ``darts_v1``, ``darts_v2``: DARTS first- and second-order cells (quark0/darts
-  ``cnn/genotypes.py`` ``DARTS_V1``/``DARTS_V2``), defined in :mod:`.genotype`.
-- ``darts_v1_rnn``, ``darts_v2_rnn``: DARTS's recurrent cells (``rnn/genotypes.py``), defined in
-  :mod:`.rnn`; ``darts_v2_rnn`` at 850/850 on PTB has 22,960,000 parameters (+ the vocabulary-digest buffer).
-- ``egs_released_m4``, ``egs_released_m7``: the DARTS-EGS authors' released CIFAR-10 cells for
-  M = 4 and M = 7 (XinbangZhang/DATA-NAS), shipped as ``results/genotypes/egs-released-m*.json``
-  and read through ``importlib.resources``. Their in-degree varies per node (2 to 5 (input, op)
-  pairs, several ops per edge), so they belong to the ``dag`` space.
+- ``darts_v1``, ``darts_v2``: DARTS first- and second-order cells (quark0/darts ``cnn/genotypes.py``
+  ``DARTS_V1``/``DARTS_V2``), defined in :mod:`.space`.
+- ``darts_v1_rnn``, ``darts_v2_rnn``: DARTS's recurrent cells (``rnn/genotypes.py``), defined in :mod:`.rnn`.
+- ``egs_released_m4``, ``egs_released_m7``: the DARTS-EGS authors' released CIFAR-10 cells for M = 4 and
+  M = 7 (XinbangZhang/DATA-NAS), shipped as ``results/genotypes/egs-released-m*.json`` and read through
+  ``importlib.resources``; several (input, op) pairs per node, so they belong to the ``dag`` space.
+
+Parameter counts and the cells' sources: docs/fidelity/spaces.md, docs/fidelity/rnn.md
 """
 
 from __future__ import annotations

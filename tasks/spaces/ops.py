@@ -1,20 +1,11 @@
 """The eight candidate operations of the DARTS convolutional space.
 
-Paper: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019
-(https://arxiv.org/abs/1806.09055); code: quark0/darts ``cnn/operations.py``.
+Code origin: quark0/darts ``cnn/operations.py``. Every op maps ``(B, C, H, W) -> (B, C, H/stride, W/stride)``;
+``affine=False`` gives the search-time variants, ``affine=True`` the final-network ones. The ops that start
+with a ReLU name it ``pre_activation`` and offer ``after_activation(a)``, so a search edge computes
+``relu(x)`` once for all of them (``cell.MixedEdge``).
 
-Every op maps ``(B, C, H, W) -> (B, C, H/stride, W/stride)``. Convolutions use the
-ReLU -> conv -> BN order. ``affine=False`` gives the search-time variants (BN without
-learnable scale and shift everywhere in a search cell, pools followed by such a BN);
-``affine=True`` gives the final-network variants (no BN after pools), exactly as the
-original ``model_search.py`` / ``model.py`` pair.
-
-The ops that start with a ReLU (the convolutions, ``FactorizedReduce``) name it ``pre_activation`` and offer
-``after_activation(a)``: a search edge computes ``relu(x)`` once and feeds it to each of them (``cell.MixedEdge``).
-
-Deviation: none in behaviour. Drop path and ReLU are written out-of-place (the original
-``inplace=True`` ReLU and in-place ``div_/mul_`` trip autograd version checks on modern
-PyTorch, quark0/darts#109); the values computed are identical.
+Deviations from the paper and the original code: docs/fidelity/spaces.md
 """
 
 from __future__ import annotations

@@ -1,35 +1,13 @@
 """The DARTS recurrent cell: search space, search cell (sparse), final cell and the language model around it.
 
-Liu et al., "DARTS: Differentiable Architecture Search" (ICLR 2019), quark0/darts ``rnn/``
-(``model_search.py``, ``model.py``, ``genotypes.py``); the language model is AWD-LSTM's
-(Merity et al. 2018) with the LSTM replaced by the cell.
+Code origin: quark0/darts ``rnn/`` (``model_search.py``, ``model.py``, ``genotypes.py``); the language model
+is AWD-LSTM's (Merity et al. 2018) with the LSTM replaced by the cell. Node 0 (``s0``) is the single input
+node and every node is a highway bypass ``s_j + sigmoid(c) * (f(g) - s_j)`` of a predecessor, with ops
+``none, tanh, relu, sigmoid, identity``; ``h_t`` is the mean of the concat nodes. Two spaces of 8
+intermediate nodes: ``darts_rnn`` (one predecessor per node) and ``dag_rnn`` (any in-degree, several ops per
+edge, as EGS derives); :func:`rnn_space` makes other sizes.
 
-The cell, for one time step with input ``x`` and previous hidden state ``h``::
-
-    [c0; h0] = [x * mx ; h * mh] W0                 s0 = h + sigmoid(c0) * (tanh(h0) - h)
-    [c; g]   = (s_j * mh) W_i  for a predecessor s_j of node i
-    node i   = s_j + sigmoid(c) * (f(g) - s_j)      (highway bypass, f in tanh/relu/sigmoid/identity)
-    h_t      = mean of the concat nodes              (DARTS: all 8 intermediate nodes)
-
-In space terms node 0 (``s0``) is the single input node and nodes ``1 .. n`` the intermediate
-ones; every edge ``(j, i)``, ``j < i``, carries the ops ``none, tanh, relu, sigmoid, identity``.
-Two spaces: ``darts_rnn`` (one predecessor per node, as DARTS derives) and ``dag_rnn`` (any
-in-degree, several ops per edge, as EGS derives). Both have 8 intermediate nodes, DARTS's
-``STEPS = 8``; :func:`rnn_space` makes other sizes. The EGS paper's "n = 12 nodes" counts
-x_t, h_{t-1}, s0, the 8 intermediate nodes and the output, the same cell as DARTS's.
-
-Deviations from the original code, and why:
-
-- Sparse execution (as the CNN cell): an edge runs only the ops whose weight is non-zero and a
-  node's matrix product only for predecessors with an active op; DARTS computed every op. With
-  dense (softmax) weights the result is DARTS's.
-- A search node with no active input stays zero and skips batch norm (in eval mode batch norm
-  would shift zeros by its running mean).
-- A final-cell node with several (input, op) entries (``dag_rnn``) is the *mean* of their
-  highway outputs, sharing the node's ``W_i`` as the search cell does, so it stays a convex mix
-  of states as every DARTS node is; DARTS has one entry per node, where the mean is the entry.
-- ``W0``/``W_i`` are ``nn.Linear`` modules without bias (the same parameters, transposed), so MAC
-  counting sees them; ``W0``'s input is ``[x; h]`` as DARTS's.
+Deviations from the paper and the original code: docs/fidelity/rnn.md
 """
 
 from __future__ import annotations
