@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="mean +/- std over seeds beside the reported numbers")
     table.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (searched recursively)")
     table.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])
-    table.add_argument("--task", default="cifar10", help="the task of a single table (with --ablation or csv)")
+    table.add_argument("--task", help="the task of a single table (with --ablation or csv; default: the records' one)")
     table.add_argument("--ablation", action="store_true", help="the M-ablation table (paper Table 5) only")
 
     compare = sub.add_parser("compare", help="methods against a baseline: Δ with a bootstrap CI, Welch + Holm p, "
@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--task", default=None, help="the task to compare (default: each task of the records)")
     compare.add_argument("--baseline", default=None, metavar="METHOD",
                          help="method (or a row's label, e.g. 'darts (order=2)') the others are measured against "
-                         "(default: darts if it ran, else the first method alphabetically)")  # fmt: skip
+                         "(default: the method the task's reference table lists first, if it ran, else the first "
+                         "alphabetically)")  # fmt: skip
     compare.add_argument("--metric", default=None, metavar="NAME",
                          help="a test metric of the task: error or test_error (default: its main metric)")  # fmt: skip
     compare.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])

@@ -39,6 +39,7 @@ from ..core.registry import unknown_name_message
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, Genotype, SearchSpace, UnknownNameError, UserError
 from .records import Record
+from .references import load_reference, task_metric
 from .tables import (
     _TITLES,
     FORMATS,
@@ -289,8 +290,9 @@ def compare_runs(records: Iterable[dict | Record], task: str | None = None, metr
         records: run records (dicts or ``Record`` models); failed runs are left out.
         task: the task to compare; None for the only task of the records.
         metric: a declared metric of the task, ``error`` or ``test_error``; None for its main metric.
-        baseline: a method name (``darts``) or a group label (``darts (order=2)``); None for ``darts`` if
-            it ran, else the first method alphabetically.
+        baseline: a method name (``darts``) or a group label (``darts (order=2)``); None for the method the
+            task's reference table lists first (DARTS in every table of the paper) if it ran, else the first
+            method alphabetically.
 
     Raises:
         UserError: no such task, metric or baseline in the records (the message lists those there), or the
@@ -328,7 +330,7 @@ def compare_runs(records: Iterable[dict | Record], task: str | None = None, metr
                              n=[len(g) for g in members], cost_h=[h.mean() for h in hours],
                              cost_h_std=[h.std() for h in hours])  # fmt: skip
     values = {i: dict(zip(g["seed"], g["value"], strict=True)) for i, g in enumerate(members)}
-    baseline, chosen, base_notes = _baselines(methods, baseline)
+    baseline, chosen, base_notes = _baselines(methods, baseline or _default_baseline(task, methods))
     methods["is_baseline"] = [i in chosen.values() for i in methods.index]
     rank = [PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER) for p in methods["preset"]]
     order = methods.assign(_rank=rank).sort_values(["_rank", "preset", "is_baseline", "label"],
@@ -362,12 +364,23 @@ def _signal(runs: pd.DataFrame) -> dict:
     return row
 
 
-def _baselines(methods: pd.DataFrame, baseline: str | None) -> tuple[str, dict[str, int], list[str]]:
+def _default_baseline(task: str, methods: pd.DataFrame) -> str:
+    """The method the task's reference table lists first among its rows of ``task`` if it ran, else the first
+    method of ``methods`` alphabetically."""
+    names = sorted(methods["method"].unique())
+    spec = task_metric(task)
+    if spec is not None and spec.table is not None:
+        rows = load_reference(spec.table)
+        listed = rows.loc[(rows["task"] == task) & rows["method"].notna(), "method"]
+        if len(listed) and listed.iloc[0] in names:
+            return listed.iloc[0]
+    return names[0]
+
+
+def _baselines(methods: pd.DataFrame, baseline: str) -> tuple[str, dict[str, int], list[str]]:
     """The baseline's name, its group (row index) per preset and notes on presets without or with several."""
     names = sorted(methods["method"].unique())
-    if baseline is None:
-        baseline = "darts" if "darts" in names else names[0]
-    elif baseline not in names and baseline not in set(methods["label"]):
+    if baseline not in names and baseline not in set(methods["label"]):
         raise UserError(unknown_name_message("baseline method", baseline, names))
     chosen, notes = {}, []
     for preset, rows in methods.groupby("preset", sort=True):

@@ -1,27 +1,18 @@
 """The papers' reported numbers (``results/references/*.csv``) and which runs reproduce them.
 
-Each reference row that a method here can reproduce carries ``method``, ``task``, ``preset`` and a
-``selector``: a JSON object of method-config values the run must have (``{"M": 7}`` for egs,
-``{"order": 2}`` for darts, ...). A row may also name, in ``genotype``, the registered genotype
-(``egsbench list genotypes``) that is its published cell: a run whose method config has that
-``genotype`` (``method: {name: fixed, genotype: darts_v2}``) reproduces the row by training the
-cell without a search. A transfer row (Table 4's PTB cells on WikiText-2, Table 2's and VOC's
-CIFAR-10 cells) names in ``searched_on`` the task its cell was searched on; a run matches it by its
-selector only when the run's cell was searched there too (a ``transfer_from`` config:
-:func:`searched_on`), never when it searched on the row's own task. ``references_for`` returns the
-rows a run's method config matches.
-Where each table comes from: ``results/references/README.md``.
-
-Which number of a table a task reproduces is the task's to say: ``task_metric`` reads the task
-class in ``TASKS`` (its ``main_metric``, that metric's direction and label, its
-``reference_table``). The reported value sits in the table's column ``test_<name>``, or
-``test_<name>_pct`` for a percentage (``test_error_pct`` for CIFAR-10's ``error``).
+A row names the ``method``, ``task``, ``preset`` and ``selector`` (method-config values, e.g. ``{"M": 7}``) of
+the runs that reproduce it; the tables, their order and titles are the ones ``results/references/README.md``
+lists, which also says what every column means. Everything per task or per method comes from the registered
+classes: a task's ``main_metric`` and ``reference_table`` (:func:`task_metric`), a method's ``variant_keys``
+(:func:`variant_of`) and ``ablation_key`` (:func:`ablation_reference`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -31,14 +22,17 @@ from typing import Any
 import pandas as pd
 
 from ..core.registry import unknown_name_message
+from ..methods import METHODS
 from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError, UserError
 
 __all__ = [
     "REFERENCE_DIR",
     "TABLES",
-    "VARIANT_KEYS",
     "TaskMetric",
+    "ablation_reference",
+    "reference_titles",
+    "row_name",
     "load_reference",
     "reported_column",
     "config_rows",
@@ -52,25 +46,18 @@ __all__ = [
 
 REFERENCE_DIR = Path(str(files("egsbench.results") / "references"))
 
-# table name -> where it comes from (the file is ``<name>.csv``)
-TABLES = {
-    "cifar10": "DARTS-EGS paper, Table 1 (CIFAR-10)",
-    "imagenet_mobile": "DARTS-EGS paper, Table 2 (ImageNet, mobile setting)",
-    "ptb": "DARTS-EGS paper, Table 3 (Penn Treebank)",
-    "wt2": "DARTS-EGS paper, Table 4 (WikiText-2)",
-    "sampling_times": "DARTS-EGS paper, Table 5 (CIFAR-10, number of sampling times M)",
-    "voc2012": "DARTS-EGS paper, Section 4.3.2 (PASCAL VOC 2012 segmentation)",
-}
+# a row of the README's table of tables: | `<name>.csv` | <title> | ...
+_README_ROW = re.compile(r"^\| `(?P<name>[\w-]+)\.csv` \| (?P<title>[^|]+?) \|")
 
-# method-config keys that make runs of one method different rows of a table; other keys
-# (learning rates, temperatures...) are settings of the same variant
-VARIANT_KEYS: dict[str, tuple[str, ...]] = {
-    "egs": ("M",),
-    "darts": ("order",),
-    "snas": ("constraint",),
-    "random": ("variant",),
-    "fixed": ("genotype",),  # each published cell is its own row (darts_v2 beside DARTS (2nd order), ...)
-}
+
+def reference_titles(root: str | Path = REFERENCE_DIR) -> dict[str, str]:
+    """Table name -> its title (``"DARTS-EGS paper, Table 1 (CIFAR-10)"``), in the order of the table of tables
+    in ``<root>/README.md``; the file of a table is ``<root>/<name>.csv``."""
+    lines = (Path(root) / "README.md").read_text(encoding="utf-8").splitlines()
+    return {m["name"]: m["title"] for m in map(_README_ROW.match, lines) if m}
+
+
+TABLES = reference_titles()  # table name -> title, as results/references/README.md lists them
 
 _INT_COLUMNS = ("M", "ops")
 
@@ -99,14 +86,14 @@ def task_metric(task: str) -> TaskMetric | None:
         cls = TASKS.get(task)
     except UnknownNameError:
         return None
-    metrics = {m.name: m for m in getattr(cls, "metrics", ())}
-    main = getattr(cls, "main_metric", None)
+    metrics = {m.name: m for m in cls.metrics}
+    main = cls.main_metric
     if main not in metrics:
         raise UserError(f"task {task!r} ({cls.__module__}.{cls.__qualname__}) names main_metric {main!r}, which is "
                         f"not among its metrics ({', '.join(metrics) or 'none'}); declare it in `metrics`")  # fmt: skip
     metric = metrics[main]
     return TaskMetric(f"test_{metric.name}", metric.label or f"Test {metric.name}", metric.direction,
-                      getattr(cls, "reference_table", None))  # fmt: skip
+                      cls.reference_table)  # fmt: skip
 
 
 def reported_column(columns: Iterable[str], key: str, table: str) -> str:
@@ -238,11 +225,25 @@ def rows_reproduced(method: str, task: str, method_config: Mapping[str, Any], so
     return [row_label(row["table"], row) for _, row in rows.iterrows()]
 
 
+@functools.cache
+def row_name(table: str, root: str | Path = REFERENCE_DIR) -> str:
+    """The column that names a row of ``table``: its first (``architecture``; ``M`` in Table 5, an ablation)."""
+    with open(Path(root) / f"{table}.csv", encoding="utf-8") as f:
+        return f.readline().strip().split(",", 1)[0]
+
+
+def ablation_reference(key: str, root: str | Path = REFERENCE_DIR) -> str | None:
+    """The reference table of the ablation over the method-config ``key`` (a method's ``ablation_key``): the table
+    whose rows are named by ``key`` (``sampling_times`` for ``M``); None when there is none."""
+    return next((table for table in TABLES if row_name(table, root) == key), None)
+
+
 def row_label(table: str, row: Mapping[str, Any]) -> str:
     """A reference row as ``"Table 1: DARTS-EGS (M=7)"``: where in the paper (``Table 1``, ``Section 4.3.2``) and
-    the row's name (its ``M`` in Table 5)."""
+    the row's name (``M=7`` in an ablation table, whose rows are named by a method-config key)."""
     where = TABLES[table].split(", ", 1)[-1].split(" (")[0]
-    return f"{where}: " + (f"M={row['M']}" if table == "sampling_times" else str(row["architecture"]))
+    name = row_name(table)
+    return f"{where}: " + (str(row[name]) if name == "architecture" else f"{name}={row[name]}")
 
 
 def config_rows(cfg: Any) -> list[str]:
@@ -254,5 +255,10 @@ def config_rows(cfg: Any) -> list[str]:
 
 
 def variant_of(method: str, method_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of ``method_config`` that distinguish variants of ``method`` (``{"M": 7}``)."""
-    return {key: method_config[key] for key in VARIANT_KEYS.get(method, ()) if key in method_config}
+    """The values of ``method_config`` that distinguish variants of ``method`` (``{"M": 7}``): its class's
+    ``variant_keys``; none for a method that is not installed."""
+    try:
+        keys = METHODS.get(method).variant_keys
+    except UnknownNameError:
+        keys = ()
+    return {key: method_config[key] for key in keys if key in method_config}

@@ -48,13 +48,15 @@ from typing import Any
 import pandas as pd
 
 from ..core.registry import unknown_name_message
+from ..methods import METHODS
 from ..methods.signal import MOVED_FRAC
 from ..tasks import TASKS
-from ..tasks.spaces import UnknownNameError
+from ..tasks.spaces import UnknownNameError, UserError
 from .records import Record
 from .references import (
     TABLES,
     TaskMetric,
+    ablation_reference,
     load_reference,
     references_for,
     reported_column,
@@ -83,7 +85,6 @@ NOT_IDENTITY = ("seed", "threads")  # config keys that never make two runs diffe
 STD = " std"  # a column "X std" holds the std of column "X"; md/latex/html print them as "X ± std"
 REPORTED = "reported"  # the Preset of a row the paper reports (not a run of ours)
 PRESET_ORDER = ("paper", "proxy", "smoke")  # runs under their paper row: nearest the paper's setting first
-ABLATION = "sampling_times"  # the reference table of the M ablation (the paper's Table 5)
 # columns of a reference table that describe a row rather than report a number of it
 _REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "searched_on",
                    "note")  # fmt: skip
@@ -319,10 +320,39 @@ def _unknown_task(task: str, why: str) -> UnknownNameError:
     return UnknownNameError(f"{unknown_name_message('task', task, TASKS.names())}; {why}")
 
 
+def _only_task(runs: pd.DataFrame, task: str | None) -> str:
+    """``task``, or when None the one task ``runs`` hold."""
+    if task is not None:
+        return task
+    tasks = sorted(runs["task"].dropna().unique()) if len(runs) else []
+    if len(tasks) != 1:
+        listed = ", ".join(tasks) or "none"
+        raise UserError(f"the records hold {len(tasks)} tasks ({listed}); pass the task of the table (--task)")
+    return tasks[0]
+
+
+def ablation_key(method: str) -> str | None:
+    """The method-config key ``method`` sweeps in an ablation (its class's ``ablation_key``); None for a method
+    without one or not installed."""
+    try:
+        return METHODS.get(method).ablation_key
+    except UnknownNameError:
+        return None
+
+
+def _only_ablation_key() -> str:
+    """The one ablation key the installed methods declare (EGS's ``M``)."""
+    keys = sorted({k for name in METHODS.names() if (k := ablation_key(name))})
+    if len(keys) != 1:
+        listed = ", ".join(keys) or "none"
+        raise UserError(f"the installed methods declare {len(keys)} ablation keys ({listed}); pass the ablation's key")
+    return keys[0]
+
+
 # ---- tables ----------------------------------------------------------------------------------
 
 
-def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
+def comparison_table(records: Iterable[dict | Record], task: str | None = None) -> pd.DataFrame:
     """The paper's Table 1 for one task, with the reproduced rows inserted under the rows they stand for.
 
     Every row of the task's reference table keeps its place (Preset ``reported``: the reported error,
@@ -335,13 +365,15 @@ def comparison_table(records: Iterable[dict | Record], task: str = "cifar10") ->
 
     Args:
         records: run records (dicts or ``Record`` models).
-        task: the task's registered name.
+        task: the task's registered name; None: the one task of the records.
 
     Raises:
         UnknownNameError: the task is not installed and no record names it.
+        UserError: ``task`` is None and the records hold several tasks (or none).
     """
-    spec = task_metric(task)
     runs = runs_frame(records)
+    task = _only_task(runs, task)
+    spec = task_metric(task)
     runs = runs[runs["task"] == task]
     if spec is None:
         if runs.empty:
@@ -374,7 +406,9 @@ def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
     return _noted(_without_empty_signal(table.sort_values(order).reset_index(drop=True)), groups)
 
 
-def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> pd.DataFrame:
+def ablation_table(
+    records: Iterable[dict | Record], task: str | None = None, key: str | None = None
+) -> pd.DataFrame:
     """The paper's Table 5 (EGS over the number of sampling times M), with the reproduced rows under each M.
 
     The reported rows (Preset ``reported``: test error and params per M) keep their order; under
@@ -385,25 +419,33 @@ def ablation_table(records: Iterable[dict | Record], task: str = "cifar10") -> p
 
     Args:
         records: run records (dicts or ``Record`` models); runs of other methods and tasks are ignored.
-        task: the task of the sweep; the paper reports M = 1..9 on cifar10 (preset ``paper``).
+        task: the task of the sweep (None: the one task of the records); the paper reports M = 1..9 on
+            CIFAR-10 (preset ``paper``).
+        key: the method-config key swept (a method class's ``ablation_key``); None: the one the installed
+            methods declare. Its reference table is the one whose rows it names (``ablation_reference``).
 
     Raises:
         UnknownNameError: the task is not installed (its main metric and direction are unknown).
     """
+    runs = runs_frame(records)
+    task = _only_task(runs, task)
     spec = task_metric(task)
     if spec is None:
         raise _unknown_task(task, "the M ablation needs the task's main metric: install the plug-in that provides it")
-    runs = runs_frame(records)
+    key = key or _only_ablation_key()
+    table = ablation_reference(key)
     runs = runs[runs["task"] == task]
+
     def published(method: str, variant: str) -> bool:  # a released cell of the ablation's table (egs_released_m7)
         values, source = _split_variant(variant)
-        return not references_for(method, task, None, values, tables=[ABLATION], searched_on=source).empty
+        if table is None:
+            return False
+        return not references_for(method, task, None, values, tables=[table], searched_on=source).empty
 
-    released = {(method, variant) for method, variant in zip(runs["method"], runs["variant"], strict=True)
-                if method != "egs" and published(method, variant)}  # fmt: skip
-    keep = [method == "egs" or (method, variant) in released
-            for method, variant in zip(runs["method"], runs["variant"], strict=True)]  # fmt: skip
-    return _paper_layout(runs[pd.Series(keep, index=runs.index, dtype=bool)], spec, ABLATION, task, "M")
+    swept = {method for method in runs["method"].dropna().unique() if ablation_key(method) == key}
+    pairs = zip(runs["method"], runs["variant"], strict=True)
+    keep = [method in swept or published(method, variant) for method, variant in pairs]
+    return _paper_layout(runs[pd.Series(keep, index=runs.index, dtype=bool)], spec, table, task, key)
 
 
 def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task: str, name: str) -> pd.DataFrame:
@@ -469,10 +511,10 @@ def _paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task:
     ours["_rank"] = [PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER) for p in ours["Preset"]]
     theirs = pd.DataFrame(theirs, index=reference.index if table else pd.RangeIndex(0))
     theirs = theirs.assign(_ref=[float(i) for i in theirs.index], _rank=-1)
-    if name == "M":
-        egs = groups["method"] == "egs"  # the sweep over M; a released cell's run is shown, not ranked
+    if name != "architecture":  # an ablation over the method-config key ``name``
+        swept = groups["method"].map(lambda m: ablation_key(m) == name).astype(bool)  # a released cell: not ranked
         ours["Best"] = ""
-        ours.loc[egs, "Best"] = _best(ours.loc[egs, spec.label], ours.loc[egs, ["Preset", "Setup"]], spec)
+        ours.loc[swept, "Best"] = _best(ours.loc[swept, spec.label], ours.loc[swept, ["Preset", "Setup"]], spec)
         theirs["Best"] = ""
     if "Config" in ours:
         theirs["Config"] = None
@@ -675,9 +717,20 @@ def _sections(records: list[dict | Record]) -> list[tuple[str, pd.DataFrame]]:
         else:
             title = f"{task}: reproduced vs {TABLES.get(spec.table, spec.table)}"
         sections.append((title, comparison_table(records, task)))
-        egs = runs[(runs["task"] == task) & (runs["method"] == "egs")]
-        if spec is not None and egs["variant"].nunique() > 1:  # a sweep over M
-            sections.append((f"{task}: EGS over M vs {TABLES[ABLATION]}", ablation_table(records, task)))
+        if spec is not None:
+            sections += _ablation_sections(records, runs[runs["task"] == task], task)
+    return sections
+
+
+def _ablation_sections(records: list[dict | Record], runs: pd.DataFrame, task: str) -> list[tuple[str, pd.DataFrame]]:
+    """A titled ablation table per method with an ``ablation_key`` that ran more than one variant on ``task``."""
+    sections = []
+    for method in sorted(runs["method"].dropna().unique()):
+        key = ablation_key(method)
+        if key is not None and runs.loc[runs["method"] == method, "variant"].nunique() > 1:  # a sweep over the key
+            table = ablation_reference(key)
+            title = f"{task}: {METHODS.get(method).__name__} over {key}" + (f" vs {TABLES[table]}" if table else "")
+            sections.append((title, ablation_table(records, task, key)))
     return sections
 
 

@@ -7,7 +7,17 @@ import pandas as pd
 import pytest
 
 from egsbench.benchmark.records import Record, load_records, write_json
-from egsbench.benchmark.references import TABLES, VARIANT_KEYS, load_reference, references_for, task_metric
+from egsbench.benchmark.references import (
+    REFERENCE_DIR,
+    TABLES,
+    ablation_reference,
+    load_reference,
+    reference_titles,
+    references_for,
+    row_label,
+    task_metric,
+    variant_of,
+)
 from egsbench.benchmark.tables import (
     FORMATS,
     ablation_table,
@@ -16,6 +26,7 @@ from egsbench.benchmark.tables import (
     render_tables,
     runs_frame,
 )
+from egsbench.methods import METHODS
 from egsbench.tasks import TASKS, Metric
 from egsbench.tasks.spaces import UnknownNameError, UserError
 from egsbench.tasks.spaces.genotypes import GENOTYPES
@@ -114,7 +125,7 @@ def test_references_load_with_sources_and_valid_ties(table):
     assert tied["task"].isin(["cifar10", "imagenet", "ptb", "wt2", "voc2012"]).all()
     for method, selector in zip(tied["method"], tied["selector"], strict=True):
         # every selector key is a variant key, so grouping runs by variant finds their reference row
-        assert set(json.loads(selector)) <= set(VARIANT_KEYS[method])
+        assert set(json.loads(selector)) <= set(METHODS.get(method).variant_keys)
     untied = frame[frame["method"].isna()]
     assert untied[["task", "preset", "selector", "genotype"]].isna().all().all()
     named = frame["genotype"].dropna()
@@ -537,3 +548,36 @@ def test_render_tables_gives_each_task_and_the_m_sweep_a_titled_table(records, f
 def test_render_tables_rejects_unknown_formats(records):
     with pytest.raises(UnknownNameError, match="did you mean 'md'"):
         render_tables(records, "mdx")
+
+
+# ---- names come from the classes and the reference files ---------------------------------------
+
+
+def test_reference_titles_and_order_come_from_the_readme(tmp_path):
+    readme = REFERENCE_DIR / "README.md"
+    lines = readme.read_text().splitlines()
+    assert list(TABLES) == [ln.split("`")[1].removesuffix(".csv") for ln in lines if ln.startswith("| `")]
+    assert TABLES["sampling_times"] == "DARTS-EGS paper, Table 5 (CIFAR-10, number of sampling times M)"
+    rows = ["| file | title | what |", "| --- | --- | --- |", "| `b.csv` | Second | x |", "| `a.csv` | A, B (x) | y |"]
+    (tmp_path / "README.md").write_text("\n".join(rows) + "\n")
+    assert list(reference_titles(tmp_path).items()) == [("b", "Second"), ("a", "A, B (x)")]  # the README's order
+
+
+def test_the_ablation_table_is_the_one_its_key_names():
+    keys = {METHODS.get(name).ablation_key for name in METHODS.names()} - {None}
+    assert keys == {"M"}
+    assert ablation_reference("M") == "sampling_times" and ablation_reference("order") is None
+    assert row_label("sampling_times", {"M": 7}) == "Table 5: M=7"
+    assert row_label("cifar10", {"architecture": "DARTS-EGS (M=7)"}) == "Table 1: DARTS-EGS (M=7)"
+
+
+def test_variants_come_from_the_method_class():
+    assert variant_of("darts", {"order": 2, "arch_lr": 3e-4}) == {"order": 2}
+    assert variant_of("not-installed", {"order": 2}) == {}  # an uninstalled method's runs: one variant
+
+
+def test_a_single_table_defaults_to_the_records_task():
+    ptb = [ptb_record("darts", s, 57.0 + s, {"order": 2}) for s in (0, 1)]
+    pd.testing.assert_frame_equal(comparison_table(ptb), comparison_table(ptb, "ptb"))
+    with pytest.raises(UserError, match="2 tasks"):
+        comparison_table([*ptb, record("egs", 0, 2.9, {"M": 7})])
