@@ -64,7 +64,7 @@ class CIFAR10Config:
     # Down-sampled CIFAR-10 (antialiased bilinear on load, crop padding scaled with the side): the CPU proxy's 16x16
     # costs a quarter of the 32x32 compute. Not the papers' data: its accuracies are not comparable with theirs.
     image_size: int = field(default=32, metadata={"omit_default": True})
-    # Loading (see the module docstring); added after the first records, so left out of the config hash at defaults.
+    # Loading (docs/fidelity/cifar.md); added after the first records, so left out of the config hash at defaults.
     workers: int = field(default=0, metadata={"omit_default": True})  # DataLoader worker processes
     pin_memory: bool = field(default=True, metadata={"omit_default": True})  # page-locked batches (CUDA only)
     device_cache: bool = field(default=False, metadata={"omit_default": True})  # uint8 tensors on the GPU

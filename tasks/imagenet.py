@@ -68,7 +68,7 @@ def default_data_dir() -> str | None:
 # -- configs --------------------------------------------------------------------------------------
 @dataclass
 class ImageNetConfig:
-    data_dir: str | None = None  # required (or $EGSBENCH_IMAGENET): see the module docstring for the layouts
+    data_dir: str | None = None  # required (or $EGSBENCH_IMAGENET): docs/fidelity/imagenet.md lists the layouts
     hf_dataset: str | None = None  # a Hugging Face dataset name or local folder, read by timm's hfds/ reader
     image_size: int = 224  # training and test resolution; smoke presets use 32-64
     num_classes: int | None = None  # None: the number of class folders in the training split
@@ -303,7 +303,7 @@ class _Transformed(torch.utils.data.Dataset):
 
 @TASKS.register("imagenet")
 class ImageNet(Task):
-    """ImageNet, mobile setting: a CIFAR-10 cell transferred with DARTS's ImageNet recipe (see the module docstring)."""
+    """ImageNet, mobile setting: a CIFAR-10 cell trained with DARTS's ImageNet recipe (docs/fidelity/imagenet.md)."""
 
     config_class = ImageNetConfig
     search_config_class = ImageNetSearchConfig

@@ -51,7 +51,7 @@ class LMConfig:
     train_split: str = "train"  # the file (train | valid | test) playing the training role; the vocabulary's
     valid_split: str = "valid"
     test_split: str = "test"
-    holdout: float = 0.1  # share of a file given to each later role that shares it (see module docstring)
+    holdout: float = 0.1  # share of a file given to each later role that shares it (docs/fidelity/lm.md)
     max_tokens: int | None = None  # cap on each role's tokens (smoke presets)
     eval_batch_size: int = 10  # valid / search-val scoring batch in final training (DARTS: 10)
     test_batch_size: int = 1  # DARTS: 1

@@ -54,7 +54,7 @@ def test_check_task_runs_on_an_image_folder_fixture(tmp_path):
 
 
 # -- the checks must fail on broken tasks ---------------------------------------------------------
-class _NoHook:
+class _NoHook(Task):  # a task class that does not override conformance_config
     config_class = dict
 
 
@@ -82,7 +82,7 @@ class _EmptyTestSplit(CIFAR10):
 
 
 def test_a_task_without_conformance_config_is_told_what_to_add(tmp_path):
-    with pytest.raises(TypeError, match="conformance_config"):
+    with pytest.raises(NotImplementedError, match="has no `conformance_config\\(tmp_path\\)` class method; add one"):
         conformance_task(_NoHook, tmp_path)
 
 
