@@ -327,14 +327,26 @@ def _merge(into: dict, data: dict) -> dict:
 
 def _combination(name: str) -> dict | None:
     """``<preset>/<method>-<task>`` that ships no file: the preset's ``<task>`` fragment and the method at its
-    defaults (its own space unless the fragment names one), or None when no fragment and method match."""
+    defaults (its own space unless the fragment names one), or None when no fragment and method match.
+
+    Raises:
+        ConfigError: the fragment holds no search block (its configs train a cell searched elsewhere).
+    """
     preset, _, rest = name.partition("/")
     if not preset or preset.startswith((".", "_")) or "/" in rest:
         return None
-    for fragment in sorted((FRAGMENT_DIR / preset).glob("*.yaml"), key=lambda p: -len(p.stem)):  # wt2-search first
+    for fragment in sorted((FRAGMENT_DIR / preset).glob("*.yaml"), key=lambda p: -len(p.stem)):  # longest first
         method = rest.removesuffix(f"-{fragment.stem}")
         if method != rest and method in METHODS.names():
-            return {"base": [f"{preset}/{fragment.stem}"], "method": {"name": method}}
+            base = f"{preset}/{fragment.stem}"
+            data = compose({"base": [base], "method": {"name": method}})
+            if "search" not in data:
+                raise ConfigError(
+                    f"config {name!r}: fragment {base} holds no search block (its configs train a cell searched "
+                    f"elsewhere); write a config with base: [{base}], method: {{name: {method}}} and transfer_from: "
+                    "<the search config> (docs/configs.md)"
+                )
+            return data
     return None
 
 
@@ -713,17 +725,16 @@ def config_schema() -> dict:
     defs: dict[str, dict] = {}
 
     def ref(cls: type) -> dict:
-        schema = block_model(cls).model_json_schema()
-        defs[schema.pop("title")] = schema
+        defs[cls.__name__] = block_model(cls).model_json_schema()
         return {"$ref": f"#/$defs/{cls.__name__}"}
 
     def named(registry, kind: str, config_class) -> dict:
-        options = []
+        """One definition per registered name (ptb and wt2 share a config class, not a name)."""
         for name in registry.names():
-            target = ref(config_class(registry.get(name)))
-            defs[target["$ref"].rsplit("/", 1)[-1]]["properties"] = {
-                "name": {"const": name}, **defs[target["$ref"].rsplit("/", 1)[-1]]["properties"]}  # fmt: skip
-            options.append(target)
+            schema = block_model(config_class(registry.get(name))).model_json_schema()
+            schema["properties"] = {"name": {"const": name}, **schema["properties"]}
+            defs[f"{kind}.{name}"] = schema | {"title": f"{kind} {name}"}
+        options = [{"$ref": f"#/$defs/{kind}.{name}"} for name in registry.names()]
         return {"description": f"a registered {kind}: {{name: ..., <its config fields>}}", "anyOf": options}
 
     top = block_model(TopLevel).model_json_schema()["properties"]
@@ -739,8 +750,8 @@ def config_schema() -> dict:
         **{key: top[key] for key in ("preset", "seed", "space")},
         "method": named(METHODS, "method", lambda cls: cls.config_class),
         "task": named(TASKS, "task", lambda cls: cls.config_class),
-        "search": {"anyOf": [ref(cls.search_config_class) for cls in tasks.values()]},
-        "evaluate": {"anyOf": [ref(cls.train_config_class) for cls in tasks.values()]},
+        "search": {"anyOf": _unique([ref(cls.search_config_class) for cls in tasks.values()])},
+        "evaluate": {"anyOf": _unique([ref(cls.train_config_class) for cls in tasks.values()])},
         **{key: top[key] for key in TOP_LEVEL if key not in ("preset", "seed", "space")},
         "transfer_from": {"description": "a search config (name or path) or run folder whose cell this trains",
                           "anyOf": [{"type": "string"}, {"type": "null"},
@@ -764,6 +775,10 @@ def config_schema() -> dict:
         "allOf": per_task,
         "$defs": dict(sorted(defs.items())),
     }
+
+
+def _unique(refs: list[dict]) -> list[dict]:
+    return [json.loads(text) for text in dict.fromkeys(json.dumps(ref) for ref in refs)]
 
 
 def write_schema(path: Path = SCHEMA_PATH) -> Path:
