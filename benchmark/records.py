@@ -1,31 +1,9 @@
 """Run records: the ``Record`` model of ``record.json``, reading (with upgrades), validation and atomic writes.
 
-A run folder holds ``config.yaml`` (resolved), ``genotype.json``, ``cell_<type>.png``,
-``search_curves.csv``, ``eval_curves.csv`` and ``record.json``. Every file is written to a
-temporary name in the same folder and renamed into place, so a crash never leaves a
-half-written record: a record either exists whole or not at all.
-
-``Record`` (pydantic) is the schema of ``record.json``, version ``SCHEMA_VERSION``. Its JSON Schema
-is checked in at ``results/schema/record.schema.json`` for other tools; regenerate it with
-``python scripts/write_record_schema.py`` after changing the model (a test fails while the two differ).
-Validation is strict (no coercion: ``"3"`` is not a number, ``true`` is not a seed), objects are
-closed (extra fields belong under ``extras``), NaN and infinities are refused, and errors name the
-field's dotted path (``field metrics.test_error: input should be a valid number, got 'abc'``).
-``metrics`` holds the task's metrics as ``test_<name>`` (whatever the task declares) beside
-``params_m``, ``macs_m`` and ``search_val_score``.
-
-``world_size`` (processes), ``mixed_precision`` and ``deterministic`` are part of a run's identity:
-tables never put a 1-GPU and an 8-GPU run, or an fp32 and a bf16 run, in one row.
-
-Older records are upgraded in memory by ``read_record``, never rewritten on disk, and
-``extras.upgraded_from`` keeps their version:
-
-- version 1 (before ``status``, ``error``, ``config``, ``evaluate.steps_per_s`` and
-  ``manifest.determinism``) was written only by completed runs, so ``status`` is ``"ok"``; ``config``
-  comes from the run folder's ``config.yaml`` when there is one (else null); ``evaluate.steps_per_s``
-  is computed from its steps and wall time; ``manifest.determinism`` is null (it was not recorded);
-- version 2 (before ``world_size``, ``mixed_precision`` and ``deterministic``) ran as one process in
-  fp32 without the ``deterministic`` switch: ``1``, ``"no"``, ``false``.
+Every file of a run folder is written to a temporary name and renamed into place, so a record exists whole or
+not at all. Validation is strict (no coercion, closed objects, no NaN) and ``read_record`` upgrades older
+schema versions in memory, never on disk. The folder's files, the schema rules and the upgrades:
+``docs/records.md``.
 """
 
 from __future__ import annotations

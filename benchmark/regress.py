@@ -1,22 +1,9 @@
-"""The regression gate: reproduced numbers against reported and golden ones, under explicit tolerances.
+"""The regression gate: reproduced numbers against reported and golden ones, under ``results/tolerances.yaml``.
 
-Two comparisons, both driven by ``results/tolerances.yaml``:
-
-(a) ``reported``: every ``paper``-preset record (mean over the seeds of one method config and
-    setup) against the paper's number for its method and config (``results/references/``), in
-    the task's reference table, for the task's main metric (``references.task_metric``). The
-    check follows the metric's direction: a reproduction may beat the paper by any margin, and
-    fails only when it is worse by more than the tolerance (in the metric's unit); params are
-    checked both ways. Records of a task that is not installed fail: their metric is unknown;
-(b) ``golden``: every committed golden record (``results/golden/*.json``, ``smoke`` preset)
-    against the fresh record of the same method, task, preset, seed, setup (world size, mixed
-    precision, deterministic) and config hash, both ways: a golden number that moves either way
-    is a change in behaviour.
-    Tolerances come from the measured run-to-run spread (``egsbench regress --calibrate``
-    writes them), never from guesses. A golden with no fresh run, or whose config changed,
-    is a failure too: refresh it deliberately with ``--update-golden``.
-
-``egsbench regress --runs DIR`` prints a table of every check and exits 1 when any fails.
+``reported``: the mean of each ``paper``-preset config against the paper's number for the task's main metric
+(failing only when worse by more than the tolerance, in the metric's direction); ``golden``: each committed
+``smoke`` golden record against the fresh run of the same config and setup, both ways. ``egsbench regress
+--runs DIR`` prints every check and exits 1 when any fails; ``--calibrate`` measures the tolerances.
 """
 
 from __future__ import annotations

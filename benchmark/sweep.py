@@ -1,64 +1,9 @@
 """Sweeps: methods x tasks x presets x seeds (x an optional grid of overrides), one run folder each.
 
-A sweep file::
-
-    name: cifar-smoke
-    out: runs/cifar-smoke          # default: runs/<name>; --out overrides
-    methods: [egs, darts, random]
-    tasks: [cifar10]
-    presets: [smoke]
-    seeds: [0, 1]
-    grid: {method.M: [4, 7]}       # optional: the cartesian product of these overrides
-    set: [task.data_dir=/data/cifar10-jpg.tar.gz]   # optional: overrides for every run
-    retries: 1                     # failed attempts are retried this many times, resuming from checkpoints
-    jobs: 2                        # local backend: runs side by side
-    threads: 1                     # intra-op threads per run (default: cores // jobs)
-    gpus_per_run: 0                # slurm / ray resource request (slurm: accelerate launch over them)
-    time_min: 120                  # slurm time limit per run
-    partition: null                # slurm partition
-
-Each run uses the bundled config ``<preset>/<method>-<task>`` (or ``config:`` to name one
-explicitly for every run) and writes ``<out>/<preset>/<method>-<task>[-<grid>]/seed<k>-<hash>/``,
-where ``<hash>`` is the resolved config's hash: a sweep file whose config changed never finds
-the old record and skips, it reruns in a folder of its own. Grid values are sanitised for
-folder names, and every folder is checked to lie inside ``out``.
-
-Every run executes in its own subprocess (``python -m egsbench run ... --resume``), so an
-out-of-memory kill, a segfault or an NCCL fault ends that run only: it is recorded as failed,
-with its error, and the sweep goes on. Failed attempts are retried per ``retries``; a retry
-resumes from the run's last checkpoint. Finished runs (an ``ok`` record) are skipped, and so
-are runs whose folder another process holds (its lock, see ``runner.run_lock``): that run's
-result is its own, nothing is written there. Two sweeps into one ``out`` share the work: each run is
-claimed under an OS lock (``<run folder>/.claim``) before it starts, a claimed or finished run is
-skipped, and a finished record is never written over. A record that cannot be read (torn, not UTF-8, off
-the schema) stops the sweep before anything runs, naming the file. Where runs execute is an
-existing engine's business, never a home-made scheduler:
-
-- ``local`` (default): up to ``jobs`` subprocesses side by side on this machine, each capped at
-  ``threads`` intra-op threads (``OMP_NUM_THREADS``, ``torch.set_num_threads``) and with
-  passive OpenMP waiting when a run has fewer threads than the machine has cores, so parallel runs do not
-  oversubscribe them;
-- ``slurm``: submitit, one job per run as a job array, with per-run GPU, CPU and time
-  requests; a run with several GPUs starts ``accelerate launch --num_processes G`` in its job;
-  ``cluster="local"`` (submitit's local executor) runs the same jobs on this machine;
-- ``ray``: one Ray task per run with ``num_cpus=threads`` and ``num_gpus=gpus_per_run``, on a
-  local Ray instance (default) or an existing cluster (``address``).
-
-A transfer config (``transfer_from``, e.g. ``paper/egs-wt2``: the PTB search's cell trained on
-WikiText-2) whose source search is itself a run of the sweep (same config and seed: ``tasks: [ptb,
-wt2]``) reuses that run's folder (``--source-run``) and waits for it: the sweep runs such transfers
-after every other run has finished, on any backend, and a transfer whose source failed fails with
-the source's error. A transfer whose source is not in the sweep searches into its own
-``<run folder>/source``. The sweep's ``set:`` overrides reach a transfer's own blocks and the method
-and search blocks its search takes, never the source config's ``task`` block (its data comes from
-the source config or its environment variable, ``$EGSBENCH_PTB``): a ``task.*`` override therefore
-makes the sweep's PTB runs another config than the transfers' searches, which then search apart.
-A sweep sharded over several processes may start a transfer while another shard runs its source: the
-transfer waits for that folder's lock, or, when the source has not
-started yet, runs the search there itself (the source run then finds the folder busy and is
-skipped; the next sweep completes it).
-
-All results land in the same run folders that ``table``, ``regress`` and ``report`` read.
+Each run runs in its own subprocess into ``<out>/<preset>/<method>-<task>[-<grid>]/seed<k>-<hash>/`` and
+finished runs are skipped, so a sweep can be rerun (or run twice into one ``out``) safely; backends are
+``local``, ``slurm`` (submitit) and ``ray``. The sweep file's keys, locking, retries and transfer runs:
+``docs/sweeps.md``.
 """
 
 from __future__ import annotations
