@@ -2,8 +2,9 @@
 
 ``benchmark/``, ``methods/``, ``tasks/`` and ``results/`` are ``egsbench.benchmark``, ``egsbench.methods``, ...
 (pyproject ``package-dir``). pytest would import ``methods/base.py`` as ``methods.base``, a top-level package
-in which the relative imports (``from ..core import ...``) fail, so their doctest modules and packages import
-under the installed name instead. Doctests are collected from the packages only, not from ``tests/``.
+in which the relative imports (``from ..core import ...``) fail, so their doctest modules, packages and modules
+named on the command line import under the installed name instead. Doctests are collected from the packages
+only, not from ``tests/``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestModule
-from _pytest.python import Package
+from _pytest.python import Module, Package
 
 ROOT = Path(__file__).resolve().parent
 INSTALLED = {"benchmark": "egsbench.benchmark", "methods": "egsbench.methods", "tasks": "egsbench.tasks"}
@@ -40,6 +41,13 @@ class InstalledDoctestModule(DoctestModule):
         return importlib.import_module(installed_name(self.path))
 
 
+class InstalledModule(Module):
+    """A package module named on the command line (``pytest methods/egs.py``), imported under its installed name."""
+
+    def _getobj(self):
+        return importlib.import_module(installed_name(self.path))
+
+
 class InstalledPackage(Package):
     """A package folder whose ``__init__`` is imported under its installed name (it has no setup_module)."""
 
@@ -51,11 +59,14 @@ class InstalledPackage(Package):
 def pytest_collect_file(file_path, parent):
     collectors = yield
     out = []
+    name = installed_name(file_path)
     for collector in collectors:
         if type(collector) is DoctestModule:
-            if installed_name(file_path) is None:
+            if name is None:
                 continue  # tests/, scripts/, examples/: no doctests there
             collector = InstalledDoctestModule.from_parent(parent, path=file_path)
+        elif type(collector) is Module and name is not None:
+            collector = InstalledModule.from_parent(parent, path=file_path)
         out.append(collector)
     return out
 
