@@ -19,7 +19,6 @@ components' dataclasses: unknown keys and wrong types raise :class:`ConfigError`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import functools
@@ -45,25 +44,21 @@ from .speed import MEMORY_FORMATS
 __all__ = [
     "CONFIG_DIR",
     "MAX_YAML_BYTES",
-    "SCHEMA_PATH",
     "ExperimentConfig",
     "block_model",
     "bundled_configs",
     "compose",
     "config_description",
-    "config_schema",
     "config_type_problems",
     "load_config",
     "parse_config",
     "read_config",
     "read_yaml_file",
-    "write_schema",
 ]
 
 # Shipped data is read through importlib.resources, never relative to the working directory.
 CONFIG_DIR = Path(str(files(__package__) / "configs"))
 FRAGMENT_DIR = CONFIG_DIR / "_fragments"  # base: entries that are no path next to the file: <preset>/<task>
-SCHEMA_PATH = Path(str(files("egsbench.results") / "schema" / "config.schema.json"))
 SCHEMA_LINE = "# yaml-language-server: $schema="  # first line of the shipped configs: editors complete their keys
 PRESETS = ("smoke", "proxy", "paper", "demo", "custom")
 MAX_YAML_BYTES = 1_000_000  # configs and sweep files (read_yaml_file): a few dozen keys, never megabytes
@@ -714,83 +709,3 @@ def load_config(source: str, overrides: list[str] | None = None) -> ExperimentCo
         apply_override(data, assignment)
     return parse_config(data)
 
-
-# -- JSON schema of a config file -----------------------------------------------------------------------------------
-def config_schema() -> dict:
-    """The JSON schema of a config file: the top-level keys, and per registered method and task its block's fields
-    (``method`` and ``task`` are unions on ``name``; ``search``/``evaluate`` follow ``task.name``).
-
-    A composed file may leave any key to its ``base:`` fragments, so no key is required here.
-    """
-    defs: dict[str, dict] = {}
-
-    def ref(cls: type) -> dict:
-        defs[cls.__name__] = block_model(cls).model_json_schema()
-        return {"$ref": f"#/$defs/{cls.__name__}"}
-
-    def named(registry, kind: str, config_class) -> dict:
-        """One definition per registered name (ptb and wt2 share a config class, not a name)."""
-        for name in registry.names():
-            schema = block_model(config_class(registry.get(name))).model_json_schema()
-            schema["properties"] = {"name": {"const": name}, **schema["properties"]}
-            defs[f"{kind}.{name}"] = schema | {"title": f"{kind} {name}"}
-        options = [{"$ref": f"#/$defs/{kind}.{name}"} for name in registry.names()]
-        return {"description": f"a registered {kind}: {{name: ..., <its config fields>}}", "anyOf": options}
-
-    top = block_model(TopLevel).model_json_schema()["properties"]
-    for key, choices in (("preset", PRESETS), ("device", DEVICES), ("mixed_precision", PRECISIONS),
-                         ("search_mixed_precision", PRECISIONS), ("lr_scaling", LR_SCALINGS),
-                         ("memory_format", MEMORY_FORMATS), ("space", SPACES.names())):  # fmt: skip
-        top[key]["enum"] = list(choices)
-    tasks = {name: TASKS.get(name) for name in TASKS.names()}
-    properties = {
-        "base": {"description": "fragments merged in order before this file's keys: paths relative to this file, "
-                                "or bundled <preset>/<task>", "anyOf": [{"type": "string"},
-                                                                       {"type": "array", "items": {"type": "string"}}]},
-        **{key: top[key] for key in ("preset", "seed", "space")},
-        "method": named(METHODS, "method", lambda cls: cls.config_class),
-        "task": named(TASKS, "task", lambda cls: cls.config_class),
-        "search": {"anyOf": _unique([ref(cls.search_config_class) for cls in tasks.values()])},
-        "evaluate": {"anyOf": _unique([ref(cls.train_config_class) for cls in tasks.values()])},
-        **{key: top[key] for key in TOP_LEVEL if key not in ("preset", "seed", "space")},
-        "transfer_from": {"description": "a search config (name or path) or run folder whose cell this trains",
-                          "anyOf": [{"type": "string"}, {"type": "null"},
-                                    {"type": "object", "additionalProperties": False,
-                                     "properties": {"source": {"type": "string"}, "task": {"enum": list(tasks)}}}]},
-    }  # fmt: skip
-    per_task = [{"if": {"properties": {"task": {"properties": {"name": {"const": name}}, "required": ["name"]}},
-                        "required": ["task"]},
-                 "then": {"properties": {"search": ref(cls.search_config_class),
-                                         "evaluate": ref(cls.train_config_class)}}}
-                for name, cls in tasks.items()]  # fmt: skip
-    for schema in defs.values():
-        schema.pop("required", None)  # every field has a default; a fragment may set the rest
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "egsbench experiment config",
-        "description": "Generated by `python -m egsbench.benchmark.config --schema` (see docs/configs.md).",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
-        "allOf": per_task,
-        "$defs": dict(sorted(defs.items())),
-    }
-
-
-def _unique(refs: list[dict]) -> list[dict]:
-    return [json.loads(text) for text in dict.fromkeys(json.dumps(ref) for ref in refs)]
-
-
-def write_schema(path: Path = SCHEMA_PATH) -> Path:
-    """Write :func:`config_schema` to ``path`` (``results/schema/config.schema.json`` by default)."""
-    path.write_text(json.dumps(config_schema(), indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--schema", action="store_true", help=f"write the config JSON schema to {SCHEMA_PATH}")
-    if parser.parse_args().schema:
-        print(f"wrote {write_schema()}")
-    else:
-        parser.print_help()

@@ -12,17 +12,16 @@ import yaml
 
 from egsbench.benchmark.config import (
     CONFIG_DIR,
-    SCHEMA_PATH,
     build_dataclass,
     bundled_configs,
     compose,
     config_description,
-    config_schema,
     config_type_problems,
     load_config,
     parse_config,
     read_config,
 )
+from egsbench.benchmark.config_schema import SCHEMA_PATH, config_schema
 from egsbench.methods import METHODS
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import ConfigError
@@ -199,7 +198,7 @@ def test_record_type_problems_name_each_wrong_key_and_ignore_unknown_ones():
 def test_the_committed_schema_is_current():
     committed = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     assert committed == config_schema(), (
-        f"{SCHEMA_PATH} is stale: regenerate it with `python -m egsbench.benchmark.config --schema` and commit it"
+        f"{SCHEMA_PATH} is stale: regenerate it with `python -m egsbench.benchmark.config_schema` and commit it"
     )
 
 
