@@ -18,7 +18,7 @@ from ..tasks.spaces import SPACES
 from .config import DEVICES, LR_SCALINGS, PRECISIONS, PRESETS, TOP_LEVEL, TopLevel, block_model
 from .speed import MEMORY_FORMATS
 
-__all__ = ["SCHEMA_PATH", "config_schema", "write_schema"]
+__all__ = ["SCHEMA_PATH", "config_schema", "own", "write_schema"]
 
 SCHEMA_PATH = Path(str(files("egsbench.results") / "schema" / "config.schema.json"))
 
@@ -27,7 +27,8 @@ def config_schema() -> dict:
     """The JSON schema of a config file: the top-level keys, and per registered method and task its block's fields
     (``method`` and ``task`` are unions on ``name``; ``search``/``evaluate`` follow ``task.name``).
 
-    A composed file may leave any key to its ``base:`` fragments, so no key is required here.
+    A composed file may leave any key to its ``base:`` fragments, so no key is required here. Plug-ins' methods and
+    tasks are left out: the committed file describes egsbench's own, whatever a process has loaded.
     """
     defs: dict[str, dict] = {}
 
@@ -37,11 +38,11 @@ def config_schema() -> dict:
 
     def named(registry, kind: str, config_class) -> dict:
         """One definition per registered name (ptb and wt2 share a config class, not a name)."""
-        for name in registry.names():
+        for name in own(registry):
             schema = block_model(config_class(registry.get(name))).model_json_schema()
             schema["properties"] = {"name": {"const": name}, **schema["properties"]}
             defs[f"{kind}.{name}"] = schema | {"title": f"{kind} {name}"}
-        options = [{"$ref": f"#/$defs/{kind}.{name}"} for name in registry.names()]
+        options = [{"$ref": f"#/$defs/{kind}.{name}"} for name in own(registry)]
         return {"description": f"a registered {kind}: {{name: ..., <its config fields>}}", "anyOf": options}
 
     top = block_model(TopLevel).model_json_schema()["properties"]
@@ -49,7 +50,7 @@ def config_schema() -> dict:
                          ("search_mixed_precision", PRECISIONS), ("lr_scaling", LR_SCALINGS),
                          ("memory_format", MEMORY_FORMATS), ("space", SPACES.names())):  # fmt: skip
         top[key]["enum"] = list(choices)
-    tasks = {name: TASKS.get(name) for name in TASKS.names()}
+    tasks = {name: TASKS.get(name) for name in own(TASKS)}
     properties = {
         "base": {"description": "fragments merged in order before this file's keys: paths relative to this file, "
                                 "or bundled <preset>/<task>", "anyOf": [{"type": "string"},
@@ -82,6 +83,11 @@ def config_schema() -> dict:
         "allOf": per_task,
         "$defs": dict(sorted(defs.items())),
     }
+
+
+def own(registry) -> list[str]:
+    """The names in ``registry`` that egsbench itself registers (not a plug-in's)."""
+    return [name for name in registry.names() if registry.get(name).__module__.startswith("egsbench.")]
 
 
 def _unique(refs: list[dict]) -> list[dict]:

@@ -21,7 +21,7 @@ from egsbench.benchmark.config import (
     parse_config,
     read_config,
 )
-from egsbench.benchmark.config_schema import SCHEMA_PATH, config_schema
+from egsbench.benchmark.config_schema import SCHEMA_PATH, config_schema, own
 from egsbench.methods import METHODS
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import ConfigError
@@ -206,7 +206,8 @@ def test_the_schema_has_a_block_per_registered_method_and_task():
     schema = config_schema()
     methods = {d["properties"]["name"]["const"] for d in _options(schema, "method")}
     tasks = {d["properties"]["name"]["const"] for d in _options(schema, "task")}
-    assert (methods, tasks) == (set(METHODS.names()), set(TASKS.names()))
+    assert (methods, tasks) == (set(own(METHODS)), set(own(TASKS)))
+    assert {"egs", "darts", "fixed"} <= methods and {"cifar10", "ptb", "wt2"} <= tasks
     egs = next(d for d in _options(schema, "method") if d["properties"]["name"]["const"] == "egs")
     assert egs["additionalProperties"] is False and egs["properties"]["M"]["type"] == "integer"
 
