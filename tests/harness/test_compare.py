@@ -178,6 +178,16 @@ def test_metric_aliases_direction_and_baseline_choice(records):
     assert compare_runs(records, baseline="darts (order=1)").pairs.equals(compare_runs(records).pairs)
 
 
+def test_default_baseline_is_the_method_the_reference_table_lists_first(records, monkeypatch):
+    import egsbench.benchmark.compare as compare
+
+    table = compare.load_reference("cifar10")
+    assert table.loc[table["method"].notna(), "method"].iloc[0] == "darts"  # why the default is darts on CIFAR-10
+    snas_first = pd.concat([table[table["method"] == "snas"], table[table["method"] != "snas"]])
+    monkeypatch.setattr(compare, "load_reference", lambda name: snas_first)
+    assert compare_runs(records).baseline == "snas"  # read from the table, not a name in the harness
+
+
 def test_a_seed_recorded_twice_counts_once(records):
     again = run("egs", 0, 9.9, hours=2.0, created="2030-01-01T00:00:00+00:00")  # newer: it replaces seed 0
     c = compare_runs([*records, again])
