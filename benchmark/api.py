@@ -9,7 +9,7 @@ Examples:
     >>> record = egsbench.run("smoke/egs-cifar10", "runs/nb", overrides={"seed": 1})  # data, minutes  # doctest: +SKIP
     >>> record.metrics.test_error  # doctest: +SKIP
     >>> net = egsbench.load_network("runs/nb")  # the run's trained final network, in eval mode  # doctest: +SKIP
-    >>> sn = egsbench.build_supernet("dag", "egs", channels=4, layers=3)
+    >>> sn = egsbench.build_supernet("dag", "egs", "cifar10", channels=4, layers=3)
     >>> batch = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])  # (images (B, 3, H, W), labels (B,))
     >>> stats = sn.method.step(batch, batch)  # one search step
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from ..methods import METHODS, SearchConfig, SearchContext, SearchMethod
+from ..methods import METHODS, SearchContext, SearchMethod
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES, ConfigError, Genotype, GenotypeError, UserError
 from .config import ExperimentConfig, apply_override, build_dataclass, load_config, parse_config, read_yaml_file
@@ -168,7 +168,7 @@ def load_network(run_dir: str | Path) -> nn.Module:
     """
     from safetensors.torch import load_model
 
-    from .runner import MODEL_FILE
+    from .run_folder import MODEL_FILE
 
     folder = Path(run_dir)
     missing = [name for name in ("config.yaml", "genotype.json", MODEL_FILE) if not (folder / name).is_file()]
@@ -203,9 +203,9 @@ class Supernet:
 
 
 def build_supernet(
-    space: str = "dag",
-    method: str = "egs",
-    task: str = "cifar10",
+    space: str,
+    method: str,
+    task: str,
     *,
     channels: int | None = None,
     layers: int | None = None,
@@ -222,7 +222,7 @@ def build_supernet(
 
     Examples:
         >>> import torch, egsbench
-        >>> sn = egsbench.build_supernet("dag", "egs", channels=4, layers=3, method_config={"M": 1})
+        >>> sn = egsbench.build_supernet("dag", "egs", "cifar10", channels=4, layers=3, method_config={"M": 1})
         >>> batch = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
         >>> stats = sn.method.step(batch, batch)
         >>> stats.loss > 0
@@ -239,8 +239,7 @@ def build_supernet(
     torch.manual_seed(seed)
     task_obj = task_cls(block(task_config, task_cls.config_class, "task"))
     sizes = {k: v for k, v in (("channels", channels), ("layers", layers)) if v is not None}  # CNN search blocks
-    search_cls = getattr(task_cls, "search_config_class", SearchConfig)
-    search_cfg = build_dataclass(search_cls, {**sizes, **(search or {})}, "search")
+    search_cfg = build_dataclass(task_cls.search_config_class, {**sizes, **(search or {})}, "search")
     model = task_obj.build_supernet(space_obj, search_cfg)
     method_obj = method_cls(block(method_config, method_cls.config_class, "method"))
     ctx = SearchContext(
@@ -250,7 +249,7 @@ def build_supernet(
         config=search_cfg,
         steps_per_epoch=steps_per_epoch,
         seed=seed,
-        op_costs=getattr(model, "op_costs", None),
+        op_costs=task_obj.op_costs(model),
     )
     method_obj.setup(ctx)
     method_obj.start_epoch(0)

@@ -36,7 +36,7 @@ WORKER = """
 import sys, time, torch, torch.nn.functional as F
 import egsbench
 steps = int(sys.argv[1])
-sn = egsbench.build_supernet("darts", "darts", channels=8, layers=5, method_config={"order": 1})
+sn = egsbench.build_supernet("darts", "darts", "cifar10", channels=8, layers=5, method_config={"order": 1})
 space = sn.context.space
 x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
 w = {t: torch.full((len(space.edges), len(space.ops)), 1.0 / len(space.ops)) for t in space.cell_types}

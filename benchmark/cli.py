@@ -387,7 +387,7 @@ def _raise_terminated(signum, frame) -> None:
 
 def _interrupted(args, err: KeyboardInterrupt) -> tuple[str, int]:
     """The one line an interrupt prints (where the run stopped and the command that continues it) and its status."""
-    from .runner import RunInterrupted
+    from .driver import RunInterrupted
 
     code = getattr(err, "exit_code", 130)
     if not isinstance(err, RunInterrupted) or args.command != "run":

@@ -196,7 +196,7 @@ def execute_run(run: SweepRun) -> dict:
     is written when the last attempt did not leave an ``ok`` one (unless the run wrote its own failed
     record), and never over an ``ok`` record.
     """
-    from .runner import CLAIM, RunLockedError, lock_holder, run_lock
+    from .run_folder import CLAIM, RunLockedError, lock_holder, run_lock
 
     folder = Path(run.folder)
     holder = lock_holder(folder)
@@ -214,7 +214,7 @@ def execute_run(run: SweepRun) -> dict:
 
 def _attempts(run: SweepRun, folder: Path) -> dict:
     """The attempts of a claimed run (see :func:`execute_run`)."""
-    from .runner import failed_record
+    from .run_folder import failed_record
 
     env = {**os.environ, "OMP_NUM_THREADS": str(run.threads), "MKL_NUM_THREADS": str(run.threads)}
     if run.threads < (os.cpu_count() or 1):  # runs side by side: sleeping threads give their cores back

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..core.config import WEIGHT_FIELDS, SearchConfig
+from ..core.config import WEIGHT_FIELDS, EvaluateConfig, SearchConfig
 from ..core.errors import ConfigError, check_range
 from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace, Supernet
 
@@ -66,7 +66,7 @@ class CNNSearchConfig(SearchConfig):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(EvaluateConfig):
     """The ``evaluate:`` block: final training of the derived network (DARTS CIFAR-10 recipe)."""
 
     epochs: int = 600

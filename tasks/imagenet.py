@@ -16,7 +16,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,8 @@ class ImageNetSearchConfig(CNNSearchConfig):
 @dataclass
 class ImageNetTrainConfig:
     """The ``evaluate:`` block: DARTS's ImageNet recipe with the DARTS-EGS paper's poly schedule."""
+
+    lr_fields: ClassVar[tuple[str, ...]] = ("lr", "lr_min")  # what lr_scaling: linear multiplies by the world size
 
     epochs: int = 250
     batch_size: int = 128

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,8 @@ class LMSearchConfig(SearchConfig):
 @dataclass
 class LMTrainConfig:
     """The ``evaluate:`` block: AWD-LSTM-style training of the derived cell (DARTS ``rnn/train.py``, PTB)."""
+
+    lr_fields: ClassVar[tuple[str, ...]] = ("lr",)  # what lr_scaling: linear multiplies by the world size
 
     epochs: int = 1600
     batch_size: int = 64

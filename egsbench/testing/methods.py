@@ -8,6 +8,7 @@ belong to: ``darts`` for two-inputs-per-node cells, ``dag`` for any in-degree).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from ..methods import SearchConfig, SearchContext
+from ..methods import SearchConfig, SearchContext, SearchMethod
+from ..tasks.base import TrainConfig
 from ..tasks.spaces import SPACES, Genotype, LossOutput, RNNModel, SearchNetwork, SearchRNNCell
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
@@ -119,7 +121,7 @@ def build(method_cls, config=None, seed: int = 0, space: str | None = None):
     """``method_cls`` set up on a fresh tiny context of ``space`` (default its own), at epoch 0; returns
     ``(method, ctx)``."""
     method = method_cls(config if config is not None else method_cls.config_class())
-    ctx = tiny_context(space or getattr(method_cls, "space", "dag"), seed, train_candidate=fake_train_candidate)
+    ctx = tiny_context(space or method_cls.space, seed, train_candidate=fake_train_candidate)
     method.setup(ctx)
     method.start_epoch(0)
     return method, ctx
@@ -142,13 +144,48 @@ def _snapshot(method, ctx):
     }
 
 
+REQUIRED = ("setup", "step", "probabilities", "derive", "state_dict", "load_state_dict")
+
+
 def check_declares_config_and_space(method_cls, config=None, space: str | None = None):
-    """The class names its config dataclass and the registered space its genotypes belong to."""
-    assert hasattr(method_cls, "config_class"), f"{method_cls.__name__} needs a `config_class` dataclass"
-    space = getattr(method_cls, "space", None)
-    assert space in SPACES.names(), f"{method_cls.__name__}.space is {space!r}; expected one of {SPACES.names()}"
+    """The class subclasses ``SearchMethod``, overrides its required members, names its config dataclass and the
+    registered space its genotypes belong to, and its declared hooks are consistent with its config."""
+    assert isinstance(method_cls, type) and issubclass(method_cls, SearchMethod), (
+        f"{method_cls!r} must subclass egsbench.methods.SearchMethod (its optional hooks have the runner's defaults)"
+    )
+    assert any("config_class" in vars(c) for c in method_cls.__mro__), (
+        f"{method_cls.__name__} needs a `config_class` dataclass"
+    )
+    missing = [name for name in REQUIRED if getattr(method_cls, name) is getattr(SearchMethod, name)]
+    assert not missing, f"{method_cls.__name__} does not override the required members of SearchMethod: {missing}"
+    assert method_cls.space in SPACES.names(), (
+        f"{method_cls.__name__}.space is {method_cls.space!r}; expected one of {SPACES.names()}"
+    )
     config = config if config is not None else method_cls.config_class()
     assert isinstance(config, method_cls.config_class), f"the config is not a {method_cls.config_class.__name__}"
+    fields = {f.name for f in dataclasses.fields(config)}
+    for key in (*method_cls.variant_keys, *([method_cls.ablation_key] if method_cls.ablation_key else [])):
+        assert key in fields, f"{method_cls.__name__} names {key!r} as a variant or ablation key; its config lacks it"
+    recipe = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(method_cls.candidate_recipe(config)) - recipe)
+    assert not unknown, f"{method_cls.__name__}.candidate_recipe sets {unknown}, which no evaluate recipe has"
+    extras = method_cls.record_extras(config)
+    assert isinstance(extras, dict), f"{method_cls.__name__}.record_extras returned {type(extras).__name__}, not a dict"
+
+
+def check_distribution_hooks(method_cls, config=None, space: str | None = None):
+    """``learned_probabilities`` matches ``probabilities``' layout (or is None), and ``derive_from_distribution``
+    of the current distribution is None or a genotype of the method's space."""
+    method, ctx = build(method_cls, config, space=space)
+    probs, learned = method.probabilities(), method.learned_probabilities()
+    if learned is not None:
+        assert learned.keys() == probs.keys(), f"learned_probabilities() has {sorted(learned)}, not {sorted(probs)}"
+        for t, p in learned.items():
+            assert p.shape == probs[t].shape, f"learned_probabilities()[{t!r}] is {tuple(p.shape)}"
+    derived = method.derive_from_distribution(learned if learned is not None else probs)
+    if derived is not None:
+        assert isinstance(derived, Genotype), f"derive_from_distribution returned {type(derived).__name__}"
+        ctx.space.validate(derived)
 
 
 def check_step_changes_parameters(method_cls, config=None, space: str | None = None):
@@ -157,7 +194,7 @@ def check_step_changes_parameters(method_cls, config=None, space: str | None = N
     stats = method.step(batch(0, space=space), batch(1, space=space))
     changed_w = any(not torch.equal(a, b) for a, b in zip(weights, ctx.model.parameters(), strict=True))
     changed_a = any(not torch.equal(alphas[t], a) for t, a in _alphas(method).items())
-    if getattr(method, "trains_supernet", True):
+    if method.trains_supernet:
         assert math.isfinite(stats.loss), f"the step's loss is {stats.loss}"
         assert changed_w, "a step changed nothing: the supernet weights did not change"
     else:  # e.g. the DARTS random baseline: its steps must leave the supernet alone
@@ -225,6 +262,7 @@ def check_same_seed_same_genotype(method_cls, config=None, space: str | None = N
 
 METHOD_CHECKS = (
     check_declares_config_and_space,
+    check_distribution_hooks,
     check_step_changes_parameters,
     check_gradients_reach_alpha,
     check_state_dict_round_trip,

@@ -43,29 +43,24 @@ BATCH = 4
 
 
 def conformance_task(task_cls: type, tmp_path: str | Path) -> Any:
-    """Build ``task_cls`` on the tiny data of its ``conformance_config(tmp_path)`` class method.
-
-    Raises:
-        TypeError: the class has no ``conformance_config``, so the checks cannot get data for it.
-    """
-    hook = getattr(task_cls, "conformance_config", None)
-    if not callable(hook):
-        raise TypeError(
-            f"task class {task_cls.__name__} has no `conformance_config(tmp_path)` class method; add one that "
-            "returns a `config_class` instance on a few dozen examples (write them under tmp_path if needed), "
-            "so egsbench.testing.check_task can run it"
-        )
-    return task_cls(hook(Path(tmp_path)))
+    """Build ``task_cls`` on the tiny data of its ``conformance_config(tmp_path)`` class method (a ``Task``
+    subclass that does not override it gets ``NotImplementedError`` saying what to add)."""
+    return task_cls(task_cls.conformance_config(Path(tmp_path)))
 
 
-def _protocol_members() -> list[str]:
-    """The attributes and methods the ``Task`` protocol names."""
-    methods = [
-        name
-        for name, value in vars(Task).items()
-        if (callable(value) or isinstance(value, classmethod)) and not name.startswith("_")
-    ]
-    return sorted({*Task.__annotations__, *methods})
+REQUIRED = ("prepare_data", "loader", "build_network", "example_input", "make_optimizer", "train_loss", "eval_sums",
+            "summarize")  # fmt: skip
+
+
+def _required_missing(task) -> list[str]:
+    """The required ``Task`` members ``task``'s class leaves as the base's (which raise ``NotImplementedError``),
+    and the class attributes without a default it does not set."""
+    cls = type(task)
+    missing = [name for name in REQUIRED if getattr(cls, name) is getattr(Task, name)]
+    if cls.build_supernet is not Task.build_supernet and cls.search_loss is Task.search_loss:
+        missing.append("search_loss")  # a task that can search must give the supernet's loss
+    attrs = ("config_class", "metrics", "main_metric", "score_key")
+    return missing + [name for name in attrs if not any(name in vars(c) for c in cls.__mro__ if c is not Task)]
 
 
 def _first_batch(task, split: str, seed: int = 0, recipe=None):
@@ -86,10 +81,10 @@ def _same(a, b) -> bool:
 
 def check_declares_metrics(task) -> None:
     """The task has every member of the ``Task`` protocol and names its metrics with a direction."""
-    missing = [m for m in _protocol_members() if not hasattr(task, m)]
+    name = type(task).__name__
+    assert isinstance(task, Task), f"{name} must subclass egsbench.tasks.Task (its optional hooks have defaults)"
+    missing = _required_missing(task)
     assert not missing, f"{type(task).__name__} lacks members of the Task protocol: {missing}"
-    for attr in ("config_class", "search_config_class", "train_config_class"):
-        assert hasattr(type(task), attr), f"a task class needs `{attr}` (the dataclass of its config block)"
     search_fields = {f.name for f in dataclasses.fields(_recipes(task)[0])}
     lacking = [k for k in WEIGHT_FIELDS if k not in search_fields]
     assert not lacking, f"the task's search block lacks the weight-optimiser fields methods read: {lacking}"
@@ -120,19 +115,14 @@ def check_data_splits(task) -> None:
 
 
 def _recipes(task) -> tuple[Any, Any]:
-    """The task's tiny (search, evaluate) configs; CNN-style keys when it declares none."""
-    hook = getattr(task, "conformance_recipes", None)
-    if callable(hook):
-        return hook()
-    search_cls = getattr(task, "search_config_class", None)
-    search = search_cls(channels=4, layers=3) if search_cls is not None else None
-    return search, task.train_config_class(channels=4, layers=3, epochs=1, batch_size=BATCH)
+    """The task's tiny (search, evaluate) configs."""
+    return task.conformance_recipes()
 
 
 def check_supernet_search_loss(task, space: str | None = None) -> None:
     """A tiny supernet of ``space`` (default the task's ``conformance_space``, else ``dag``) gives a finite loss whose
     gradient reaches the weights, and a candidate score."""
-    space = SPACES.get(space or getattr(task, "conformance_space", "dag"))
+    space = SPACES.get(space or task.conformance_space)
     task.prepare_data()  # as the runner does before it asks for loaders
     train, val = _first_batch(task, "search-train"), _first_batch(task, "search-val")
     net = task.build_supernet(space, _recipes(task)[0])
@@ -152,7 +142,7 @@ def check_supernet_search_loss(task, space: str | None = None) -> None:
 
 def check_final_network(task, genotype: Genotype | None = None) -> None:
     """The final network of a genotype trains one step, reports every declared metric and counts its MACs."""
-    default = getattr(task, "conformance_genotype", None)  # e.g. a recurrent cell for a language-model task
+    default = task.conformance_genotype  # e.g. a recurrent cell for a language-model task
     genotype = genotype or (GENOTYPES.get(default) if default else DARTS_V2)
     task.prepare_data()
     recipe = _recipes(task)[1]

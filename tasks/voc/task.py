@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,8 @@ class VOCSearchConfig(CNNSearchConfig):
 @dataclass
 class VOCTrainConfig:
     """The ``evaluate:`` block: DeepLabv3's VOC recipe (Sec. 4.1) on a cell backbone."""
+
+    lr_fields: ClassVar[tuple[str, ...]] = ("lr",)  # what lr_scaling: linear multiplies by the world size
 
     epochs: int = 46  # 46 x 661 iterations of batch 16 on train_aug = 30,406 ~ DeepLabv3's 30k
     batch_size: int = 16  # per process; >= 2 (the image-pooling branch's BN)

@@ -38,7 +38,6 @@ MEASUREMENT_SCRIPTS = {
     "cell_sizes.py",
     "profile_step.py",
 }
-IN_PROGRESS = {"runner.py", "config.py", "api.py"}  # another engineer is changing these (getattr calls, demo defaults)
 
 
 def _docstring_ids(tree: ast.AST) -> set[int]:
@@ -97,13 +96,8 @@ def protocol_members() -> set[str]:
 
 
 def _harness_files(exempt: set[str] = frozenset()) -> list:
-    """``benchmark/*.py`` as pytest params; a file another engineer is still changing is an expected failure."""
-    in_progress = pytest.mark.xfail(reason="runner/config/api getattr removal in progress", strict=False)
-    return [
-        pytest.param(path, id=path.name, marks=[in_progress] if path.name in IN_PROGRESS else [])
-        for path in sorted(BENCHMARK.glob("*.py"))
-        if path.name not in exempt
-    ]
+    """``benchmark/*.py`` as pytest params, one per file."""
+    return [pytest.param(path, id=path.name) for path in sorted(BENCHMARK.glob("*.py")) if path.name not in exempt]
 
 
 def test_finders_see_what_they_should():

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from egsbench.benchmark.config import load_config
-from egsbench.benchmark.runner import _accelerator, evaluate_split, prepare_eval_loader, search
+from egsbench.benchmark.launch import make_accelerator, prepare_eval_loader
+from egsbench.benchmark.phases import evaluate_split, search
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import Genotype
 
@@ -25,7 +26,7 @@ def main(out: str, *runs: str) -> None:
     for run in runs:
         name, config, *overrides = run.split(",")
         cfg = load_config(config, [*COMMON, *overrides])
-        accelerator = _accelerator(cfg)
+        accelerator = make_accelerator(cfg)
         task = TASKS.get(cfg.task_name)(cfg.task)
         data = task.prepare_data()
         found = search(cfg, task, accelerator, progress=False, folder=Path(out) / name / "checkpoints")

@@ -88,14 +88,14 @@ def test_overrides_accept_a_mapping_or_a_list_and_reject_a_string():
 
 
 def test_build_supernet_steps_and_rejects_unknown_names():
-    sn = egsbench.build_supernet("dag", "egs", channels=4, layers=3, method_config={"M": 1})
+    sn = egsbench.build_supernet("dag", "egs", "cifar10", channels=4, layers=3, method_config={"M": 1})
     before = [p.detach().clone() for p in sn.model.parameters()]
     batch = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     stats = sn.method.step(batch, batch)
     assert stats.loss > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, sn.model.parameters(), strict=True))
     with pytest.raises(UnknownNameError, match="did you mean 'egs'"):
-        egsbench.build_supernet("dag", "egss")
+        egsbench.build_supernet("dag", "egss", "cifar10")
 
 
 def test_deterministic_key_turns_on_deterministic_algorithms_and_is_recorded(tmp_path):

@@ -12,7 +12,8 @@ import yaml
 
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
-from egsbench.benchmark.runner import arch_entropy, run_experiment
+from egsbench.benchmark.phases import arch_entropy
+from egsbench.benchmark.runner import run_experiment
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
 
 RECORD_KEYS = {"schema_version", "method", "task", "space", "preset", "seed", "config_hash", "metrics", "genotype",

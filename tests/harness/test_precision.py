@@ -11,7 +11,7 @@ import sys
 import torch
 
 from egsbench.benchmark.api import resolve_config
-from egsbench.benchmark.runner import _scale_for_processes
+from egsbench.benchmark.runner import _scale_for_processes  # the run config the phases train with
 from egsbench.methods.darts import DARTS, DARTSConfig
 from egsbench.testing import batch, tiny_context
 

@@ -105,7 +105,7 @@ def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch
 
 
 def test_cudnn_autotunes_unless_the_run_is_deterministic():
-    from egsbench.benchmark.runner import apply_determinism
+    from egsbench.benchmark.launch import apply_determinism
 
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
               torch.backends.cudnn.benchmark)  # fmt: skip

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from egsbench.benchmark import runner
+from egsbench.benchmark import runner, transfer
 from egsbench.benchmark.config import load_config, parse_config, resolve_config_path
 from egsbench.benchmark.records import read_record
 from egsbench.benchmark.references import TABLES, config_rows, load_reference, references_for, row_label
-from egsbench.benchmark.runner import CLAIM, run_experiment, run_lock, run_search
+from egsbench.benchmark.run_folder import CLAIM, run_lock
+from egsbench.benchmark.runner import run_experiment, run_search
 from egsbench.benchmark.sweep import SweepSpec, _waves, plan_runs
 from egsbench.benchmark.tables import comparison_table
 from egsbench.tasks.lm import write_lm_files
@@ -176,10 +177,10 @@ def test_a_transfer_waits_for_a_source_folder_another_process_holds(tmp_path, mo
         sleeps.append(seconds)
         held.__exit__(None, None, None)
 
-    monkeypatch.setattr(runner.time, "sleep", sleep)
-    runner._wait_for(folder)
-    assert sleeps == [runner.SOURCE_POLL_S]
-    runner._wait_for(folder)  # free: no wait at all
+    monkeypatch.setattr(transfer.time, "sleep", sleep)
+    transfer._wait_for(folder)
+    assert sleeps == [transfer.SOURCE_POLL_S]
+    transfer._wait_for(folder)  # free: no wait at all
     assert len(sleeps) == 1
 
 
@@ -262,7 +263,7 @@ def test_every_reproducible_paper_row_has_a_bundled_config():
 
 
 def test_a_failed_source_run_stops_the_transfer_with_its_error(lm_data, tmp_path):
-    from egsbench.benchmark.runner import failed_record
+    from egsbench.benchmark.run_folder import failed_record
 
     source = load_config("smoke/egs-ptb")
     failed_record(source, tmp_path / "ptb", "search diverged at epoch 0")

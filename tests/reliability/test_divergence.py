@@ -67,7 +67,7 @@ def test_the_error_line_is_not_glued_to_the_progress_bar_of_the_failed_epoch(cli
     from tqdm.auto import tqdm
 
     from egsbench.benchmark import cli as cli_module
-    from egsbench.benchmark.runner import DivergedError
+    from egsbench.benchmark.driver import DivergedError
 
     def diverge(args):
         bar = tqdm(total=4, desc="search gdas")  # as the runner's loop has it when a step diverges

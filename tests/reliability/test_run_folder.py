@@ -17,7 +17,7 @@ from safetensors.torch import load_model
 
 import egsbench
 from egsbench.benchmark.api import RunFolderMismatchError, resolve_config
-from egsbench.benchmark.runner import lock_holder, run_lock
+from egsbench.benchmark.run_folder import lock_holder, run_lock
 from egsbench.benchmark.sweep import load_sweep, plan_runs
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import Genotype, UserError

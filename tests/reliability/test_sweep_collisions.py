@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from egsbench.benchmark import sweep as sweep_module
-from egsbench.benchmark.runner import CLAIM, run_lock
+from egsbench.benchmark.run_folder import CLAIM, run_lock
 from egsbench.benchmark.sweep import execute_run, load_sweep, plan_runs
 
 from .conftest import FAST

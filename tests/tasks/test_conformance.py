@@ -102,10 +102,18 @@ def test_checks_catch_broken_tasks(tmp_path, task_cls, check, message):
 
 
 def test_checks_name_the_protocol_members_a_task_lacks():
-    class HalfATask:
+    class HalfATask(Task):
         metrics = ()
 
         def prepare_data(self): ...
 
-    with pytest.raises(AssertionError, match="lacks members of the Task protocol: .*'build_supernet'"):
+        def build_supernet(self, space, config): ...  # it can search, so it must give search_loss
+
+    with pytest.raises(AssertionError, match="lacks members of the Task protocol: .*'build_network'.*'search_loss'"):
         check_declares_metrics(HalfATask())
+
+    class NotATask:
+        metrics = ()
+
+    with pytest.raises(AssertionError, match="must subclass egsbench.tasks.Task"):
+        check_declares_metrics(NotATask())
