@@ -43,8 +43,15 @@ RATIO_TARGET = 1 / 3  # EGS M = 1 / DARTS at batch 64
 GLIBC_RETURN_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
-def measure(name: str, channels: int, layers: int, batch: int, device: str, time_steps: int = 0,
-            memory_format: str = "contiguous") -> dict:  # fmt: skip
+def measure(
+    name: str,
+    channels: int,
+    layers: int,
+    batch: int,
+    device: str,
+    time_steps: int = 0,
+    memory_format: str = "contiguous",
+) -> dict:
     """Measure the phases of one method in this process (call it in a fresh one: see ``measure_in_subprocess``).
 
     Args:
@@ -131,16 +138,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        result = measure(args.worker, args.channels, args.layers, args.batch, args.device, args.time_steps,
-                         args.memory_format)  # fmt: skip
+        result = measure(
+            args.worker, args.channels, args.layers, args.batch, args.device, args.time_steps, args.memory_format
+        )
         print(json.dumps(result))
         return 0
     results = []
-    print(f"peak memory of one search step, C={args.channels}, {args.layers} cells, batch {args.batch}, {args.device}, "
-          f"{args.memory_format}")  # fmt: skip
+    print(
+        f"peak memory of one search step, C={args.channels}, {args.layers} cells, batch {args.batch}, {args.device}, "
+        f"{args.memory_format}"
+    )
     for name in args.methods:
-        r = measure_in_subprocess(name, args.channels, args.layers, args.batch, args.device, threads=args.threads,
-                                  memory_format=args.memory_format)  # fmt: skip
+        r = measure_in_subprocess(
+            name,
+            args.channels,
+            args.layers,
+            args.batch,
+            args.device,
+            threads=args.threads,
+            memory_format=args.memory_format,
+        )
         results.append(r)
         if "error" in r:
             print(f"  {name:10s} FAILED: {r['error'].splitlines()[-1] if r['error'] else '?'}")
@@ -153,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if "egs_m1/darts_1st" in table:
         ratio = table["egs_m1/darts_1st"]
         shown = {k: "n/a" if ratio[k] is None else f"{ratio[k]:.3f}" for k in ("peak_mb", "increment_mb")}
-        print(f"  EGS M=1 / DARTS (step): peak {shown['peak_mb']}, increment {shown['increment_mb']} "
-              f"(target <= {RATIO_TARGET:.3f}; {results[0].get('how', '')})")  # fmt: skip
+        print(
+            f"  EGS M=1 / DARTS (step): peak {shown['peak_mb']}, increment {shown['increment_mb']} "
+            f"(target <= {RATIO_TARGET:.3f}; {results[0].get('how', '')})"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args) | {"worker": None}, "results": results, "table": table}, f, indent=1)

@@ -48,8 +48,9 @@ def _batch(g: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
 
 
-def make_method(name: str, channels: int, layers: int, device: str | torch.device = "cpu",
-                memory_format: str = "contiguous"):  # fmt: skip
+def make_method(
+    name: str, channels: int, layers: int, device: str | torch.device = "cpu", memory_format: str = "contiguous"
+):
     """The method of the ``VARIANTS`` entry ``name`` set up on its own supernet (``method.ctx.model``) on ``device``,
     laid out in ``memory_format`` (``contiguous`` | ``channels_last``, as the config key)."""
     if name not in VARIANTS:
@@ -61,16 +62,29 @@ def make_method(name: str, channels: int, layers: int, device: str | torch.devic
     space = SPACES.get(cls.space)
     model = apply_memory_format(SearchNetwork(space, channels, 10, layers).to(device), memory_format)
     method = cls(cls.config_class(**overrides))
-    method.setup(SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(), steps_per_epoch=1,
-                               op_costs=model.op_costs, device=device))  # fmt: skip
+    method.setup(
+        SearchContext(
+            model=model,
+            space=space,
+            loss=_loss,
+            config=SearchConfig(),
+            steps_per_epoch=1,
+            op_costs=model.op_costs,
+            device=device,
+        )
+    )
     method.start_epoch(0)
     return method
 
 
 def make_step(
-    name: str, channels: int, layers: int, batch: int, device: str | torch.device = "cpu",
+    name: str,
+    channels: int,
+    layers: int,
+    batch: int,
+    device: str | torch.device = "cpu",
     memory_format: str = "contiguous",
-) -> Callable[[], StepStats]:  # fmt: skip
+) -> Callable[[], StepStats]:
     """``method.step`` of the ``VARIANTS`` entry ``name`` on its own supernet and fixed random batches on ``device``."""
     method = make_method(name, channels, layers, device, memory_format)
     g = torch.Generator().manual_seed(0)

@@ -96,9 +96,17 @@ def _xautodl_nets(channels: int, layers: int) -> dict[str, nn.Module]:
     from xautodl.models.cell_searchs import NASNetworkDARTS, NASNetworkGDAS
 
     # affine=False: search-time BN, as xautodl's search scripts build it (and as ours)
-    kwargs = dict(C=channels, N=layers // 3, steps=STEPS, multiplier=MULTIPLIER, stem_multiplier=STEM_MULTIPLIER,
-                  num_classes=10, search_space=SearchSpaceNames["darts"], affine=False,
-                  track_running_stats=True)  # fmt: skip
+    kwargs = dict(
+        C=channels,
+        N=layers // 3,
+        steps=STEPS,
+        multiplier=MULTIPLIER,
+        stem_multiplier=STEM_MULTIPLIER,
+        num_classes=10,
+        search_space=SearchSpaceNames["darts"],
+        affine=False,
+        track_running_stats=True,
+    )
     return {"xautodl_darts": NASNetworkDARTS(**kwargs), "xautodl_gdas": NASNetworkGDAS(**kwargs)}
 
 
@@ -229,8 +237,14 @@ def ratios(medians: dict[str, float], active_fraction: float, mac_fraction: floa
     return out
 
 
-def time_peer(channels: int, layers: int, batch: int, rounds: int, device: str | torch.device = "cpu",
-              memory_format: str = "channels_last") -> dict:  # fmt: skip
+def time_peer(
+    channels: int,
+    layers: int,
+    batch: int,
+    rounds: int,
+    device: str | torch.device = "cpu",
+    memory_format: str = "channels_last",
+) -> dict:
     """Median seconds per forward + backward of every variant, interleaved, with the issue's ratios."""
     variants, info = make_variants(channels, layers, batch, device, memory_format)
     result = time_interleaved(
@@ -248,9 +262,11 @@ def time_peer(channels: int, layers: int, batch: int, rounds: int, device: str |
 
 def print_peer(result: dict) -> None:
     cfg = result["config"]
-    print(f"ours vs xautodl, forward + backward, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
-          f"{cfg['device']}, ours {cfg['memory_format']}, {cfg['rounds']} interleaved rounds, "
-          f"{cfg['threads']} threads")  # fmt: skip
+    print(
+        f"ours vs xautodl, forward + backward, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
+        f"{cfg['device']}, ours {cfg['memory_format']}, {cfg['rounds']} interleaved rounds, "
+        f"{cfg['threads']} threads"
+    )
     for name, median in result["median_s"].items():
         print(f"  {name:14s} median {median:8.3f} s   params {result['parameters'][name]:>9,d}")
     for key, r in result["ratios"].items():

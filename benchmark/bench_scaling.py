@@ -85,19 +85,29 @@ def run_grid(
         for axis, cfg in points:
             key = (method, cfg["channels"], cfg["layers"], cfg["batch"])
             if key not in cache:
-                cache[key] = measure_in_subprocess(method, **cfg, device=device, time_steps=time_steps, threads=threads,
-                                                   memory_format=memory_format)  # fmt: skip
+                cache[key] = measure_in_subprocess(
+                    method, **cfg, device=device, time_steps=time_steps, threads=threads, memory_format=memory_format
+                )
             r = cache[key]
             step = r.get("phases", {}).get("step", {})
-            row = {"method": method, "axis": axis, **cfg, "step_s": r.get("step_s"),
-                   "step_increment_mb": step.get("increment_mb"), "step_peak_mb": step.get("peak_mb"),
-                   "error": (r.get("error") or "").splitlines()[-1:] or None}  # fmt: skip
+            row = {
+                "method": method,
+                "axis": axis,
+                **cfg,
+                "step_s": r.get("step_s"),
+                "step_increment_mb": step.get("increment_mb"),
+                "step_peak_mb": step.get("peak_mb"),
+                "error": (r.get("error") or "").splitlines()[-1:] or None,
+            }
             row["error"] = row["error"][0] if row["error"] else None
             rows.append(row)
             if progress:
                 shown = row["error"] or f"{row['step_s'] or 0:.3f} s, {row['step_increment_mb'] or 0:.1f} MB"
-                print(f"  {method:10s} {axis:8s} C={cfg['channels']:<3d} L={cfg['layers']:<3d} B={cfg['batch']:<4d} "
-                      f"{shown}", flush=True)  # fmt: skip
+                print(
+                    f"  {method:10s} {axis:8s} C={cfg['channels']:<3d} L={cfg['layers']:<3d} B={cfg['batch']:<4d} "
+                    f"{shown}",
+                    flush=True,
+                )
     return rows
 
 
@@ -111,8 +121,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         for row_i, (key, label) in enumerate((("step_s", "step time (s)"), ("step_increment_mb", "step memory (MB)"))):
             ax = axes[row_i][col]
             for method in methods:
-                pts = sorted((r[axis], r[key]) for r in rows if r["method"] == method and r["axis"] == axis
-                             and r[key] is not None)  # fmt: skip
+                pts = sorted(
+                    (r[axis], r[key])
+                    for r in rows
+                    if r["method"] == method and r["axis"] == axis and r[key] is not None
+                )
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker="o", label=method)
             ax.set_xlabel({"layers": "cells"}.get(axis, axis))

@@ -36,7 +36,7 @@ def _egs(model: SearchNetwork, M: int, lam: float) -> EGS:
     method.setup(
         SearchContext(
             model=model, space=model.space, loss=None, config=SearchConfig(), steps_per_epoch=1, op_costs=model.op_costs
-        )  # fmt: skip
+        )
     )
     return method
 

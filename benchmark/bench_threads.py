@@ -50,8 +50,10 @@ print(time.perf_counter() - start, torch.get_num_threads())
 
 
 def _workers(count: int, steps: int, env: dict) -> list[tuple[float, int]]:
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(steps)], env=env, stdout=subprocess.PIPE, text=True)
-             for _ in range(count)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(steps)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
     results = []
     for p in procs:
         out, _ = p.communicate()
@@ -66,8 +68,12 @@ def measure(steps: int = 8) -> dict:
     """Seconds per worker for the three settings (see the module docstring)."""
     cores = os.cpu_count() or 1
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
-    budget = {**base, "OMP_NUM_THREADS": str(max(1, cores // 2)), "MKL_NUM_THREADS": str(max(1, cores // 2)),
-              "OMP_WAIT_POLICY": "PASSIVE"}  # fmt: skip
+    budget = {
+        **base,
+        "OMP_NUM_THREADS": str(max(1, cores // 2)),
+        "MKL_NUM_THREADS": str(max(1, cores // 2)),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     settings = {
         "alone": (1, base),
         "side_by_side_default": (2, base),
@@ -79,12 +85,19 @@ def measure(steps: int = 8) -> dict:
         workers = _workers(count, steps, env)
         wall = time.perf_counter() - start
         per_worker = max(s for s, _ in workers)
-        rows[name] = {"workers": count, "threads_per_worker": workers[0][1], "seconds_per_worker": per_worker,
-                      "wall_s": wall}  # fmt: skip
+        rows[name] = {
+            "workers": count,
+            "threads_per_worker": workers[0][1],
+            "seconds_per_worker": per_worker,
+            "wall_s": wall,
+        }
     for row in rows.values():
         row["slowdown_vs_alone"] = row["seconds_per_worker"] / rows["alone"]["seconds_per_worker"]
-    return {"machine": {"cores": cores, "platform": platform.platform(), "processor": platform.processor()},
-            "steps": steps, "settings": rows}  # fmt: skip
+    return {
+        "machine": {"cores": cores, "platform": platform.platform(), "processor": platform.processor()},
+        "steps": steps,
+        "settings": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.steps)
     print(f"{'setting':<24} {'workers':>7} {'threads':>7} {'s/worker':>9} {'slowdown':>9}")
     for name, row in result["settings"].items():
-        print(f"{name:<24} {row['workers']:>7} {row['threads_per_worker']:>7} {row['seconds_per_worker']:>9.2f} "
-              f"{row['slowdown_vs_alone']:>8.2f}x")  # fmt: skip
+        print(
+            f"{name:<24} {row['workers']:>7} {row['threads_per_worker']:>7} {row['seconds_per_worker']:>9.2f} "
+            f"{row['slowdown_vs_alone']:>8.2f}x"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

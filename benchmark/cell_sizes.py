@@ -133,8 +133,13 @@ def render_markdown(rows: list[dict], ms: tuple[int, ...] = MS) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m egsbench.benchmark.cell_sizes", description=__doc__.split("\n")[0])
-    parser.add_argument("--mass", type=float, nargs="+", default=[0.6, 0.9],
-                        help="softmax mass of the peaked op family, one table each (default: 0.6 0.9)")  # fmt: skip
+    parser.add_argument(
+        "--mass",
+        type=float,
+        nargs="+",
+        default=[0.6, 0.9],
+        help="softmax mass of the peaked op family, one table each (default: 0.6 0.9)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown tables to this file")
     args = parser.parse_args(argv)
     if not all(0 < m < 1 for m in args.mass) or any(math.isnan(m) for m in args.mass):

@@ -51,16 +51,31 @@ def _parser() -> argparse.ArgumentParser:
         "config", help="a YAML path or a bundled name such as smoke/egs-cifar10 (see: egsbench list configs)"
     )
     run.add_argument("--out", required=True, type=Path, help="run folder to write (config, genotype, curves, record)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set method.M=4 (repeatable)")  # fmt: skip
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set method.M=4 (repeatable)",
+    )
     run.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    run.add_argument("--source-run", type=Path, default=None, metavar="DIR",
-                     help="a transfer config's source search folder: run there, or reused when it holds the same "
-                     "config's search (default: <out>/source)")  # fmt: skip
-    run.add_argument("--log-with", action="append", default=[], metavar="TRACKER",
-                     help="an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ... (repeatable); "
-                     "logs go under --out")  # fmt: skip
+    run.add_argument(
+        "--source-run",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a transfer config's source search folder: run there, or reused when it holds the same "
+        "config's search (default: <out>/source)",
+    )
+    run.add_argument(
+        "--log-with",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ... (repeatable); logs go under --out",
+    )
 
     lst = sub.add_parser("list", help="list registered components or bundled configs")
     lst.add_argument("what", choices=["methods", "tasks", "spaces", "configs", "genotypes"])
@@ -73,14 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", type=Path, help="a sweep YAML file (see benchmark/sweep.py)")
     sweep.add_argument("--out", type=Path, default=None, help="output folder (default: the file's out: or runs/<name>)")
     sweep.add_argument("--shard", default="0/1", help="run only runs i, i+n, i+2n, ... (I/N), for parallel workers")
-    sweep.add_argument("--backend", default="local", choices=["local", "slurm", "ray"],
-                       help="where runs execute: local subprocesses, Slurm through submitit, or Ray tasks")  # fmt: skip
+    sweep.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "slurm", "ray"],
+        help="where runs execute: local subprocesses, Slurm through submitit, or Ray tasks",
+    )
     sweep.add_argument("--jobs", type=int, default=None, help="local: runs side by side (default: the file's jobs)")
     sweep.add_argument("--threads", type=int, default=None, help="intra-op threads per run (default: cores // jobs)")
     sweep.add_argument("--retries", type=int, default=None, help="extra attempts per failed run (default: file's)")
     sweep.add_argument("--address", default=None, help="ray: address of an existing cluster (default: a local one)")
-    sweep.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
-                       help="slurm: submitit cluster (default: slurm if present; local: jobs run here)")  # fmt: skip
+    sweep.add_argument(
+        "--cluster",
+        default=None,
+        choices=["slurm", "local", "debug"],
+        help="slurm: submitit cluster (default: slurm if present; local: jobs run here)",
+    )
     sweep.add_argument("--progress", action="store_true", help="(per-run logs go to <run>/attemptN.log)")
     sweep.add_argument("--report", action="store_true", help="write <out>/report.html at the end")
 
@@ -90,20 +113,34 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--task", help="the task of a single table (with --ablation or csv; default: the records' one)")
     table.add_argument("--ablation", action="store_true", help="the M-ablation table (paper Table 5) only")
 
-    compare = sub.add_parser("compare", help="methods against a baseline: Δ with a bootstrap CI, Welch + Holm p, "
-                             "wins, seeds needed, genotype agreement; a cost-vs-metric plot")  # fmt: skip
+    compare = sub.add_parser(
+        "compare",
+        help="methods against a baseline: Δ with a bootstrap CI, Welch + Holm p, "
+        "wins, seeds needed, genotype agreement; a cost-vs-metric plot",
+    )
     compare.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (searched recursively)")
     compare.add_argument("--task", default=None, help="the task to compare (default: each task of the records)")
-    compare.add_argument("--baseline", default=None, metavar="METHOD",
-                         help="method (or a row's label, e.g. 'darts (order=2)') the others are measured against "
-                         "(default: the method the task's reference table lists first, if it ran, else the first "
-                         "alphabetically)")  # fmt: skip
-    compare.add_argument("--metric", default=None, metavar="NAME",
-                         help="a test metric of the task: error or test_error (default: its main metric)")  # fmt: skip
+    compare.add_argument(
+        "--baseline",
+        default=None,
+        metavar="METHOD",
+        help="method (or a row's label, e.g. 'darts (order=2)') the others are measured against "
+        "(default: the method the task's reference table lists first, if it ran, else the first "
+        "alphabetically)",
+    )
+    compare.add_argument(
+        "--metric",
+        default=None,
+        metavar="NAME",
+        help="a test metric of the task: error or test_error (default: its main metric)",
+    )
     compare.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"])
-    compare.add_argument("--plot", default=None, metavar="PATH",
-                         help="the metric-vs-search-cost figure (default: <runs>/compare_<task>_<metric>.png; "
-                         "none: no figure)")  # fmt: skip
+    compare.add_argument(
+        "--plot",
+        default=None,
+        metavar="PATH",
+        help="the metric-vs-search-cost figure (default: <runs>/compare_<task>_<metric>.png; none: no figure)",
+    )
 
     regress = sub.add_parser(
         "regress", help="reproduced numbers against reported and golden ones; exit 1 on regression"
@@ -111,16 +148,29 @@ def _parser() -> argparse.ArgumentParser:
     regress.add_argument("--runs", type=Path, default=Path("runs"))
     regress.add_argument("--tolerances", type=Path, default=None, help="default: results/tolerances.yaml")
     regress.add_argument("--golden", type=Path, default=None, help="default: results/golden")
-    regress.add_argument("--task", action="append", default=None, metavar="TASK",
-                         help="check only the golden records of this task (repeatable; default: all), e.g. "
-                         "--task cifar10 on a machine without the PTB files")  # fmt: skip
-    regress.add_argument("--update-golden", action="store_true",
-                         help="copy the smoke records in --runs into --out as golden records")  # fmt: skip
-    regress.add_argument("--calibrate", action="store_true",
-                         help="write --out/tolerances.yaml from the seed spread of smoke runs in --runs")  # fmt: skip
-    regress.add_argument("--out", type=Path, default=None,
-                         help="folder that --calibrate / --update-golden write to (never inside site-packages), "
-                         "e.g. results/ or results/golden/ in a source checkout")  # fmt: skip
+    regress.add_argument(
+        "--task",
+        action="append",
+        default=None,
+        metavar="TASK",
+        help="check only the golden records of this task (repeatable; default: all), e.g. "
+        "--task cifar10 on a machine without the PTB files",
+    )
+    regress.add_argument(
+        "--update-golden", action="store_true", help="copy the smoke records in --runs into --out as golden records"
+    )
+    regress.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="write --out/tolerances.yaml from the seed spread of smoke runs in --runs",
+    )
+    regress.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder that --calibrate / --update-golden write to (never inside site-packages), "
+        "e.g. results/ or results/golden/ in a source checkout",
+    )
 
     report = sub.add_parser("report", help="one self-contained HTML report of a folder of runs")
     report.add_argument("--runs", type=Path, default=Path("runs"))
@@ -146,8 +196,13 @@ def results_table(records: list[dict]) -> str:
     frame["signal"] = 100 * pd.to_numeric(frame["entropy_drop"], errors="coerce")
     metrics = [c for c in frame.columns if str(c).startswith("test_")]  # whatever the tasks record
     columns = ["method", "task", "preset", "seed", *metrics, "params_m", "macs_m", "signal", "search_s", "evaluate_s"]
-    labels = {"params_m": "params (M)", "macs_m": "MACs (M)", "search_s": "search (s)", "evaluate_s": "eval (s)",
-              "signal": "search signal (ΔH %)"}  # fmt: skip
+    labels = {
+        "params_m": "params (M)",
+        "macs_m": "MACs (M)",
+        "search_s": "search (s)",
+        "evaluate_s": "eval (s)",
+        "signal": "search signal (ΔH %)",
+    }
     table = frame.reindex(columns=columns).rename(columns=labels)
     text = table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-")
     return text + "".join(f"\nNote: {note}" for note in signal_notes(frame))
@@ -159,10 +214,18 @@ def _run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.source_run is not None and cfg.transfer is None:
-        raise UserError(f"--source-run is for a transfer config (one with transfer_from); {args.config} searches on "
-                        "its own task: drop --source-run")  # fmt: skip
-    result = run_experiment(cfg, args.out, progress=not args.no_progress, resume=args.resume, log_with=args.log_with,
-                            source_run=args.source_run)  # fmt: skip
+        raise UserError(
+            f"--source-run is for a transfer config (one with transfer_from); {args.config} searches on "
+            "its own task: drop --source-run"
+        )
+    result = run_experiment(
+        cfg,
+        args.out,
+        progress=not args.no_progress,
+        resume=args.resume,
+        log_with=args.log_with,
+        source_run=args.source_run,
+    )
     _say(results_table([result.record]))
     _say(f"run folder: {result.out_dir}")
     return 0
@@ -208,14 +271,18 @@ def _demo(args) -> int:
         folder = out / name.replace("/", "-")
         records.append(run_experiment(cfg, folder, progress=not args.no_progress).record)
     sizes = records[0]["data"]["sizes"]
-    _say(f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({sizes['train']} train / {sizes['test']} test images), "
-          "CPU-sized networks; not comparable to paper numbers.")  # fmt: skip
+    _say(
+        f"\nEGS-Bench demo: embedded real CIFAR-10 subset ({sizes['train']} train / {sizes['test']} test images), "
+        "CPU-sized networks; not comparable to paper numbers."
+    )
     _say(results_table(records))
-    _say("What this shows: every method runs search -> derive -> final training on real images and writes a run "
-         "folder. What it cannot show: which method is better. Twelve search steps barely move the architecture "
-         "distributions (the search signal column), and one seed tested on 400 images leaves a spread of several "
-         "points, so the ranking above is noise. For a comparison: the proxy studies in results/studies/ and "
-         "egsbench compare.")  # fmt: skip
+    _say(
+        "What this shows: every method runs search -> derive -> final training on real images and writes a run "
+        "folder. What it cannot show: which method is better. Twelve search steps barely move the architecture "
+        "distributions (the search signal column), and one seed tested on 400 images leaves a spread of several "
+        "points, so the ranking above is noise. For a comparison: the proxy studies in results/studies/ and "
+        "egsbench compare."
+    )
     _say(f"total wall time {time.perf_counter() - start:.0f} s; run folders under {out}")
     return 0
 
@@ -236,13 +303,22 @@ def _sweep(args) -> int:
 
         spec = replace(spec, **changes)  # validated again by SweepSpec.__post_init__
     out.mkdir(parents=True, exist_ok=True)
-    summary = run_sweep(spec, out, progress=args.progress, shard=(index, count), backend=args.backend,
-                        address=args.address, cluster=args.cluster)  # fmt: skip
+    summary = run_sweep(
+        spec,
+        out,
+        progress=args.progress,
+        shard=(index, count),
+        backend=args.backend,
+        address=args.address,
+        cluster=args.cluster,
+    )
     for failure in summary["failures"]:
         print(f"[sweep] FAILED {failure}")
-    print(f"sweep {spec.name}: {summary['ran']} ran, {summary['skipped']} skipped (done), {summary['failed']} failed, "
-          f"of {summary['total']} runs in {summary['seconds']:.0f} s ({args.backend}, {summary['threads_per_run']} "
-          f"threads per run); records under {out}")  # fmt: skip
+    print(
+        f"sweep {spec.name}: {summary['ran']} ran, {summary['skipped']} skipped (done), {summary['failed']} failed, "
+        f"of {summary['total']} runs in {summary['seconds']:.0f} s ({args.backend}, {summary['threads_per_run']} "
+        f"threads per run); records under {out}"
+    )
     if args.report:
         from .report import write_report
 
@@ -256,8 +332,9 @@ def _records(runs: Path) -> list[dict]:
 
     records = load_records(runs)
     if not records:
-        raise RecordError(f"no run records (record.json) under {runs}; pass --runs the --out folder of a finished run "
-                          "or sweep")  # fmt: skip
+        raise RecordError(
+            f"no run records (record.json) under {runs}; pass --runs the --out folder of a finished run or sweep"
+        )
     return records
 
 
@@ -282,8 +359,10 @@ def _compare(args) -> int:
     records = _records(args.runs)
     tasks = [args.task] if args.task else sorted({r["task"] for r in records})
     if args.plot not in (None, "none") and len(tasks) > 1:
-        raise UserError(f"--plot names one file, and the records hold {len(tasks)} tasks ({', '.join(tasks)}): "
-                        "pass --task, or drop --plot for one figure per task under --runs")  # fmt: skip
+        raise UserError(
+            f"--plot names one file, and the records hold {len(tasks)} tasks ({', '.join(tasks)}): "
+            "pass --task, or drop --plot for one figure per task under --runs"
+        )
     comparisons = [compare_runs(records, task, args.metric, args.baseline) for task in tasks]  # all checked first
     print("\n".join(render_comparison(c, args.format) for c in comparisons))
     if args.plot != "none":
@@ -332,8 +411,10 @@ def _regress(args) -> int:
         have = sorted({g["task"] for g in golden})
         unknown = sorted(set(args.task) - set(have))
         if unknown:
-            raise UserError(f"--task {', '.join(unknown)}: no golden record of that task in {golden_dir} "
-                            f"(tasks with golden records: {', '.join(have)})")  # fmt: skip
+            raise UserError(
+                f"--task {', '.join(unknown)}: no golden record of that task in {golden_dir} "
+                f"(tasks with golden records: {', '.join(have)})"
+            )
         golden = [g for g in golden if g["task"] in args.task]
     checks = compare_reported(records, tolerances) + compare_golden(records, golden, tolerances)
     print(render_checks(checks))
@@ -355,8 +436,10 @@ def writable_folder(out: Path | None, command: str) -> Path:
     resolved = out.resolve()
     for root in _install_dirs():
         if resolved == root or root in resolved.parents:
-            raise UserError(f"{command} refuses to write inside site-packages ({resolved}); pass --out to a folder "
-                            "of your own, e.g. a source checkout's results/")  # fmt: skip
+            raise UserError(
+                f"{command} refuses to write inside site-packages ({resolved}); pass --out to a folder "
+                "of your own, e.g. a source checkout's results/"
+            )
     return resolved
 
 
@@ -408,8 +491,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="[egsbench] %(message)s", stream=sys.stderr)
         logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-checkpoint INFO lines are noise here
     try:
-        commands = {"run": _run, "list": _list, "demo": _demo, "sweep": _sweep, "table": _table, "compare": _compare,
-                    "regress": _regress, "report": _report}  # fmt: skip
+        commands = {
+            "run": _run,
+            "list": _list,
+            "demo": _demo,
+            "sweep": _sweep,
+            "table": _table,
+            "compare": _compare,
+            "regress": _regress,
+            "report": _report,
+        }
         return commands[args.command](args)
     except UserError as err:
         _close_progress_bars()

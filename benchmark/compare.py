@@ -92,8 +92,10 @@ def _metric(task: str, metric: str | None, runs: pd.DataFrame) -> tuple[str, str
     try:
         cls = TASKS.get(task)
     except UnknownNameError:
-        raise UserError(f"task {task!r} is not installed, so the direction of its metrics is unknown; install the "
-                        "plug-in that provides it") from None  # fmt: skip
+        raise UserError(
+            f"task {task!r} is not installed, so the direction of its metrics is unknown; install the "
+            "plug-in that provides it"
+        ) from None
     declared = {f"test_{m.name}": m for m in cls.metrics}
     key = f"test_{cls.main_metric}" if metric is None else f"test_{metric.removeprefix('test_')}"
     recorded = [k for k in declared if k in runs and pd.to_numeric(runs[k], errors="coerce").notna().any()]
@@ -106,16 +108,19 @@ def _metric(task: str, metric: str | None, runs: pd.DataFrame) -> tuple[str, str
 def _group_labels(groups: pd.DataFrame) -> list[str]:
     """``egs (M=7)``; where two groups of a preset would read alike, their setup, then their config hash."""
     labels = [_label(m, v) for m, v in zip(groups["method"], groups["variant"], strict=True)]
-    extras = [lambda i: f" [{setup_label(*(groups.iloc[i][c] for c in SETUP))}]",
-              lambda i: f" {str(groups.iloc[i]['config_hash'])[:8]}"]  # fmt: skip
+    extras = [
+        lambda i: f" [{setup_label(*(groups.iloc[i][c] for c in SETUP))}]",
+        lambda i: f" {str(groups.iloc[i]['config_hash'])[:8]}",
+    ]
     for extra in extras:
         keys = list(zip(groups["preset"], labels, strict=True))
         labels = [label + extra(i) if keys.count(keys[i]) > 1 else label for i, label in enumerate(labels)]
     return labels
 
 
-def compare_runs(records: Iterable[dict | Record], task: str | None = None, metric: str | None = None,
-                 baseline: str | None = None) -> Comparison:  # fmt: skip
+def compare_runs(
+    records: Iterable[dict | Record], task: str | None = None, metric: str | None = None, baseline: str | None = None
+) -> Comparison:
     """Every group of ``task``'s runs against the baseline's group in its preset (see the module docstring).
 
     Args:
@@ -132,14 +137,17 @@ def compare_runs(records: Iterable[dict | Record], task: str | None = None, metr
     """
     records = [r.model_dump(mode="json") if isinstance(r, Record) else r for r in records]
     searches = [r.get("search") or {} for r in records]
-    runs = runs_frame(records).assign(genotype=[r.get("genotype") for r in records],
-                                      space=[r.get("space") for r in records],
-                                      signal=[s.get("signal") for s in searches],
-                                      search_wall_s=[s.get("wall_time_s") for s in searches])  # fmt: skip
+    runs = runs_frame(records).assign(
+        genotype=[r.get("genotype") for r in records],
+        space=[r.get("space") for r in records],
+        signal=[s.get("signal") for s in searches],
+        search_wall_s=[s.get("wall_time_s") for s in searches],
+    )
     tasks = sorted(runs["task"].dropna().unique()) if len(runs) else []
     if task is None and len(tasks) != 1:
-        raise UserError(f"records of {len(tasks)} tasks ({', '.join(tasks) or 'none'}): pass the task to compare "
-                        "(--task)")  # fmt: skip
+        raise UserError(
+            f"records of {len(tasks)} tasks ({', '.join(tasks) or 'none'}): pass the task to compare (--task)"
+        )
     task = task or tasks[0]
     if task not in tasks:
         raise UserError(unknown_name_message("task of the records", task, tasks))
@@ -158,26 +166,44 @@ def compare_runs(records: Iterable[dict | Record], task: str | None = None, metr
     methods = pd.DataFrame([dict(zip(GROUP, k, strict=True)) for k in keys])
     methods["label"] = _group_labels(methods)
     hours = [24 * pd.to_numeric(g["search_gpu_days"], errors="coerce") for g in members]
-    methods = methods.assign(mean=[g["value"].mean() for g in members], std=[g["value"].std() for g in members],
-                             n=[len(g) for g in members], cost_h=[h.mean() for h in hours],
-                             cost_h_std=[h.std() for h in hours])  # fmt: skip
+    methods = methods.assign(
+        mean=[g["value"].mean() for g in members],
+        std=[g["value"].std() for g in members],
+        n=[len(g) for g in members],
+        cost_h=[h.mean() for h in hours],
+        cost_h_std=[h.std() for h in hours],
+    )
     values = {i: dict(zip(g["seed"], g["value"], strict=True)) for i, g in enumerate(members)}
     baseline, chosen, base_notes = _baselines(methods, baseline or _default_baseline(task, methods))
     methods["is_baseline"] = [i in chosen.values() for i in methods.index]
     rank = [PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER) for p in methods["preset"]]
-    order = methods.assign(_rank=rank).sort_values(["_rank", "preset", "is_baseline", "label"],
-                                                   ascending=[True, True, False, True]).index  # fmt: skip
+    order = (
+        methods.assign(_rank=rank)
+        .sort_values(["_rank", "preset", "is_baseline", "label"], ascending=[True, True, False, True])
+        .index
+    )
     methods = methods.loc[order]
     pairs = _pairs(methods, chosen, values, direction)
-    agreement = pd.DataFrame([_agreement(list(members[i]["genotype"]), list(members[i]["space"]))
-                              for i in methods.index], index=methods.index)  # fmt: skip
+    agreement = pd.DataFrame(
+        [_agreement(list(members[i]["genotype"]), list(members[i]["space"])) for i in methods.index],
+        index=methods.index,
+    )
     agreement = pd.concat([methods[["label", "preset"]], agreement], axis=1)
     signal = pd.DataFrame([_signal(members[i]) for i in methods.index], index=methods.index)
     signal = pd.concat([methods[["label", "preset"]], signal], axis=1)
     notes = _explain(methods, pairs, label, direction, chosen) + base_notes + notes
-    return Comparison(task, key, label, direction, baseline, methods.reset_index(drop=True),
-                      pairs.reset_index(drop=True), agreement.reset_index(drop=True), notes,
-                      signal.reset_index(drop=True))  # fmt: skip
+    return Comparison(
+        task,
+        key,
+        label,
+        direction,
+        baseline,
+        methods.reset_index(drop=True),
+        pairs.reset_index(drop=True),
+        agreement.reset_index(drop=True),
+        notes,
+        signal.reset_index(drop=True),
+    )
 
 
 _SIGNAL_FIELDS = ("entropy_start_frac", "entropy_end_frac", "entropy_drop_frac", "margin_end", "derived_changed")
@@ -221,8 +247,10 @@ def _baselines(methods: pd.DataFrame, baseline: str) -> tuple[str, dict[str, int
             continue
         chosen[preset] = found.index[0]
         if len(found) > 1:
-            notes.append(f"preset {preset}: baseline {found['label'].iloc[0]} (of {', '.join(found['label'])}); "
-                         "pass its label as --baseline for another")  # fmt: skip
+            notes.append(
+                f"preset {preset}: baseline {found['label'].iloc[0]} (of {', '.join(found['label'])}); "
+                "pass its label as --baseline for another"
+            )
     return baseline, chosen, notes
 
 
@@ -235,16 +263,43 @@ def _pairs(methods: pd.DataFrame, chosen: dict, values: dict, direction: str) ->
         a_values, b_values = list(values[i].values()), list(values[b].values())
         low, high = bootstrap_ci(a_values, b_values)
         n_a, n_b = len(a_values), len(b_values)
-        pooled = math.nan if min(n_a, n_b) < 2 else math.sqrt(
-            ((n_a - 1) * row["std"] ** 2 + (n_b - 1) * methods.loc[b, "std"] ** 2) / (n_a + n_b - 2))  # fmt: skip
+        pooled = (
+            math.nan
+            if min(n_a, n_b) < 2
+            else math.sqrt(((n_a - 1) * row["std"] ** 2 + (n_b - 1) * methods.loc[b, "std"] ** 2) / (n_a + n_b - 2))
+        )
         delta = row["mean"] - methods.loc[b, "mean"]
         wins, ties, losses = win_tie_loss(values[i], values[b], direction)
-        rows.append({"index": i, "label": row["label"], "preset": row["preset"], "baseline": methods.loc[b, "label"],
-                     "delta": delta, "ci_low": low, "ci_high": high, "p": welch_p(a_values, b_values),
-                     "wins": wins, "ties": ties, "losses": losses,
-                     "seeds_needed": seeds_needed(delta, pooled) if min(n_a, n_b) >= 2 else None})  # fmt: skip
-    columns = ["index", "label", "preset", "baseline", "delta", "ci_low", "ci_high", "p", "wins", "ties", "losses",
-               "seeds_needed"]  # fmt: skip
+        rows.append(
+            {
+                "index": i,
+                "label": row["label"],
+                "preset": row["preset"],
+                "baseline": methods.loc[b, "label"],
+                "delta": delta,
+                "ci_low": low,
+                "ci_high": high,
+                "p": welch_p(a_values, b_values),
+                "wins": wins,
+                "ties": ties,
+                "losses": losses,
+                "seeds_needed": seeds_needed(delta, pooled) if min(n_a, n_b) >= 2 else None,
+            }
+        )
+    columns = [
+        "index",
+        "label",
+        "preset",
+        "baseline",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "p",
+        "wins",
+        "ties",
+        "losses",
+        "seeds_needed",
+    ]
     pairs = pd.DataFrame(rows, columns=columns).set_index("index")
     pairs.index.name = None
     pairs["p_holm"] = holm(pairs["p"].to_numpy(float))
@@ -258,14 +313,16 @@ def _pairs(methods: pd.DataFrame, chosen: dict, values: dict, direction: str) ->
 def _explain(methods: pd.DataFrame, pairs: pd.DataFrame, label: str, direction: str, chosen: dict) -> list[str]:
     way = "lower" if direction == "min" else "higher"
     k = int(pairs["p"].notna().sum())
-    notes = [f"Δ: the row's mean {label} minus its preset's baseline's ({way} is better); 95% CI: percentile "
-             f"bootstrap over seeds, each group resampled independently ({RESAMPLES:,} resamples, seed {SEED})",
-             f"p (Welch): two-sided Welch t-test; p (Holm): Holm's step-down adjustment over the "
-             f"{k} pair{'' if k == 1 else 's'} with a p-value; better/worse: adjusted p < {ALPHA}; "
-             "not resolved: these seeds cannot tell the difference from noise (not that the methods are equal)",
-             f"W/T/L: wins, ties (within {TIE:g}) and losses against the baseline on the seeds both ran; seeds "
-             f"needed: per method, for a two-sided t-test at alpha {ALPHA} to detect the observed Δ at the pooled "
-             f"std with power {POWER} (noncentral t), as uncertain as that Δ and std"]  # fmt: skip
+    notes = [
+        f"Δ: the row's mean {label} minus its preset's baseline's ({way} is better); 95% CI: percentile "
+        f"bootstrap over seeds, each group resampled independently ({RESAMPLES:,} resamples, seed {SEED})",
+        f"p (Welch): two-sided Welch t-test; p (Holm): Holm's step-down adjustment over the "
+        f"{k} pair{'' if k == 1 else 's'} with a p-value; better/worse: adjusted p < {ALPHA}; "
+        "not resolved: these seeds cannot tell the difference from noise (not that the methods are equal)",
+        f"W/T/L: wins, ties (within {TIE:g}) and losses against the baseline on the seeds both ran; seeds "
+        f"needed: per method, for a two-sided t-test at alpha {ALPHA} to detect the observed Δ at the pooled "
+        f"std with power {POWER} (noncentral t), as uncertain as that Δ and std",
+    ]
     compared = methods.loc[sorted(set(pairs.index) | {chosen[p] for p in pairs["preset"]}), "n"]
     few = int(compared[compared >= 2].min()) if (compared >= 2).any() else FEW_SEEDS  # one seed: its own note
     if few < FEW_SEEDS:
@@ -288,19 +345,39 @@ def _table(c: Comparison, fmt: str) -> pd.DataFrame:
     """The comparison as one table: a row per group, the pair columns blank on the baselines."""
     pairs = c.pairs.merge(c.methods[["label", "preset"]].reset_index(), on=["label", "preset"]).set_index("index")
     pairs = pairs.reindex(c.methods.index)
-    table = {"Method": c.methods["label"], "Preset": c.methods["preset"], c.label: c.methods["mean"],
-             c.label + STD: c.methods["std"], "Seeds": c.methods["n"], COST: c.methods["cost_h"],
-             COST + STD: c.methods["cost_h_std"], "Δ": pairs["delta"]}  # fmt: skip
+    table = {
+        "Method": c.methods["label"],
+        "Preset": c.methods["preset"],
+        c.label: c.methods["mean"],
+        c.label + STD: c.methods["std"],
+        "Seeds": c.methods["n"],
+        COST: c.methods["cost_h"],
+        COST + STD: c.methods["cost_h_std"],
+        "Δ": pairs["delta"],
+    }
     if fmt == "csv":
-        table |= {"CI low": pairs["ci_low"], "CI high": pairs["ci_high"], "p (Welch)": pairs["p"],
-                  "p (Holm)": pairs["p_holm"], "Wins": pairs["wins"].astype("Int64"),
-                  "Ties": pairs["ties"].astype("Int64"), "Losses": pairs["losses"].astype("Int64")}  # fmt: skip
+        table |= {
+            "CI low": pairs["ci_low"],
+            "CI high": pairs["ci_high"],
+            "p (Welch)": pairs["p"],
+            "p (Holm)": pairs["p_holm"],
+            "Wins": pairs["wins"].astype("Int64"),
+            "Ties": pairs["ties"].astype("Int64"),
+            "Losses": pairs["losses"].astype("Int64"),
+        }
     else:
-        table |= {"95% CI": ["-" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in
-                             zip(pairs["ci_low"], pairs["ci_high"], strict=True)],
-                  "p (Welch)": [_p(p) for p in pairs["p"]], "p (Holm)": [_p(p) for p in pairs["p_holm"]],
-                  "W/T/L": ["-" if pd.isna(w) else f"{int(w)}/{int(t)}/{int(lo)}" for w, t, lo in
-                            zip(pairs["wins"], pairs["ties"], pairs["losses"], strict=True)]}  # fmt: skip
+        table |= {
+            "95% CI": [
+                "-" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+                for lo, hi in zip(pairs["ci_low"], pairs["ci_high"], strict=True)
+            ],
+            "p (Welch)": [_p(p) for p in pairs["p"]],
+            "p (Holm)": [_p(p) for p in pairs["p_holm"]],
+            "W/T/L": [
+                "-" if pd.isna(w) else f"{int(w)}/{int(t)}/{int(lo)}"
+                for w, t, lo in zip(pairs["wins"], pairs["ties"], pairs["losses"], strict=True)
+            ],
+        }
     verdicts = pairs["verdict"].where(~c.methods["is_baseline"], "baseline").fillna("-")
     table |= {"Seeds needed": pairs["seeds_needed"].astype("Int64"), "Verdict": verdicts}
     out = pd.DataFrame(table).reset_index(drop=True)
@@ -310,26 +387,43 @@ def _table(c: Comparison, fmt: str) -> pd.DataFrame:
 
 def _agreement_table(c: Comparison) -> pd.DataFrame:
     a = c.agreement
-    out = pd.DataFrame({"Method": a["label"], "Preset": a["preset"], "Genotypes": a["genotypes"],
-                        "Distinct": a["distinct"], "Jaccard (seed pairs)": a["jaccard"],
-                        "Jaccard (random cells)": a["random_jaccard"]})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "Method": a["label"],
+            "Preset": a["preset"],
+            "Genotypes": a["genotypes"],
+            "Distinct": a["distinct"],
+            "Jaccard (seed pairs)": a["jaccard"],
+            "Jaccard (random cells)": a["random_jaccard"],
+        }
+    )
     out.attrs["notes"] = [
         "Jaccard: entries shared / entries of either, of two seeds' derived (cell type, input, node, op) sets, mean "
         "over pairs of "
         f"seeds; random cells: the same for random cells of the same sizes ({DRAWS:,} draws, seed {SEED}; in a "
         "space without a fixed in-degree the draw is uniform over (input, node, op), an approximation). Above "
-        "random: the seeds find similar cells"]  # fmt: skip
+        "random: the seeds find similar cells"
+    ]
     return out
 
 
 def _signal_table(c: Comparison) -> pd.DataFrame:
     g = c.signal
     drop = "Entropy drop (% log K)"
-    out = pd.DataFrame({"Method": g["label"], "Preset": g["preset"], "Search (min)": g["search_min"],
-                        "Entropy start (/log K)": g["entropy_start_frac"],
-                        "Entropy end (/log K)": g["entropy_end_frac"], drop: 100 * g["entropy_drop_frac"],
-                        drop + STD: 100 * g["entropy_drop_std"], "Top-1 margin (end)": g["margin_end"],
-                        "Derived choices changed (%)": 100 * g["derived_changed"], "Runs": g["signals"]})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "Method": g["label"],
+            "Preset": g["preset"],
+            "Search (min)": g["search_min"],
+            "Entropy start (/log K)": g["entropy_start_frac"],
+            "Entropy end (/log K)": g["entropy_end_frac"],
+            drop: 100 * g["entropy_drop_frac"],
+            drop + STD: 100 * g["entropy_drop_std"],
+            "Top-1 margin (end)": g["margin_end"],
+            "Derived choices changed (%)": 100 * g["derived_changed"],
+            "Runs": g["signals"],
+        }
+    )
     out.attrs["notes"] = [
         "the mean over seeds of each run's search.signal (egsbench.methods.signal): the learned op distribution's mean "
         "edge entropy before the first and after the last step, as a fraction of log K, its drop, the mean gap between "
@@ -351,9 +445,11 @@ def render_comparison(comparison: Comparison, fmt: str = "md") -> str:
     if fmt not in FORMATS:
         raise UnknownNameError(unknown_name_message("table format", fmt, list(FORMATS)))
     c = comparison
-    sections = [(f"{c.task}: {c.label} against {c.baseline}", _table(c, fmt)),
-                (f"{c.task}: search signal", _signal_table(c)),
-                (f"{c.task}: genotype agreement across seeds", _agreement_table(c))]  # fmt: skip
+    sections = [
+        (f"{c.task}: {c.label} against {c.baseline}", _table(c, fmt)),
+        (f"{c.task}: search signal", _signal_table(c)),
+        (f"{c.task}: genotype agreement across seeds", _agreement_table(c)),
+    ]
     parts = []
     for title, table in sections:
         notes = _notes(table.attrs["notes"], fmt) if fmt == "csv" else ""  # render adds them in the others
@@ -375,20 +471,33 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
     for k, preset in enumerate(presets):
         rows = m[(m["preset"] == preset) & m["cost_h"].notna() & m["mean"].notna()]
         color = f"C{k}"
-        ax.errorbar(rows["cost_h"], rows["mean"], xerr=rows["cost_h_std"].fillna(0), yerr=rows["std"].fillna(0),
-                    fmt="o", color=color, ms=5, capsize=3, label=preset if len(presets) > 1 else None)  # fmt: skip
+        ax.errorbar(
+            rows["cost_h"],
+            rows["mean"],
+            xerr=rows["cost_h_std"].fillna(0),
+            yerr=rows["std"].fillna(0),
+            fmt="o",
+            color=color,
+            ms=5,
+            capsize=3,
+            label=preset if len(presets) > 1 else None,
+        )
         front = rows[pareto_front(rows["cost_h"], rows["mean"], comparison.direction)].sort_values("cost_h")
         ax.step(front["cost_h"], front["mean"], where="post", color=color, ls="--", lw=1, alpha=0.8)
         ax.scatter(front["cost_h"], front["mean"], s=120, facecolors="none", edgecolors=color, lw=1.5, zorder=3)
         for _, row in rows.iterrows():
-            ax.annotate(row["label"], (row["cost_h"], row["mean"]), xytext=(5, 5), textcoords="offset points",
-                        fontsize=7)  # fmt: skip
+            ax.annotate(
+                row["label"], (row["cost_h"], row["mean"]), xytext=(5, 5), textcoords="offset points", fontsize=7
+            )
     costs = m["cost_h"].dropna()
     if len(costs) and costs.min() > 0 and costs.max() / costs.min() > 10:
         ax.set_xscale("log")
     way = "lower" if comparison.direction == "min" else "higher"
-    ax.set(xlabel="search cost (device-hours)", ylabel=f"{comparison.label} ({way} is better)",
-           title=f"{comparison.task}: {comparison.label} against search cost (circled: Pareto front)")  # fmt: skip
+    ax.set(
+        xlabel="search cost (device-hours)",
+        ylabel=f"{comparison.label} ({way} is better)",
+        title=f"{comparison.task}: {comparison.label} against search cost (circled: Pareto front)",
+    )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     if len(presets) > 1:

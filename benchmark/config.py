@@ -143,8 +143,9 @@ class ExperimentConfig:
     @property
     def transfer(self) -> Transfer | None:
         """Where this config's cell is searched (``transfer_from``), or None for a config that searches itself."""
-        return None if self.transfer_from is None else Transfer(self.transfer_from["source"],
-                                                                  self.transfer_from["task"])  # fmt: skip
+        return (
+            None if self.transfer_from is None else Transfer(self.transfer_from["source"], self.transfer_from["task"])
+        )
 
     def source_config(self) -> ExperimentConfig:
         """The search a transfer config takes its cell from, at this config's seed (see :class:`Transfer`)."""
@@ -193,8 +194,10 @@ def _source_raw(source: str) -> dict:
     if folder.is_dir():
         path = folder / "config.yaml"
         if not path.is_file():
-            raise ConfigError(f"transfer_from: {source} is a folder without config.yaml, not a run folder; name a "
-                              "finished search's run folder or a config such as paper/egs-ptb")  # fmt: skip
+            raise ConfigError(
+                f"transfer_from: {source} is a folder without config.yaml, not a run folder; name a "
+                "finished search's run folder or a config such as paper/egs-ptb"
+            )
         data = read_yaml_file(path, "config") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"transfer_from: {path} must hold a YAML mapping, got a {type(data).__name__}")
@@ -204,8 +207,10 @@ def _source_raw(source: str) -> dict:
         except (UnknownNameError, ConfigError) as err:
             raise ConfigError(f"transfer_from: {err}") from None
     if data.get("transfer_from") is not None:
-        raise ConfigError(f"transfer_from: {source} is itself a transfer config; name the search config it transfers "
-                          f"from ({data['transfer_from']}) instead")  # fmt: skip
+        raise ConfigError(
+            f"transfer_from: {source} is itself a transfer config; name the search config it transfers "
+            f"from ({data['transfer_from']}) instead"
+        )
     return data
 
 
@@ -216,8 +221,10 @@ def _with_source(data: dict) -> dict:
     if isinstance(given, str):
         given = {"source": given}
     if not isinstance(given, dict) or not isinstance(given.get("source"), str) or set(given) - {"source", "task"}:
-        raise ConfigError(f"config key transfer_from must be a config name (e.g. paper/egs-ptb) or a run folder, got "
-                          f"{data['transfer_from']!r}")  # fmt: skip
+        raise ConfigError(
+            f"config key transfer_from must be a config name (e.g. paper/egs-ptb) or a run folder, got "
+            f"{data['transfer_from']!r}"
+        )
     data = dict(data)
     complete = all(key in data for key in ("method", "search")) and isinstance(given.get("task"), str)
     if not complete:  # a config written by hand; config.yaml of a transfer run holds every block
@@ -242,8 +249,11 @@ def _with_source(data: dict) -> dict:
 def _omit_defaults(config: Any) -> dict:
     """The fields of ``config`` marked ``omit_default``, unless they sit at their default: fields added after
     records were published, left out of ``to_dict`` (and so of the hash) until set, so those records keep theirs."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.metadata.get("omit_default") and getattr(config, f.name) != f.default}  # fmt: skip
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.metadata.get("omit_default") and getattr(config, f.name) != f.default
+    }
 
 
 def _block(block: Any) -> dict:
@@ -290,7 +300,7 @@ def compose(data: dict, path: Path | None = None, _chain: tuple[Path, ...] = ())
     for entry in entries:
         fragment = _fragment_path(entry, path, where)
         if fragment in chain:
-            cycle = " -> ".join(str(p) for p in (*chain[chain.index(fragment):], fragment))
+            cycle = " -> ".join(str(p) for p in (*chain[chain.index(fragment) :], fragment))
             raise ConfigError(f"{where}: base fragment {entry!r} includes itself ({cycle}); remove one of the bases")
         raw = read_yaml_file(fragment, "config fragment") or {}
         if not isinstance(raw, dict):
@@ -307,8 +317,10 @@ def _fragment_path(entry: str, path: Path | None, where: str) -> Path:
             return candidate.resolve()
     shipped = sorted(str(p.relative_to(FRAGMENT_DIR).with_suffix("")) for p in FRAGMENT_DIR.glob("*/*.yaml"))
     looked = " or ".join(str(c) for c in candidates)
-    raise ConfigError(f"{where}: base fragment {entry!r} not found ({looked}); name a YAML file relative to the "
-                      f"config or a bundled fragment: {', '.join(shipped)}")  # fmt: skip
+    raise ConfigError(
+        f"{where}: base fragment {entry!r} not found ({looked}); name a YAML file relative to the "
+        f"config or a bundled fragment: {', '.join(shipped)}"
+    )
 
 
 def _merge(into: dict, data: dict) -> dict:
@@ -505,8 +517,10 @@ def _seed(value: int) -> int:
 def _check_subclass(cls: type, base: type, what: str, base_name: str) -> None:
     """A registered plug-in must subclass the seam's base class, whose optional hooks the harness calls."""
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"{what} is registered to {cls!r}, which does not subclass {base_name}; derive it from "
-                          f"{base_name} (its optional hooks have defaults the runner calls)")  # fmt: skip
+        raise ConfigError(
+            f"{what} is registered to {cls!r}, which does not subclass {base_name}; derive it from "
+            f"{base_name} (its optional hooks have defaults the runner calls)"
+        )
 
 
 def parse_config(data: dict) -> ExperimentConfig:
@@ -530,8 +544,10 @@ def parse_config(data: dict) -> ExperimentConfig:
     _check_subclass(method_cls, SearchMethod, f"method {method_name!r}", "egsbench.methods.SearchMethod")
     _check_subclass(task_cls, Task, f"task {task_name!r}", "egsbench.tasks.Task")
     if transfer is not None and not method_cls.trains_supernet:
-        raise ConfigError(f"transfer_from: {transfer['source']} runs method {method_name}, which searches nothing; "
-                          "train its cell with method: {name: fixed, genotype: ...} and no transfer_from")  # fmt: skip
+        raise ConfigError(
+            f"transfer_from: {transfer['source']} runs method {method_name}, which searches nothing; "
+            "train its cell with method: {name: fixed, genotype: ...} and no transfer_from"
+        )
     key, top = _check(TopLevel, {key: data[key] for key in TOP_LEVEL if key in data}, "", unknown=False)[0]
     if key:
         raise ConfigError(top)
@@ -551,8 +567,10 @@ def parse_config(data: dict) -> ExperimentConfig:
     searched_on = TASKS.get(transfer["task"]) if transfer is not None else task_cls  # a transfer searches the source's
     search = build_dataclass(searched_on.search_config_class, data.get("search"), "search")
     if not isinstance(search, SearchConfig):  # a plug-in task's search block must carry what methods read
-        raise ConfigError(f"task {task_name!r}: its search block {type(search).__name__} does not subclass "
-                          f"egsbench.core.SearchConfig, whose fields {list(WEIGHT_FIELDS)} methods read")  # fmt: skip
+        raise ConfigError(
+            f"task {task_name!r}: its search block {type(search).__name__} does not subclass "
+            f"egsbench.core.SearchConfig, whose fields {list(WEIGHT_FIELDS)} methods read"
+        )
     method = build_dataclass(method_cls.config_class, method_block, "method")
     # the class may say, or its instance for this config (random: only variant=darts_baseline trains nothing)
     if search.epochs == 0 and method_cls(method).trains_supernet:
@@ -697,8 +715,9 @@ def read_config(source: str) -> dict:
         return compose(combination)
     data = read_yaml_file(path, "config") or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a YAML mapping with keys {', '.join(TOP_KEYS)}, got a "
-                          f"{type(data).__name__}")  # fmt: skip
+        raise ConfigError(
+            f"{path} must hold a YAML mapping with keys {', '.join(TOP_KEYS)}, got a {type(data).__name__}"
+        )
     return compose(data, path)
 
 
@@ -708,4 +727,3 @@ def load_config(source: str, overrides: list[str] | None = None) -> ExperimentCo
     for assignment in overrides or []:
         apply_override(data, assignment)
     return parse_config(data)
-

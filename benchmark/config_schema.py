@@ -46,31 +46,52 @@ def config_schema() -> dict:
         return {"description": f"a registered {kind}: {{name: ..., <its config fields>}}", "anyOf": options}
 
     top = block_model(TopLevel).model_json_schema()["properties"]
-    for key, choices in (("preset", PRESETS), ("device", DEVICES), ("mixed_precision", PRECISIONS),
-                         ("search_mixed_precision", PRECISIONS), ("lr_scaling", LR_SCALINGS),
-                         ("memory_format", MEMORY_FORMATS), ("space", SPACES.names())):  # fmt: skip
+    for key, choices in (
+        ("preset", PRESETS),
+        ("device", DEVICES),
+        ("mixed_precision", PRECISIONS),
+        ("search_mixed_precision", PRECISIONS),
+        ("lr_scaling", LR_SCALINGS),
+        ("memory_format", MEMORY_FORMATS),
+        ("space", SPACES.names()),
+    ):
         top[key]["enum"] = list(choices)
     tasks = {name: TASKS.get(name) for name in own(TASKS)}
     properties = {
-        "base": {"description": "fragments merged in order before this file's keys: paths relative to this file, "
-                                "or bundled <preset>/<task>", "anyOf": [{"type": "string"},
-                                                                       {"type": "array", "items": {"type": "string"}}]},
+        "base": {
+            "description": "fragments merged in order before this file's keys: paths relative to this file, "
+            "or bundled <preset>/<task>",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+        },
         **{key: top[key] for key in ("preset", "seed", "space")},
         "method": named(METHODS, "method", lambda cls: cls.config_class),
         "task": named(TASKS, "task", lambda cls: cls.config_class),
         "search": {"anyOf": _unique([ref(cls.search_config_class) for cls in tasks.values()])},
         "evaluate": {"anyOf": _unique([ref(cls.train_config_class) for cls in tasks.values()])},
         **{key: top[key] for key in TOP_LEVEL if key not in ("preset", "seed", "space")},
-        "transfer_from": {"description": "a search config (name or path) or run folder whose cell this trains",
-                          "anyOf": [{"type": "string"}, {"type": "null"},
-                                    {"type": "object", "additionalProperties": False,
-                                     "properties": {"source": {"type": "string"}, "task": {"enum": list(tasks)}}}]},
-    }  # fmt: skip
-    per_task = [{"if": {"properties": {"task": {"properties": {"name": {"const": name}}, "required": ["name"]}},
-                        "required": ["task"]},
-                 "then": {"properties": {"search": ref(cls.search_config_class),
-                                         "evaluate": ref(cls.train_config_class)}}}
-                for name, cls in tasks.items()]  # fmt: skip
+        "transfer_from": {
+            "description": "a search config (name or path) or run folder whose cell this trains",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"source": {"type": "string"}, "task": {"enum": list(tasks)}},
+                },
+            ],
+        },
+    }
+    per_task = [
+        {
+            "if": {
+                "properties": {"task": {"properties": {"name": {"const": name}}, "required": ["name"]}},
+                "required": ["task"],
+            },
+            "then": {"properties": {"search": ref(cls.search_config_class), "evaluate": ref(cls.train_config_class)}},
+        }
+        for name, cls in tasks.items()
+    ]
     for schema in defs.values():
         schema.pop("required", None)  # every field has a default; a fragment may set the rest
     return {

@@ -79,8 +79,11 @@ class RunPosition:
     def where(self) -> str:
         if self.phase in ("search", "evaluate") and self.epoch is not None:
             return f"{self.phase} epoch {self.epoch}"
-        places = {"setup": "the set-up (before the search)", "derivation": "the derivation",
-                  "results": "the writing of the results"}  # fmt: skip
+        places = {
+            "setup": "the set-up (before the search)",
+            "derivation": "the derivation",
+            "results": "the writing of the results",
+        }
         return places.get(self.phase, self.phase)
 
     def resumes_at(self) -> str:
@@ -161,8 +164,13 @@ class EpochDriver:
             phase.restore(restored.state, restored.progress)
             first = restored.epoch + 1
             logger.info(f"resumed the {phase.name} after epoch {restored.epoch}")
-        bar = tqdm(total=phase.epochs * phase.steps, initial=first * phase.steps, desc=phase.desc, leave=False,
-                   disable=not (self.progress and self.accelerator.is_main_process))  # fmt: skip
+        bar = tqdm(
+            total=phase.epochs * phase.steps,
+            initial=first * phase.steps,
+            desc=phase.desc,
+            leave=False,
+            disable=not (self.progress and self.accelerator.is_main_process),
+        )
         for epoch in range(first, phase.epochs):
             POSITION.enter(phase.name, epoch)
             start = time.perf_counter()

@@ -52,10 +52,19 @@ def paper_preset() -> dict[str, dict[str, int]]:
     s, e = cfg.search, cfg.evaluate
     return {
         "search": {"channels": s.channels, "layers": s.layers, "batch": s.batch_size, "epochs": s.epochs},
-        "eval": {"channels": e.channels, "layers": e.layers, "batch": e.batch_size, "epochs": e.epochs,
-                 "drop_path": e.drop_path, "auxiliary_weight": e.auxiliary_weight, "lr": e.lr,
-                 "momentum": e.momentum, "weight_decay": e.weight_decay, "grad_clip": e.grad_clip},
-    }  # fmt: skip
+        "eval": {
+            "channels": e.channels,
+            "layers": e.layers,
+            "batch": e.batch_size,
+            "epochs": e.epochs,
+            "drop_path": e.drop_path,
+            "auxiliary_weight": e.auxiliary_weight,
+            "lr": e.lr,
+            "momentum": e.momentum,
+            "weight_decay": e.weight_decay,
+            "grad_clip": e.grad_clip,
+        },
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -79,8 +88,15 @@ def _timed(run, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def time_search(name: str, sizes: dict, steps: int, warmup: int, device: torch.device, bf16: bool = False,
-                memory_format: str = "contiguous") -> float:  # fmt: skip
+def time_search(
+    name: str,
+    sizes: dict,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    bf16: bool = False,
+    memory_format: str = "contiguous",
+) -> float:
     """Seconds per ``method.step`` of the ``bench_methods`` variant ``name`` (each step syncs on its loss)."""
     step = make_step(name, sizes["channels"], sizes["layers"], sizes["batch"], device, memory_format)
 
@@ -105,8 +121,12 @@ def time_eval(mode: str, sizes: dict, steps: int, warmup: int, device: torch.dev
     if compile:
         compile_network(net)  # as the runner does for compile: true (tensor drop-path probability)
     drop_path = sizes.get("drop_path", 0.2)
-    opt = torch.optim.SGD(net.parameters(), lr=sizes.get("lr", 0.025), momentum=sizes.get("momentum", 0.9),
-                          weight_decay=sizes.get("weight_decay", 3e-4))  # fmt: skip
+    opt = torch.optim.SGD(
+        net.parameters(),
+        lr=sizes.get("lr", 0.025),
+        momentum=sizes.get("momentum", 0.9),
+        weight_decay=sizes.get("weight_decay", 3e-4),
+    )
     calls = itertools.count()
     x = torch.randn(sizes["batch"], 3, 32, 32, device=device)  # (B, 3, 32, 32); the network lays it out
     y = torch.randint(0, 10, (sizes["batch"],), device=device)  # (B,)
@@ -128,12 +148,21 @@ def time_eval(mode: str, sizes: dict, steps: int, warmup: int, device: torch.dev
 
 def _line(label: str, seconds: float, batch: int, total_steps: int, target: float | None) -> dict:
     hours = seconds * total_steps / 3600
-    entry = {"step_s": seconds, "steps_per_s": 1 / seconds, "images_per_s": batch / seconds,
-             "total_steps": total_steps, "hours": hours, "target_hours": target,
-             "met": None if target is None else hours <= target}  # fmt: skip
+    entry = {
+        "step_s": seconds,
+        "steps_per_s": 1 / seconds,
+        "images_per_s": batch / seconds,
+        "total_steps": total_steps,
+        "hours": hours,
+        "target_hours": target,
+        "met": None if target is None else hours <= target,
+    }
     verdict = "" if target is None else f"target <= {target:g} h: {'met' if entry['met'] else 'MISSED'}"
-    print(f"  {label:18s} {seconds * 1e3:9.1f} ms/step {batch / seconds:9.0f} img/s   "
-          f"full run {total_steps:,d} steps = {hours:8.2f} h   {verdict}", flush=True)  # fmt: skip
+    print(
+        f"  {label:18s} {seconds * 1e3:9.1f} ms/step {batch / seconds:9.0f} img/s   "
+        f"full run {total_steps:,d} steps = {hours:8.2f} h   {verdict}",
+        flush=True,
+    )
     return entry
 
 
@@ -143,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default min(10, steps))")
     parser.add_argument("--small", action="store_true", help="tiny networks (a CPU smoke test); not comparable")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--eval-modes", nargs="+", choices=EVAL_MODES, default=None,
-                        help="default: fp32 and bf16-cl on CUDA, fp32 elsewhere")  # fmt: skip
+    parser.add_argument(
+        "--eval-modes",
+        nargs="+",
+        choices=EVAL_MODES,
+        default=None,
+        help="default: fp32 and bf16-cl on CUDA, fp32 elsewhere",
+    )
     parser.add_argument("--bf16-search", action="store_true", help="bf16 autocast in the search steps too")
     parser.add_argument(
         "--search-memory-formats",
@@ -176,14 +210,24 @@ def main(argv: list[str] | None = None) -> int:
         + ("; SMALL sizes: the extrapolations are not comparable to the targets" if args.small else "")
     )
     result = {
-        "device": str(device), "device_name": name, "torch": torch.__version__, "small": args.small,
-        "steps": args.steps, "warmup": warmup, "sizes": sizes,
-        "settings": {"cudnn_benchmark": torch.backends.cudnn.benchmark,
-                     "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                     "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32, "bf16_search": args.bf16_search,
-                     "compile": args.compile, "threads": torch.get_num_threads()},
-        "search": {}, "eval": {},
-    }  # fmt: skip
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "small": args.small,
+        "steps": args.steps,
+        "warmup": warmup,
+        "sizes": sizes,
+        "settings": {
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "bf16_search": args.bf16_search,
+            "compile": args.compile,
+            "threads": torch.get_num_threads(),
+        },
+        "search": {},
+        "eval": {},
+    }
     s = sizes["search"]
     print(
         f"search, C={s['channels']}, {s['layers']} cells, batch {s['batch']} ({'bf16' if args.bf16_search else 'fp32'})"

@@ -138,9 +138,15 @@ def summarize(runs: pd.DataFrame, metric: str, more: Sequence[str] = ()) -> pd.D
     nan = pd.Series(math.nan, index=runs.index)
     numeric = [metric, *more, "params_m", "search_gpu_days", "entropy_drop"]
     runs = runs.assign(**{col: pd.to_numeric(runs.get(col, nan), errors="coerce") for col in numeric})
-    aggregates = {"mean": (metric, "mean"), "std": (metric, "std"), "seeds": (metric, "count"),
-                  "params_m": ("params_m", "mean"), "search_gpu_days": ("search_gpu_days", "mean"),
-                  "entropy_drop": ("entropy_drop", "mean"), "entropy_drop_min": ("entropy_drop", "min")}  # fmt: skip
+    aggregates = {
+        "mean": (metric, "mean"),
+        "std": (metric, "std"),
+        "seeds": (metric, "count"),
+        "params_m": ("params_m", "mean"),
+        "search_gpu_days": ("search_gpu_days", "mean"),
+        "entropy_drop": ("entropy_drop", "mean"),
+        "entropy_drop_min": ("entropy_drop", "min"),
+    }
     for name in more:
         aggregates |= {name: (name, "mean"), name + STD: (name, "std")}
     stats = runs[runs["ok"]].groupby(GROUP, dropna=False).agg(**aggregates)
@@ -162,12 +168,15 @@ def signal_notes(rows: pd.DataFrame) -> list[str]:
     still = measured[drop[drop.notna()] < MOVED_FRAC]
     if still.empty:
         return []
-    names = dict.fromkeys(f"{_label(m, v)} {p}" for m, v, p in zip(still["method"], still["variant"], still["preset"],
-                                                                     strict=True))  # fmt: skip
+    names = dict.fromkeys(
+        f"{_label(m, v)} {p}" for m, v, p in zip(still["method"], still["variant"], still["preset"], strict=True)
+    )
     which = "" if len(still) == len(measured) else f" ({', '.join(names)})"
-    return [f"the architecture distributions did not move{which}: these rows compare cells drawn at random "
-            f"(the mean edge entropy fell by less than {MOVED_FRAC:.0%} of log K; the search signal is that drop "
-            "in % of log K)"]  # fmt: skip
+    return [
+        f"the architecture distributions did not move{which}: these rows compare cells drawn at random "
+        f"(the mean edge entropy fell by less than {MOVED_FRAC:.0%} of log K; the search signal is that drop "
+        "in % of log K)"
+    ]
 
 
 def _label(method: str, variant: str) -> str:

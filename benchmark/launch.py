@@ -49,8 +49,13 @@ def make_accelerator(cfg: ExperimentConfig, log_with: list[str] | None = None, p
         project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(project_dir / "logs"))
     # Sparse supernets run only the ops a step sampled; DDP must be told that parameters may go unused.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=use_cpu(cfg.device), mixed_precision="no", log_with=log_with or None,
-                       project_config=project, kwargs_handlers=[ddp])  # fmt: skip
+    return Accelerator(
+        cpu=use_cpu(cfg.device),
+        mixed_precision="no",
+        log_with=log_with or None,
+        project_config=project,
+        kwargs_handlers=[ddp],
+    )
 
 
 def use_cpu(device: str) -> bool:
@@ -79,9 +84,11 @@ def check_launch(accelerator: Accelerator) -> None:
     launched = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env  # the simple launcher with N > 1
     ranked = any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))
     if accelerator.num_processes == 1 and launched and not ranked:
-        raise UserError("accelerate launch started one process, not several: without --multi_gpu its simple launcher "
-                        "needs mpirun for more. Use `accelerate launch --multi_gpu --num_processes N` (on CPUs too: "
-                        "the run joins with gloo) or `torchrun --nproc_per_node N`")  # fmt: skip
+        raise UserError(
+            "accelerate launch started one process, not several: without --multi_gpu its simple launcher "
+            "needs mpirun for more. Use `accelerate launch --multi_gpu --num_processes N` (on CPUs too: "
+            "the run joins with gloo) or `torchrun --nproc_per_node N`"
+        )
 
 
 DELAY_ENV = "EGSBENCH_DEBUG_DELAY"  # "RANK:SECONDS": that rank sleeps once it has joined (tests of a slow rank)
@@ -190,5 +197,3 @@ def threads(cfg: ExperimentConfig):
         yield
     finally:
         torch.set_num_threads(before)
-
-

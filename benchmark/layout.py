@@ -25,11 +25,14 @@ __all__ = ["ablation_key", "paper_layout"]
 NOT_IDENTITY = ("seed", "threads")  # config keys that never make two runs different configs
 REPORTED = "reported"  # the Preset of a row the paper reports (not a run of ours)
 # columns of a reference table that describe a row rather than report a number of it
-_REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "searched_on",
-                   "note")  # fmt: skip
+_REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "searched_on", "note")
 _DESCRIPTORS = ("ops", "search_type")  # facts of the method and its space: a reproduced row repeats its paper row's
-_COLUMN_LABELS = {"params_m": "Params (M)", "search_cost_gpu_days": "Search cost (GPU days)", "ops": "Ops",
-                  "search_type": "Search type"}  # fmt: skip
+_COLUMN_LABELS = {
+    "params_m": "Params (M)",
+    "search_cost_gpu_days": "Search cost (GPU days)",
+    "ops": "Ops",
+    "search_type": "Search type",
+}
 
 
 def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.DataFrame:
@@ -39,14 +42,18 @@ def _with_references(summary: pd.DataFrame, key: str, table: str | None) -> pd.D
     refs, reported = [], []
     for _, row in summary.iterrows():
         values, source = _split_variant(row["variant"])
-        found = pd.DataFrame() if table is None else references_for(
-            row["method"], row["task"], None, values, tables=[table], searched_on=source)  # fmt: skip
+        found = (
+            pd.DataFrame()
+            if table is None
+            else references_for(row["method"], row["task"], None, values, tables=[table], searched_on=source)
+        )
         ref = found.iloc[0] if len(found) else None
         refs.append(ref)
         reported.append(None if ref is None else ref.get(reported_column(ref.index, key, table)))
     reported = pd.to_numeric(pd.Series(reported, index=summary.index, dtype=object))
-    at_its_preset = [ref is not None and ref["preset"] == preset for ref, preset in zip(refs, summary["preset"],
-                                                                                           strict=True)]  # fmt: skip
+    at_its_preset = [
+        ref is not None and ref["preset"] == preset for ref, preset in zip(refs, summary["preset"], strict=True)
+    ]
     delta = (summary["mean"] - reported).where(pd.Series(at_its_preset, index=summary.index, dtype=bool))
     return summary.assign(ref=pd.Series(refs, index=summary.index, dtype=object), reported=reported, delta=delta)
 
@@ -259,10 +266,12 @@ def _own_search_notes(groups: pd.DataFrame, reference: pd.DataFrame) -> list[str
         values, source = _split_variant(group["variant"])
         rows = transfers[transfers["method"] == group["method"]]
         if source is None and len(rows):
-            notes.append(f"{_label(group['method'], group['variant'])} ({group['preset']}) searched on {group['task']} "
-                         f"itself; the paper's rows of {group['method']} here train a cell searched on "
-                         f"{', '.join(sorted(set(rows['searched_on'])))} (a transfer_from config), so it is tabled "
-                         "alone, without a reported number")  # fmt: skip
+            notes.append(
+                f"{_label(group['method'], group['variant'])} ({group['preset']}) searched on {group['task']} "
+                f"itself; the paper's rows of {group['method']} here train a cell searched on "
+                f"{', '.join(sorted(set(rows['searched_on'])))} (a transfer_from config), so it is tabled "
+                "alone, without a reported number"
+            )
     return notes
 
 

@@ -57,8 +57,10 @@ def evaluate_split(task, model, loader, accelerator, weights: EdgeWeights | None
         parts = [p for p in gather_object([None if total is None else total.cpu()]) if p is not None]
         total = torch.stack(parts).sum(0) if parts else None
     if total is None:
-        raise UserError("no evaluation batches on any process: the split is empty; raise task.test_limit / "
-                        "task.train_limit or use a larger data set")  # fmt: skip
+        raise UserError(
+            "no evaluation batches on any process: the split is empty; raise task.test_limit / "
+            "task.train_limit or use a larger data set"
+        )
     return task.summarize(total.cpu())
 
 
@@ -74,8 +76,18 @@ def _evaluator(task, net, accelerator: Accelerator, batch_size: int) -> Callable
     return evaluate
 
 
-def train_epoch(task, net, optimizer, loader, recipe, epoch: int, accelerator: Accelerator, bar=None,
-                evaluate: Callable[[str], dict] | None = None, precision: str = "no") -> dict:  # fmt: skip
+def train_epoch(
+    task,
+    net,
+    optimizer,
+    loader,
+    recipe,
+    epoch: int,
+    accelerator: Accelerator,
+    bar=None,
+    evaluate: Callable[[str], dict] | None = None,
+    precision: str = "no",
+) -> dict:
     """One epoch of the task's final-training recipe; returns its curve row.
 
     The task sets the epoch up (``start_epoch``: lr schedule, drop path, hidden state), gives each
@@ -130,8 +142,10 @@ def _cycle(loader) -> Iterator[Any]:
             empty = False
             yield batch
         if empty:  # an endless loop otherwise
-            raise UserError("the search-val split has no batches; raise task.train_limit (search-train and "
-                            "search-val are its halves) or lower search.batch_size")  # fmt: skip
+            raise UserError(
+                "the search-val split has no batches; raise task.train_limit (search-train and "
+                "search-val are its halves) or lower search.batch_size"
+            )
 
 
 def _lists(probabilities: dict[str, torch.Tensor] | None) -> dict[str, list] | None:
@@ -149,8 +163,19 @@ class SearchPhase(Phase):
 
     name = "search"
 
-    def __init__(self, method, task, model, train_loader, val_loader, generators, epochs: int, steps: int,
-                 accelerator: Accelerator, method_name: str):  # fmt: skip
+    def __init__(
+        self,
+        method,
+        task,
+        model,
+        train_loader,
+        val_loader,
+        generators,
+        epochs: int,
+        steps: int,
+        accelerator: Accelerator,
+        method_name: str,
+    ):
         self.method, self.task, self.model, self.accelerator = method, task, model, accelerator
         self.train_loader, self.val_loader, self.generators = train_loader, val_loader, generators
         self.desc, self.epochs, self.steps = f"search {method_name}", epochs, steps
@@ -228,16 +253,26 @@ def _candidate_trainer(cfg: ExperimentConfig, task, val_loader, sign: float) -> 
 
         with torch.enable_grad():  # a method may call this from inside its own no_grad derivation
             for epoch in range(recipe.epochs):
-                train_epoch(task, net, optimizer, loader, recipe, epoch, acc, evaluate=on_search_val,
-                            precision=cfg.mixed_precision)  # fmt: skip
+                train_epoch(
+                    task,
+                    net,
+                    optimizer,
+                    loader,
+                    recipe,
+                    epoch,
+                    acc,
+                    evaluate=on_search_val,
+                    precision=cfg.mixed_precision,
+                )
         with task.eval_weights(net, optimizer):
             return sign * evaluate_split(task, net, val_loader, acc)[task.score_key]
 
     return train_candidate
 
 
-def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool, folder: Path,
-           log: LogFn | None = None) -> dict:  # fmt: skip
+def search(
+    cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool, folder: Path, log: LogFn | None = None
+) -> dict:
     """Run the architecture search and derivation; returns the genotype and the search's costs and curves.
 
     Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
@@ -276,8 +311,9 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     )
     method.setup(ctx)
     epochs = cfg.search.epochs if method.trains_supernet else 0  # e.g. the DARTS random baseline: derivation only
-    phase = SearchPhase(method, task, model, train_loader, step_val_loader, generators, epochs, steps, accelerator,
-                        cfg.method_name)  # fmt: skip
+    phase = SearchPhase(
+        method, task, model, train_loader, step_val_loader, generators, epochs, steps, accelerator, cfg.method_name
+    )
     curves = driver.run(phase)
 
     def score(weights: EdgeWeights, batches: int | None = cfg.search.score_batches) -> float:
@@ -293,8 +329,12 @@ def search(cfg: ExperimentConfig, task, accelerator: Accelerator, progress: bool
     space.validate(genotype)
     derive_seconds = time.perf_counter() - start
     # NaN weights after the last step leave the losses finite but the candidates' search-val scores NaN
-    check_finite("search", max(phase.epochs - 1, 0), max(phase.steps - 1, 0),
-                 {"search-val score of the derived genotype": method.derive_score})  # fmt: skip
+    check_finite(
+        "search",
+        max(phase.epochs - 1, 0),
+        max(phase.steps - 1, 0),
+        {"search-val score of the derived genotype": method.derive_score},
+    )
     cost = driver.cost(phase, phase.examples, extra_seconds=derive_seconds, unit=task.example_unit)
     return {
         "genotype": genotype.to_dict(),
@@ -321,8 +361,18 @@ class FinalPhase(Phase):
 
     def train(self, epoch: int, bar) -> dict:
         ev, task = self.recipe, self.task
-        row = train_epoch(task, self.net, self.optimizer, self.train_loader, ev, epoch, self.accelerator, bar,
-                          self.evaluate_on, precision=self.precision)  # fmt: skip
+        row = train_epoch(
+            task,
+            self.net,
+            self.optimizer,
+            self.train_loader,
+            ev,
+            epoch,
+            self.accelerator,
+            bar,
+            self.evaluate_on,
+            precision=self.precision,
+        )
         if epoch == ev.epochs - 1 or (ev.eval_every > 0 and (epoch + 1) % ev.eval_every == 0):
             with task.eval_weights(self.net, self.optimizer):  # e.g. ASGD's averaged weights
                 self.test = evaluate_split(task, self.net, self.test_loader, self.accelerator)
@@ -340,8 +390,15 @@ class FinalPhase(Phase):
         self.test = progress["test"]
 
 
-def train_final(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Accelerator, progress: bool,
-                folder: Path, log: LogFn | None = None) -> dict:  # fmt: skip
+def train_final(
+    cfg: ExperimentConfig,
+    task,
+    genotype: Genotype,
+    accelerator: Accelerator,
+    progress: bool,
+    folder: Path,
+    log: LogFn | None = None,
+) -> dict:
     """Train the derived network from scratch with the task's recipe; test on the official test split.
 
     Checkpoints after every epoch under ``folder`` and resumes from the newest one found there.
@@ -363,13 +420,18 @@ def train_final(cfg: ExperimentConfig, task, genotype: Genotype, accelerator: Ac
     test_loader = task.loader("test", ev.batch_size)
     net, optimizer, train_loader = accelerator.prepare(net, optimizer, train_loader)
     test_loader = prepare_eval_loader(accelerator, test_loader)  # every test sample counts exactly once
-    phase = FinalPhase(task, net, optimizer, train_loader, test_loader, generator, ev, accelerator,
-                       cfg.mixed_precision)  # fmt: skip
+    phase = FinalPhase(task, net, optimizer, train_loader, test_loader, generator, ev, accelerator, cfg.mixed_precision)
     curves = driver.run(phase)
     model = accelerator.unwrap_model(net)
     with task.eval_weights(net, optimizer):  # the weights the test metrics were measured with
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(state)
     examples = sum(row.get("examples", 0) for row in curves)
-    return {"model": model, "curves": curves, "test": phase.test, "params": params, "macs": macs,
-            "cost": driver.cost(phase, examples, unit=task.example_unit)}  # fmt: skip
+    return {
+        "model": model,
+        "curves": curves,
+        "test": phase.test,
+        "params": params,
+        "macs": macs,
+        "cost": driver.cost(phase, examples, unit=task.example_unit),
+    }

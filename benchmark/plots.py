@@ -47,15 +47,43 @@ def plot_cell(cell: CellGenotype, path: str | Path, title: str = "", n_inputs: i
     for (src, dst), ops in ops_on.items():
         (x0, y0), (x1, y1) = pos[src], pos[dst]
         rad = 0.25 if (dst - src) % 2 else -0.25
-        ax.add_patch(FancyArrowPatch(pos[src], pos[dst], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
-                                     mutation_scale=12, shrinkA=15, shrinkB=15, color="0.3", lw=1.0))  # fmt: skip
+        ax.add_patch(
+            FancyArrowPatch(
+                pos[src],
+                pos[dst],
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>",
+                mutation_scale=12,
+                shrinkA=15,
+                shrinkB=15,
+                color="0.3",
+                lw=1.0,
+            )
+        )
         # Label at the arc's midpoint: the chord's midpoint moved perpendicular by rad * length / 2.
-        ax.text((x0 + x1) / 2 + rad * (y1 - y0) / 2, (y0 + y1) / 2 - rad * (x1 - x0) / 2, "\n".join(ops),
-                fontsize=6, ha="center", va="center",
-                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7", "alpha": 0.9})  # fmt: skip
+        ax.text(
+            (x0 + x1) / 2 + rad * (y1 - y0) / 2,
+            (y0 + y1) / 2 - rad * (x1 - x0) / 2,
+            "\n".join(ops),
+            fontsize=6,
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7", "alpha": 0.9},
+        )
     for node in cell.concat:
-        ax.add_patch(FancyArrowPatch(pos[node], (out_x, 0.0), arrowstyle="-|>", mutation_scale=10,
-                                     shrinkA=15, shrinkB=17, color="0.55", lw=0.8, linestyle="--"))  # fmt: skip
+        ax.add_patch(
+            FancyArrowPatch(
+                pos[node],
+                (out_x, 0.0),
+                arrowstyle="-|>",
+                mutation_scale=10,
+                shrinkA=15,
+                shrinkB=17,
+                color="0.55",
+                lw=0.8,
+                linestyle="--",
+            )
+        )
     for node, (x, y) in pos.items():
         color = "#a8e6a1" if node < n_inputs else "#aed6f1"
         label = f"$c_{{k-{n_inputs - node}}}$" if node < n_inputs else str(node)

@@ -29,8 +29,10 @@ def profile_step(variant: str, channels: int, layers: int, batch: int, memory_fo
         step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    top = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
-            "calls": e.count} for e in events[:rows]]  # fmt: skip
+    top = [
+        {"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total, "calls": e.count}
+        for e in events[:rows]
+    ]
     return {"variant": variant, "memory_format": memory_format, "total_ms": total / 1e3, "top": top}
 
 
@@ -40,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--formats", nargs="+", default=list(MEMORY_FORMATS),
-                        choices=MEMORY_FORMATS)  # fmt: skip
+    parser.add_argument("--formats", nargs="+", default=list(MEMORY_FORMATS), choices=MEMORY_FORMATS)
     parser.add_argument("--rows", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     for fmt in args.formats:
         r = profile_step(args.variant, args.channels, args.layers, args.batch, fmt, args.rows)
-        print(f"{args.variant}, C={args.channels}, {args.layers} cells, batch {args.batch}, {fmt}, "
-              f"{torch.get_num_threads()} threads: {r['total_ms']:.0f} ms of self CPU time in one step")  # fmt: skip
+        print(
+            f"{args.variant}, C={args.channels}, {args.layers} cells, batch {args.batch}, {fmt}, "
+            f"{torch.get_num_threads()} threads: {r['total_ms']:.0f} ms of self CPU time in one step"
+        )
         for t in r["top"]:
             print(f"  {t['op']:44s} {t['self_ms']:9.1f} ms  {100 * t['share']:5.1f} %  {t['calls']:6d} calls")
     return 0

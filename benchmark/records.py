@@ -130,12 +130,16 @@ class SearchSignal(_Closed):
     margin_end: Amount | None = Field(description="the same after the last step")
     derived_changed: Annotated[float, Field(ge=0, le=1)] | None = Field(
         description="fraction of the derived (input, node, op) choices the method's rule would not take from the "
-        "initial distribution; null when the derivation is no rule on the distribution")
+        "initial distribution; null when the derivation is no rule on the distribution"
+    )
 
 
 class SearchCost(_Throughput):
-    signal: SearchSignal | None = Field(None, description="null for methods that learn no distribution, transfers "
-                                        "of fixed cells and records written before it was measured")  # fmt: skip
+    signal: SearchSignal | None = Field(
+        None,
+        description="null for methods that learn no distribution, transfers "
+        "of fixed cells and records written before it was measured",
+    )
     wall_time_s: Amount
     derive_wall_time_s: Amount
     steps: Count
@@ -154,8 +158,11 @@ class EvaluateCost(_Throughput):
 
 class Data(_Closed):
     source: str
-    path: str | None = Field(None, description="the source's absolute path when it is a local file or folder "
-                             "(what --resume compares with the checksum)")  # fmt: skip
+    path: str | None = Field(
+        None,
+        description="the source's absolute path when it is a local file or folder "
+        "(what --resume compares with the checksum)",
+    )
     sha256: str = Field(description="of the decoded examples, so two sources with equal content agree")
     sizes: dict[str, Count] = Field(description="examples per split after limits")
 
@@ -221,8 +228,9 @@ class Record(_Closed):
     def _status_agrees(self) -> Record:
         problems = []
         if self.status == "ok":
-            problems += [f"field {k} must not be null when status is 'ok'" for k in NEEDED_WHEN_OK
-                         if getattr(self, k) is None]  # fmt: skip
+            problems += [
+                f"field {k} must not be null when status is 'ok'" for k in NEEDED_WHEN_OK if getattr(self, k) is None
+            ]
             if self.error is not None:
                 problems.append(f"field error must be null when status is 'ok', got {_show(self.error)}")
         elif not self.error:
@@ -275,11 +283,14 @@ def _version_problem(version: Any) -> str:
     if version is None:
         return "missing field schema_version"
     if isinstance(version, int) and not isinstance(version, bool) and version in _UPGRADES:
-        return (f"field schema_version is {version}, an older record: read it with read_record, which upgrades it "
-                "in memory, or re-run the experiment to write a current one")  # fmt: skip
+        return (
+            f"field schema_version is {version}, an older record: read it with read_record, which upgrades it "
+            "in memory, or re-run the experiment to write a current one"
+        )
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        return (f"field schema_version is {version}, newer than this egs-bench reads ({SCHEMA_VERSION}); "
-                "upgrade egs-bench")  # fmt: skip
+        return (
+            f"field schema_version is {version}, newer than this egs-bench reads ({SCHEMA_VERSION}); upgrade egs-bench"
+        )
     return f"field schema_version must be {SCHEMA_VERSION}, got {_show(version)}"
 
 
@@ -332,8 +343,9 @@ def _from_v1(record: dict, folder: Path | None) -> dict:
         except (OSError, yaml.YAMLError):
             loaded = None  # only fills a field v1 never had: an unreadable config leaves it null
         config = loaded if isinstance(loaded, dict) else None
-    out = {"schema_version": 2, "status": "ok", "error": None} | {k: v for k, v in record.items()
-                                                                  if k != "schema_version"}  # fmt: skip
+    out = {"schema_version": 2, "status": "ok", "error": None} | {
+        k: v for k, v in record.items() if k != "schema_version"
+    }
     out.setdefault("config", config)
     if isinstance(out.get("evaluate"), dict) and "steps_per_s" not in out["evaluate"]:
         ev = out["evaluate"]
@@ -454,8 +466,10 @@ def load_records(root: str | Path, strict: bool = True) -> list[dict]:
             errors.append(err)
     if errors and strict:
         lines = "; ".join(str(e) for e in errors)
-        raise RecordError(f"{len(errors)} bad record file(s) under {root}: {lines}. Move or delete them and run "
-                          "again", [str(e) for e in errors])  # fmt: skip
+        raise RecordError(
+            f"{len(errors)} bad record file(s) under {root}: {lines}. Move or delete them and run again",
+            [str(e) for e in errors],
+        )
     for err in errors:
         logger.warning("skipped %s", err)
     return records

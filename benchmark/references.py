@@ -89,11 +89,14 @@ def task_metric(task: str) -> TaskMetric | None:
     metrics = {m.name: m for m in cls.metrics}
     main = cls.main_metric
     if main not in metrics:
-        raise UserError(f"task {task!r} ({cls.__module__}.{cls.__qualname__}) names main_metric {main!r}, which is "
-                        f"not among its metrics ({', '.join(metrics) or 'none'}); declare it in `metrics`")  # fmt: skip
+        raise UserError(
+            f"task {task!r} ({cls.__module__}.{cls.__qualname__}) names main_metric {main!r}, which is "
+            f"not among its metrics ({', '.join(metrics) or 'none'}); declare it in `metrics`"
+        )
     metric = metrics[main]
-    return TaskMetric(f"test_{metric.name}", metric.label or f"Test {metric.name}", metric.direction,
-                      cls.reference_table)  # fmt: skip
+    return TaskMetric(
+        f"test_{metric.name}", metric.label or f"Test {metric.name}", metric.direction, cls.reference_table
+    )
 
 
 def reported_column(columns: Iterable[str], key: str, table: str) -> str:
@@ -106,8 +109,10 @@ def reported_column(columns: Iterable[str], key: str, table: str) -> str:
     for column in (key, f"{key}_pct"):
         if column in columns:
             return column
-    raise UserError(f"reference table {table} has no column {key} or {key}_pct for the metric {key}; "
-                    f"its columns are {', '.join(columns)}")  # fmt: skip
+    raise UserError(
+        f"reference table {table} has no column {key} or {key}_pct for the metric {key}; "
+        f"its columns are {', '.join(columns)}"
+    )
 
 
 def load_reference(table: str, root: str | Path = REFERENCE_DIR) -> pd.DataFrame:
@@ -208,8 +213,13 @@ def searched_on(config: Mapping[str, Any] | None) -> str | None:
     return transfer.get("task") if isinstance(transfer, Mapping) else None
 
 
-def rows_reproduced(method: str, task: str, method_config: Mapping[str, Any], source_task: str | None = None,
-                    preset: str | None = "paper") -> list[str]:  # fmt: skip
+def rows_reproduced(
+    method: str,
+    task: str,
+    method_config: Mapping[str, Any],
+    source_task: str | None = None,
+    preset: str | None = "paper",
+) -> list[str]:
     """The reference rows a config reproduces, as ``"Table 1: DARTS-EGS (M=7)"`` (``"Table 5: M=7"`` in Table 5).
 
     Args:

@@ -100,20 +100,40 @@ def compare_golden(records: list[dict], golden: list[dict], tolerances: dict) ->
             checks.append(Check("golden", label, "record", "present", "missing", None, False, "no fresh run"))
             continue
         if rec["config_hash"] != gold["config_hash"]:
-            checks.append(Check("golden", label, "config_hash", gold["config_hash"], rec["config_hash"], None, False,
-                                "config changed: refresh with --update-golden"))  # fmt: skip
+            checks.append(
+                Check(
+                    "golden",
+                    label,
+                    "config_hash",
+                    gold["config_hash"],
+                    rec["config_hash"],
+                    None,
+                    False,
+                    "config changed: refresh with --update-golden",
+                )
+            )
             continue
         method_tol = {**tol.get("default", {}), **golden_tolerance(tol, gold["method"], gold["task"])}
         method_tol.pop("seeds", None)
         for metric, limit in method_tol.items():
             if metric == "genotype":
                 same = rec["genotype"] == gold["genotype"]
-                checks.append(Check("golden", label, "genotype", "golden", "same" if same else "changed", limit,
-                                    same or limit != "exact"))  # fmt: skip
+                checks.append(
+                    Check(
+                        "golden",
+                        label,
+                        "genotype",
+                        "golden",
+                        "same" if same else "changed",
+                        limit,
+                        same or limit != "exact",
+                    )
+                )
                 continue
             expected, actual = gold["metrics"].get(metric), rec["metrics"].get(metric)
-            checks.append(Check("golden", label, metric, expected, actual, float(limit),
-                                _within(expected, actual, float(limit))))  # fmt: skip
+            checks.append(
+                Check("golden", label, metric, expected, actual, float(limit), _within(expected, actual, float(limit)))
+            )
     return checks
 
 
@@ -137,15 +157,27 @@ def compare_reported(records: list[dict], tolerances: dict) -> list[Check]:
         label = _label((method, task, "paper", f"n={len(runs)}"), setup)
         spec = task_metric(task)
         if spec is None:
-            checks.append(Check("reported", label, "task", "installed", "missing", None, False,
-                                f"task {task!r} is not installed: install the plug-in that provides it"))  # fmt: skip
+            checks.append(
+                Check(
+                    "reported",
+                    label,
+                    "task",
+                    "installed",
+                    "missing",
+                    None,
+                    False,
+                    f"task {task!r} is not installed: install the plug-in that provides it",
+                )
+            )
             continue
         if spec.table is None:
             continue  # the task has no reported numbers
         refs = references_for(method, task, "paper", json.loads(method_cfg), tables=[spec.table], searched_on=source)
         for _, ref in refs.iterrows():
-            metrics = ((spec.key, reported_column(ref.index, spec.key, spec.table), spec.direction),
-                       ("params_m", "params_m", None))  # fmt: skip
+            metrics = (
+                (spec.key, reported_column(ref.index, spec.key, spec.table), spec.direction),
+                ("params_m", "params_m", None),
+            )
             for metric, column, direction in metrics:
                 if metric not in tol or column not in ref or ref[column] != ref[column]:
                     continue

@@ -47,11 +47,14 @@ def _run_section(folder: Path, record: dict, root: Path) -> str:
     status = record.get("status", "ok")
     title = f"{record['method']} / {record['task']} / {record['preset']} / seed {record['seed']}"
     if status != "ok":
-        return (f'<details><summary class="failed">{html.escape(title)}: FAILED</summary>'
-                f"<pre>{html.escape(str(record.get('error')))}</pre></details>")  # fmt: skip
+        return (
+            f'<details><summary class="failed">{html.escape(title)}: FAILED</summary>'
+            f"<pre>{html.escape(str(record.get('error')))}</pre></details>"
+        )
     # whatever the task records (test_accuracy, test_ppl, ...); null where it measured nothing
-    tests = ", ".join(f"{html.escape(k.removeprefix('test_'))} {_number(v, '.2f')}" for k, v in m.items()
-                      if k.startswith("test_"))  # fmt: skip
+    tests = ", ".join(
+        f"{html.escape(k.removeprefix('test_'))} {_number(v, '.2f')}" for k, v in m.items() if k.startswith("test_")
+    )
     size = f"params {_number(m.get('params_m'), '.3f', ' M')}, MACs {_number(m.get('macs_m'), '.1f', ' M')}"
     facts = (
         f"test {tests}; {size}, "
@@ -60,8 +63,10 @@ def _run_section(folder: Path, record: dict, root: Path) -> str:
     )
     figures = "".join(_img(folder / name) for name in FIGURES if (folder / name).is_file())
     genotype = html.escape(json.dumps(record.get("genotype")))
-    return (f"<details><summary>{html.escape(title)}: {tests}</summary>"
-            f"<p>{facts}</p>{figures}<p><code>{genotype}</code></p></details>")  # fmt: skip
+    return (
+        f"<details><summary>{html.escape(title)}: {tests}</summary>"
+        f"<p>{facts}</p>{figures}<p><code>{genotype}</code></p></details>"
+    )
 
 
 def _comparisons(records: list[dict]) -> str:
@@ -95,8 +100,10 @@ def write_report(runs_dir: str | Path, out: str | Path, title: str | None = None
     root = Path(runs_dir)
     records = [(p.parent, read_record(p)) for p in record_paths(root)]  # validated, older versions upgraded
     if not records:
-        raise RecordError(f"no run records (record.json) under {root}, so no report; pass --runs the --out folder "
-                          "of a finished run or sweep")  # fmt: skip
+        raise RecordError(
+            f"no run records (record.json) under {root}, so no report; pass --runs the --out folder "
+            "of a finished run or sweep"
+        )
     failed = sum(1 for _, r in records if r.get("status", "ok") != "ok")
     tables = render_tables([r for _, r in records], fmt="html")
     comparisons = _comparisons([r for _, r in records])

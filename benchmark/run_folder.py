@@ -93,8 +93,9 @@ def determinism(seed: int) -> dict:
     }
 
 
-def identity(cfg: ExperimentConfig, world_size: int = 1, mixed_precision: str = "no",
-              deterministic: bool = False) -> dict:  # fmt: skip
+def identity(
+    cfg: ExperimentConfig, world_size: int = 1, mixed_precision: str = "no", deterministic: bool = False
+) -> dict:
     """The fields that say which run a record is; the setup ones keep a 1-GPU and an 8-GPU run apart in tables."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -119,29 +120,39 @@ def check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool, probe_lock:
     if holder is not None:
         raise RunLockedError(_busy_message(out_dir, holder))
     if (out_dir / "record.json").exists():
-        raise UserError(f"{out_dir / 'record.json'} already exists: that run is finished (ok or failed); pass a new "
-                        "--out folder")  # fmt: skip
+        raise UserError(
+            f"{out_dir / 'record.json'} already exists: that run is finished (ok or failed); pass a new --out folder"
+        )
     saved = out_dir / "config.yaml"
     if not saved.exists():
         return
     if not resume:
         raise UserError(f"{out_dir} holds an unfinished run; pass --resume to continue it or a new --out folder")
     if not holds_config(out_dir, cfg):
-        raise UserError(f"{out_dir} holds a run of a different config; resume with the same config and --set "
-                        "values, or pass a new --out folder")  # fmt: skip
+        raise UserError(
+            f"{out_dir} holds a run of a different config; resume with the same config and --set "
+            "values, or pass a new --out folder"
+        )
 
 
 def holds_config(out_dir: Path, cfg: ExperimentConfig) -> bool:
     """Whether ``out_dir/config.yaml`` is ``cfg`` (seed included; the thread count changes speed, not results,
     so a resume may change it)."""
+
     def identity(config: dict) -> dict:
         return {k: v for k, v in config.items() if k != "threads"}
 
     return identity(yaml.safe_load((out_dir / "config.yaml").read_text()) or {}) == identity(cfg.to_dict())
 
 
-def failed_record(cfg: ExperimentConfig, out_dir: str | Path, error: str, world_size: int = 1,
-                  mixed_precision: str = "no", deterministic: bool = False) -> dict:  # fmt: skip
+def failed_record(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    error: str,
+    world_size: int = 1,
+    mixed_precision: str = "no",
+    deterministic: bool = False,
+) -> dict:
     """Write (and return) the record of a run that failed with ``error``; metrics and costs are null."""
     record = identity(cfg, world_size, mixed_precision, deterministic) | {
         "status": "failed",
@@ -178,11 +189,14 @@ def check_data(out_dir: Path, identity: dict) -> None:
     except (OSError, ValueError):
         return  # torn: the config check and the checkpoints still guard the run
     if before.get("sha256") != identity["sha256"]:
+
         def where(d: dict) -> str:
             return f"{d.get('path') or d.get('source')} (sha256 {str(d.get('sha256'))[:12]})"
 
-        raise UserError(f"{out_dir} was started on the data {where(before)} but this run reads {where(identity)}; "
-                        "resume with the same data (an absolute task.data_dir) or pass a new --out")  # fmt: skip
+        raise UserError(
+            f"{out_dir} was started on the data {where(before)} but this run reads {where(identity)}; "
+            "resume with the same data (an absolute task.data_dir) or pass a new --out"
+        )
 
 
 def read_json(path: Path) -> dict | None:
@@ -199,10 +213,19 @@ def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, fou
     for cell_type, cell in genotype.cells.items():
         plot_cell(cell, out_dir / f"cell_{cell_type}.png", title=f"{cfg.method_name}: {cell_type} cell")
         if found["probabilities"]:
-            plot_probability_evolution(found["probabilities"], cell_type, list(space.edges), list(space.ops),
-                                       out_dir / f"probabilities_{cell_type}.png")  # fmt: skip
-    plot_curves(found["curves"], final["curves"], out_dir / "curves.png",
-                title=f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed})")  # fmt: skip
+            plot_probability_evolution(
+                found["probabilities"],
+                cell_type,
+                list(space.edges),
+                list(space.ops),
+                out_dir / f"probabilities_{cell_type}.png",
+            )
+    plot_curves(
+        found["curves"],
+        final["curves"],
+        out_dir / "curves.png",
+        title=f"{cfg.method_name} on {cfg.task_name} ({cfg.preset}, seed {cfg.seed})",
+    )
 
 
 def _save_weights(model: torch.nn.Module, path: Path, genotype: Genotype, run_name: str) -> None:
@@ -212,8 +235,6 @@ def _save_weights(model: torch.nn.Module, path: Path, genotype: Genotype, run_na
     os.replace(tmp, path)
 
 
-
-
 def write_start(out_dir: Path, cfg: ExperimentConfig, data: dict) -> None:
     """What a run folder says from its first moment: the config it runs and the data it started on."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,8 +242,9 @@ def write_start(out_dir: Path, cfg: ExperimentConfig, data: dict) -> None:
     atomic_write_text(out_dir / DATA_FILE, json.dumps(data, indent=1))
 
 
-def write_outputs(out_dir: Path, cfg: ExperimentConfig, genotype: Genotype, found: dict, final: dict,
-                  record: dict) -> None:  # fmt: skip
+def write_outputs(
+    out_dir: Path, cfg: ExperimentConfig, genotype: Genotype, found: dict, final: dict, record: dict
+) -> None:
     """A finished run's files: cell, weights, curves, probabilities, figures, and ``record.json`` last (its
     presence marks a complete run)."""
     write_json(out_dir / "genotype.json", genotype.to_dict())

@@ -57,8 +57,14 @@ class RunResult:
     eval_curves: list[dict] = field(default_factory=list)
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,
-                   log_with: list[str] | None = None, source_run: str | Path | None = None) -> RunResult:  # fmt: skip
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = False,
+    log_with: list[str] | None = None,
+    source_run: str | Path | None = None,
+) -> RunResult:
     """Run one experiment into ``out_dir`` and return its record (also written to ``record.json``).
 
     With ``resume``, a folder holding an unfinished run of the same config continues from its
@@ -97,9 +103,15 @@ def run_search(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True
         return _claim_and_execute(cfg, Path(out_dir), progress, resume, None, search_only=True)
 
 
-def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
-                       log_with: list[str] | None, search_only: bool = False,
-                       source: TransferSource | None = None) -> RunResult | dict:  # fmt: skip
+def _claim_and_execute(
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    progress: bool,
+    resume: bool,
+    log_with: list[str] | None,
+    search_only: bool = False,
+    source: TransferSource | None = None,
+) -> RunResult | dict:
     """Set up the processes, check and lock the run folder, read the data, then run (failed record on divergence)."""
     apply_determinism(cfg.deterministic)
     accelerator = make_accelerator(cfg, log_with, out_dir)  # joins the process group, if there is one
@@ -121,14 +133,22 @@ def _claim_and_execute(cfg: ExperimentConfig, out_dir: Path, progress: bool, res
             return _execute(cfg, out_dir, accelerator, task, data, data_id, progress, log_with, search_only, source)
         except DivergedError as err:
             if accelerator.is_main_process:
-                failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision,
-                              cfg.deterministic)  # fmt: skip
+                failed_record(cfg, out_dir, str(err), accelerator.num_processes, cfg.mixed_precision, cfg.deterministic)
             raise
 
 
-def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, task, data, data_id: dict,
-             progress: bool, log_with: list[str] | None, search_only: bool = False,
-             source: TransferSource | None = None) -> RunResult | dict:  # fmt: skip
+def _execute(
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    accelerator: Accelerator,
+    task,
+    data,
+    data_id: dict,
+    progress: bool,
+    log_with: list[str] | None,
+    search_only: bool = False,
+    source: TransferSource | None = None,
+) -> RunResult | dict:
     """Inside the run folder's lock: the search (or its saved result, or a transfer's source), then the final
     training and the record (``search_only``: the search result alone)."""
     if accelerator.is_main_process:
@@ -150,8 +170,9 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
     POSITION.enter("evaluate")
     logger.info(f"derived genotype {genotype.to_json()}")
     logger.info("evaluate: training the derived network from scratch")
-    final = train_final(scaled, task, genotype, make_accelerator(cfg), progress, out_dir / "checkpoints" / "evaluate",
-                        log)  # fmt: skip
+    final = train_final(
+        scaled, task, genotype, make_accelerator(cfg), progress, out_dir / "checkpoints" / "evaluate", log
+    )
     POSITION.enter("results")
     record = _record(cfg, accelerator, task, data, data_id, genotype, found, final, scaling, source)
     if accelerator.is_main_process:
@@ -162,8 +183,16 @@ def _execute(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, tas
     return RunResult(record, out_dir, genotype, found["curves"], final["curves"])
 
 
-def _found_search(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator, scaled: ExperimentConfig, task,
-                  progress: bool, log, source: TransferSource | None) -> dict:  # fmt: skip
+def _found_search(
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    accelerator: Accelerator,
+    scaled: ExperimentConfig,
+    task,
+    progress: bool,
+    log,
+    source: TransferSource | None,
+) -> dict:
     """The run's search result: saved by an earlier attempt, a transfer's source, or searched now (and saved)."""
     searched = out_dir / "search_result.json"
     found = None
@@ -183,8 +212,18 @@ def _found_search(cfg: ExperimentConfig, out_dir: Path, accelerator: Accelerator
     return found
 
 
-def _record(cfg: ExperimentConfig, accelerator: Accelerator, task, data, data_id: dict, genotype: Genotype,
-            found: dict, final: dict, scaling: dict, source: TransferSource | None) -> dict:  # fmt: skip
+def _record(
+    cfg: ExperimentConfig,
+    accelerator: Accelerator,
+    task,
+    data,
+    data_id: dict,
+    genotype: Genotype,
+    found: dict,
+    final: dict,
+    scaling: dict,
+    source: TransferSource | None,
+) -> dict:
     """The run record (validated against the record schema when written)."""
     test = final["test"]
     # The record's precision is the final training's, the phase its metrics come from.

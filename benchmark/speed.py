@@ -29,8 +29,10 @@ MEMORY_FORMATS = ("contiguous", "channels_last")  # the config key memory_format
 
 
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
-    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4
-                 else a for a in args)  # fmt: skip
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4 else a
+        for a in args
+    )
 
 
 def apply_memory_format(model: nn.Module, memory_format: str) -> nn.Module:

@@ -65,15 +65,23 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, level: float = LEVEL,
-                 seed: int = SEED) -> tuple[float, float]:  # fmt: skip
+def bootstrap_ci(
+    a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED
+) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(a) - mean(b), each group resampled independently; NaNs for n < 2."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan
-    result = stats.bootstrap((a, b), lambda x, y, axis: x.mean(axis) - y.mean(axis), vectorized=True, paired=False,
-                             n_resamples=resamples, confidence_level=level, method="percentile",
-                             **{_RNG: np.random.default_rng(seed)})  # fmt: skip
+    result = stats.bootstrap(
+        (a, b),
+        lambda x, y, axis: x.mean(axis) - y.mean(axis),
+        vectorized=True,
+        paired=False,
+        n_resamples=resamples,
+        confidence_level=level,
+        method="percentile",
+        **{_RNG: np.random.default_rng(seed)},
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -151,8 +159,9 @@ def _draw(space: SearchSpace, size: int, draws: int, rng: np.random.Generator) -
     return masks
 
 
-def random_jaccard(space: SearchSpace, a: frozenset, b: frozenset, draws: int = DRAWS,
-                   rng: np.random.Generator | None = None) -> float:  # fmt: skip
+def random_jaccard(
+    space: SearchSpace, a: frozenset, b: frozenset, draws: int = DRAWS, rng: np.random.Generator | None = None
+) -> float:
     """The mean Jaccard of two random genotypes of ``space`` with, per cell type, as many entries as ``a`` and ``b``.
 
     Entries are drawn from the space's (input, node, op) universe with op != the zero op. In a space with

@@ -74,8 +74,17 @@ class SweepRun:
         args += [x for o in self.overrides for x in ("--set", o)]
         args += ["--source-run", self.source_run] if self.source_run else []
         if self.gpus > 1:
-            return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                    str(self.gpus), "-m", "egsbench", *args]  # fmt: skip
+            return [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--multi_gpu",
+                "--num_processes",
+                str(self.gpus),
+                "-m",
+                "egsbench",
+                *args,
+            ]
         return [sys.executable, "-m", "egsbench", *args]
 
 
@@ -132,8 +141,18 @@ def plan_runs(spec: SweepSpec, out: Path, threads: int = 1) -> list[SweepRun]:
                 folder = (root / group / name / f"seed{seed}-{cfg.hash()[:8]}").resolve()
                 if root not in folder.parents:
                     raise ConfigError(f"sweep run folder {folder} would lie outside --out {root}")
-                runs.append(SweepRun(config, overrides, str(folder), f"{config} {' '.join(overrides)}", cfg.hash(),
-                                     threads, spec.gpus_per_run, spec.retries))  # fmt: skip
+                runs.append(
+                    SweepRun(
+                        config,
+                        overrides,
+                        str(folder),
+                        f"{config} {' '.join(overrides)}",
+                        cfg.hash(),
+                        threads,
+                        spec.gpus_per_run,
+                        spec.retries,
+                    )
+                )
                 seeds.append(seed)
                 transfer = cfg.transfer
                 if transfer is not None and not transfer.is_run_folder:
@@ -183,8 +202,11 @@ def _check_records(runs: list[SweepRun]) -> None:
             except RecordError as err:
                 bad.append(str(err))
     if bad:
-        raise RecordError(f"{len(bad)} unreadable record file(s) in this sweep's run folders: {'; '.join(bad)}. "
-                          "Nothing ran; move or delete them and run the sweep again", bad)  # fmt: skip
+        raise RecordError(
+            f"{len(bad)} unreadable record file(s) in this sweep's run folders: {'; '.join(bad)}. "
+            "Nothing ran; move or delete them and run the sweep again",
+            bad,
+        )
 
 
 def execute_run(run: SweepRun) -> dict:

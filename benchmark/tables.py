@@ -121,18 +121,24 @@ def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Setup": _setups(groups),
     }
     for i, key in enumerate(keys):
-        columns |= {key: groups["mean"], key + STD: groups["std"]} if i == 0 else {
-            key: groups[key], key + STD: groups[key + STD]}  # fmt: skip
-    columns |= {"Params (M)": groups["params_m"], "Search cost (GPU days)": groups["search_gpu_days"],
-                SIGNAL: 100 * groups["entropy_drop"], "Seeds": groups["seeds"], "Failed": groups["failed"]}  # fmt: skip
+        columns |= (
+            {key: groups["mean"], key + STD: groups["std"]}
+            if i == 0
+            else {key: groups[key], key + STD: groups[key + STD]}
+        )
+    columns |= {
+        "Params (M)": groups["params_m"],
+        "Search cost (GPU days)": groups["search_gpu_days"],
+        SIGNAL: 100 * groups["entropy_drop"],
+        "Seeds": groups["seeds"],
+        "Failed": groups["failed"],
+    }
     table = _config_column(pd.DataFrame(columns), groups, runs, ["Architecture", "Preset", "Setup"])
     order = ["Architecture", "Preset", "Setup", *(["Config"] if "Config" in table else [])]
     return _noted(_without_empty_signal(table.sort_values(order).reset_index(drop=True)), groups)
 
 
-def ablation_table(
-    records: Iterable[dict | Record], task: str | None = None, key: str | None = None
-) -> pd.DataFrame:
+def ablation_table(records: Iterable[dict | Record], task: str | None = None, key: str | None = None) -> pd.DataFrame:
     """The paper's Table 5 (EGS over the number of sampling times M), with the reproduced rows under each M.
 
     The reported rows (Preset ``reported``: test error and params per M) keep their order; under
@@ -178,8 +184,10 @@ def _sections(records: list[dict | Record]) -> list[tuple[str, pd.DataFrame]]:
     for task in sorted(runs["task"].dropna().unique()):
         spec = task_metric(task)
         if spec is None:
-            title = (f"{task}: reproduced; task {task} is not installed, so every recorded test metric is shown "
-                     "without reference numbers")  # fmt: skip
+            title = (
+                f"{task}: reproduced; task {task} is not installed, so every recorded test metric is shown "
+                "without reference numbers"
+            )
         elif spec.table is None:
             title = f"{task}: reproduced ({task} has no reference table)"
         else:

@@ -39,8 +39,10 @@ def time_interleaved(
 
 def print_result(result: dict, title: str, json_path: str | None = None) -> None:
     cfg = result["config"]
-    print(f"{title}, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
-          f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads")  # fmt: skip
+    print(
+        f"{title}, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
+        f"{cfg['rounds']} interleaved rounds, {cfg['threads']} threads"
+    )
     ratio_key = next(k for k in result if k.startswith("ratio_to_"))
     for name, median in result["median_s"].items():
         print(f"  {name:14s} median {median:8.3f} s   {ratio_key.replace('_', ' ')} {result[ratio_key][name]:.3f}")

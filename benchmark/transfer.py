@@ -43,10 +43,17 @@ class TransferSource:
     def record_extras(self) -> dict:
         """``extras.transfer`` and ``extras.genotype_source`` of the transfer's record (the source folder may hold
         no record yet, a search alone: its run comes from the source config)."""
-        run = {"method": self.config.method_name, "task": self.config.task_name, "preset": self.config.preset,
-               "seed": self.config.seed, "config_hash": self.config.hash()}  # fmt: skip
-        return {"transfer": {"from": self.given, "folder": str(self.folder.resolve()), **run},
-                "genotype_source": genotype_source(str(self.folder)) | {"run": run}}
+        run = {
+            "method": self.config.method_name,
+            "task": self.config.task_name,
+            "preset": self.config.preset,
+            "seed": self.config.seed,
+            "config_hash": self.config.hash(),
+        }
+        return {
+            "transfer": {"from": self.given, "folder": str(self.folder.resolve()), **run},
+            "genotype_source": genotype_source(str(self.folder)) | {"run": run},
+        }
 
 
 def _wait_for(folder: Path) -> None:
@@ -69,34 +76,50 @@ def _finished_search(folder: Path, source: ExperimentConfig, given_folder: bool)
     record = read_json(folder / "record.json")
     saved = folder / "config.yaml"
     if record is not None and record.get("status") == "failed":
-        raise UserError(f"the source run in {folder} failed ({record.get('error')}); rerun it (delete its "
-                        "record.json and pass --resume), or name another source")  # fmt: skip
+        raise UserError(
+            f"the source run in {folder} failed ({record.get('error')}); rerun it (delete its "
+            "record.json and pass --resume), or name another source"
+        )
     if saved.is_file() and not holds_config(folder, source):
-        raise UserError(f"{folder} holds a run of another config than the source search "
-                        f"{source.run_name} ({source.hash()[:8]}); pass --source-run to a new folder")  # fmt: skip
+        raise UserError(
+            f"{folder} holds a run of another config than the source search "
+            f"{source.run_name} ({source.hash()[:8]}); pass --source-run to a new folder"
+        )
     found = read_json(folder / "search_result.json")
     if found is None and given_folder:
-        raise UserError(f"transfer_from: {folder} holds no finished search (no search_result.json); finish it "
-                        f"with egsbench run {folder / 'config.yaml'} --out {folder} --resume")  # fmt: skip
+        raise UserError(
+            f"transfer_from: {folder} holds no finished search (no search_result.json); finish it "
+            f"with egsbench run {folder / 'config.yaml'} --out {folder} --resume"
+        )
     return found
 
 
-def transfer_source(cfg: ExperimentConfig, out_dir: Path, progress: bool, resume: bool,
-                    source_run: str | Path | None, run_search: Callable[..., dict]) -> TransferSource:  # fmt: skip
+def transfer_source(
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    progress: bool,
+    resume: bool,
+    source_run: str | Path | None,
+    run_search: Callable[..., dict],
+) -> TransferSource:
     """The finished search a transfer config takes its cell from; runs it first (``run_search``) when it does not
     exist yet."""
     transfer = cfg.transfer
     source = cfg.source_config()
     if transfer.is_run_folder:
         if source_run is not None:
-            raise UserError(f"--source-run is for a transfer from a config; transfer_from already names the run "
-                            f"folder {transfer.source}")  # fmt: skip
+            raise UserError(
+                f"--source-run is for a transfer from a config; transfer_from already names the run "
+                f"folder {transfer.source}"
+            )
         folder = Path(transfer.source).expanduser()
         mine, theirs = cfg.to_dict(), source.to_dict()
         differ = [k for k in ("method", "space", "search") if mine[k] != theirs[k]]
         if differ:
-            raise UserError(f"transfer_from: {folder} was searched with other {', '.join(differ)} values than this "
-                            "config gives; drop those --set values (a finished search cannot change)")  # fmt: skip
+            raise UserError(
+                f"transfer_from: {folder} was searched with other {', '.join(differ)} values than this "
+                "config gives; drop those --set values (a finished search cannot change)"
+            )
         return TransferSource(_finished_search(folder, source, given_folder=True), folder, source, transfer.source)
     folder = Path(source_run) if source_run is not None else out_dir / SOURCE_DIR
     accelerator = make_accelerator(cfg)

@@ -164,8 +164,12 @@ class DARTS(SearchMethod):
             for t, alpha in self.alphas.items():
                 alpha.grad = hyper.alpha[t]
             # val_loss is L_val(w') here; hvp_correction = ||xi * hvp|| / ||g||.
-            extras = {"lr": lr, "val_loss": hyper.val_loss, "fd_radius": hyper.radius,
-                      "hvp_correction": hyper.correction}  # fmt: skip
+            extras = {
+                "lr": lr,
+                "val_loss": hyper.val_loss,
+                "fd_radius": hyper.radius,
+                "hvp_correction": hyper.correction,
+            }
         self.a_optimizer.step()
         # (2) weight step on the training batch, alpha fixed.
         self.w_optimizer.zero_grad(set_to_none=True)
@@ -235,8 +239,9 @@ class DARTS(SearchMethod):
                 hvp = [(gp - gm) / (2 * radius) for gp, gm in zip(*sides, strict=True)]
         # rnn/architect.py scales the Hessian term by the virtual step's clip_coef (w' = w - xi * c * grad_w L_tr).
         final = [gi - xi * clip_coef * h for gi, h in zip(g, hvp, strict=True)]
-        g_norm, h_norm = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in ts])).item()
-                          for ts in (g, hvp))  # fmt: skip
+        g_norm, h_norm = (
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in ts])).item() for ts in (g, hvp)
+        )
         h_norm *= xi * clip_coef
         return UnrolledGradient(
             alpha={t: f.detach() for t, f in zip(self.alphas, final, strict=True)},

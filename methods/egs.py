@@ -393,8 +393,9 @@ class EGS(SearchMethod):
             if ctx.op_costs is None:
                 raise ValueError("EGS with lam < 1 needs op costs from the supernet; set method.lam=1.0 to disable")
             costs = ctx.op_costs(cfg.cost)
-            self.credits_l = {t: efficiency_credits(costs[t].float(), cfg.cost_sharpness).to(ctx.device)
-                              for t in space.cell_types}  # fmt: skip
+            self.credits_l = {
+                t: efficiency_credits(costs[t].float(), cfg.cost_sharpness).to(ctx.device) for t in space.cell_types
+            }
         else:
             self.credits_l = None
         # Columns of the ops that run: 'none' outputs zeros and is never executed.
@@ -522,8 +523,10 @@ class EGS(SearchMethod):
             if value > best_score:
                 best, best_score = genotype, value
         if best is None:
-            raise UserError("every sampled EGS candidate left a cell without any operation; raise method.M or "
-                            "use method.derive=mode")  # fmt: skip
+            raise UserError(
+                "every sampled EGS candidate left a cell without any operation; raise method.M or "
+                "use method.derive=mode"
+            )
         self.derive_score = best_score
         return best
 

@@ -112,8 +112,14 @@ class RandomSearchConfig:
             raise ConfigError(f"method.variant must be one of {list(VARIANTS)}, got {self.variant!r}")
         if self.n_candidates is None:
             self.n_candidates = PAPER_CANDIDATES[self.variant]
-        for key in ("n_candidates", "n_rescore", "candidate_epochs", "score_batches", "candidate_channels",
-                    "candidate_layers"):  # fmt: skip
+        for key in (
+            "n_candidates",
+            "n_rescore",
+            "candidate_epochs",
+            "score_batches",
+            "candidate_channels",
+            "candidate_layers",
+        ):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"method.{key} must be >= 1, got {value}")
@@ -131,8 +137,11 @@ class RandomSearch(SearchMethod):
     @classmethod
     def candidate_recipe(cls, config: RandomSearchConfig) -> dict:
         """darts_baseline trains each candidate ``candidate_epochs``, at ``candidate_channels``/``_layers`` if set."""
-        recipe = {"epochs": config.candidate_epochs, "channels": config.candidate_channels,
-                  "layers": config.candidate_layers}  # fmt: skip
+        recipe = {
+            "epochs": config.candidate_epochs,
+            "channels": config.candidate_channels,
+            "layers": config.candidate_layers,
+        }
         return {key: value for key, value in recipe.items() if value is not None}
 
     def __init__(self, config: RandomSearchConfig):
@@ -220,12 +229,15 @@ class RandomSearch(SearchMethod):
         BatchNorm: the running averages were gathered over random architectures, see docs/fidelity/random_search.md)."""
         cfg, space, device = self.config, self.ctx.space, self.ctx.device
         with batch_statistics(self.ctx.model):
-            self.candidate_scores = [float(score(one_hot_weights(space, c, device), batches=cfg.score_batches))
-                                     for c in candidates]  # fmt: skip
+            self.candidate_scores = [
+                float(score(one_hot_weights(space, c, device), batches=cfg.score_batches)) for c in candidates
+            ]
             # Stable sort: ties keep sampling order, so the choice is seeded.
             top = sorted(range(len(candidates)), key=lambda i: _rank(self.candidate_scores[i]), reverse=True)
-            self.rescores = [(i, float(score(one_hot_weights(space, candidates[i], device), batches=None)))
-                             for i in top[: cfg.n_rescore]]  # fmt: skip
+            self.rescores = [
+                (i, float(score(one_hot_weights(space, candidates[i], device), batches=None)))
+                for i in top[: cfg.n_rescore]
+            ]
         best, self.derive_score = max(self.rescores, key=lambda r: _rank(r[1]))
         return best
 

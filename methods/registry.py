@@ -7,5 +7,6 @@ from ..core.registry import Registry
 __all__ = ["METHODS"]
 
 _BUILT_IN = ("darts", "egs", "fixed", "gdas", "random_search", "snas")
-METHODS: Registry = Registry("method", group="egsbench.methods",
-                             modules=tuple(f"egsbench.methods.{m}" for m in _BUILT_IN))
+METHODS: Registry = Registry(
+    "method", group="egsbench.methods", modules=tuple(f"egsbench.methods.{m}" for m in _BUILT_IN)
+)

@@ -35,8 +35,16 @@ import torch
 
 from ..tasks.spaces import Genotype
 
-__all__ = ["MOVED_FRAC", "derived_pairs", "edge_rows", "learned_distribution", "mean_entropy", "mean_margin",
-           "moved", "search_signal"]  # fmt: skip
+__all__ = [
+    "MOVED_FRAC",
+    "derived_pairs",
+    "edge_rows",
+    "learned_distribution",
+    "mean_entropy",
+    "mean_margin",
+    "moved",
+    "search_signal",
+]
 
 MOVED_FRAC = 0.02  # an entropy drop under 2 % of log K is "did not move"
 

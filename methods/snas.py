@@ -228,4 +228,3 @@ class SNAS(SearchMethod):
 
     def load_state_dict(self, state: dict) -> None:
         restore_state(self, state)
-

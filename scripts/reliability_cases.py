@@ -25,8 +25,15 @@ import yaml
 from PIL import Image
 
 BASE = "smoke/gdas-cifar10"
-FAST = ["task.train_limit=64", "task.test_limit=32", "search.batch_size=16", "search.max_steps_per_epoch=1",
-        "search.score_batches=1", "evaluate.batch_size=16", "evaluate.max_steps_per_epoch=1"]  # fmt: skip
+FAST = [
+    "task.train_limit=64",
+    "task.test_limit=32",
+    "search.batch_size=16",
+    "search.max_steps_per_epoch=1",
+    "search.score_batches=1",
+    "evaluate.batch_size=16",
+    "evaluate.max_steps_per_epoch=1",
+]
 
 
 def sets(*values: str) -> list[str]:
@@ -45,8 +52,11 @@ def snapshot(root: Path) -> dict[str, str]:
         return {}
     if root.is_file():
         return {".": hashlib.sha256(root.read_bytes()).hexdigest()}
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.name != ".lock"}  # fmt: skip
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.name != ".lock"
+    }
 
 
 def image(path: Path, size: int = 32, seed: int = 0) -> None:
@@ -133,30 +143,60 @@ def main() -> None:
     fx, rx, rows = fixtures(tmp), records(tmp), []
     out = tmp / "out"
 
-    configs = [["search.lr=.nan"], ["evaluate.lr=.inf"], ["evaluate.epochs=0"], ["search.epochs=0"],
-               ["search.batch_size=0"], ["evaluate.batch_size=0"], ["search.channels=0"], ["evaluate.layers=0"],
-               ["seed=-1"], ["search.lr=1e6", "search.batch_size=0"]]  # fmt: skip
+    configs = [
+        ["search.lr=.nan"],
+        ["evaluate.lr=.inf"],
+        ["evaluate.epochs=0"],
+        ["search.epochs=0"],
+        ["search.batch_size=0"],
+        ["evaluate.batch_size=0"],
+        ["search.channels=0"],
+        ["evaluate.layers=0"],
+        ["seed=-1"],
+        ["search.lr=1e6", "search.batch_size=0"],
+    ]
     for values in configs:
-        row(rows, f"run {BASE} " + " ".join(f"--set {v}" for v in values), egsbench("run", BASE, "--out", out,
-            *sets(*values)), left_run(out))  # fmt: skip
+        row(
+            rows,
+            f"run {BASE} " + " ".join(f"--set {v}" for v in values),
+            egsbench("run", BASE, "--out", out, *sets(*values)),
+            left_run(out),
+        )
     for name in ("latin1.yaml", "list.yaml"):
         extra = ["--set", "seed=1"] if name == "list.yaml" else []
         row(rows, f"run {name} {' '.join(extra)}", egsbench("run", tmp / name, "--out", out, *extra), left_run(out))
     for name, data in fx.items():
         before = snapshot(data)
         proc = egsbench("run", BASE, "--out", out, *sets(*FAST, f"task.data_dir={data}"))
-        row(rows, f"run {BASE} --set task.data_dir=<{name}>", proc,
-            left_run(out) + ("; data unchanged" if snapshot(data) == before else "; DATA CHANGED"))  # fmt: skip
+        row(
+            rows,
+            f"run {BASE} --set task.data_dir=<{name}>",
+            proc,
+            left_run(out) + ("; data unchanged" if snapshot(data) == before else "; DATA CHANGED"),
+        )
     for target in (tmp / "a-file", Path("/sys/egsbench-run")):
         before = snapshot(target)
         proc = egsbench("run", BASE, "--out", target, *sets(*FAST))
-        row(rows, f"run {BASE} --out {'<a file>' if target.name == 'a-file' else target}", proc,
-            "unchanged" if snapshot(target) == before else "CHANGED")  # fmt: skip
+        row(
+            rows,
+            f"run {BASE} --out {'<a file>' if target.name == 'a-file' else target}",
+            proc,
+            "unchanged" if snapshot(target) == before else "CHANGED",
+        )
 
-    for values, name in ((["search.lr=1000000.0", "evaluate.lr=1000000.0", "search.max_steps_per_epoch=2",
-                           "evaluate.max_steps_per_epoch=2"], "lr-1e6"),
-                         (["evaluate.epochs=2", "evaluate.lr=1e30", "evaluate.eval_every=0"], "eval-1e30"),
-                         (["search.lr=1e30"], "search-1e30")):  # fmt: skip
+    for values, name in (
+        (
+            [
+                "search.lr=1000000.0",
+                "evaluate.lr=1000000.0",
+                "search.max_steps_per_epoch=2",
+                "evaluate.max_steps_per_epoch=2",
+            ],
+            "lr-1e6",
+        ),
+        (["evaluate.epochs=2", "evaluate.lr=1e30", "evaluate.eval_every=0"], "eval-1e30"),
+        (["search.lr=1e30"], "search-1e30"),
+    ):
         folder = tmp / name
         proc = egsbench("run", BASE, "--out", folder, *sets(*FAST, *values))
         record = json.loads((folder / "record.json").read_text(), parse_constant=lambda c: f"BARE {c}")
@@ -221,17 +261,23 @@ def main() -> None:
                 continue
             before = snapshot(folder)
             proc = egsbench(*command, "--runs", folder)
-            row(rows, f"{' '.join(command)} --runs <{name} record>" if name != "empty" else
-                f"{' '.join(command)} --runs <empty folder>", proc,
-                "unchanged" if snapshot(folder) == before else "CHANGED")  # fmt: skip
+            row(
+                rows,
+                f"{' '.join(command)} --runs <{name} record>"
+                if name != "empty"
+                else f"{' '.join(command)} --runs <empty folder>",
+                proc,
+                "unchanged" if snapshot(folder) == before else "CHANGED",
+            )
     for command in (["report"], ["table"]):
         proc = egsbench(*command, "--runs", tmp / "missing")
         created = (tmp / "missing").exists()
         row(rows, f"{command[0]} --runs <missing>", proc, "CREATED" if created else "not created")
 
     sweep = tmp / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"],
-                                     "seeds": [0]}))  # fmt: skip
+    sweep.write_text(
+        yaml.safe_dump({"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0]})
+    )
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from egsbench.benchmark.sweep import load_sweep, plan_runs
 

@@ -56,8 +56,11 @@ def main() -> None:
                 first = records[0] or {}
                 split = first.get("data", {}).get("sizes", {}).get("test")
                 counted = f"{first.get('extras', {}).get('test_count')} / {split}"
-                same = (all(records) and records[0]["genotype"] == records[1]["genotype"]
-                        and records[0]["metrics"] == records[1]["metrics"])  # fmt: skip
+                same = (
+                    all(records)
+                    and records[0]["genotype"] == records[1]["genotype"]
+                    and records[0]["metrics"] == records[1]["metrics"]
+                )
                 row = [method, kind, size, *cells, first.get("world_size"), counted, "yes" if same else "no"]
                 print("| " + " | ".join(map(str, row)) + " |")
     print()
@@ -66,8 +69,11 @@ def main() -> None:
         failure = launch.failure()
         stderr = launch.done.stderr if launch.done else ""
         errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-        print(f"- {name}: exit {launch.done.returncode if launch.done else None}, {seconds[name]:.0f} s"
-              + (f"; error lines: {errors}" if errors else "") + ("" if failure is None or errors else " (failed)"))
+        print(
+            f"- {name}: exit {launch.done.returncode if launch.done else None}, {seconds[name]:.0f} s"
+            + (f"; error lines: {errors}" if errors else "")
+            + ("" if failure is None or errors else " (failed)")
+        )
     print(f"\nlaunch wall times (s): {json.dumps({k: round(v) for k, v in seconds.items()})}; folders under {root}")
 
 

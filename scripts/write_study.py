@@ -45,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.out / f"comparison.{suffix}", render_comparison(comparison, fmt))
     plot_comparison(comparison, args.out / "compare.png")
     ok = [r for r in records if r.get("status") == "ok"]
-    rows = [{"run": _name(r), "search (s)": r["search"]["wall_time_s"], "derive (s)": r["search"]["derive_wall_time_s"],
-             "final training (s)": r["evaluate"]["wall_time_s"]} for r in ok]  # fmt: skip
+    rows = [
+        {
+            "run": _name(r),
+            "search (s)": r["search"]["wall_time_s"],
+            "derive (s)": r["search"]["derive_wall_time_s"],
+            "final training (s)": r["evaluate"]["wall_time_s"],
+        }
+        for r in ok
+    ]
     frame = pd.DataFrame(rows).sort_values("run")
     total = frame[["search (s)", "derive (s)", "final training (s)"]].sum()
     frame = pd.concat([frame, pd.DataFrame([{"run": "sum", **total}])], ignore_index=True)

@@ -221,8 +221,14 @@ class Task:
         """The final network's training loss on one batch (the runner does backward, clipping and the step)."""
         raise NotImplementedError
 
-    def end_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: Any,
-                  evaluate: Callable[[str], dict[str, float]]) -> dict[str, float]:  # fmt: skip
+    def end_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        config: Any,
+        evaluate: Callable[[str], dict[str, float]],
+    ) -> dict[str, float]:
         """After an epoch's steps: e.g. validate (``evaluate(split)``) and switch optimisers; returns extra curve
         values (e.g. ``{"valid_ppl": ...}``); default nothing."""
         return {}
@@ -256,5 +262,7 @@ class Task:
     def conformance_recipes(cls) -> tuple[Any, Any]:
         """A tiny ``(search config, evaluate config)`` pair for ``egsbench.testing`` (seconds on a CPU); default:
         CNN-style keys (4 channels, 3 cells, one epoch of batch 4)."""
-        return (cls.search_config_class(channels=4, layers=3),
-                cls.train_config_class(channels=4, layers=3, epochs=1, batch_size=4))  # fmt: skip
+        return (
+            cls.search_config_class(channels=4, layers=3),
+            cls.train_config_class(channels=4, layers=3, epochs=1, batch_size=4),
+        )

@@ -210,8 +210,10 @@ class CIFAR10(Task):
         if (h, w) == (size, size):
             return split
         if not self.config.resize and size == type(self).image_size:  # a smaller task.image_size asks for it
-            raise DataError(f"images from {source} are {w}x{h}; this task's networks expect {size}x{size}. Resize the "
-                            f"data, or pass --set task.resize=true to resize on load")  # fmt: skip
+            raise DataError(
+                f"images from {source} are {w}x{h}; this task's networks expect {size}x{size}. Resize the "
+                f"data, or pass --set task.resize=true to resize on load"
+            )
         x = F.interpolate(split.images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return ImageSplit(x.round().clamp(0, 255).to(torch.uint8), split.labels)
 
@@ -277,8 +279,10 @@ class CIFAR10(Task):
 
     def build_network(self, genotype: Genotype, config: TrainConfig) -> NetworkCIFAR:
         if config.auxiliary_weight > 0 and self.image_size != type(self).image_size:
-            raise ConfigError(f"the auxiliary head expects the 8x8 maps of 32x32 inputs, not {self.image_size}x"
-                              f"{self.image_size}; set evaluate.auxiliary_weight=0 with task.image_size")  # fmt: skip
+            raise ConfigError(
+                f"the auxiliary head expects the 8x8 maps of 32x32 inputs, not {self.image_size}x"
+                f"{self.image_size}; set evaluate.auxiliary_weight=0 with task.image_size"
+            )
         return NetworkCIFAR(genotype, config.channels, self.num_classes, config.layers, config.auxiliary_weight > 0)
 
     def example_input(self) -> torch.Tensor:

@@ -84,8 +84,10 @@ class ImageNetConfig:
         check_range("task.test_per_class", self.test_per_class, low=1)
         check_range("task.workers", self.workers, low=0)
         if self.image_size % 32:  # stems /8, two reductions /4; FactorizedReduce needs even maps
-            raise ConfigError(f"config key task.image_size must be a multiple of 32 (the network halves it five "
-                              f"times), got {self.image_size}")  # fmt: skip
+            raise ConfigError(
+                f"config key task.image_size must be a multiple of 32 (the network halves it five "
+                f"times), got {self.image_size}"
+            )
 
 
 @dataclass
@@ -155,8 +157,9 @@ class ImageNetTrainConfig:
 
 # -- the mobile cap -------------------------------------------------------------------------------
 @torch.no_grad()
-def mobile_macs(genotype: Genotype, channels: int, layers: int, num_classes: int = 1000,
-                image_size: int = MOBILE_IMAGE_SIZE) -> int:  # fmt: skip
+def mobile_macs(
+    genotype: Genotype, channels: int, layers: int, num_classes: int = 1000, image_size: int = MOBILE_IMAGE_SIZE
+) -> int:
     """Multiply-adds of the ImageNet network for one ``image_size`` image: convolutions, the classifier and the
     cells' 3x3 pools (BN, ReLU, additions and the global average pool are free; the auxiliary head does not run
     at inference).
@@ -184,9 +187,11 @@ def fit_channels(genotype: Genotype, layers: int, budget: float, channels: int, 
         return channels
     low, high = 1, channels // 2  # search C = 2k; MACs grow with C
     if mobile_macs(genotype, 2, layers, num_classes) > budget:
-        raise ConfigError(f"evaluate.fit_macs: no even C fits {budget / 1e6:.1f} M MACs at {layers} cells (C = 2 "
-                          f"already has {mobile_macs(genotype, 2, layers, num_classes) / 1e6:.1f} M); raise the "
-                          "budget or lower evaluate.layers")  # fmt: skip
+        raise ConfigError(
+            f"evaluate.fit_macs: no even C fits {budget / 1e6:.1f} M MACs at {layers} cells (C = 2 "
+            f"already has {mobile_macs(genotype, 2, layers, num_classes) / 1e6:.1f} M); raise the "
+            "budget or lower evaluate.layers"
+        )
     while low < high:
         mid = (low + high + 1) // 2
         if mobile_macs(genotype, 2 * mid, layers, num_classes) <= budget:
@@ -351,9 +356,11 @@ class ImageNet(Task):
                 train = create_dataset(f"hfds/{cfg.hf_dataset}", root=root, split="train")
                 test = create_dataset(f"hfds/{cfg.hf_dataset}", root=root, split="validation")
             except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
-                raise DataNotFoundError(f"Hugging Face dataset {cfg.hf_dataset!r} (cache {root}) could not be read "
-                                        f"({type(err).__name__}: {err}); download it once online, or pass a local "
-                                        "folder as task.hf_dataset") from None  # fmt: skip
+                raise DataNotFoundError(
+                    f"Hugging Face dataset {cfg.hf_dataset!r} (cache {root}) could not be read "
+                    f"({type(err).__name__}: {err}); download it once online, or pass a local "
+                    "folder as task.hf_dataset"
+                ) from None
             return train, test, f"hfds:{cfg.hf_dataset}"
         if root is None:
             raise _not_found("(task.data_dir is not set)")
@@ -366,8 +373,9 @@ class ImageNet(Task):
             train = _folder_dataset(train_path, None)
             test = _folder_dataset(test_path, _class_map(train))  # the training split's class indices
         except (RuntimeError, AssertionError, OSError) as err:  # timm's "Found 0 images", unreadable tars
-            raise DataError(f"{base}: {err}; put <wnid>/<image> files (or per-class tars) in train/ and val/ "
-                            f"({VALPREP})") from None  # fmt: skip
+            raise DataError(
+                f"{base}: {err}; put <wnid>/<image> files (or per-class tars) in train/ and val/ ({VALPREP})"
+            ) from None
         return train, test, f"imagefolder:{base}"
 
     def prepare_data(self) -> DataInfo:
@@ -376,11 +384,14 @@ class ImageNet(Task):
         train_targets, test_targets = _targets(train), _targets(test)
         classes = len(set(train_targets))
         if cfg.num_classes is not None and classes != cfg.num_classes:
-            raise DataError(f"{source}: the training split has {classes} classes, task.num_classes is "
-                            f"{cfg.num_classes}; fix the data or pass --set task.num_classes={classes}")  # fmt: skip
+            raise DataError(
+                f"{source}: the training split has {classes} classes, task.num_classes is "
+                f"{cfg.num_classes}; fix the data or pass --set task.num_classes={classes}"
+            )
         if not test_targets:
-            raise DataError(f"{source}: the validation split holds no images of the training split's classes "
-                            f"({VALPREP})")  # fmt: skip
+            raise DataError(
+                f"{source}: the validation split holds no images of the training split's classes ({VALPREP})"
+            )
         self.classes = classes
         keep = _first_per_class(train_targets, cfg.train_per_class)
         train_split = _Split(train, keep, [train_targets[i] for i in keep])
@@ -404,12 +415,20 @@ class ImageNet(Task):
         """timm's training (random resized crop, flip, colour jitter) or evaluation (resize, centre crop) transform."""
         size = self.config.image_size
         if training:
-            t = create_transform(size, is_training=True, scale=(0.08, 1.0), hflip=0.5,
-                                 color_jitter=(0.4, 0.4, 0.4, 0.2), interpolation="bilinear", mean=self.mean,
-                                 std=self.std)  # fmt: skip
+            t = create_transform(
+                size,
+                is_training=True,
+                scale=(0.08, 1.0),
+                hflip=0.5,
+                color_jitter=(0.4, 0.4, 0.4, 0.2),
+                interpolation="bilinear",
+                mean=self.mean,
+                std=self.std,
+            )
             return _SeededTransform(t)
-        return create_transform(size, is_training=False, crop_pct=CROP_PCT, interpolation="bilinear",
-                                mean=self.mean, std=self.std)  # fmt: skip
+        return create_transform(
+            size, is_training=False, crop_pct=CROP_PCT, interpolation="bilinear", mean=self.mean, std=self.std
+        )
 
     def loader(self, split: str, batch_size: int, generator: torch.Generator | None = None, recipe: Any = None):
         if self.splits is None:
@@ -436,8 +455,9 @@ class ImageNet(Task):
         return self.classes
 
     def build_supernet(self, space: SearchSpace, config: ImageNetSearchConfig) -> SearchNetwork:
-        return SearchNetwork(space, config.channels, self.num_classes(), config.layers,
-                             image_size=self.config.image_size)  # fmt: skip
+        return SearchNetwork(
+            space, config.channels, self.num_classes(), config.layers, image_size=self.config.image_size
+        )
 
     def build_network(self, genotype: Genotype, config: ImageNetTrainConfig) -> NetworkImageNet:
         """The mobile network of ``genotype``, after the MAC cap (refuse) or fit (narrow) of ``config``."""
@@ -456,8 +476,9 @@ class ImageNet(Task):
         self.fitted = {"channels": channels, "configured_channels": config.channels, "macs_224_m": macs / 1e6}
         if config.fit_macs is not None:
             self.fitted["fit_macs_m"] = config.fit_macs / 1e6
-        return NetworkImageNet(genotype, channels, classes, config.layers, config.auxiliary_weight > 0,
-                               image_size=self.config.image_size)  # fmt: skip
+        return NetworkImageNet(
+            genotype, channels, classes, config.layers, config.auxiliary_weight > 0, image_size=self.config.image_size
+        )
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, 3, self.config.image_size, self.config.image_size)
@@ -475,11 +496,13 @@ class ImageNet(Task):
     def make_optimizer(self, model: nn.Module, config: ImageNetTrainConfig) -> torch.optim.SGD:
         return sgd(model, config)
 
-    def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                    config: ImageNetTrainConfig) -> None:  # fmt: skip
+    def start_epoch(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: ImageNetTrainConfig
+    ) -> None:
         if config.schedule == "poly":
-            scheduler = PolyLRScheduler(optimizer, t_initial=config.epochs, power=config.poly_power,
-                                        lr_min=config.lr_min)  # fmt: skip
+            scheduler = PolyLRScheduler(
+                optimizer, t_initial=config.epochs, power=config.poly_power, lr_min=config.lr_min
+            )
         else:
             scheduler = StepLRScheduler(optimizer, decay_t=1, decay_rate=config.decay_rate)
         scheduler.step(epoch)  # timm's schedulers are functions of the epoch: a resumed run gets the same lr
@@ -509,5 +532,10 @@ class ImageNet(Task):
         correct1, correct5, count, loss = sums.tolist()
         top1 = 100.0 * correct1 / max(count, 1)
         top5 = 100.0 * correct5 / max(count, 1)
-        return {"accuracy": top1, "top1_error": 100.0 - top1, "top5_error": 100.0 - top5,
-                "loss": loss / max(count, 1), "count": int(count)}  # fmt: skip
+        return {
+            "accuracy": top1,
+            "top1_error": 100.0 - top1,
+            "top5_error": 100.0 - top5,
+            "loss": loss / max(count, 1),
+            "count": int(count),
+        }

@@ -160,8 +160,10 @@ def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
     """``(N,)`` token ids -> ``(N // B, B)``: B contiguous columns, the remainder trimmed (reference ``batchify``)."""
     steps = data.numel() // batch_size
     if steps < 2:
-        raise DataError(f"{data.numel()} tokens cannot fill a batch of {batch_size} columns of 2 tokens; use a "
-                        "smaller batch_size or more text")  # fmt: skip
+        raise DataError(
+            f"{data.numel()} tokens cannot fill a batch of {batch_size} columns of 2 tokens; use a "
+            "smaller batch_size or more text"
+        )
     return data[: steps * batch_size].view(batch_size, steps).t().contiguous()
 
 
@@ -196,8 +198,15 @@ class LMBatch(NamedTuple):
 class BPTTLoader:
     """The batches of one split in order: fixed length ``bptt``, or DARTS's variable length with ``generator``."""
 
-    def __init__(self, data: torch.Tensor, bptt: int, generator: torch.Generator | None = None,
-                 variable: bool = False, jitter: float = 0.0, max_delta: int = 20):  # fmt: skip
+    def __init__(
+        self,
+        data: torch.Tensor,
+        bptt: int,
+        generator: torch.Generator | None = None,
+        variable: bool = False,
+        jitter: float = 0.0,
+        max_delta: int = 20,
+    ):
         self.data, self.bptt, self.generator = data, bptt, generator
         self.variable, self.jitter, self.max_delta = variable, jitter, max_delta
 
@@ -243,8 +252,10 @@ def check_text_file(path: Path, what: str) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}: "
-                        f"{err.reason}); save it as UTF-8") from None  # fmt: skip
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}: "
+            f"{err.reason}); save it as UTF-8"
+        ) from None
 
 
 def oov_rates(tokens: dict[str, list[str]], vocab: dict[str, int]) -> dict[str, float]:
@@ -253,8 +264,9 @@ def oov_rates(tokens: dict[str, list[str]], vocab: dict[str, int]) -> dict[str, 
     A literal ``<unk>`` (PTB's preprocessed files hold them) is in the vocabulary, so it is not counted; ``<eos>``
     tokens count in the total, as they do in the perplexity.
     """
-    return {role: sum(w not in vocab for w in toks) / max(len(toks), 1)
-            for role, toks in tokens.items() if role != "train"}  # fmt: skip
+    return {
+        role: sum(w not in vocab for w in toks) / max(len(toks), 1) for role, toks in tokens.items() if role != "train"
+    }
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -324,8 +336,10 @@ class LanguageModelTask(Task):
 
     @classmethod
     def conformance_recipes(cls) -> tuple[LMSearchConfig, LMTrainConfig]:
-        return (LMSearchConfig(emsize=8, nhid=8, batch_size=4, bptt=6, epochs=1),
-                LMTrainConfig(emsize=8, nhid=8, batch_size=4, bptt=6, epochs=1))  # fmt: skip
+        return (
+            LMSearchConfig(emsize=8, nhid=8, batch_size=4, bptt=6, epochs=1),
+            LMTrainConfig(emsize=8, nhid=8, batch_size=4, bptt=6, epochs=1),
+        )
 
     # -- data ----------------------------------------------------------------------------------
     def _folder(self) -> Path:
@@ -341,8 +355,7 @@ class LanguageModelTask(Task):
 
     def _load_local(self) -> _Loaded:
         folder = self._folder()
-        needed = sorted({self.config.train_split, self.config.valid_split, self.config.test_split},
-                        key=ROLES.index)  # fmt: skip
+        needed = sorted({self.config.train_split, self.config.valid_split, self.config.test_split}, key=ROLES.index)
         paths = {split: self._find(folder, split) for split in needed}
         missing = [s for s, p in paths.items() if p is None]
         if missing:
@@ -359,8 +372,9 @@ class LanguageModelTask(Task):
         for s, p in paths.items():
             if not any(line.strip() for line in lines[s]):
                 raise DataError(f"{p} is empty (no words); replace it with the official {self.label} {s} file")
-        return _Loaded({s: _tokens(v) for s, v in lines.items()}, {s: str(p) for s, p in paths.items()},
-                       f"local:{folder}")  # fmt: skip
+        return _Loaded(
+            {s: _tokens(v) for s, v in lines.items()}, {s: str(p) for s, p in paths.items()}, f"local:{folder}"
+        )
 
     def _load_hub(self) -> _Loaded:
         from datasets import load_dataset
@@ -373,8 +387,11 @@ class LanguageModelTask(Task):
                 f"{err}); pass --set task.data_dir=DIR with the official files and task.hub=false"
             ) from None
         tokens = {s: _tokens(ds[h][self.hub_field]) for s, h in self.hub_splits.items()}
-        return _Loaded(tokens, {s: f"hub:{'/'.join(self.hub_id)}:{h}" for s, h in self.hub_splits.items()},
-                       f"hub:{'/'.join(self.hub_id)}")  # fmt: skip
+        return _Loaded(
+            tokens,
+            {s: f"hub:{'/'.join(self.hub_id)}:{h}" for s, h in self.hub_splits.items()},
+            f"hub:{'/'.join(self.hub_id)}",
+        )
 
     def _assign_roles(self, loaded: _Loaded) -> tuple[dict[str, list[str]], dict[str, str]]:
         """Each role's tokens; roles sharing a file cut it in contiguous parts (train, valid, test order)."""
@@ -434,9 +451,11 @@ class LanguageModelTask(Task):
                 )
         for role, rate in rates.items():
             if rate > OOV_WARN:
-                logger.warning(f"WARNING: {rate:.1%} of the {role} role's tokens ({where[role]}) are not in the "
-                               f"training role's vocabulary and are read as {UNK}: its perplexity is not comparable "
-                               "with published numbers")  # fmt: skip
+                logger.warning(
+                    f"WARNING: {rate:.1%} of the {role} role's tokens ({where[role]}) are not in the "
+                    f"training role's vocabulary and are read as {UNK}: its perplexity is not comparable "
+                    "with published numbers"
+                )
         return {role: round(rate, 6) for role, rate in rates.items()}
 
     def record_extras(self) -> dict[str, Any]:
@@ -461,13 +480,27 @@ class LanguageModelTask(Task):
             recipe = self._train
         cfg = recipe if recipe is not None else (self._search or LMSearchConfig())
         data = batchify(self.ids[role], batch_size)
-        return BPTTLoader(data, cfg.bptt, generator, variable=training, jitter=cfg.bptt_jitter,
-                          max_delta=getattr(cfg, "max_seq_len_delta", 0))  # fmt: skip
+        return BPTTLoader(
+            data,
+            cfg.bptt,
+            generator,
+            variable=training,
+            jitter=cfg.bptt_jitter,
+            max_delta=getattr(cfg, "max_seq_len_delta", 0),
+        )
 
     # -- networks ------------------------------------------------------------------------------
     def _model(self, cell: nn.Module, cfg) -> RNNModel:
-        model = RNNModel(len(self.vocab), cfg.emsize, cfg.nhid, cell, cfg.dropout, cfg.dropouti, cfg.dropoute,
-                         vocab_digest=self.vocab_digest)  # fmt: skip
+        model = RNNModel(
+            len(self.vocab),
+            cfg.emsize,
+            cfg.nhid,
+            cell,
+            cfg.dropout,
+            cfg.dropouti,
+            cfg.dropoute,
+            vocab_digest=self.vocab_digest,
+        )
         return model
 
     def build_supernet(self, space: SearchSpace, config: LMSearchConfig) -> RNNModel:
@@ -535,14 +568,22 @@ class LanguageModelTask(Task):
         switched = False
         if isinstance(opt, AveragedSGD):
             history = opt.param_groups[0]["val_history"]
-            if (config.asgd and not opt.averaging and len(history) > config.nonmono
-                    and val["loss"] > min(history[: -config.nonmono])):  # fmt: skip
+            if (
+                config.asgd
+                and not opt.averaging
+                and len(history) > config.nonmono
+                and val["loss"] > min(history[: -config.nonmono])
+            ):
                 opt.start_averaging()
                 switched = True
             history.append(val["loss"])
         averaging = isinstance(opt, AveragedSGD) and opt.averaging
-        return {"valid_ppl": val["ppl"], "valid_loss": val["loss"], "asgd": float(averaging),
-                "asgd_switch": float(switched)}  # fmt: skip
+        return {
+            "valid_ppl": val["ppl"],
+            "valid_loss": val["loss"],
+            "asgd": float(averaging),
+            "asgd_switch": float(switched),
+        }
 
     def eval_weights(self, model: nn.Module, optimizer):
         opt = inner_optimizer(optimizer)

@@ -117,9 +117,15 @@ class _TimmInterface:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False):  # fmt: skip
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
         """The maps of ``feature_info`` picked by ``indices`` (timm's convention), and the last cell's output."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
@@ -141,9 +147,18 @@ class _TimmInterface:
 class EgsBenchCIFAR(_TimmInterface, NetworkCIFAR):
     """:class:`~.spaces.NetworkCIFAR` with timm's interface (see the module docstring)."""
 
-    def __init__(self, genotype: Any = None, num_classes: int = 10, in_chans: int = 3, channels: int = 36,
-                 layers: int = 20, auxiliary: bool = False, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 global_pool: str = "avg"):  # fmt: skip
+    def __init__(
+        self,
+        genotype: Any = None,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        channels: int = 36,
+        layers: int = 20,
+        auxiliary: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+    ):
         super().__init__(resolve_genotype(genotype), channels, num_classes, layers, auxiliary, in_chans)
         self._timm_init(num_classes, drop_rate, drop_path_rate, global_pool)
         self._feature_info([("stem", self.stem[0].out_channels, 1)], first_stride=1)
@@ -158,9 +173,20 @@ class EgsBenchCIFAR(_TimmInterface, NetworkCIFAR):
 class EgsBenchImageNet(_TimmInterface, NetworkImageNet):
     """:class:`~.spaces.NetworkImageNet` with timm's interface; ``fit_macs`` narrows C as ``evaluate.fit_macs``."""
 
-    def __init__(self, genotype: Any = None, num_classes: int = 1000, in_chans: int = 3, channels: int = 48,
-                 layers: int = 14, auxiliary: bool = False, img_size: int = 224, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, fit_macs: float | None = None, global_pool: str = "avg"):  # fmt: skip
+    def __init__(
+        self,
+        genotype: Any = None,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        channels: int = 48,
+        layers: int = 14,
+        auxiliary: bool = False,
+        img_size: int = 224,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        fit_macs: float | None = None,
+        global_pool: str = "avg",
+    ):
         genotype = resolve_genotype(genotype)
         if fit_macs is not None:
             channels = fit_channels(genotype, layers, fit_macs, channels, num_classes)
@@ -193,11 +219,24 @@ def _cfg(**kwargs) -> dict:
 
 default_cfgs = generate_default_cfgs(
     {
-        "egsbench_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-                               mean=CIFAR_MEAN, std=CIFAR_STD, first_conv="stem.0"),  # fmt: skip
-        "egsbench_imagenet": _cfg(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                                  mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                                  first_conv="stem0.0"),  # fmt: skip
+        "egsbench_cifar": _cfg(
+            num_classes=10,
+            input_size=(3, 32, 32),
+            pool_size=(8, 8),
+            crop_pct=1.0,
+            mean=CIFAR_MEAN,
+            std=CIFAR_STD,
+            first_conv="stem.0",
+        ),
+        "egsbench_imagenet": _cfg(
+            num_classes=1000,
+            input_size=(3, 224, 224),
+            pool_size=(7, 7),
+            crop_pct=0.875,
+            mean=IMAGENET_DEFAULT_MEAN,
+            std=IMAGENET_DEFAULT_STD,
+            first_conv="stem0.0",
+        ),
     }
 )
 

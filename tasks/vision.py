@@ -86,8 +86,10 @@ def _stack(images: list[np.ndarray], labels: list[int], names: list[str], where:
     if len(shapes) > 1:
         common = max(shapes, key=shapes.get)
         odd, shape = next((n, img.shape) for n, img in zip(names, images, strict=True) if img.shape != common)
-        raise DataError(f"images in {where} have mixed sizes: {odd} is {_size(shape)} while {shapes[common]} others "
-                        f"are {_size(common)}; resize them all to one size")  # fmt: skip
+        raise DataError(
+            f"images in {where} have mixed sizes: {odd} is {_size(shape)} while {shapes[common]} others "
+            f"are {_size(common)}; resize them all to one size"
+        )
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
     return ImageSplit(x, torch.tensor(labels, dtype=torch.int64))
 
@@ -105,8 +107,10 @@ def _check_classes(found: dict[str, list[str]], where: str) -> list[str]:
             only_a, only_b = sorted(a - b), sorted(b - a)
             parts = [f"{', '.join(only_a)} only in {splits[0]}/"] if only_a else []
             parts += [f"{', '.join(only_b)} only in {split}/"] if only_b else []
-            raise DataError(f"{where}: the splits have different classes ({'; '.join(parts)}); every class needs "
-                            "images in every split")  # fmt: skip
+            raise DataError(
+                f"{where}: the splits have different classes ({'; '.join(parts)}); every class needs "
+                "images in every split"
+            )
     return sorted(found[splits[0]])
 
 

@@ -36,8 +36,14 @@ class DataNotFoundError(UserError, FileNotFoundError):
     """A data set that is not where the config says; the message says where it looked and how to fix it."""
 
 
-def check_range(key: str, value: float | None, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> None:  # fmt: skip
+def check_range(
+    key: str,
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raise ``ConfigError`` naming ``key`` (e.g. ``search.lr``) unless ``value`` lies in the range; None passes.
 
     Examples:

@@ -124,8 +124,9 @@ def _node_index(value, where: str) -> int:
     """
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         kind = "a boolean" if isinstance(value, bool) else "a fraction"
-        raise GenotypeError(f"{where} {json.dumps(value)} is {kind}, not a node index; write node indices as integers "
-                            "(0, 1, ...)")  # fmt: skip
+        raise GenotypeError(
+            f"{where} {json.dumps(value)} is {kind}, not a node index; write node indices as integers (0, 1, ...)"
+        )
     return int(value)
 
 
@@ -156,4 +157,3 @@ def prune_cell(edges: Iterable[Edge], n_inputs: int, n_nodes: int) -> CellGenoty
     kept = tuple(e for e in edges if e[0] in live)
     concat = tuple(n for n in range(n_inputs, n_inputs + n_nodes) if n in live)
     return CellGenotype(kept, concat)
-

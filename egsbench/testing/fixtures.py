@@ -90,8 +90,9 @@ def _fixture_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return mask
 
 
-def write_voc_fixture(root: str | Path, n_train: int = 8, n_val: int = 4, sizes=((40, 48), (36, 44)),
-                      n_sbd: int = 0, seed: int = 0) -> Path:  # fmt: skip
+def write_voc_fixture(
+    root: str | Path, n_train: int = 8, n_val: int = 4, sizes=((40, 48), (36, 44)), n_sbd: int = 0, seed: int = 0
+) -> Path:
     """Write a tiny VOC 2012 tree under ``root`` (``VOCdevkit/VOC2012/...``): JPEG images, palette-PNG masks, lists.
 
     Image sizes cycle through ``sizes`` ((H, W) pairs). ``n_sbd`` > 0 adds SBD-style images with grey masks in
@@ -103,8 +104,11 @@ def write_voc_fixture(root: str | Path, n_train: int = 8, n_val: int = 4, sizes=
         (voc / folder).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     palette = voc_palette()
-    ids = {"train": [f"2007_{i:06d}" for i in range(n_train)], "val": [f"2008_{i:06d}" for i in range(n_val)],
-           "aug": [f"2009_{i:06d}" for i in range(n_sbd)]}  # fmt: skip
+    ids = {
+        "train": [f"2007_{i:06d}" for i in range(n_train)],
+        "val": [f"2008_{i:06d}" for i in range(n_val)],
+        "aug": [f"2009_{i:06d}" for i in range(n_sbd)],
+    }
     for k, i in enumerate(ids["train"] + ids["val"] + ids["aug"]):
         h, w = sizes[k % len(sizes)]
         mask = _fixture_mask(rng, h, w)
@@ -127,6 +131,7 @@ def write_voc_fixture(root: str | Path, n_train: int = 8, n_val: int = 4, sizes=
         (voc / "SegmentationClassAug").mkdir(exist_ok=True)
         for i in ids["train"] + ids["val"][:1]:  # SBD's copies of VOC masks (the val one must be skipped)
             Image.open(voc / "SegmentationClass" / f"{i}.png").save(voc / "SegmentationClassAug" / f"{i}.png")
-        (lists / "train_aug.txt").write_text("".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n"
-                                                     for i in aug))  # fmt: skip
+        (lists / "train_aug.txt").write_text(
+            "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in aug)
+        )
     return Path(root)

@@ -48,8 +48,16 @@ def conformance_task(task_cls: type, tmp_path: str | Path) -> Any:
     return task_cls(task_cls.conformance_config(Path(tmp_path)))
 
 
-REQUIRED = ("prepare_data", "loader", "build_network", "example_input", "make_optimizer", "train_loss", "eval_sums",
-            "summarize")  # fmt: skip
+REQUIRED = (
+    "prepare_data",
+    "loader",
+    "build_network",
+    "example_input",
+    "make_optimizer",
+    "train_loss",
+    "eval_sums",
+    "summarize",
+)
 
 
 def _required_missing(task) -> list[str]:

@@ -177,8 +177,16 @@ class SearchNetwork(Supernet, nn.Module):
         return out
 
 
-def cell_stack(cell_class: type[Cell], genotype: Genotype, layers: int, c_pp: int, c_p: int, c: int,
-               reduction_prev: bool, strided_reductions: int = 2) -> tuple[nn.ModuleList, int, int | None]:  # fmt: skip
+def cell_stack(
+    cell_class: type[Cell],
+    genotype: Genotype,
+    layers: int,
+    c_pp: int,
+    c_p: int,
+    c: int,
+    reduction_prev: bool,
+    strided_reductions: int = 2,
+) -> tuple[nn.ModuleList, int, int | None]:
     """A final network's ``layers`` cells (reduce cells at layers // 3 and 2 layers // 3, each doubling C), with
     the output channels of the last cell and of cell ``2 layers // 3`` (where the auxiliary head reads).
 
@@ -250,8 +258,10 @@ class NetworkCIFAR(ScheduledDropPath, nn.Module):
     ):
         super().__init__()
         if auxiliary and layers < 2:  # one cell is both reductions: the head would read a 16x16 map, not 8x8
-            raise ValueError(f"NetworkCIFAR's auxiliary head needs layers >= 2 (it reads the 8x8 map after both "
-                             f"reduction cells), got {layers}")  # fmt: skip
+            raise ValueError(
+                f"NetworkCIFAR's auxiliary head needs layers >= 2 (it reads the 8x8 map after both "
+                f"reduction cells), got {layers}"
+            )
         self.drop_path_prob = 0.0
         c_curr = STEM_MULTIPLIER * channels
         self.stem = _stem(in_channels, c_curr)
@@ -358,13 +368,15 @@ class NetworkImageNet(ScheduledDropPath, nn.Module):
     ):
         super().__init__()
         if channels < 2 or channels % 2:
-            raise ValueError(f"NetworkImageNet needs an even channel count >= 2 (stem C/2, FactorizedReduce), got "
-                             f"{channels}")  # fmt: skip
+            raise ValueError(
+                f"NetworkImageNet needs an even channel count >= 2 (stem C/2, FactorizedReduce), got {channels}"
+            )
         self.drop_path_prob = 0.0
         self.stem0, self.stem1 = imagenet_stems(in_channels, channels)
         # s0 (stem0) has twice the resolution of s1 (stem1): the first cell reduces its s0 input
-        self.cells, c_p, c_aux = cell_stack(ImageNetCell, genotype, layers, channels, channels, channels,
-                                             reduction_prev=True)  # fmt: skip
+        self.cells, c_p, c_aux = cell_stack(
+            ImageNetCell, genotype, layers, channels, channels, channels, reduction_prev=True
+        )
         self.aux_index = 2 * layers // 3
         aux_size = _down(image_size, 3 + sum(_is_reduction(i, layers) for i in range(self.aux_index + 1)))
         self.auxiliary = AuxiliaryHeadImageNet(c_aux, num_classes, aux_size) if auxiliary else None

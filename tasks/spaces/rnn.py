@@ -43,8 +43,14 @@ ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
 
 def rnn_space(name: str, n_nodes: int = 8, inputs_per_node: int | None = None) -> SearchSpace:
     """A recurrent-cell space: input node 0 (``s0``), ``n_nodes`` intermediate nodes, the five RNN ops."""
-    return SearchSpace(name, ops=RNN_PRIMITIVES, cell_types=("recurrent",), n_inputs=1, n_nodes=n_nodes,
-                       inputs_per_node=inputs_per_node)  # fmt: skip
+    return SearchSpace(
+        name,
+        ops=RNN_PRIMITIVES,
+        cell_types=("recurrent",),
+        n_inputs=1,
+        n_nodes=n_nodes,
+        inputs_per_node=inputs_per_node,
+    )
 
 
 SPACES.add("darts_rnn", rnn_space("darts_rnn", inputs_per_node=1))
@@ -58,10 +64,12 @@ def _from_darts(pairs: list[tuple[str, int]]) -> Genotype:
 
 
 # Published cells (quark0/darts rnn/genotypes.py): V1 from first-order, V2 from second-order search.
-DARTS_V1_RNN = _from_darts([("relu", 0), ("relu", 1), ("tanh", 2), ("relu", 3), ("relu", 4), ("identity", 1),
-                            ("relu", 5), ("relu", 1)])  # fmt: skip
-DARTS_V2_RNN = _from_darts([("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2), ("sigmoid", 5),
-                            ("tanh", 3), ("relu", 5)])  # fmt: skip
+DARTS_V1_RNN = _from_darts(
+    [("relu", 0), ("relu", 1), ("tanh", 2), ("relu", 3), ("relu", 4), ("identity", 1), ("relu", 5), ("relu", 1)]
+)
+DARTS_V2_RNN = _from_darts(
+    [("sigmoid", 0), ("relu", 1), ("relu", 1), ("identity", 1), ("tanh", 2), ("sigmoid", 5), ("tanh", 3), ("relu", 5)]
+)
 
 
 def _mask(like: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tensor:
@@ -203,8 +211,17 @@ class RNNModel(Supernet, nn.Module):
     (the decoder is tied to the embedding; DARTS: emsize = nhid = nhidlast).
     """
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, cell: _CellBase, dropout: float = 0.75,
-                 dropouti: float = 0.2, dropoute: float = 0.0, vocab_digest: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        ntoken: int,
+        ninp: int,
+        nhid: int,
+        cell: _CellBase,
+        dropout: float = 0.75,
+        dropouti: float = 0.2,
+        dropoute: float = 0.0,
+        vocab_digest: int = 0,
+    ):
         super().__init__()
         # The vocabulary's identity travels with the weights: loading weights trained on another vocabulary
         # (same size or not) fails with a clear message instead of silently mis-mapping words.
@@ -238,8 +255,12 @@ class RNNModel(Supernet, nn.Module):
     def init_hidden(self, batch_size: int) -> torch.Tensor:
         return self.encoder.weight.new_zeros(batch_size, self.nhid)
 
-    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor | None = None,
-                weights: Mapping[str, torch.Tensor] | None = None):  # fmt: skip
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        weights: Mapping[str, torch.Tensor] | None = None,
+    ):
         """``tokens`` (T, B) -> (logits (T, B, V), last hidden (B, H), raw cell outputs (T, B, H) for TAR)."""
         if hidden is None:
             hidden = self.init_hidden(tokens.shape[1])

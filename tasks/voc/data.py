@@ -43,9 +43,29 @@ __all__ = [
     "voc_items",
 ]
 
-CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-           "tvmonitor")  # fmt: skip
+CLASSES = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 NUM_CLASSES = len(CLASSES)  # 21
 IGNORE = 255  # boundary / void pixels in VOC masks
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as every ImageNet-style backbone expects
@@ -70,8 +90,10 @@ def find_voc(data_dir: str | None, download: bool = False, sbd: bool | None = No
             VOCSegmentation(str(root), year="2012", image_set="trainval", download=True)  # checks the tar's md5
             voc = root / "VOCdevkit" / "VOC2012"
         except Exception as err:  # network errors come in many types; the message is what matters
-            raise DataNotFoundError(f"PASCAL VOC 2012 download into {root} failed ({type(err).__name__}: {err}); "
-                                    "copy the data there or pass --set task.data_dir=PATH") from None  # fmt: skip
+            raise DataNotFoundError(
+                f"PASCAL VOC 2012 download into {root} failed ({type(err).__name__}: {err}); "
+                "copy the data there or pass --set task.data_dir=PATH"
+            ) from None
     if voc is None:
         raise DataNotFoundError(
             f"PASCAL VOC 2012 not found under {root} (expected {root}/{LAYOUT}, torchvision's VOCSegmentation "
@@ -80,8 +102,10 @@ def find_voc(data_dir: str | None, download: bool = False, sbd: bool | None = No
         )
     for need in ("SegmentationClass", "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt"):
         if not (voc / need).exists():
-            raise DataNotFoundError(f"{voc} lacks {need} (expected {LAYOUT}); the segmentation part of "
-                                    "VOCtrainval_11-May-2012.tar has it: untar the whole archive there")  # fmt: skip
+            raise DataNotFoundError(
+                f"{voc} lacks {need} (expected {LAYOUT}); the segmentation part of "
+                "VOCtrainval_11-May-2012.tar has it: untar the whole archive there"
+            )
     if sbd and _find_sbd(voc) is None:
         raise DataNotFoundError(
             f"task.sbd is true but {voc} has no SegmentationClassAug/ with {' or '.join(AUG_LISTS)}; add the SBD "
@@ -128,8 +152,10 @@ def voc_items(voc: Path, sbd: bool | None) -> tuple[dict[str, list[tuple[Path, P
             if folder not in masks:
                 masks[folder] = {p.stem for p in folder.iterdir() if p.suffix == ".png"}
             if i not in masks[folder]:
-                raise DataError(f"image {voc / 'JPEGImages' / (i + '.jpg')} has no mask {folder / (i + '.png')}; "
-                                "restore the mask or remove the id from the list")  # fmt: skip
+                raise DataError(
+                    f"image {voc / 'JPEGImages' / (i + '.jpg')} has no mask {folder / (i + '.png')}; "
+                    "restore the mask or remove the id from the list"
+                )
             items.append((voc / "JPEGImages" / f"{i}.jpg", folder / f"{i}.png"))
         out[split] = items
     return out, roles
@@ -142,18 +168,24 @@ def read_pair(image_path: Path, mask_path: Path) -> tuple[torch.Tensor, torch.Te
             image = np.array(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3), writable
         with Image.open(mask_path) as m:
             if m.mode not in ("P", "L"):
-                raise DataError(f"mask {mask_path} is a {m.mode} image; VOC masks are palette (P) or grey (L) PNGs "
-                                "whose values are the labels: convert colours to palette indices")  # fmt: skip
+                raise DataError(
+                    f"mask {mask_path} is a {m.mode} image; VOC masks are palette (P) or grey (L) PNGs "
+                    "whose values are the labels: convert colours to palette indices"
+                )
             mask = np.asarray(m, dtype=np.uint8)  # (H, W): palette indices = labels
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{image_path} or {mask_path} is not a readable image ({err}); replace that file") from None
     if mask.shape != image.shape[:2]:
-        raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
-                        f"{image.shape[1]}x{image.shape[0]}; they must be the same size")  # fmt: skip
+        raise DataError(
+            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
+            f"{image.shape[1]}x{image.shape[0]}; they must be the same size"
+        )
     bad = (mask >= NUM_CLASSES) & (mask != IGNORE)
     if bad.any():
-        raise DataError(f"mask {mask_path} holds label values {sorted(set(mask[bad].tolist()))[:8]} outside 0..20 and "
-                        "255 (VOC's 21 classes and ignore); fix or remove that mask")  # fmt: skip
+        raise DataError(
+            f"mask {mask_path} holds label values {sorted(set(mask[bad].tolist()))[:8]} outside 0..20 and "
+            "255 (VOC's 21 classes and ignore); fix or remove that mask"
+        )
     return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(mask.copy())
 
 
@@ -234,8 +266,10 @@ def check_sizes(items: list[tuple[Path, Path]]) -> None:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise DataError(f"{image_path} or {mask_path} is not a readable image ({err}); replace that file") from None
         if image_size != mask_size:
-            raise DataError(f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
-                            f"{image_size[0]}x{image_size[1]}; they must be the same size")  # fmt: skip
+            raise DataError(
+                f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
+                f"{image_size[0]}x{image_size[1]}; they must be the same size"
+            )
 
 
 def checksum(items: dict[str, list[tuple[Path, Path]]]) -> str:
@@ -243,7 +277,8 @@ def checksum(items: dict[str, list[tuple[Path, Path]]]) -> str:
     h = hashlib.sha256()
     for split in sorted(items):
         for image, mask in items[split]:
-            h.update(f"{split}|{image.name}|{image.stat().st_size}|{mask.parent.name}/{mask.name}|"
-                     f"{mask.stat().st_size}\n".encode())  # fmt: skip
+            h.update(
+                f"{split}|{image.name}|{image.stat().st_size}|{mask.parent.name}/{mask.name}|"
+                f"{mask.stat().st_size}\n".encode()
+            )
     return h.hexdigest()
-

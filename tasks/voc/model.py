@@ -29,8 +29,11 @@ logger = logging.getLogger(__name__)
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     padding = dilation * (kernel - 1) // 2
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=padding, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=False))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=False),
+    )
 
 
 class CellBackbone(ScheduledDropPath, nn.Module):
@@ -45,9 +48,16 @@ class CellBackbone(ScheduledDropPath, nn.Module):
         self.drop_path_prob = 0.0
         self.stem0, self.stem1 = imagenet_stems(in_channels, channels)  # strides 4 and 8
         # stem0's output is at twice stem1's resolution; at output stride 16 only the first reduce cell strides
-        self.cells, self.out_channels, _ = cell_stack(Cell, genotype, layers, channels, channels, channels,
-                                                      reduction_prev=True, strided_reductions=1 if output_stride == 16
-                                                      else 0)  # fmt: skip
+        self.cells, self.out_channels, _ = cell_stack(
+            Cell,
+            genotype,
+            layers,
+            channels,
+            channels,
+            channels,
+            reduction_prev=True,
+            strided_reductions=1 if output_stride == 16 else 0,
+        )
 
     @property
     def strides(self) -> list[int]:
@@ -67,8 +77,9 @@ class ASPP(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, rates: tuple[int, ...], dropout: float):
         super().__init__()
-        self.branches = nn.ModuleList([_conv_bn_relu(c_in, c_out, 1)] + [_conv_bn_relu(c_in, c_out, 3, r)
-                                                                         for r in rates])  # fmt: skip
+        self.branches = nn.ModuleList(
+            [_conv_bn_relu(c_in, c_out, 1)] + [_conv_bn_relu(c_in, c_out, 3, r) for r in rates]
+        )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv_bn_relu(c_in, c_out, 1))  # image-level features
         self.project = nn.Sequential(_conv_bn_relu((len(rates) + 2) * c_out, c_out, 1), nn.Dropout(dropout))
 
@@ -80,9 +91,17 @@ class ASPP(nn.Module):
 class SegmentationNetwork(nn.Module):
     """Cell backbone + ASPP + 1x1 classifier, logits upsampled to the input: ``forward(x) -> (B, classes, H, W)``."""
 
-    def __init__(self, genotype: Genotype, channels: int, layers: int, num_classes: int = NUM_CLASSES,
-                 output_stride: int = 16, aspp_channels: int = 256, aspp_rates: tuple[int, ...] = (6, 12, 18),
-                 dropout: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        genotype: Genotype,
+        channels: int,
+        layers: int,
+        num_classes: int = NUM_CLASSES,
+        output_stride: int = 16,
+        aspp_channels: int = 256,
+        aspp_rates: tuple[int, ...] = (6, 12, 18),
+        dropout: float = 0.5,
+    ):
         super().__init__()
         self.output_stride = output_stride
         self.backbone = CellBackbone(genotype, channels, layers, output_stride)
@@ -109,20 +128,24 @@ class SegmentationNetwork(nn.Module):
         return count_parameters(self)
 
 
-
 def load_backbone_weights(net: SegmentationNetwork, path: str) -> int:
     """Load the stem and cell weights of ``path`` (safetensors) whose names and shapes match; returns how many."""
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
-        raise DataNotFoundError(f"evaluate.backbone_weights {path} is not a file; pass the model.safetensors of a run "
-                                "of the same genotype")  # fmt: skip
+        raise DataNotFoundError(
+            f"evaluate.backbone_weights {path} is not a file; pass the model.safetensors of a run of the same genotype"
+        )
     own = net.backbone.state_dict()
     found = {k: v for k, v in load_file(path).items() if k in own and own[k].shape == v.shape}
     if not found:
-        raise DataError(f"{path} holds no stem0/stem1/cells weights of this backbone's names and shapes; was it "
-                        "trained with the same genotype and channels?")  # fmt: skip
+        raise DataError(
+            f"{path} holds no stem0/stem1/cells weights of this backbone's names and shapes; was it "
+            "trained with the same genotype and channels?"
+        )
     net.backbone.load_state_dict(found, strict=False)
-    logger.info(f"backbone: {len(found)} of its {len(own)} tensors loaded from {path}; the others (the input "
-                "reduction of the cell after the stride-1 reduce cell) and the head start fresh")  # fmt: skip
+    logger.info(
+        f"backbone: {len(found)} of its {len(own)} tensors loaded from {path}; the others (the input "
+        "reduction of the cell after the stride-1 reduce cell) and the head start fresh"
+    )
     return len(found)

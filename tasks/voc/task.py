@@ -123,8 +123,9 @@ class VOCTrainConfig:
             check_range(f"evaluate.{key}", getattr(self, key), low=1)
         check_range("evaluate.batch_size", self.batch_size, low=2)
         if self.channels % 2:
-            raise ConfigError(f"config key evaluate.channels must be even (the stem's C/2, FactorizedReduce), got "
-                              f"{self.channels}")  # fmt: skip
+            raise ConfigError(
+                f"config key evaluate.channels must be even (the stem's C/2, FactorizedReduce), got {self.channels}"
+            )
         if self.output_stride not in (8, 16):
             raise ConfigError(f"config key evaluate.output_stride must be 16 or 8, got {self.output_stride}")
         if not self.aspp_rates or min(self.aspp_rates) < 1:
@@ -136,6 +137,7 @@ class VOCTrainConfig:
         check_range("evaluate.grad_clip", self.grad_clip, low=0, low_open=True)
         check_range("evaluate.dropout", self.dropout, 0, 1, high_open=True)
         check_range("evaluate.drop_path", self.drop_path, 0, 1, high_open=True)
+
 
 # -- metrics -------------------------------------------------------------------------------------
 def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -216,8 +218,9 @@ class VOC2012(Task):
     @classmethod
     def conformance_recipes(cls) -> tuple[VOCSearchConfig, VOCTrainConfig]:
         """A 3-cell C=4 final network with an 8-channel ASPP (seconds on a CPU); the search block is unused."""
-        return VOCSearchConfig(batch_size=4), VOCTrainConfig(channels=4, layers=3, epochs=1, batch_size=4,
-                                                             aspp_channels=8)  # fmt: skip
+        return VOCSearchConfig(batch_size=4), VOCTrainConfig(
+            channels=4, layers=3, epochs=1, batch_size=4, aspp_channels=8
+        )
 
     # -- data ------------------------------------------------------------------------------------
     def prepare_data(self) -> DataInfo:
@@ -236,11 +239,17 @@ class VOC2012(Task):
         half = len(train) // 2
         self.items = {"search-train": train[:half], "search-val": train[half : 2 * half], "train": train, "test": test}
         roles = roles | {"search-train": "first half of train", "search-val": "second half of train"}
-        return DataInfo(source=f"voc:{voc}", sha256=digest, sizes={s: len(v) for s, v in self.items.items()},
-                        roles=roles)  # fmt: skip
+        return DataInfo(
+            source=f"voc:{voc}", sha256=digest, sizes={s: len(v) for s, v in self.items.items()}, roles=roles
+        )
 
-    def loader(self, split: str, batch_size: int, generator: torch.Generator | None = None,
-               recipe: VOCTrainConfig | None = None) -> DataLoader:  # fmt: skip
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        recipe: VOCTrainConfig | None = None,
+    ) -> DataLoader:
         if self.items is None:
             self.prepare_data()
         if split not in SPLITS:
@@ -263,8 +272,16 @@ class VOC2012(Task):
     # -- networks --------------------------------------------------------------------------------
     def build_network(self, genotype: Genotype, config: VOCTrainConfig) -> SegmentationNetwork:
         rates = tuple(r * 16 // config.output_stride for r in config.aspp_rates)
-        net = SegmentationNetwork(genotype, config.channels, config.layers, self.num_classes, config.output_stride,
-                                  config.aspp_channels, rates, config.dropout)  # fmt: skip
+        net = SegmentationNetwork(
+            genotype,
+            config.channels,
+            config.layers,
+            self.num_classes,
+            config.output_stride,
+            config.aspp_channels,
+            rates,
+            config.dropout,
+        )
         if config.backbone_weights:
             load_backbone_weights(net, config.backbone_weights)
         return net
@@ -285,8 +302,9 @@ class VOC2012(Task):
         steps = math.ceil(batches / world)
         return min(steps, config.max_steps_per_epoch or steps)
 
-    def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                    config: VOCTrainConfig) -> PolyLR:  # fmt: skip
+    def start_epoch(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, config: VOCTrainConfig
+    ) -> PolyLR:
         schedule = PolyLR(optimizer, config, epoch, self._steps_per_epoch(config))
         set_lr(optimizer, schedule.lr())  # the epoch's first lr, which the curves report
         getattr(model, "module", model).drop_path_prob = config.drop_path * epoch / max(config.epochs, 1)
@@ -318,4 +336,3 @@ class VOC2012(Task):
         cm = sums[: k * k].view(k, k)
         count = int(cm.sum().item())
         return segmentation_metrics(cm) | {"loss": sums[k * k].item() / max(count, 1), "count": count}
-

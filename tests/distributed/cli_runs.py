@@ -27,8 +27,9 @@ def run_all(out: Path, specs: list[dict]) -> None:
         for repeat in range(spec.get("repeats", 2)):
             folder = out / spec["name"] / f"r{repeat}"
             sets = [x for value in spec.get("set", []) for x in ("--set", value)]
-            codes[f"{spec['name']}/r{repeat}"] = egsbench(["run", spec["config"], "--out", str(folder), "--no-progress",
-                                                           *sets])  # fmt: skip
+            codes[f"{spec['name']}/r{repeat}"] = egsbench(
+                ["run", spec["config"], "--out", str(folder), "--no-progress", *sets]
+            )
     rank = PartialState().process_index
     (out / f"codes.rank{rank}.json").write_text(json.dumps(codes))
 

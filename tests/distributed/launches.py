@@ -50,11 +50,31 @@ def free_port() -> int:
 def launcher(kind: str) -> list[str]:
     """The command that starts two local processes of what follows (a script, or ``-m module``)."""
     if kind == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(free_port())]  # fmt: skip
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-            str(free_port())]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
 
 
 @dataclass
@@ -71,8 +91,14 @@ class Launch:
         inherited = {k: v for k, v in os.environ.items() if k != "EGSBENCH_DEBUG_DELAY"}
         env = {**inherited, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **(self.env or {})}
         try:
-            self.done = subprocess.run([*launcher(self.kind), *self.command], env=env, cwd=self.out,
-                                       capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+            self.done = subprocess.run(
+                [*launcher(self.kind), *self.command],
+                env=env,
+                cwd=self.out,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired as err:
             self.error = f"{self.name} did not finish in {TIMEOUT_S} s (a hang?): {str(err.stderr)[-2000:]}"
         else:
@@ -94,28 +120,48 @@ def plan(root: Path) -> dict[str, Launch]:
     launches: dict[str, Launch] = {}
     worker = [str(HERE / "worker.py"), str(root / "alphas")]
     worker += [f"{name},{config}" + "".join(f",{o}" for o in sets) for name, (config, sets) in METHODS.items()]
-    worker += ["random_baseline,smoke/random-baseline-cifar10", "fixed,smoke/fixed-cifar10",
-               "gdas_uneven,smoke/gdas-cifar10,task.train_limit=70", "egs_uneven,smoke/egs-cifar10,task.train_limit=70"]
+    worker += [
+        "random_baseline,smoke/random-baseline-cifar10",
+        "fixed,smoke/fixed-cifar10",
+        "gdas_uneven,smoke/gdas-cifar10,task.train_limit=70",
+        "egs_uneven,smoke/egs-cifar10,task.train_limit=70",
+    ]
     launches["alphas"] = Launch("alphas", worker, out=root / "alphas")
     for kind in LAUNCHERS:
         for size, limits in SIZES.items():
-            specs = [{"name": name, "config": config, "set": [*sets, *limits], "repeats": 2}
-                     for name, (config, sets) in METHODS.items()]  # fmt: skip
+            specs = [
+                {"name": name, "config": config, "set": [*sets, *limits], "repeats": 2}
+                for name, (config, sets) in METHODS.items()
+            ]
             folder = root / f"{kind}-{size}"
-            launches[f"{kind}-{size}"] = Launch(f"{kind}-{size}", [str(HERE / "cli_runs.py"), str(folder),
-                                                                   json.dumps(specs)], kind, out=folder)  # fmt: skip
+            launches[f"{kind}-{size}"] = Launch(
+                f"{kind}-{size}", [str(HERE / "cli_runs.py"), str(folder), json.dumps(specs)], kind, out=folder
+            )
     small = [x for o in SIZES["small"] for x in ("--set", o)]
     # The real entry points, each with one rank slow to arrive at its first collective.
     for kind, rank, config in (("torchrun", 1, "smoke/gdas-cifar10"), ("accelerate", 0, "smoke/egs-cifar10")):
         name = f"slow-rank{rank}-{kind}"
-        launches[name] = Launch(name, ["-m", "egsbench", "run", config, "--out", str(root / name / "run"),
-                                       "--no-progress", *small], kind, env={"EGSBENCH_DEBUG_DELAY": f"{rank}:8"},
-                                out=root / name)  # fmt: skip
+        launches[name] = Launch(
+            name,
+            ["-m", "egsbench", "run", config, "--out", str(root / name / "run"), "--no-progress", *small],
+            kind,
+            env={"EGSBENCH_DEBUG_DELAY": f"{rank}:8"},
+            out=root / name,
+        )
     # A language model (plain-iterable loaders, not sharded: every rank reads the whole split), on the shared PTB copy.
     ptb = SHARED_PTB if SHARED_PTB.is_dir() else None
     if ptb is not None:
-        command = ["-m", "egsbench", "run", "smoke/darts-ptb", "--out", str(root / "ptb-torchrun" / "run"),
-                   "--no-progress", "--set", f"task.data_dir={ptb.resolve()}"]  # fmt: skip
+        command = [
+            "-m",
+            "egsbench",
+            "run",
+            "smoke/darts-ptb",
+            "--out",
+            str(root / "ptb-torchrun" / "run"),
+            "--no-progress",
+            "--set",
+            f"task.data_dir={ptb.resolve()}",
+        ]
         launches["ptb-torchrun"] = Launch("ptb-torchrun", command, out=root / "ptb-torchrun")
     # A transfer (smoke/egs-wt2): the PTB search (search only, into <out>/source) then the WikiText-2 training, in
     # one two-process command, on LM files written in the official layouts.
@@ -124,13 +170,33 @@ def plan(root: Path) -> dict[str, Launch]:
     lm = root / "wt2-transfer" / "data"
     env = {"EGSBENCH_PTB": str(write_lm_files(lm / "ptb", "ptb.{split}.txt", lines=60))}
     wt2 = write_lm_files(lm / "wt2", "wiki.{split}.tokens", lines=60, seed=1)
-    command = ["-m", "egsbench", "run", "smoke/egs-wt2", "--out", str(root / "wt2-transfer" / "run"),
-               "--no-progress", "--set", f"task.data_dir={wt2}"]  # fmt: skip
+    command = [
+        "-m",
+        "egsbench",
+        "run",
+        "smoke/egs-wt2",
+        "--out",
+        str(root / "wt2-transfer" / "run"),
+        "--no-progress",
+        "--set",
+        f"task.data_dir={wt2}",
+    ]
     launches["wt2-transfer"] = Launch("wt2-transfer", command, env=env, out=root / "wt2-transfer")
     # A folder that holds a finished run (the first slow-rank launch's): the main process refuses it.
-    launches["refused"] = Launch("refused", ["-m", "egsbench", "run", "smoke/gdas-cifar10", "--out",
-                                             str(root / "slow-rank1-torchrun" / "run"), "--no-progress", *small],
-                                 out=root / "refused")  # fmt: skip
+    launches["refused"] = Launch(
+        "refused",
+        [
+            "-m",
+            "egsbench",
+            "run",
+            "smoke/gdas-cifar10",
+            "--out",
+            str(root / "slow-rank1-torchrun" / "run"),
+            "--no-progress",
+            *small,
+        ],
+        out=root / "refused",
+    )
     return launches
 
 

@@ -22,8 +22,9 @@ from egsbench.tasks.spaces import ConfigError, UnknownNameError, UserError
 @pytest.fixture(scope="module")
 def api_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("api") / "run"
-    record = egsbench.run("smoke/random-cifar10", out, overrides={"seed": 1, "evaluate.epochs": 2},
-                          log_with="tensorboard")  # fmt: skip
+    record = egsbench.run(
+        "smoke/random-cifar10", out, overrides={"seed": 1, "evaluate.epochs": 2}, log_with="tensorboard"
+    )
     return out, record
 
 
@@ -100,8 +101,9 @@ def test_build_supernet_steps_and_rejects_unknown_names():
 
 def test_deterministic_key_turns_on_deterministic_algorithms_and_is_recorded(tmp_path):
     try:
-        record = egsbench.run("smoke/random-cifar10", tmp_path / "det",
-                              overrides={"deterministic": True, "evaluate.epochs": 1})  # fmt: skip
+        record = egsbench.run(
+            "smoke/random-cifar10", tmp_path / "det", overrides={"deterministic": True, "evaluate.epochs": 1}
+        )
         assert torch.are_deterministic_algorithms_enabled()
         assert record.config["deterministic"] is True
         assert record.manifest.determinism.torch_deterministic_algorithms is True
@@ -135,12 +137,34 @@ def test_a_users_own_tasks_py_and_benchmark_folder_do_not_shadow_ours(tmp_path):
     (tmp_path / "benchmark").mkdir()
     (tmp_path / "benchmark" / "__init__.py").write_text("raise RuntimeError('the user benchmark/ was imported')\n")
     env = {**os.environ, "PYTHONPATH": ""}
-    listing = subprocess.run([sys.executable, "-m", "egsbench", "list", "methods"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    listing = subprocess.run(
+        [sys.executable, "-m", "egsbench", "list", "methods"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0, listing.stderr
     assert "egs" in listing.stdout.split()
-    run = subprocess.run([sys.executable, "-m", "egsbench", "run", "smoke/random-cifar10", "--out", "r",
-                          "--set", "evaluate.epochs=1", "--no-progress"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "egsbench",
+            "run",
+            "smoke/random-cifar10",
+            "--out",
+            "r",
+            "--set",
+            "evaluate.epochs=1",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "r" / "record.json").read_text())["data"]["source"].startswith("embedded:")

@@ -43,8 +43,16 @@ def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--json", str(out)]
     assert bench_peer.main(argv) == 0
     result = json.loads(out.read_text())["results"][0]
-    assert set(result["median_s"]) == {"ours_darts", "xautodl_darts", "ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7",
-                                       "ours_darts_nchw", "xautodl_darts_cl"}  # fmt: skip
+    assert set(result["median_s"]) == {
+        "ours_darts",
+        "xautodl_darts",
+        "ours_gdas",
+        "xautodl_gdas",
+        "egs_m1",
+        "egs_m7",
+        "ours_darts_nchw",
+        "xautodl_darts_cl",
+    }
     assert result["config"]["memory_format"] == "channels_last"  # ours, by default here
     assert result["parameters"]["ours_darts_nchw"] == result["parameters"]["ours_darts"]  # the layout only
     assert set(result["ratios"]) == set(bench_peer.TARGETS)
@@ -112,8 +120,24 @@ def test_scaling_grid_varies_one_axis_at_a_time():
 
 
 def test_scaling_writes_csv_plot_and_machine(tmp_path):
-    argv = ["--base", "2,3,2", "--batches", "2", "--channels", "--cells", "--methods", "egs_m1",
-            "--time-steps", "1", "--threads", "1", "--out", str(tmp_path), "--name", "tiny"]  # fmt: skip
+    argv = [
+        "--base",
+        "2,3,2",
+        "--batches",
+        "2",
+        "--channels",
+        "--cells",
+        "--methods",
+        "egs_m1",
+        "--time-steps",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "tiny",
+    ]
     assert bench_scaling.main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "tiny.csv").open()))
     assert [(r["method"], r["axis"], r["batch"]) for r in rows] == [("egs_m1", "batch", "2")]

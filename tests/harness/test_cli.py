@@ -34,7 +34,7 @@ def test_list(what, expected, capsys):
         (["--set", "search.epochs=two"], "'search.epochs' must be int"),
         (["--set", "task.data_dir=/nonexistent/cifar"], "CIFAR-10 not found at /nonexistent/cifar"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", "smoke/egs-cifar10", *args, "--out", str(out), "--no-progress")

@@ -37,11 +37,18 @@ METHOD_CONFIGS = {"darts": {"order": 1}, "egs": {"M": 7}, "gdas": {}, "snas": {}
 def run(method, seed, error, hours=1.0, genotype=DARTS_V1, preset="smoke", **changes):
     """A record of a cifar10 run in the ``darts`` space, cut down to what ``compare_runs`` reads."""
     config = METHOD_CONFIGS[method]
-    return {"method": method, "task": "cifar10", "space": "darts", "preset": preset, "seed": seed,
-            "config_hash": f"{method}-{preset}", "config": {"method": {"name": method, **config}, "seed": seed},
-            "metrics": {"test_error": error, "test_accuracy": 100 - error, "params_m": 1.0},
-            "search": {"wall_time_s": hours * 3600, "device_hours": hours},
-            "genotype": genotype.to_dict()} | changes  # fmt: skip
+    return {
+        "method": method,
+        "task": "cifar10",
+        "space": "darts",
+        "preset": preset,
+        "seed": seed,
+        "config_hash": f"{method}-{preset}",
+        "config": {"method": {"name": method, **config}, "seed": seed},
+        "metrics": {"test_error": error, "test_accuracy": 100 - error, "params_m": 1.0},
+        "search": {"wall_time_s": hours * 3600, "device_hours": hours},
+        "genotype": genotype.to_dict(),
+    } | changes
 
 
 @pytest.fixture
@@ -75,7 +82,7 @@ def test_welch_p_is_scipys_and_a_hand_checked_case():
         ([0.2, math.nan, 0.01], [0.2, math.nan, 0.02]),  # a missing p stays missing and does not count in m
         ([], []),
     ],
-)  # fmt: skip
+)
 def test_holm_step_down(pvalues, adjusted):
     np.testing.assert_allclose(holm(pvalues), adjusted, rtol=1e-12)
 
@@ -200,11 +207,13 @@ def test_a_seed_recorded_twice_counts_once(records):
     "kwargs, message",
     [
         ({"metric": "eror"}, "unknown metric of cifar10 runs 'eror'; did you mean 'test_error'?"),
-        ({"baseline": "dart"}, "unknown baseline method 'dart'; did you mean 'darts'? Valid baseline methods: "
-                               "darts, egs, gdas, snas"),
+        (
+            {"baseline": "dart"},
+            "unknown baseline method 'dart'; did you mean 'darts'? Valid baseline methods: darts, egs, gdas, snas",
+        ),
         ({"task": "ptb"}, "unknown task of the records 'ptb'"),
     ],
-)  # fmt: skip
+)
 def test_bad_names_are_refused_with_the_valid_ones(records, kwargs, message):
     with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace("?", r"\?")) as err:
         compare_runs(records, **kwargs)
@@ -233,11 +242,15 @@ def write_runs(root, methods=("darts", "egs"), seeds=3):
     for m, method in enumerate(methods):
         for seed in range(seeds):
             error = 3.0 - 0.3 * m + 0.1 * seed
-            record = make_record(method=method, space="darts", seed=seed, config_hash=f"{method}-hash",
-                                 config={"preset": "smoke", "seed": seed, "method": {"name": method,
-                                                                                     **METHOD_CONFIGS[method]}},
-                                 metrics=make_record()["metrics"] | {"test_error": error, "test_accuracy": 100 - error},
-                                 genotype=DARTS_V1.to_dict())  # fmt: skip
+            record = make_record(
+                method=method,
+                space="darts",
+                seed=seed,
+                config_hash=f"{method}-hash",
+                config={"preset": "smoke", "seed": seed, "method": {"name": method, **METHOD_CONFIGS[method]}},
+                metrics=make_record()["metrics"] | {"test_error": error, "test_accuracy": 100 - error},
+                genotype=DARTS_V1.to_dict(),
+            )
             write_record(root / f"{method}-{seed}" / "record.json", record)
     return root
 
@@ -263,7 +276,7 @@ def test_cli_prints_the_tables_and_writes_the_plot(tmp_path, capsys):
         (["--metric", "f1"], "unknown metric of cifar10 runs 'f1';"),
         (["--task", "ptb"], "unknown task of the records 'ptb'"),
     ],
-)  # fmt: skip
+)
 def test_cli_bad_names_exit_2_with_one_line(tmp_path, capsys, args, message):
     runs = write_runs(tmp_path / "runs")
     assert main(["compare", "--runs", str(runs), *args]) == 2  # a traceback would fail the test here
@@ -283,8 +296,15 @@ def test_report_has_a_comparison_section_for_two_methods_only(tmp_path):
 
 
 def test_the_search_signal_section_averages_each_groups_runs(records):
-    signal = {"ops": 8, "entropy_start": 2.08, "entropy_end": 1.5, "entropy_start_frac": 1.0, "margin_start": 0.0,
-              "margin_end": 0.3, "derived_changed": 0.5}  # fmt: skip
+    signal = {
+        "ops": 8,
+        "entropy_start": 2.08,
+        "entropy_end": 1.5,
+        "entropy_start_frac": 1.0,
+        "margin_start": 0.0,
+        "margin_end": 0.3,
+        "derived_changed": 0.5,
+    }
     for rec in records:
         if rec["method"] == "egs":  # drops of 20 % and 30 % of log K over the seeds
             drop = 0.2 if rec["seed"] % 2 == 0 else 0.3

@@ -27,8 +27,16 @@ def test_paper_preset_has_the_paper_settings():
 
 
 def test_overrides_are_typed_yaml_scalars():
-    cfg = load_config("smoke/egs-cifar10", ["method.M=4", "method.tau_final=0.5", "search.max_steps_per_epoch=null",
-                                             "task.data_dir=/some/where", "seed=3"])  # fmt: skip
+    cfg = load_config(
+        "smoke/egs-cifar10",
+        [
+            "method.M=4",
+            "method.tau_final=0.5",
+            "search.max_steps_per_epoch=null",
+            "task.data_dir=/some/where",
+            "seed=3",
+        ],
+    )
     assert cfg.method.M == 4 and cfg.method.tau_final == 0.5 and cfg.search.max_steps_per_epoch is None
     assert cfg.task.data_dir == "/some/where" and cfg.seed == 3
     assert load_config("smoke/egs-cifar10").hash() != cfg.hash()

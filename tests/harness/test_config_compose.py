@@ -39,8 +39,10 @@ def _write(path: Path, text: str) -> Path:
 
 # -- composition ----------------------------------------------------------------------------------------------------
 def test_bases_merge_in_order_then_the_file_wins_key_by_key(tmp_path):
-    _write(tmp_path / "a.yaml", "seed: 1\ntask: {name: cifar10, data_dir: embedded, train_limit: 256}\n"
-                                "search: {epochs: 1, batch_size: 32}\n")  # fmt: skip
+    _write(
+        tmp_path / "a.yaml",
+        "seed: 1\ntask: {name: cifar10, data_dir: embedded, train_limit: 256}\nsearch: {epochs: 1, batch_size: 32}\n",
+    )
     _write(tmp_path / "sub/b.yaml", "seed: 2\nsearch: {batch_size: 16, channels: 4}\n")
     config = _write(tmp_path / "c.yaml", "base: [a, sub/b.yaml]\nmethod: {name: egs}\ntask: {train_limit: 64}\n")
     raw = read_config(str(config))
@@ -73,14 +75,16 @@ def test_parse_config_composes_a_mapping_with_bundled_bases():
     ("files", "message"),
     [
         ({"c.yaml": "base: [nowhere]\n"}, r"c\.yaml: base fragment 'nowhere' not found \(.*nowhere\.yaml.*\); name"),
-        ({"c.yaml": "base: [a]\n", "a.yaml": "base: [b]\n", "b.yaml": "base: [a]\n"},
-         r"b\.yaml: base fragment 'a' includes itself \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)"),
+        (
+            {"c.yaml": "base: [a]\n", "a.yaml": "base: [b]\n", "b.yaml": "base: [a]\n"},
+            r"b\.yaml: base fragment 'a' includes itself \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\)",
+        ),
         ({"c.yaml": "base: [c]\n"}, r"c\.yaml: base fragment 'c' includes itself"),
         ({"c.yaml": "base: {a: 1}\n"}, r"c\.yaml: base must be a fragment file or a list of them, got \{'a': 1\}"),
         ({"c.yaml": "base: [a]\n", "a.yaml": "- 1\n"}, r"fragment .*a\.yaml must hold a YAML mapping, got a list"),
         ({"c.yaml": "base: [a]\n", "a.yaml": "x: [\n"}, r"a\.yaml is not valid YAML"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_base_is_a_config_error_naming_the_file(tmp_path, files, message):
     for name, text in files.items():
         _write(tmp_path / name, text)

@@ -51,6 +51,7 @@ def test_the_final_training_sees_the_whole_train_split_and_tests_on_400_images(c
     sizes = task.prepare_data().sizes
     assert (sizes["train"], sizes["test"], sizes["search-train"]) == (1600, 400, 800)
     assert cfg.evaluate.max_steps_per_epoch is None  # every epoch is one pass over the 1,600 images
-    search_steps = cfg.search.epochs * min(cfg.search.max_steps_per_epoch or math.inf,
-                                           math.ceil(sizes["search-train"] / cfg.search.batch_size))  # fmt: skip
+    search_steps = cfg.search.epochs * min(
+        cfg.search.max_steps_per_epoch or math.inf, math.ceil(sizes["search-train"] / cfg.search.batch_size)
+    )
     assert cfg.search.epochs >= 2 and search_steps >= 10  # search curves over epochs, alphas moved by some steps

@@ -16,15 +16,33 @@ from egsbench.benchmark.phases import arch_entropy
 from egsbench.benchmark.runner import run_experiment
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
 
-RECORD_KEYS = {"schema_version", "method", "task", "space", "preset", "seed", "config_hash", "metrics", "genotype",
-               "search", "evaluate", "data", "manifest", "created"}  # fmt: skip
+RECORD_KEYS = {
+    "schema_version",
+    "method",
+    "task",
+    "space",
+    "preset",
+    "seed",
+    "config_hash",
+    "metrics",
+    "genotype",
+    "search",
+    "evaluate",
+    "data",
+    "manifest",
+    "created",
+}
 
 
 def check_run_folder(folder, cfg):
     record = json.loads((folder / "record.json").read_text())
     assert RECORD_KEYS <= set(record)
     assert (record["method"], record["task"], record["preset"], record["seed"]) == (
-        cfg.method_name, cfg.task_name, cfg.preset, cfg.seed)  # fmt: skip
+        cfg.method_name,
+        cfg.task_name,
+        cfg.preset,
+        cfg.seed,
+    )
     m = record["metrics"]
     assert 0.0 <= m["test_accuracy"] <= 100.0 and m["test_error"] == pytest.approx(100.0 - m["test_accuracy"])
     assert m["params_m"] > 0 and m["macs_m"] > 0
@@ -80,8 +98,19 @@ def test_same_seed_gives_the_same_genotype_and_metrics(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
     out = tmp_path / "real"
-    args = ["run", "smoke/egs-cifar10", "--out", str(out), "--no-progress", "--set", f"task.data_dir={cifar_tar}",
-            "--set", "task.train_limit=1024", "--set", "task.test_limit=512"]  # fmt: skip
+    args = [
+        "run",
+        "smoke/egs-cifar10",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"task.data_dir={cifar_tar}",
+        "--set",
+        "task.train_limit=1024",
+        "--set",
+        "task.test_limit=512",
+    ]
     assert main(args) == 0
     cfg = load_config("smoke/egs-cifar10", [a for a in args if "=" in a])
     record = check_run_folder(out, cfg)

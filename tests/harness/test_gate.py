@@ -72,8 +72,11 @@ def test_regress_passes_on_fresh_ptb_smoke_runs(method, tmp_path, monkeypatch, c
     [gold] = [p for p in PTB_GOLDEN if p.name == f"{method}-ptb-seed0.json"]
     (tmp_path / "golden").mkdir()
     shutil.copy(gold, tmp_path / "golden")
-    run_experiment(load_config(f"smoke/{method}-ptb", ["task.data_dir=../shared/data/ptb"]), tmp_path / "runs" / method,
-                   progress=False)  # fmt: skip
+    run_experiment(
+        load_config(f"smoke/{method}-ptb", ["task.data_dir=../shared/data/ptb"]),
+        tmp_path / "runs" / method,
+        progress=False,
+    )
     assert main(["regress", "--runs", str(tmp_path / "runs"), "--golden", str(tmp_path / "golden")]) == 0
     out = capsys.readouterr().out
     assert f"{method}/ptb/smoke/0" in out and "test_ppl" in out and "0 regressions" in out
@@ -140,8 +143,10 @@ def test_calibrate_uses_the_seed_spread():
 def test_calibrate_keeps_tasks_apart_and_a_plain_method_key_still_applies():
     base = json.loads(GOLDEN[0].read_text())
     cifar = [dict(base, seed=s, metrics=dict(base["metrics"], test_accuracy=a)) for s, a in enumerate((10, 12, 14))]
-    ptb = [dict(base, task="ptb", seed=s, metrics={"test_ppl": p, "test_loss": 6.0, "params_m": 0.01})
-           for s, p in enumerate((900.0, 910.0, 920.0))]  # fmt: skip
+    ptb = [
+        dict(base, task="ptb", seed=s, metrics={"test_ppl": p, "test_loss": 6.0, "params_m": 0.01})
+        for s, p in enumerate((900.0, 910.0, 920.0))
+    ]
     tol = calibrate(cifar + ptb)
     method = base["method"]
     assert tol[f"{method}/cifar10"]["test_accuracy"] == pytest.approx(6.0)
@@ -152,10 +157,18 @@ def test_calibrate_keeps_tasks_apart_and_a_plain_method_key_still_applies():
 
 def test_sweep_skips_finished_runs_and_records_failures(tmp_path, capsys):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0, 1],
-        "grid": {"task.data_dir": ["embedded", "/nonexistent/cifar"]},
-    }))  # fmt: skip
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "methods": ["random"],
+                "tasks": ["cifar10"],
+                "presets": ["smoke"],
+                "seeds": [0, 1],
+                "grid": {"task.data_dir": ["embedded", "/nonexistent/cifar"]},
+            }
+        )
+    )
     out = tmp_path / "out"
     assert main(["sweep", str(sweep), "--out", str(out), "--report"]) == 1  # one grid value fails
     records = sorted(out.rglob("record.json"))

@@ -20,8 +20,9 @@ FAST = ["--set", "evaluate.epochs=1", "--no-progress"]
 
 def _run(tmp_path, name: str, *extra: str, env: dict | None = None) -> dict:
     command = [sys.executable, "-m", "egsbench", "run", "smoke/random-cifar10", "--out", str(tmp_path / name)]
-    done = subprocess.run([*command, *FAST, *extra], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    done = subprocess.run(
+        [*command, *FAST, *extra], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads((tmp_path / name / "record.json").read_text())
 

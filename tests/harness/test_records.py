@@ -258,8 +258,11 @@ def test_write_record_refuses_nan_and_takes_a_model(tmp_path):
     write_record(tmp_path / "c.json", Record.model_validate(make_record()))
     unmeasured = {"examples_per_s": None, "example_unit": None, "peak_memory_how": None}  # the model's defaults
     expected = make_record()
-    expected |= {"extras": {}, "search": expected["search"] | unmeasured | {"signal": None},
-                 "evaluate": expected["evaluate"] | unmeasured}  # fmt: skip
+    expected |= {
+        "extras": {},
+        "search": expected["search"] | unmeasured | {"signal": None},
+        "evaluate": expected["evaluate"] | unmeasured,
+    }
     tf32 = {"cudnn_allow_tf32": None, "matmul_allow_tf32": None}  # fields added after this record's version
     expected["manifest"] = expected["manifest"] | {"determinism": expected["manifest"]["determinism"] | tf32}
     expected["data"] = {"path": None} | expected["data"]  # the data's absolute path: added after this version too
@@ -304,8 +307,18 @@ def test_version_2_records_are_upgraded_in_memory(tmp_path):
     write_json(tmp_path / "run" / "record.json", v2)
     record = read_record(tmp_path / "run" / "record.json")
     assert record == make_record(extras={"note": "kept", "upgraded_from": 2})
-    assert list(record)[:10] == ["schema_version", "status", "error", "method", "task", "space", "preset", "seed",
-                                 "world_size", "mixed_precision"]  # fmt: skip
+    assert list(record)[:10] == [
+        "schema_version",
+        "status",
+        "error",
+        "method",
+        "task",
+        "space",
+        "preset",
+        "seed",
+        "world_size",
+        "mixed_precision",
+    ]
     assert json.loads((tmp_path / "run" / "record.json").read_text()) == v2  # never rewritten on disk
 
 

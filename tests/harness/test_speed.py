@@ -24,8 +24,10 @@ def test_channels_last_supernet_has_the_same_parameters_outputs_and_gradients():
     assert [(n, p.shape) for n, p in plain.named_parameters()] == [(n, p.shape) for n, p in nhwc.named_parameters()]
     assert any(p.dim() == 4 and not p.is_contiguous() for p in nhwc.parameters())  # the layout did change
     space = plain.space
-    w = {t: torch.softmax(torch.randn(space.num_edges, space.num_ops, generator=torch.Generator().manual_seed(1)), -1)
-         for t in space.cell_types}  # fmt: skip
+    w = {
+        t: torch.softmax(torch.randn(space.num_edges, space.num_ops, generator=torch.Generator().manual_seed(1)), -1)
+        for t in space.cell_types
+    }
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     y_plain, y_nhwc = plain(x, w), nhwc(x, w)
     torch.testing.assert_close(y_nhwc, y_plain, rtol=1e-4, atol=1e-5)
@@ -107,8 +109,11 @@ def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch
 def test_cudnn_autotunes_unless_the_run_is_deterministic():
     from egsbench.benchmark.launch import apply_determinism
 
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark)  # fmt: skip
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     try:
         apply_determinism(False)
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic  # DARTS: benchmark = True

@@ -20,8 +20,15 @@ FAST = ["evaluate.epochs=1"]
 
 
 def _spec(tmp_path: Path, **extra) -> SweepSpec:
-    data = {"name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0, 1],
-            "set": FAST, **extra}  # fmt: skip
+    data = {
+        "name": "t",
+        "methods": ["random"],
+        "tasks": ["cifar10"],
+        "presets": ["smoke"],
+        "seeds": [0, 1],
+        "set": FAST,
+        **extra,
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_sweep(path)
@@ -91,8 +98,11 @@ def test_a_user_mistake_fails_once_without_retries_and_the_sweep_goes_on(tmp_pat
 
 def test_cli_sweep_flags_override_the_file(tmp_path, capsys):
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"],
-                                    "seeds": [0], "set": FAST}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0], "set": FAST}
+        )
+    )
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--threads", "1", "--jobs", "1"]) == 0
     assert "1 threads per run" in capsys.readouterr().out
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2

@@ -33,8 +33,20 @@ from egsbench.tasks.spaces.genotypes import GENOTYPES
 from tests.harness.test_records import make_record  # a small schema-valid record
 
 
-def record(method, seed, error, config, *, status=None, preset="paper", params=3.0, hours=24.0, task="cifar10",
-           metrics=None, **setup):  # fmt: skip
+def record(
+    method,
+    seed,
+    error,
+    config,
+    *,
+    status=None,
+    preset="paper",
+    params=3.0,
+    hours=24.0,
+    task="cifar10",
+    metrics=None,
+    **setup,
+):
     """A run record as ``run_experiment`` writes it, cut down to the fields the tables read.
 
     ``metrics`` replaces the CIFAR-10 metrics made from ``error``; ``setup`` adds world_size,
@@ -259,8 +271,12 @@ def test_comparison_table_mean_std_delta_and_seeds(records):
     assert smoke["Architecture"] == "DARTS-EGS (M=7)" and smoke["Method"] == "egs (M=7)"
     assert smoke["Reported (%)"] == 2.79 and pd.isna(smoke["Δ"]) and smoke["Test error (%)"] == 50.0
     # the reproduced rows follow the paper's order: DARTS, then DARTS-EGS M=4, M=7 (paper before smoke)
-    assert ours(table)["Architecture"].tolist() == ["DARTS (2nd order) + cutout", "DARTS-EGS (M=4)",
-                                                    "DARTS-EGS (M=7)", "DARTS-EGS (M=7)"]  # fmt: skip
+    assert ours(table)["Architecture"].tolist() == [
+        "DARTS (2nd order) + cutout",
+        "DARTS-EGS (M=4)",
+        "DARTS-EGS (M=7)",
+        "DARTS-EGS (M=7)",
+    ]
     assert ours(table)["Preset"].tolist() == ["paper", "paper", "paper", "smoke"]
 
 
@@ -302,8 +318,13 @@ def test_the_paper_rows_keep_their_numbers_and_order():
     table = comparison_table([record("gdas", 0, 3.1, {}), record("egs", 0, 2.9, {"M": 7})], "cifar10")
     _assert_paper_layout(table, reference.reset_index())
     nasnet = _row(reported(table), "Architecture", "NASNet-A + cutout")
-    assert (nasnet["Test error (%)"], nasnet["Params (M)"], nasnet["Search cost (GPU days)"], nasnet["Ops"],
-            nasnet["Search type"]) == (2.65, 3.3, 2000, 13, "RL")  # fmt: skip
+    assert (
+        nasnet["Test error (%)"],
+        nasnet["Params (M)"],
+        nasnet["Search cost (GPU days)"],
+        nasnet["Ops"],
+        nasnet["Search type"],
+    ) == (2.65, 3.3, 2000, 13, "RL")
     assert pd.isna(nasnet["Reported (%)"]) and pd.isna(nasnet["Seeds"]) and nasnet["Method"] is None
     assert table["Method"].tolist()[-1] == "gdas"  # the paper has no GDAS row: after the paper's rows
     assert table["Preset"].tolist()[-1] == "paper" and table["Architecture"].tolist()[-1] == "gdas"
@@ -349,9 +370,19 @@ def test_a_task_that_is_not_installed_shows_every_recorded_metric_without_refere
     runs = [record("egs", s, e, {"M": 7}, task="cifar100") for s, e in enumerate((24.0, 26.0))]
     assert task_metric("cifar100") is None  # no such task here
     table = comparison_table([*runs, record("egs", 2, None, {"M": 7}, task="cifar100", status="failed")], "cifar100")
-    assert list(table.columns) == ["Architecture", "Preset", "Setup", "test_accuracy", "test_accuracy std",
-                                   "test_error", "test_error std", "Params (M)", "Search cost (GPU days)", "Seeds",
-                                   "Failed"]  # fmt: skip
+    assert list(table.columns) == [
+        "Architecture",
+        "Preset",
+        "Setup",
+        "test_accuracy",
+        "test_accuracy std",
+        "test_error",
+        "test_error std",
+        "Params (M)",
+        "Search cost (GPU days)",
+        "Seeds",
+        "Failed",
+    ]
     row = _row(table, "Architecture", "egs (M=7)")
     assert row["test_error"] == pytest.approx(25.0) and row["test_accuracy"] == pytest.approx(75.0)
     assert (row["Seeds"], row["Failed"]) == (2, 1)
@@ -360,8 +391,10 @@ def test_a_task_that_is_not_installed_shows_every_recorded_metric_without_refere
 
 
 def test_record_models_give_the_same_table_as_dicts():
-    runs = [make_record(seed=s, preset="paper", metrics=make_record()["metrics"] | {"test_error": e})
-            for s, e in enumerate((2.7, 2.9))]  # fmt: skip
+    runs = [
+        make_record(seed=s, preset="paper", metrics=make_record()["metrics"] | {"test_error": e})
+        for s, e in enumerate((2.7, 2.9))
+    ]
     expected = comparison_table(runs, "cifar10")
     pd.testing.assert_frame_equal(comparison_table([Record.model_validate(r) for r in runs], "cifar10"), expected)
     assert _row(ours(expected), "Architecture", "DARTS-EGS (M=7)")["Test error (%)"] == pytest.approx(2.8)
@@ -404,8 +437,10 @@ def test_a_plug_in_task_with_a_lower_is_better_metric_gets_its_table(ptb_plugin)
 
 
 def test_the_valid_perplexity_a_run_records_in_extras_fills_its_column(ptb_plugin):
-    runs = [ptb_record("darts", s, ppl, {"order": 2}, extras={"valid": {"valid_ppl": v, "valid_loss": 4.1}})
-            for s, (ppl, v) in enumerate(((55.0, 58.0), (56.0, 59.0)))]  # fmt: skip
+    runs = [
+        ptb_record("darts", s, ppl, {"order": 2}, extras={"valid": {"valid_ppl": v, "valid_loss": 4.1}})
+        for s, (ppl, v) in enumerate(((55.0, 58.0), (56.0, 59.0)))
+    ]
     darts = _row(ours(comparison_table(runs, "ptb")), "Architecture", "DARTS (second order)")
     assert darts["Valid ppl"] == pytest.approx(58.5)  # the runs' mean, beside the paper's 58.1
 
@@ -413,8 +448,9 @@ def test_the_valid_perplexity_a_run_records_in_extras_fills_its_column(ptb_plugi
 def test_a_task_whose_main_metric_is_not_among_its_metrics_is_named(monkeypatch):
     broken = type("Broken", (PennTreebank,), {"main_metric": "perplexity"})
     monkeypatch.setitem(TASKS._entries, "ptb", broken)
-    with pytest.raises(UserError, match="task 'ptb' .* names main_metric 'perplexity', which is not among its "
-                                        "metrics \\(ppl, loss\\)"):  # fmt: skip
+    with pytest.raises(
+        UserError, match="task 'ptb' .* names main_metric 'perplexity', which is not among its metrics \\(ppl, loss\\)"
+    ):
         comparison_table([ptb_record("darts", 0, 55.0, {"order": 2})], "ptb")
 
 
@@ -432,8 +468,11 @@ def test_empty_and_unknown_inputs():
 
 
 def test_ablation_table_over_m():
-    runs = [record("egs", s, e, {"M": m}, params=p) for m, es, p in [(1, (3.3, 3.5), 2.3), (9, (2.7, 2.8), 3.0)]
-            for s, e in enumerate(es)]  # fmt: skip
+    runs = [
+        record("egs", s, e, {"M": m}, params=p)
+        for m, es, p in [(1, (3.3, 3.5), 2.3), (9, (2.7, 2.8), 3.0)]
+        for s, e in enumerate(es)
+    ]
     runs += [record("egs", 2, None, {"M": 9}, status="failed"), record("darts", 0, 3.0, {"order": 2})]
     table = ablation_table(runs)
     assert ours(table)["M"].tolist() == [1, 9]  # darts runs are not part of the sweep
@@ -456,8 +495,13 @@ def test_ablation_rows_carry_params_per_m_beside_the_papers():
     assert reported(table)["Params (M)"].tolist() == reference["params_m"].tolist()  # the paper's params per M
     assert reported(table)["Test error (%)"].tolist() == reference["test_error_pct"].tolist()
     assert ours(table)["M"].tolist() == [1, 4, 7, 7, 7]
-    assert ours(table)["Method"].tolist() == ["egs (M=1)", "egs (M=4)", "egs (M=7)",
-                                              "fixed (genotype=egs_released_m7)", "egs (M=7)"]  # fmt: skip
+    assert ours(table)["Method"].tolist() == [
+        "egs (M=1)",
+        "egs (M=4)",
+        "egs (M=7)",
+        "fixed (genotype=egs_released_m7)",
+        "egs (M=7)",
+    ]
     assert ours(table)["Params (M)"].tolist() == pytest.approx([0.01, 0.04, 2.7, 3.0, 0.07])  # each run's own
     assert ours(table)["Reported (%)"].tolist() == [3.38, 3.05, 2.79, 2.79, 2.79]
     assert ours(table)["Δ"].notna().tolist() == [False, False, True, True, False]  # smoke rows: no delta

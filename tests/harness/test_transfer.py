@@ -34,8 +34,10 @@ SMALL = ["task.max_tokens=400"]
 @pytest.fixture(scope="module")
 def lm_data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lm")
-    return {"ptb": write_lm_files(root / "ptb", "ptb.{split}.txt", lines=80),
-            "wt2": write_lm_files(root / "wt2", "wiki.{split}.tokens", lines=80, seed=1)}  # fmt: skip
+    return {
+        "ptb": write_lm_files(root / "ptb", "ptb.{split}.txt", lines=80),
+        "wt2": write_lm_files(root / "wt2", "wiki.{split}.tokens", lines=80, seed=1),
+    }
 
 
 @pytest.fixture
@@ -108,22 +110,28 @@ def test_the_transfer_runs_the_source_search_once_and_trains_its_cell(pipeline):
     assert record["extras"]["genotype_source"]["path"] == str(source / "genotype.json")
 
 
-def test_a_second_transfer_reuses_the_search_and_a_finished_ptb_run_counts_too(pipeline, ptb_env, tmp_path,
-                                                                               monkeypatch):  # fmt: skip
+def test_a_second_transfer_reuses_the_search_and_a_finished_ptb_run_counts_too(
+    pipeline, ptb_env, tmp_path, monkeypatch
+):
     def no_search(*args, **kwargs):
         raise AssertionError("the source search ran again")
 
     source = pipeline["root"] / "wt2" / "source"
     monkeypatch.setattr(runner, "search", no_search)
-    again = run_experiment(load_config("smoke/egs-wt2", _wt2(ptb_env)), tmp_path / "again", source_run=source,
-                           progress=False).record  # fmt: skip
+    again = run_experiment(
+        load_config("smoke/egs-wt2", _wt2(ptb_env)), tmp_path / "again", source_run=source, progress=False
+    ).record
     assert again["genotype"] == pipeline["transfer"]["genotype"] and again["search"] == pipeline["transfer"]["search"]
     monkeypatch.undo()
     monkeypatch.setenv("EGSBENCH_PTB", str(ptb_env["ptb"]))
     ptb = run_experiment(load_config("smoke/egs-ptb", ["seed=1"]), tmp_path / "ptb", progress=False).record
     monkeypatch.setattr(runner, "search", no_search)
-    reused = run_experiment(load_config("smoke/egs-wt2", _wt2(ptb_env, "seed=1")), tmp_path / "wt2", progress=False,
-                            source_run=tmp_path / "ptb").record  # fmt: skip
+    reused = run_experiment(
+        load_config("smoke/egs-wt2", _wt2(ptb_env, "seed=1")),
+        tmp_path / "wt2",
+        progress=False,
+        source_run=tmp_path / "ptb",
+    ).record
     assert reused["genotype"] == ptb["genotype"] and reused["search"] == ptb["search"]
     assert reused["extras"]["transfer"]["seed"] == 1
 
@@ -137,10 +145,12 @@ def test_a_source_folder_of_another_config_or_seed_is_refused(pipeline, ptb_env,
 
 def test_a_run_folder_named_by_transfer_from_is_reused_as_it_is(pipeline, lm_data, tmp_path):
     source = pipeline["root"] / "wt2" / "source"
-    record = run_experiment(load_config("smoke/egs-wt2", _wt2(lm_data, f"transfer_from={source}")), tmp_path / "w",
-                            progress=False).record  # fmt: skip
+    record = run_experiment(
+        load_config("smoke/egs-wt2", _wt2(lm_data, f"transfer_from={source}")), tmp_path / "w", progress=False
+    ).record
     assert record["genotype"] == pipeline["transfer"]["genotype"] and record["extras"]["transfer"]["folder"] == str(
-        source)  # fmt: skip
+        source
+    )
     changed = load_config("smoke/egs-wt2", _wt2(lm_data, f"transfer_from={source}", "method.M=7"))
     with pytest.raises(UserError, match="was searched with other method values than this config gives"):
         run_experiment(changed, tmp_path / "m7", progress=False)
@@ -151,8 +161,9 @@ def test_a_run_folder_without_a_finished_search_is_refused(ptb_env, tmp_path):
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(load_config("smoke/egs-ptb").to_dict()))
     with pytest.raises(UserError, match="holds no finished search"):
-        run_experiment(load_config("smoke/egs-wt2", _wt2(ptb_env, f"transfer_from={folder}")), tmp_path / "w",
-                       progress=False)  # fmt: skip
+        run_experiment(
+            load_config("smoke/egs-wt2", _wt2(ptb_env, f"transfer_from={folder}")), tmp_path / "w", progress=False
+        )
 
 
 def test_run_search_writes_a_folder_that_resumes_to_the_full_run(ptb_env, tmp_path):
@@ -218,8 +229,10 @@ def test_a_sweep_links_each_transfer_to_its_own_ptb_run_and_runs_it_after(tmp_pa
     assert len(transfers) == 4
     for run in transfers:
         source = by_folder[run.source_run]
-        assert source.config == run.config.replace("-wt2", "-ptb") and source.folder.split("seed")[-1][0] == \
-            run.folder.split("seed")[-1][0]  # fmt: skip
+        assert (
+            source.config == run.config.replace("-wt2", "-ptb")
+            and source.folder.split("seed")[-1][0] == run.folder.split("seed")[-1][0]
+        )
         assert run.command()[-2:] == ["--source-run", run.source_run]
     first, then = _waves(runs)
     assert set(map(id, then)) == set(map(id, transfers)) and not any(r.source_run for r in first)
@@ -268,8 +281,9 @@ def test_a_failed_source_run_stops_the_transfer_with_its_error(lm_data, tmp_path
     source = load_config("smoke/egs-ptb")
     failed_record(source, tmp_path / "ptb", "search diverged at epoch 0")
     with pytest.raises(UserError, match=r"the source run in .*ptb failed \(search diverged at epoch 0\)"):
-        run_experiment(load_config("smoke/egs-wt2", _wt2(lm_data)), tmp_path / "w", source_run=tmp_path / "ptb",
-                       progress=False)  # fmt: skip
+        run_experiment(
+            load_config("smoke/egs-wt2", _wt2(lm_data)), tmp_path / "w", source_run=tmp_path / "ptb", progress=False
+        )
 
 
 def test_list_configs_names_the_row_each_paper_config_reproduces():

@@ -27,8 +27,15 @@ def _ctx(dtype=torch.float32, smooth=False, layers=3, channels=4, **search):
     model = SearchNetwork(space, channels, 10, layers).to(dtype)
     if smooth:
         _smooth(model)
-    return SearchContext(model=model, space=space, loss=_loss, config=SearchConfig(epochs=2, **search),
-                         steps_per_epoch=1, seed=0, op_costs=model.op_costs)  # fmt: skip
+    return SearchContext(
+        model=model,
+        space=space,
+        loss=_loss,
+        config=SearchConfig(epochs=2, **search),
+        steps_per_epoch=1,
+        seed=0,
+        op_costs=model.op_costs,
+    )
 
 
 def _smooth(module: nn.Module) -> None:
@@ -67,8 +74,10 @@ def test_registered_and_alphas_stay_out_of_the_weight_optimizer():
     assert torch.equal(m.alphas["normal"], _method(_ctx()).alphas["normal"])  # seeded by ctx.seed
 
 
-@pytest.mark.parametrize("kwargs, key", [({"order": 3}, "method.order"), ({"order": 0}, "method.order"),
-                                         ({"unrolled_r": 0.0}, "method.unrolled_r")])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"order": 3}, "method.order"), ({"order": 0}, "method.order"), ({"unrolled_r": 0.0}, "method.unrolled_r")],
+)
 def test_bad_config_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         DARTSConfig(**kwargs)
@@ -138,8 +147,12 @@ def _hypergradient_errors(smooth: bool, unrolled_r: float) -> dict[str, float]:
     hyper = m.unrolled_gradient(train, val)
     approx = torch.cat([hyper.alpha[t].flatten() for t in m.alphas])
     exact = _exact_unrolled_gradient(m, train, val)
-    first_order = torch.cat([g.flatten() for g in torch.autograd.grad(
-        _loss(ctx.model, val, m.probabilities()).loss, list(m.alphas.values()))])  # fmt: skip
+    first_order = torch.cat(
+        [
+            g.flatten()
+            for g in torch.autograd.grad(_loss(ctx.model, val, m.probabilities()).loss, list(m.alphas.values()))
+        ]
+    )
     return {
         "finite_difference": ((approx - exact).norm() / exact.norm()).item(),
         "first_order": ((first_order - exact).norm() / exact.norm()).item(),

@@ -183,11 +183,17 @@ def test_tau_schedule():
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"M": 0}, "method.M"), ({"lam": 1.5}, "method.lam"), ({"cost": "flops"}, "method.cost"),
-     ({"credits": "sigmoid"}, "method.credits"), ({"derive_candidates": 0}, "method.derive_candidates"),
-     ({"derive": "argmax"}, "method.derive"), ({"derive_from": "l"}, "method.derive_from"),
-     ({"arch_weight_decay": -1.0}, "method.arch_weight_decay")],
-)  # fmt: skip
+    [
+        ({"M": 0}, "method.M"),
+        ({"lam": 1.5}, "method.lam"),
+        ({"cost": "flops"}, "method.cost"),
+        ({"credits": "sigmoid"}, "method.credits"),
+        ({"derive_candidates": 0}, "method.derive_candidates"),
+        ({"derive": "argmax"}, "method.derive"),
+        ({"derive_from": "l"}, "method.derive_from"),
+        ({"arch_weight_decay": -1.0}, "method.arch_weight_decay"),
+    ],
+)
 def test_bad_config_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         EGSConfig(**kwargs)

@@ -44,9 +44,16 @@ def inclusion_exclusion(q: list[float], M: int) -> float:
 
 @pytest.mark.parametrize(
     "p, M",
-    [([0.5, 0.3, 0.2], 3), ([0.5, 0.5], 2), ([0.25, 0.25, 0.25, 0.25], 4), ([0.05, 0.15, 0.3, 0.5], 5),
-     ([0.7, 0.1, 0.1, 0.05, 0.05], 3), ([0.6, 0.4], 1), ([0.1, 0.2, 0.3, 0.4], 6)],
-)  # fmt: skip
+    [
+        ([0.5, 0.3, 0.2], 3),
+        ([0.5, 0.5], 2),
+        ([0.25, 0.25, 0.25, 0.25], 4),
+        ([0.05, 0.15, 0.3, 0.5], 5),
+        ([0.7, 0.1, 0.1, 0.05, 0.05], 3),
+        ([0.6, 0.4], 1),
+        ([0.1, 0.2, 0.3, 0.4], 6),
+    ],
+)
 def test_hit_probability_matches_inclusion_exclusion_and_brute_force(p, M):
     exact = brute_force_hits(p, M)
     for r in range(1, len(p) + 1):
@@ -94,8 +101,9 @@ def exact_log(q: list[float], M: int) -> float:
     """log of the inclusion-exclusion sum in exact rational arithmetic (the floats of ``q`` are dyadic rationals)."""
     qs = [Fraction(v) for v in q]
     n = len(qs)
-    total = sum((-1) ** (n - r) * sum(sum(c, Fraction(0)) ** M for c in itertools.combinations(qs, r))
-                for r in range(n + 1))  # fmt: skip
+    total = sum(
+        (-1) ** (n - r) * sum(sum(c, Fraction(0)) ** M for c in itertools.combinations(qs, r)) for r in range(n + 1)
+    )
     return math.log(total.numerator) - math.log(total.denominator)
 
 
@@ -147,13 +155,15 @@ def _cell(edge_probs: dict[tuple[int, int], dict[str, float]]) -> torch.Tensor:
 
 
 def test_hand_computed_cell():
-    probs = _cell({
-        (0, 2): {"sep_conv_3x3": 1.0},  # node 2: q = (0, sep3) .5, (1, skip) .3, none .2
-        (1, 2): {"skip_connect": 0.6, "none": 0.4},
-        (2, 4): {"dil_conv_3x3": 1.0},  # node 4: none .5 (two 'none' edges pooled), (2, dil3) .25, (3, dil5) .25
-        (3, 4): {"dil_conv_5x5": 1.0},
-        (4, 5): {"avg_pool_3x3": 1.0},  # node 5: none .8, (4, avg) .2
-    })  # fmt: skip
+    probs = _cell(
+        {
+            (0, 2): {"sep_conv_3x3": 1.0},  # node 2: q = (0, sep3) .5, (1, skip) .3, none .2
+            (1, 2): {"skip_connect": 0.6, "none": 0.4},
+            (2, 4): {"dil_conv_3x3": 1.0},  # node 4: none .5 (two 'none' edges pooled), (2, dil3) .25, (3, dil5) .25
+            (3, 4): {"dil_conv_5x5": 1.0},
+            (4, 5): {"avg_pool_3x3": 1.0},  # node 5: none .8, (4, avg) .2
+        }
+    )
     genotype = derive_mode({"normal": probs, "reduce": probs}, SPACE, M=3)
     # Node 2 keeps its top two; node 3 is 'none' (pruned); node 4 keeps {none, (2, dil3)} (P_2 = .28125 against
     # P_1 = .125 and P_3 = .1875) and drops 'none'; node 5 keeps 'none' alone (P_1 = .512 > P_2 = .48).
@@ -208,9 +218,12 @@ def test_peaked_probabilities_scale_the_cell_with_M():
 
 @pytest.mark.parametrize(
     "probs, match",
-    [({"normal": torch.ones(14, 7) / 7}, "shape"), ({"normal": -torch.ones(14, 8)}, "non-negative"),
-     ({"normal": torch.zeros(14, 8)}, "positive sum")],
-)  # fmt: skip
+    [
+        ({"normal": torch.ones(14, 7) / 7}, "shape"),
+        ({"normal": -torch.ones(14, 8)}, "non-negative"),
+        ({"normal": torch.zeros(14, 8)}, "positive sum"),
+    ],
+)
 def test_derive_mode_rejects_ill_input(probs, match):
     with pytest.raises(ValueError, match=match):
         derive_mode(probs, SPACE, 3)

@@ -46,12 +46,16 @@ def test_genotype_from_a_json_file(tmp_path):
 
 @pytest.mark.parametrize(
     "content, match",
-    [('{"normal": [[0, 2]], "normal_concat": [2]}', "list of \\[src, dst, op\\] triples"),
-     ('{"normal": [[0, 2, "conv_9x9"]], "normal_concat": [2], "reduce": [], "reduce_concat": [2]}',
-      "op 'conv_9x9' is not a valid op"),
-     ('{"normal": [], "normal_concat": [2]}', "space 'dag' needs \\['normal', 'reduce'\\]"),
-     ("[1, 2", "not valid JSON")],
-)  # fmt: skip
+    [
+        ('{"normal": [[0, 2]], "normal_concat": [2]}', "list of \\[src, dst, op\\] triples"),
+        (
+            '{"normal": [[0, 2, "conv_9x9"]], "normal_concat": [2], "reduce": [], "reduce_concat": [2]}',
+            "op 'conv_9x9' is not a valid op",
+        ),
+        ('{"normal": [], "normal_concat": [2]}', "space 'dag' needs \\['normal', 'reduce'\\]"),
+        ("[1, 2", "not valid JSON"),
+    ],
+)
 def test_bad_genotype_files_fail_at_config_time_naming_the_key(tmp_path, content, match):
     bad = tmp_path / "bad.json"
     bad.write_text(content)

@@ -143,10 +143,18 @@ def test_derive_takes_the_top_two_input_op_pairs_per_node_excluding_none():
     genotype = m.derive(score)
     SPACES.get("darts").validate(genotype)
     cell = genotype["normal"]
-    assert sorted(cell.edges) == sorted([
-        (0, 2, "sep_conv_3x3"), (0, 2, "skip_connect"), (2, 3, "dil_conv_5x5"), (1, 3, "avg_pool_3x3"),
-        (3, 4, "sep_conv_5x5"), (0, 4, "dil_conv_3x3"), (4, 5, "skip_connect"), (2, 5, "sep_conv_3x3"),
-    ])  # fmt: skip
+    assert sorted(cell.edges) == sorted(
+        [
+            (0, 2, "sep_conv_3x3"),
+            (0, 2, "skip_connect"),
+            (2, 3, "dil_conv_5x5"),
+            (1, 3, "avg_pool_3x3"),
+            (3, 4, "sep_conv_5x5"),
+            (0, 4, "dil_conv_3x3"),
+            (4, 5, "skip_connect"),
+            (2, 5, "sep_conv_3x3"),
+        ]
+    )
     assert cell.concat == (2, 3, 4, 5) and genotype["reduce"].concat == (2, 3, 4, 5)
     for node in space.intermediate_nodes:
         assert sum(1 for _, dst, _ in genotype["reduce"].edges if dst == node) == 2

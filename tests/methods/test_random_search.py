@@ -59,10 +59,15 @@ def test_registered_with_paper_defaults_per_variant():
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"variant": "weight-sharing"}, "method.variant"), ({"n_candidates": 0}, "method.n_candidates"),
-     ({"n_rescore": 0}, "method.n_rescore"), ({"score_batches": 0}, "method.score_batches"),
-     ({"candidate_epochs": 0}, "method.candidate_epochs"), ({"candidate_layers": 0}, "method.candidate_layers")],
-)  # fmt: skip
+    [
+        ({"variant": "weight-sharing"}, "method.variant"),
+        ({"n_candidates": 0}, "method.n_candidates"),
+        ({"n_rescore": 0}, "method.n_rescore"),
+        ({"score_batches": 0}, "method.score_batches"),
+        ({"candidate_epochs": 0}, "method.candidate_epochs"),
+        ({"candidate_layers": 0}, "method.candidate_layers"),
+    ],
+)
 def test_bad_config_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         RandomSearchConfig(**kwargs)
@@ -255,8 +260,13 @@ def test_one_hot_weights_round_trip_to_the_genotype():
 
 # -- end to end ----------------------------------------------------------------------------------
 def test_darts_baseline_end_to_end_through_the_runner(tmp_path):
-    overrides = ["method.variant=darts_baseline", "method.n_candidates=2", "method.candidate_epochs=1",
-                 "method.candidate_channels=4", "method.candidate_layers=3"]  # fmt: skip
+    overrides = [
+        "method.variant=darts_baseline",
+        "method.n_candidates=2",
+        "method.candidate_epochs=1",
+        "method.candidate_channels=4",
+        "method.candidate_layers=3",
+    ]
     cfg = load_config("smoke/random-cifar10", overrides)
     result = run_experiment(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "record.json").is_file()

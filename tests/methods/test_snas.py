@@ -22,8 +22,10 @@ def _snas(ctx=None, **config):
 
 
 def _one_hot(space, op):
-    return {t: F.one_hot(torch.full((space.num_edges,), space.op_index(op)), space.num_ops).float()
-            for t in space.cell_types}  # fmt: skip
+    return {
+        t: F.one_hot(torch.full((space.num_edges,), space.op_index(op)), space.num_ops).float()
+        for t in space.cell_types
+    }
 
 
 def test_registered_with_dag_space_and_init():
@@ -38,13 +40,19 @@ def test_registered_with_dag_space_and_init():
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"tau": 0.0}, "method.tau"), ({"tau_final": -1.0}, "method.tau"),
-     ({"constraint": "extreme"}, "method.constraint"), ({"resource_lambda": -1e-3}, "method.resource_lambda"),
-     ({"resource_metrics": ["latency"]}, "method.resource_metrics"),
-     ({"resource_metrics": []}, "method.resource_metrics"), ({"drop_path_prob": 1.0}, "method.drop_path_prob"),
-     ({"arch_optimizer": "rmsprop"}, "method.arch_optimizer"), ({"arch_lr": 0.0}, "method.arch_lr"),
-     ({"arch_grad_clip": 0.0}, "method.arch_grad_clip")],
-)  # fmt: skip
+    [
+        ({"tau": 0.0}, "method.tau"),
+        ({"tau_final": -1.0}, "method.tau"),
+        ({"constraint": "extreme"}, "method.constraint"),
+        ({"resource_lambda": -1e-3}, "method.resource_lambda"),
+        ({"resource_metrics": ["latency"]}, "method.resource_metrics"),
+        ({"resource_metrics": []}, "method.resource_metrics"),
+        ({"drop_path_prob": 1.0}, "method.drop_path_prob"),
+        ({"arch_optimizer": "rmsprop"}, "method.arch_optimizer"),
+        ({"arch_lr": 0.0}, "method.arch_lr"),
+        ({"arch_grad_clip": 0.0}, "method.arch_grad_clip"),
+    ],
+)
 def test_bad_config_values_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         SNASConfig(**kwargs)
@@ -180,11 +188,19 @@ def _set_argmax(m, choices):
 
 def test_derive_keeps_every_non_none_argmax_edge_and_prunes_dead_nodes():
     m = _snas()
-    _set_argmax(m, {
-        "normal": {(0, 2): "sep_conv_3x3", (1, 2): "skip_connect", (2, 3): "max_pool_3x3", (3, 5): "dil_conv_5x5",
-                   (4, 5): "sep_conv_5x5"},  # node 4 has no inputs: its edge to 5 goes
-        "reduce": {(0, 2): "avg_pool_3x3"},
-    })  # fmt: skip
+    _set_argmax(
+        m,
+        {
+            "normal": {
+                (0, 2): "sep_conv_3x3",
+                (1, 2): "skip_connect",
+                (2, 3): "max_pool_3x3",
+                (3, 5): "dil_conv_5x5",
+                (4, 5): "sep_conv_5x5",
+            },  # node 4 has no inputs: its edge to 5 goes
+            "reduce": {(0, 2): "avg_pool_3x3"},
+        },
+    )
     seen = []
 
     def score(weights, batches=None):
@@ -192,11 +208,15 @@ def test_derive_keeps_every_non_none_argmax_edge_and_prunes_dead_nodes():
         return 42.0
 
     genotype = m.derive(score)
-    expected = Genotype({
-        "normal": CellGenotype(((0, 2, "sep_conv_3x3"), (1, 2, "skip_connect"), (2, 3, "max_pool_3x3"),
-                                (3, 5, "dil_conv_5x5")), (2, 3, 5)),
-        "reduce": CellGenotype(((0, 2, "avg_pool_3x3"),), (2,)),
-    })  # fmt: skip
+    expected = Genotype(
+        {
+            "normal": CellGenotype(
+                ((0, 2, "sep_conv_3x3"), (1, 2, "skip_connect"), (2, 3, "max_pool_3x3"), (3, 5, "dil_conv_5x5")),
+                (2, 3, 5),
+            ),
+            "reduce": CellGenotype(((0, 2, "avg_pool_3x3"),), (2,)),
+        }
+    )
     assert genotype == expected
     SPACES.get("dag").validate(genotype)
     assert m.derive_score == 42.0 and len(seen) == 1

@@ -17,9 +17,12 @@ from egsbench.testing import batch, tiny_context
 
 @pytest.mark.parametrize(
     "method_cls, config, space",
-    [(EGS, EGSConfig(M=2, lam=1.0), "dag"), (GDAS, GDASConfig(), "darts"),
-     (RandomSearch, RandomSearchConfig(), "darts")],
-)  # fmt: skip
+    [
+        (EGS, EGSConfig(M=2, lam=1.0), "dag"),
+        (GDAS, GDASConfig(), "darts"),
+        (RandomSearch, RandomSearchConfig(), "darts"),
+    ],
+)
 def test_ops_that_did_not_run_keep_momentum_and_weight_decay(method_cls, config, space):
     torch.manual_seed(0)
     method = method_cls(config)

@@ -75,9 +75,13 @@ def test_no_readable_checkpoint_is_one_line_and_changes_nothing(cli, interrupted
     before = snapshot(interrupted)
     result = cli("run", BASE, "--out", interrupted, "--no-progress", "--resume", *overrides(*SEARCH))
     assert result.code == 2
-    assert result.error.startswith(f"error: checkpoint {interrupted / 'checkpoints' / 'search' / 'epoch-0002'} is "
-                                   "unreadable: model.safetensors is truncated or changed")  # fmt: skip
-    assert result.error.endswith(f"No readable checkpoint is left in {interrupted / 'checkpoints' / 'search'}: delete "
-                                 "that folder to restart this phase from scratch, or pass a new --out")  # fmt: skip
+    assert result.error.startswith(
+        f"error: checkpoint {interrupted / 'checkpoints' / 'search' / 'epoch-0002'} is "
+        "unreadable: model.safetensors is truncated or changed"
+    )
+    assert result.error.endswith(
+        f"No readable checkpoint is left in {interrupted / 'checkpoints' / 'search'}: delete "
+        "that folder to restart this phase from scratch, or pass a new --out"
+    )
     after = snapshot(interrupted)
     assert {k: v for k, v in after.items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}

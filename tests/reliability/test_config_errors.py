@@ -19,8 +19,10 @@ from .conftest import BASE, FAST, overrides
         (["search.lr=.nan"], "config key 'search.lr' must be a finite number, got nan"),
         (["evaluate.lr=.inf"], "config key 'evaluate.lr' must be a finite number, got inf"),
         (["evaluate.epochs=0"], "config key evaluate.epochs must be >= 1, got 0"),
-        (["search.epochs=0"], "config key search.epochs must be >= 1 for method 'gdas', got 0 (it would derive from "
-                              "untrained weights)"),  # fmt: skip
+        (
+            ["search.epochs=0"],
+            "config key search.epochs must be >= 1 for method 'gdas', got 0 (it would derive from untrained weights)",
+        ),
         # tracebacks before, and a half-started folder that then demanded --resume
         (["search.batch_size=0"], "config key search.batch_size must be >= 1, got 0"),
         (["evaluate.batch_size=0"], "config key evaluate.batch_size must be >= 1, got 0"),
@@ -34,7 +36,7 @@ from .conftest import BASE, FAST, overrides
         # a float spelling YAML reads as a string is a number; the run then fails on the real mistake
         (["search.lr=1e6", "search.batch_size=0"], "config key search.batch_size must be >= 1, got 0"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_value_in_any_block_is_named_before_any_folder_exists(cli, tmp_path, values, message):
     out = tmp_path / "run"
     result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*values))
@@ -111,8 +113,9 @@ def test_a_supernet_without_a_normal_cell(cli, tmp_path, layers, cells):
 def test_candidate_layers_are_checked_against_the_evaluate_block(cli, tmp_path):
     # random search's darts_baseline trains candidates on evaluate + method.candidate_*: checked before the run too
     out = tmp_path / "run"
-    result = cli("run", "smoke/random-baseline-cifar10", "--out", out, "--no-progress",
-                 *overrides("method.candidate_layers=1"))  # fmt: skip
+    result = cli(
+        "run", "smoke/random-baseline-cifar10", "--out", out, "--no-progress", *overrides("method.candidate_layers=1")
+    )
     assert result.code == 2
     assert result.error.startswith("error: the candidates' recipe (the evaluate block with ")
     assert "method.candidate_layers=1): evaluate.layers=1 is too few for the auxiliary head" in result.error
@@ -150,8 +153,12 @@ def test_the_size_limit_of_yaml_files_for_sweeps_too(tmp_path):
 def test_a_boolean_node_index_in_a_genotype_file(cli, tmp_path):
     # bool is an int in Python: "true" was node 1, reported as "edge (1, 2, 'sep_conv_3x3') is listed twice"
     genotype = tmp_path / "genotype.json"
-    cells = {"normal": [[True, 2, "sep_conv_3x3"], [1, 2, "sep_conv_3x3"]], "normal_concat": [2],
-             "reduce": [[0, 2, "max_pool_3x3"]], "reduce_concat": [2]}  # fmt: skip
+    cells = {
+        "normal": [[True, 2, "sep_conv_3x3"], [1, 2, "sep_conv_3x3"]],
+        "normal_concat": [2],
+        "reduce": [[0, 2, "max_pool_3x3"]],
+        "reduce_concat": [2],
+    }
     genotype.write_text(json.dumps(cells))
     out = tmp_path / "run"
     result = cli("run", "smoke/fixed-cifar10", "--out", out, "--no-progress", *overrides(f"method.genotype={genotype}"))

@@ -76,15 +76,27 @@ def _mixed_sizes(root):
 
 def _wrong_size(root):
     image_folder(root, size=64)  # passed loading, ran the whole search, then failed in evaluation before
-    return root, (f"images from imagefolder:{root} are 64x64; this task's networks expect 32x32. Resize the data, or "
-                  "pass --set task.resize=true to resize on load")  # fmt: skip
+    return root, (
+        f"images from imagefolder:{root} are 64x64; this task's networks expect 32x32. Resize the data, or "
+        "pass --set task.resize=true to resize on load"
+    )
 
 
 @pytest.mark.parametrize(
     "make",
-    [_train_without_class_folders, _class_without_images, _corrupt_jpeg, _zero_byte_image, _zero_byte_image_in_tar_gz,
-     _text_named_png, _class_missing_from_test, _truncated_tar_gz, _mixed_sizes, _wrong_size],
-)  # fmt: skip
+    [
+        _train_without_class_folders,
+        _class_without_images,
+        _corrupt_jpeg,
+        _zero_byte_image,
+        _zero_byte_image_in_tar_gz,
+        _text_named_png,
+        _class_missing_from_test,
+        _truncated_tar_gz,
+        _mixed_sizes,
+        _wrong_size,
+    ],
+)
 def test_bad_data_is_one_line_naming_the_file(cli, tmp_path, make):
     data, message = make(tmp_path / "data")
     before = snapshot(tmp_path / "data")
@@ -148,19 +160,30 @@ def _lm_latin1(folder, name):
 
 @pytest.mark.parametrize(
     ("task", "pattern", "role", "make"),
-    [("ptb", "ptb.{split}.txt", "train", _lm_zero_bytes), ("ptb", "ptb.{split}.txt", "valid", _lm_latin1),
-     ("ptb", "ptb.{split}.txt", "test", _lm_zero_bytes), ("ptb", "ptb.{split}.txt", "test", _lm_latin1),
-     ("wt2", "{split}.txt", "train", _lm_latin1), ("wt2", "{split}.txt", "valid", _lm_zero_bytes),
-     ("wt2", "{split}.txt", "test", _lm_latin1)],
-)  # fmt: skip
+    [
+        ("ptb", "ptb.{split}.txt", "train", _lm_zero_bytes),
+        ("ptb", "ptb.{split}.txt", "valid", _lm_latin1),
+        ("ptb", "ptb.{split}.txt", "test", _lm_zero_bytes),
+        ("ptb", "ptb.{split}.txt", "test", _lm_latin1),
+        ("wt2", "{split}.txt", "train", _lm_latin1),
+        ("wt2", "{split}.txt", "valid", _lm_zero_bytes),
+        ("wt2", "{split}.txt", "test", _lm_latin1),
+    ],
+)
 def test_an_empty_or_non_utf8_text_file_is_one_line_naming_it(cli, tmp_path, task, pattern, role, make):
     # a datasets DatasetGenerationError traceback before
     folder = write_lm_files(tmp_path / "data", pattern, lines=60)
     message = make(folder, pattern.format(split=role))
     before = snapshot(folder)
     out = tmp_path / "run"
-    result = cli("run", f"smoke/gdas-{task}" + ("-search" if task == "wt2" else ""), "--out", out, "--no-progress",
-                 *overrides(*LM_ROLES, f"task.data_dir={folder}"))  # fmt: skip
+    result = cli(
+        "run",
+        f"smoke/gdas-{task}" + ("-search" if task == "wt2" else ""),
+        "--out",
+        out,
+        "--no-progress",
+        *overrides(*LM_ROLES, f"task.data_dir={folder}"),
+    )
     assert result.code == 2
     assert result.error.startswith(message)
     assert not out.exists()
@@ -172,8 +195,9 @@ def test_a_test_file_of_unseen_words_is_refused(cli, tmp_path):
     folder = write_lm_files(tmp_path / "ptb", "ptb.{split}.txt", lines=60)
     (folder / "ptb.test.txt").write_text(_unseen_words(10))
     out = tmp_path / "run"
-    result = cli("run", "smoke/gdas-ptb", "--out", out, "--no-progress",
-                 *overrides(*LM_ROLES, f"task.data_dir={folder}"))  # fmt: skip
+    result = cli(
+        "run", "smoke/gdas-ptb", "--out", out, "--no-progress", *overrides(*LM_ROLES, f"task.data_dir={folder}")
+    )
     assert result.code == 2
     assert result.error == (
         f"error: {folder / 'ptb.test.txt'}: 88.9% of the test role's 90 tokens are not in the vocabulary of the "

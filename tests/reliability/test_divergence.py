@@ -52,8 +52,13 @@ def test_a_nan_in_the_search_fails_the_run(cli, tmp_path):
 def test_the_reported_case_a_learning_rate_of_a_million_fails(cli, tmp_path):
     """``--set search.lr=1000000.0 --set evaluate.lr=1000000.0`` exited 0 with status "ok" and a bare NaN."""
     out = tmp_path / "run"
-    values = [*FAST, "search.max_steps_per_epoch=2", "evaluate.max_steps_per_epoch=2", "search.lr=1000000.0",
-              "evaluate.lr=1000000.0"]  # fmt: skip
+    values = [
+        *FAST,
+        "search.max_steps_per_epoch=2",
+        "evaluate.max_steps_per_epoch=2",
+        "search.lr=1000000.0",
+        "evaluate.lr=1000000.0",
+    ]
     result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*values))
     assert result.code == 2
     assert result.error.startswith("error: the run diverged: non-finite ")

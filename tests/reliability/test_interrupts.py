@@ -67,8 +67,12 @@ def test_an_interrupt_in_the_final_training_names_its_epoch(cli, tmp_path, monke
 def test_a_real_signal_stops_the_run_with_the_line_and_its_exit_status(tmp_path, sig, code):
     out = tmp_path / "run"
     sets = overrides(*FAST, "search.epochs=100000")  # never finishes on its own: the signal ends it
-    proc = subprocess.Popen([sys.executable, "-m", "egsbench", "run", BASE, "--out", str(out), *sets],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "egsbench", "run", BASE, "--out", str(out), *sets],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = out / "checkpoints" / "search" / "epoch-0000"
         while not first.is_dir() and proc.poll() is None:  # a condition on disk, not a delay
@@ -81,8 +85,11 @@ def test_a_real_signal_stops_the_run_with_the_line_and_its_exit_status(tmp_path,
             proc.kill()
     assert proc.returncode == code, err
     line = err.strip().splitlines()[-1]
-    match = re.fullmatch(r"error: interrupted during search epoch (\d+); egsbench run (.+) --resume continues from "
-                         r"search epoch (\d+)", line)  # fmt: skip
+    match = re.fullmatch(
+        r"error: interrupted during search epoch (\d+); egsbench run (.+) --resume continues from "
+        r"search epoch (\d+)",
+        line,
+    )
     assert match, err
     assert match.group(2).startswith(f"{BASE} --out {out} --set ")
     newest = max(int(p.name.split("-")[1]) for p in (out / "checkpoints" / "search").glob("epoch-*"))

@@ -32,13 +32,17 @@ GOOD = make_record()
 BAD_RECORDS = {
     "torn": (b'{"schema_version": 3, "meth', "not valid JSON (Unterminated string"),
     "incomplete": (_bytes(_without(GOOD, "metrics")), "missing field metrics"),
-    "unknown schema version": (_bytes(GOOD | {"schema_version": 9}),
-                               "field schema_version is 9, newer than this egs-bench reads (3); upgrade egs-bench"),
-    "string M": (_bytes(GOOD | {"config": GOOD["config"] | {"method": {"name": "egs", "M": "7"}}}),
-                 "field config.method.M: must be int, got '7' (str)"),
+    "unknown schema version": (
+        _bytes(GOOD | {"schema_version": 9}),
+        "field schema_version is 9, newer than this egs-bench reads (3); upgrade egs-bench",
+    ),
+    "string M": (
+        _bytes(GOOD | {"config": GOOD["config"] | {"method": {"name": "egs", "M": "7"}}}),
+        "field config.method.M: must be int, got '7' (str)",
+    ),
     "not UTF-8": (_bytes(GOOD).replace(b'"egs"', b'"egs\xe9"', 1), "not valid JSON ('utf-8' codec can't decode byte"),
     "NaN": (_bytes(GOOD | {"metrics": GOOD["metrics"] | {"test_error": float("nan")}}), "field metrics.test_error"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -92,8 +96,9 @@ def test_regress_on_an_empty_runs_folder_flags_every_golden_run_as_missing(cli, 
 def test_a_sweep_does_not_start_over_an_unreadable_record(cli, tmp_path):
     """A non-UTF-8 record.json crashed ``sweep``; it must neither crash nor overwrite the file."""
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"],
-                                     "seeds": [0, 1]}))  # fmt: skip
+    sweep.write_text(
+        yaml.safe_dump({"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0, 1]})
+    )
     out = tmp_path / "out"
     first, _ = plan_runs(load_sweep(sweep), out)
     bad = Path(first.folder) / "record.json"

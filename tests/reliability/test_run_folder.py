@@ -73,8 +73,11 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_a_crash_frees_it(cli,
     """Two runs into one --out used to load each other's checkpoints and mix their files."""
     out = tmp_path / "run"
     slow = [*FAST, "search.epochs=50"]  # long enough to be still searching when the second run starts
-    first = subprocess.Popen([sys.executable, "-m", "egsbench", "run", BASE, "--out", str(out), "--no-progress",
-                              *overrides(*slow)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "egsbench", "run", BASE, "--out", str(out), "--no-progress", *overrides(*slow)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not (lock_holder(out) and (out / "config.yaml").exists()) and first.poll() is None:
@@ -86,8 +89,10 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_a_crash_frees_it(cli,
         result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*slow, "seed=1"))
         assert time.perf_counter() - start < 10  # at once, not after loading data or waiting for the lock
         assert result.code == 2
-        assert result.error == (f"error: {out} is in use by another egsbench run (pid {first.pid}); wait for it to "
-                                "finish or pass a new --out")  # fmt: skip
+        assert result.error == (
+            f"error: {out} is in use by another egsbench run (pid {first.pid}); wait for it to "
+            "finish or pass a new --out"
+        )
         assert first.poll() is None, "the first run ended before the check; the lock was not tested while held"
         assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 0  # the second run wrote nothing
     finally:
@@ -102,8 +107,9 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_a_crash_frees_it(cli,
 def test_a_sweep_leaves_a_run_folder_another_process_holds_alone(cli, tmp_path):
     """Sweeps sharing an output folder lock per run folder: a held one is skipped, nothing is written into it."""
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"],
-                                     "seeds": [0]}))  # fmt: skip
+    sweep.write_text(
+        yaml.safe_dump({"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0]})
+    )
     out = tmp_path / "out"
     [run] = plan_runs(load_sweep(sweep), out)
     with run_lock(Path(run.folder)):  # as another sweep's run would hold it

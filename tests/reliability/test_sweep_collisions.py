@@ -25,8 +25,19 @@ from .conftest import FAST
 
 def _sweep_file(tmp_path: Path, seeds: list[int]) -> Path:
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"name": "shared", "methods": ["gdas"], "tasks": ["cifar10"],
-                                    "presets": ["smoke"], "seeds": seeds, "set": FAST, "retries": 0}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "shared",
+                "methods": ["gdas"],
+                "tasks": ["cifar10"],
+                "presets": ["smoke"],
+                "seeds": seeds,
+                "set": FAST,
+                "retries": 0,
+            }
+        )
+    )
     return path
 
 
@@ -34,8 +45,9 @@ def test_two_sweeps_started_at_once_share_the_runs_and_both_end_ok(tmp_path):
     path, out = _sweep_file(tmp_path, [0, 1, 2]), tmp_path / "out"
     command = [sys.executable, "-m", "egsbench", "sweep", str(path), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for _ in range(2)]  # fmt: skip
+    both = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     results = [(p.wait(timeout=900), *p.communicate()) for p in both]
     for code, stdout, stderr in results:
         assert code == 0, stdout + stderr

@@ -45,8 +45,12 @@ def test_supernet_shapes_and_cell_outputs():
     assert [c.reduction for c in net.cells] == [False, True, False, True, False]
     assert net(torch.randn(3, 3, 16, 16), uniform(space)).shape == (3, 7)
     cell = net.cells[1]
-    out = cell(torch.randn(2, 12, 16, 16), torch.randn(2, 16, 16, 16), uniform(space)["reduce"],
-               [list(range(1, 8))] * space.num_edges)  # fmt: skip
+    out = cell(
+        torch.randn(2, 12, 16, 16),
+        torch.randn(2, 16, 16, 16),
+        uniform(space)["reduce"],
+        [list(range(1, 8))] * space.num_edges,
+    )
     assert out.shape == (2, 4 * 8, 8, 8)
 
 
@@ -74,8 +78,10 @@ def test_sparse_execution_matches_dense_mixing(monkeypatch):
     space = SPACES.get("dag")
     net = SearchNetwork(space, channels=4, num_classes=10, layers=3).eval()
     x = torch.randn(2, 3, 16, 16)
-    w = {t: torch.rand(space.num_edges, space.num_ops) * (torch.rand(space.num_edges, space.num_ops) < 0.4)
-         for t in space.cell_types}  # fmt: skip
+    w = {
+        t: torch.rand(space.num_edges, space.num_ops) * (torch.rand(space.num_edges, space.num_ops) < 0.4)
+        for t in space.cell_types
+    }
     sparse = net(x, w)
     # Dense reference: every op runs and is multiplied by its (possibly zero) weight.
     monkeypatch.setattr(cnn, "active_ops", lambda weights, zero: [list(range(weights.shape[1]))] * weights.shape[0])
@@ -97,9 +103,18 @@ def test_gradients_reach_edge_weights_of_active_ops_only():
 
 
 def test_final_network_accepts_several_ops_per_edge_and_any_in_degree():
-    cell = CellGenotype(((0, 2, "sep_conv_3x3"), (0, 2, "skip_connect"), (1, 2, "max_pool_3x3"),
-                         (0, 3, "dil_conv_5x5"), (1, 3, "avg_pool_3x3"), (2, 3, "sep_conv_5x5"),
-                         (3, 5, "skip_connect")), (2, 3, 5))  # fmt: skip
+    cell = CellGenotype(
+        (
+            (0, 2, "sep_conv_3x3"),
+            (0, 2, "skip_connect"),
+            (1, 2, "max_pool_3x3"),
+            (0, 3, "dil_conv_5x5"),
+            (1, 3, "avg_pool_3x3"),
+            (2, 3, "sep_conv_5x5"),
+            (3, 5, "skip_connect"),
+        ),
+        (2, 3, 5),
+    )
     genotype = Genotype({"normal": cell, "reduce": cell})
     SPACES.get("dag").validate(genotype)
     net = NetworkCIFAR(genotype, channels=4, num_classes=10, layers=5, auxiliary=True)
@@ -124,8 +139,9 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
 
 
 def test_drop_path_applies_only_in_training_and_not_to_identity():
-    genotype = Genotype({t: CellGenotype(((0, 2, "skip_connect"), (1, 2, "skip_connect")), (2,))
-                         for t in ("normal", "reduce")})  # fmt: skip
+    genotype = Genotype(
+        {t: CellGenotype(((0, 2, "skip_connect"), (1, 2, "skip_connect")), (2,)) for t in ("normal", "reduce")}
+    )
     net = NetworkCIFAR(genotype, channels=4, num_classes=10, layers=3)
     net.drop_path_prob = 0.9
     cell = net.cells[0].train()

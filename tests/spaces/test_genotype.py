@@ -18,8 +18,12 @@ def test_json_round_trip_is_lossless(genotype, tmp_path):
 
 
 def test_round_trip_keeps_several_ops_per_edge_and_order():
-    g = Genotype.from_dict({"normal": [[1, 2, "skip_connect"], [0, 2, "sep_conv_3x3"], [0, 2, "max_pool_3x3"],
-                                       [2, 3, "dil_conv_5x5"]], "normal_concat": [3, 2]})  # fmt: skip
+    g = Genotype.from_dict(
+        {
+            "normal": [[1, 2, "skip_connect"], [0, 2, "sep_conv_3x3"], [0, 2, "max_pool_3x3"], [2, 3, "dil_conv_5x5"]],
+            "normal_concat": [3, 2],
+        }
+    )
     again = Genotype.from_json(g.to_json())
     assert again == g and again.to_dict() == g.to_dict()
     assert again["normal"].ops_on(0, 2) == ["sep_conv_3x3", "max_pool_3x3"]
@@ -27,8 +31,12 @@ def test_round_trip_keeps_several_ops_per_edge_and_order():
 
 def test_darts_space_accepts_published_cells_and_dag_accepts_any_in_degree():
     SPACES.get("darts").validate(DARTS_V2)
-    g = Genotype({t: CellGenotype(((0, 2, "skip_connect"), (0, 2, "sep_conv_3x3"), (2, 5, "max_pool_3x3")), (2, 5))
-                  for t in ("normal", "reduce")})  # fmt: skip
+    g = Genotype(
+        {
+            t: CellGenotype(((0, 2, "skip_connect"), (0, 2, "sep_conv_3x3"), (2, 5, "max_pool_3x3")), (2, 5))
+            for t in ("normal", "reduce")
+        }
+    )
     SPACES.get("dag").validate(g)
     with pytest.raises(GenotypeError, match="node 2 has 2 inputs|node 3 has 0 inputs"):
         SPACES.get("darts").validate(g)
@@ -66,13 +74,16 @@ def test_malformed_json_raises_genotype_error():
     ("edges", "concat", "message"),
     [
         # bool is an int in Python: [true, 2, op] became edge (1, 2, op), reported as "listed twice" beside [1, 2, op]
-        ([[True, 2, "sep_conv_3x3"], [1, 2, "sep_conv_3x3"]], [2],
-         'genotype \'normal\': edge [true, 2, "sep_conv_3x3"]: src true is a boolean, not a node index'),
+        (
+            [[True, 2, "sep_conv_3x3"], [1, 2, "sep_conv_3x3"]],
+            [2],
+            "genotype 'normal': edge [true, 2, \"sep_conv_3x3\"]: src true is a boolean, not a node index",
+        ),
         ([[0, False, "sep_conv_3x3"]], [2], 'edge [0, false, "sep_conv_3x3"]: dst false is a boolean'),
         ([[0, 2, "sep_conv_3x3"]], [True], "genotype 'normal_concat': true is a boolean, not a node index"),
         ([[0, 2.5, "sep_conv_3x3"]], [2], 'edge [0, 2.5, "sep_conv_3x3"]: dst 2.5 is a fraction, not a node index'),
     ],
-)  # fmt: skip
+)
 def test_node_indices_must_be_integers(edges, concat, message):
     with pytest.raises(GenotypeError) as err:
         Genotype.from_dict({"normal": edges, "normal_concat": concat})

@@ -20,8 +20,14 @@ from egsbench.tasks.spaces import (
 
 
 def test_registry_holds_the_published_cells():
-    assert GENOTYPES.names() == ["darts_v1", "darts_v1_rnn", "darts_v2", "darts_v2_rnn", "egs_released_m4",
-                                 "egs_released_m7"]  # fmt: skip
+    assert GENOTYPES.names() == [
+        "darts_v1",
+        "darts_v1_rnn",
+        "darts_v2",
+        "darts_v2_rnn",
+        "egs_released_m4",
+        "egs_released_m7",
+    ]
     assert load_genotype("darts_v2") is DARTS_V2
 
 
@@ -44,7 +50,7 @@ def test_released_egs_cells_have_several_pairs_per_node_and_live_in_the_dag_spac
 @pytest.mark.parametrize(
     "name, params",
     [("darts_v1", 3_169_414), ("darts_v2", 3_349_342), ("egs_released_m4", 3_894_094), ("egs_released_m7", 3_410_038)],
-)  # fmt: skip
+)
 def test_parameters_at_evaluation_size(name, params):
     net = NetworkCIFAR(GENOTYPES.get(name), channels=36, num_classes=10, layers=20, auxiliary=True)
     assert count_parameters(net) == params  # the auxiliary head is built but not counted

@@ -144,8 +144,13 @@ def test_gathered_batches_equal_the_per_sample_collate():
     gathered = _batches(task, "train")
     split = task.splits["train"]
     augment = BatchAugment(task.mean, task.std, crop_padding=4, flip=True, cutout=8)
-    per_sample = DataLoader(TensorDataset(split.images, split.labels), batch_size=16, shuffle=True,
-                            collate_fn=augment, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    per_sample = DataLoader(
+        TensorDataset(split.images, split.labels),
+        batch_size=16,
+        shuffle=True,
+        collate_fn=augment,
+        generator=torch.Generator().manual_seed(0),
+    )
     torch.manual_seed(0)
     for (x, y), (x_ref, y_ref) in zip(gathered, per_sample, strict=False):
         assert torch.equal(y, y_ref) and torch.equal(x, x_ref)

@@ -212,9 +212,12 @@ def test_fit_macs_lowers_the_width_to_the_largest_that_fits_and_records_it():
     net = task.build_network(DARTS_V2, ImageNetTrainConfig(channels=64, layers=5, fit_macs=budget, auxiliary_weight=0))
     assert task.fitted["channels"] == 20 and net.stem0[3].out_channels == 20
     assert mobile_macs(DARTS_V2, 22, 5) > budget
-    assert task.record_extras()["imagenet"] == {"channels": 20, "configured_channels": 64,
-                                                "macs_224_m": pytest.approx((budget - 1) / 1e6),
-                                                "fit_macs_m": pytest.approx(budget / 1e6)}  # fmt: skip
+    assert task.record_extras()["imagenet"] == {
+        "channels": 20,
+        "configured_channels": 64,
+        "macs_224_m": pytest.approx((budget - 1) / 1e6),
+        "fit_macs_m": pytest.approx(budget / 1e6),
+    }
     assert fit_channels(DARTS_V2, 14, 600e6, 48) == 48  # what fits already is kept
     with pytest.raises(ConfigError, match="no even C fits"):
         fit_channels(DARTS_V2, 14, 1e6, 48)
@@ -238,8 +241,13 @@ def test_a_cifar10_run_folder_transfers_to_imagenet_in_one_run(jpeg_folder, tmp_
     metrics = record.model_dump()["metrics"]
     assert 0 <= metrics["test_top1_error"] <= 100 and metrics["test_top5_error"] == 0  # 3 classes: top-5 is all
     extras = record.model_dump()["extras"]
-    assert extras["genotype_source"]["run"] == {"method": "egs", "task": "cifar10", "preset": "smoke", "seed": 3,
-                                                "config_hash": "abc123"}  # fmt: skip
+    assert extras["genotype_source"]["run"] == {
+        "method": "egs",
+        "task": "cifar10",
+        "preset": "smoke",
+        "seed": 3,
+        "config_hash": "abc123",
+    }
     assert extras["genotype_source"]["path"] == str((source / "genotype.json").resolve())
     assert extras["imagenet"]["channels"] == 8
     assert Genotype.from_dict(record.model_dump()["genotype"]) == GENOTYPES.get("egs_released_m7")
@@ -259,8 +267,14 @@ def test_a_cifar10_search_transfers_to_imagenet_through_transfer_from(jpeg_folde
     assert not (source / "record.json").exists()  # the source folder holds the search only, resumable to a full run
     assert dumped["search"] == found["cost"] | {"signal": found["signal"]} and dumped["genotype"] == found["genotype"]
     assert dumped["extras"]["transfer"] | {"folder": None} == {
-        "from": "smoke/egs-cifar10", "folder": None, "method": "egs", "task": "cifar10", "preset": "smoke", "seed": 0,
-        "config_hash": resolve_config("smoke/egs-cifar10").hash()}  # fmt: skip
+        "from": "smoke/egs-cifar10",
+        "folder": None,
+        "method": "egs",
+        "task": "cifar10",
+        "preset": "smoke",
+        "seed": 0,
+        "config_hash": resolve_config("smoke/egs-cifar10").hash(),
+    }
     assert dumped["method"] == "egs" and dumped["config"]["method"]["M"] == 7
     assert searched_on(dumped["config"]) == "cifar10"
     assert rows_reproduced("egs", "imagenet", {"M": 7}, "cifar10", preset=None) == ["Table 2: DARTS-EGS (M=7)"]
@@ -337,8 +351,9 @@ def test_a_hugging_face_dataset_folder_loads_through_timms_hfds_reader(tmp_path)
                 labels.append(c)
         table = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
         table.to_parquet(str(tmp_path / "hf" / "data" / f"{split}-00000-of-00001.parquet"))  # the Hub's layout
-    task = ImageNet(ImageNetConfig(hf_dataset=str(tmp_path / "hf"), data_dir=str(tmp_path / "cache"), image_size=32,
-                                   workers=0))  # fmt: skip
+    task = ImageNet(
+        ImageNetConfig(hf_dataset=str(tmp_path / "hf"), data_dir=str(tmp_path / "cache"), image_size=32, workers=0)
+    )
     info = task.prepare_data()
     assert info.source == f"hfds:{tmp_path / 'hf'}" and dict(info.sizes)["train"] == 12 and info.sizes["test"] == 6
     x, y = next(iter(task.loader("test", 6)))

@@ -201,8 +201,9 @@ def test_shared_ptb_and_wikitext2_text():
     assert "<eos>" in ptb.vocab and "<unk>" in ptb.vocab and len(ptb.vocab) < 10001
     # The train role is PTB valid's first 90 % (the official train file, absent here, leaves no word out): the
     # other roles' words outside it, 4.65 % of valid's last 10 % and 4.45 % of test; PTB's own <unk>s are known.
-    assert ptb.record_extras() == {"oov_rate": {"valid": pytest.approx(0.0465, abs=5e-4),
-                                                "test": pytest.approx(0.0445, abs=5e-4)}}  # fmt: skip
+    assert ptb.record_extras() == {
+        "oov_rate": {"valid": pytest.approx(0.0465, abs=5e-4), "test": pytest.approx(0.0445, abs=5e-4)}
+    }
     wt2 = TASKS.get("wt2")(LMConfig(data_dir=str(WT2), train_split="valid", valid_split="valid", test_split="valid"))
     sizes = wt2.prepare_data().sizes
     assert sizes["valid"] == sizes["test"] > 0 and sizes["train"] > 8 * sizes["test"]

@@ -13,8 +13,10 @@ from egsbench.tasks.imagenet import mobile_macs
 from egsbench.tasks.spaces import DARTS_V2, GENOTYPES, NetworkCIFAR, NetworkImageNet, UnknownNameError
 from egsbench.tasks.timm_models import EgsBenchCIFAR, EgsBenchImageNet
 
-TINY = {"egsbench_cifar": dict(channels=4, layers=3, num_classes=10), "egsbench_imagenet": dict(channels=4, layers=3,
-        num_classes=7, img_size=64)}  # fmt: skip
+TINY = {
+    "egsbench_cifar": dict(channels=4, layers=3, num_classes=10),
+    "egsbench_imagenet": dict(channels=4, layers=3, num_classes=7, img_size=64),
+}
 SIZE = {"egsbench_cifar": 32, "egsbench_imagenet": 64}
 
 
@@ -63,7 +65,7 @@ def test_genotype_forms_build_the_same_network(tmp_path):
             ("json", str(path)),
             ("run", str(run)),
             ("default", None),
-        ]  # fmt: skip
+        ]
     }
     assert len({tuple(s) for s in shapes.values()}) == 1
     m7 = EgsBenchCIFAR(genotype="egs_released_m7", channels=4, layers=3)
@@ -82,8 +84,9 @@ def test_round_trip_create_save_load_same_output(name, route, tmp_path):
     if route == "checkpoint_path":
         loaded = timm.create_model(name, genotype="egs_released_m7", checkpoint_path=str(path), **TINY[name])
     else:
-        loaded = timm.create_model(name, genotype="egs_released_m7", pretrained=True,
-                                   pretrained_cfg_overlay=dict(file=str(path)), **TINY[name])  # fmt: skip
+        loaded = timm.create_model(
+            name, genotype="egs_released_m7", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY[name]
+        )
     x = _x(name)
     torch.testing.assert_close(loaded.eval()(x), net(x), rtol=0, atol=0)
 

@@ -233,10 +233,14 @@ def _rgb_mask(voc):
 
 @pytest.mark.parametrize(
     "damage, message",
-    [(_no_mask, "has no mask .*v.png"), (_small_mask, "v.png is 6x3 but its image .*v.jpg is 6x4"),
-     (_label_30, "v.png holds label values \\[30\\] outside 0..20 and 255"), (_rgb_mask, "v.png is a RGB image")],
+    [
+        (_no_mask, "has no mask .*v.png"),
+        (_small_mask, "v.png is 6x3 but its image .*v.jpg is 6x4"),
+        (_label_30, "v.png holds label values \\[30\\] outside 0..20 and 255"),
+        (_rgb_mask, "v.png is a RGB image"),
+    ],
     ids=["image-without-mask", "mask-size", "label-values", "rgb-mask"],
-)  # fmt: skip
+)
 def test_bad_masks_raise_data_errors_naming_the_file(tmp_path, damage, message):
     voc = write_tree(tmp_path, {"t": MASK_A, "u": MASK_A}, {"v": MASK_B})
     damage(voc)
@@ -299,14 +303,17 @@ def test_backbone_weights_load_by_name(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in source.backbone.state_dict().items()}, str(path))  # ImageNet-style names
     torch.manual_seed(1)
-    loaded = task.build_network(DARTS_V2, VOCTrainConfig(channels=4, layers=3, aspp_channels=8,
-                                                         backbone_weights=str(path)))  # fmt: skip
+    loaded = task.build_network(
+        DARTS_V2, VOCTrainConfig(channels=4, layers=3, aspp_channels=8, backbone_weights=str(path))
+    )
     assert torch.equal(loaded.backbone.stem0[0].weight, source.backbone.stem0[0].weight)
     assert not torch.equal(loaded.classifier.weight, source.classifier.weight)  # the head stays fresh
     with pytest.raises(DataError, match="no stem0/stem1/cells weights"):
         save_file({"other": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
-        task.build_network(DARTS_V2, VOCTrainConfig(backbone_weights=str(tmp_path / "other.safetensors"),
-                                                     channels=4, layers=3, aspp_channels=8))  # fmt: skip
+        task.build_network(
+            DARTS_V2,
+            VOCTrainConfig(backbone_weights=str(tmp_path / "other.safetensors"), channels=4, layers=3, aspp_channels=8),
+        )
 
 
 def test_imagenet_network_weights_fill_the_backbone(tmp_path):
