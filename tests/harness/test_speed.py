@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from egsbench.benchmark import runner
+from egsbench.benchmark import phases
 from egsbench.benchmark.api import resolve_config, run
 from egsbench.benchmark.speed import apply_memory_format, compile_network
 from egsbench.tasks.spaces import DARTS_V2, SPACES, ConfigError, NetworkCIFAR, SearchNetwork
@@ -98,7 +98,7 @@ def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch
         compiled.append(type(net).__name__)
         return compile_network(net, backend="eager")
 
-    monkeypatch.setattr(runner, "compile_network", eager_compile)
+    monkeypatch.setattr(phases, "compile_network", eager_compile)
     overrides = {"memory_format": "channels_last", "compile": True}
     record = run("smoke/random-cifar10", tmp_path / "run", overrides=overrides, progress=False)
     torch._dynamo.reset()
