@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import Accelerator
 from safetensors.torch import save_model
 
 from ..core.errors import UserError
@@ -254,3 +255,63 @@ def write_outputs(
     write_json(out_dir / "arch_probabilities.json", found["probabilities"])
     _write_figures(cfg, out_dir, genotype, found, final)
     write_record(out_dir / "record.json", record)
+
+
+def ok_record(
+    cfg: ExperimentConfig,
+    accelerator: Accelerator,
+    task,
+    data,
+    data_id: dict,
+    genotype: Genotype,
+    found: dict,
+    final: dict,
+    hook_extras: dict,
+) -> dict:
+    """The record of a finished run (validated against the record schema when written); ``hook_extras`` are
+    what the task, the method and a transfer add to its ``extras``."""
+    test = final["test"]
+    # The record's precision is the final training's, the phase its metrics come from.
+    record = identity(cfg, accelerator.num_processes, cfg.mixed_precision, cfg.deterministic) | {
+        "status": "ok",
+        "error": None,
+        "metrics": {
+            **{f"test_{m.name}": test.get(m.name) for m in task.metrics},
+            "params_m": final["params"] / 1e6,
+            "macs_m": final["macs"] / 1e6,
+            "search_val_score": found["derive_score"],
+        },
+        "genotype": genotype.to_dict(),
+        "search": found["cost"] | {"signal": found.get("signal")},  # no signal in results written before it
+        "evaluate": final["cost"],
+        "data": {**data_id, "sizes": dict(data.sizes)},
+        "manifest": manifest(device_name(accelerator), determinism(cfg.seed)),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    extras = _data_extras(data, final["curves"])
+    if "count" in test:  # the test examples (tokens, pixels) the metrics summed over all processes
+        extras["test_count"] = test["count"]
+    extras |= hook_extras  # the task's, the method's, a transfer's source's, the process scaling
+    if cfg.search_mixed_precision != "no":
+        extras["search_mixed_precision"] = cfg.search_mixed_precision
+    if extras:
+        record["extras"] = extras
+    return record
+
+
+def _data_extras(data, curves: list[dict]) -> dict:
+    """What a task adds beyond ``test_<name>``: which split played which role, the last validation metrics."""
+    extras = {}
+    if data.roles:
+        extras["data_roles"] = dict(data.roles)
+    valid = {k: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("valid_")}
+    if valid:
+        extras["valid"] = valid
+    return extras
+
+
+def device_name(accelerator: Accelerator) -> str:
+    device = accelerator.device
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x{accelerator.num_processes}"
+    return f"{device.type} ({torch.get_num_threads()} threads) x{accelerator.num_processes}"

@@ -13,10 +13,8 @@ import dataclasses
 import json
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
@@ -29,14 +27,13 @@ from .config import ExperimentConfig
 from .driver import POSITION, DivergedError, RunInterrupted
 from .launch import agree, apply_determinism, check_launch, debug_delay, make_accelerator, threads
 from .phases import search, train_final
-from .records import manifest, write_json
+from .records import write_json
 from .run_folder import (
     check_data,
     check_folder,
     data_identity,
-    determinism,
     failed_record,
-    identity,
+    ok_record,
     run_lock,
     write_outputs,
     write_start,
@@ -174,7 +171,12 @@ def _execute(
         scaled, task, genotype, make_accelerator(cfg), progress, out_dir / "checkpoints" / "evaluate", log
     )
     POSITION.enter("results")
-    record = _record(cfg, accelerator, task, data, data_id, genotype, found, final, scaling, source)
+    hooks = task.record_extras() | METHODS.get(cfg.method_name).record_extras(cfg.method)  # ImageNet's width, ...
+    if source is not None:
+        hooks |= source.record_extras()  # which search a transferred cell came from
+    if accelerator.num_processes > 1 or cfg.lr_scaling != "none":
+        hooks["scaling"] = scaling
+    record = ok_record(cfg, accelerator, task, data, data_id, genotype, found, final, hooks)
     if accelerator.is_main_process:
         write_outputs(out_dir, cfg, genotype, found, final, record)
     accelerator.wait_for_everyone()
@@ -212,53 +214,6 @@ def _found_search(
     return found
 
 
-def _record(
-    cfg: ExperimentConfig,
-    accelerator: Accelerator,
-    task,
-    data,
-    data_id: dict,
-    genotype: Genotype,
-    found: dict,
-    final: dict,
-    scaling: dict,
-    source: TransferSource | None,
-) -> dict:
-    """The run record (validated against the record schema when written)."""
-    test = final["test"]
-    # The record's precision is the final training's, the phase its metrics come from.
-    record = identity(cfg, accelerator.num_processes, cfg.mixed_precision, cfg.deterministic) | {
-        "status": "ok",
-        "error": None,
-        "metrics": {
-            **{f"test_{m.name}": test.get(m.name) for m in task.metrics},
-            "params_m": final["params"] / 1e6,
-            "macs_m": final["macs"] / 1e6,
-            "search_val_score": found["derive_score"],
-        },
-        "genotype": genotype.to_dict(),
-        "search": found["cost"] | {"signal": found.get("signal")},  # no signal in results written before it
-        "evaluate": final["cost"],
-        "data": {**data_id, "sizes": dict(data.sizes)},
-        "manifest": manifest(_device_name(accelerator), determinism(cfg.seed)),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    extras = _extras(data, final["curves"])
-    if "count" in test:  # the test examples (tokens, pixels) the metrics summed over all processes
-        extras["test_count"] = test["count"]
-    extras |= task.record_extras()  # e.g. ImageNet's fitted width
-    extras |= METHODS.get(cfg.method_name).record_extras(cfg.method)  # e.g. where a fixed cell came from
-    if source is not None:
-        extras |= source.record_extras()  # which search a transferred cell came from
-    if accelerator.num_processes > 1 or cfg.lr_scaling != "none":
-        extras["scaling"] = scaling
-    if cfg.search_mixed_precision != "no":
-        extras["search_mixed_precision"] = cfg.search_mixed_precision
-    if extras:
-        record["extras"] = extras
-    return record
-
-
 def _scale_for_processes(cfg: ExperimentConfig, world: int) -> tuple[ExperimentConfig, dict]:
     """The config the phases train with, and what scaling did: batch sizes are per process; with
     ``lr_scaling: linear`` each block's declared ``lr_fields`` grow with the world size."""
@@ -275,17 +230,6 @@ def _scale_for_processes(cfg: ExperimentConfig, world: int) -> tuple[ExperimentC
     return scaled, info
 
 
-def _extras(data, curves: list[dict]) -> dict:
-    """What a task adds beyond ``test_<name>``: which split played which role, the last validation metrics."""
-    extras = {}
-    if data.roles:
-        extras["data_roles"] = dict(data.roles)
-    valid = {k: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("valid_")}
-    if valid:
-        extras["valid"] = valid
-    return extras
-
-
 def _flat(config: dict, prefix: str = "") -> dict:
     """Dotted scalar items of a nested config, as trackers' hyperparameter tables want them."""
     out = {}
@@ -295,10 +239,3 @@ def _flat(config: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return out
-
-
-def _device_name(accelerator: Accelerator) -> str:
-    device = accelerator.device
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} x{accelerator.num_processes}"
-    return f"{device.type} ({torch.get_num_threads()} threads) x{accelerator.num_processes}"
