@@ -59,7 +59,7 @@ ScoreFn = Callable[..., float]
 class SearchContext:
     """Everything a method needs from the runner."""
 
-    model: nn.Module  # the supernet, possibly wrapped for distributed training
+    model: nn.Module | None  # the supernet, possibly wrapped for distributed training; None: trains_supernet False
     space: SearchSpace
     loss: Callable[[nn.Module, Any, EdgeWeights], LossOutput]
     config: Any  # the task's search block (a SearchConfig or any dataclass with its weight-optimiser fields)

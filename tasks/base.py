@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..core.config import WEIGHT_FIELDS, EvaluateConfig, SearchConfig
+from ..core.config import WEIGHT_FIELDS, SearchConfig
 from ..core.errors import ConfigError, check_range
 from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace, Supernet
 
@@ -66,8 +66,10 @@ class CNNSearchConfig(SearchConfig):
 
 
 @dataclass
-class TrainConfig(EvaluateConfig):
+class TrainConfig:
     """The ``evaluate:`` block: final training of the derived network (DARTS CIFAR-10 recipe)."""
+
+    lr_fields: ClassVar[tuple[str, ...]] = ("lr", "lr_min")  # what lr_scaling: linear multiplies by the world size
 
     epochs: int = 600
     batch_size: int = 96

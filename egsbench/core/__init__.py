@@ -4,7 +4,7 @@ Spaces, methods, tasks and the harness import from here; this package imports on
 library and torch.
 """
 
-from .config import WEIGHT_FIELDS, EvaluateConfig, SearchConfig
+from .config import WEIGHT_FIELDS, SearchConfig
 from .errors import ConfigError, DataError, DataNotFoundError, UnknownNameError, UserError, check_range
 from .genotype import CellGenotype, Genotype, GenotypeError, prune_cell
 from .registry import Registry
@@ -16,7 +16,6 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataNotFoundError",
-    "EvaluateConfig",
     "Genotype",
     "GenotypeError",
     "Registry",

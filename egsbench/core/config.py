@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from .errors import check_weight_optimiser
 
-__all__ = ["EvaluateConfig", "SearchConfig", "WEIGHT_FIELDS"]
+__all__ = ["SearchConfig", "WEIGHT_FIELDS"]
 
 # The fields of every search block that methods read for the supernet-weight optimiser.
 WEIGHT_FIELDS = ("epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay", "grad_clip")
@@ -36,18 +36,3 @@ class SearchConfig:
     def __post_init__(self):
         # epochs = 0 is allowed here; the config loader allows it only for methods that train no supernet.
         check_weight_optimiser(self)
-
-
-@dataclass
-class EvaluateConfig:
-    """The fields of an ``evaluate:`` block (final training) the runner reads; a task's block subclasses it."""
-
-    lr_fields: ClassVar[tuple[str, ...]] = ("lr", "lr_min")  # what ``lr_scaling: linear`` multiplies by the world size
-
-    epochs: int = 600
-    batch_size: int = 96
-    lr: float = 0.025
-    lr_min: float = 0.0
-    grad_clip: float = 5.0
-    max_steps_per_epoch: int | None = None  # None = one pass over the training split
-    eval_every: int = 1  # test-set evaluation every N epochs for the curves (the last epoch always)

@@ -96,6 +96,11 @@ def check_declares_metrics(task) -> None:
     search_fields = {f.name for f in dataclasses.fields(_recipes(task)[0])}
     lacking = [k for k in WEIGHT_FIELDS if k not in search_fields]
     assert not lacking, f"the task's search block lacks the weight-optimiser fields methods read: {lacking}"
+    for block in (task.search_config_class, task.train_config_class):
+        lr_fields = getattr(block, "lr_fields", None)  # what lr_scaling: linear multiplies by the world size
+        assert lr_fields is not None, f"{block.__name__} must declare lr_fields (its learning-rate keys)"
+        unknown = sorted(set(lr_fields) - {f.name for f in dataclasses.fields(block)})
+        assert not unknown, f"{block.__name__}.lr_fields names {unknown}, which are not its fields"
     metrics = {m.name: m for m in task.metrics}
     assert metrics, "a task must declare at least one Metric in `metrics`"
     for m in task.metrics:

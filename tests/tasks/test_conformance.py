@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from egsbench.tasks import TASKS, Task
+from egsbench.tasks import TASKS, Task, TrainConfig
 from egsbench.tasks.cifar import CIFAR10
 from egsbench.tasks.spaces import SPACES, ConfigError
 from egsbench.testing import TASK_CHECKS, check_task, conformance_task, write_image_folder
@@ -62,6 +62,15 @@ class _WrongMainMetric(CIFAR10):
     main_metric = "bleu"
 
 
+@dataclasses.dataclass
+class _RecipeWithoutLrMin(TrainConfig):
+    lr_fields = ("lr", "lr_peak")  # names a key the block does not have
+
+
+class _UndeclaredLrFields(CIFAR10):
+    train_config_class = _RecipeWithoutLrMin
+
+
 class _SearchLossWithoutGradient(CIFAR10):
     def search_loss(self, model, batch, weights):
         out = super().search_loss(model, batch, weights)
@@ -90,11 +99,12 @@ def test_a_task_without_conformance_config_is_told_what_to_add(tmp_path):
     "task_cls, check, message",
     [
         (_WrongMainMetric, check_declares_metrics, "main_metric 'bleu'"),
+        (_UndeclaredLrFields, check_declares_metrics, r"lr_fields names \['lr_peak'\]"),
         (_SearchLossWithoutGradient, check_supernet_search_loss, "no gradient reached"),
         (_UnseededAugmentation, check_data_splits, "different first batches"),
         (_EmptyTestSplit, check_data_splits, "split 'test' is empty"),
     ],
-    ids=["main-metric", "gradient", "seeding", "empty-split"],
+    ids=["main-metric", "lr-fields", "gradient", "seeding", "empty-split"],
 )
 def test_checks_catch_broken_tasks(tmp_path, task_cls, check, message):
     with pytest.raises(AssertionError, match=message):
