@@ -1,20 +1,12 @@
 """Peak memory of one search step (``method.step``) per method, each measured in a fresh process, phase by phase.
 
-Every method runs in its own subprocess (so no measurement inherits another's peak or allocator
-cache), through three phases on fixed random batches:
-
-- ``build``: the supernet and the method's setup (alphas, optimisers);
-- ``first_step``: the first ``method.step`` (optimiser state is allocated lazily here);
-- ``step``: the second ``method.step``: the steady-state step, the number to compare.
-
-Each phase reports the memory at its start, its peak, and the increment (peak - start), measured by
-``benchmark.memory.MemoryProbe`` (CUDA allocator counters; on CPU the resident set, so compare increments).
+Phases ``build`` (supernet and method setup), ``first_step`` and ``step`` (the steady state, the number to
+compare), each with its start, peak and increment; on CPU the resident set, so compare increments::
 
     python -m egsbench.benchmark.bench_memory                          # C=16, 8 cells, batch 64, every method
     python -m egsbench.benchmark.bench_memory --channels 4 --layers 5 --batch 8 --methods egs_m1 darts_1st
-    python -m egsbench.benchmark.bench_memory --device cuda --json memory.json
 
-Target (issue 13): EGS M = 1 at most 1/3 of DARTS's (first order) peak at batch 64.
+Method and reading: docs/benchmarks.md#bench_memory.
 """
 
 from __future__ import annotations

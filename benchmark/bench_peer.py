@@ -1,46 +1,13 @@
 """Time this project's DARTS-space supernet beside the ``xautodl`` package's (AutoDL-Projects) at one configuration.
 
-Forward + backward of one batch (cross-entropy on random 32x32 images; the architecture
-parameters receive gradients, no optimiser step), interleaved round by round in one process
-so machine noise hits every variant alike:
-
-- ``ours_darts`` / ``xautodl_darts``: dense softmax weights, every op of every edge runs
-  (``xautodl.models.cell_searchs.NASNetworkDARTS``);
-- ``ours_gdas`` / ``xautodl_gdas``: one hard Gumbel sample per edge, only the sampled op runs
-  (``NASNetworkGDAS``, tau = 10 in both, GDAS's first-epoch temperature);
-- ``egs_m1`` / ``egs_m7``: our EGS codes (M = 1, 7) on our supernet, against ``ours_darts``;
-- ``ours_darts_nchw`` and ``xautodl_darts_cl``: the two dense supernets in the other memory layout, so the
-  table shows how much of the gap is the layout (ours run channels-last by default here, ``--memory-format``,
-  the config key ``memory_format``; xautodl ships contiguous NCHW).
-
-Reported: ``ours_darts / xautodl_darts`` and ``ours_gdas / xautodl_gdas`` (targets <= 0.8),
-``egs_m1 / ours_darts`` (target <= 0.25) and ``egs_m7 / ours_darts`` beside the mean fraction of
-non-``none`` ops that EGS M = 7 actually ran (target: at most 15% above that fraction of DARTS's time;
-the MAC-weighted fraction is reported beside it).
+Forward + backward of one batch with dense (DARTS) and Gumbel-sampled (GDAS) weights on both supernets and
+EGS (M = 1, 7) on ours, interleaved round by round in one process; prints the ratios against their targets
+and the differences that remain between the two supernets. Needs the optional ``xautodl`` package::
 
     pip install --no-deps xautodl        # or: pip install --no-deps 'egs-bench[peer]'
     python -m egsbench.benchmark.bench_peer                          # C=16, 6 cells, batch 32 and 64, 3 rounds
-    python -m egsbench.benchmark.bench_peer --channels 4 --batch 4 --rounds 1 --json peer.json
 
-Same configuration: C = 16, stem 3C, xautodl N = 2 = our 6 cells (layers // 3 and 2 * layers // 3
-reduce: cells 2 and 4 in both), 4 intermediate nodes, 14 edges of the same 8 ops, concat of the
-4 intermediates, search-time BN without affine parameters. What still differs, by construction
-of the two codebases (``DIFFERENCES``; parameter counts are in the output):
-
-1. xautodl's search convs carry a bias (``bias=not affine`` with ``affine=False``); ours are
-   bias-free, as DARTS's ``model_search.py``.
-2. xautodl's pools have no BN after them; ours follow each pool with a parameter-free BN
-   (DARTS's ``MixedOp``).
-3. xautodl applies BN + ReLU (``lastact``, affine BN) before the global pooling; ours, as DARTS,
-   pools the last cell's output directly.
-4. xautodl's DARTS runs the ``none`` op (``x * 0``) and weights it; ours skips it (sparse
-   execution), so the dense step does 7 of the 8 ops per edge.
-5. xautodl's GDAS reads each edge's sampled index with ``.item()`` (one host sync per edge) and
-   redraws if a sample holds inf/nan; ours transfers the active ops once per cell type and forward.
-   A sampled ``none`` runs ``x * 0`` there and nothing here.
-6. The architecture parameters live in xautodl's network (softmax / Gumbel inside ``forward``);
-   ours come from the method (``method.probabilities()`` / ``method.sample()``), outside the timed
-   network but inside the timed step.
+Method and reading: docs/benchmarks.md#bench_peer.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
 """Two runs side by side on one machine: why they slow each other far more than 2x, and the fix.
 
-Each worker is a fresh process doing the same fixed work (supernet forward + backward steps of
-DARTS-style dense weighting, C=8, 5 cells, batch 32), so the numbers are what two sweep runs
-sharing the cores would see. Three settings, measured one after another in one invocation:
-
-- ``alone``: one worker with torch's default threads (one per core): the reference;
-- ``side_by_side_default``: two workers at once, each with torch's default threads: every
-  process runs one OpenMP thread per core, so there are twice as many busy threads as cores,
-  and libgomp's active spin-waiting at each barrier burns the time slices the other process
-  needs (an intra-op parallel region is only as fast as its slowest thread);
-- ``side_by_side_budget``: two workers at once with the sweep's budget: ``threads = cores //
-  jobs`` each and ``OMP_WAIT_POLICY=PASSIVE`` (what ``egsbench sweep --jobs 2`` sets).
-
-The slowdown of each side-by-side setting is its per-worker time over ``alone``; 2.0 is what
-sharing two cores fairly costs a job that scales perfectly with threads.
-
-Usage::
+Times the same fixed supernet work in fresh processes: one alone, two at once with torch's default threads,
+and two at once with the sweep's budget (``cores // jobs`` threads each, ``OMP_WAIT_POLICY=PASSIVE``)::
 
     python -m egsbench.benchmark.bench_threads --steps 8 --json results/benchmarks/threads.json
+
+Method and reading: docs/benchmarks.md#bench_threads.
 """
 
 from __future__ import annotations
@@ -65,7 +53,7 @@ def _workers(count: int, steps: int, env: dict) -> list[tuple[float, int]]:
 
 
 def measure(steps: int = 8) -> dict:
-    """Seconds per worker for the three settings (see the module docstring)."""
+    """Seconds per worker for the three settings (docs/benchmarks.md#bench_threads)."""
     cores = os.cpu_count() or 1
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
     budget = {

@@ -1,21 +1,13 @@
 """How large are the cells EGS derives? Ops per cell and parameters at evaluation size, per M.
 
-    python -m egsbench.benchmark.cell_sizes [--out results/benchmarks/cell_sizes.md] [--mass 0.6]
+    python -m egsbench.benchmark.cell_sizes [--out results/benchmarks/cell_sizes.md] [--mass 0.6 0.9]
 
-Derives cells with :func:`methods.egs.derive_mode` (``derive: mode``) from synthetic alphas, with
-no search: uniform alphas, and alphas whose effectiveness credits ``h = softmax(alpha)`` put
-``mass`` on one op family (pools, skip, separable or dilated convolutions; split evenly inside
-the family, the rest evenly over the other ops), for M = 1, 4, 7, 9. Two distributions are
-derived from: ``h`` (the default, the same for any lambda, and equal to ``p`` at lambda = 1)
-and ``p = 0.5 h + 0.5 l`` (``derive_from: p`` at lambda = 0.5), whose efficiency credits ``l``
-come from the MACs of each op in the paper's search supernet (C = 16, 8 cells, 32x32), as the
-``paper`` preset's EGS computes them. Each cell is reported as ``normal/reduce`` ops and the
-parameters of the CIFAR-10 evaluation network built from it (C = 36, 20 cells, auxiliary
-head excluded, counted by the project's builder, ``NetworkCIFAR``), beside the paper's
-Table 5 (params per M), the authors' released cells and DARTS's cells.
+Derives cells with :func:`methods.egs.derive_mode` from synthetic alphas (uniform, or peaked on one op family),
+with no search, for M = 1, 4, 7, 9, and prints Markdown tables beside the paper's Table 5, the authors'
+released cells and DARTS's cells. Cells marked ``*`` fell back from an all-``none`` derivation
+(:class:`methods.egs.EmptyCellWarning`).
 
-Cells whose every node derived to ``none`` fall back to each node's best non-``none`` pair
-(:class:`methods.egs.EmptyCellWarning`); they are marked ``*``.
+Method and reading: docs/benchmarks.md#cell_sizes.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
 """Per-epoch checkpoints of a phase (search or evaluate), for ``egsbench run --resume``.
 
-A checkpoint is a folder ``<run>/checkpoints/<phase>/epoch-NNNN`` holding
+A checkpoint is a folder ``<run>/checkpoints/<phase>/epoch-NNNN``: accelerate's ``save_state``, ``state.pt``
+(the method's state and generators, loaded with ``weights_only=True``), ``progress.json`` and, written last,
+``manifest.json`` (size and sha256 of every other file). It appears whole or not at all (written under a
+temporary name, then renamed), the previous one is kept until a newer one is complete, and ``restore`` skips
+a checkpoint that fails its manifest or will not load, with a warning, and uses the one before.
 
-- what ``accelerator.save_state`` writes: the prepared model (safetensors), prepared
-  optimisers and the Python, NumPy and torch random states;
-- ``state.pt``: the rest of the loop's tensors (the method's ``state_dict``, data-order
-  generator states), loaded back with ``torch.load(weights_only=True)``;
-- ``progress.json``: the epoch just finished, the curves so far and the elapsed time.
-
-- ``manifest.json``, written last: the size and sha256 of every other file.
-
-It is written under a temporary name and renamed into place, so a process killed at any
-moment leaves either the previous checkpoint or the new one. The previous epoch's checkpoint
-is kept until a newer one is complete (two are kept), and ``restore`` verifies the newest
-against its manifest: a checkpoint torn after the fact (a truncated or emptied file, a disk
-that lied about a flush) is skipped with a warning and the previous one is used. Method
-state goes through ``state.pt`` rather than accelerate's ``register_for_checkpointing``,
-which would unpickle it with ``weights_only=False``.
+Layout and design notes: docs/records.md#checkpoints.
 """
 
 from __future__ import annotations

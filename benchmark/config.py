@@ -1,20 +1,11 @@
 """Experiment configs: one YAML file validated into the components' own dataclasses.
 
-Layout::
-
-    preset: smoke            # smoke | proxy | paper | custom
-    seed: 0
-    space: dag               # a name in SPACES
-    method: {name: egs, M: 7, ...}        # -> the method's config dataclass
-    task: {name: cifar10, data_dir: ...}  # -> the task's config dataclass
-    search: {epochs: 50, ...}             # -> the task's search_config_class
-    evaluate: {epochs: 600, ...}          # -> the task's train_config_class
-
 ``CONFIG`` on the command line is a path or a bundled name such as ``smoke/egs-cifar10``
-(``benchmark/configs/<preset>/<name>.yaml``), or ``<preset>/<method>-<task>`` composed from the fragments
-(docs/configs.md). A file's ``base:`` list names fragments merged in order before its own keys. Dotted
-overrides (``--set method.M=4``) are parsed as YAML scalars. Blocks are validated by pydantic models of the
-components' dataclasses: unknown keys and wrong types raise :class:`ConfigError` naming the key.
+(``benchmark/configs/<preset>/<name>.yaml``), or ``<preset>/<method>-<task>`` composed from the fragments. A
+file's ``base:`` list names fragments merged in order before its own keys. Dotted overrides (``--set
+method.M=4``) are parsed as YAML scalars. Unknown keys and wrong types raise :class:`ConfigError` naming the key.
+
+Layout, names, composition and validation: docs/configs.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """One-command device check: time search and final-training steps at the paper preset and extrapolate the full runs.
 
-Times ``--steps`` search steps (``method.step``: every forward, backward and update) of EGS
-(M = 7) and DARTS first order on the paper-preset supernet (C = 16, 8 cells, batch 64), and
-``--steps`` final-training steps of the DARTS_V2 network (C = 36, 20 cells, batch 96, auxiliary
-head, drop path, SGD with gradient clipping) in each ``--eval-modes`` precision/layout. Data is
-random and lives on the device, so data loading, validation passes and derivation are excluded.
-It then extrapolates the full paper preset (sizes and epochs read from ``paper/egs-cifar10``):
-search = epochs x ceil(25k / batch) steps (CIFAR-10's 50k training images halved into
-search-train and search-val), evaluation = epochs x ceil(50k / batch) steps, against the issue-13
-targets on one H100: search <= 1 h, evaluation <= 8 h.
+Times search steps of EGS (M = 7) and DARTS (first order) and final-training steps of DARTS_V2 on random
+on-device data, then extrapolates the ``paper/egs-cifar10`` runs against the targets on one H100: search
+<= 1 h, final training <= 8 h::
 
     python -m egsbench.benchmark.gpu_check                              # on the GPU, under 5 minutes on an H100
-    python -m egsbench.benchmark.gpu_check --eval-modes fp32 bf16-cl --compile --json gpu.json
     python -m egsbench.benchmark.gpu_check --steps 2 --small --device cpu   # smoke test: tiny sizes, seconds
 
-Eval modes: ``fp32``, ``bf16`` (autocast), ``fp32-cl`` / ``bf16-cl`` (channels-last network and input, the
-config's ``memory_format: channels_last``); ``--compile`` compiles the network as ``compile: true`` does, and the
-drop-path probability changes every step (a recompiling graph would show in the time). The search runs in both
-layouts (``--search-memory-formats``) and stays fp32 unless ``--bf16-search`` (DARTS second order: fp32 always).
+Method and reading: docs/benchmarks.md#gpu_check.
 """
 
 from __future__ import annotations

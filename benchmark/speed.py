@@ -1,19 +1,12 @@
 """The fast path a run opts into: channels-last memory layout and ``torch.compile`` of the final network.
 
 Both are config switches (``memory_format: channels_last``, ``compile: true``; see
-:class:`~.config.ExperimentConfig`), recorded in the run's config, and task-agnostic:
+:class:`~.config.ExperimentConfig`), recorded in the run's config, and task-agnostic.
+:func:`apply_memory_format` lays a network's 4-D parameters, buffers and ``forward`` inputs out NHWC (the
+same values up to float rounding; networks without 4-D tensors are left alone). :func:`compile_network`
+compiles in place with tensor-valued drop-path probabilities, so the per-epoch ramp does not recompile.
 
-- :func:`apply_memory_format` lays every 4-D parameter and buffer out NHWC and converts every 4-D
-  tensor argument of ``forward`` on the way in, so convolutions, BatchNorm and pools run their
-  channels-last kernels (on a 2-core CPU, forward + backward per op at C = 16: pools 2.2-3.3x and
-  depthwise/dilated convolutions 1.7-5.4x faster, a dense DARTS step 1.7-1.8x, at tiny sizes slower; on
-  GPUs the layout tensor cores want under bf16). Networks without 4-D
-  tensors (the recurrent language models) are left as they are. The values are the same up to
-  float rounding (other kernels).
-- :func:`compile_network` gives every :class:`~egsbench.tasks.spaces.cell.ScheduledDropPath`
-  inside a tensor-valued drop-path probability first, then compiles the module in place
-  (``nn.Module.compile``: parameter names, ``state_dict`` and checkpoints stay the module's own),
-  so the per-epoch drop-path ramp does not recompile the graph.
+Design notes and measured speed-ups: docs/benchmarks.md#speed.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """EGS-Bench: a reproducible benchmark suite for differentiable neural architecture search.
 
-The repository keeps its four top-level folders (``benchmark/``, ``methods/``, ``tasks/``,
-``results/``); they install as sub-packages of this one import package, so nothing named
-``benchmark`` or ``tasks`` lands in a user's site-packages:
-
-- ``egsbench.benchmark``: the harness (configs, registries, runner, records, tables, CLI)
-- ``egsbench.methods``: search methods (EGS, DARTS, SNAS, GDAS, random search)
-- ``egsbench.tasks``: task adapters and search spaces (``egsbench.tasks.spaces``)
-- ``egsbench.results``: shipped data (reference tables, golden records, tolerances)
-- ``egsbench.core``: what every layer shares (registry, errors, genotype, search-config base, schedules)
-- ``egsbench.testing``: conformance checks for plug-in authors
-
-The public Python API for notebooks and scripts is the few names below; they load the harness
-(accelerate, timm) on first use, so ``import egsbench`` itself stays light.
+The repository's top-level folders install as sub-packages of this one import package (``benchmark/`` is
+``egsbench.benchmark``, ``methods/`` is ``egsbench.methods``, ...; README, "Layout"). The public Python API is
+``run``, ``load_network`` and ``build_supernet``; they load the harness (accelerate, timm) on first use, so
+``import egsbench`` itself stays light.
 
 Examples:
     >>> import egsbench

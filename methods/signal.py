@@ -1,28 +1,12 @@
 """The search signal: how far a search moved its architecture distribution, and whether that moved its cells.
 
-A derived cell is only as informative as the distribution it was read from. A search whose alphas
-stay near their initial values (too few steps, an architecture learning rate too small for the
-step budget) derives what the initial noise dictates: a cell drawn at random. This module measures
-that, per run, from the method's learned per-edge op distribution at the start and at the end of the
-search:
+A search whose alphas stay near their initial values derives what the initial noise dictates: a cell drawn
+at random. :func:`search_signal` measures this per run (the record's ``search.signal``) from the method's
+*learned* per-edge op distribution (``learned_probabilities``: EGS's ``h``, not ``p``) at the start and the
+end of the search; methods that learn none get no signal. A run counts as having searched when its entropy
+fell by at least ``MOVED_FRAC`` of ``log K`` (:func:`moved`); the tables flag groups whose runs did not.
 
-- ``entropy_start`` / ``entropy_end``: the mean over edges (every cell type) of the entropy of the
-  edge's op distribution, in nats, and the same as a fraction of ``log K`` (``*_frac``: 1 is uniform,
-  0 is one-hot); ``entropy_drop_frac`` = (start - end) / log K;
-- ``margin_start`` / ``margin_end``: the mean over edges of the gap between the edge's two most
-  probable ops (0 when uniform, 1 when one-hot);
-- ``derived_changed``: the fraction of the derived (cell type, input, node, op) choices that the
-  method's own derivation rule would not have chosen from the initial distribution (0: the search
-  changed nothing the initial noise did not already decide; null when the method's derivation is not
-  a rule on the distribution, e.g. EGS's ``derive: sample``).
-
-The distribution is the method's *learned* one (``learned_probabilities``, falling back to
-``probabilities``): for EGS ``h = softmax(alpha)``, not ``p`` with the efficiency credits, which are
-fixed by the op costs and would count as "committed" without any training. Methods that learn no
-distribution (random search, fixed cells) return None and get no signal.
-
-A run counts as having searched when its entropy fell by at least ``MOVED_FRAC`` of ``log K``
-(:func:`moved`); the tables flag groups whose runs did not.
+The fields and how to read them: docs/records.md#searchsignal.
 """
 
 from __future__ import annotations

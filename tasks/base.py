@@ -1,24 +1,10 @@
 """The task seam: data per split, networks, losses, metrics and the training-step details.
 
-A task never touches ``Accelerator``: it hands plain ``DataLoader``s (or plain iterables of
-batches) and modules to the runner, which prepares them. Methods reach a task only through
-``search_loss`` (wrapped in the method's :class:`~methods.base.SearchContext`).
-
-Each task owns its typed config blocks: ``search_config_class`` (the ``search:`` block) and
-``train_config_class`` (the ``evaluate:`` block). Every search block carries the
-weight-optimiser fields methods read (``WEIGHT_FIELDS``); every evaluate block carries
-``epochs``, ``batch_size``, ``grad_clip``, ``max_steps_per_epoch`` and ``eval_every``, which
-the runner reads. Everything else in a final-training epoch goes through a small protocol
-the runner calls, so the runner never asks which task it runs::
-
-    optimizer = task.make_optimizer(net, recipe)
-    for epoch in ...:
-        state = task.start_epoch(net, optimizer, epoch, recipe)   # lr schedule, drop path, hidden state
-        for batch in loader:
-            out = task.train_loss(net, batch, recipe, state)      # backward, clip, step by the runner
-        row |= task.end_epoch(net, optimizer, epoch, recipe, evaluate)  # e.g. validation, SGD -> ASGD
-        with task.eval_weights(net, optimizer):                   # e.g. averaged weights
-            test = evaluate("test")
+A task never touches ``Accelerator``: it hands plain ``DataLoader``s (or plain iterables of batches) and
+modules to the runner, which prepares them. Methods reach a task only through ``search_loss`` (wrapped in the
+method's :class:`~methods.base.SearchContext`). :class:`Task` declares every member the harness calls, the
+optional hooks with their defaults. The config blocks a task owns and how the runner drives a final-training
+epoch through its hooks: docs/adding-a-task.md.
 """
 
 from __future__ import annotations

@@ -1,41 +1,15 @@
 """Derived networks as timm models: ``egsbench_cifar`` and ``egsbench_imagenet``.
 
-Importing ``egsbench`` registers both in timm's model registry, so a searched cell trains with
-timm's own ``train.py`` and loads the weights a run wrote::
+Importing this module registers both with timm (``import egsbench`` alone does not), so a searched cell
+trains with timm's own ``train.py`` and loads the weights a run wrote::
 
-    import egsbench, timm
+    import egsbench.tasks.timm_models, timm
     net = timm.create_model("egsbench_imagenet", genotype="runs/egs-cifar10")  # a run folder, JSON, or a name
     net = timm.create_model("egsbench_cifar", genotype="darts_v2", pretrained=True,
                             pretrained_cfg_overlay=dict(file="runs/darts_v2-cifar10/model.safetensors"))
-    backbone = timm.create_model("egsbench_imagenet", genotype="darts_v2", features_only=True)  # 5 maps, stride 4-32
 
-``genotype`` is a :class:`~.spaces.Genotype`, its dict, a registered name (``darts_v2``,
-``egs_released_m7``, ...), a genotype JSON file or a run folder (its ``genotype.json``); the
-default is ``darts_v2``. The classes are the project's :class:`~.spaces.NetworkCIFAR` and
-:class:`~.spaces.NetworkImageNet` with timm's interface on top (``forward`` returns logits only,
-``forward_features``, ``forward_head``, ``reset_classifier``, ``forward_intermediates``), so
-their parameter names are the run's and ``model.safetensors`` loads as is, strictly.
-
-Weights of a run trained with an auxiliary head hold ``auxiliary.*`` tensors: the
-``pretrained=True`` + ``pretrained_cfg_overlay=dict(file=...)`` route drops them when the model
-has no head (timm's ``pretrained_filter_fn``); ``checkpoint_path=`` loads strictly, so pass
-``auxiliary=True`` there (the head is built and ignored by ``forward``). A ``file=`` overlay takes
-the model's ``num_classes`` (a run's weights carry their own classifier). A run's C and number of
-cells must be passed (``channels=``, ``layers=``) when they differ from the defaults (36/20 on
-CIFAR, 48/14 on ImageNet). ``features_only=True`` wraps the model in timm's ``FeatureGetterNet``
-over ``forward_intermediates``: the stem(s), the output of the last cell before each reduction,
-and the last cell (``feature_info`` gives channels and strides), for a segmentation head.
-
-Registration is by import (``egsbench`` imports ``egsbench.tasks``, which imports this module):
-timm 1.0 discovers models only through its registry, with no entry-point group to declare, so
-``import egsbench`` must come before ``timm.create_model("egsbench_...")`` (timm's ``train.py``
-needs it too, e.g. through ``python -c "import egsbench, runpy; runpy.run_path('train.py', ...)"``
-or a one-line import added to the script).
-
-Deviations from timm's usual model: ``pretrained_cfg`` has no URL (there are no released
-weights; ``file=`` points at a run's); ``drop_path_rate`` sets the cells' (constant) drop-path
-probability, where the project's recipes ramp it per epoch; the auxiliary head never runs in
-``forward`` (timm's loop has no auxiliary loss).
+Genotype forms, a run's C and cells, auxiliary-head weights, ``features_only``, and where these models
+deviate from timm's usual ones: docs/fidelity/timm_models.md.
 """
 
 from __future__ import annotations

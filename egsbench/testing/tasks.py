@@ -1,19 +1,11 @@
 """Checks every task must pass: data per split, networks for a space and a genotype, losses and metrics.
 
-They run on a task *instance* whose data is available. Each task class gives a tiny data
-config for them through a class method, so the project's tests (and a plug-in's own) build
-it the same way::
+They run on a task *instance* whose data is available, built from the task class's
+``conformance_config(tmp_path)`` (a tiny data config); each raises ``AssertionError`` saying what is wrong::
 
-    @classmethod
-    def conformance_config(cls, tmp_path: Path) -> MyTaskConfig:
-        write_image_folder(tmp_path / "data")  # or point at shipped data; a few dozen examples
-        return cls.config_class(data_dir=str(tmp_path / "data"))
+    check_task(conformance_task(MyTask, tmp_path))  # MyTask(MyTask.conformance_config(tmp_path))
 
-    task = conformance_task(MyTask, tmp_path)  # MyTask(MyTask.conformance_config(tmp_path))
-    check_task(task)
-
-The checks use a tiny supernet and a three-cell final network, so they take seconds on a CPU.
-Each raises ``AssertionError`` saying what is wrong.
+What each check verifies and how a plug-in runs them: docs/adding-a-task.md.
 """
 
 from __future__ import annotations
