@@ -31,6 +31,7 @@ __all__ = [
     "SearchConfig",
     "SearchContext",
     "SearchMethod",
+    "SoftmaxAlphas",
     "StepStats",
     "batch_statistics",
     "ArchAdam",
@@ -155,6 +156,17 @@ class SearchMethod:
     def record_extras(cls, config: Any) -> dict[str, Any]:
         """What a run of this method config adds to the record's ``extras`` (e.g. where a fixed cell came from)."""
         return {}
+
+
+class SoftmaxAlphas:
+    """Mixin for methods whose architecture parameters ``self.alphas`` are per-edge logits (DARTS, GDAS, SNAS):
+    their reported distribution is ``softmax(alpha)``."""
+
+    alphas: nn.ParameterDict
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """``softmax(alpha)`` per cell type, ``(E, K)``."""
+        return {t: torch.softmax(a, dim=-1) for t, a in self.alphas.items()}
 
 
 def init_alphas(ctx: SearchContext, mean: float = 0.0, std: float = 1e-3, dtype=None) -> nn.ParameterDict:

@@ -28,6 +28,7 @@ from .base import (
     ScoreFn,
     SearchContext,
     SearchMethod,
+    SoftmaxAlphas,
     StepStats,
     anneal,
     average_tensors,
@@ -112,7 +113,7 @@ def _zeros_for_none(grads: tuple[torch.Tensor | None, ...], like: list[torch.Ten
 
 
 @METHODS.register("darts")
-class DARTS(SearchMethod):
+class DARTS(SoftmaxAlphas, SearchMethod):
     """DARTS search (see the module docstring and docs/fidelity/darts.md)."""
 
     config_class = DARTSConfig
@@ -141,10 +142,6 @@ class DARTS(SearchMethod):
         self.a_optimizer = make_arch_optimizer(self.alphas, cfg)
 
     # -- distributions -------------------------------------------------------------------------
-    def probabilities(self) -> dict[str, torch.Tensor]:
-        """``softmax(alpha)`` per cell type, ``(E, K)``: the mixing weights of every edge."""
-        return {t: torch.softmax(alpha, dim=-1) for t, alpha in self.alphas.items()}
-
     # -- search --------------------------------------------------------------------------------
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch

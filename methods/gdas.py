@@ -25,6 +25,7 @@ from .base import (
     ScoreFn,
     SearchContext,
     SearchMethod,
+    SoftmaxAlphas,
     StepStats,
     anneal,
     capture_state,
@@ -83,7 +84,7 @@ class GDASConfig:
 
 
 @METHODS.register("gdas")
-class GDAS(SearchMethod):
+class GDAS(SoftmaxAlphas, SearchMethod):
     """GDAS search (see the module docstring and docs/fidelity/gdas.md)."""
 
     config_class = GDASConfig
@@ -104,10 +105,6 @@ class GDAS(SearchMethod):
         self.generator = sampling_generator(ctx, 2)  # the samples of the training steps, identical on every rank
 
     # -- distributions -------------------------------------------------------------------------
-    def probabilities(self) -> dict[str, torch.Tensor]:
-        """``softmax(alpha)`` per cell type, ``(E, K)``."""
-        return {t: torch.softmax(a, dim=-1) for t, a in self.alphas.items()}
-
     def sample(self, generator: torch.Generator | None = None, detach: bool = False) -> dict[str, torch.Tensor]:
         """One hard straight-through sample per cell type, ``(E, K)``, shared by all cells of that type."""
         return {t: gumbel_hard(a.detach() if detach else a, self.tau, generator)[0] for t, a in self.alphas.items()}

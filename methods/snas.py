@@ -26,6 +26,7 @@ from .base import (
     ScoreFn,
     SearchContext,
     SearchMethod,
+    SoftmaxAlphas,
     StepStats,
     anneal,
     capture_state,
@@ -114,7 +115,7 @@ class SNASConfig:
 
 
 @METHODS.register("snas")
-class SNAS(SearchMethod):
+class SNAS(SoftmaxAlphas, SearchMethod):
     """SNAS search (see the module docstring and docs/fidelity/snas.md)."""
 
     config_class = SNASConfig
@@ -155,10 +156,6 @@ class SNAS(SearchMethod):
         return {m: {t: c.float().to(self.ctx.device) for t, c in per_type.items()} for m, per_type in costs.items()}
 
     # -- distributions -------------------------------------------------------------------------
-    def probabilities(self) -> dict[str, torch.Tensor]:
-        """``softmax(log_alpha)`` per cell type, ``(E, K)``."""
-        return {t: torch.softmax(a, dim=-1) for t, a in self.alphas.items()}
-
     def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One relaxed sample ``Z = softmax((log_alpha + G) / tau)`` per cell type, ``(E, K)``, dense."""
         return {t: torch.softmax((a + gumbel_like(a, generator)) / self.tau, dim=-1) for t, a in self.alphas.items()}

@@ -9,7 +9,6 @@ folder, runs ``python -m egsbench ...`` once per case and prints: the command, t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,24 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image
 
-BASE = "smoke/gdas-cifar10"
-FAST = [
-    "task.train_limit=64",
-    "task.test_limit=32",
-    "search.batch_size=16",
-    "search.max_steps_per_epoch=1",
-    "search.score_batches=1",
-    "evaluate.batch_size=16",
-    "evaluate.max_steps_per_epoch=1",
-]
-
-
-def sets(*values: str) -> list[str]:
-    return [x for v in values for x in ("--set", v)]
+from egsbench.testing.reliability import BASE, FAST, image, image_folder, overrides, snapshot
 
 
 def egsbench(*args, wait: bool = True):
@@ -47,53 +31,24 @@ def egsbench(*args, wait: bool = True):
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    if not root.exists():
-        return {}
-    if root.is_file():
-        return {".": hashlib.sha256(root.read_bytes()).hexdigest()}
-    return {
-        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.name != ".lock"
-    }
-
-
-def image(path: Path, size: int = 32, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, "JPEG" if path.suffix == ".jpg" else "PNG")
-
-
-def tree(root: Path, size: int = 32, test_classes=("cat", "dog")) -> Path:
-    """An ImageFolder tree of 4 images per class and split, PNG and JPEG mixed."""
-    seed = 0
-    for split, classes in (("train", ("cat", "dog")), ("test", test_classes)):
-        for name in classes:
-            for i in range(4):
-                seed += 1
-                image(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}", size, seed)
-    return root
-
-
 def fixtures(tmp: Path) -> dict[str, Path]:
     fx = {}
-    shutil.rmtree(tree(tmp / "no-class-folders") / "train")
+    shutil.rmtree(image_folder(tmp / "no-class-folders") / "train")
     (tmp / "no-class-folders" / "train").mkdir()
     fx["no-class-folders"] = tmp / "no-class-folders"
-    for f in (tree(tmp / "empty-class") / "train" / "dog").iterdir():
+    for f in (image_folder(tmp / "empty-class") / "train" / "dog").iterdir():
         f.unlink()
     fx["empty-class"] = tmp / "empty-class"
-    (tree(tmp / "corrupt") / "train" / "dog" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (image_folder(tmp / "corrupt") / "train" / "dog" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     fx["corrupt"] = tmp / "corrupt"
-    fx["class-mismatch"] = tree(tmp / "class-mismatch", test_classes=("cat",))
+    fx["class-mismatch"] = image_folder(tmp / "class-mismatch", test_classes=("cat",))
     shutil.make_archive(str(tmp / "whole"), "gztar", tmp, "corrupt")
     whole = (tmp / "whole.tar.gz").read_bytes()
     (tmp / "truncated.tar.gz").write_bytes(whole[: len(whole) // 2])
     fx["truncated"] = tmp / "truncated.tar.gz"
-    image(tree(tmp / "mixed") / "train" / "cat" / "9.png", 48)
+    image(image_folder(tmp / "mixed") / "train" / "cat" / "9.png", 48)
     fx["mixed"] = tmp / "mixed"
-    fx["64x64"] = tree(tmp / "big", size=64)
+    fx["64x64"] = image_folder(tmp / "big", size=64)
     (tmp / "latin1.yaml").write_bytes("# caf\xe9\npreset: smoke\nmethod: {name: gdas}\n".encode("latin-1"))
     (tmp / "list.yaml").write_text("- preset: smoke\n- method: {name: gdas}\n")
     (tmp / "a-file").write_text("not a folder\n")
@@ -159,7 +114,7 @@ def main() -> None:
         row(
             rows,
             f"run {BASE} " + " ".join(f"--set {v}" for v in values),
-            egsbench("run", BASE, "--out", out, *sets(*values)),
+            egsbench("run", BASE, "--out", out, *overrides(*values)),
             left_run(out),
         )
     for name in ("latin1.yaml", "list.yaml"):
@@ -167,7 +122,7 @@ def main() -> None:
         row(rows, f"run {name} {' '.join(extra)}", egsbench("run", tmp / name, "--out", out, *extra), left_run(out))
     for name, data in fx.items():
         before = snapshot(data)
-        proc = egsbench("run", BASE, "--out", out, *sets(*FAST, f"task.data_dir={data}"))
+        proc = egsbench("run", BASE, "--out", out, *overrides(*FAST, f"task.data_dir={data}"))
         row(
             rows,
             f"run {BASE} --set task.data_dir=<{name}>",
@@ -176,7 +131,7 @@ def main() -> None:
         )
     for target in (tmp / "a-file", Path("/sys/egsbench-run")):
         before = snapshot(target)
-        proc = egsbench("run", BASE, "--out", target, *sets(*FAST))
+        proc = egsbench("run", BASE, "--out", target, *overrides(*FAST))
         row(
             rows,
             f"run {BASE} --out {'<a file>' if target.name == 'a-file' else target}",
@@ -198,7 +153,7 @@ def main() -> None:
         (["search.lr=1e30"], "search-1e30"),
     ):
         folder = tmp / name
-        proc = egsbench("run", BASE, "--out", folder, *sets(*FAST, *values))
+        proc = egsbench("run", BASE, "--out", folder, *overrides(*FAST, *values))
         record = json.loads((folder / "record.json").read_text(), parse_constant=lambda c: f"BARE {c}")
         kept = sorted(str(p.relative_to(folder)) for p in folder.glob("checkpoints/*/epoch-*"))
         row(
@@ -209,11 +164,11 @@ def main() -> None:
         )
 
     busy = tmp / "busy"
-    first = egsbench("run", BASE, "--out", busy, *sets(*FAST, "search.epochs=50"), wait=False)
+    first = egsbench("run", BASE, "--out", busy, *overrides(*FAST, "search.epochs=50"), wait=False)
     while not ((busy / ".lock").exists() and (busy / "config.yaml").exists()) and first.poll() is None:
         time.sleep(0.1)
     before = snapshot(busy)
-    second = egsbench("run", BASE, "--out", busy, *sets(*FAST, "search.epochs=50", "seed=1"))
+    second = egsbench("run", BASE, "--out", busy, *overrides(*FAST, "search.epochs=50", "seed=1"))
     unchanged = yaml.safe_load((busy / "config.yaml").read_text())["seed"] == 0 and "record.json" not in before
     row(
         rows,
@@ -225,8 +180,8 @@ def main() -> None:
     first.wait()
 
     torn = tmp / "torn"
-    values = [*FAST, "search.epochs=6", "evaluate.epochs=1"]
-    first = egsbench("run", BASE, "--out", torn, *sets(*values), wait=False)
+    values = [*FAST, "search.epochs=6"]
+    first = egsbench("run", BASE, "--out", torn, *overrides(*values), wait=False)
     while not (torn / "checkpoints" / "search" / "epoch-0002").exists() and first.poll() is None:
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
@@ -235,7 +190,7 @@ def main() -> None:
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     copy = Path(shutil.copytree(torn, tmp / "torn-all"))
-    proc = egsbench("run", BASE, "--out", torn, "--resume", *sets(*values))
+    proc = egsbench("run", BASE, "--out", torn, "--resume", *overrides(*values))
     resumed = next((x.split("] ")[-1] for x in proc.stderr.splitlines() if "resumed the search" in x), "")
     row(
         rows,
@@ -247,7 +202,7 @@ def main() -> None:
     for folder in (copy / "checkpoints" / "search").glob("epoch-*"):
         (folder / "state.pt").write_bytes(b"")
     before = snapshot(copy)
-    proc = egsbench("run", BASE, "--out", copy, "--resume", *sets(*values))
+    proc = egsbench("run", BASE, "--out", copy, "--resume", *overrides(*values))
     row(
         rows,
         f"run {BASE} --out <killed run, every checkpoint emptied> --resume",

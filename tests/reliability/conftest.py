@@ -6,30 +6,17 @@ and that nothing was left behind (no folder created, or the folder byte-for-byte
 
 from __future__ import annotations
 
-import hashlib
 import io
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from egsbench.benchmark.cli import main
+from egsbench.testing.reliability import BASE, FAST, image, image_folder, overrides, snapshot, tar_gz
 
-# The cheapest end-to-end run: GDAS (one sampled op per edge), one step per epoch, a few dozen images.
-BASE = "smoke/gdas-cifar10"
-FAST = [
-    "task.train_limit=64",
-    "task.test_limit=32",
-    "search.batch_size=16",
-    "search.max_steps_per_epoch=1",
-    "search.score_batches=1",
-    "evaluate.batch_size=16",
-    "evaluate.max_steps_per_epoch=1",
-    "evaluate.epochs=1",
-]
+__all__ = ["BASE", "FAST", "Result", "image", "image_folder", "jpeg_bytes", "overrides", "snapshot", "tar_gz"]
 
 
 @dataclass
@@ -60,50 +47,7 @@ def cli(capsys):
     return run
 
 
-def overrides(*values: str) -> list[str]:
-    """``--set`` arguments for each of ``values``."""
-    return [x for v in values for x in ("--set", v)]
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` (relative path -> sha256 of its bytes, or "dir"); {} when absent."""
-    if not root.exists():
-        return {}
-    if root.is_file():
-        return {".": hashlib.sha256(root.read_bytes()).hexdigest()}
-    return {
-        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-    }
-
-
 # ---- data in the real on-disk formats ------------------------------------------------------------------------------
-
-
-def image(path: Path, size: int = 32, seed: int = 0, fmt: str | None = None) -> Path:
-    """A random RGB image of ``size`` x ``size`` saved as PNG or JPEG (by suffix, or ``fmt``)."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"))
-    return path
-
-
-def image_folder(root: Path, classes=("cat", "dog"), per_class: int = 4, size: int = 32, test_classes=None) -> Path:
-    """An ImageFolder tree ``root/{train,test}/<class>/<i>.png|jpg`` (PNG and JPEG mixed, as real trees are)."""
-    seed = 0
-    for split, names in (("train", classes), ("test", test_classes or classes)):
-        for name in names:
-            for i in range(per_class):
-                seed += 1
-                image(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}", size, seed)
-    return root
-
-
-def tar_gz(folder: Path, path: Path) -> Path:
-    """``folder`` packed as a ``.tar.gz`` under one top-level folder, as CIFAR-10 mirrors ship it."""
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
-    return path
 
 
 def jpeg_bytes(size: int = 32) -> bytes:

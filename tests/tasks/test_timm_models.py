@@ -8,7 +8,6 @@ import timm
 import torch
 from safetensors.torch import save_model
 
-import egsbench  # noqa: F401  (registers the models with timm)
 from egsbench.tasks.imagenet import mobile_macs
 from egsbench.tasks.spaces import DARTS_V2, GENOTYPES, NetworkCIFAR, NetworkImageNet, UnknownNameError
 from egsbench.tasks.timm_models import EgsBenchCIFAR, EgsBenchImageNet
@@ -24,7 +23,7 @@ def _x(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, SIZE[name], SIZE[name], generator=torch.Generator().manual_seed(0))
 
 
-def test_both_models_are_in_timms_registry_after_import_egsbench():
+def test_both_models_are_in_timms_registry_once_the_module_is_imported():
     assert set(timm.list_models("egsbench_*")) == {"egsbench_cifar", "egsbench_imagenet"}
 
 
