@@ -489,7 +489,7 @@ def config_type_problems(config: dict) -> list[str]:
 
 
 def _installed(block: Any, registry) -> bool:
-    return isinstance(block, dict) and isinstance(block.get("name"), str) and block["name"] in registry.names()
+    return isinstance(block, dict) and isinstance(block.get("name"), str) and block["name"] in registry
 
 
 def _named_block(block: Any, key: str) -> tuple[str, dict]:

@@ -139,7 +139,12 @@ def apply_determinism(deterministic: bool) -> None:
     """Turn PyTorch's deterministic algorithms (and deterministic cuDNN) on or off for this process."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    # Only on a change: the call imports torch._inductor (3-4 s), which a run that is not deterministic never needs.
+    if (
+        torch.are_deterministic_algorithms_enabled() != deterministic
+        or torch.is_deterministic_algorithms_warn_only_enabled()
+    ):
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic  # DARTS's train*.py set cudnn.benchmark = True
 

@@ -16,9 +16,28 @@ from torch import nn
 
 from ..tasks.spaces.cell import ScheduledDropPath
 
-__all__ = ["MEMORY_FORMATS", "apply_memory_format", "compile_network"]
+__all__ = [
+    "CHANNELS_LAST_FROM",
+    "MEMORY_FORMATS",
+    "MEMORY_FORMAT_CHOICES",
+    "apply_memory_format",
+    "compile_network",
+    "conv_width",
+    "resolve_memory_format",
+]
 
-MEMORY_FORMATS = ("contiguous", "channels_last")  # the config key memory_format
+MEMORY_FORMATS = ("contiguous", "channels_last")  # the layouts a network runs in
+MEMORY_FORMAT_CHOICES = ("auto", *MEMORY_FORMATS)  # the config key memory_format
+# ``auto``: channels-last from this conv width up, per (device type, dtype); None: never. The CPU rows are
+# measured (python -m egsbench.benchmark.bench_layout, results/benchmarks/memory-format-cpu.csv); the CUDA rows
+# follow cuDNN's guidance (NHWC kernels for half-precision tensor cores) and are not measured here (no GPU lent).
+CHANNELS_LAST_FROM: dict[tuple[str, torch.dtype], int | None] = {
+    ("cpu", torch.float32): 8,
+    ("cpu", torch.bfloat16): 8,
+    ("cuda", torch.float32): None,
+    ("cuda", torch.bfloat16): 1,
+    ("cuda", torch.float16): 1,
+}
 
 
 def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
@@ -43,6 +62,42 @@ def apply_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
         model.register_forward_pre_hook(_to_channels_last)
         model._egsbench_channels_last = True
     return model
+
+
+def conv_width(model: nn.Module) -> int | None:
+    """The narrowest input width of ``model``'s 2-D convolutions past the image (``in_channels > 4``); None when it
+    has none (a recurrent network), in which case the layout does not matter.
+
+    Examples:
+        >>> conv_width(nn.Sequential(nn.Conv2d(3, 48, 3), nn.Conv2d(48, 16, 1), nn.Conv2d(16, 16, 3)))
+        16
+        >>> conv_width(nn.LSTM(8, 8)) is None
+        True
+    """
+    widths = [m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 4]
+    return min(widths) if widths else None
+
+
+def resolve_memory_format(
+    requested: str, model: nn.Module, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> str:
+    """The layout ``model`` runs in: ``requested`` itself, or for ``auto`` the faster one measured for the device
+    type, the compute dtype and the network's :func:`conv_width` (:data:`CHANNELS_LAST_FROM`).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 48, 3), nn.Conv2d(48, 16, 1))
+        >>> resolve_memory_format("auto", net, "cpu"), resolve_memory_format("contiguous", net, "cpu")
+        ('channels_last', 'contiguous')
+        >>> resolve_memory_format("auto", nn.Conv2d(3, 4, 3), "cpu")  # no conv past the image
+        'contiguous'
+    """
+    if requested in MEMORY_FORMATS:
+        return requested
+    if requested != "auto":
+        raise ValueError(f"memory_format must be one of {list(MEMORY_FORMAT_CHOICES)}, got {requested!r}")
+    width = conv_width(model)
+    threshold = CHANNELS_LAST_FROM.get((torch.device(device).type, dtype))
+    return "channels_last" if width is not None and threshold is not None and width >= threshold else "contiguous"
 
 
 def compile_network(model: nn.Module, **options) -> nn.Module:

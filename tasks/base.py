@@ -24,9 +24,16 @@ from .spaces import EdgeWeights, Genotype, LossOutput, Registry, SearchSpace, Su
 
 __all__ = ["TASKS", "CNNSearchConfig", "DataInfo", "Metric", "Task", "TrainConfig", "SPLITS", "WEIGHT_FIELDS"]
 
-# Built-in tasks register themselves when TASKS first looks a name up (timm and torchvision load then).
+# Built-in tasks register themselves when TASKS first looks their name up (their module only: a CIFAR-10 run
+# imports no timm); listing all names imports every module (and registers the timm models).
 _BUILT_IN = ("cifar", "imagenet", "lm", "timm_models", "voc")
-TASKS: Registry = Registry("task", group="egsbench.tasks", modules=tuple(f"egsbench.tasks.{m}" for m in _BUILT_IN))
+_PROVIDES = {"cifar10": "cifar", "imagenet": "imagenet", "ptb": "lm", "wt2": "lm", "voc2012": "voc"}
+TASKS: Registry = Registry(
+    "task",
+    group="egsbench.tasks",
+    modules=tuple(f"egsbench.tasks.{m}" for m in _BUILT_IN),
+    provides={name: f"egsbench.tasks.{m}" for name, m in _PROVIDES.items()},
+)
 
 # search-train / search-val: the halves of the training set used during search;
 # train / test: the official split for final training and the reported metric.

@@ -2,7 +2,8 @@
 
 A registry imports its built-in modules (``modules=``) and the Python entry points of its plug-in
 group (``group="egsbench.methods"``) the first time it is asked for a name (``get``, ``names``,
-``in``), so importing a package that owns a registry imports none of its members.
+``in``), so importing a package that owns a registry imports none of its members. A built-in name
+listed in ``provides`` imports only its own module (a CIFAR-10 run never imports timm).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -36,10 +37,17 @@ class Registry(Generic[T]):
         egsbench.core.errors.UnknownNameError: unknown model 'tinny'; did you mean 'tiny'? Valid models: tiny
     """
 
-    def __init__(self, kind: str, group: str | None = None, modules: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        kind: str,
+        group: str | None = None,
+        modules: tuple[str, ...] = (),
+        provides: Mapping[str, str] | None = None,
+    ):
         self.kind = kind
         self.group = group  # entry-point group of plug-ins, e.g. "egsbench.methods"
         self.modules = modules  # built-in modules whose import registers their entries
+        self.provides = dict(provides or {})  # built-in name -> the module (one of ``modules``) that registers it
         self._entries: dict[str, T] = {}
         self._plugins_loaded = group is None and not modules
 
@@ -69,9 +77,18 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered to {self._entries[name]!r}")
         self._entries[name] = obj
 
+    def _find(self, name: object) -> None:
+        """Make ``name`` registered if anything can: its own module when it is a listed built-in, else all."""
+        if name in self._entries:
+            return
+        if name in self.provides:
+            importlib.import_module(self.provides[name])
+            if name in self._entries:
+                return
+        self.load_plugins()
+
     def get(self, name: str) -> T:
-        if name not in self._entries:
-            self.load_plugins()
+        self._find(name)
         try:
             return self._entries[name]
         except KeyError:
@@ -82,8 +99,7 @@ class Registry(Generic[T]):
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        if name not in self._entries:
-            self.load_plugins()
+        self._find(name)
         return name in self._entries
 
     def __iter__(self):

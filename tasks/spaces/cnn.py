@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from timm.layers import drop_path as timm_drop_path
 from torch import nn
 
 from ...core.genotype import Genotype
@@ -311,6 +310,8 @@ class AuxiliaryHeadImageNet(nn.Module):
 def _timm_drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
     if isinstance(drop_prob, torch.Tensor):  # a compiled network's probability: the branch-free path
         return drop_path(x, drop_prob)
+    from timm.layers import drop_path as timm_drop_path  # here: importing timm costs seconds, a CIFAR run needs none
+
     return timm_drop_path(x, drop_prob, training=True)  # Cell calls it only while training
 
 

@@ -28,6 +28,7 @@ BENCHMARK = Path(__file__).resolve().parents[2] / "benchmark"
 # Scripts that measure named methods against named peers by design (``python -m egsbench.benchmark.bench_peer``
 # times EGS against DARTS/GDAS/SNAS): the names are their subject, not a harness decision.
 MEASUREMENT_SCRIPTS = {
+    "bench_layout.py",
     "bench_memory.py",
     "bench_methods.py",
     "bench_peer.py",
