@@ -30,7 +30,7 @@ from ..core.registry import unknown_name_message
 from ..methods import METHODS, SearchConfig, SearchMethod
 from ..tasks import TASKS, WEIGHT_FIELDS, Task, TrainConfig
 from ..tasks.spaces import SPACES, ConfigError, UnknownNameError
-from .speed import MEMORY_FORMATS
+from .speed import MEMORY_FORMAT_CHOICES
 
 __all__ = [
     "CONFIG_DIR",
@@ -99,10 +99,12 @@ class ExperimentConfig:
     # Several processes: batch_size is per process (effective batch = batch_size x world size); "linear" scales
     # both learning rates by the world size (Goyal et al.), "none" keeps them as configured. Recorded.
     lr_scaling: str = "none"
-    # The GPU path (see benchmark/speed.py): channels_last lays every 4-D weight and input out NHWC, in the search
+    # The fast path (see benchmark/speed.py): channels_last lays every 4-D weight and input out NHWC, in the search
     # and the final training (the same values up to float rounding; faster convolutions and pools on CPUs and
-    # tensor cores); compile runs the final network through torch.compile (the search stays eager).
-    memory_format: str = field(default="contiguous", metadata={"omit_default": True})  # contiguous | channels_last
+    # tensor cores); auto picks per network from the device, dtype and width (speed.resolve_memory_format) and the
+    # record says what each phase ran in. compile runs the final network through torch.compile (the search stays
+    # eager).
+    memory_format: str = field(default="auto", metadata={"omit_default": True})  # auto | contiguous | channels_last
     compile: bool = field(default=False, metadata={"omit_default": True})
     # A transfer run: {"source": <config name or path, or run folder>, "task": <the task it searched on>}. The
     # method, space and search blocks are the source's (a search on that task); this config trains and tests its
@@ -381,7 +383,7 @@ class TopLevel:
     mixed_precision: str = "no"
     search_mixed_precision: str = "no"
     lr_scaling: str = "none"
-    memory_format: str = "contiguous"
+    memory_format: str = "auto"
     compile: bool = False
 
 
@@ -587,7 +589,7 @@ def parse_config(data: dict) -> ExperimentConfig:
         mixed_precision=_choice(top, "mixed_precision", "no", PRECISIONS),
         search_mixed_precision=_choice(top, "search_mixed_precision", "no", PRECISIONS),
         lr_scaling=_choice(top, "lr_scaling", "none", LR_SCALINGS),
-        memory_format=_choice(top, "memory_format", "contiguous", MEMORY_FORMATS),
+        memory_format=_choice(top, "memory_format", "auto", MEMORY_FORMAT_CHOICES),
         compile=top.get("compile", False),
         transfer_from=transfer,
     )

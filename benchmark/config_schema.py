@@ -16,7 +16,7 @@ from ..methods import METHODS
 from ..tasks import TASKS
 from ..tasks.spaces import SPACES
 from .config import DEVICES, LR_SCALINGS, PRECISIONS, PRESETS, TOP_LEVEL, TopLevel, block_model
-from .speed import MEMORY_FORMATS
+from .speed import MEMORY_FORMAT_CHOICES
 
 __all__ = ["SCHEMA_PATH", "config_schema", "own", "write_schema"]
 
@@ -52,7 +52,7 @@ def config_schema() -> dict:
         ("mixed_precision", PRECISIONS),
         ("search_mixed_precision", PRECISIONS),
         ("lr_scaling", LR_SCALINGS),
-        ("memory_format", MEMORY_FORMATS),
+        ("memory_format", MEMORY_FORMAT_CHOICES),
         ("space", SPACES.names()),
     ):
         top[key]["enum"] = list(choices)

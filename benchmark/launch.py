@@ -31,6 +31,7 @@ __all__ = [
     "autocast",
     "autocast_loss",
     "check_launch",
+    "compute_dtype",
     "debug_delay",
     "make_accelerator",
     "mean_over_processes",
@@ -160,6 +161,11 @@ def mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> d
     flat = torch.tensor(list(values.values()), dtype=torch.float64, device=accelerator.device)
     flat = accelerator.reduce(flat, reduction="mean").cpu().tolist()
     return dict(zip(values, flat, strict=True))
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype a phase computes its convolutions in under ``precision`` (``bf16`` autocast, else fp32)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def autocast(precision: str, device: torch.device):

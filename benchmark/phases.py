@@ -25,8 +25,15 @@ from ..methods.signal import learned_distribution, mean_entropy, search_signal
 from ..tasks.spaces import SPACES, EdgeWeights, count_macs, count_parameters
 from .config import ExperimentConfig, candidate_recipe
 from .driver import POSITION, DivergedError, EpochDriver, LogFn, Phase, check_finite, steps_of
-from .launch import autocast, autocast_loss, make_accelerator, mean_over_processes, prepare_eval_loader
-from .speed import apply_memory_format, compile_network
+from .launch import (
+    autocast,
+    autocast_loss,
+    compute_dtype,
+    make_accelerator,
+    mean_over_processes,
+    prepare_eval_loader,
+)
+from .speed import compile_network, lay_out
 
 __all__ = ["arch_entropy", "evaluate_split", "search", "train_epoch", "train_final"]
 
@@ -243,7 +250,8 @@ def _candidate_trainer(cfg: ExperimentConfig, task, val_loader, sign: float) -> 
         recipe = candidate_recipe(cfg.evaluate, METHODS.get(cfg.method_name), cfg.method)
         acc = make_accelerator(cfg)  # its own, so the search's checkpoints hold only the supernet
         set_seed(cfg.seed)  # every candidate starts from the same seed, whatever the order
-        net = apply_memory_format(task.build_network(genotype, recipe), cfg.memory_format)
+        net = task.build_network(genotype, recipe)
+        lay_out(net, cfg.memory_format, acc.device, compute_dtype(cfg.mixed_precision))
         optimizer = task.make_optimizer(net, recipe)
         loader = task.loader("search-train", recipe.batch_size, torch.Generator().manual_seed(cfg.seed + 2), recipe)
         net, optimizer, loader = acc.prepare(net, optimizer, loader)
@@ -281,9 +289,10 @@ def search(
     driver = EpochDriver(folder, accelerator, progress, log)  # its memory probe: supernet, search, derivation
     set_seed(cfg.seed)
     method = METHODS.get(cfg.method_name)(cfg.method)
-    supernet = None
+    supernet = layout = None
     if method.trains_supernet:
-        supernet = apply_memory_format(task.build_supernet(space, cfg.search), cfg.memory_format)
+        supernet = task.build_supernet(space, cfg.search)
+        layout = lay_out(supernet, cfg.memory_format, accelerator.device, compute_dtype(cfg.search_mixed_precision))
     bs = cfg.search.batch_size
     generators = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     train_loader = task.loader("search-train", bs, generators[0])
@@ -341,7 +350,12 @@ def search(
         "signal": phase.signal(genotype),
         "curves": curves,
         "probabilities": phase.history,
-        "cost": {"wall_time_s": cost.pop("wall_time_s"), "derive_wall_time_s": derive_seconds, **cost},
+        "cost": {
+            "wall_time_s": cost.pop("wall_time_s"),
+            "derive_wall_time_s": derive_seconds,
+            **cost,
+            "memory_format": layout,
+        },
         "derive_score": method.derive_score,
     }
 
@@ -406,7 +420,8 @@ def train_final(
     ev = cfg.evaluate
     driver = EpochDriver(folder, accelerator, progress, log)  # its memory probe: this phase's own peak
     set_seed(cfg.seed)
-    net = apply_memory_format(task.build_network(genotype, ev), cfg.memory_format)
+    net = task.build_network(genotype, ev)
+    layout = lay_out(net, cfg.memory_format, accelerator.device, compute_dtype(cfg.mixed_precision))
     params = count_parameters(net)
     net.eval()
     example = task.example_input()
@@ -433,5 +448,5 @@ def train_final(
         "test": phase.test,
         "params": params,
         "macs": macs,
-        "cost": driver.cost(phase, examples, unit=task.example_unit),
+        "cost": driver.cost(phase, examples, unit=task.example_unit) | {"memory_format": layout},
     }

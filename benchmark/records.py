@@ -115,6 +115,11 @@ class _Throughput(_Closed):
     examples_per_s: Rate = Field(None, description="training examples (example_unit) per second, all processes")
     example_unit: str | None = Field(None, description="what one example is: images, tokens, ...")
     peak_memory_how: str | None = Field(None, description="how peak_memory_mb was measured (benchmark.memory)")
+    memory_format: Literal["contiguous", "channels_last"] | None = Field(
+        None,
+        description="the layout the phase's network ran in (memory_format auto resolves per device, dtype and "
+        "width); null when the phase trained no network or the record predates it",
+    )
 
 
 class SearchSignal(_Closed):

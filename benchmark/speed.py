@@ -23,6 +23,7 @@ __all__ = [
     "apply_memory_format",
     "compile_network",
     "conv_width",
+    "lay_out",
     "resolve_memory_format",
 ]
 
@@ -32,8 +33,8 @@ MEMORY_FORMAT_CHOICES = ("auto", *MEMORY_FORMATS)  # the config key memory_forma
 # measured (python -m egsbench.benchmark.bench_layout, results/benchmarks/memory-format-cpu.csv); the CUDA rows
 # follow cuDNN's guidance (NHWC kernels for half-precision tensor cores) and are not measured here (no GPU lent).
 CHANNELS_LAST_FROM: dict[tuple[str, torch.dtype], int | None] = {
-    ("cpu", torch.float32): 8,
-    ("cpu", torch.bfloat16): 8,
+    ("cpu", torch.float32): 4,
+    ("cpu", torch.bfloat16): 16,
     ("cuda", torch.float32): None,
     ("cuda", torch.bfloat16): 1,
     ("cuda", torch.float16): 1,
@@ -65,7 +66,7 @@ def apply_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
 
 
 def conv_width(model: nn.Module) -> int | None:
-    """The narrowest input width of ``model``'s 2-D convolutions past the image (``in_channels > 4``); None when it
+    """The narrowest input width of ``model``'s 2-D convolutions past the image (``in_channels > 3``); None when it
     has none (a recurrent network), in which case the layout does not matter.
 
     Examples:
@@ -74,7 +75,7 @@ def conv_width(model: nn.Module) -> int | None:
         >>> conv_width(nn.LSTM(8, 8)) is None
         True
     """
-    widths = [m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 4]
+    widths = [m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 3]
     return min(widths) if widths else None
 
 
@@ -88,7 +89,7 @@ def resolve_memory_format(
         >>> net = nn.Sequential(nn.Conv2d(3, 48, 3), nn.Conv2d(48, 16, 1))
         >>> resolve_memory_format("auto", net, "cpu"), resolve_memory_format("contiguous", net, "cpu")
         ('channels_last', 'contiguous')
-        >>> resolve_memory_format("auto", nn.Conv2d(3, 4, 3), "cpu")  # no conv past the image
+        >>> resolve_memory_format("auto", nn.Conv2d(3, 16, 3), "cpu")  # no conv past the image
         'contiguous'
     """
     if requested in MEMORY_FORMATS:
@@ -98,6 +99,13 @@ def resolve_memory_format(
     width = conv_width(model)
     threshold = CHANNELS_LAST_FROM.get((torch.device(device).type, dtype))
     return "channels_last" if width is not None and threshold is not None and width >= threshold else "contiguous"
+
+
+def lay_out(model: nn.Module, requested: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """Lay ``model`` out in the layout :func:`resolve_memory_format` picks for it; returns that layout."""
+    layout = resolve_memory_format(requested, model, device, dtype)
+    apply_memory_format(model, layout)
+    return layout
 
 
 def compile_network(model: nn.Module, **options) -> nn.Module:

@@ -17,6 +17,7 @@ from egsbench.benchmark.api import resolve_config
 from egsbench.benchmark.cli import main
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import ConfigError, UnknownNameError, UserError
+from egsbench.testing.reliability import BASE, FAST, overrides
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def test_deterministic_key_turns_on_deterministic_algorithms_and_is_recorded(tmp
 def test_threads_key_applies_to_the_run_only(tmp_path):
     before = torch.get_num_threads()
     want = 1 if before > 1 else 2
-    record = egsbench.run("smoke/random-cifar10", tmp_path / "t", overrides={"threads": want, "evaluate.epochs": 1})
+    # the cheapest run (one step per phase): the property is where the thread count applies
+    record = egsbench.run(BASE, tmp_path / "t", overrides=[*FAST, f"threads={want}"])
     assert record.manifest.device.startswith(f"cpu ({want} threads)")
     assert torch.get_num_threads() == before  # later runs in this process are not affected
 
@@ -153,11 +155,10 @@ def test_a_users_own_tasks_py_and_benchmark_folder_do_not_shadow_ours(tmp_path):
             "-m",
             "egsbench",
             "run",
-            "smoke/random-cifar10",
+            BASE,
             "--out",
             "r",
-            "--set",
-            "evaluate.epochs=1",
+            *overrides(*FAST),
             "--no-progress",
         ],
         cwd=tmp_path,

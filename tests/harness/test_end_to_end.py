@@ -14,6 +14,7 @@ from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.phases import arch_entropy
 from egsbench.benchmark.runner import run_experiment
+from egsbench.benchmark.speed import CHANNELS_LAST_FROM
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
 
 RECORD_KEYS = {
@@ -82,6 +83,10 @@ def test_smoke_run_on_embedded_data(tmp_path):
         assert cost["example_unit"] == "images" and cost["peak_memory_how"] and cost["peak_memory_mb"] > 0
         # every step trains on one full batch, so images/s = steps/s x batch (both over the same wall time)
         assert cost["examples_per_s"] == pytest.approx(cost["steps_per_s"] * batch, rel=1e-9), phase
+    # memory_format auto: each phase records the layout it resolved to for its own network (C = 4 on a CPU)
+    narrow = "channels_last" if CHANNELS_LAST_FROM["cpu", torch.float32] <= cfg.search.channels else "contiguous"
+    assert cfg.memory_format == "auto" and record["search"]["memory_format"] == narrow
+    assert record["evaluate"]["memory_format"] == narrow
     with pytest.raises(UserError, match="already exists"):
         run_experiment(cfg, tmp_path / "run", progress=False)
 

@@ -9,7 +9,14 @@ import torch
 
 from egsbench.benchmark import phases
 from egsbench.benchmark.api import resolve_config, run
-from egsbench.benchmark.speed import apply_memory_format, compile_network
+from egsbench.benchmark.speed import (
+    CHANNELS_LAST_FROM,
+    apply_memory_format,
+    compile_network,
+    conv_width,
+    lay_out,
+    resolve_memory_format,
+)
 from egsbench.tasks.spaces import DARTS_V2, SPACES, ConfigError, NetworkCIFAR, SearchNetwork
 from egsbench.tasks.spaces.cell import drop_path
 
@@ -47,6 +54,27 @@ def test_channels_last_is_applied_once_and_leaves_networks_without_4d_tensors_al
         apply_memory_format(conv, "nhwc")
 
 
+def test_auto_picks_the_layout_per_device_dtype_and_width():
+    threshold = CHANNELS_LAST_FROM["cpu", torch.float32]
+    wide, narrow = _search_net("contiguous"), NetworkCIFAR(DARTS_V2, 4, 10, 3)
+    assert conv_width(narrow) == 4  # the cells' width C, not the stem's input
+    for net in (wide, narrow):
+        expected = "channels_last" if conv_width(net) >= threshold else "contiguous"
+        assert resolve_memory_format("auto", net, "cpu") == expected
+    wider = NetworkCIFAR(DARTS_V2, max(threshold, 4), 10, 3)
+    assert resolve_memory_format("auto", wider, torch.device("cpu")) == "channels_last"
+    assert resolve_memory_format("contiguous", wider, "cpu") == "contiguous"  # an explicit choice is kept
+    lstm = torch.nn.LSTM(8, 8)
+    assert conv_width(lstm) is None and resolve_memory_format("auto", lstm, "cpu") == "contiguous"
+    # The CUDA rule is decided without a GPU: half precision takes cuDNN's NHWC kernels, fp32 stays NCHW.
+    assert resolve_memory_format("auto", wider, "cuda", torch.bfloat16) == "channels_last"
+    assert resolve_memory_format("auto", wider, "cuda", torch.float32) == "contiguous"
+    assert lay_out(wider, "auto", "cpu") == "channels_last"
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in wider.parameters())  # laid out as it says
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        resolve_memory_format("nhwc", wider, "cpu")
+
+
 def test_tensor_drop_path_follows_the_setter_and_is_not_saved():
     net = NetworkCIFAR(DARTS_V2, 4, 10, 3)
     assert net.drop_path_arg() == 0.0  # eager: the float
@@ -81,7 +109,9 @@ def test_compiled_network_changes_drop_path_without_recompiling():
 
 def test_config_keys_are_validated_recorded_and_out_of_the_hash_at_their_defaults():
     default = resolve_config("smoke/egs-cifar10")
+    assert default.memory_format == "auto"
     assert "memory_format" not in default.to_dict() and "compile" not in default.to_dict()
+    assert resolve_config("smoke/egs-cifar10", {"memory_format": "auto"}).hash() == default.hash()
     nhwc = resolve_config("smoke/egs-cifar10", {"memory_format": "channels_last", "compile": True})
     assert nhwc.to_dict()["memory_format"] == "channels_last" and nhwc.to_dict()["compile"] is True
     assert nhwc.hash() != default.hash()
@@ -104,6 +134,7 @@ def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch
     torch._dynamo.reset()
     assert record.status == "ok" and compiled == ["NetworkCIFAR"]
     assert record.config["memory_format"] == "channels_last" and record.config["compile"] is True
+    assert record.search.memory_format == record.evaluate.memory_format == "channels_last"
 
 
 def test_cudnn_autotunes_unless_the_run_is_deterministic():
