@@ -59,7 +59,11 @@ def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     egs_m7 = result["ratios"]["egs_m7/ours_darts"]
     assert 0 < egs_m7["active_fraction"] <= 1 and 0 < egs_m7["active_mac_fraction"] <= 1
     assert result["parameters"]["xautodl_darts"] > result["parameters"]["ours_darts"]  # xautodl's conv biases
-    assert "differences between the two supernets" in capsys.readouterr().out
+    hardware = result["hardware"]
+    assert hardware["variant"] == "ours_darts" and hardware["flops"] > 0 and hardware["matmul_flops_per_s"] > 0
+    assert hardware["flops_per_s"] == pytest.approx(hardware["flops"] / result["median_s"]["ours_darts"])
+    out = capsys.readouterr().out
+    assert "differences between the two supernets" in out and "GFLOP per step (counted)" in out
 
 
 def test_peer_rejects_a_cell_count_xautodl_cannot_build():
@@ -93,6 +97,20 @@ def test_memory_probe_phases_do_not_inherit_an_earlier_peak():
     start, second_peak = probe.stop()
     del small
     assert second_peak < first_peak - 128 * 2**20, (probe.how, first_peak, second_peak)
+
+
+def test_the_hardware_line_counts_a_steps_flops_and_measures_matmul():
+    conv, x = torch.nn.Conv2d(4, 8, 3, padding=1, bias=False), torch.randn(2, 4, 8, 8)
+
+    def step():
+        conv.zero_grad(set_to_none=True)
+        conv(x).sum().backward()
+
+    forward = 2 * (2 * 8 * 8) * 8 * (4 * 3 * 3)  # 2 FLOPs per multiply-add: B*H*W outputs x C_out x C_in*k*k
+    info = bench_peer.hardware("conv", step, 0.5, "cpu")
+    assert info["flops"] == 2 * forward  # forward and the weight gradient (x needs none)
+    assert info["flops_per_s"] == info["flops"] / 0.5 and info["matmul_flops_per_s"] > 0
+    assert info["line"].startswith("conv: 0.00 GFLOP per step (counted) at 0.500 s")
 
 
 def test_memory_benchmark_measures_each_method_in_its_own_process(tmp_path):
