@@ -33,7 +33,7 @@ from .launch import (
     mean_over_processes,
     prepare_eval_loader,
 )
-from .speed import compile_network, lay_out
+from .speed import compile_network, compile_supernet, lay_out
 
 __all__ = ["arch_entropy", "evaluate_split", "search", "train_epoch", "train_final"]
 
@@ -293,6 +293,9 @@ def search(
     if method.trains_supernet:
         supernet = task.build_supernet(space, cfg.search)
         layout = lay_out(supernet, cfg.memory_format, accelerator.device, compute_dtype(cfg.search_mixed_precision))
+    # compile: true compiles the supernet's forward only for dense methods (the sampled ones would recompile every
+    # step: docs/benchmarks.md#speed)
+    compiled = bool(cfg.compile and supernet is not None and method.dense_weights and compile_supernet(supernet))
     bs = cfg.search.batch_size
     generators = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     train_loader = task.loader("search-train", bs, generators[0])
@@ -355,6 +358,7 @@ def search(
             "derive_wall_time_s": derive_seconds,
             **cost,
             "memory_format": layout,
+            "compiled": compiled,
         },
         "derive_score": method.derive_score,
     }
@@ -429,6 +433,7 @@ def train_final(
     net.train()
     if cfg.compile:
         compile_network(net)
+    fast_path = {"memory_format": layout, "compiled": cfg.compile}  # what the record says this phase ran
     optimizer = task.make_optimizer(net, ev)
     generator = torch.Generator().manual_seed(cfg.seed + 2)
     train_loader = task.loader("train", ev.batch_size, generator, recipe=ev)
@@ -448,5 +453,5 @@ def train_final(
         "test": phase.test,
         "params": params,
         "macs": macs,
-        "cost": driver.cost(phase, examples, unit=task.example_unit) | {"memory_format": layout},
+        "cost": driver.cost(phase, examples, unit=task.example_unit) | fast_path,
     }

@@ -120,6 +120,9 @@ class _Throughput(_Closed):
         description="the layout the phase's network ran in (memory_format auto resolves per device, dtype and "
         "width); null when the phase trained no network or the record predates it",
     )
+    compiled: bool | None = Field(
+        None, description="whether the phase ran its network through torch.compile; null in older records"
+    )
 
 
 class SearchSignal(_Closed):

@@ -22,6 +22,7 @@ __all__ = [
     "MEMORY_FORMAT_CHOICES",
     "apply_memory_format",
     "compile_network",
+    "compile_supernet",
     "conv_width",
     "lay_out",
     "resolve_memory_format",
@@ -106,6 +107,12 @@ def lay_out(model: nn.Module, requested: str, device: torch.device | str, dtype:
     layout = resolve_memory_format(requested, model, device, dtype)
     apply_memory_format(model, layout)
     return layout
+
+
+def compile_supernet(model: nn.Module, **options) -> bool:
+    """Compile a supernet's search forward past its host-side active-op lists (``Supernet.compile_search_forward``);
+    False when the supernet has no such path. Only for dense methods: a sampling one would recompile per sample."""
+    return model.compile_search_forward(**options)
 
 
 def compile_network(model: nn.Module, **options) -> nn.Module:

@@ -101,6 +101,9 @@ class SearchMethod:
     # Optional, with defaults.
     space: ClassVar[str] = "dag"  # its genotypes' space: "darts" (two inputs per node) or "dag" (any in-degree)
     trains_supernet: bool = True  # False: the runner runs no search steps and goes from ``setup`` to ``derive``
+    # True: every step weights every op (a softmax relaxation), so the supernet's active ops never change and
+    # ``compile: true`` compiles its forward once (DARTS, SNAS); a sampling method would recompile per sample
+    dense_weights: ClassVar[bool] = False
     derive_score: float | None = None  # the search-val score ``derive`` measured for the genotype it returned
     # Reference rows (results/references/*.csv, column ``variant``) this method's runs match: the method-config
     # keys whose values name the variant, e.g. ("order",) for DARTS 1st/2nd order.

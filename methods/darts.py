@@ -117,6 +117,7 @@ class DARTS(SoftmaxAlphas, SearchMethod):
     """DARTS search (see the module docstring and docs/fidelity/darts.md)."""
 
     config_class = DARTSConfig
+    dense_weights = True  # softmax weights: every op runs every step (compile: true compiles its supernet once)
     variant_keys = ("order",)
     space = "darts"  # derives exactly two inputs per node
     sparse = False  # softmax weights: every non-zero op runs on every edge

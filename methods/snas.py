@@ -119,6 +119,7 @@ class SNAS(SoftmaxAlphas, SearchMethod):
     """SNAS search (see the module docstring and docs/fidelity/snas.md)."""
 
     config_class = SNASConfig
+    dense_weights = True  # softmax weights: every op runs every step (compile: true compiles its supernet once)
     variant_keys = ("constraint",)
     space = "dag"  # child networks keep every non-none edge: any in-degree
 

@@ -127,13 +127,23 @@ class SearchNetwork(Supernet, nn.Module):
         return "reduce" if cell.reduction else "normal"
 
     def forward(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        active = {t: active_ops(w, self._zero_index) for t, w in weights.items()}
-        drop_prob = self.drop_path_prob if self.training else 0.0
+        active = {t: active_ops(w, self._zero_index) for t, w in weights.items()}  # one host sync per cell type
+        return self.forward_active(x, weights, active, self.drop_path_prob if self.training else 0.0)
+
+    def forward_active(
+        self, x: torch.Tensor, weights: Mapping[str, torch.Tensor], active: dict[str, list[list[int]]], drop_prob: float
+    ) -> torch.Tensor:
+        """The forward given the ops each edge runs: the part :meth:`compile_search_forward` compiles, to which
+        ``active`` is a constant (a dense method's never changes, so it compiles once)."""
         s0 = s1 = self.stem(x)  # (B, 3C, H, W)
         for cell in self.cells:
             t = self.cell_type(cell)
             s0, s1 = s1, cell(s0, s1, weights[t], active[t], drop_prob)
         return self.classifier(self.global_pooling(s1).flatten(1))  # (B, num_classes)
+
+    def compile_search_forward(self, **options) -> bool:
+        self.forward_active = torch.compile(self.forward_active, **options)
+        return True
 
     @torch.no_grad()
     def op_costs(self, metric: str = "macs", per_cell: bool = False) -> dict[str, torch.Tensor]:

@@ -44,3 +44,8 @@ class Supernet:
     def op_costs(self, metric: str = "macs", per_cell: bool = False) -> dict[str, torch.Tensor]:
         """Cost of each op at each edge: ``{cell type: (E, K)}``; ``per_cell``: ``(cells of the type, E, K)``."""
         raise NotImplementedError
+
+    def compile_search_forward(self, **options) -> bool:
+        """Compile the forward past its host-side choices (``torch.compile`` ``options``); False when this supernet
+        has no such path (default), True when it compiled it."""
+        return False

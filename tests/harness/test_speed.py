@@ -13,12 +13,15 @@ from egsbench.benchmark.speed import (
     CHANNELS_LAST_FROM,
     apply_memory_format,
     compile_network,
+    compile_supernet,
     conv_width,
     lay_out,
     resolve_memory_format,
 )
-from egsbench.tasks.spaces import DARTS_V2, SPACES, ConfigError, NetworkCIFAR, SearchNetwork
+from egsbench.methods import METHODS
+from egsbench.tasks.spaces import DARTS_V2, SPACES, ConfigError, NetworkCIFAR, SearchNetwork, Supernet
 from egsbench.tasks.spaces.cell import drop_path
+from egsbench.testing.methods import batch, build
 
 
 def _search_net(memory_format: str) -> SearchNetwork:
@@ -107,6 +110,37 @@ def test_compiled_network_changes_drop_path_without_recompiling():
     torch._dynamo.reset()
 
 
+def test_a_dense_methods_compiled_supernet_compiles_once_and_steps_as_eager():
+    """compile: true for the dense methods: the active-op lists stay eager and constant, so after the first step
+    no step recompiles (dynamo's eager backend: the property is the graph's guards; inductor's C++ build takes
+    minutes on a CPU), and the steps give what the eager supernet gives (the same random draws: SNAS's Gumbel
+    samples and drop path). SNAS: dense softmax weights with random draws; DARTS's forward is the same path (its
+    trace takes over a minute here, so it is not repeated)."""
+    cls = METHODS.get("snas")
+    assert cls.dense_weights
+    torch._dynamo.reset()
+    (eager, eager_ctx), (compiled, ctx) = (build(cls, space="darts") for _ in range(2))
+    assert compile_supernet(ctx.model, backend="eager")
+    batches = [(batch(seed), batch(seed + 10)) for seed in range(2)]
+    torch.manual_seed(1)
+    compiled.step(*batches[0])  # the first compilation
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled.step(*batches[1])
+    torch.manual_seed(1)
+    for train, val in batches:
+        eager.step(train, val)
+    torch._dynamo.reset()
+    for t in compiled.alphas:
+        torch.testing.assert_close(compiled.alphas[t], eager.alphas[t])
+    for a, b in zip(ctx.model.parameters(), eager_ctx.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_sampling_methods_keep_an_eager_supernet():
+    assert {name for name in METHODS.names() if METHODS.get(name).dense_weights} == {"darts", "snas"}
+    assert not Supernet().compile_search_forward()  # a supernet without the split forward says so
+
+
 def test_config_keys_are_validated_recorded_and_out_of_the_hash_at_their_defaults():
     default = resolve_config("smoke/egs-cifar10")
     assert default.memory_format == "auto"
@@ -128,11 +162,17 @@ def test_a_channels_last_compiled_run_records_its_switches(tmp_path, monkeypatch
         compiled.append(type(net).__name__)
         return compile_network(net, backend="eager")
 
+    def eager_supernet(net, **options):
+        compiled.append(type(net).__name__)
+        return compile_supernet(net, backend="eager")
+
     monkeypatch.setattr(phases, "compile_network", eager_compile)
+    monkeypatch.setattr(phases, "compile_supernet", eager_supernet)
     overrides = {"memory_format": "channels_last", "compile": True}
     record = run("smoke/random-cifar10", tmp_path / "run", overrides=overrides, progress=False)
     torch._dynamo.reset()
-    assert record.status == "ok" and compiled == ["NetworkCIFAR"]
+    assert record.status == "ok" and compiled == ["NetworkCIFAR"]  # random search samples: its supernet stays eager
+    assert record.search.compiled is False and record.evaluate.compiled is True
     assert record.config["memory_format"] == "channels_last" and record.config["compile"] is True
     assert record.search.memory_format == record.evaluate.memory_format == "channels_last"
 
