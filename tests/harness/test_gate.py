@@ -23,6 +23,7 @@ from egsbench.benchmark.regress import (
 from egsbench.benchmark.runner import run_experiment
 from egsbench.methods import METHODS
 from egsbench.tasks import TASKS, Metric
+from egsbench.testing.reliability import FAST
 from tests.harness.test_tables import PennTreebank, ptb_record
 
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
@@ -161,10 +162,11 @@ def test_sweep_skips_finished_runs_and_records_failures(tmp_path, capsys):
         yaml.safe_dump(
             {
                 "name": "t",
-                "methods": ["random"],
+                "methods": ["gdas"],  # the cheapest run: the test is about the sweep
                 "tasks": ["cifar10"],
                 "presets": ["smoke"],
                 "seeds": [0, 1],
+                "set": FAST,
                 "grid": {"task.data_dir": ["embedded", "/nonexistent/cifar"]},
             }
         )

@@ -15,14 +15,15 @@ import yaml
 
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.sweep import SweepSpec, load_sweep, plan_runs, run_sweep
+from egsbench.testing.reliability import FAST
 
-FAST = ["evaluate.epochs=1"]
+# the cheapest run (GDAS, one step per phase): these tests are about the sweep, not the run
 
 
 def _spec(tmp_path: Path, **extra) -> SweepSpec:
     data = {
         "name": "t",
-        "methods": ["random"],
+        "methods": ["gdas"],
         "tasks": ["cifar10"],
         "presets": ["smoke"],
         "seeds": [0, 1],
@@ -67,7 +68,8 @@ def test_grid_values_cannot_name_a_folder_outside_out(tmp_path):
 
 
 def test_a_killed_run_is_retried_and_resumes_from_its_checkpoint(tmp_path):
-    spec = _spec(tmp_path, seeds=[0], set=[*FAST, "search.epochs=3"])
+    # random search's smoke epochs take seconds: the kill lands after the first checkpoint, before the last
+    spec = _spec(tmp_path, methods=["random"], seeds=[0], set=["evaluate.epochs=1", "search.epochs=3"])
     out = tmp_path / "out"
     (run,) = plan_runs(spec, out, threads=1)
     proc = subprocess.Popen(run.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +102,7 @@ def test_cli_sweep_flags_override_the_file(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text(
         yaml.safe_dump(
-            {"name": "t", "methods": ["random"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0], "set": FAST}
+            {"name": "t", "methods": ["gdas"], "tasks": ["cifar10"], "presets": ["smoke"], "seeds": [0], "set": FAST}
         )
     )
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--threads", "1", "--jobs", "1"]) == 0
