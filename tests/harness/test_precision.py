@@ -14,14 +14,19 @@ from egsbench.benchmark.api import resolve_config
 from egsbench.benchmark.runner import _scale_for_processes  # the run config the phases train with
 from egsbench.methods.darts import DARTS, DARTSConfig
 from egsbench.testing import batch, tiny_context
-
-FAST = ["--set", "evaluate.epochs=1", "--no-progress"]
+from egsbench.testing.reliability import BASE, FAST, overrides
 
 
 def _run(tmp_path, name: str, *extra: str, env: dict | None = None) -> dict:
-    command = [sys.executable, "-m", "egsbench", "run", "smoke/random-cifar10", "--out", str(tmp_path / name)]
+    """The cheapest run (GDAS, one step per phase) through the CLI in its own process (accelerate reads its
+    environment when it starts)."""
+    command = [sys.executable, "-m", "egsbench", "run", BASE, "--out", str(tmp_path / name), "--no-progress"]
     done = subprocess.run(
-        [*command, *FAST, *extra], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+        [*command, *overrides(*FAST), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads((tmp_path / name / "record.json").read_text())
