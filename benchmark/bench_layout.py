@@ -11,19 +11,18 @@ docs/benchmarks.md#bench_layout.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import platform
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..tasks.spaces import DARTS_V2, NetworkCIFAR
-from .bench_methods import make_step
+from .bench_methods import make_method, method_step
+from .launch import autocast, compute_dtype
 from .speed import MEMORY_FORMATS, apply_memory_format, conv_width
-from .timing import time_interleaved
+from .timing import sync, time_interleaved
 
 __all__ = ["NETWORKS", "main", "time_layouts"]
 
@@ -31,45 +30,34 @@ NETWORKS = ("darts_1st", "gdas", "final")  # two search steps (dense, one sample
 FIELDS = ("device", "dtype", "network", "channels", "width", "layers", "batch", "contiguous_s", "channels_last_s")
 
 
-def _final_step(
-    channels: int, layers: int, batch: int, device: torch.device, memory_format: str, dtype: torch.dtype
-) -> tuple[Callable[[], None], int]:
+def _network_step(network: str, channels: int, layers: int, batch: int, device: torch.device, memory_format: str):
+    """One training step of ``network`` laid out in ``memory_format``, and the network (for its width)."""
+    if network != "final":
+        method = make_method(network, channels, layers, device, memory_format)
+        return method_step(method, batch, device), method.ctx.model
     torch.manual_seed(0)
-    net = apply_memory_format(NetworkCIFAR(DARTS_V2, channels, 10, layers).to(device), memory_format)
-    net.train()
+    net = apply_memory_format(NetworkCIFAR(DARTS_V2, channels, 10, layers).to(device), memory_format).train()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
 
-    def run() -> None:
+    def final_step() -> None:
         net.zero_grad(set_to_none=True)
-        with _autocast(device, dtype):
-            logits = net(x)[0]
-        F.cross_entropy(logits.float(), y).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        F.cross_entropy(net(x)[0].float(), y).backward()
+
+    return final_step, net
+
+
+def _step(network: str, channels: int, layers: int, batch: int, device, memory_format: str, precision: str):
+    """The timed call: the step under ``precision``'s autocast (as a run's phase), synced."""
+    step, net = _network_step(network, channels, layers, batch, device, memory_format)
+
+    def run() -> None:
+        with autocast(precision, device):
+            step()
+        sync(device)
 
     return run, conv_width(net)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _step(network: str, channels: int, layers: int, batch: int, device, memory_format: str, dtype: torch.dtype):
-    if network == "final":
-        return _final_step(channels, layers, batch, device, memory_format, dtype)
-    step = make_step(network, channels, layers, batch, device, memory_format)
-
-    def run() -> None:
-        with _autocast(device, dtype):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return run, None
 
 
 def time_layouts(
@@ -78,20 +66,21 @@ def time_layouts(
     batch: int,
     rounds: int,
     device: str | torch.device = "cpu",
-    dtype: str = "float32",
+    precision: str = "no",
     networks: tuple[str, ...] = NETWORKS,
 ) -> list[dict]:
-    """One row per (network, width): median seconds per step in each layout, the two layouts interleaved."""
-    device, torch_dtype = torch.device(device), getattr(torch, dtype)
+    """One row per (network, width): median seconds per step in each layout, the two layouts interleaved;
+    ``precision`` is a config's (``no`` | ``bf16`` autocast)."""
+    device = torch.device(device)
+    dtype = str(compute_dtype(precision)).removeprefix("torch.")
     rows = []
     for c in channels:
         for network in networks:
-            variants, width = {}, None
-            for fmt in MEMORY_FORMATS:
-                variants[fmt], w = _step(network, c, layers, batch, device, fmt, torch_dtype)
-                width = w or width
+            variants = {}
+            for fmt in MEMORY_FORMATS:  # the width is the network's, the same in both layouts
+                variants[fmt], width = _step(network, c, layers, batch, device, fmt, precision)
             result = time_interleaved(variants, rounds, "contiguous", {"channels": c})
-            row = dict(device=device.type, dtype=dtype, network=network, channels=c, width=width or c)
+            row = dict(device=device.type, dtype=dtype, network=network, channels=c, width=width)
             row |= dict(layers=layers, batch=batch)
             row |= {f"{fmt}_s": round(result["median_s"][fmt], 4) for fmt in MEMORY_FORMATS}
             rows.append(row)
@@ -110,15 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--precision", default="no", choices=("no", "bf16"), help="autocast, as a config's (search_)mixed_precision"
+    )
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
     parser.add_argument("--csv", default=None, help="append the rows to this CSV (header written when new)")
     args = parser.parse_args(argv)
     print(
-        f"channels-last / contiguous, {args.device} ({platform.processor() or platform.machine()}), {args.dtype}, "
+        f"channels-last / contiguous, {args.device} ({platform.processor() or platform.machine()}), {args.precision}, "
         f"{args.layers} cells, batch {args.batch}, {args.rounds} interleaved rounds, {torch.get_num_threads()} threads"
     )
-    rows = time_layouts(args.channels, args.layers, args.batch, args.rounds, args.device, args.dtype, args.networks)
+    rows = time_layouts(args.channels, args.layers, args.batch, args.rounds, args.device, args.precision, args.networks)
     if args.csv:
         path = Path(args.csv)
         new = not path.exists()

@@ -25,7 +25,7 @@ from ..tasks.spaces import SPACES, LossOutput, SearchNetwork
 from .speed import apply_memory_format
 from .timing import print_result, time_interleaved
 
-__all__ = ["BASELINE", "VARIANTS", "main", "make_method", "make_step", "time_methods"]
+__all__ = ["BASELINE", "VARIANTS", "main", "make_method", "make_step", "method_step", "time_methods"]
 
 VARIANTS = {  # name -> (method, config overrides)
     "egs_m7": ("egs", {"M": 7}),
@@ -86,7 +86,11 @@ def make_step(
     memory_format: str = "contiguous",
 ) -> Callable[[], StepStats]:
     """``method.step`` of the ``VARIANTS`` entry ``name`` on its own supernet and fixed random batches on ``device``."""
-    method = make_method(name, channels, layers, device, memory_format)
+    return method_step(make_method(name, channels, layers, device, memory_format), batch, device)
+
+
+def method_step(method, batch: int, device: str | torch.device = "cpu") -> Callable[[], StepStats]:
+    """``method.step`` on two fixed seeded random batches (search-train, search-val) of ``batch`` images."""
     g = torch.Generator().manual_seed(0)
     train, val = (tuple(t.to(device) for t in _batch(g, batch)) for _ in range(2))  # the same data for every variant
     return functools.partial(method.step, train, val)

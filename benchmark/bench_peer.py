@@ -25,7 +25,7 @@ from torch import nn
 from .bench_methods import make_method
 from .speed import MEMORY_FORMATS, apply_memory_format
 from .throughput import counted_flops, hardware_line, matmul_flops_per_s
-from .timing import time_interleaved
+from .timing import sync, time_interleaved
 
 __all__ = ["BASELINE", "DIFFERENCES", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
 
@@ -151,7 +151,7 @@ def make_variants(
         def run() -> None:
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(x, weights()), y).backward()
-            _sync(device)
+            sync(device)
 
         return run
 
@@ -159,7 +159,7 @@ def make_variants(
         def run() -> None:
             net.zero_grad(set_to_none=True)
             F.cross_entropy(net(x)[1], y).backward()  # forward returns (pooled features, logits)
-            _sync(device)
+            sync(device)
 
         return run
 
@@ -180,11 +180,6 @@ def make_variants(
 
 def _weights(model: nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("arch_"))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def ratios(medians: dict[str, float], active_fraction: float, mac_fraction: float | None = None) -> dict[str, dict]:

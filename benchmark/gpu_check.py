@@ -13,7 +13,6 @@ Method and reading: docs/benchmarks.md#gpu_check.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import math
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 
 from .api import resolve_config
 from .bench_methods import make_step
+from .launch import autocast
 from .speed import MEMORY_FORMATS, apply_memory_format, compile_network
+from .timing import sync
 
 __all__ = ["EVAL_MODES", "SEARCH_METHODS", "TARGET_HOURS", "main", "paper_preset", "time_eval", "time_search"]
 
@@ -57,24 +58,15 @@ def paper_preset() -> dict[str, dict[str, int]]:
     }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 def _timed(run, steps: int, warmup: int, device: torch.device) -> float:
     """Seconds per call of ``run`` over ``steps`` calls after ``warmup`` untimed ones (cuDNN autotuning, compile)."""
     for _ in range(warmup):
         run()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         run()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / steps
 
 
@@ -91,7 +83,7 @@ def time_search(
     step = make_step(name, sizes["channels"], sizes["layers"], sizes["batch"], device, memory_format)
 
     def run() -> None:
-        with _autocast(device, bf16):
+        with autocast("bf16" if bf16 else "no", device):
             step()
 
     return _timed(run, steps, warmup, device)
@@ -126,7 +118,7 @@ def time_eval(mode: str, sizes: dict, steps: int, warmup: int, device: torch.dev
         # the probability changes every call, as the epoch ramp does: a compiled network must not recompile
         net.drop_path_prob = drop_path * (next(calls) % 10) / 10
         opt.zero_grad(set_to_none=True)
-        with _autocast(device, bf16):
+        with autocast("bf16" if bf16 else "no", device):
             logits, aux = net(x)
             loss = F.cross_entropy(logits, y) + aux_weight * F.cross_entropy(aux, y)
         loss.backward()

@@ -171,7 +171,7 @@ def compute_dtype(precision: str) -> torch.dtype:
 def autocast(precision: str, device: torch.device):
     """bf16 autocast when ``precision`` asks for it (no GradScaler needed), else a no-op context."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=compute_dtype(precision))
     return contextlib.nullcontext()
 
 

@@ -1,12 +1,11 @@
-"""The fast path a run opts into: channels-last memory layout and ``torch.compile`` of the final network.
+"""The fast path of a run: the memory layout of its networks and ``torch.compile``.
 
-Both are config switches (``memory_format: channels_last``, ``compile: true``; see
-:class:`~.config.ExperimentConfig`), recorded in the run's config, and task-agnostic.
-:func:`apply_memory_format` lays a network's 4-D parameters, buffers and ``forward`` inputs out NHWC (the
-same values up to float rounding; networks without 4-D tensors are left alone). :func:`compile_network`
-compiles in place with tensor-valued drop-path probabilities, so the per-epoch ramp does not recompile.
+``memory_format`` (``auto`` by default) picks a layout per network with :func:`resolve_memory_format` from
+measured rules (:data:`CHANNELS_LAST_FROM`) and :func:`lay_out` applies it; the record says what each phase ran
+in. ``compile: true`` compiles the final network (:func:`compile_network`, tensor drop-path probabilities so the
+per-epoch ramp does not recompile) and, for dense methods, the search supernet (:func:`compile_supernet`).
 
-Design notes and measured speed-ups: docs/benchmarks.md#speed.
+Design notes and measured speed-ups: docs/benchmarks.md#speed and #bench_layout.
 """
 
 from __future__ import annotations
@@ -32,13 +31,13 @@ MEMORY_FORMATS = ("contiguous", "channels_last")  # the layouts a network runs i
 MEMORY_FORMAT_CHOICES = ("auto", *MEMORY_FORMATS)  # the config key memory_format
 # ``auto``: channels-last from this conv width up, per (device type, dtype); None: never. The CPU rows are
 # measured (python -m egsbench.benchmark.bench_layout, results/benchmarks/memory-format-cpu.csv); the CUDA rows
-# follow cuDNN's guidance (NHWC kernels for half-precision tensor cores) and are not measured here (no GPU lent).
+# follow cuDNN's guidance (NHWC kernels for bf16 tensor cores) and are not measured here (no GPU lent). The dtypes
+# are the ones a config can ask for (launch.compute_dtype: fp32, or bf16 autocast).
 CHANNELS_LAST_FROM: dict[tuple[str, torch.dtype], int | None] = {
     ("cpu", torch.float32): 4,
     ("cpu", torch.bfloat16): 16,
     ("cuda", torch.float32): None,
     ("cuda", torch.bfloat16): 1,
-    ("cuda", torch.float16): 1,
 }
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .timing import sync
+
 __all__ = ["counted_flops", "hardware_line", "matmul_flops_per_s"]
 
 
@@ -30,11 +32,6 @@ def counted_flops(step: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_flops_per_s(
     n: int = 1024, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, rounds: int = 5
 ) -> float:
@@ -43,12 +40,12 @@ def matmul_flops_per_s(
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     torch.matmul(a, b)
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
         torch.matmul(a, b)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times)
 

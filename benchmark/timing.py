@@ -9,7 +9,14 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["print_result", "time_interleaved"]
+__all__ = ["print_result", "sync", "time_interleaved"]
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for ``device``'s queued work (CUDA runs asynchronously; a CPU has nothing to wait for)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_interleaved(

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from egsbench.benchmark import bench_memory, bench_peer, bench_scaling, gpu_check
+from egsbench.benchmark import bench_layout, bench_memory, bench_peer, bench_scaling, gpu_check
 from egsbench.benchmark.bench_methods import make_method
 from egsbench.benchmark.memory import MemoryProbe
 
@@ -97,6 +97,18 @@ def test_memory_probe_phases_do_not_inherit_an_earlier_peak():
     start, second_peak = probe.stop()
     del small
     assert second_peak < first_peak - 128 * 2**20, (probe.how, first_peak, second_peak)
+
+
+def test_layout_benchmark_times_both_layouts_and_records_each_networks_width(tmp_path, one_thread):
+    out = tmp_path / "layout.csv"
+    argv = ["--channels", "4", "--layers", "3", "--batch", "2", "--rounds", "1", "--precision", "bf16"]
+    assert bench_layout.main([*argv, "--networks", "gdas", "final", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["network"] for r in rows] == ["gdas", "final"] and {r["dtype"] for r in rows} == {"bfloat16"}
+    assert all(r["width"] == "4" for r in rows)  # the narrowest conv input past the image: C
+    assert all(float(r["contiguous_s"]) > 0 and float(r["channels_last_s"]) > 0 for r in rows)
+    bench_layout.main([*argv, "--networks", "final", "--csv", str(out)])
+    assert len(list(csv.DictReader(out.open()))) == 3  # appended under the one header
 
 
 def test_the_hardware_line_counts_a_steps_flops_and_measures_matmul():
