@@ -45,6 +45,24 @@ def test_the_registries_still_load_their_built_in_members():
     assert {"cifar10", "imagenet", "ptb", "wt2", "voc2012"} <= set(TASKS.names())
 
 
+@pytest.mark.parametrize("registry", ["egsbench.methods.METHODS", "egsbench.tasks.TASKS"])
+def test_each_provided_name_is_registered_by_the_module_the_registry_names(registry):
+    """``provides`` is a second record of where a built-in lives: a stale entry would import a module that does
+    not register the name (the lookup then falls back to importing everything, silently slow)."""
+    module, name = registry.rsplit(".", 1)
+    reg = getattr(__import__(module, fromlist=[name]), name)
+    assert reg.provides and set(reg.provides.values()) <= set(reg.modules)
+    for entry, where in reg.provides.items():
+        assert reg.get(entry).__module__.startswith(where), (entry, where)
+    assert set(reg.provides) == {n for n in reg.names() if reg.get(n).__module__.startswith("egsbench.")}
+
+
+def test_a_cifar10_lookup_imports_only_its_own_task_and_no_timm():
+    loaded = _modules_after("from egsbench.tasks import TASKS; TASKS.get('cifar10')")
+    assert "egsbench.tasks.cifar" in loaded and "timm" not in loaded
+    assert not {"egsbench.tasks.imagenet", "egsbench.tasks.lm", "egsbench.tasks.voc"} & loaded
+
+
 def _imports(path: Path) -> set[str]:
     """Absolute module names ``path`` imports (relative imports resolved against the egsbench tree)."""
     tree = ast.parse(path.read_text())

@@ -83,10 +83,13 @@ def test_smoke_run_on_embedded_data(tmp_path):
         assert cost["example_unit"] == "images" and cost["peak_memory_how"] and cost["peak_memory_mb"] > 0
         # every step trains on one full batch, so images/s = steps/s x batch (both over the same wall time)
         assert cost["examples_per_s"] == pytest.approx(cost["steps_per_s"] * batch, rel=1e-9), phase
-    # memory_format auto: each phase records the layout it resolved to for its own network (C = 4 on a CPU)
-    narrow = "channels_last" if CHANNELS_LAST_FROM["cpu", torch.float32] <= cfg.search.channels else "contiguous"
-    assert cfg.memory_format == "auto" and record["search"]["memory_format"] == narrow
-    assert record["evaluate"]["memory_format"] == narrow
+    # memory_format auto: each phase records the layout the rule gives its own network on the run's device
+    assert cfg.memory_format == "auto"
+    device = "cpu" if record["manifest"]["device"].startswith("cpu (") else "cuda"  # a GPU's entry is its name
+    for phase, width in (("search", cfg.search.channels), ("evaluate", cfg.evaluate.channels)):
+        threshold = CHANNELS_LAST_FROM[device, torch.float32]
+        wide = threshold is not None and width >= threshold
+        assert record[phase]["memory_format"] == ("channels_last" if wide else "contiguous"), phase
     with pytest.raises(UserError, match="already exists"):
         run_experiment(cfg, tmp_path / "run", progress=False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from egsbench.benchmark import phases
 from egsbench.benchmark.api import resolve_config, run
@@ -122,10 +123,14 @@ def test_a_dense_methods_compiled_supernet_compiles_once_and_steps_as_eager():
     (eager, eager_ctx), (compiled, ctx) = (build(cls, space="darts") for _ in range(2))
     assert compile_supernet(ctx.model, backend="eager")
     batches = [(batch(seed), batch(seed + 10)) for seed in range(2)]
+    counters.clear()
     torch.manual_seed(1)
     compiled.step(*batches[0])  # the first compilation
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1  # the supernet did go through dynamo
     with torch._dynamo.config.patch(error_on_recompile=True):
         compiled.step(*batches[1])
+    assert counters["stats"]["unique_graphs"] == graphs
     torch.manual_seed(1)
     for train, val in batches:
         eager.step(train, val)
