@@ -7,13 +7,14 @@ ImageFolder trees in the real on-disk formats (PNG and JPEG mixed, as real trees
 from __future__ import annotations
 
 import hashlib
+import io
 import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["BASE", "FAST", "image", "image_folder", "overrides", "snapshot", "tar_gz"]
+__all__ = ["BASE", "FAST", "image", "image_folder", "jpeg_bytes", "overrides", "snapshot", "tar_gz"]
 
 # The cheapest end-to-end run: GDAS (one sampled op per edge), one step per epoch, a few dozen images.
 BASE = "smoke/gdas-cifar10"
@@ -76,3 +77,10 @@ def tar_gz(folder: Path, path: Path) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     return path
+
+
+def jpeg_bytes(size: int = 32) -> bytes:
+    """A black ``size`` x ``size`` JPEG, as bytes (for files that claim one format and hold another)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()

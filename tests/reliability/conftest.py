@@ -1,4 +1,5 @@
-"""Helpers of the reliability suite: the CLI in-process, snapshots of what a command leaves, on-disk fixtures.
+"""The reliability suite's ``cli`` fixture: the CLI in-process (its snapshots and on-disk fixtures:
+:mod:`egsbench.testing.reliability`, shared with ``scripts/reliability_cases.py``).
 
 Every case asserts three things: the exit code, the one ``error:`` line (what was wrong and what to do),
 and that nothing was left behind (no folder created, or the folder byte-for-byte unchanged).
@@ -6,17 +7,11 @@ and that nothing was left behind (no folder created, or the folder byte-for-byte
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from egsbench.benchmark.cli import main
-from egsbench.testing.reliability import BASE, FAST, image, image_folder, overrides, snapshot, tar_gz
-
-__all__ = ["BASE", "FAST", "Result", "image", "image_folder", "jpeg_bytes", "overrides", "snapshot", "tar_gz"]
 
 
 @dataclass
@@ -45,12 +40,3 @@ def cli(capsys):
         return Result(code, captured.out, captured.err)
 
     return run
-
-
-# ---- data in the real on-disk formats ------------------------------------------------------------------------------
-
-
-def jpeg_bytes(size: int = 32) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()

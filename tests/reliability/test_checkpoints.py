@@ -15,8 +15,7 @@ import pytest
 
 from egsbench.benchmark.checkpoint import Checkpointer
 from egsbench.benchmark.cli import main
-
-from .conftest import BASE, FAST, overrides, snapshot
+from egsbench.testing.reliability import BASE, FAST, overrides, snapshot
 
 SEARCH = [*FAST, "search.epochs=4"]
 STOP_AFTER = 2  # the search epoch after whose checkpoint the run stops; epochs 1 and 2 are kept (two are)

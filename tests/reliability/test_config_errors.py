@@ -8,8 +8,7 @@ import pytest
 
 from egsbench.benchmark.config import MAX_YAML_BYTES, load_config, read_yaml_file
 from egsbench.tasks.spaces import ConfigError
-
-from .conftest import BASE, FAST, overrides
+from egsbench.testing.reliability import BASE, FAST, overrides
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,7 @@ import pytest
 from egsbench.tasks import TASKS
 from egsbench.tasks.cifar import CIFAR10, CIFAR10Config
 from egsbench.tasks.lm import LMConfig, write_lm_files
-
-from .conftest import BASE, FAST, image, image_folder, jpeg_bytes, overrides, snapshot, tar_gz
+from egsbench.testing.reliability import BASE, FAST, image, image_folder, jpeg_bytes, overrides, snapshot, tar_gz
 
 
 def _train_without_class_folders(root):

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 
 from egsbench.benchmark.records import read_record
-
-from .conftest import BASE, FAST, overrides
+from egsbench.testing.reliability import BASE, FAST, overrides
 
 
 def _strict_json(text: str) -> dict:

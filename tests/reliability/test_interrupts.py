@@ -17,8 +17,7 @@ import time
 import pytest
 
 from egsbench.benchmark.checkpoint import Checkpointer
-
-from .conftest import BASE, FAST, overrides
+from egsbench.testing.reliability import BASE, FAST, overrides
 
 
 def test_an_interrupt_after_a_checkpoint_names_the_epoch_and_the_resume_command(cli, tmp_path, monkeypatch):

@@ -13,9 +13,8 @@ import pytest
 import yaml
 
 from egsbench.benchmark.sweep import load_sweep, plan_runs
+from egsbench.testing.reliability import snapshot
 from tests.harness.test_records import make_record
-
-from .conftest import snapshot
 
 COMMANDS = [["report"], ["table"], ["table", "--format", "csv"], ["regress"]]
 

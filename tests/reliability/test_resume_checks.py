@@ -18,8 +18,7 @@ import shutil
 import pytest
 
 from egsbench.benchmark.checkpoint import Checkpointer, _write_manifest
-
-from .conftest import BASE, FAST, image_folder, overrides
+from egsbench.testing.reliability import BASE, FAST, image_folder, overrides
 
 SEARCH = [*FAST, "search.epochs=3"]
 

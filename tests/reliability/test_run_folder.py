@@ -21,8 +21,7 @@ from egsbench.benchmark.run_folder import lock_holder, run_lock
 from egsbench.benchmark.sweep import load_sweep, plan_runs
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import Genotype, UserError
-
-from .conftest import BASE, FAST, overrides, snapshot
+from egsbench.testing.reliability import BASE, FAST, overrides, snapshot
 
 
 def test_out_that_is_a_file(cli, tmp_path):

@@ -19,8 +19,7 @@ import yaml
 from egsbench.benchmark import sweep as sweep_module
 from egsbench.benchmark.run_folder import CLAIM, run_lock
 from egsbench.benchmark.sweep import execute_run, load_sweep, plan_runs
-
-from .conftest import FAST
+from egsbench.testing.reliability import FAST
 
 
 def _sweep_file(tmp_path: Path, seeds: list[int]) -> Path:
