@@ -6,7 +6,9 @@ nodes concatenated into the cell output. Its JSON form round-trips losslessly::
     {"normal": [[0, 2, "sep_conv_3x3"], ...], "normal_concat": [2, 3, 4, 5],
      "reduce": [[0, 2, "max_pool_3x3"], ...], "reduce_concat": [2, 3, 4, 5]}
 
-Which genotypes a space accepts is the space's business (:class:`egsbench.tasks.spaces.SearchSpace`).
+A genotype file may also carry a ``"source"`` entry (where a published cell comes from); reading skips
+it, so it never becomes part of the genotype. Which genotypes a space accepts is the space's business
+(:class:`egsbench.tasks.spaces.SearchSpace`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["CellGenotype", "Edge", "Genotype", "GenotypeError", "live_nodes", "prune_cell"]
+__all__ = ["METADATA_KEYS", "CellGenotype", "Edge", "Genotype", "GenotypeError", "live_nodes", "prune_cell"]
 
 Edge = tuple[int, int, str]
+METADATA_KEYS = frozenset({"source"})  # entries of a genotype file that describe it rather than hold a cell
 
 
 class GenotypeError(UserError, ValueError):
@@ -66,11 +69,12 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Genotype:
+        """The genotype of a JSON object; its ``METADATA_KEYS`` entries (``"source"``) are skipped."""
         if not isinstance(data, Mapping):
             raise GenotypeError(f"a genotype is a JSON object, got {type(data).__name__}")
         cells = {}
         for key, value in data.items():
-            if key.endswith("_concat"):
+            if key.endswith("_concat") or key in METADATA_KEYS:
                 continue
             concat_key = f"{key}_concat"
             if concat_key not in data:
