@@ -451,10 +451,14 @@ def _report(args) -> int:
 
 
 def _close_progress_bars() -> None:
-    """Close the bars a failed run left open (a diverged epoch), so the error line starts a line of its own."""
+    """Close the bars a failed run left open, so the error line starts a line of its own.
+
+    The epoch driver closes its own bar however a phase ends; this catches any other (a library's). tqdm has no
+    public registry of live bars: its private ``_instances`` is read if it is there, else nothing is closed.
+    """
     from tqdm.std import tqdm
 
-    for bar in list(tqdm._instances):  # every live bar; tqdm has no public registry of them
+    for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
 
 

@@ -171,18 +171,20 @@ class EpochDriver:
             leave=False,
             disable=not (self.progress and self.accelerator.is_main_process),
         )
-        for epoch in range(first, phase.epochs):
-            POSITION.enter(phase.name, epoch)
-            start = time.perf_counter()
-            row = {"epoch": epoch} | phase.train(epoch, bar)
-            self.seconds += time.perf_counter() - start
-            row |= phase.measure(epoch, row)
-            self.curves.append(row | {"seconds": self.seconds})
-            if self.log is not None:
-                self.log({f"{phase.name}/{k}": v for k, v in self.curves[-1].items() if k != "epoch"}, epoch)
-            check_finite(phase.name, epoch, phase.steps - 1, self.curves[-1] | phase.finite())
-            ckpt.save(epoch, phase.state(), {"curves": self.curves, "seconds": self.seconds, **phase.progress()})
-        bar.close()
+        try:  # the bar is closed however the phase ends (a diverged epoch): the error line starts its own line
+            for epoch in range(first, phase.epochs):
+                POSITION.enter(phase.name, epoch)
+                start = time.perf_counter()
+                row = {"epoch": epoch} | phase.train(epoch, bar)
+                self.seconds += time.perf_counter() - start
+                row |= phase.measure(epoch, row)
+                self.curves.append(row | {"seconds": self.seconds})
+                if self.log is not None:
+                    self.log({f"{phase.name}/{k}": v for k, v in self.curves[-1].items() if k != "epoch"}, epoch)
+                check_finite(phase.name, epoch, phase.steps - 1, self.curves[-1] | phase.finite())
+                ckpt.save(epoch, phase.state(), {"curves": self.curves, "seconds": self.seconds, **phase.progress()})
+        finally:
+            bar.close()
         return self.curves
 
     def cost(self, phase: Phase, examples: int, extra_seconds: float = 0.0, unit: str = "examples") -> dict:

@@ -3,9 +3,9 @@
 :class:`MemoryProbe` ``start()`` / ``stop() -> (start_bytes, peak_bytes)``. On CUDA: ``memory_allocated`` /
 ``max_memory_allocated`` after ``reset_peak_memory_stats`` (tensors only, no allocator cache). On CPU: the
 process's resident set, whose peak is ``VmHWM`` after resetting it through ``/proc/self/clear_refs``
-(Linux >= 4.0), else the maximum of ``psutil`` RSS samples taken every millisecond, else (neither available)
-``ru_maxrss``, the process's lifetime peak, which a later region inherits from an earlier one (``how`` says
-which). On CPU the start includes the interpreter and torch (hundreds of MB): compare increments.
+(Linux >= 4.0), else (Windows, macOS, no permission) the maximum of ``psutil`` RSS samples taken every
+millisecond (``how`` says which). On CPU the start includes the interpreter and torch (hundreds of MB):
+compare increments.
 
 The runner records each phase's peak (``search.peak_memory_mb``, ``evaluate.peak_memory_mb``) with this
 probe; ``bench_memory`` measures single search steps with it, each method in a fresh process.
@@ -14,11 +14,11 @@ probe; ``bench_memory`` measures single search steps with it, each method in a f
 from __future__ import annotations
 
 import ctypes
-import resource
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 __all__ = ["MB", "MemoryProbe"]
@@ -65,15 +65,8 @@ class MemoryProbe:
         elif _can_reset_hwm():
             self.how = "VmHWM after clear_refs"
         else:
-            try:
-                import psutil
-            except ImportError:
-                psutil = None
-            if psutil is None:
-                self.how = "ru_maxrss (the process's lifetime peak)"
-            else:
-                self.how = "psutil RSS sampled every 1 ms"
-                self._process = psutil.Process()
+            self.how = "psutil RSS sampled every 1 ms"
+            self._process = psutil.Process()
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
@@ -85,8 +78,6 @@ class MemoryProbe:
             _malloc_trim()
             Path("/proc/self/clear_refs").write_text("5")
             self._start = _proc_status("VmRSS")
-        elif self.how.startswith("ru_maxrss"):
-            self._start = _proc_status("VmRSS") if Path("/proc/self/status").is_file() else 0
         else:
             _malloc_trim()
             self._start = self._peak = self._process.memory_info().rss
@@ -106,8 +97,6 @@ class MemoryProbe:
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.how.startswith("VmHWM"):
             peak = _proc_status("VmHWM")
-        elif self.how.startswith("ru_maxrss"):
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
         else:
             self._running = False
             self._thread.join()

@@ -1,13 +1,13 @@
 """The run folder: its lock, the checks that say whose folder it is, and the files a run writes there.
 
 A folder holds one run: a second process into it fails at once (an OS lock the kernel drops however the
-holder ends), a finished run is never overwritten, and a partial run continues only with ``--resume``, the
-same config and the same data. Every file is written atomically; ``record.json`` last.
+holder ends: ``filelock``, flock on POSIX and msvcrt on Windows), a finished run is never overwritten, and a
+partial run continues only with ``--resume``, the same config and the same data. Every file is written
+atomically; ``record.json`` last.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
+from filelock import FileLock, Timeout
 from safetensors.torch import save_model
 
 from ..core.errors import UserError
@@ -28,8 +29,11 @@ from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, wri
 
 MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
 DATA_FILE = "data.json"  # the data a run started on (source, absolute path, checksum): what --resume must match
-LOCK = ".lock"  # held by the run writing the folder
+LOCK = ".lock"  # held by the run writing the folder; its pid is in ".lock.pid" while it holds it
 CLAIM = ".claim"  # held by the sweep process that runs it (around the run's own subprocess)
+# A probe holds a lock for microseconds, so a try that meets one (a sweep or a transfer looking at the folder)
+# tries again for this long before it calls the folder busy; a run's holder keeps it for the run's life.
+RETRY_S, POLL_S = 0.2, 0.01
 
 
 class RunLockedError(UserError):
@@ -40,47 +44,61 @@ def _busy_message(out_dir: Path, holder: str) -> str:
     return f"{out_dir} is in use by another egsbench run (pid {holder}); wait for it to finish or pass a new --out"
 
 
+def _pid_file(out_dir: Path, name: str) -> Path:
+    """Where the holder of lock ``name`` writes its pid (not the lock file: a locker may truncate that one, and
+    Windows refuses to read a locked file)."""
+    return out_dir / f"{name}.pid"
+
+
+def _read_holder(out_dir: Path, name: str) -> str:
+    try:
+        return _pid_file(out_dir, name).read_text().strip() or "unknown"
+    except OSError:  # the holder has not written it yet
+        return "unknown"
+
+
 def lock_holder(out_dir: Path, name: str = LOCK) -> str | None:
-    """The pid written by the process that holds ``out_dir``'s lock ``name`` now, else None (a probe; takes nothing)."""
-    try:
-        fd = os.open(out_dir / name, os.O_RDONLY)
-    except OSError:
+    """The pid written by the process that holds ``out_dir``'s lock ``name`` now, else None (a probe: it takes
+    the lock for an instant when free and creates nothing)."""
+    path = out_dir / name
+    if not path.is_file():
         return None
+    probe = FileLock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-    finally:
-        os.close(fd)  # closing drops the probe's shared lock, if it got one
+        probe.acquire(timeout=RETRY_S, poll_interval=POLL_S)
+    except Timeout:
+        return _read_holder(out_dir, name)
+    except OSError:  # a lock file this user cannot open: nobody runs there as this user
+        return None
+    probe.release()
     return None
 
 
 @contextmanager
 def run_lock(out_dir: Path, name: str = LOCK):
-    """An exclusive OS lock (``flock``) on ``out_dir/<name>`` for the life of the run (or of a sweep's claim).
+    """An exclusive OS lock on ``out_dir/<name>`` for the life of the run (or of a sweep's claim).
 
-    The kernel releases it when the process ends, however it ends, so a crashed run never leaves a
+    The OS releases it when the process ends, however it ends, so a crashed run never leaves a
     stale lock; a second run into the same folder fails at once instead of mixing checkpoints.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(out_dir / name)  # flock on POSIX, msvcrt.locking on Windows
+        lock.acquire(timeout=RETRY_S, poll_interval=POLL_S)
+    except Timeout:  # (a TimeoutError, so an OSError: caught first)
+        raise RunLockedError(_busy_message(out_dir, _read_holder(out_dir, name))) from None
     except OSError as err:  # --out is a file, read-only, on a missing drive, ...
         message = f"cannot use {out_dir} as the run folder ({err.strerror}); pass --out to a writable folder"
         raise UserError(message) from None
+    pid = _pid_file(out_dir, name)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise RunLockedError(_busy_message(out_dir, holder)) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    try:
+        atomic_write_text(pid, str(os.getpid()))
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        try:
+            pid.unlink(missing_ok=True)  # while the lock is still held: the next holder writes its own
+        finally:
+            lock.release()
 
 
 def determinism(seed: int) -> dict:

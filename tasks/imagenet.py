@@ -242,10 +242,24 @@ def _not_found(where: str) -> DataNotFoundError:
 def _folder_dataset(path: Path, class_map: dict | None) -> ImageDataset:
     """A timm dataset over a split folder or tar: images in class folders, or per-class tar shards."""
     if path.is_dir() and not any(p.is_dir() for p in path.iterdir()) and any(path.glob("*.tar")):
-        from timm.data.readers.reader_image_in_tar import ReaderImageInTar
-
-        return ImageDataset(str(path), reader=ReaderImageInTar(str(path), class_map=class_map or ""))
+        return ImageDataset(str(path), reader=_shards_reader(path)(str(path), class_map=class_map or ""))
     return create_dataset("", root=str(path), search_split=False, class_map=class_map)
+
+
+def _shards_reader(path: Path) -> type:
+    """timm's reader of a folder of per-class tars: ``create_reader`` picks it for one .tar file only, and
+    ``timm.data.readers`` does not export it, so it is imported from its module (guarded: a timm without it)."""
+    try:
+        from timm.data.readers.reader_image_in_tar import ReaderImageInTar
+    except ImportError:
+        import timm
+
+        raise DataError(
+            f"{path} holds per-class .tar shards, which need timm's ReaderImageInTar "
+            f"(timm.data.readers.reader_image_in_tar), absent from timm {timm.__version__}; extract each shard into "
+            f"{path}/<wnid>/ (an ImageFolder tree) or install a timm that has it"
+        ) from None
+    return ReaderImageInTar
 
 
 def _targets(dataset) -> list[int]:

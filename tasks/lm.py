@@ -1,10 +1,10 @@
 """Word-level language modelling on Penn Treebank (``ptb``) and WikiText-2 (``wt2``) with DARTS's RNN protocol.
 
-Text comes from ``task.data_dir`` (PTB ``ptb.{train,valid,test}.txt``, WikiText-2 ``wiki.*.tokens``) or
-the hub (``hub: true``). ``train_split`` / ``valid_split`` / ``test_split`` name the file that plays each
-role; roles sharing a file cut it into contiguous parts, and ``DataInfo.roles`` says which part played
-which. search-train is the train role, search-val the valid role. Batches carry their pass's hidden
-state (truncated BPTT), so every forward pass on one batch starts from the same state.
+Text comes from ``task.data_dir`` (PTB ``ptb.{train,valid,test}.txt``, WikiText-2 ``wiki.*.tokens``) or,
+for WikiText-2 only, the hub (``hub: true``). ``train_split`` / ``valid_split`` / ``test_split`` name the file
+that plays each role; roles sharing a file cut it into contiguous parts, and ``DataInfo.roles`` says which
+part played which. search-train is the train role, search-val the valid role. Batches carry their pass's
+hidden state (truncated BPTT), so every forward pass on one batch starts from the same state.
 
 Deviations from the paper and original code: docs/fidelity/lm.md
 """
@@ -360,10 +360,11 @@ class LanguageModelTask(Task):
         missing = [s for s, p in paths.items() if p is None]
         if missing:
             wanted = ", ".join(" or ".join(p.format(split=s) for p in self.file_patterns) for s in missing)
+            online = "--set task.hub=true when online, " if self.hub_id else ""
             raise DataNotFoundError(
                 f"{self.label} not found: {folder} lacks {wanted}. Put the official files there (PTB: the Mikolov "
                 f"ptb.*.txt of awd-lstm-lm's getdata.sh; WikiText-2: wiki.*.tokens), pass --set task.data_dir=DIR, "
-                f"set ${self.env}, --set task.hub=true when online, or let other files play the missing roles "
+                f"set ${self.env}, {online}or let other files play the missing roles "
                 "(--set task.train_split=valid ...)"
             )
         for s, p in paths.items():  # every file, before any is parsed
@@ -377,6 +378,13 @@ class LanguageModelTask(Task):
         )
 
     def _load_hub(self) -> _Loaded:
+        if not self.hub_id:
+            patterns = " or ".join(p.format(split="{train,valid,test}") for p in self.file_patterns)
+            raise ConfigError(
+                f"task.hub=true: {self.label} has no Hub copy that `datasets` loads (docs/fidelity/lm.md); put its "
+                f"official files ({patterns}) in a folder, pass --set task.data_dir=DIR (or set ${self.env}) and "
+                "drop task.hub"
+            )
         from datasets import load_dataset
 
         try:
@@ -607,8 +615,9 @@ class PTB(LanguageModelTask):
 
     name, label, env = "ptb", "Penn Treebank", "EGSBENCH_PTB"
     file_patterns = ("ptb.{split}.txt", "{split}.txt")
-    hub_id = ("ptb_text_only",)
-    hub_field = "sentence"
+    # No hub id: `ptb_text_only` is a loading script, which datasets 4 no longer runs, and no script-free copy
+    # of the Mikolov files is known for certain; local files only (task.hub=true says so).
+    hub_id = ()
     reference_table = "ptb"
 
 

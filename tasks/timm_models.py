@@ -14,7 +14,7 @@ deviate from timm's usual ones: docs/fidelity/timm_models.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from torch import nn
 
 from .cifar import MEAN as CIFAR_MEAN
@@ -30,7 +29,7 @@ from .cifar import STD as CIFAR_STD
 from .imagenet import fit_channels
 from .spaces import Genotype, NetworkCIFAR, NetworkImageNet, load_genotype
 
-__all__ = ["EgsBenchCIFAR", "EgsBenchImageNet", "resolve_genotype"]
+__all__ = ["EgsBenchCIFAR", "EgsBenchImageNet", "resolve_genotype", "take_indices"]
 
 
 def resolve_genotype(genotype: Genotype | Mapping | str | Path | None) -> Genotype:
@@ -40,6 +39,31 @@ def resolve_genotype(genotype: Genotype | Mapping | str | Path | None) -> Genoty
     if isinstance(genotype, Mapping):
         return Genotype.from_dict(dict(genotype))
     return load_genotype(str(genotype or "darts_v2"))
+
+
+def take_indices(count: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """The feature maps ``forward_intermediates(indices=...)`` takes, by timm's convention, and the largest.
+
+    None takes all ``count`` maps, an int ``n`` the last ``n``, a sequence those positions (negative ones count
+    from the end). timm's own helper (``timm.models._features.feature_take_indices``) is private, so this is
+    ours; it raises ValueError where timm's asserts.
+
+    Examples:
+        >>> take_indices(5, 2), take_indices(5, [0, -1]), take_indices(3, None)
+        (([3, 4], 4), ([0, 4], 4), ([0, 1, 2], 2))
+    """
+    if indices is None:
+        indices = count
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"indices={indices} takes the last n feature maps: n must be 1 to {count}")
+        take = list(range(count - indices, count))
+    else:
+        take = [count + i if i < 0 else i for i in indices]
+        bad = [i for i, t in zip(indices, take, strict=True) if not 0 <= t < count]
+        if bad:
+            raise ValueError(f"feature indices {bad} are out of range: {count} maps, indices -{count} to {count - 1}")
+    return take, max(take)
 
 
 def _cell_channels(cell: nn.Module) -> int:
@@ -103,7 +127,7 @@ class _TimmInterface:
         """The maps of ``feature_info`` picked by ``indices`` (timm's convention), and the last cell's output."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.feature_info), indices) if indices != [] else ([], -1)
+        take, max_index = take_indices(len(self.feature_info), indices) if indices != [] else ([], -1)
         wanted = {self.feature_points[t]: t for t in take}
         out: dict[int, torch.Tensor] = {}
         s0, s1 = self._stems(x, wanted, out)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from egsbench.benchmark import bench_layout, bench_memory, bench_peer, bench_scaling, gpu_check
+from egsbench.benchmark import bench_layout, bench_memory, bench_peer, bench_scaling, gpu_check, memory
 from egsbench.benchmark.bench_methods import make_method
 from egsbench.benchmark.memory import MemoryProbe
 
@@ -75,8 +75,18 @@ def test_peer_rejects_a_cell_count_xautodl_cannot_build():
             bench_peer._xautodl_nets(4, 5)
 
 
-def test_memory_probe_sees_an_allocation_inside_its_phase():
-    probe = bench_memory.MemoryProbe(torch.device("cpu"))
+@pytest.fixture(params=["default", "psutil"])
+def cpu_probe(request, monkeypatch) -> MemoryProbe:
+    """The CPU probe this machine picks (VmHWM on Linux), and the psutil sampler Windows and macOS get."""
+    if request.param == "psutil":
+        monkeypatch.setattr(memory, "_can_reset_hwm", lambda: False)
+    probe = MemoryProbe(torch.device("cpu"))
+    assert request.param == "default" or probe.how.startswith("psutil"), probe.how
+    return probe
+
+
+def test_memory_probe_sees_an_allocation_inside_its_phase(cpu_probe):
+    probe = cpu_probe
     probe.start()
     block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
     start, peak = probe.stop()
@@ -84,10 +94,8 @@ def test_memory_probe_sees_an_allocation_inside_its_phase():
     assert peak - start > 48 * 2**20, probe.how
 
 
-def test_memory_probe_phases_do_not_inherit_an_earlier_peak():
-    probe = MemoryProbe(torch.device("cpu"))
-    if probe.how.startswith("ru_maxrss"):
-        pytest.skip("neither /proc/self/clear_refs nor psutil: only the lifetime peak is available")
+def test_memory_probe_phases_do_not_inherit_an_earlier_peak(cpu_probe):
+    probe = cpu_probe
     probe.start()
     block = torch.ones(256 * 2**20 // 4)  # 256 MB, touched, then freed
     _, first_peak = probe.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -188,7 +189,7 @@ def test_a_transfer_waits_for_a_source_folder_another_process_holds(tmp_path, mo
         sleeps.append(seconds)
         held.__exit__(None, None, None)
 
-    monkeypatch.setattr(transfer.time, "sleep", sleep)
+    monkeypatch.setattr(transfer, "time", SimpleNamespace(sleep=sleep))  # the transfer's sleep, not the lock's polls
     transfer._wait_for(folder)
     assert sleeps == [transfer.SOURCE_POLL_S]
     transfer._wait_for(folder)  # free: no wait at all

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from egsbench.benchmark.records import read_record
 from egsbench.testing.reliability import BASE, FAST, overrides
 
@@ -79,6 +81,44 @@ def test_the_error_line_is_not_glued_to_the_progress_bar_of_the_failed_epoch(cli
         raise DivergedError("search", 0, 1, float("nan"))
 
     monkeypatch.setattr(cli_module, "_run", diverge)
+    result = cli("run", BASE, "--out", "unused")
+    assert result.code == 2
+    assert result.error.startswith("error: the run diverged: non-finite loss nan in search epoch 0, step 1;")
+
+
+def test_a_diverged_phase_closes_its_own_bar(tmp_path, monkeypatch):
+    """The epoch driver closes its bar however the phase ends, so no caller depends on tqdm's private registry."""
+    from tqdm.auto import tqdm
+
+    import egsbench
+    from egsbench.benchmark import driver
+    from egsbench.benchmark.driver import DivergedError
+
+    bars = []
+
+    class Recorded(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(driver, "tqdm", Recorded)
+    with pytest.raises(DivergedError):
+        egsbench.run(BASE, tmp_path / "run", [*FAST, "search.lr=1e30"], progress=True)
+    assert bars and all(bar.disable for bar in bars)  # tqdm.close() disables a bar; an open one is enabled
+
+
+def test_the_cli_closes_bars_without_tqdms_private_registry(cli, monkeypatch):
+    """``tqdm._instances`` is private: a tqdm without it costs the last-resort sweep, not the error line."""
+    from tqdm.std import tqdm
+
+    from egsbench.benchmark import cli as cli_module
+    from egsbench.benchmark.driver import DivergedError
+
+    def diverge(args):
+        raise DivergedError("search", 0, 1, float("nan"))
+
+    monkeypatch.setattr(cli_module, "_run", diverge)
+    monkeypatch.delattr(tqdm, "_instances")
     result = cli("run", BASE, "--out", "unused")
     assert result.code == 2
     assert result.error.startswith("error: the run diverged: non-finite loss nan in search epoch 0, step 1;")

@@ -17,7 +17,7 @@ from safetensors.torch import load_model
 
 import egsbench
 from egsbench.benchmark.api import RunFolderMismatchError, resolve_config
-from egsbench.benchmark.run_folder import lock_holder, run_lock
+from egsbench.benchmark.run_folder import RunLockedError, lock_holder, run_lock
 from egsbench.benchmark.sweep import load_sweep, plan_runs
 from egsbench.tasks import TASKS
 from egsbench.tasks.spaces import Genotype, UserError
@@ -101,6 +101,21 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_a_crash_frees_it(cli,
     assert not (out / "record.json").exists()
     result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*slow))
     assert result.code == 2 and "holds an unfinished run; pass --resume" in result.error  # not "in use"
+
+
+def test_the_lock_names_its_holder_and_refuses_a_second_taker(tmp_path):
+    """The OS lock (filelock: flock here, msvcrt on Windows) and the holder's pid beside it, gone with the holder."""
+    out = tmp_path / "run"
+    assert lock_holder(out) is None and not out.exists()  # a probe creates nothing
+    with run_lock(out):
+        assert lock_holder(out) == str(os.getpid())
+        with pytest.raises(RunLockedError) as busy, run_lock(out):
+            pass
+        assert str(busy.value).startswith(f"{out} is in use by another egsbench run (pid {os.getpid()})")
+        assert lock_holder(out) == str(os.getpid())  # the refused taker left the holder's pid alone
+    assert lock_holder(out) is None and not (out / ".lock.pid").exists()
+    with run_lock(out):  # free again
+        pass
 
 
 def test_a_sweep_leaves_a_run_folder_another_process_holds_alone(cli, tmp_path):

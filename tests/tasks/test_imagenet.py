@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -129,6 +130,16 @@ def test_per_class_tar_shards_load(jpeg_folder, tmp_path):
                 tar.add(jpeg_folder / split / wnid, arcname=".")
     info = _task(tmp_path).prepare_data()
     assert info.sizes["train"] == 18 and info.sizes["test"] == 9
+
+
+def test_per_class_shards_without_timms_tar_reader_are_one_clear_error(tmp_path, monkeypatch):
+    """timm.data.readers does not export ReaderImageInTar; a timm without its module gets a DataError."""
+    monkeypatch.setitem(sys.modules, "timm.data.readers.reader_image_in_tar", None)  # import fails
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / f"{WNIDS[0]}.tar").write_bytes(b"")
+    with pytest.raises(DataError, match=r"per-class \.tar shards, which need timm's ReaderImageInTar.*extract each"):
+        _task(tmp_path).prepare_data()
 
 
 @pytest.mark.parametrize("layout", ["nothing", "no-val", "unset"])

@@ -161,6 +161,30 @@ def test_missing_files_name_what_to_provide(tmp_path):
         TASKS.get("wt2")(LMConfig(data_dir=str(tmp_path))).prepare_data()
 
 
+def test_ptb_has_no_hub_route_and_says_to_use_the_files(tmp_path):
+    """``ptb_text_only`` is a loading script datasets 4 no longer runs: task.hub=true on ptb is a config error."""
+    with pytest.raises(ConfigError, match=r"task\.hub=true: Penn Treebank has no Hub copy.*ptb\.\{train,valid,test\}"):
+        _task(tmp_path, hub=True).prepare_data()
+    with pytest.raises(DataNotFoundError) as missing:  # nor does the missing-files message offer the hub
+        _task(tmp_path / "nothing").prepare_data()
+    assert "task.hub" not in str(missing.value)
+
+
+def test_wikitext2_hub_route_loads_its_id_and_names_it_when_offline(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataNotFoundError, match=r"wikitext/wikitext-2-v1: ConnectionError: no network.*data_dir"):
+        TASKS.get("wt2")(LMConfig(hub=True)).prepare_data()
+    assert calls == [("wikitext", "wikitext-2-v1")]
+
+
 def test_an_empty_file_is_refused(ptb_files):
     (ptb_files / "ptb.test.txt").write_text("\n\n")
     with pytest.raises(DataError, match="ptb.test.txt is empty"):

@@ -10,7 +10,7 @@ from safetensors.torch import save_model
 
 from egsbench.tasks.imagenet import mobile_macs
 from egsbench.tasks.spaces import DARTS_V2, GENOTYPES, NetworkCIFAR, NetworkImageNet, UnknownNameError
-from egsbench.tasks.timm_models import EgsBenchCIFAR, EgsBenchImageNet
+from egsbench.tasks.timm_models import EgsBenchCIFAR, EgsBenchImageNet, take_indices
 
 TINY = {
     "egsbench_cifar": dict(channels=4, layers=3, num_classes=10),
@@ -124,6 +124,20 @@ def test_features_only_gives_the_maps_feature_info_describes(name, strides):
     assert [size // m.shape[-1] for m in maps] == strides
     last_two = timm.create_model(name, genotype="darts_v2", features_only=True, out_indices=(-2, -1), **TINY[name])
     assert len(last_two.eval()(_x(name))) == 2
+
+
+@pytest.mark.parametrize("count, indices", [(5, None), (5, 1), (5, 5), (5, [0, 2]), (5, (-2, -1)), (4, [-4, 3])])
+def test_take_indices_answers_as_timms_private_helper(count, indices):
+    """timm keeps `feature_take_indices` private (timm.models._features), so the models use their own copy; this
+    holds it to timm's convention for as long as timm has the helper."""
+    features = pytest.importorskip("timm.models._features")
+    assert take_indices(count, indices) == tuple(features.feature_take_indices(count, indices))
+
+
+@pytest.mark.parametrize("indices", [0, 6, [5], [-6, 0]])
+def test_take_indices_out_of_range_raises(indices):
+    with pytest.raises(ValueError, match=r"must be 1 to 5|out of range: 5 maps"):
+        take_indices(5, indices)
 
 
 def test_fit_macs_narrows_the_imagenet_model():
