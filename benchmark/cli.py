@@ -10,6 +10,7 @@
     egsbench regress [--runs DIR] [--tolerances FILE] [--golden DIR]
     egsbench regress --runs DIR --calibrate --out DIR | --update-golden --out DIR
     egsbench report [--runs DIR] [--out FILE]
+    egsbench genotype convert SOURCE --to json|darts|nb201 [--from name|json|darts|nb201] [--out FILE]
 
 A user mistake (unknown name, bad config key, missing data) prints one ``error:`` line and
 exits with status 2; no traceback.
@@ -175,6 +176,26 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one self-contained HTML report of a folder of runs")
     report.add_argument("--runs", type=Path, default=Path("runs"))
     report.add_argument("--out", type=Path, default=None, help="default: <runs>/report.html")
+
+    genotype = sub.add_parser("genotype", help="work with genotypes: convert between JSON, DARTS and NAS-Bench-201")
+    genotype_sub = genotype.add_subparsers(dest="genotype_command", required=True)
+    convert = genotype_sub.add_parser(
+        "convert", help="print a genotype as JSON, DARTS's Genotype(...) text or an NAS-Bench-201 arch string"
+    )
+    convert.add_argument(
+        "source",
+        help="a registered name (see: egsbench list genotypes), a genotype JSON file, a run folder, "
+        "a DARTS Genotype(...) string or an NAS-Bench-201 arch string (or a file holding either)",
+    )
+    convert.add_argument("--to", required=True, choices=["json", "darts", "nb201"], help="the form to write")
+    convert.add_argument(
+        "--from",
+        dest="source_form",
+        default=None,
+        choices=["name", "json", "darts", "nb201"],
+        help="what SOURCE is (default: detected: a name, a path, then { json, | nb201, else darts)",
+    )
+    convert.add_argument("--out", type=Path, default=None, help="write the text to FILE (atomically) instead of stdout")
     return parser
 
 
@@ -372,6 +393,21 @@ def _compare(args) -> int:
     return 0
 
 
+def _genotype(args) -> int:
+    from .genotype_convert import format_genotype, read_genotype
+    from .records import atomic_write_text
+
+    text = format_genotype(read_genotype(args.source, args.source_form), args.to)
+    if args.out is None:
+        print(text)
+        return 0
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; pass the path of the file to write")
+    atomic_write_text(args.out, text + "\n")
+    print(f"genotype: {args.out}")
+    return 0
+
+
 def _regress(args) -> int:
     import json
     import shutil
@@ -504,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             "compare": _compare,
             "regress": _regress,
             "report": _report,
+            "genotype": _genotype,
         }
         return commands[args.command](args)
     except UserError as err:

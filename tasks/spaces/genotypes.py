@@ -6,9 +6,11 @@ tests one without searching.
 - ``darts_v1``, ``darts_v2``: DARTS first- and second-order cells (quark0/darts ``cnn/genotypes.py``
   ``DARTS_V1``/``DARTS_V2``), defined in :mod:`.space`.
 - ``darts_v1_rnn``, ``darts_v2_rnn``: DARTS's recurrent cells (``rnn/genotypes.py``), defined in :mod:`.rnn`.
-- ``egs_released_m4``, ``egs_released_m7``: the DARTS-EGS authors' released CIFAR-10 cells for M = 4 and
-  M = 7 (XinbangZhang/DATA-NAS), shipped as ``results/genotypes/egs-released-m*.json`` and read through
-  ``importlib.resources``; several (input, op) pairs per node, so they belong to the ``dag`` space.
+- ``egs_released_m4``, ``egs_released_m7``: the DARTS-EGS authors' released CIFAR-10 cells (XinbangZhang/DATA-NAS);
+  several (input, op) pairs per node, so they belong to the ``dag`` space.
+- ``gdas_v1``, ``pcdarts``, ``pdarts``, ``snas_mild``: GDAS, PC-DARTS, P-DARTS and SNAS (mild) CIFAR-10 cells.
+These ``PUBLISHED`` cells ship as ``results/genotypes/<name>.json`` (read through ``importlib.resources``),
+each with a ``"source"`` entry (paper, code, reported numbers) kept in ``SOURCES``, not in the genotype.
 
 Parameter counts and the cells' sources: docs/fidelity/spaces.md, docs/fidelity/rnn.md
 """
@@ -26,7 +28,7 @@ from ...core.registry import Registry, unknown_name_message
 from .rnn import DARTS_V1_RNN, DARTS_V2_RNN
 from .space import DARTS_V1, DARTS_V2
 
-__all__ = ["GENOTYPES", "genotype_source", "load_genotype"]
+__all__ = ["GENOTYPES", "PUBLISHED", "SOURCES", "genotype_source", "load_genotype"]
 
 RESULTS_PACKAGE = "egsbench.results"  # shipped data, read through importlib.resources
 
@@ -35,9 +37,13 @@ GENOTYPES.add("darts_v1", DARTS_V1)
 GENOTYPES.add("darts_v2", DARTS_V2)
 GENOTYPES.add("darts_v1_rnn", DARTS_V1_RNN)  # recurrent cells: spaces darts_rnn / dag_rnn, tasks ptb / wt2
 GENOTYPES.add("darts_v2_rnn", DARTS_V2_RNN)
-for _m in (4, 7):
-    _text = (files(RESULTS_PACKAGE) / "genotypes" / f"egs-released-m{_m}.json").read_text()
-    GENOTYPES.add(f"egs_released_m{_m}", Genotype.from_dict(json.loads(_text)))
+PUBLISHED = ("egs-released-m4", "egs-released-m7", "gdas-v1", "pcdarts", "pdarts", "snas-mild")  # results/genotypes/
+SOURCES: dict[str, dict] = {}  # name -> the file's "source" entry (paper, code, reported numbers)
+for _stem in PUBLISHED:
+    _data = json.loads((files(RESULTS_PACKAGE) / "genotypes" / f"{_stem}.json").read_text())
+    GENOTYPES.add(_stem.replace("-", "_"), Genotype.from_dict(_data))  # from_dict skips the "source" entry
+    if "source" in _data:
+        SOURCES[_stem.replace("-", "_")] = _data["source"]
 
 
 def load_genotype(name_or_path: str) -> Genotype:
