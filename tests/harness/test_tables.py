@@ -193,6 +193,8 @@ def test_selectors_pick_the_right_reference_row(method, task, config, source, ta
         ("darts_v2", {"cifar10": "DARTS (2nd order) + cutout"}, ["DARTS (searched on CIFAR-10)"]),
         ("egs_released_m4", {"cifar10": "DARTS-EGS (M=4)", "sampling_times": 4}, ["DARTS-EGS (M=4)"]),
         ("egs_released_m7", {"cifar10": "DARTS-EGS (M=7)", "sampling_times": 7}, ["DARTS-EGS (M=7)"]),
+        ("snas_mild", {"cifar10": "SNAS + mild + cutout"}, ["SNAS (mild constraint)"]),
+        ("pcdarts", {}, []),  # a published cell the DARTS-EGS paper's tables do not list
         ("darts_v2_rnn", {}, []),  # a recurrent cell: no CIFAR-10 or ImageNet row
     ],
 )
