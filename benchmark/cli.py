@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import site
@@ -553,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         line, code = _interrupted(args, err)
         print(line, file=sys.stderr, flush=True)
         return code
+    except BrokenPipeError:  # stdout closed by a reader (egsbench ... | head): stop quietly, as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not raise again
+        return 141  # 128 + SIGPIPE, as a shell reports it
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

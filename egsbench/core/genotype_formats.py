@@ -243,7 +243,7 @@ def from_nb201_string(text: str) -> Genotype:
                 )
             src = int(src_text)
             if src >= node or src in seen:
-                problem = "repeats input" if src in seen else "reads from a later node"
+                problem = "repeats input" if src in seen else "reads node"
                 raise GenotypeError(
                     f"NAS-Bench-201 arch string: token {token!r} of node {node} {problem} {src}; node {node} reads "
                     f"each of nodes 0..{node - 1} once"

@@ -118,7 +118,10 @@ def test_nb201_round_trip_fills_and_drops_none():
         ("|nor_conv_3x3-0|", "token 'nor_conv_3x3-0' of node 1 is not op~input"),
         ("|nor_conv_3x3~a|", "token 'nor_conv_3x3~a' of node 1 is not op~input"),
         ("|~0|", "token '~0' of node 1 is not op~input"),
-        ("|skip_connect~0|+|skip_connect~0|skip_connect~2|", "token 'skip_connect~2' of node 2 reads from a later"),
+        (
+            "|skip_connect~0|+|skip_connect~0|skip_connect~2|",
+            "token 'skip_connect~2' of node 2 reads node 2; node 2 reads each of nodes 0..1 once",
+        ),
         ("|skip_connect~0|+|skip_connect~0|none~0|", "token 'none~0' of node 2 repeats input 0"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -118,3 +119,18 @@ def test_the_command_line_prints_no_traceback():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: an NAS-Bench-201 arch string holds one cell, 'normal'; "
                                                  "this genotype has ['normal', 'reduce']"]  # fmt: skip
+
+
+def test_a_reader_that_closes_stdout_ends_the_command_quietly(monkeypatch, tmp_path):
+    """``egsbench ... | head``: the CLI exits 141 (as SIGPIPE would) instead of printing a BrokenPipeError traceback."""
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return sink.fileno()
+
+    with open(tmp_path / "sink", "w") as sink:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe())
+        assert main(["genotype", "convert", "darts_v2", "--to", "darts"]) == 141
