@@ -216,7 +216,7 @@ def results_table(records: list[dict]) -> str:
 
     frame = runs_frame(records)
     frame["signal"] = 100 * pd.to_numeric(frame["entropy_drop"], errors="coerce")
-    metrics = [c for c in frame.columns if str(c).startswith("test_")]  # whatever the tasks record
+    metrics = [c for c in frame.columns if str(c).startswith(("test_", "gt_"))]  # whatever the tasks record
     columns = ["method", "task", "preset", "seed", *metrics, "params_m", "macs_m", "signal", "search_s", "evaluate_s"]
     labels = {
         "params_m": "params (M)",

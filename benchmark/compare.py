@@ -82,6 +82,9 @@ class Comparison:
     agreement: pd.DataFrame  # a row per group: genotypes, distinct, jaccard, random_jaccard
     notes: list[str] = field(default_factory=list)
     signal: pd.DataFrame | None = None  # a row per group: the search signal's means over seeds (methods.signal)
+    # (run column, label) of the task's ground truth (nb201: gt_cifar10, ...); ``methods`` has <column> (mean) and
+    # "<column> std" for each
+    ground_truth: list[tuple[str, str]] = field(default_factory=list)
 
 
 # ---- records -> comparison -------------------------------------------------------------------
@@ -96,8 +99,9 @@ def _metric(task: str, metric: str | None, runs: pd.DataFrame) -> tuple[str, str
             f"task {task!r} is not installed, so the direction of its metrics is unknown; install the "
             "plug-in that provides it"
         ) from None
-    declared = {f"test_{m.name}": m for m in cls.metrics}
-    key = f"test_{cls.main_metric}" if metric is None else f"test_{metric.removeprefix('test_')}"
+    declared = {f"test_{m.name}": m for m in cls.metrics} | {f"gt_{m.name}": m for m in cls.ground_truth_metrics}
+    key = f"test_{cls.main_metric}" if metric is None else metric
+    key = key if key.startswith(("test_", "gt_")) else f"test_{key}"
     recorded = [k for k in declared if k in runs and pd.to_numeric(runs[k], errors="coerce").notna().any()]
     if key not in recorded:
         raise UserError(unknown_name_message(f"metric of {task} runs", metric or key, recorded or list(declared)))
@@ -173,6 +177,11 @@ def compare_runs(
         cost_h=[h.mean() for h in hours],
         cost_h_std=[h.std() for h in hours],
     )
+    spec = task_metric(task)
+    truth = [(k, label) for k, label in (spec.ground_truth if spec else ()) if k in runs and k != key]
+    for column, _ in truth:  # the looked-up numbers of each group's cells (nb201), mean and std over seeds
+        found = [pd.to_numeric(g[column], errors="coerce") for g in members]
+        methods[column], methods[column + STD] = [v.mean() for v in found], [v.std() for v in found]
     values = {i: dict(zip(g["seed"], g["value"], strict=True)) for i, g in enumerate(members)}
     baseline, chosen, base_notes = _baselines(methods, baseline or _default_baseline(task, methods))
     methods["is_baseline"] = [i in chosen.values() for i in methods.index]
@@ -203,6 +212,7 @@ def compare_runs(
         agreement.reset_index(drop=True),
         notes,
         signal.reset_index(drop=True),
+        truth,
     )
 
 
@@ -353,8 +363,10 @@ def _table(c: Comparison, fmt: str) -> pd.DataFrame:
         "Seeds": c.methods["n"],
         COST: c.methods["cost_h"],
         COST + STD: c.methods["cost_h_std"],
-        "Δ": pairs["delta"],
     }
+    for column, label in c.ground_truth:  # e.g. NAS-Bench-201's test accuracies of the groups' cells
+        table |= {label: c.methods[column], label + STD: c.methods[column + STD]}
+    table["Δ"] = pairs["delta"]
     if fmt == "csv":
         table |= {
             "CI low": pairs["ci_low"],

@@ -18,12 +18,23 @@ from ..methods.signal import MOVED_FRAC
 from .records import Record
 from .references import searched_on, variant_of
 
-__all__ = ["GROUP", "SETUP", "STD", "latest_per_seed", "runs_frame", "setup_label", "signal_notes", "summarize"]
+__all__ = [
+    "GROUND_TRUTH",
+    "GROUP",
+    "SETUP",
+    "STD",
+    "latest_per_seed",
+    "runs_frame",
+    "setup_label",
+    "signal_notes",
+    "summarize",
+]
 
 SETUP = ["world_size", "mixed_precision", "deterministic"]
 # variant: the JSON of variant_of(...), e.g. '{"M": 7}'; config_hash: the record's, of the config without the seed
 GROUP = ["method", "task", "preset", "variant", "config_hash", *SETUP]
 STD = " std"  # a column "X std" holds the std of column "X"; md/latex/html print them as "X ± std"
+GROUND_TRUTH = "gt_"  # the prefix of a run's ground-truth columns: record.ground_truth.metrics (Task.ground_truth)
 PRESET_ORDER = ("paper", "proxy", "smoke")  # runs under their paper row: nearest the paper's setting first
 SEARCHED_ON = "searched_on"  # in a group's variant: the task a transfer run's cell was searched on
 
@@ -55,9 +66,11 @@ def _run_row(record: dict | Record) -> dict:
     hours = search.get("device_hours")
     signal = search.get("signal") or {}
     search_s = [search.get("wall_time_s"), search.get("derive_wall_time_s")]
+    truth = (record.get("ground_truth") or {}).get("metrics") or {}  # a tabular benchmark's numbers (nb201)
     return {
         **((record.get("extras") or {}).get("valid") or {}),  # the last validation numbers (e.g. valid_ppl)
         **(record.get("metrics") or {}),
+        **{f"{GROUND_TRUTH}{name}": value for name, value in truth.items()},
         "method": method,
         "task": record.get("task"),
         "preset": record.get("preset"),

@@ -120,7 +120,8 @@ def paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task: 
 
     The columns follow the table's: its main metric (mean ± std of the runs, the reported number, Δ),
     params and search cost (the runs' own), ops and search type (the paper row's, facts of the method),
-    and any other number it reports (a run's metric of that name, e.g. ``valid_ppl``, else blank).
+    and any other number it reports (a run's metric of that name, e.g. ``valid_ppl``, else blank); then the
+    task's ground-truth numbers where runs record them (``spec.ground_truth``: NAS-Bench-201's lookups).
 
     Args:
         runs: ``runs_frame`` rows of the runs to show.
@@ -138,7 +139,8 @@ def paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task: 
     else:
         data = [metric_column, "params_m", "search_cost_gpu_days"]
     record_keys = _record_keys(runs, data, metric_column)
-    summary = summarize(runs, spec.key, sorted({k for k in record_keys.values() if k}))
+    truth = [(key, label) for key, label in spec.ground_truth if key in runs]  # looked-up numbers (nb201)
+    summary = summarize(runs, spec.key, sorted({k for k in record_keys.values() if k} | {k for k, _ in truth}))
     groups = _with_references(summary, spec.key, table)
     summary.attrs["notes"] = [*summary.attrs.get("notes", []), *_own_search_notes(groups, reference)]
     methods = [_label(m, v) for m, v in zip(groups["method"], groups["variant"], strict=True)]
@@ -150,6 +152,9 @@ def paper_layout(runs: pd.DataFrame, spec: TaskMetric, table: str | None, task: 
         mine, paper = _number_columns(column, groups, paper_values, spec, metric_column, record_keys)
         ours |= mine
         theirs |= paper
+    for key, column in truth:  # the runs' ground truth (mean ± std over seeds); the paper rows report none here
+        ours |= {column: groups[key], column + STD: groups[key + STD]}
+        theirs |= {column: math.nan, column + STD: math.nan}
     ours |= {SIGNAL: 100 * groups["entropy_drop"], "Seeds": groups["seeds"], "Failed": groups["failed"]}
     theirs |= {SIGNAL: math.nan, "Seeds": pd.NA, "Failed": pd.NA}
     ours = pd.DataFrame(ours, index=groups.index)

@@ -182,8 +182,10 @@ class SearchPhase(Phase):
         steps: int,
         accelerator: Accelerator,
         method_name: str,
+        space=None,
     ):
         self.method, self.task, self.model, self.accelerator = method, task, model, accelerator
+        self.space = space  # the searched space: the task's per-epoch measures (Task.search_measure) read it
         self.train_loader, self.val_loader, self.generators = train_loader, val_loader, generators
         self.desc, self.epochs, self.steps = f"search {method_name}", epochs, steps
         self.initial = learned_distribution(method)  # before any step: where the search signal is measured from
@@ -211,7 +213,8 @@ class SearchPhase(Phase):
     def measure(self, epoch: int, row: dict) -> dict:
         probs = {t: p.detach().cpu() for t, p in self.method.probabilities().items()}
         self.history.append({t: p.tolist() for t, p in probs.items()})
-        return {"arch_entropy": arch_entropy(probs)}
+        learned = learned_distribution(self.method)  # the task's own measures, e.g. NAS-Bench-201's gt_* columns
+        return {"arch_entropy": arch_entropy(probs)} | self.task.search_measure(self.space, learned)
 
     def finite(self) -> dict:
         return {f"{t}-cell architecture probabilities": p for t, p in self.history[-1].items()}
@@ -324,7 +327,17 @@ def search(
     method.setup(ctx)
     epochs = cfg.search.epochs if method.trains_supernet else 0  # e.g. the DARTS random baseline: derivation only
     phase = SearchPhase(
-        method, task, model, train_loader, step_val_loader, generators, epochs, steps, accelerator, cfg.method_name
+        method,
+        task,
+        model,
+        train_loader,
+        step_val_loader,
+        generators,
+        epochs,
+        steps,
+        accelerator,
+        cfg.method_name,
+        space,
     )
     curves = driver.run(phase)
 
@@ -361,6 +374,7 @@ def search(
             "compiled": compiled,
         },
         "derive_score": method.derive_score,
+        "ground_truth": task.ground_truth(genotype),  # a tabular benchmark's numbers of the cell (NAS-Bench-201)
     }
 
 

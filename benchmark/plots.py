@@ -29,7 +29,8 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize, dpi: int = 100, squeeze
 
 
 def _positions(cell: CellGenotype, n_inputs: int) -> dict[int, tuple[float, float]]:
-    nodes = sorted({d for _, d, _ in cell.edges} | set(cell.concat))
+    # a source without inputs of its own is drawn too (a NAS-Bench-201 cell may leave node 1 without inputs)
+    nodes = sorted({d for _, d, _ in cell.edges} | {s for s, _, _ in cell.edges if s >= n_inputs} | set(cell.concat))
     pos = {i: (0.0, 1.5 - 3.0 * i / max(n_inputs - 1, 1)) for i in range(n_inputs)}
     for j, node in enumerate(nodes):
         pos[node] = (1.5 * (1 + j), 0.9 * (1 if j % 2 else -1))

@@ -36,6 +36,7 @@ from .config import config_type_problems
 __all__ = [
     "SCHEMA_FILE",
     "SCHEMA_VERSION",
+    "GroundTruth",
     "Record",
     "RecordError",
     "atomic_write_text",
@@ -193,6 +194,21 @@ class Manifest(_Closed):
     determinism: Determinism | None = Field(description="null only in upgraded version-1 records")
 
 
+class GroundTruth(_Closed):
+    """The derived cell looked up in a tabular benchmark (``Task.ground_truth``; NAS-Bench-201 in NATS-Bench):
+    numbers the benchmark's authors measured, not this run."""
+
+    benchmark: str = Field(description="the benchmark, e.g. 'NATS-Bench topology (tss)'")
+    file: str = Field(description="the benchmark file or directory read")
+    hp: str = Field(description="the benchmark's training schedule read (NATS-Bench: '12' or '200' epochs)")
+    arch: str = Field(description="the cell in the benchmark's notation (NAS-Bench-201's arch string)")
+    index: int = Field(ge=-1, description="its index in the benchmark; -1 when the benchmark lists no such cell")
+    metrics: dict[str, float | None] = Field(
+        description="the task's ground_truth_metrics by name (nb201: test accuracy (%) on cifar10, cifar100, "
+        "imagenet16_120, the mean over the benchmark's trials); null where the file holds no number"
+    )
+
+
 class Record(_Closed):
     """One run of ``search -> derive -> evaluate``: what ran, where, what it scored and what it cost.
 
@@ -216,6 +232,9 @@ class Record(_Closed):
     config: dict[str, Any] | None = Field(description="the resolved config; null only in upgraded v1 records")
     metrics: Metrics | None
     genotype: dict[str, Any] | None = Field(description="its content is the search space's to validate")
+    ground_truth: GroundTruth | None = Field(
+        None, description="the task's tabular-benchmark lookup of the genotype (nb201); absent for other tasks"
+    )
     search: SearchCost | None
     evaluate: EvaluateCost | None
     data: Data | None
@@ -320,8 +339,8 @@ def validate_record(record: dict | Record, where: str = "record") -> dict:
         Traceback (most recent call last):
         egsbench.benchmark.records.RecordError: record r.json: ... problems: missing field status; ...
     """
-    if isinstance(record, Record):
-        record = record.model_dump(mode="json")
+    if isinstance(record, Record):  # an absent ground truth stays absent (most tasks have none)
+        record = record.model_dump(mode="json", exclude={"ground_truth"} if record.ground_truth is None else None)
     if not isinstance(record, dict):
         raise RecordError(f"{where}: must be a JSON object, got {_show(record)}")
     version = record.get("schema_version")

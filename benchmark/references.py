@@ -70,6 +70,8 @@ class TaskMetric:
     label: str  # column header, e.g. "Test error (%)"
     direction: str  # "max" (higher is better) or "min"
     table: str | None  # the task's reference table (a name in TABLES), None when it has none
+    # (run column gt_<name>, label) of the task's ground_truth_metrics, the looked-up numbers shown beside (nb201)
+    ground_truth: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
 
 def task_metric(task: str) -> TaskMetric | None:
@@ -94,8 +96,9 @@ def task_metric(task: str) -> TaskMetric | None:
             f"not among its metrics ({', '.join(metrics) or 'none'}); declare it in `metrics`"
         )
     metric = metrics[main]
+    truth = tuple((f"gt_{m.name}", m.label or f"Ground truth {m.name}") for m in cls.ground_truth_metrics)
     return TaskMetric(
-        f"test_{metric.name}", metric.label or f"Test {metric.name}", metric.direction, cls.reference_table
+        f"test_{metric.name}", metric.label or f"Test {metric.name}", metric.direction, cls.reference_table, truth
     )
 
 

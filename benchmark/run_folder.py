@@ -230,7 +230,8 @@ def read_json(path: Path) -> dict | None:
 def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, found: dict, final: dict) -> None:
     space = SPACES.get(cfg.space)
     for cell_type, cell in genotype.cells.items():
-        plot_cell(cell, out_dir / f"cell_{cell_type}.png", title=f"{cfg.method_name}: {cell_type} cell")
+        title = f"{cfg.method_name}: {cell_type} cell"
+        plot_cell(cell, out_dir / f"cell_{cell_type}.png", title=title, n_inputs=space.n_inputs)
         if found["probabilities"]:
             plot_probability_evolution(
                 found["probabilities"],
@@ -300,6 +301,7 @@ def ok_record(
             "search_val_score": found["derive_score"],
         },
         "genotype": genotype.to_dict(),
+        **({"ground_truth": found["ground_truth"]} if found.get("ground_truth") else {}),  # Task.ground_truth
         "search": found["cost"] | {"signal": found.get("signal")},  # no signal in results written before it
         "evaluate": final["cost"],
         "data": {**data_id, "sizes": dict(data.sizes)},

@@ -3,7 +3,8 @@
 
 A reproduced row shows the reported number beside its own at any preset and the Δ only at the row's
 preset (``paper``). Which metric and reference table a task uses comes from its class (``task_metric``);
-records of a task that is not installed get every recorded ``test_*`` metric and no reference numbers.
+records of a task that is not installed get every recorded ``test_*`` metric (and ``gt_*`` ground truth) and no
+reference numbers.
 Groups and statistics: :mod:`.groups`; text: :mod:`.render`.
 
 Examples:
@@ -22,6 +23,7 @@ from ..methods import METHODS
 from ..tasks import TASKS
 from ..tasks.spaces import UnknownNameError, UserError
 from .groups import (
+    GROUND_TRUTH,
     STD,
     _label,
     _setups,
@@ -114,6 +116,7 @@ def comparison_table(records: Iterable[dict | Record], task: str | None = None) 
 def _uninstalled_task_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every recorded ``test_*`` metric, mean ± std per group; no reference numbers (see the module docstring)."""
     keys = [c for c in runs.columns if str(c).startswith("test_") and runs[c].notna().any()]
+    keys += [c for c in runs.columns if str(c).startswith(GROUND_TRUTH) and runs[c].notna().any()]  # looked up
     groups = summarize(runs, keys[0] if keys else "params_m", keys[1:])
     columns = {
         "Architecture": [_label(m, v) for m, v in zip(groups["method"], groups["variant"], strict=True)],

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..tasks.spaces import CellGenotype, ConfigError, Genotype
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype, argmax_genotype
 from .base import (
     EdgeWeights,
     ScoreFn,
@@ -252,7 +252,8 @@ class DARTS(SoftmaxAlphas, SearchMethod):
     # -- derivation ----------------------------------------------------------------------------
     @torch.no_grad()
     def derive(self, score: ScoreFn) -> Genotype:
-        """``model_search.genotype``: per node the top-2 edges by max non-zero-op probability, argmax op each.
+        """``model_search.genotype``: per node the top-2 edges by max non-zero-op probability, argmax op each (in a
+        one-op-per-edge space, ``nb201``: per edge the argmax op, ``none`` included, as xautodl's NB201 DARTS).
 
         ``score`` is unused: DARTS derives from alpha alone.
         """
@@ -262,6 +263,8 @@ class DARTS(SoftmaxAlphas, SearchMethod):
     def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype:
         """DARTS's derivation rule applied to ``{cell type: (E, K)}`` op probabilities (the search signal's too)."""
         space = self.ctx.space
+        if space.one_op_per_edge:  # NAS-Bench-201: xautodl's per-edge argmax, `none` included
+            return argmax_genotype(space, probabilities)
         keep = space.inputs_per_node or 2
         candidates = [k for k, op in enumerate(space.ops) if op != space.zero_op]
         cells = {}

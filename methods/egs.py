@@ -8,7 +8,8 @@ Each edge's code is the elementwise max of ``M`` hard Gumbel-max samples from
 ``p = lam * softmax(alpha) + (1 - lam) * l`` (``l``: fixed efficiency credits from the ops' costs), and the
 supernet runs only the ops whose code is 1. Weights and alpha learn from one training loss by default
 (single level). ``derive: mode`` keeps each node's most probable code: 1 to ``M`` (input, op) pairs per node,
-so genotypes belong to the ``dag`` space.
+so genotypes belong to the ``dag`` space; in a one-op-per-edge space (``nb201``) each kept edge keeps its most
+probable kept op.
 
 Deviations from the paper and the original code: docs/fidelity/egs.md
 """
@@ -25,7 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.spaces import ConfigError, Genotype, SearchSpace, UserError, genotype_weights, prune_cell
+from ..core.genotype import live_nodes
+from ..tasks.spaces import (
+    CellGenotype,
+    ConfigError,
+    Genotype,
+    SearchSpace,
+    UserError,
+    genotype_weights,
+    one_op_cell,
+    prune_cell,
+)
 from .base import (
     EdgeWeights,
     ScoreFn,
@@ -279,6 +290,16 @@ def _derive_mode(probabilities: Mapping[str, torch.Tensor], space: SearchSpace, 
                     edges.append((src, dst, space.ops[k]))
             top = max((j for j, lab in enumerate(labels) if lab is not None), key=lambda j: float(q[j]))
             fallback.append((labels[top][0], dst, space.ops[labels[top][1]]))
+        if space.one_op_per_edge:
+            cell = _one_op_per_edge(edges, probs, space)
+            if space.output_node not in live_nodes(cell.edges, space.n_inputs):
+                notes.append(
+                    f"{cell_type} cell: the most probable codes left output node {space.output_node} without a path "
+                    f"from the input (M={M}); kept each node's most probable non-'none' (input, op) pair instead"
+                )
+                cell = _one_op_per_edge(fallback, probs, space)
+            cells[cell_type] = cell
+            continue
         cell = prune_cell(edges, space.n_inputs, space.n_nodes)
         if not cell.concat:
             notes.append(
@@ -288,6 +309,18 @@ def _derive_mode(probabilities: Mapping[str, torch.Tensor], space: SearchSpace, 
             cell = prune_cell(fallback, space.n_inputs, space.n_nodes)
         cells[cell_type] = cell
     return Genotype(cells), notes
+
+
+def _one_op_per_edge(edges: list[tuple[int, int, str]], probs: torch.Tensor, space: SearchSpace) -> CellGenotype:
+    """A one-op-per-edge space's cell (NAS-Bench-201) from the node rule's (input, op) pairs: every edge the rule
+    kept keeps its most probable kept op (the first on ties), the others hold ``none``; nothing is pruned (a node
+    without inputs is zeros there, and its out-edges are part of the cell the benchmark lists)."""
+    best: dict[tuple[int, int], int] = {}
+    for src, dst, op in edges:
+        e, k = space.edge_index(src, dst), space.op_index(op)
+        if (src, dst) not in best or probs[e, k] > probs[e, best[src, dst]]:
+            best[src, dst] = k
+    return one_op_cell(space, [(src, dst, space.ops[k]) for (src, dst), k in best.items()])
 
 
 def derive_mode(probabilities: Mapping[str, torch.Tensor], space: SearchSpace, M: int) -> Genotype:
@@ -518,6 +551,8 @@ class EGS(SearchMethod):
             genotype = self.genotype_from_codes(codes)
             if genotype is None:
                 continue
+            if self.ctx.space.one_op_per_edge:  # the code was cut to one op per edge: score that cell
+                codes = genotype_weights(self.ctx.space, genotype, self.ctx.device)
             with batch_statistics(self.ctx.model):
                 value = score(codes)
             if value > best_score:
@@ -531,8 +566,23 @@ class EGS(SearchMethod):
         return best
 
     def genotype_from_codes(self, codes: EdgeWeights) -> Genotype | None:
-        """Keep every non-zero op with code 1; prune nodes without inputs. None if a cell is empty."""
+        """Keep every non-zero op with code 1; prune nodes without inputs. None if a cell is empty.
+
+        In a one-op-per-edge space (NAS-Bench-201) each edge keeps its most probable coded op (by ``p``) and nothing
+        is pruned or refused (an all-``none`` cell is one of the benchmark's)."""
         space = self.ctx.space
+        if space.one_op_per_edge:
+            probs = {t: p.detach().cpu() for t, p in self.probabilities().items()}
+            coded = {
+                t: [
+                    (src, dst, space.ops[k])
+                    for e, (src, dst) in enumerate(space.edges)
+                    for k in c[e].nonzero().flatten().tolist()
+                    if space.ops[k] != space.zero_op  # the ops that ran
+                ]
+                for t, c in ((t, code.detach().cpu()) for t, code in codes.items())
+            }
+            return Genotype({t: _one_op_per_edge(edges, probs[t], space) for t, edges in coded.items()})
         cells = {}
         for t, code in codes.items():
             edges = [

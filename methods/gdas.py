@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.spaces import CellGenotype, ConfigError, Genotype, genotype_weights
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype, argmax_genotype, genotype_weights
 from .base import (
     ScoreFn,
     SearchContext,
@@ -140,7 +140,7 @@ class GDAS(SoftmaxAlphas, SearchMethod):
     @torch.no_grad()
     def derive(self, score: ScoreFn) -> Genotype:
         """Per node, the top-2 (input, op) pairs by ``softmax(alpha)``, ``none`` excluded (top-1 in a space with one
-        input per node, the recurrent ``darts_rnn``)."""
+        input per node, the recurrent ``darts_rnn``; per edge the argmax op, ``none`` included, in ``nb201``)."""
         genotype = self.derive_from_distribution(self.probabilities())
         # the derived cells in the supernet, on search-val
         self.derive_score = score(genotype_weights(self.ctx.space, genotype, self.ctx.device))
@@ -149,6 +149,8 @@ class GDAS(SoftmaxAlphas, SearchMethod):
     def derive_from_distribution(self, probabilities: dict[str, torch.Tensor]) -> Genotype:
         """GDAS's derivation rule applied to ``{cell type: (E, K)}`` op probabilities (the search signal's too)."""
         space = self.ctx.space
+        if space.one_op_per_edge:  # NAS-Bench-201: xautodl's per-edge argmax, `none` included
+            return argmax_genotype(space, probabilities)
         keep = space.inputs_per_node or 2
         cells = {}
         for t, p in probabilities.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..tasks.spaces import CellGenotype, ConfigError, Genotype, SearchSpace
+from ..tasks.spaces import CellGenotype, ConfigError, Genotype, SearchSpace, one_op_cell
 from .base import (
     EdgeWeights,
     ScoreFn,
@@ -51,11 +51,15 @@ def _rank(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def sample_cells(space: SearchSpace, generator: torch.Generator, ops: Sequence[int], inputs: int = 2) -> Cells:
+def sample_cells(
+    space: SearchSpace, generator: torch.Generator, ops: Sequence[int], inputs: int = 2, redraw_empty: bool = False
+) -> Cells:
     """One random cell per cell type of ``space``.
 
     Every intermediate node takes ``inputs`` distinct predecessors (a uniform subset) and, for
-    each, an op index drawn uniformly from ``ops``.
+    each, an op index drawn uniformly from ``ops``. In a one-op-per-edge space (NAS-Bench-201) every
+    edge draws an op from ``ops``, ``none`` included if listed; ``redraw_empty`` draws a node again while all its
+    ops are ``none`` (xautodl's ``forward_urs``).
 
     Examples:
         >>> from egsbench.tasks.spaces import SPACES
@@ -68,8 +72,14 @@ def sample_cells(space: SearchSpace, generator: torch.Generator, ops: Sequence[i
     for cell_type in space.cell_types:
         entries = []
         for dst in space.intermediate_nodes:  # node dst has predecessors 0 .. dst-1
-            srcs = torch.randperm(dst, generator=generator)[:inputs].tolist()
-            picks = choices[torch.randint(len(choices), (len(srcs),), generator=generator)].tolist()
+            if space.one_op_per_edge:
+                srcs = list(range(dst))
+                picks = choices[torch.randint(len(choices), (dst,), generator=generator)].tolist()
+                while redraw_empty and all(space.ops[k] == space.zero_op for k in picks):
+                    picks = choices[torch.randint(len(choices), (dst,), generator=generator)].tolist()
+            else:
+                srcs = torch.randperm(dst, generator=generator)[:inputs].tolist()
+                picks = choices[torch.randint(len(choices), (len(srcs),), generator=generator)].tolist()
             entries += sorted((src, dst, k) for src, k in zip(srcs, picks, strict=True))
         cells[cell_type] = entries
     return cells
@@ -87,7 +97,10 @@ def one_hot_weights(space: SearchSpace, cells: Cells, device: torch.device | Non
 
 
 def cell_genotype(space: SearchSpace, cells: Cells) -> Genotype:
-    """The genotype of a sampled architecture whose ops exclude the zero op; every node is concatenated."""
+    """The genotype of a sampled architecture whose ops exclude the zero op; every node is concatenated (in a
+    one-op-per-edge space: ``none`` edges left out, the output node alone)."""
+    if space.one_op_per_edge:
+        return Genotype({t: one_op_cell(space, [(s, d, space.ops[k]) for s, d, k in e]) for t, e in cells.items()})
     concat = tuple(space.intermediate_nodes)
     return Genotype(
         {
@@ -160,6 +173,8 @@ class RandomSearch(SearchMethod):
         self.inputs = space.inputs_per_node or 2
         self.train_ops = list(range(space.num_ops))  # 'none' included, as the release's sampler
         self.cell_ops = [k for k, op in enumerate(space.ops) if op != space.zero_op]  # a final cell never holds 'none'
+        if space.one_op_per_edge:  # NAS-Bench-201: xautodl's random candidates draw 'none' like any op
+            self.cell_ops = self.train_ops
         if self.trains_supernet:
             self.w_optimizer = make_weight_optimizer(weight_parameters(ctx.model), ctx.config)
         else:
@@ -182,8 +197,9 @@ class RandomSearch(SearchMethod):
 
     def sample(self, generator: torch.Generator | None = None) -> EdgeWeights:
         """One uniformly sampled architecture (ops over all ops, 'none' included) as one-hot edge weights."""
-        cells = sample_cells(self.ctx.space, generator or self.generator, self.train_ops, self.inputs)
-        return one_hot_weights(self.ctx.space, cells, self.ctx.device)
+        space = self.ctx.space
+        cells = sample_cells(space, generator or self.generator, self.train_ops, self.inputs, redraw_empty=True)
+        return one_hot_weights(space, cells, self.ctx.device)
 
     # -- search --------------------------------------------------------------------------------
     def start_epoch(self, epoch: int) -> None:
@@ -202,7 +218,8 @@ class RandomSearch(SearchMethod):
         zero_fill_grads(self.w_optimizer)  # ops not sampled now keep momentum and weight decay, as the release
         nn.utils.clip_grad_norm_(weight_parameters(ctx.model), ctx.config.grad_clip)
         self.w_optimizer.step()
-        ran = sum(float(w[:, self.cell_ops].sum()) for w in weights.values())  # ops executed ('none' never runs)
+        ops = [k for k, op in enumerate(ctx.space.ops) if op != ctx.space.zero_op]
+        ran = sum(float(w[:, ops].sum()) for w in weights.values())  # ops executed ('none' never runs)
         edges = len(weights) * ctx.space.num_edges
         return StepStats(
             loss=out.loss.item(),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..tasks.spaces import ConfigError, Genotype, UserError, genotype_weights, prune_cell
+from ..tasks.spaces import ConfigError, Genotype, UserError, argmax_genotype, genotype_weights, prune_cell
 from .base import (
     ArchSGD,
     EdgeWeights,
@@ -213,6 +213,8 @@ class SNAS(SoftmaxAlphas, SearchMethod):
         """SNAS's child-network rule on ``{cell type: (E, K)}`` op probabilities (argmax of softmax(log_alpha) is
         argmax of log_alpha); a cell may come out empty here, which :meth:`derive` refuses."""
         space = self.ctx.space
+        if space.one_op_per_edge:  # NAS-Bench-201: the same argmax, every edge kept and nothing pruned
+            return argmax_genotype(space, probabilities)
         cells = {}
         for t, p in probabilities.items():
             best = p.argmax(dim=-1).tolist()

@@ -26,8 +26,8 @@ __all__ = ["TASKS", "CNNSearchConfig", "DataInfo", "Metric", "Task", "TrainConfi
 
 # Built-in tasks register themselves when TASKS first looks their name up (their module only: a CIFAR-10 run
 # imports no timm); listing all names imports every module (and registers the timm models).
-_BUILT_IN = ("cifar", "imagenet", "lm", "timm_models", "voc")
-_PROVIDES = {"cifar10": "cifar", "imagenet": "imagenet", "ptb": "lm", "wt2": "lm", "voc2012": "voc"}
+_BUILT_IN = ("cifar", "imagenet", "lm", "nb201", "timm_models", "voc")
+_PROVIDES = {"cifar10": "cifar", "imagenet": "imagenet", "nb201": "nb201", "ptb": "lm", "wt2": "lm", "voc2012": "voc"}
 TASKS: Registry = Registry(
     "task",
     group="egsbench.tasks",
@@ -164,7 +164,11 @@ class Task:
     reference_table: ClassVar[str | None] = None  # results/references/<name>.csv holding this task's published rows
     example_unit: ClassVar[str] = "examples"  # what ``count_examples`` counts ("images", "tokens")
     conformance_space: ClassVar[str] = "dag"  # the space egsbench.testing builds this task's supernet in
-    conformance_genotype: ClassVar[str | None] = None  # the genotype egsbench.testing trains (None: DARTS_V2)
+    # the genotype egsbench.testing trains: a GENOTYPES name or a Genotype (None: DARTS_V2)
+    conformance_genotype: ClassVar[str | Genotype | None] = None
+    # numbers of the derived cell looked up in a tabular benchmark (NAS-Bench-201), by ``ground_truth``: the record
+    # keeps them under ``ground_truth.metrics``, the tables and ``egsbench compare`` show them as ``gt_<name>``
+    ground_truth_metrics: ClassVar[tuple[Metric, ...]] = ()
 
     def prepare_data(self) -> DataInfo:
         """Load or locate the data; raise ``DataNotFoundError`` saying where it looked and what to do."""
@@ -239,6 +243,17 @@ class Task:
     def summarize(self, sums: torch.Tensor) -> dict[str, float]:
         """Turn summed ``eval_sums`` into metrics, e.g. ``{"accuracy": ..., "error": ..., "loss": ...}``."""
         raise NotImplementedError
+
+    def search_measure(self, space: SearchSpace, probabilities: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+        """Values the search curves add after each search epoch, from the method's learned op distribution
+        ``{cell type: (E, K)}`` (None for a method that learns none): e.g. a tabular benchmark's numbers of the
+        current argmax cell (NAS-Bench-201); default nothing."""
+        return {}
+
+    def ground_truth(self, genotype: Genotype) -> dict[str, Any] | None:
+        """The derived genotype's numbers in a tabular benchmark, for the record's ``ground_truth`` (``benchmark``,
+        ``file``, ``hp``, ``arch``, ``index`` and ``metrics`` named as ``ground_truth_metrics``); default None."""
+        return None
 
     def record_extras(self) -> dict[str, Any]:
         """What the task adds to the run record's ``extras`` (e.g. ImageNet's fitted width); default nothing."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .fixtures import voc_palette, write_image_folder, write_lm_files, write_voc_fixture
 from .methods import METHOD_CHECKS, batch, check_method, op_calls, tiny_context
+from .nats import write_nats_tss
 from .tasks import TASK_CHECKS, check_task, conformance_task
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "voc_palette",
     "write_image_folder",
     "write_lm_files",
+    "write_nats_tss",
     "write_voc_fixture",
 ]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..methods import SearchConfig, SearchContext, SearchMethod
 from ..tasks.base import TrainConfig
-from ..tasks.spaces import SPACES, Genotype, LossOutput, RNNModel, SearchNetwork, SearchRNNCell
+from ..tasks.spaces import SPACES, Genotype, LossOutput, NB201SearchNetwork, RNNModel, SearchNetwork, SearchRNNCell
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
 VOCAB, HIDDEN, SEQ = 12, 6, 5  # the tiny language model of recurrent spaces
@@ -76,7 +76,8 @@ def fake_train_candidate(genotype: Genotype) -> float:
 
 def tiny_context(space: str = "dag", seed: int = 0, epochs: int = 2, train_candidate=None, **search) -> SearchContext:
     """A 3-cell C=4 supernet of ``space`` on 16x16 inputs with a plain cross-entropy loss (for a recurrent space:
-    a 6-unit language model over 12 words); ``search`` sets :class:`SearchConfig` fields (e.g. ``lr=0.1``)."""
+    a 6-unit language model over 12 words; for ``nb201``: one cell per stage); ``search`` sets
+    :class:`SearchConfig` fields (e.g. ``lr=0.1``)."""
     torch.manual_seed(seed)
     space = SPACES.get(space)
     if is_recurrent(space):
@@ -87,7 +88,10 @@ def tiny_context(space: str = "dag", seed: int = 0, epochs: int = 2, train_candi
             logits = m(x, None, weights)[0].reshape(-1, VOCAB)
             return LossOutput(F.cross_entropy(logits, y.reshape(-1)), {})
     else:
-        model = SearchNetwork(space, CHANNELS, 10, LAYERS, image_size=SIZE)
+        if tuple(space.cell_types) == ("normal",):  # NAS-Bench-201's supernet: one cell per stage
+            model = NB201SearchNetwork(space, CHANNELS, 10, 1, image_size=SIZE)
+        else:
+            model = SearchNetwork(space, CHANNELS, 10, LAYERS, image_size=SIZE)
 
         def loss(m, data, weights):
             x, y = data

@@ -147,8 +147,8 @@ def check_supernet_search_loss(task, space: str | None = None) -> None:
 
 def check_final_network(task, genotype: Genotype | None = None) -> None:
     """The final network of a genotype trains one step, reports every declared metric and counts its MACs."""
-    default = task.conformance_genotype  # e.g. a recurrent cell for a language-model task
-    genotype = genotype or (GENOTYPES.get(default) if default else DARTS_V2)
+    default = task.conformance_genotype  # e.g. a recurrent cell for a language-model task (a name or a Genotype)
+    genotype = genotype or (GENOTYPES.get(default) if isinstance(default, str) else default) or DARTS_V2
     task.prepare_data()
     recipe = _recipes(task)[1]
     net = task.build_network(genotype, recipe)

@@ -10,9 +10,10 @@ from ...core.registry import Registry, UnknownNameError
 from .cell import Cell, SearchCell, active_ops, drop_path
 from .cost import MacCount, count_macs, count_parameters
 from .genotypes import GENOTYPES, load_genotype
+from .nb201 import NB201, NB201_PRIMITIVES, NB201Network, NB201SearchNetwork  # registers the nb201 space
 from .ops import OPS, PRIMITIVES, make_op
 from .rnn import DARTS_V1_RNN, DARTS_V2_RNN, RNN_PRIMITIVES, RNNCell, RNNModel, SearchRNNCell, rnn_space
-from .space import DARTS_V1, DARTS_V2, SPACES, SearchSpace, genotype_weights
+from .space import DARTS_V1, DARTS_V2, SPACES, SearchSpace, argmax_genotype, genotype_weights, one_op_cell
 from .weighting import EdgeWeights, LossOutput, Supernet
 
 __all__ = [
@@ -26,6 +27,10 @@ __all__ = [
     "SearchRNNCell",
     "rnn_space",
     "GENOTYPES",
+    "NB201",
+    "NB201_PRIMITIVES",
+    "NB201Network",
+    "NB201SearchNetwork",
     "OPS",
     "PRIMITIVES",
     "SPACES",
@@ -51,12 +56,14 @@ __all__ = [
     "Supernet",
     "UnknownNameError",
     "active_ops",
+    "argmax_genotype",
     "count_macs",
     "count_parameters",
     "drop_path",
     "genotype_weights",
     "load_genotype",
     "make_op",
+    "one_op_cell",
     "prune_cell",
 ]
 

@@ -10,6 +10,8 @@ Deviations from the paper and the original code: docs/fidelity/spaces.md
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -46,9 +48,10 @@ class MixedEdge(nn.Module):
     module (a GELU, say) applies its own.
     """
 
-    def __init__(self, op_names: tuple[str, ...], channels: int, stride: int):
+    def __init__(self, op_names: tuple[str, ...], channels: int, stride: int, make: Callable[..., nn.Module] = make_op):
         super().__init__()
-        self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False) for name in op_names)
+        # make(name, channels, stride, affine): the space's op factory (NAS-Bench-201's ops: nb201.make_nb201_op)
+        self.ops = nn.ModuleList(make(name, channels, stride, affine=False) for name in op_names)
 
     def forward(
         self, x: torch.Tensor, weights: torch.Tensor, active: list[int], drop_prob: float = 0.0

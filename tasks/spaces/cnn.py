@@ -30,6 +30,7 @@ __all__ = [
     "NetworkImageNet",
     "SearchNetwork",
     "cell_stack",
+    "edge_op_costs",
     "imagenet_stems",
 ]
 
@@ -145,7 +146,6 @@ class SearchNetwork(Supernet, nn.Module):
         self.forward_active = torch.compile(self.forward_active, **options)
         return True
 
-    @torch.no_grad()
     def op_costs(self, metric: str = "macs", per_cell: bool = False) -> dict[str, torch.Tensor]:
         """Cost of each op at each edge, summed over all cells of a type: ``{cell_type: (E, K)}``.
 
@@ -159,31 +159,40 @@ class SearchNetwork(Supernet, nn.Module):
         ``per_cell=True`` returns ``{cell_type: (n_cells_of_type, E, K)}`` instead, one slice
         per cell in network order (SNAS penalises each cell's cost separately).
         """
-        E, K = self.space.num_edges, self.space.num_ops
-        if metric == "params":
-            per_module = {name: p.numel() for name, p in self.named_parameters()}
-        elif metric in ("macs", "mac_memory"):
-            was_training = self.training
-            self.eval()
-            device = next(self.parameters()).device
-            ones = {t: torch.ones(E, K, device=device) for t in self.space.cell_types}
-            x = torch.zeros(1, *self.input_shape, device=device)
-            counter = count_macs if metric == "macs" else _count_memory_access
-            per_module = counter(self, x, ones).per_module
-            self.train(was_training)
-        else:
-            raise ValueError(f"unknown cost metric {metric!r}; use 'macs', 'params' or 'mac_memory'")
-        per_cell_costs = torch.zeros(len(self.cells), E, K, dtype=torch.float64)
-        for name, value in per_module.items():
-            parts = name.split(".")
-            # cells.{i}.edges.{e}.ops.{k}[.<rest>]: an identity op is itself the counted module
-            if len(parts) >= 6 and parts[0] == "cells" and parts[2] == "edges" and parts[4] == "ops":
-                per_cell_costs[int(parts[1]), int(parts[3]), int(parts[5])] += value
-        out = {}
-        for t in self.space.cell_types:
-            rows = [i for i, cell in enumerate(self.cells) if self.cell_type(cell) == t]
-            out[t] = per_cell_costs[rows] if per_cell else per_cell_costs[rows].sum(dim=0)
-        return out
+        return edge_op_costs(self, metric, per_cell)
+
+
+@torch.no_grad()
+def edge_op_costs(net: nn.Module, metric: str = "macs", per_cell: bool = False) -> dict[str, torch.Tensor]:
+    """:meth:`SearchNetwork.op_costs` of any supernet with its layout: ``space``, ``input_shape``, ``cells`` (whose
+    ops are named ``cells.{i}.edges.{e}.ops.{k}``) and ``cell_type(cell)`` (None for a cell of no type: a fixed
+    block), called as ``net(x, weights)``."""
+    space = net.space
+    E, K = space.num_edges, space.num_ops
+    if metric == "params":
+        per_module = {name: p.numel() for name, p in net.named_parameters()}
+    elif metric in ("macs", "mac_memory"):
+        was_training = net.training
+        net.eval()
+        device = next(net.parameters()).device
+        ones = {t: torch.ones(E, K, device=device) for t in space.cell_types}
+        x = torch.zeros(1, *net.input_shape, device=device)
+        counter = count_macs if metric == "macs" else _count_memory_access
+        per_module = counter(net, x, ones).per_module
+        net.train(was_training)
+    else:
+        raise ValueError(f"unknown cost metric {metric!r}; use 'macs', 'params' or 'mac_memory'")
+    per_cell_costs = torch.zeros(len(net.cells), E, K, dtype=torch.float64)
+    for name, value in per_module.items():
+        parts = name.split(".")
+        # cells.{i}.edges.{e}.ops.{k}[.<rest>]: an identity op is itself the counted module
+        if len(parts) >= 6 and parts[0] == "cells" and parts[2] == "edges" and parts[4] == "ops":
+            per_cell_costs[int(parts[1]), int(parts[3]), int(parts[5])] += value
+    out = {}
+    for t in space.cell_types:
+        rows = [i for i, cell in enumerate(net.cells) if net.cell_type(cell) == t]
+        out[t] = per_cell_costs[rows] if per_cell else per_cell_costs[rows].sum(dim=0)
+    return out
 
 
 def cell_stack(

@@ -5,20 +5,22 @@ A cell is a DAG of ordered nodes: nodes ``0 .. n_inputs-1`` are the cell inputs,
 the space's candidate ops. Two spaces share the DARTS topology (2 inputs, 4 intermediate nodes,
 14 edges, 8 ops): ``darts`` accepts only DARTS-style genotypes (exactly two (src, op) entries per
 node), and ``dag`` (the EGS space, "all feed-forward networks with n ordered nodes") accepts any
-in-degree and several ops per edge.
+in-degree and several ops per edge. A one-op-per-edge space (``nb201``, :mod:`.nb201`) holds one op, ``none``
+included, on every edge and outputs one node; :func:`argmax_genotype` is its derivation rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from ...core.genotype import Genotype, GenotypeError, live_nodes
+from ...core.genotype import CellGenotype, Edge, Genotype, GenotypeError, live_nodes
 from ...core.registry import Registry
 from .ops import PRIMITIVES
 
-__all__ = ["DARTS_V1", "DARTS_V2", "SPACES", "SearchSpace", "genotype_weights"]
+__all__ = ["DARTS_V1", "DARTS_V2", "SPACES", "SearchSpace", "argmax_genotype", "genotype_weights", "one_op_cell"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class SearchSpace:
         inputs_per_node: exact number of (src, op) entries per intermediate node in a valid
             genotype (2 for DARTS-style spaces), or None for any in-degree.
         zero_op: name of the "no connection" op, never part of a genotype.
+        one_op_per_edge: NAS-Bench-201's cells: at most one op per edge (an edge left out holds ``none``), and a
+            node without inputs is zeros, not an error; methods derive such cells per edge
+            (:func:`argmax_genotype`).
+        output_node: the one node a cell outputs (NAS-Bench-201: the last), its genotype's only concat node;
+            None: the genotype's concat nodes.
     """
 
     name: str
@@ -43,6 +50,8 @@ class SearchSpace:
     n_nodes: int = 4
     inputs_per_node: int | None = None
     zero_op: str = "none"
+    one_op_per_edge: bool = False
+    output_node: int | None = None
     edges: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self):
@@ -88,6 +97,10 @@ class SearchSpace:
                     )
                 if (src, dst, op) in seen:
                     raise GenotypeError(f"{where}: edge ({src}, {dst}, {op!r}) is listed twice")
+                if self.one_op_per_edge and any((s, d) == (src, dst) for s, d, _ in seen):
+                    raise GenotypeError(
+                        f"{where}: edge ({src}, {dst}) has several ops; space {self.name!r} holds one op per edge"
+                    )
                 seen.add((src, dst, op))
             if self.inputs_per_node is not None:
                 for node in nodes:
@@ -97,9 +110,16 @@ class SearchSpace:
                             f"{where}: node {node} has {degree} inputs; space {self.name!r} needs exactly "
                             f"{self.inputs_per_node} (use the 'dag' space for any in-degree)"
                         )
+            if self.output_node is not None:
+                if tuple(cell.concat) != (self.output_node,):
+                    raise GenotypeError(
+                        f"{where}: concat is {list(cell.concat)}; space {self.name!r} outputs node "
+                        f"{self.output_node} alone, so the concat must be [{self.output_node}]"
+                    )
+                continue
             live = live_nodes(cell.edges, self.n_inputs)
             for src, dst, _ in cell.edges:
-                if src not in live:
+                if src not in live and not self.one_op_per_edge:  # NAS-Bench-201: such a node is zeros
                     raise GenotypeError(f"{where}: edge ({src}, {dst}) leaves node {src}, which has no inputs")
             if not cell.concat:
                 raise GenotypeError(f"{where}: concat is empty; the cell needs at least one output node")
@@ -125,6 +145,33 @@ def genotype_weights(space: SearchSpace, genotype: Genotype, device=None) -> dic
             w[space.edge_index(src, dst), space.op_index(op)] = 1.0
         weights[cell_type] = w.to(device)
     return weights
+
+
+def one_op_cell(space: SearchSpace, edges: Iterable[Edge]) -> CellGenotype:
+    """A cell of a one-op-per-edge space from one ``(src, dst, op)`` per edge: the non-``none`` edges in the
+    NAS-Bench-201 arch string's order (by node, then input), output ``space.output_node``."""
+    kept = sorted((e for e in edges if e[2] != space.zero_op), key=lambda e: (e[1], e[0]))
+    return CellGenotype(tuple(kept), (space.output_node,) if space.output_node is not None else ())
+
+
+def argmax_genotype(space: SearchSpace, probabilities: Mapping[str, torch.Tensor]) -> Genotype:
+    """Per edge the most probable op, ``none`` included (the first on ties): how xautodl's NAS-Bench-201 search
+    networks derive a cell (``TinyNetworkDarts.genotype``, GDAS's, SETN's). ``probabilities``: ``{cell type: (E,
+    K)}``.
+
+    Examples:
+        >>> space = SPACES.get("nb201")
+        >>> p = torch.zeros(6, 5).index_fill_(1, torch.tensor([3]), 1.0)  # nor_conv_3x3 on every edge
+        >>> p[0] = torch.tensor([1.0, 0, 0, 0, 0])  # none on edge 1 <- 0
+        >>> argmax_genotype(space, {"normal": p})["normal"].edges[:2]
+        ((0, 2, 'nor_conv_3x3'), (1, 2, 'nor_conv_3x3'))
+    """
+    cells = {}
+    for cell_type, p in probabilities.items():
+        best = p.detach().cpu().argmax(dim=-1).tolist()  # (E,)
+        edges = [(src, dst, space.ops[k]) for (src, dst), k in zip(space.edges, best, strict=True)]
+        cells[cell_type] = one_op_cell(space, edges)
+    return Genotype(cells)
 
 
 SPACES: Registry[SearchSpace] = Registry("space", group="egsbench.spaces")

@@ -94,6 +94,7 @@ class PennTreebank:
     main_metric = "ppl"
     score_key = "ppl"
     reference_table = "ptb"  # results/references/ptb.csv reports test_ppl
+    ground_truth_metrics = ()  # no tabular-benchmark lookups (nb201 has them)
 
 
 @pytest.fixture
