@@ -227,6 +227,7 @@ def results_table(records: list[dict]) -> str:
     }
     table = frame.reindex(columns=columns).rename(columns=labels)
     text = table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-")
+    frame[metrics] = frame[metrics].apply(pd.to_numeric, errors="coerce")  # a null (a cell a lookup lacks): "-"
     return text + "".join(f"\nNote: {note}" for note in signal_notes(frame))
 
 
