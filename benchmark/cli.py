@@ -1,9 +1,9 @@
 """``egsbench`` (also ``python -m egsbench``).
 
     egsbench run CONFIG --out DIR [--set key=value ...] [--resume] [--log-with tensorboard]
-    egsbench list methods|tasks|spaces|configs
+    egsbench list methods|tasks|spaces|configs|genotypes|sweeps
     egsbench demo [--out DIR]
-    egsbench sweep SWEEP.yaml [--out DIR] [--shard I/N]
+    egsbench sweep SWEEP [--out DIR] [--shard I/N] [--set key=value ...]
     egsbench table [--runs DIR] [--format md|csv|latex|html] [--ablation]
     egsbench compare [--runs DIR] [--task TASK] [--baseline METHOD] [--metric NAME] [--format md|csv|latex]
                      [--plot PATH|none]
@@ -79,15 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         help="an accelerate tracker: tensorboard, wandb, mlflow, comet_ml, aim, ... (repeatable); logs go under --out",
     )
 
-    lst = sub.add_parser("list", help="list registered components or bundled configs")
-    lst.add_argument("what", choices=["methods", "tasks", "spaces", "configs", "genotypes"])
+    lst = sub.add_parser("list", help="list registered components, bundled configs or bundled sweeps")
+    lst.add_argument("what", choices=["methods", "tasks", "spaces", "configs", "genotypes", "sweeps"])
 
     demo = sub.add_parser("demo", help="run EGS on the embedded CIFAR-10 subset and print a results table")
     demo.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: a temp dir)")
     demo.add_argument("--no-progress", action="store_true")
 
     sweep = sub.add_parser("sweep", help="run methods x tasks x presets x seeds; skips finished runs")
-    sweep.add_argument("sweep", type=Path, help="a sweep YAML file (see benchmark/sweep.py)")
+    sweep.add_argument(
+        "sweep", help="a bundled sweep name such as smoke/five-methods (see: egsbench list sweeps) or a YAML path"
+    )
     sweep.add_argument("--out", type=Path, default=None, help="output folder (default: the file's out: or runs/<name>)")
     sweep.add_argument("--shard", default="0/1", help="run only runs i, i+n, i+2n, ... (I/N), for parallel workers")
     sweep.add_argument(
@@ -99,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=None, help="local: runs side by side (default: the file's jobs)")
     sweep.add_argument("--threads", type=int, default=None, help="intra-op threads per run (default: cores // jobs)")
     sweep.add_argument("--retries", type=int, default=None, help="extra attempts per failed run (default: file's)")
+    sweep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value of every run, after the file's set: (repeatable)",
+    )
     sweep.add_argument("--address", default=None, help="ray: address of an existing cluster (default: a local one)")
     sweep.add_argument(
         "--cluster",
@@ -217,6 +227,7 @@ def results_table(records: list[dict]) -> str:
     frame = runs_frame(records)
     frame["signal"] = 100 * pd.to_numeric(frame["entropy_drop"], errors="coerce")
     metrics = [c for c in frame.columns if str(c).startswith(("test_", "gt_"))]  # whatever the tasks record
+    frame[metrics] = frame[metrics].apply(pd.to_numeric, errors="coerce")  # a null (a cell a lookup lacks): "-"
     columns = ["method", "task", "preset", "seed", *metrics, "params_m", "macs_m", "signal", "search_s", "evaluate_s"]
     labels = {
         "params_m": "params (M)",
@@ -227,7 +238,6 @@ def results_table(records: list[dict]) -> str:
     }
     table = frame.reindex(columns=columns).rename(columns=labels)
     text = table.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-")
-    frame[metrics] = frame[metrics].apply(pd.to_numeric, errors="coerce")  # a null (a cell a lookup lacks): "-"
     return text + "".join(f"\nNote: {note}" for note in signal_notes(frame))
 
 
@@ -262,6 +272,8 @@ def _list(args) -> int:
     names = {"methods": METHODS, "tasks": TASKS, "spaces": SPACES, "genotypes": GENOTYPES}
     if args.what == "configs":
         print(config_catalogue(bundled_configs()))
+    elif args.what == "sweeps":
+        print(sweep_catalogue())
     else:
         print("\n".join(names[args.what].names()))
     return 0
@@ -278,6 +290,23 @@ def config_catalogue(configs: list[str], width: int = 110) -> str:
     for name in configs:
         rows = config_rows(load_config(name))
         text = (f"[{'; '.join(rows)}] " if rows else "") + config_description(name)
+        lines.append(f"{name:<{pad}}  {text if len(text) <= width else text[: width - 3] + '...'}")
+    return "\n".join(lines)
+
+
+def sweep_catalogue(width: int = 110) -> str:
+    """One line per bundled sweep: its name, its number of runs and the first line of its comment."""
+    from math import prod
+
+    from .sweep import bundled_sweeps, load_sweep, sweep_description
+
+    names = bundled_sweeps()
+    pad = max((len(name) for name in names), default=0)
+    lines = []
+    for name in names:
+        spec = load_sweep(name)
+        size = [spec.methods, spec.tasks, spec.presets, spec.seeds, *spec.grid.values()]
+        text = f"{prod(len(values) for values in size):>3} runs  {sweep_description(name)}"
         lines.append(f"{name:<{pad}}  {text if len(text) <= width else text[: width - 3] + '...'}")
     return "\n".join(lines)
 
@@ -321,6 +350,8 @@ def _sweep(args) -> int:
     except (ValueError, AssertionError):
         raise UserError(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}") from None
     changes = {k: getattr(args, k) for k in ("jobs", "threads", "retries") if getattr(args, k) is not None}
+    if args.overrides:
+        changes["set"] = [*spec.set, *args.overrides]  # after the file's: the later value of a key wins
     if changes:
         from dataclasses import replace
 

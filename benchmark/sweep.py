@@ -2,8 +2,9 @@
 
 Each run runs in its own subprocess into ``<out>/<preset>/<method>-<task>[-<grid>]/seed<k>-<hash>/`` and
 finished runs are skipped, so a sweep can be rerun (or run twice into one ``out``) safely; backends are
-``local``, ``slurm`` (submitit) and ``ray``. The sweep file's keys, locking, retries and transfer runs:
-``docs/sweeps.md``.
+``local``, ``slurm`` (submitit) and ``ray``. ``SWEEP`` is a path or a bundled name such as ``smoke/five-methods``
+(``results/sweeps/<name>.yaml``, ``egsbench list sweeps``). The sweep file's keys, locking, retries and transfer
+runs: ``docs/sweeps.md``.
 """
 
 from __future__ import annotations
@@ -18,15 +19,31 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
-from ..tasks.spaces import ConfigError, UserError
+from ..core.registry import unknown_name_message
+from ..tasks.spaces import ConfigError, UnknownNameError, UserError
 from .config import build_dataclass, load_config, read_yaml_file
 from .records import RecordError, atomic_write_text, read_record
 
-__all__ = ["BACKENDS", "SweepRun", "SweepSpec", "execute_run", "load_sweep", "plan_runs", "run_sweep"]
+__all__ = [
+    "BACKENDS",
+    "SWEEP_DIR",
+    "SweepRun",
+    "SweepSpec",
+    "bundled_sweeps",
+    "execute_run",
+    "load_sweep",
+    "plan_runs",
+    "resolve_sweep_path",
+    "run_sweep",
+    "sweep_description",
+]
 
 BACKENDS = ("local", "slurm", "ray")
+# Shipped sweeps are read through importlib.resources, never relative to the working directory.
+SWEEP_DIR = Path(str(files("egsbench.results") / "sweeps"))
 
 
 @dataclass
@@ -88,10 +105,41 @@ class SweepRun:
         return [sys.executable, "-m", "egsbench", *args]
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} not found; pass the path of a sweep YAML (see results/sweeps/)")
+def bundled_sweeps() -> list[str]:
+    """The shipped sweep names: paths under ``results/sweeps/`` without ``.yaml`` (``smoke/five-methods``)."""
+    paths = [*SWEEP_DIR.glob("*.yaml"), *SWEEP_DIR.glob("*/*.yaml")]
+    return sorted(p.relative_to(SWEEP_DIR).with_suffix("").as_posix() for p in paths)
+
+
+def resolve_sweep_path(source: str | Path) -> Path:
+    """The sweep file ``source`` names: a path to a YAML file, else a bundled name (``egsbench list sweeps``).
+
+    Raises:
+        UnknownNameError: neither; the message gives the closest bundled name and every one.
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    name = str(source).removesuffix(".yaml")
+    if name in bundled_sweeps():  # a listed name only: "../x" never reaches outside the folder
+        return SWEEP_DIR / f"{name}.yaml"
+    raise UnknownNameError(
+        unknown_name_message("sweep", str(source), bundled_sweeps()) + " (or pass the path of a sweep YAML file)"
+    )
+
+
+def sweep_description(source: str | Path) -> str:
+    """The first line of a sweep file's opening comment (what it runs); ``""`` when it opens without one."""
+    for line in resolve_sweep_path(source).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            return line.lstrip("#").strip() if line.startswith("#") else ""
+    return ""
+
+
+def load_sweep(source: str | Path) -> SweepSpec:
+    """The sweep a path or bundled name (``smoke/five-methods``) names, validated; its ``name`` defaults to the
+    file's stem."""
+    path = resolve_sweep_path(source)
     data = read_yaml_file(path, "sweep file") or {}  # size (1 MB), UTF-8 and YAML checked, one line each
     if not isinstance(data, dict):
         raise ConfigError(f"sweep file {path} must hold a YAML mapping (methods, tasks, presets, seeds, ...)")

@@ -45,6 +45,8 @@ def test_wheel_installs_one_top_level_package_with_its_data(wheel):
         "egsbench/results/references/cifar10.csv",
         "egsbench/results/tolerances.yaml",
         "egsbench/results/golden/egs-cifar10-seed0.json",
+        "egsbench/results/sweeps/smoke-calibration.yaml",
+        "egsbench/results/sweeps/smoke/five-methods.yaml",  # a bundled sweep in a sub-folder
     ):
         assert needed in names, f"{needed} missing from the wheel"
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the LICENSE file is not in the wheel"

@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from egsbench.benchmark.cli import main
-from egsbench.benchmark.sweep import SweepSpec, load_sweep, plan_runs, run_sweep
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.sweep import SWEEP_DIR, SweepSpec, bundled_sweeps, load_sweep, plan_runs, run_sweep
 from egsbench.testing.reliability import FAST
 
 # the cheapest run (GDAS, one step per phase): these tests are about the sweep, not the run
@@ -141,3 +143,61 @@ def test_sweep_command_uses_accelerate_launch_for_several_gpus(tmp_path):
     command = run.command()
     assert command[1:5] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"] and command[5] == "4"
     assert sys.executable == command[0] and "--resume" in command
+
+
+# ---- bundled sweeps by name ----------------------------------------------------------------------------------------
+
+
+def test_a_bundled_sweep_loads_by_name_and_a_path_still_works(tmp_path):
+    assert "smoke/five-methods" in bundled_sweeps() and "smoke-calibration" in bundled_sweeps()
+    spec = load_sweep("smoke/five-methods")
+    assert spec.methods == ["egs", "darts", "snas", "gdas", "random"] and spec.seeds == [0, 1]
+    assert load_sweep("smoke/five-methods.yaml") == spec
+    assert load_sweep(SWEEP_DIR / "smoke" / "five-methods.yaml") == spec  # the path of the same file
+    assert load_sweep(str(_spec(tmp_path) and tmp_path / "sweep.yaml")).methods == ["gdas"]  # a path, as a string
+
+
+def test_the_five_method_sweep_runs_on_a_fresh_clone(tmp_path):
+    runs = plan_runs(load_sweep("smoke/five-methods"), tmp_path / "out")  # every config resolved and validated
+    assert len(runs) == 10 and len({run.folder for run in runs}) == 10
+    configs = [load_config(run.config, run.overrides) for run in runs]
+    assert {cfg.task.data_dir for cfg in configs} == {"embedded"}  # the shipped subset: no ../shared, no download
+    assert {cfg.method_name for cfg in configs} == {"egs", "darts", "snas", "gdas", "random"}
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("smoke/five-method", "did you mean 'smoke/five-methods'?"), ("../sweeps/smoke/five-methods", "Valid sweeps:")],
+)
+def test_an_unknown_sweep_name_is_one_line_with_the_closest(tmp_path, capsys, name, hint):
+    assert main(["sweep", name, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: unknown sweep {name!r}") and hint in err and "(or pass the path" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_list_sweeps_names_each_with_its_runs_and_comment(capsys):
+    assert main(["list", "sweeps"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == bundled_sweeps()
+    five = next(line for line in lines if line.startswith("smoke/five-methods "))
+    assert " 10 runs  EGS, DARTS, SNAS, GDAS and random search at the smoke preset" in five
+    assert any(line.startswith("table5-paper ") and "  9 runs  " in line for line in lines)  # a grid counts
+
+
+def test_cli_set_changes_every_run_after_the_files_set(tmp_path, monkeypatch):
+    import egsbench.benchmark.sweep as sweep
+
+    specs = []
+
+    def run_sweep(spec, out, **kwargs):  # what the CLI hands the sweep, without running it
+        specs.append(spec)
+        return {"ran": 0, "skipped": 0, "failed": 0, "total": 0, "failures": [], "seconds": 0, "threads_per_run": 1}
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    _spec(tmp_path)  # writes sweep.yaml, whose set: is FAST
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o"), "--set", "evaluate.lr=0.05"]) == 0
+    assert main(["sweep", "smoke/five-methods", "--out", str(tmp_path / "o"), "--set", "a.b=1", "--set", "c=2"]) == 0
+    assert [spec.set for spec in specs] == [[*FAST, "evaluate.lr=0.05"], ["a.b=1", "c=2"]]
+    runs = plan_runs(replace(specs[0], seeds=[0]), tmp_path / "o")
+    assert load_config(runs[0].config, runs[0].overrides).evaluate.lr == 0.05  # the later value of a key wins
