@@ -131,7 +131,15 @@ def load_reference(table: str, root: str | Path = REFERENCE_DIR) -> pd.DataFrame
     """
     if table not in TABLES:
         raise UnknownNameError(unknown_name_message("reference table", table, sorted(TABLES)))
-    frame = pd.read_csv(Path(root) / f"{table}.csv", keep_default_na=False, na_values=[""])
+    path = Path(root) / f"{table}.csv"
+    stat = path.stat()
+    return _read_reference(path, stat.st_mtime_ns, stat.st_size).copy()  # a copy: callers may edit theirs
+
+
+@functools.lru_cache(maxsize=32)
+def _read_reference(path: Path, mtime_ns: int, size: int) -> pd.DataFrame:
+    """A reference CSV, parsed once per version of the file (``egsbench list configs`` asks for a table per config)."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for column in _INT_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype("Int64")
