@@ -1,11 +1,11 @@
 """The docs run: every fenced Python and shell block of the Markdown files in DOCS runs, or says why it does not.
 
 A file's blocks run in order in one scratch folder, its Python blocks in one namespace, as a reader pastes
-them. Shell lines that are a plain ``egsbench`` command run in this process with CHEAP appended to ``run``
-and ``sweep`` (a sweep runs its first seed, in this process: ``cheap_sweeps``; ``egsbench.run`` of a smoke
-config gets it too: ``cheap_python_runs``); other lines run in bash.
-Each line and Python block has a time limit. A block that cannot run here (GPU-days, a launcher, pip
-install, data under /data) is marked on the line before its opening fence::
+them. A shell line that is a plain ``egsbench`` command runs in this process with CHEAP appended to ``run``
+and ``sweep`` (a sweep runs two methods at one seed, in this process: ``cheap_sweeps``); ``egsbench.run`` of
+a smoke config from Python is CHEAP too (``cheap_python_runs``); other lines run in bash. Each line and
+Python block has a time limit. A block that cannot run here (GPU-days, a launcher, pip install, data under
+/data) is marked on the line before its opening fence::
 
     <!-- not-run: why it does not run here (and what tests it instead, if anything does) -->
 """
@@ -184,18 +184,19 @@ def cheap_python_runs(monkeypatch):
 
 @pytest.fixture
 def cheap_sweeps(monkeypatch):
-    """A sweep runs its first seed only, each run in this process through ``main`` as its subprocess would: all
-    but the process boundary (tests/harness/test_sweep.py tests that) at a fraction of the cost (a bundled
-    five-method sweep of two seeds is a minute of runs even at CHEAP sizes)."""
+    """A sweep runs its first two methods at its first seed, each run in this process through ``main`` as its
+    subprocess would: all but the process boundary (tests/harness/test_sweep.py tests that) at a fraction of the
+    cost (the five-method sweep of two seeds is a minute of runs even at CHEAP sizes; tests/harness/test_sweep.py
+    plans all of it)."""
     import egsbench.benchmark.sweep as sweep
 
     load_sweep = sweep.load_sweep
 
-    def first_seed(source):
+    def smaller(source):
         spec = load_sweep(source)
-        return dataclasses.replace(spec, seeds=spec.seeds[:1])
+        return dataclasses.replace(spec, methods=spec.methods[:2], seeds=spec.seeds[:1])
 
-    monkeypatch.setattr(sweep, "load_sweep", first_seed)
+    monkeypatch.setattr(sweep, "load_sweep", smaller)
 
     def run(command, env=None, capture_output=False, text=False):
         assert command[1:3] == ["-m", "egsbench"], command
