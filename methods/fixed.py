@@ -27,13 +27,24 @@ __all__ = ["Fixed", "FixedConfig"]
 SPACE = "dag"  # any in-degree: DARTS cells and the released EGS cells alike
 
 
-def _space_for(genotype: Genotype):
-    """The any-in-degree space of the genotype's cell types: ``dag`` (normal, reduce) or ``dag_rnn`` (recurrent)."""
-    for name in SPACES.names():
-        space = SPACES.get(name)
-        if space.inputs_per_node is None and set(space.cell_types) == set(genotype.cells):
-            return space
-    return SPACES.get(SPACE)  # its validation names the mismatch
+def _check_in_some_space(genotype: Genotype) -> None:
+    """Raise unless an any-in-degree space with the genotype's cell types accepts it (``dag``, ``dag_rnn``, ``nb201``).
+
+    A ``normal``-only cell fits ``nb201`` but may be meant for ``dag``: when no space accepts it, the error names
+    what each candidate (and ``dag``) objects to, so a CIFAR-10 user is not told only about node 3 of NB201.
+    """
+    candidates = [SPACES.get(name) for name in SPACES.names()]
+    candidates = [s for s in candidates if s.inputs_per_node is None and set(s.cell_types) == set(genotype.cells)]
+    if SPACE not in [s.name for s in candidates]:
+        candidates.append(SPACES.get(SPACE))
+    problems = []
+    for space in candidates:
+        try:
+            space.validate(genotype)
+            return
+        except GenotypeError as err:
+            problems.append(str(err))
+    raise GenotypeError(problems[0] if len(problems) == 1 else "; or, ".join(problems))
 
 
 @dataclass
@@ -47,7 +58,7 @@ class FixedConfig:
         except GenotypeError as err:
             raise ConfigError(f"method.genotype: {err}") from None  # the message names the file
         try:
-            _space_for(genotype).validate(genotype)
+            _check_in_some_space(genotype)
         except GenotypeError as err:
             raise ConfigError(f"method.genotype: {self.genotype}: {err}") from None
 
