@@ -19,7 +19,7 @@ from ...core.genotype import CellGenotype
 from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 from .space import SearchSpace
 
-__all__ = ["Cell", "ScheduledDropPath", "SearchCell", "active_ops", "drop_path"]
+__all__ = ["Cell", "ScheduledDropPath", "SearchCell", "active_ops", "drop_path", "sum_into_nodes"]
 
 
 def active_ops(weights: torch.Tensor, zero_index: int | None) -> list[list[int]]:
@@ -71,6 +71,24 @@ class MixedEdge(nn.Module):
         return out
 
 
+def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_prob: float, zeros) -> list:
+    """Append every intermediate node to ``states``: the sum of its incoming edges' outputs, in edge order.
+
+    ``edges[e]`` is the :class:`MixedEdge` of the space's ``e``-th edge (destination-major); ``zeros()`` makes a
+    node whose incoming edges all ran nothing. Shared by the DARTS-space and the NAS-Bench-201 search cells.
+    """
+    e = 0
+    for dst in nodes:
+        node = None
+        for src in range(dst):
+            y = edges[e](states[src], weights[e], active[e], drop_prob)
+            if y is not None:
+                node = y if node is None else node + y
+            e += 1
+        states.append(node if node is not None else zeros())
+    return states
+
+
 class SearchCell(nn.Module):
     """A search cell of ``space``: output = concat of all intermediate nodes, ``n_nodes * C`` channels."""
 
@@ -94,16 +112,9 @@ class SearchCell(nn.Module):
         """``drop_prob`` > 0 drops each executed non-identity op output per sample (callers pass 0 in eval)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # each (B, C, H, W)
         stride = 2 if self.reduction else 1
-        e = 0
-        for dst in self.space.intermediate_nodes:
-            node = None
-            for src in range(dst):
-                y = self.edges[e](states[src], weights[e], active[e], drop_prob)
-                if y is not None:
-                    node = y if node is None else node + y
-                e += 1
-            # Every edge into this node was zero: the node is zeros of the cell's output size.
-            states.append(node if node is not None else torch.zeros_like(states[0][:, :, ::stride, ::stride]))
+        # A node whose every edge was zero is zeros of the cell's output size.
+        zeros = lambda: torch.zeros_like(states[0][:, :, ::stride, ::stride])
+        sum_into_nodes(self.edges, states, self.space.intermediate_nodes, weights, active, drop_prob, zeros)
         return torch.cat(states[self.space.n_inputs :], dim=1)  # (B, n_nodes * C, H/stride, W/stride)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ...core.genotype import CellGenotype, Genotype, GenotypeError
-from .cell import MixedEdge, active_ops
+from .cell import MixedEdge, active_ops, sum_into_nodes
 from .cnn import edge_op_costs
 from .ops import Identity, ReLUConvBN, Zero
 from .space import SPACES, SearchSpace
@@ -149,15 +149,8 @@ class NB201SearchCell(nn.Module):
         self, x: torch.Tensor, weights: torch.Tensor, active: list[list[int]], drop_prob: float = 0.0
     ) -> torch.Tensor:
         nodes = [x]  # (B, C, H, W) each
-        e = 0
-        for dst in self.space.intermediate_nodes:
-            node = None
-            for src in range(dst):
-                y = self.edges[e](nodes[src], weights[e], active[e], drop_prob)
-                if y is not None:
-                    node = y if node is None else node + y
-                e += 1
-            nodes.append(node if node is not None else torch.zeros_like(x))  # every edge into it is `none`
+        zeros = lambda: torch.zeros_like(x)  # a node whose every edge is `none`
+        sum_into_nodes(self.edges, nodes, self.space.intermediate_nodes, weights, active, drop_prob, zeros)
         return nodes[self.space.output_node if self.space.output_node is not None else -1]
 
 
