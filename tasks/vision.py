@@ -4,7 +4,8 @@ Each split is held in memory as one ``uint8`` tensor ``(N, 3, H, W)`` and augmen
 time in the loader's ``collate_fn``. Readers take an ImageFolder tree ``<root>/<split>/<class>/*``
 (or a ``.tar``/``.tar.gz`` of one, read in place) or an ``.npz`` of JPEG bytes; decoded folders are
 cached as ``.npz`` under ``$EGSBENCH_CACHE`` (default ``~/.cache/egsbench``), keyed on every file's
-path, size and modification time, so any change rebuilds the cache. Every problem raises
+path, size and modification time, so any change rebuilds the cache; an ``.npz`` of JPEG bytes (the embedded
+subset) is decoded once per process and file version. Every problem raises
 ``DataError`` naming the file and the fix.
 """
 
@@ -219,8 +220,25 @@ def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "tes
     return data, classes
 
 
+# read_jpeg_npz's decoded splits, per (path, size, mtime): runs in one process (a notebook's, a test session's)
+# decode the same file once. Callers get fresh tensors, never the memo's.
+_DECODED: dict[tuple[str, int, int], tuple[dict[str, ImageSplit], list[str]]] = {}
+
+
 def read_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:
-    """Read an npz of JPEG bytes: ``<split>_jpeg`` (uint8), ``<split>_offsets``, ``<split>_labels``, ``classes``."""
+    """Read an npz of JPEG bytes: ``<split>_jpeg`` (uint8), ``<split>_offsets``, ``<split>_labels``, ``classes``.
+
+    Decoded once per process and file version (path, size, modification time); every call returns copies."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DECODED:
+        _DECODED.clear()  # one file at a time: the memo never grows past the newest file read
+        _DECODED[key] = _decode_jpeg_npz(path)
+    data, classes = _DECODED[key]
+    return {s: ImageSplit(d.images.clone(), d.labels.clone()) for s, d in data.items()}, list(classes)
+
+
+def _decode_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:
     with np.load(path) as z:
         classes = [str(c) for c in z["classes"]]
         splits = [k[: -len("_jpeg")] for k in z.files if k.endswith("_jpeg")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import tarfile
 
@@ -94,6 +96,41 @@ def test_embedded_subset_is_real_and_balanced():
     assert data["train"].images.shape == (1600, 3, 32, 32) and len(data["test"]) == 400
     assert torch.bincount(data["train"].labels).tolist() == [160] * 10
     assert data["train"].images.float().std() > 40  # natural images, not constants
+
+
+def test_a_jpeg_npz_is_decoded_once_per_file_version_and_callers_get_their_own_tensors(tmp_path, monkeypatch):
+    from egsbench.tasks import vision
+
+    path = tmp_path / "subset.npz"
+
+    def write(colour: int) -> None:
+        jpeg = _jpeg(colour)
+        np.savez(
+            path,
+            classes=np.array(["a"]),
+            train_jpeg=np.frombuffer(jpeg, dtype=np.uint8),
+            train_offsets=np.array([0, len(jpeg)]),
+            train_labels=np.array([0]),
+        )
+
+    write(0)
+    decodes = []
+    real = vision._decode_jpeg_npz
+    monkeypatch.setattr(vision, "_decode_jpeg_npz", lambda p: decodes.append(p) or real(p))
+    first, _ = vision.read_jpeg_npz(path)
+    first["train"].images.fill_(7)  # a caller's change never reaches the next caller
+    second, classes = vision.read_jpeg_npz(path)
+    assert len(decodes) == 1 and classes == ["a"] and int(second["train"].images.max()) < 7
+    write(255)
+    os.utime(path, ns=(2, 2))  # another version of the file (the key: path, size, modification time) decodes again
+    third, _ = vision.read_jpeg_npz(path)
+    assert len(decodes) == 2 and int(third["train"].images.min()) > 200
+
+
+def _jpeg(colour: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (colour,) * 3).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
 
 
 def test_real_cifar10_archive_reads_all_images(cifar_tar):
