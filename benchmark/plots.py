@@ -97,7 +97,7 @@ def plot_cell(cell: CellGenotype, path: str | Path, title: str = "", n_inputs: i
     ax.set_aspect("equal")  # arc3 bends in display space: equal scales keep the labels on their arcs
     ax.axis("off")
     ax.set_title(title or "cell", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92)  # axes off: only the title needs room
     _save(fig, path)
 
 
@@ -162,5 +162,6 @@ def plot_curves(search_rows: list[dict], eval_rows: list[dict], path: str | Path
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins, not tight_layout (which draws the whole figure once more to measure it)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.86 if title else 0.95, wspace=0.22)
     _save(fig, path)
