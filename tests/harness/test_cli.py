@@ -35,21 +35,34 @@ def test_list(what, expected, capsys):
         (["--set", "task.data_dir=/nonexistent/cifar"], "CIFAR-10 not found at /nonexistent/cifar"),
     ],
 )
-def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path):
+def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = run_cli("run", "smoke/egs-cifar10", *args, "--out", str(out), "--no-progress")
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    code = main(["run", "smoke/egs-cifar10", *args, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert message in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
     assert not (out / "record.json").exists() and not (out / "config.yaml").exists()  # nothing half-written
 
 
-def test_unknown_config_name_lists_the_closest_bundled_one(tmp_path):
-    proc = run_cli("run", "smokey/egs-cifar10", "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == (
+def test_the_installed_command_exits_2_with_the_one_line_and_no_traceback(tmp_path):
+    """The cases above in this process; one through ``python -m egsbench`` (the real entry point, exit status,
+    and whatever a fresh interpreter prints on stderr)."""
+    out = tmp_path / "run"
+    proc = run_cli("run", "smoke/egs-cifar10", "--set", "task.name=cifar100", "--out", str(out), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown task 'cifar100'; did you mean 'cifar10'?")
+    assert not (out / "record.json").exists() and not (out / "config.yaml").exists()
+
+
+def test_unknown_config_name_lists_the_closest_bundled_one(tmp_path, capsys):
+    assert main(["run", "smokey/egs-cifar10", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == (
         "error: unknown config 'smokey/egs-cifar10'; did you mean 'smoke/egs-cifar10'? Valid configs: "
         + ", ".join(bundled_configs())
         + " (or pass the path of a YAML file)"
