@@ -39,6 +39,25 @@ def cifar_tar() -> Path:
     return CIFAR_TAR.resolve()
 
 
+@pytest.fixture(scope="session")
+def shipped_smoke(tmp_path_factory):
+    """``shipped_smoke(method)``: the folder of ``smoke/<method>-cifar10`` run as shipped, once per session, in a
+    folder holding only such runs (``.parent``: what ``egsbench regress --runs`` reads). Tests read it, never
+    write into it."""
+    from egsbench.benchmark.config import load_config
+    from egsbench.benchmark.runner import run_experiment
+
+    root = tmp_path_factory.mktemp("shipped-smoke")
+
+    def run(method: str) -> Path:
+        folder = root / method
+        if not (folder / "record.json").is_file():
+            run_experiment(load_config(f"smoke/{method}-cifar10"), folder, progress=False)
+        return folder
+
+    return run
+
+
 DISTRIBUTED = "tests/distributed/"
 _background = pytest.StashKey()
 

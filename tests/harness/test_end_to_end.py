@@ -16,6 +16,7 @@ from egsbench.benchmark.phases import arch_entropy
 from egsbench.benchmark.runner import run_experiment
 from egsbench.benchmark.speed import CHANNELS_LAST_FROM
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
+from egsbench.testing.reliability import snapshot
 
 RECORD_KEYS = {
     "schema_version",
@@ -72,12 +73,13 @@ def check_run_folder(folder, cfg):
     return record
 
 
-def test_smoke_run_on_embedded_data(tmp_path):
+def test_smoke_run_on_embedded_data(shipped_smoke):
+    """The shipped smoke run's folder (the session's shared run; the returned record equals the written one:
+    test_records.py)."""
     cfg = load_config("smoke/egs-cifar10")
-    result = run_experiment(cfg, tmp_path / "run", progress=False)
-    record = check_run_folder(tmp_path / "run", cfg)
+    folder = shipped_smoke("egs")
+    record = check_run_folder(folder, cfg)
     assert record["data"]["source"] == "embedded:cifar10_demo.npz"
-    assert result.record == record
     for phase, batch in (("search", cfg.search.batch_size), ("evaluate", cfg.evaluate.batch_size)):
         cost = record[phase]
         assert cost["example_unit"] == "images" and cost["peak_memory_how"] and cost["peak_memory_mb"] > 0
@@ -90,8 +92,10 @@ def test_smoke_run_on_embedded_data(tmp_path):
         threshold = CHANNELS_LAST_FROM[device, torch.float32]
         wide = threshold is not None and width >= threshold
         assert record[phase]["memory_format"] == ("channels_last" if wide else "contiguous"), phase
+    before = snapshot(folder)
     with pytest.raises(UserError, match="already exists"):
-        run_experiment(cfg, tmp_path / "run", progress=False)
+        run_experiment(cfg, folder, progress=False)
+    assert snapshot(folder) == before  # refused before writing anything
 
 
 @pytest.mark.slow

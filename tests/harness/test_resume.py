@@ -21,9 +21,11 @@ from egsbench.tasks.spaces import UserError
 # (conftest caps it at 2); CPU kernels' float results depend on the thread count, so all three pin it
 OVERRIDES = [
     "threads=1",
-    "search.epochs=8",
+    "search.epochs=4",
+    "search.batch_size=16",
     "search.max_steps_per_epoch=2",
     "evaluate.epochs=2",
+    "evaluate.batch_size=16",
     "evaluate.max_steps_per_epoch=2",
 ]
 VOLATILE = {"created", "search", "evaluate", "manifest"}  # wall times, memory, machine: differ between any two runs
@@ -43,11 +45,10 @@ def curves(folder: Path, name: str) -> list[dict]:
     return [[row.split(",")[i] for i in keep] for row in rows]
 
 
-def test_checkpoints_load_with_weights_only(tmp_path):
-    cfg = load_config("smoke/egs-cifar10")
-    run_experiment(cfg, tmp_path / "run", progress=False)
+def test_checkpoints_load_with_weights_only(shipped_smoke):
+    run = shipped_smoke("egs")
     for phase in ("search", "evaluate"):
-        [latest] = list((tmp_path / "run" / "checkpoints" / phase).glob("epoch-*"))
+        [latest] = list((run / "checkpoints" / phase).glob("epoch-*"))
         state = torch.load(latest / "state.pt", weights_only=True)
         assert "train_gen" in state
         assert (latest / "model.safetensors").is_file()
@@ -75,7 +76,7 @@ def test_sigkill_mid_search_then_resume_gives_the_same_record(tmp_path):
     for o in OVERRIDES:
         args += ["--set", o]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed / "checkpoints" / "search" / "epoch-0002"
+    marker = killed / "checkpoints" / "search" / "epoch-0001"  # killed with two search epochs to go
     deadline = time.time() + 900  # a loaded machine can take minutes to get there
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
