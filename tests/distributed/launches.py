@@ -35,9 +35,14 @@ METHODS = {
     "gdas": ("smoke/gdas-cifar10", []),
     "random": ("smoke/random-cifar10", []),
 }
-# The data sizes: the smoke configs' (even shards), and 64 training / 32 test images, which leave the ranks
-# uneven or empty shards (search-val 32 images: one batch of 32, nothing for rank 1 without padding).
-SIZES = {"full": [], "small": ["task.train_limit=64", "task.test_limit=32"]}
+# The data sizes: the smoke configs' (even shards; one training step per epoch, which is all that two ranks
+# need to agree on alphas, weights and the genotype, while evaluation still covers every test image), and 64
+# training / 32 test images, which leave the ranks uneven or empty shards (search-val 32 images: one batch of
+# 32, nothing for rank 1 without padding).
+SIZES = {
+    "full": ["search.max_steps_per_epoch=1", "evaluate.max_steps_per_epoch=1"],
+    "small": ["task.train_limit=64", "task.test_limit=32"],
+}
 LAUNCHERS = ("torchrun", "accelerate")
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from egsbench.benchmark import bench_layout, bench_memory, bench_peer, bench_scaling, gpu_check, memory
+from egsbench.benchmark import bench_compile, bench_layout, bench_memory, bench_peer, bench_scaling, gpu_check, memory
 from egsbench.benchmark.bench_methods import make_method
 from egsbench.benchmark.memory import MemoryProbe
 
@@ -221,3 +221,15 @@ def test_gpu_check_compiles_the_network_as_the_runner_does(tmp_path, one_thread,
 def test_gpu_check_rejects_an_unknown_eval_mode():
     with pytest.raises(ValueError, match="fp16.*fp32"):
         gpu_check.time_eval("fp16", {"channels": 4, "layers": 3, "batch": 2}, 1, 0, torch.device("cpu"))
+
+
+def test_compile_benchmark_counts_a_sampling_methods_graphs_per_distinct_sample(tmp_path, one_thread, capsys):
+    """Why EGS and GDAS keep an eager supernet: every distinct sampled op set is a graph of its own (dynamo's
+    graph-only backend here; one GDAS step samples two sets, one per forward, below the recompile limit)."""
+    argv = ["--methods", "gdas", "--sample-steps", "1", "--batch", "4", "--memory-format", "contiguous"]
+    assert bench_compile.main([*argv, "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "gdas       not compiled: 1 steps sampled 2 distinct active-op sets; dynamo made 2 graphs" in out
+    [saved] = json.loads((tmp_path / "c.json").read_text())["results"]
+    assert saved["variant"] == "gdas" and saved["distinct_active_sets"] == saved["graphs"] == 2
+    assert saved["graphs"] < saved["recompile_limit"]
