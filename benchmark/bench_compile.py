@@ -24,14 +24,16 @@ import time
 
 import torch
 
-from .bench_methods import make_method, method_step
+from ..methods import METHODS
+from .bench_methods import VARIANTS, make_method, method_step
 from .speed import compile_supernet
 from .timing import time_interleaved
 
 __all__ = ["DENSE", "SAMPLED", "main", "sample_graphs", "time_compiled"]
 
-DENSE = ("darts_1st", "darts_2nd", "snas")  # bench_methods.VARIANTS names
-SAMPLED = ("egs_m7", "egs_m1", "gdas")
+# bench_methods.VARIANTS by what compile: true does with their supernet (SearchMethod.dense_weights)
+DENSE = tuple(name for name, (method, _) in VARIANTS.items() if METHODS.get(method).dense_weights)
+SAMPLED = tuple(name for name in VARIANTS if name not in DENSE)
 
 
 def time_compiled(name: str, channels: int, layers: int, batch: int, rounds: int, memory_format: str) -> dict:
