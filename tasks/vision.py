@@ -4,8 +4,8 @@ Each split is held in memory as one ``uint8`` tensor ``(N, 3, H, W)`` and augmen
 time in the loader's ``collate_fn``. Readers take an ImageFolder tree ``<root>/<split>/<class>/*``
 (or a ``.tar``/``.tar.gz`` of one, read in place) or an ``.npz`` of JPEG bytes; decoded folders are
 cached as ``.npz`` under ``$EGSBENCH_CACHE`` (default ``~/.cache/egsbench``), keyed on every file's
-path, size and modification time, so any change rebuilds the cache; an ``.npz`` of JPEG bytes (the embedded
-subset) is decoded once per process and file version. Every problem raises
+path, size and modification time, so any change rebuilds the cache (an ``.npz`` of JPEG bytes, the embedded
+subset, goes through the same cache). Every problem raises
 ``DataError`` naming the file and the fix.
 """
 
@@ -204,12 +204,20 @@ def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "tes
     Returns ``({split: ImageSplit}, class_names)``.
     """
     path = Path(path).resolve()
-    cached = cache_dir() / "decoded" / f"{path.name}-{_content_key(path, splits)}.npz"
+    read = _read_tar if path.is_file() else _read_tree
+    return _through_cache(path, _content_key(path, splits), lambda: read(path, splits))
+
+
+def _through_cache(path: Path, key: str, read) -> tuple[dict[str, ImageSplit], list[str]]:
+    """``read()``'s splits from ``$EGSBENCH_CACHE/decoded/<name>-<key>.npz``, decoding and writing it (atomically)
+    the first time: every later process loads the pixels instead of decoding the images again."""
+    cached = cache_dir() / "decoded" / f"{path.name}-{key}.npz"
     if cached.exists():
         with np.load(cached) as z:
+            splits = [k[: -len("_x")] for k in z.files if k.endswith("_x")]
             data = {s: ImageSplit(torch.from_numpy(z[f"{s}_x"]), torch.from_numpy(z[f"{s}_y"])) for s in splits}
             return data, [str(c) for c in z["classes"]]
-    data, classes = _read_tar(path, splits) if path.is_file() else _read_tree(path, splits)
+    data, classes = read()
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".tmp{os.getpid()}.npz")
     arrays = {f"{s}_x": d.images.numpy() for s, d in data.items()} | {
@@ -220,22 +228,11 @@ def read_image_folder(path: str | Path, splits: tuple[str, ...] = ("train", "tes
     return data, classes
 
 
-# read_jpeg_npz's decoded splits, per (path, size, mtime): runs in one process (a notebook's, a test session's)
-# decode the same file once. Callers get fresh tensors, never the memo's.
-_DECODED: dict[tuple[str, int, int], tuple[dict[str, ImageSplit], list[str]]] = {}
-
-
 def read_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:
-    """Read an npz of JPEG bytes: ``<split>_jpeg`` (uint8), ``<split>_offsets``, ``<split>_labels``, ``classes``.
-
-    Decoded once per process and file version (path, size, modification time); every call returns copies."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DECODED:
-        _DECODED.clear()  # one file at a time: the memo never grows past the newest file read
-        _DECODED[key] = _decode_jpeg_npz(path)
-    data, classes = _DECODED[key]
-    return {s: ImageSplit(d.images.clone(), d.labels.clone()) for s, d in data.items()}, list(classes)
+    """Read an npz of JPEG bytes: ``<split>_jpeg`` (uint8), ``<split>_offsets``, ``<split>_labels``, ``classes``;
+    decoded once, then through the cache like an image folder (keyed on the file's path, size and mtime)."""
+    path = Path(path).resolve()
+    return _through_cache(path, _content_key(path, ()), lambda: _decode_jpeg_npz(path))
 
 
 def _decode_jpeg_npz(path: str | Path) -> tuple[dict[str, ImageSplit], list[str]]:

@@ -101,6 +101,7 @@ def test_embedded_subset_is_real_and_balanced():
 def test_a_jpeg_npz_is_decoded_once_per_file_version_and_callers_get_their_own_tensors(tmp_path, monkeypatch):
     from egsbench.tasks import vision
 
+    monkeypatch.setenv("EGSBENCH_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "subset.npz"
 
     def write(colour: int) -> None:
@@ -119,8 +120,9 @@ def test_a_jpeg_npz_is_decoded_once_per_file_version_and_callers_get_their_own_t
     monkeypatch.setattr(vision, "_decode_jpeg_npz", lambda p: decodes.append(p) or real(p))
     first, _ = vision.read_jpeg_npz(path)
     first["train"].images.fill_(7)  # a caller's change never reaches the next caller
-    second, classes = vision.read_jpeg_npz(path)
+    second, classes = vision.read_jpeg_npz(path)  # from the cache: what another process would read
     assert len(decodes) == 1 and classes == ["a"] and int(second["train"].images.max()) < 7
+    assert torch.equal(second["train"].labels, torch.tensor([0]))
     write(255)
     os.utime(path, ns=(2, 2))  # another version of the file (the key: path, size, modification time) decodes again
     third, _ = vision.read_jpeg_npz(path)
