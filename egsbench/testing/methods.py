@@ -19,7 +19,16 @@ import torch.nn.functional as F
 
 from ..methods import SearchConfig, SearchContext, SearchMethod
 from ..tasks.base import TrainConfig
-from ..tasks.spaces import SPACES, Genotype, LossOutput, NB201SearchNetwork, RNNModel, SearchNetwork, SearchRNNCell
+from ..tasks.spaces import (
+    SPACES,
+    Genotype,
+    LossOutput,
+    NB201SearchNetwork,
+    RNNModel,
+    SearchNetwork,
+    SearchRNNCell,
+    SearchSpace,
+)
 
 CHANNELS, LAYERS, SIZE, BATCH = 4, 3, 16, 4
 VOCAB, HIDDEN, SEQ = 12, 6, 5  # the tiny language model of recurrent spaces
@@ -74,12 +83,14 @@ def fake_train_candidate(genotype: Genotype) -> float:
     return float(sum(len(op) * (src + 1) for cell in genotype.cells.values() for src, _, op in cell.edges) % 97)
 
 
-def tiny_context(space: str = "dag", seed: int = 0, epochs: int = 2, train_candidate=None, **search) -> SearchContext:
-    """A 3-cell C=4 supernet of ``space`` on 16x16 inputs with a plain cross-entropy loss (for a recurrent space:
-    a 6-unit language model over 12 words; for ``nb201``: one cell per stage); ``search`` sets
-    :class:`SearchConfig` fields (e.g. ``lr=0.1``)."""
+def tiny_context(
+    space: str | SearchSpace = "dag", seed: int = 0, epochs: int = 2, train_candidate=None, **search
+) -> SearchContext:
+    """A 3-cell C=4 supernet of ``space`` (a registered name, or a :class:`SearchSpace` of one's own) on 16x16
+    inputs with a plain cross-entropy loss (for a recurrent space: a 6-unit language model over 12 words; for
+    ``nb201``: one cell per stage); ``search`` sets :class:`SearchConfig` fields (e.g. ``lr=0.1``)."""
     torch.manual_seed(seed)
-    space = SPACES.get(space)
+    space = space if isinstance(space, SearchSpace) else SPACES.get(space)
     if is_recurrent(space):
         model = RNNModel(VOCAB, HIDDEN, HIDDEN, SearchRNNCell(space, HIDDEN, HIDDEN, 0.1, 0.1), 0.1, 0.1)
 
@@ -121,7 +132,7 @@ def batch(seed: int = 0, n: int = BATCH, space=None) -> tuple[torch.Tensor, torc
     return torch.randn(n, 3, SIZE, SIZE, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def build(method_cls, config=None, seed: int = 0, space: str | None = None):
+def build(method_cls, config=None, seed: int = 0, space: str | SearchSpace | None = None):
     """``method_cls`` set up on a fresh tiny context of ``space`` (default its own), at epoch 0; returns
     ``(method, ctx)``."""
     method = method_cls(config if config is not None else method_cls.config_class())

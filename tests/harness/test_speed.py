@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 from egsbench.benchmark import phases
@@ -20,19 +19,18 @@ from egsbench.benchmark.speed import (
     lay_out,
     resolve_memory_format,
 )
-from egsbench.methods import METHODS, SearchConfig, SearchContext
+from egsbench.methods import METHODS
 from egsbench.tasks.spaces import (
     DARTS_V2,
     SPACES,
     ConfigError,
-    LossOutput,
     NetworkCIFAR,
     SearchNetwork,
     SearchSpace,
     Supernet,
 )
 from egsbench.tasks.spaces.cell import drop_path
-from egsbench.testing.methods import batch
+from egsbench.testing.methods import batch, build
 
 
 def _search_net(memory_format: str) -> SearchNetwork:
@@ -131,24 +129,6 @@ SMALL = SearchSpace(
 )
 
 
-def _small(cls):
-    torch.manual_seed(0)
-    model = SearchNetwork(SMALL, 4, 10, 3, image_size=16)  # cells: normal, reduce, reduce
-
-    def loss(m, data, weights):
-        x, y = data
-        return LossOutput(F.cross_entropy(m(x, weights), y))
-
-    method = cls(cls.config_class())
-    config = SearchConfig(epochs=2)
-    context = SearchContext(
-        model=model, space=SMALL, loss=loss, config=config, steps_per_epoch=2, seed=0, op_costs=model.op_costs
-    )
-    method.setup(context)
-    method.start_epoch(0)
-    return method, model
-
-
 @pytest.mark.parametrize("name", ["snas", "darts"])
 def test_a_dense_methods_compiled_supernet_compiles_once_and_steps_as_eager(name):
     """compile: true for the dense methods: the active-op lists stay eager and constant, so after the first step
@@ -158,8 +138,8 @@ def test_a_dense_methods_compiled_supernet_compiles_once_and_steps_as_eager(name
     cls = METHODS.get(name)
     assert cls.dense_weights
     torch._dynamo.reset()
-    (eager, eager_model), (compiled, model) = (_small(cls) for _ in range(2))
-    assert compile_supernet(model, backend="eager")
+    (eager, eager_ctx), (compiled, ctx) = (build(cls, space=SMALL) for _ in range(2))
+    assert compile_supernet(ctx.model, backend="eager")
     batches = [(batch(seed), batch(seed + 10)) for seed in range(2)]
     counters.clear()
     torch.manual_seed(1)
@@ -175,7 +155,7 @@ def test_a_dense_methods_compiled_supernet_compiles_once_and_steps_as_eager(name
     torch._dynamo.reset()
     for t in compiled.alphas:
         torch.testing.assert_close(compiled.alphas[t], eager.alphas[t])
-    for a, b in zip(model.parameters(), eager_model.parameters(), strict=True):
+    for a, b in zip(ctx.model.parameters(), eager_ctx.model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
 
 
