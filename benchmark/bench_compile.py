@@ -23,6 +23,7 @@ import json
 import time
 
 import torch
+from torch._dynamo.utils import counters
 
 from ..methods import METHODS
 from .bench_methods import VARIANTS, make_method, method_step
@@ -44,8 +45,6 @@ def time_compiled(name: str, channels: int, layers: int, batch: int, rounds: int
     if not compile_supernet(compiled.ctx.model):
         raise ValueError(f"{name}'s supernet has no compiled search forward")
     steps = {"eager": method_step(eager, batch), "compiled": method_step(compiled, batch)}
-    from torch._dynamo.utils import counters
-
     counters.clear()
     start = time.perf_counter()
     steps["compiled"]()  # the compilation (and the first step)
@@ -68,8 +67,6 @@ def time_compiled(name: str, channels: int, layers: int, batch: int, rounds: int
 def sample_graphs(name: str, channels: int, layers: int, batch: int, steps: int, memory_format: str) -> dict:
     """A sampling variant's supernet forward compiled with dynamo's graph-only backend over ``steps`` steps: the
     distinct active-op sets its samples asked for and the graphs dynamo made for them."""
-    from torch._dynamo.utils import counters
-
     torch._dynamo.reset()
     method = make_method(name, channels, layers, memory_format=memory_format)
     model = method.ctx.model
@@ -91,9 +88,14 @@ def sample_graphs(name: str, channels: int, layers: int, batch: int, steps: int,
         "steps": steps,
         "distinct_active_sets": len(seen),
         "graphs": counters["stats"]["unique_graphs"],
-        "recompile_limit": torch._dynamo.config.recompile_limit,
+        "recompile_limit": _recompile_limit(),
         "seconds": time.perf_counter() - start,
     }
+
+
+def _recompile_limit() -> int:
+    config = torch._dynamo.config
+    return config.recompile_limit if hasattr(config, "recompile_limit") else config.cache_size_limit  # torch < 2.6
 
 
 def main(argv: list[str] | None = None) -> int:
