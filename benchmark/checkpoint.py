@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,22 @@ __all__ = ["CheckpointError", "Checkpointer", "Restored"]
 logger = get_logger(__name__)
 KEEP = 2  # the newest checkpoint and the one before it, the fallback when the newest is unreadable
 MANIFEST = "manifest.json"
+KILL_ENV = "EGSBENCH_DEBUG_KILL"  # "PHASE:EPOCH": SIGKILL every rank once that checkpoint is complete (resume tests)
+
+
+def debug_kill(phase: str, epoch: int) -> None:
+    """Kill this process with SIGKILL (no clean-up, as a crash or the OOM killer) when ``EGSBENCH_DEBUG_KILL``
+    names this checkpoint: the resume tests stop a run at an exact point instead of racing it with a timer."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    try:
+        at_phase, at_epoch = spec.split(":")
+        at_epoch = int(at_epoch)
+    except ValueError:
+        raise UserError(f"{KILL_ENV}={spec!r} must be PHASE:EPOCH, e.g. search:1; unset it for normal runs") from None
+    if (at_phase, at_epoch) == (phase, epoch):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class CheckpointError(UserError):
@@ -116,6 +134,7 @@ class Checkpointer:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         self.newest = epoch  # the other ranks learn it here, once the main process has renamed it
+        debug_kill(self.folder.name, epoch)
         return final
 
     def restore(self) -> Restored | None:

@@ -1,7 +1,8 @@
 """Shared fixtures: the real data in ../shared/data (skipped cleanly when absent) and tiny spaces.
 
-The two-process launches of ``tests/distributed`` start in the background as soon as they are collected
-and their tests run last, so the launches run beside the rest of the suite (on a loaded machine).
+The two-process launches of ``tests/distributed`` start in the background as soon as the tests that read
+them are collected (and are stopped if the session ends first), and their tests run last, so the launches
+run beside the rest of the suite (on a loaded machine).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
-    if any(item.nodeid.startswith(DISTRIBUTED) for item in session.items):
+    if any("distributed_launches" in getattr(item, "fixturenames", ()) for item in session.items):
         from tests.distributed.launches import Background
 
         background = Background(Path(tempfile.mkdtemp(prefix="egsbench-ddp-")))
@@ -89,7 +90,10 @@ def pytest_runtest_setup(item):
 
 def pytest_unconfigure(config):
     background = config.stash.get(_background, None)
-    if background is not None and background.thread is not None and not background.thread.is_alive():
+    if background is not None and background.thread is not None:
+        if background.thread.is_alive():  # the session ended early (-x, ^C, a subset): no launch outlives it
+            background.stop()
+            background.thread.join(timeout=30)
         shutil.rmtree(next(iter(background.launches.values())).out.parent, ignore_errors=True)
 
 

@@ -13,8 +13,10 @@ processes; on a machine without a GPU the run joins with gloo by itself, no ``de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +46,18 @@ SIZES = {
     "small": ["task.train_limit=64", "task.test_limit=32"],
 }
 LAUNCHERS = ("torchrun", "accelerate")
+
+
+def cli_cases() -> list[tuple[str, str, str]]:
+    """``(launcher, size, method)``: every method under both launchers and on both sizes, once each.
+
+    The launchers alternate the sizes method by method (torchrun: egs full, darts1 small, ...; accelerate the
+    other size of each), so each launcher also meets both sizes. What a launcher decides (how the processes
+    start and join) does not depend on the data size, nor what a size exercises (even, uneven or empty shards)
+    on the launcher: the full product would run every smoke run twice more for no property of its own.
+    """
+    sizes = list(SIZES)
+    return [(kind, sizes[(i + k) % 2], method) for k, kind in enumerate(LAUNCHERS) for i, method in enumerate(METHODS)]
 
 
 def free_port() -> int:
@@ -91,23 +105,37 @@ class Launch:
     out: Path | None = None
     done: subprocess.CompletedProcess | None = None
     error: str | None = None  # a timeout or a failure to start
+    process: subprocess.Popen | None = None
 
     def run(self) -> None:
         inherited = {k: v for k, v in os.environ.items() if k != "EGSBENCH_DEBUG_DELAY"}
         env = {**inherited, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **(self.env or {})}
+        command = [*launcher(self.kind), *self.command]
+        # A session of its own: stop() ends the launcher and both ranks together.
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=self.out,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            self.done = subprocess.run(
-                [*launcher(self.kind), *self.command],
-                env=env,
-                cwd=self.out,
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired as err:
-            self.error = f"{self.name} did not finish in {TIMEOUT_S} s (a hang?): {str(err.stderr)[-2000:]}"
-        else:
-            (self.out / "launch.log").write_text(self.done.stdout + "\n--- stderr ---\n" + self.done.stderr)
+            stdout, stderr = self.process.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            stdout, stderr = self.process.communicate()
+            self.error = f"{self.name} did not finish in {TIMEOUT_S} s (a hang?): {stderr[-2000:]}"
+            return
+        self.done = subprocess.CompletedProcess(command, self.process.returncode, stdout, stderr)
+        (self.out / "launch.log").write_text(stdout + "\n--- stderr ---\n" + stderr)
+
+    def stop(self) -> None:
+        """Kill the launch's processes (the launcher and its ranks) if they still run."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def failure(self) -> str | None:
         """None when the launch exited 0, else what happened (the end of its output)."""
@@ -133,15 +161,15 @@ def plan(root: Path) -> dict[str, Launch]:
     ]
     launches["alphas"] = Launch("alphas", worker, out=root / "alphas")
     for kind in LAUNCHERS:
-        for size, limits in SIZES.items():
-            specs = [
-                {"name": name, "config": config, "set": [*sets, *limits], "repeats": 2}
-                for name, (config, sets) in METHODS.items()
-            ]
-            folder = root / f"{kind}-{size}"
-            launches[f"{kind}-{size}"] = Launch(
-                f"{kind}-{size}", [str(HERE / "cli_runs.py"), str(folder), json.dumps(specs)], kind, out=folder
-            )
+        specs = [
+            {"name": name, "config": METHODS[name][0], "set": [*METHODS[name][1], *SIZES[size]], "repeats": 2}
+            for launched_by, size, name in cli_cases()
+            if launched_by == kind
+        ]
+        folder = root / f"cli-{kind}"
+        launches[f"cli-{kind}"] = Launch(
+            f"cli-{kind}", [str(HERE / "cli_runs.py"), str(folder), json.dumps(specs)], kind, out=folder
+        )
     small = [x for o in SIZES["small"] for x in ("--set", o)]
     # The real entry points, each with one rank slow to arrive at its first collective.
     for kind, rank, config in (("torchrun", 1, "smoke/gdas-cifar10"), ("accelerate", 0, "smoke/egs-cifar10")):
@@ -212,6 +240,7 @@ class Background:
         self.launches = plan(root)
         self.finished = {name: threading.Event() for name in self.launches}
         self.thread: threading.Thread | None = None
+        self.stopping = False
 
     def start(self) -> None:
         if self.thread is None:
@@ -222,11 +251,21 @@ class Background:
 
     def _run(self) -> None:
         for name, launch in self.launches.items():
+            if self.stopping:
+                launch.error = f"{name} was not started: the test session ended first"
+                self.finished[name].set()
+                continue
             try:
                 launch.run()
             except Exception as err:  # reported by the test that asks for it
                 launch.error = f"{name} could not start: {err!r}"
             self.finished[name].set()
+
+    def stop(self) -> None:
+        """End the launches (a session that ends before they did): nothing outlives the test session."""
+        self.stopping = True
+        for launch in self.launches.values():
+            launch.stop()
 
     def get(self, name: str) -> Launch:
         self.start()

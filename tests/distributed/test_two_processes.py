@@ -1,7 +1,7 @@
 """Two processes on the CPU (gloo), started by ``torchrun`` and by ``accelerate launch``, without ``device=cpu``.
 
-- Every method through the CLI, on the smoke data and on 64 training / 32 test images (uneven and
-  empty shards), each run twice: both ranks exit 0, one record with world size 2, metrics over every
+- Every method through the CLI under both launchers, on the smoke data and on 64 training / 32 test
+  images (uneven and empty shards), each run twice: both ranks exit 0, one record with world size 2, metrics over every
   test sample once, and the repeat gives the same genotype and metrics.
 - Every method's search keeps identical alphas and derives the same genotype on both ranks.
 - A rank that arrives late at its first collective (rank 1, and the main process) only makes the
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.launches import LAUNCHERS, METHODS, SIZES
+from tests.distributed.launches import LAUNCHERS, METHODS, SIZES, cli_cases
 
 WORKER_RUNS = [*METHODS, "random_baseline", "fixed", "gdas_uneven", "egs_uneven"]
-CLI_CASES = [(kind, size, method) for kind in LAUNCHERS for size in SIZES for method in METHODS]
+CLI_CASES = cli_cases()
 
 
 def _ok(launch):
@@ -64,9 +64,16 @@ def _comparable(record: dict) -> dict:
     return {"genotype": record["genotype"], "metrics": record["metrics"], "test_count": record["extras"]["test_count"]}
 
 
+def test_the_cli_cases_cover_every_method_under_both_launchers_and_on_both_sizes():
+    assert len(CLI_CASES) == len(set(CLI_CASES)) == 2 * len(METHODS)
+    assert {(kind, method) for kind, _, method in CLI_CASES} == {(k, m) for k in LAUNCHERS for m in METHODS}
+    assert {(size, method) for _, size, method in CLI_CASES} == {(s, m) for s in SIZES for m in METHODS}
+    assert {(kind, size) for kind, size, _ in CLI_CASES} == {(k, s) for k in LAUNCHERS for s in SIZES}
+
+
 @pytest.mark.parametrize("kind,size,method", CLI_CASES)
 def test_every_method_runs_on_two_processes_through_the_cli(distributed_launches, kind, size, method):
-    launch = _ok(distributed_launches.get(f"{kind}-{size}"))
+    launch = _ok(distributed_launches.get(f"cli-{kind}"))
     codes = [json.loads((launch.out / f"codes.rank{r}.json").read_text()) for r in (0, 1)]
     records = []
     for repeat in ("r0", "r1"):
@@ -75,6 +82,7 @@ def test_every_method_runs_on_two_processes_through_the_cli(distributed_launches
         assert record["status"] == "ok" and record["world_size"] == 2 and record["mixed_precision"] == "no"
         assert record["manifest"]["device"].endswith("x2")  # joined the process group: gloo on the CPU
         assert record["extras"]["test_count"] == record["data"]["sizes"]["test"]  # every test sample, once
+        assert (record["data"]["sizes"]["train"] == 64) == (size == "small")
         records.append(record)
     assert _comparable(records[0]) == _comparable(records[1]), "the same config ran twice gave another result"
 

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from egsbench.benchmark.checkpoint import KILL_ENV, debug_kill
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.runner import run_experiment
 from egsbench.tasks.spaces import UserError
@@ -75,16 +75,12 @@ def test_sigkill_mid_search_then_resume_gives_the_same_record(tmp_path):
     args = [sys.executable, "-m", "egsbench", "run", "smoke/egs-cifar10", "--out", str(killed), "--no-progress"]
     for o in OVERRIDES:
         args += ["--set", o]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed / "checkpoints" / "search" / "epoch-0001"  # killed with two search epochs to go
-    deadline = time.time() + 900  # a loaded machine can take minutes to get there
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # SIGKILL once the checkpoint of search epoch 1 is complete, two search epochs to go (an exact point, no timer)
+    env = {**os.environ, KILL_ENV: "search:1"}
+    proc = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "search_result.json").exists(), "the process finished its search before the kill"
-    assert not (killed / "record.json").exists()
+    assert sorted(p.name for p in (killed / "checkpoints" / "search").glob("epoch-*")) == ["epoch-0000", "epoch-0001"]
+    assert not (killed / "search_result.json").exists() and not (killed / "record.json").exists()
 
     resumed = run_experiment(cfg, killed, progress=False, resume=True).record
     assert comparable(resumed) == comparable(reference)
@@ -93,3 +89,12 @@ def test_sigkill_mid_search_then_resume_gives_the_same_record(tmp_path):
     assert json.loads((killed / "arch_probabilities.json").read_text()) == json.loads(
         (tmp_path / "uninterrupted" / "arch_probabilities.json").read_text()
     )
+
+
+def test_the_debug_kill_hook_names_its_form_and_passes_other_checkpoints(monkeypatch):
+    monkeypatch.setenv(KILL_ENV, "search")
+    with pytest.raises(UserError, match="must be PHASE:EPOCH, e.g. search:1"):
+        debug_kill("search", 0)
+    monkeypatch.setenv(KILL_ENV, "search:1")
+    debug_kill("search", 0)  # another epoch, and another phase: this process lives on
+    debug_kill("evaluate", 1)

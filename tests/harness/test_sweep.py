@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from egsbench.benchmark.checkpoint import KILL_ENV
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.sweep import SWEEP_DIR, SweepSpec, bundled_sweeps, load_sweep, plan_runs, run_sweep
@@ -70,18 +70,16 @@ def test_grid_values_cannot_name_a_folder_outside_out(tmp_path):
 
 
 def test_a_killed_run_is_retried_and_resumes_from_its_checkpoint(tmp_path):
-    # random search's smoke epochs take seconds: the kill lands after the first checkpoint, before the last
-    spec = _spec(tmp_path, methods=["random"], seeds=[0], set=["evaluate.epochs=1", "search.epochs=3"])
+    # killed (SIGKILL, at an exact point: once the first search checkpoint is complete) with two search epochs to go
+    spec = _spec(tmp_path, methods=["random"], seeds=[0], set=[*FAST, "search.epochs=3"])
     out = tmp_path / "out"
     (run,) = plan_runs(spec, out, threads=1)
-    proc = subprocess.Popen(run.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, KILL_ENV: "search:0"}
+    proc = subprocess.run(run.command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    assert proc.returncode == -signal.SIGKILL
     search_ckpt = Path(run.folder) / "checkpoints" / "search"
-    deadline = time.time() + 240
-    while not any(search_ckpt.glob("epoch-0000")) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert any(search_ckpt.glob("epoch-*")) and not (Path(run.folder) / "record.json").exists()
+    assert [p.name for p in search_ckpt.glob("epoch-*")] == ["epoch-0000"]
+    assert not (Path(run.folder) / "record.json").exists()
     summary = run_sweep(spec, out)
     assert summary["ran"] == 1, summary["failures"]
     log = (Path(run.folder) / "attempt1.log").read_text()
