@@ -8,7 +8,16 @@ import json
 import pytest
 import torch
 
-from egsbench.benchmark import bench_compile, bench_layout, bench_memory, bench_peer, bench_scaling, gpu_check, memory
+from egsbench.benchmark import (
+    bench_compile,
+    bench_edge_merge,
+    bench_layout,
+    bench_memory,
+    bench_peer,
+    bench_scaling,
+    gpu_check,
+    memory,
+)
 from egsbench.benchmark.bench_methods import make_method
 from egsbench.benchmark.memory import MemoryProbe
 
@@ -233,3 +242,32 @@ def test_compile_benchmark_counts_a_sampling_methods_graphs_per_distinct_sample(
     [saved] = json.loads((tmp_path / "c.json").read_text())["results"]
     assert saved["variant"] == "gdas" and saved["distinct_active_sets"] == saved["graphs"] == 2
     assert saved["graphs"] < saved["recompile_limit"]
+
+
+def test_edge_merge_benchmark_times_forms_that_compute_the_same_block(tmp_path, one_thread):
+    out = tmp_path / "merge.txt"
+    argv = ["--batch", "2", "--channels", "4", "--edges", "3", "--rounds", "1", "--formats", "contiguous"]
+    assert bench_edge_merge.main([*argv, "--out", str(out)]) == 0
+    [row] = out.read_text().splitlines()[2:]
+    assert row.split()[:3] == ["2", "3", "contiguous"] and len(row.split()) == 3 + 2 * len(bench_edge_merge.FORMS)
+    forms, params = bench_edge_merge.edge_block_forms(2, 4, 3, "channels_last")
+    assert max(bench_edge_merge.same_numbers(forms, params).values()) < 1e-4
+    kernels = [p for p in params if p.dim() == 4 and p.shape[1] == 1]  # the edges' depthwise kernels
+    forms["grouped"] = _with_kernel_scaled(forms["grouped"], kernels[1])  # a merge that changed one edge's numbers
+    with pytest.raises(AssertionError, match="grouped differs from the separate ops"):
+        bench_edge_merge.same_numbers(forms, params)
+
+
+def _with_kernel_scaled(form, kernel):
+    """``form`` run with ``kernel`` scaled by 1.5 and the others' as they are (a merge that changed the numbers)."""
+
+    def run():
+        with torch.no_grad():
+            kernel.mul_(1.5)
+        try:
+            return form()
+        finally:
+            with torch.no_grad():
+                kernel.div_(1.5)
+
+    return run
