@@ -110,15 +110,15 @@ def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
         "--set",
         f"task.data_dir={cifar_tar}",
         "--set",
-        "task.train_limit=1024",
+        "task.train_limit=256",  # the smoke preset's sizes, of real images: the property is the real data path
         "--set",
-        "task.test_limit=512",
+        "task.test_limit=128",
     ]
     assert main(args) == 0
     cfg = load_config("smoke/egs-cifar10", [a for a in args if "=" in a])
     record = check_run_folder(out, cfg)
     assert record["data"]["source"] == f"imagefolder-tar:{cifar_tar}"
-    assert record["data"]["sizes"] == {"search-train": 512, "search-val": 512, "train": 1024, "test": 512}
+    assert record["data"]["sizes"] == {"search-train": 128, "search-val": 128, "train": 256, "test": 128}
     printed = capsys.readouterr().out
     assert "test_accuracy" in printed and "egs" in printed
 
