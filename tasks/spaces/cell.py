@@ -16,10 +16,19 @@ import torch
 from torch import nn
 
 from ...core.genotype import CellGenotype
-from .ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from .ops import FactorizedReduce, Identity, PoolBN, ReLUConvBN, make_op
 from .space import SearchSpace
 
-__all__ = ["Cell", "ScheduledDropPath", "SearchCell", "active_ops", "drop_path", "sum_into_nodes"]
+__all__ = [
+    "Cell",
+    "MixedEdge",
+    "ScheduledDropPath",
+    "SearchCell",
+    "SharedInput",
+    "active_ops",
+    "drop_path",
+    "sum_into_nodes",
+]
 
 
 def active_ops(weights: torch.Tensor, zero_index: int | None) -> list[list[int]]:
@@ -39,13 +48,37 @@ def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool)
     return pre0, ReLUConvBN(c_p, c, 1, 1, 0, affine)
 
 
+class SharedInput:
+    """One node's state ``x`` and what the ops of the edges leaving it compute once from it, in one forward.
+
+    The edges that leave a node see the same input, so ``relu(x)`` (the convolutions' leading ReLU) and the
+    output of a pool followed by a parameter-free BN are the same on all of them: they are computed for the
+    first op that needs them and reused by the others (:meth:`relu`, :meth:`memo`). Reuse gives the same
+    values; the gradient is summed before the shared op's backward instead of after it (exact up to the
+    order of float additions).
+    """
+
+    __slots__ = ("_relu", "memo", "x")
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x  # (B, C, H, W)
+        self._relu: torch.Tensor | None = None
+        self.memo: dict = {}
+
+    def relu(self) -> torch.Tensor:
+        if self._relu is None:
+            self._relu = torch.relu(self.x)
+        return self._relu
+
+
 class MixedEdge(nn.Module):
-    """All candidate ops of one edge; sums ``w_k * op_k(x)`` over the active ``k`` only.
+    """All candidate ops of one edge; adds ``w_k * op_k(x)`` over the active ``k`` only.
 
     The ops that begin with a plain ReLU of the edge's input (the four convolutions; ``FactorizedReduce``)
-    share one ``relu(x)`` instead of applying their own, in the forward, the backward and the activation
-    it keeps. The values are the original ops'. An op whose ``pre_activation`` was swapped for another
-    module (a GELU, say) applies its own.
+    take ``relu(x)`` from :class:`SharedInput`, and a pool with its BN (``ops.PoolBN``) its shared output,
+    so the edges leaving one node compute each of them once, in the forward, the backward and the
+    activations kept. The values are the original ops'. An op whose ``pre_activation`` was swapped for
+    another module (a GELU, say) applies its own.
     """
 
     def __init__(self, op_names: tuple[str, ...], channels: int, stride: int, make: Callable[..., nn.Module] = make_op):
@@ -54,38 +87,59 @@ class MixedEdge(nn.Module):
         self.ops = nn.ModuleList(make(name, channels, stride, affine=False) for name in op_names)
 
     def forward(
-        self, x: torch.Tensor, weights: torch.Tensor, active: list[int], drop_prob: float = 0.0
+        self,
+        x: torch.Tensor | SharedInput,
+        weights: torch.Tensor,
+        active: list[int],
+        drop_prob: float = 0.0,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        out = relu_x = None
+        """``out + sum_k weights[k] * op_k(x)`` over ``active`` (``None`` when both are empty).
+
+        ``out``, a node's running sum, is added to in place (one pass per op, no new tensor); pass a
+        :class:`SharedInput` to share work with the other edges leaving the same node.
+        """
+        src = x if isinstance(x, SharedInput) else SharedInput(x)
         for k in active:
             op = self.ops[k]
             if type(getattr(op, "pre_activation", None)) is nn.ReLU:
-                relu_x = torch.relu(x) if relu_x is None else relu_x
-                y = op.after_activation(relu_x)
+                y = op.after_activation(src.relu())
+            elif isinstance(op, PoolBN):
+                y = op.shared_forward(src)
             else:
-                y = op(x)
+                y = op(src.x)
             if drop_prob > 0.0 and not isinstance(op, Identity):
                 y = drop_path(y, drop_prob)  # one mask per sample and op (SNAS search-time drop path)
-            y = weights[k] * y
-            out = y if out is None else out + y
+            out = _accumulate(out, weights[k], y)
         return out
+
+
+def _accumulate(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``out + w * y``: in place into ``out`` (a sum this module made; autograd saves ``w`` and ``y``, never
+    ``out``), out of place for the first term or where the dtypes differ (autocast)."""
+    if out is None:
+        return w * y
+    if out.dtype != y.dtype:
+        return out + w * y
+    return out.addcmul_(w, y)
 
 
 def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_prob: float, zeros) -> list:
     """Append every intermediate node to ``states``: the sum of its incoming edges' outputs, in edge order.
 
     ``edges[e]`` is the :class:`MixedEdge` of the space's ``e``-th edge (destination-major); ``zeros()`` makes a
-    node whose incoming edges all ran nothing. Shared by the DARTS-space and the NAS-Bench-201 search cells.
+    node whose incoming edges all ran nothing. Each node's edges share a :class:`SharedInput` of it and add
+    into one running sum. Shared by the DARTS-space and the NAS-Bench-201 search cells.
     """
+    inputs = [SharedInput(s) for s in states]
     e = 0
     for dst in nodes:
         node = None
         for src in range(dst):
-            y = edges[e](states[src], weights[e], active[e], drop_prob)
-            if y is not None:
-                node = y if node is None else node + y
+            node = edges[e](inputs[src], weights[e], active[e], drop_prob, out=node)
             e += 1
         states.append(node if node is not None else zeros())
+        inputs.append(SharedInput(states[-1]))
     return states
 
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "OPS",
     "PRIMITIVES",
+    "DepthwiseConv2d",
     "DilConv",
     "FactorizedReduce",
     "Identity",
+    "PoolBN",
     "ReLUConvBN",
     "SepConv",
     "Zero",
@@ -51,6 +54,53 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+class _SamePaddedDepthwise(torch.autograd.Function):
+    """A stride-1, "same"-padded depthwise convolution whose input gradient is itself such a convolution.
+
+    For stride 1 and ``2 * padding == dilation * (kernel - 1)`` the gradient of the input is the output
+    gradient correlated with the spatially flipped kernel, at the same padding and dilation. oneDNN's
+    backward-data kernel for depthwise convolutions is 1.7x (5x5) to 10x (dilated) slower on a CPU than
+    its forward kernel (``docs/benchmarks.md#depthwise-input-gradient``); the weight gradient keeps
+    aten's kernel. The same sums in another order: equal up to float rounding. Twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: tuple, dilation: tuple) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.dilation = padding, dilation
+        return F.conv2d(x, weight, None, 1, padding, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        groups = weight.shape[0]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _SamePaddedDepthwise.apply(grad, weight.flip(-2, -1), ctx.padding, ctx.dilation)
+        if ctx.needs_input_grad[1]:
+            mask = (False, True, False)
+            _, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], list(ctx.padding), list(ctx.dilation), False, [0, 0], groups, mask
+            )
+        return grad_x, grad_w, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(c, c, kernel, stride, padding, dilation, groups=c, bias=False)`` (the same parameters and
+    values); at stride 1 with "same" padding its input gradient takes the faster forward kernel
+    (:class:`_SamePaddedDepthwise`)."""
+
+    def __init__(self, c: int, kernel: int, stride: int, padding: int, dilation: int):
+        super().__init__(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (dh, dw), (ph, pw) = self.kernel_size, self.dilation, self.padding
+        same = self.stride == (1, 1) and 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
+        if not same or self.bias is not None or self.padding_mode != "zeros" or self.groups != self.in_channels:
+            return super().forward(x)
+        return _SamePaddedDepthwise.apply(x, self.weight, self.padding, self.dilation)
+
+
 class DilConv(nn.Sequential):
     """ReLU -> depthwise dilated kxk -> pointwise 1x1 -> BN (one separable block)."""
 
@@ -59,7 +109,7 @@ class DilConv(nn.Sequential):
     ):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+            DepthwiseConv2d(c_in, kernel, stride, padding, dilation),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
@@ -137,6 +187,76 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(activated), self.conv_2(activated[:, :, 1:, 1:])], dim=1))
 
 
+class PoolBN(nn.Sequential):
+    """A pool followed by a parameter-free BN: a search cell's pool (``model_search.MixedOp``).
+
+    Both are functions of the input alone while training (the BN normalises with the batch's statistics),
+    so the search edges that leave one node share one output (:meth:`shared_forward`); each BN still
+    updates its own running statistics, as if it had run.
+    """
+
+    def __init__(self, pool: nn.Module, c: int):
+        super().__init__(pool, nn.BatchNorm2d(c, affine=False))
+
+    def share_key(self) -> tuple | None:
+        """Equal keys: the same output from the same input. ``None`` (run it, do not share) when a module
+        was swapped or is observed by a forward hook (cost counters and call counters see every call)."""
+        pool, bn = self[0], self[1]
+        if type(pool) not in (nn.MaxPool2d, nn.AvgPool2d) or type(bn) is not nn.BatchNorm2d or bn.affine:
+            return None
+        if _hooked(pool) or _hooked(bn):
+            return None
+        attrs = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor_override")
+        return (type(pool), *(getattr(pool, a, None) for a in attrs), bn.eps)
+
+    def shared_forward(self, src) -> torch.Tensor:
+        """``self(src.x)``, computed once per :class:`~.cell.SharedInput` and key and reused after that.
+
+        While training, a reuse updates this BN's running statistics with the batch's, computed once per
+        shared output (the same update as the kernel's up to float rounding); in eval each BN applies its
+        own statistics to the shared pool output.
+        """
+        key = self.share_key()
+        if key is None:
+            return self(src.x)
+        pool, bn = self[0], self[1]
+        pooled = src.memo.get(key)
+        if pooled is None:
+            pooled = src.memo[key] = pool(src.x)  # (B, C, H/stride, W/stride)
+        if not bn.training:
+            return bn(pooled)
+        shared = src.memo.get((key, "bn"))
+        if shared is None:
+            out = bn(pooled)
+            src.memo[(key, "bn")] = [out, None]
+            return out
+        if bn.track_running_stats:
+            if shared[1] is None:
+                with torch.no_grad():
+                    var, mean = torch.var_mean(pooled, dim=(0, 2, 3), correction=1)  # (C,) each, unbiased var
+                shared[1] = (mean, var)
+            _update_running_stats(bn, *shared[1])
+        return shared[0]
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    )
+
+
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
+    """What ``bn``'s forward does to its buffers while training, given the batch's mean and unbiased var."""
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
+
+
 def _pool(kind: str, c: int, stride: int, affine: bool) -> nn.Module:
     pool = (
         nn.MaxPool2d(3, stride=stride, padding=1)
@@ -144,7 +264,7 @@ def _pool(kind: str, c: int, stride: int, affine: bool) -> nn.Module:
         else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
     )
     # Search cells follow every pool with a parameter-free BN (model_search.MixedOp).
-    return pool if affine else nn.Sequential(pool, nn.BatchNorm2d(c, affine=False))
+    return pool if affine else PoolBN(pool, c)
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import copy
+from collections import Counter
+
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from egsbench.tasks.spaces import (
     DARTS_V1,
@@ -251,6 +255,14 @@ def test_search_drop_path_is_off_by_default_per_op_and_never_on_identity():
         assert torch.equal(net(x, only["sep_conv_3x3"]), net(x, only["sep_conv_3x3"]))  # no drop in eval
 
 
+def weighted_sum(w: torch.Tensor, outputs: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``sum_k w[k] * outputs[k]`` as an edge adds it up (a multiply, then fused multiply-adds, in op order)."""
+    out = None
+    for k, y in outputs.items():
+        out = w[k] * y if out is None else out.addcmul(w[k], y)
+    return out
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_shared_relu_gives_each_ops_own_output_and_gradients(stride):
     """The mixed edge computes relu(x) once for the ops that start with one; outputs and gradients are exactly
@@ -270,7 +282,7 @@ def test_a_shared_relu_gives_each_ops_own_output_and_gradients(stride):
     grads = [x.grad.clone()] + [p.grad.clone() for p in edge.parameters()]
     x.grad = None
     edge.zero_grad()
-    separate = sum(w[k] * edge.ops[k](x) for k in active)
+    separate = weighted_sum(w, {k: edge.ops[k](x) for k in active})
     separate.square().sum().backward()
     assert torch.equal(shared, separate)
     for a, b in zip(grads, [x.grad] + [p.grad for p in edge.parameters()], strict=True):
@@ -289,7 +301,84 @@ def test_an_op_with_a_swapped_activation_applies_its_own():
     w = torch.softmax(torch.randn(len(space.ops)), 0)
     active = [k for k in range(len(space.ops)) if space.ops[k] != "none"]
     with torch.no_grad():
-        separate = sum(w[k] * edge.ops[k](x) for k in active)
+        separate = weighted_sum(w, {k: edge.ops[k](x) for k in active})
         assert torch.equal(edge(x, w, active), separate)
         relu_everywhere = separate - w[sep3] * edge.ops[sep3](x) + w[sep3] * edge.ops[sep3].after_activation(x.relu())
         assert not torch.allclose(edge(x, w, active), relu_everywhere)  # the GELU did take effect
+
+
+def _observe_every_module(net: nn.Module) -> None:
+    """A no-op forward hook on every module: an observed module always runs itself, so nothing is shared."""
+    for m in net.modules():
+        m.register_forward_hook(lambda *_: None)
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+def test_edges_leaving_one_node_share_its_pools_with_the_same_values_gradients_and_statistics(reduction):
+    """A search cell computes each pool + BN once per source node (and stride) and relu(x) once per node; the
+    output, the gradients and every BN's running statistics are those of each edge running its own ops."""
+    from egsbench.tasks.spaces.cell import SearchCell
+
+    space = SPACES.get("darts")
+    torch.manual_seed(0)
+    shared = SearchCell(space, 8, 8, 8, reduction=reduction, reduction_prev=False).train()
+    separate = copy.deepcopy(shared)
+    _observe_every_module(separate)
+    w = torch.softmax(torch.randn(space.num_edges, space.num_ops), -1)
+    active = [[k for k in range(space.num_ops) if space.ops[k] != "none"]] * space.num_edges
+    s0, s1 = torch.randn(4, 8, 8, 8), torch.randn(4, 8, 8, 8)
+    pools = Counter()
+    with _count_aten(pools):
+        out = shared(s0, s1, w, active)
+    reference = separate(s0, s1, w, active)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)  # sums in another order: the last bits
+    out.square().sum().backward()
+    reference.square().sum().backward()
+    for (name, a), b in zip(shared.named_parameters(), separate.parameters(), strict=True):
+        # the gradient is summed before the shared backward, not after: float rounding, relative to its scale
+        assert (a.grad - b.grad).abs().max() <= 1e-5 * b.grad.abs().max(), name
+    for (name, a), b in zip(shared.named_buffers(), separate.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # running stats and batch counts
+    # 5 nodes have outgoing edges: one max pool and one avg pool each, where 14 edges ran 14 of each
+    assert pools["max_pool2d_with_indices"] == pools["avg_pool2d"] == 5
+
+
+def test_pool_sharing_in_eval_keeps_each_bn_s_own_statistics_and_stops_for_a_swapped_module():
+    from egsbench.tasks.spaces.cell import SearchCell
+
+    space = SPACES.get("darts")
+    torch.manual_seed(0)
+    cell = SearchCell(space, 8, 8, 8, reduction=False, reduction_prev=False)
+    for m in cell.modules():  # every BN its own statistics, as after sparse (sampled) training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    cell.eval()
+    separate = copy.deepcopy(cell)
+    _observe_every_module(separate)
+    w = torch.softmax(torch.randn(space.num_edges, space.num_ops), -1)
+    active = [list(range(1, space.num_ops))] * space.num_edges
+    s0, s1 = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(cell(s0, s1, w, active), separate(s0, s1, w, active), rtol=1e-5, atol=1e-6)
+    max_pool = space.op_index("max_pool_3x3")
+    assert cell.edges[0].ops[max_pool].share_key() == cell.edges[2].ops[max_pool].share_key() is not None
+    for net in (cell, separate):  # the same changes to both: a shared output must follow them
+        net.edges[0].ops[max_pool][0] = nn.Identity()  # not a pool: not shared
+        net.edges[2].ops[max_pool][0].kernel_size, net.edges[2].ops[max_pool][0].padding = 5, 2  # another key
+    assert cell.edges[0].ops[max_pool].share_key() is None
+    assert cell.edges[2].ops[max_pool].share_key() != cell.edges[5].ops[max_pool].share_key()
+    with torch.no_grad():
+        torch.testing.assert_close(cell(s0, s1, w, active), separate(s0, s1, w, active), rtol=1e-5, atol=1e-6)
+
+
+class _count_aten(TorchDispatchMode):
+    """Counts the aten ops run inside it by name (``max_pool2d_with_indices``, ...)."""
+
+    def __init__(self, counter: Counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counter[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))

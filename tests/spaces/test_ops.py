@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from egsbench.tasks.spaces import PRIMITIVES, make_op
-from egsbench.tasks.spaces.ops import FactorizedReduce
+from egsbench.tasks.spaces.ops import DepthwiseConv2d, FactorizedReduce
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)
@@ -47,3 +48,34 @@ def test_unknown_op_and_odd_factorized_reduce_raise():
         make_op("conv_7x7", 8, 1, True)
     with pytest.raises(ValueError, match="even"):
         FactorizedReduce(8, 7)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation"),
+    [(3, 1, 1, 1), (5, 1, 2, 1), (3, 1, 2, 2), (5, 1, 4, 2), (3, 2, 1, 1), (5, 2, 4, 2), (3, 1, 0, 1)],
+)
+def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, stride, padding, dilation):
+    """The separable and dilated convolutions' depthwise layer: nn.Conv2d's parameters, outputs and gradients
+    (first and second order) whether or not its input gradient takes the flipped-kernel forward convolution
+    (stride 1, "same" padding: the first four cases)."""
+    torch.manual_seed(0)
+    dw = DepthwiseConv2d(6, kernel, stride, padding, dilation).double()
+    ref = nn.Conv2d(6, 6, kernel, stride, padding, dilation=dilation, groups=6, bias=False).double()
+    assert dw.state_dict().keys() == ref.state_dict().keys()
+    ref.load_state_dict(dw.state_dict())
+    x = torch.randn(2, 6, 9, 9, dtype=torch.double, requires_grad=True)
+    y, y_ref = dw(x), ref(x)
+    torch.testing.assert_close(y, y_ref)
+    fast = stride == 1 and 2 * padding == dilation * (kernel - 1)
+    assert ("SamePaddedDepthwise" in type(y.grad_fn).__name__) == fast  # the path the case means to test
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, dw.weight), g, create_graph=True)
+    grads_ref = torch.autograd.grad(y_ref, (x, ref.weight), g, create_graph=True)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    second = torch.autograd.grad(sum(t.square().sum() for t in grads), (x, dw.weight))  # DARTS's exact hypergradient
+    second_ref = torch.autograd.grad(sum(t.square().sum() for t in grads_ref), (x, ref.weight))
+    for a, b in zip(second, second_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(dw, (x,))
+    assert isinstance(make_op("dil_conv_5x5", 6, 1, affine=False)[1], DepthwiseConv2d)
