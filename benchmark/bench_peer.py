@@ -35,7 +35,7 @@ OURS = {"ours_darts": "darts_1st", "ours_gdas": "gdas", "egs_m1": "egs_m1", "egs
 STEPS, MULTIPLIER, STEM_MULTIPLIER = 4, 4, 3  # DARTS's cell: 4 intermediate nodes, all concatenated; stem 3C
 DIFFERENCES = (
     "xautodl search convs have a bias (bias=not affine); ours are bias-free (DARTS)",
-    "xautodl pools have no BN after them; ours add a parameter-free BN (DARTS MixedOp)",
+    "xautodl pools have no BN after them; ours add a parameter-free BN (DARTS MixedOp), once per node (shared)",
     "xautodl adds BN+ReLU (lastact) before global pooling; ours do not (DARTS)",
     "xautodl DARTS runs and weights the none op (x*0); ours skip it (7 of 8 ops per edge)",
     "xautodl GDAS syncs with the host once per edge (.item()); ours once per cell type and forward",

@@ -67,6 +67,29 @@ def op_calls(net: torch.nn.Module) -> Iterator[Counter]:
             calls[key] = max(calls[key], n)
 
 
+@contextmanager
+def aten_calls() -> Iterator[Counter]:
+    """Count the aten ops run inside the block by name (``max_pool2d_with_indices``, ``addcmul_``, ...).
+
+    Examples:
+        >>> with aten_calls() as calls:
+        ...     _ = torch.relu(torch.ones(2))
+        >>> calls["relu"]
+        1
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: Counter = Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        yield calls
+
+
 def is_recurrent(space) -> bool:
     """Whether ``space`` (a name or a space) is a recurrent-cell space (cell type ``recurrent``)."""
     space = SPACES.get(space) if isinstance(space, str) else space

@@ -59,8 +59,8 @@ class _SamePaddedDepthwise(torch.autograd.Function):
 
     For stride 1 and ``2 * padding == dilation * (kernel - 1)`` the gradient of the input is the output
     gradient correlated with the spatially flipped kernel, at the same padding and dilation. oneDNN's
-    backward-data kernel for depthwise convolutions is 1.7x (5x5) to 10x (dilated) slower on a CPU than
-    its forward kernel (``docs/benchmarks.md#depthwise-input-gradient``); the weight gradient keeps
+    backward-data kernel for depthwise convolutions takes 1.1-1.4x (undilated) to 4-7x (dilated) the time of
+    its forward kernel on a CPU (``docs/benchmarks.md#bench_engine``); the weight gradient keeps
     aten's kernel. The same sums in another order: equal up to float rounding. Twice differentiable.
     """
 

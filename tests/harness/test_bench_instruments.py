@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from unittest import mock
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from egsbench.benchmark import (
     bench_compile,
     bench_edge_merge,
+    bench_engine,
     bench_layout,
     bench_memory,
     bench_peer,
@@ -20,6 +22,7 @@ from egsbench.benchmark import (
 )
 from egsbench.benchmark.bench_methods import make_method
 from egsbench.benchmark.memory import MemoryProbe
+from egsbench.testing import aten_calls
 
 
 @pytest.fixture
@@ -256,6 +259,35 @@ def test_edge_merge_benchmark_times_forms_that_compute_the_same_block(tmp_path, 
     forms["grouped"] = _with_kernel_scaled(forms["grouped"], kernels[1])  # a merge that changed one edge's numbers
     with pytest.raises(AssertionError, match="grouped differs from the separate ops"):
         bench_edge_merge.same_numbers(forms, params)
+
+
+def test_engine_benchmark_switches_each_shortcut_off_and_checks_the_numbers(tmp_path, one_thread):
+    out = tmp_path / "engine.txt"
+    argv = ["--batch", "2", "--channels", "4", "--layers", "3", "--rounds", "1", "--kernels", "--out", str(out)]
+    assert bench_engine.main(argv) == 0
+    lines = out.read_text().splitlines()
+    cells, check_note = lines[2].split("(")
+    assert cells.split()[0] == "2" and len(cells.split()) == 1 + 2 * (len(bench_engine.SHORTCUTS) + 2)
+    assert check_note.startswith("float64: gradients agree to")
+    assert len(lines) == 3 + 2 + 3 * 4  # one row per depthwise shape: 3 resolutions x 4 convolutions
+    variants, check = bench_engine.shortcut_variants(4, 3, 2)
+    model = variants["all"].args[0]
+    calls = {}
+    for name, off in (("all", ()), ("none", bench_engine.SHORTCUTS)):
+        with bench_engine.shortcuts_off(model, off), aten_calls() as counts:
+            model(torch.randn(2, 3, 32, 32), {t: torch.full((14, 8), 0.125) for t in ("normal", "reduce")})
+        calls[name] = counts
+    # off: every edge pools for itself (14 edges x 3 cells) and adds out of place
+    assert calls["all"]["max_pool2d_with_indices"] == 5 * 3 and calls["none"]["max_pool2d_with_indices"] == 14 * 3
+    assert calls["all"]["addcmul_"] > 0 and calls["none"]["addcmul_"] == 0
+    assert all(not m[0]._forward_hooks for m in model.modules() if type(m).__name__ == "PoolBN")  # back on after
+    assert check(torch.float64) < 1e-9
+    wrong = lambda out, w, y: 1.01 * w * y if out is None else out + w * y  # an "off" path that changed the numbers
+    with (
+        pytest.raises(RuntimeError, match="the shortcuts change the numbers"),
+        mock.patch.object(bench_engine, "_out_of_place", wrong),
+    ):
+        check(torch.float64)
 
 
 def _with_kernel_scaled(form, kernel):

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import copy
-from collections import Counter
 
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from egsbench.tasks.spaces import (
     DARTS_V1,
@@ -21,7 +19,7 @@ from egsbench.tasks.spaces import (
     count_parameters,
     drop_path,
 )
-from egsbench.testing import op_calls
+from egsbench.testing import aten_calls, op_calls
 
 
 def uniform(space, value=None):
@@ -327,8 +325,7 @@ def test_edges_leaving_one_node_share_its_pools_with_the_same_values_gradients_a
     w = torch.softmax(torch.randn(space.num_edges, space.num_ops), -1)
     active = [[k for k in range(space.num_ops) if space.ops[k] != "none"]] * space.num_edges
     s0, s1 = torch.randn(4, 8, 8, 8), torch.randn(4, 8, 8, 8)
-    pools = Counter()
-    with _count_aten(pools):
+    with aten_calls() as pools:
         out = shared(s0, s1, w, active)
     reference = separate(s0, s1, w, active)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)  # sums in another order: the last bits
@@ -370,15 +367,3 @@ def test_pool_sharing_in_eval_keeps_each_bn_s_own_statistics_and_stops_for_a_swa
     assert cell.edges[2].ops[max_pool].share_key() != cell.edges[5].ops[max_pool].share_key()
     with torch.no_grad():
         torch.testing.assert_close(cell(s0, s1, w, active), separate(s0, s1, w, active), rtol=1e-5, atol=1e-6)
-
-
-class _count_aten(TorchDispatchMode):
-    """Counts the aten ops run inside it by name (``max_pool2d_with_indices``, ...)."""
-
-    def __init__(self, counter: Counter):
-        super().__init__()
-        self.counter = counter
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counter[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))

@@ -1,0 +1,192 @@
+"""What each of the search cell's exact shortcuts is worth: each switched off in turn, side by side (issue 21).
+
+The dense DARTS supernet's forward + backward (``bench_peer``'s ``ours_darts`` step) with the shortcuts of
+``tasks/spaces/cell.py`` and ``ops.py``, all on (``all``, as shipped), each one off (``no_<name>``) and all off
+(``none``: every edge runs its own ops and adds their outputs out of place), interleaved in one process on one
+network:
+
+- ``shared_pools``: the edges that leave one node share its pools with their BN (``ops.PoolBN``);
+- ``inplace_sum``: a node's edges add ``w * op(x)`` into one running sum in place (``cell._accumulate``);
+- ``depthwise_grad``: a same-padded depthwise convolution takes its input gradient from the flipped-kernel
+  forward convolution (``ops.DepthwiseConv2d``).
+
+Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
+gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
+``--kernels`` adds the depthwise input gradient alone, oneDNN's backward-data kernel against the forward
+kernel on the flipped weights, at the shapes of the supernet's depthwise convolutions.
+
+    python -m egsbench.benchmark.bench_engine --rounds 7 --kernels --out results/benchmarks/engine-cpu.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+import platform
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..tasks.spaces import cell, ops
+from .bench_methods import make_method
+from .speed import MEMORY_FORMATS
+from .timing import time_interleaved
+
+__all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
+
+SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise_grad")
+
+
+def _out_of_place(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return w * y if out is None else out + w * y
+
+
+@contextlib.contextmanager
+def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
+    """Run ``model`` without the named shortcuts inside the block (the modules' own paths instead)."""
+    with contextlib.ExitStack() as stack:
+        if "shared_pools" in names:  # an observed module runs itself (PoolBN.share_key)
+            for m in model.modules():
+                if isinstance(m, ops.PoolBN):
+                    stack.callback(m[0].register_forward_hook(lambda *_: None).remove)
+        if "inplace_sum" in names:
+            stack.enter_context(mock.patch.object(cell, "_accumulate", _out_of_place))
+        if "depthwise_grad" in names:
+            stack.enter_context(mock.patch.object(ops.DepthwiseConv2d, "forward", nn.Conv2d.forward))
+        yield
+
+
+def shortcut_variants(
+    channels: int, layers: int, batch: int, memory_format: str = "channels_last"
+) -> tuple[dict[str, Callable[[], torch.Tensor]], Callable[[torch.dtype], float]]:
+    """``({variant: step}, check)``: each step one forward + backward of the dense supernet, returning the loss;
+    ``check(dtype)`` runs :func:`same_numbers` on a copy of the network in ``dtype``."""
+    method = make_method("darts_1st", channels, layers, "cpu", memory_format)
+    model = method.ctx.model
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    x = torch.randn(batch, 3, 32, 32, generator=g).contiguous(memory_format=fmt)  # (B, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,), generator=g)  # (B,)
+    variants = {
+        name: functools.partial(_step, model, x, y, method.probabilities, off)
+        for name, off in {"all": (), **{f"no_{s}": (s,) for s in SHORTCUTS}, "none": SHORTCUTS}.items()
+    }
+
+    def check(dtype: torch.dtype = torch.float64) -> float:
+        net = copy.deepcopy(model).to(dtype)
+        weights = {t: w.detach().to(dtype) for t, w in method.probabilities().items()}
+        return same_numbers(net, x.to(dtype), y, weights)
+
+    return variants, check
+
+
+def _step(model: nn.Module, x, y, weights, off: tuple[str, ...]) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    with shortcuts_off(model, off):
+        loss = F.cross_entropy(model(x, weights() if callable(weights) else weights), y)
+        loss.backward()
+    return loss.detach()
+
+
+def same_numbers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: dict, bound: float = 1e-9) -> float:
+    """The largest difference between the gradients of ``all`` and ``none``, relative to each gradient's scale;
+    raises above ``bound``. Run in float64 (``shortcut_variants``'s check): in float32 the network's own rounding
+    already moves its worst-conditioned gradients by a few percent (BN backward), with or without the shortcuts.
+    BN uses batch statistics in both (training mode), so the order of the two calls does not matter."""
+    state = copy.deepcopy(model.state_dict())
+    loss_all = _step(model, x, y, weights, ())
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.load_state_dict(state)
+    loss_none = _step(model, x, y, weights, SHORTCUTS)
+    worst = max(
+        float((a - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
+        for a, p in zip(grads, model.parameters(), strict=True)
+    )
+    if worst > bound or not torch.allclose(loss_all, loss_none, rtol=bound):
+        raise RuntimeError(f"the shortcuts change the numbers: loss {loss_all} vs {loss_none}, gradient {worst:.2e}")
+    return worst
+
+
+def depthwise_kernels(batch: int, channels: int, layers: int, rounds: int) -> list[dict]:
+    """The input gradient of each distinct depthwise convolution of the supernet (channels-last): oneDNN's
+    backward-data kernel (``aten``) against the forward kernel on the flipped weights (``flipped``)."""
+    shapes, rows = [], []
+    c, size = channels, 32
+    for i in range(layers):  # DARTS: cells layers // 3 and 2 * layers // 3 reduce (double C, halve the side)
+        if i in (layers // 3, 2 * layers // 3):
+            c, size = 2 * c, size // 2
+        shapes += [(c, size, k, d) for k, d in ((3, 1), (5, 1), (3, 2), (5, 2))]
+    for c, size, k, d in dict.fromkeys(shapes):
+        forms = _input_gradient_forms(batch, c, size, k, d)
+        torch.testing.assert_close(forms["aten"](), forms["flipped"](), rtol=1e-4, atol=1e-3)
+        r = time_interleaved(forms, rounds, "aten", {})
+        rows.append({"shape": (batch, c, size, size), "kernel": k, "dilation": d, **r["median_s"]})
+    return rows
+
+
+def _input_gradient_forms(batch: int, c: int, size: int, k: int, d: int) -> dict[str, Callable[[], torch.Tensor]]:
+    pad = d * (k - 1) // 2  # "same" padding, stride 1: the supernet's depthwise convolutions outside reductions
+    grad = torch.randn(batch, c, size, size).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
+    x, w = torch.randn_like(grad), torch.randn(c, 1, k, k)
+    mask = (True, False, False)  # the input gradient only
+    return {
+        "aten": lambda: torch.ops.aten.convolution_backward(
+            grad, x, w, None, [1, 1], [pad, pad], [d, d], False, [0, 0], c, mask
+        )[0],
+        "flipped": lambda: F.conv2d(grad, w.flip(-2, -1), None, 1, pad, d, c),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--memory-format", default="channels_last", choices=MEMORY_FORMATS)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kernels", action="store_true", help="also the depthwise input-gradient kernels alone")
+    parser.add_argument("--out", default=None, help="also write the tables to this text file")
+    args = parser.parse_args(argv)
+    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    lines = [
+        f"dense DARTS supernet, forward + backward, C={args.channels}, {args.layers} cells, 32x32, "
+        f"{args.memory_format}, {where}, median of {args.rounds} interleaved rounds; ratio = variant / all",
+        f"{'batch':>5} " + " ".join(f"{n + ' s':>20} {'ratio':>6}" for n in ("all", *map("no_{}".format, SHORTCUTS))),
+    ]
+    lines[-1] += f" {'none s':>9} {'ratio':>6}"
+    print(*lines, sep="\n")
+    for batch in args.batch:
+        variants, check = shortcut_variants(args.channels, args.layers, batch, args.memory_format)
+        worst = check(torch.float64)
+        r = time_interleaved(variants, args.rounds, "all", {})
+        cells = [f"{r['median_s'][n]:{20 if n != 'none' else 9}.3f} {r['ratio_to_all'][n]:6.3f}" for n in variants]
+        lines.append(f"{batch:5d} " + " ".join(cells) + f"   (float64: gradients agree to {worst:.1e} of their scale)")
+        print(lines[-1], flush=True)
+    if args.kernels:
+        batch = args.batch[0]
+        lines += [
+            f"depthwise input gradient alone, channels-last, {where}, median of {args.rounds} interleaved rounds",
+            f"{'shape':>18} {'k':>2} {'d':>2} {'aten ms':>9} {'flipped ms':>11} {'ratio':>6}",
+        ]
+        print(*lines[-2:], sep="\n")
+        for row in depthwise_kernels(batch, args.channels, args.layers, args.rounds):
+            shape = "x".join(map(str, row["shape"]))
+            lines.append(
+                f"{shape:>18} {row['kernel']:2d} {row['dilation']:2d} {1e3 * row['aten']:9.2f} "
+                f"{1e3 * row['flipped']:11.2f} {row['flipped'] / row['aten']:6.3f}"
+            )
+            print(lines[-1], flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
