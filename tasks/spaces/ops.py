@@ -87,8 +87,8 @@ class _SamePaddedDepthwise(torch.autograd.Function):
 
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(c, c, kernel, stride, padding, dilation, groups=c, bias=False)`` (the same parameters and
-    values); at stride 1 with "same" padding its input gradient takes the faster forward kernel
-    (:class:`_SamePaddedDepthwise`)."""
+    values); at stride 1 with "same" padding, outside autocast, its input gradient takes the faster forward
+    kernel (:class:`_SamePaddedDepthwise`)."""
 
     def __init__(self, c: int, kernel: int, stride: int, padding: int, dilation: int):
         super().__init__(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False)
@@ -96,7 +96,9 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (dh, dw), (ph, pw) = self.kernel_size, self.dilation, self.padding
         same = self.stride == (1, 1) and 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
-        if not same or self.bias is not None or self.padding_mode != "zeros" or self.groups != self.in_channels:
+        plain = self.bias is not None or self.padding_mode != "zeros" or self.groups != self.in_channels
+        # autocast: aten's kernel, which casts both the forward's and the backward's operands itself
+        if not same or plain or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
             return super().forward(x)
         return _SamePaddedDepthwise.apply(x, self.weight, self.padding, self.dilation)
 

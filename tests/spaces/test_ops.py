@@ -79,3 +79,18 @@ def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, 
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(dw, (x,))
     assert isinstance(make_op("dil_conv_5x5", 6, 1, affine=False)[1], DepthwiseConv2d)
+
+
+def test_depthwise_conv_under_autocast_is_nn_conv2d_under_autocast():
+    """bf16 autocast (a config's mixed_precision): aten's kernel casts the operands, forward and backward."""
+    torch.manual_seed(0)
+    dw = DepthwiseConv2d(6, 5, 1, 4, 2)
+    ref = nn.Conv2d(6, 6, 5, 1, 4, dilation=2, groups=6, bias=False)
+    ref.load_state_dict(dw.state_dict())
+    x = torch.randn(2, 6, 9, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = dw(x), ref(x)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_ref)
+    y.float().square().sum().backward()
+    y_ref.float().square().sum().backward()
+    assert dw.weight.grad.dtype == torch.float32 and torch.equal(dw.weight.grad, ref.weight.grad)
