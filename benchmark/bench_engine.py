@@ -7,13 +7,15 @@ network:
 
 - ``shared_pools``: the edges that leave one node share its pools with their BN (``ops.PoolBN``);
 - ``inplace_sum``: a node's edges add ``w * op(x)`` into one running sum in place (``cell._accumulate``);
-- ``depthwise_grad``: a same-padded depthwise convolution takes its input gradient from the flipped-kernel
-  forward convolution (``ops.DepthwiseConv2d``).
+- ``depthwise``: a same-padded depthwise convolution takes its input gradient from the flipped-kernel
+  forward convolution at stride 1, and runs a strided dilated kernel (stride = dilation, a reduction edge's
+  ``dil_conv``) as the undilated one on the subsampled grid (``ops.DepthwiseConv2d``).
 
 Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
 gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
-``--kernels`` adds the depthwise input gradient alone, oneDNN's backward-data kernel against the forward
-kernel on the flipped weights, at the shapes of the supernet's depthwise convolutions.
+``--kernels`` adds the depthwise convolutions alone at the supernet's shapes: at stride 1 the input gradient,
+oneDNN's backward-data kernel against the forward kernel on the flipped weights; at stride = dilation 2 the
+forward + backward of ``nn.Conv2d`` against ``DepthwiseConv2d``.
 
     python -m egsbench.benchmark.bench_engine --rounds 7 --kernels --out results/benchmarks/engine-cpu.txt
 """
@@ -40,7 +42,7 @@ from .timing import time_interleaved
 
 __all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
 
-SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise_grad")
+SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise")
 
 
 def _out_of_place(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,7 @@ def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
                     stack.callback(m[0].register_forward_hook(lambda *_: None).remove)
         if "inplace_sum" in names:
             stack.enter_context(mock.patch.object(cell, "_accumulate", _out_of_place))
-        if "depthwise_grad" in names:
+        if "depthwise" in names:
             stack.enter_context(mock.patch.object(ops.DepthwiseConv2d, "forward", nn.Conv2d.forward))
         yield
 
@@ -114,19 +116,23 @@ def same_numbers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: di
 
 
 def depthwise_kernels(batch: int, channels: int, layers: int, rounds: int) -> list[dict]:
-    """The input gradient of each distinct depthwise convolution of the supernet (channels-last): oneDNN's
-    backward-data kernel (``aten``) against the forward kernel on the flipped weights (``flipped``)."""
+    """Each distinct depthwise convolution of the supernet alone (channels-last): at stride 1 the input gradient
+    by oneDNN's backward-data kernel (``aten``) and by the forward kernel on the flipped weights (``ours``); in
+    reduction cells, the strided dilated ones' forward + backward as ``nn.Conv2d`` and as ``DepthwiseConv2d``."""
     shapes, rows = [], []
     c, size = channels, 32
     for i in range(layers):  # DARTS: cells layers // 3 and 2 * layers // 3 reduce (double C, halve the side)
         if i in (layers // 3, 2 * layers // 3):
-            c, size = 2 * c, size // 2
-        shapes += [(c, size, k, d) for k, d in ((3, 1), (5, 1), (3, 2), (5, 2))]
-    for c, size, k, d in dict.fromkeys(shapes):
-        forms = _input_gradient_forms(batch, c, size, k, d)
-        torch.testing.assert_close(forms["aten"](), forms["flipped"](), rtol=1e-4, atol=1e-3)
+            c = 2 * c  # a reduction cell's edges from its inputs: its own C at the input's side, stride 2
+            shapes += [(c, size, k, 2, 2) for k in (3, 5)]
+            size = size // 2
+        shapes += [(c, size, k, d, 1) for k, d in ((3, 1), (5, 1), (3, 2), (5, 2))]
+    for c, size, k, d, stride in dict.fromkeys(shapes):
+        forms = _input_gradient_forms(batch, c, size, k, d) if stride == 1 else _strided_forms(batch, c, size, k, d)
+        for a, b in zip(*(torch.atleast_1d(f()) for f in forms.values()), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
         r = time_interleaved(forms, rounds, "aten", {})
-        rows.append({"shape": (batch, c, size, size), "kernel": k, "dilation": d, **r["median_s"]})
+        rows.append({"shape": (batch, c, size, size), "kernel": k, "dilation": d, "stride": stride, **r["median_s"]})
     return rows
 
 
@@ -139,8 +145,21 @@ def _input_gradient_forms(batch: int, c: int, size: int, k: int, d: int) -> dict
         "aten": lambda: torch.ops.aten.convolution_backward(
             grad, x, w, None, [1, 1], [pad, pad], [d, d], False, [0, 0], c, mask
         )[0],
-        "flipped": lambda: F.conv2d(grad, w.flip(-2, -1), None, 1, pad, d, c),
+        "ours": lambda: F.conv2d(grad, w.flip(-2, -1), None, 1, pad, d, c),
     }
+
+
+def _strided_forms(batch: int, c: int, size: int, k: int, d: int) -> dict[str, Callable[[], tuple]]:
+    ours = ops.DepthwiseConv2d(c, k, d, d * (k - 1) // 2, d)
+    aten = nn.Conv2d(c, c, k, d, d * (k - 1) // 2, dilation=d, groups=c, bias=False)
+    aten.load_state_dict(ours.state_dict())
+    x = torch.randn(batch, c, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn_like(aten(x))
+
+    def form(conv: nn.Module) -> Callable[[], tuple]:
+        return lambda: torch.stack([g.sum() for g in torch.autograd.grad(conv(x), (x, conv.weight), grad)])
+
+    return {"aten": form(aten), "ours": form(ours)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,15 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernels:
         batch = args.batch[0]
         lines += [
-            f"depthwise input gradient alone, channels-last, {where}, median of {args.rounds} interleaved rounds",
-            f"{'shape':>18} {'k':>2} {'d':>2} {'aten ms':>9} {'flipped ms':>11} {'ratio':>6}",
+            f"depthwise convolutions alone, channels-last, {where}, median of {args.rounds} interleaved rounds: "
+            "stride 1: the input gradient; stride 2: forward + backward; ratio = ours / aten",
+            f"{'shape':>18} {'k':>2} {'d':>2} {'s':>2} {'aten ms':>9} {'ours ms':>9} {'ratio':>6}",
         ]
         print(*lines[-2:], sep="\n")
         for row in depthwise_kernels(batch, args.channels, args.layers, args.rounds):
             shape = "x".join(map(str, row["shape"]))
             lines.append(
-                f"{shape:>18} {row['kernel']:2d} {row['dilation']:2d} {1e3 * row['aten']:9.2f} "
-                f"{1e3 * row['flipped']:11.2f} {row['flipped'] / row['aten']:6.3f}"
+                f"{shape:>18} {row['kernel']:2d} {row['dilation']:2d} {row['stride']:2d} {1e3 * row['aten']:9.2f} "
+                f"{1e3 * row['ours']:9.2f} {row['ours'] / row['aten']:6.3f}"
             )
             print(lines[-1], flush=True)
     if args.out:

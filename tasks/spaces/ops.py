@@ -87,20 +87,35 @@ class _SamePaddedDepthwise(torch.autograd.Function):
 
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(c, c, kernel, stride, padding, dilation, groups=c, bias=False)`` (the same parameters and
-    values); at stride 1 with "same" padding, outside autocast, its input gradient takes the faster forward
-    kernel (:class:`_SamePaddedDepthwise`)."""
+    values) with two exact shortcuts for "same"-padded kernels (``2 * padding == dilation * (kernel - 1)``):
+
+    - at stride 1, outside autocast, the input gradient takes the faster forward kernel
+      (:class:`_SamePaddedDepthwise`);
+    - where the stride equals the dilation (a reduction edge's ``dil_conv``: stride 2, dilation 2) every tap
+      reads a pixel of the subsampled grid ``x[:, :, ::d, ::d]``, so the convolution is the undilated,
+      stride-1 one of that grid (padding ``padding / d``): the same sums on a quarter of the pixels, where
+      oneDNN's strided dilated backward takes 10-30 ms at batch 32 (``docs/benchmarks.md#bench_engine``).
+    """
 
     def __init__(self, c: int, kernel: int, stride: int, padding: int, dilation: int):
         super().__init__(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (kh, kw), (dh, dw), (ph, pw) = self.kernel_size, self.dilation, self.padding
-        same = self.stride == (1, 1) and 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
+        (kh, kw), (dh, dw), (ph, pw), (sh, sw) = self.kernel_size, self.dilation, self.padding, self.stride
+        same = 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
         plain = self.bias is not None or self.padding_mode != "zeros" or self.groups != self.in_channels
-        # autocast: aten's kernel, which casts both the forward's and the backward's operands itself
-        if not same or plain or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
+        if plain or not same:
             return super().forward(x)
-        return _SamePaddedDepthwise.apply(x, self.weight, self.padding, self.dilation)
+        if (sh, sw) == (dh, dw) != (1, 1) and ph % dh == 0 and pw % dw == 0:
+            x, padding, dilation = x[:, :, ::dh, ::dw], (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)
+        elif (sh, sw) == (1, 1):
+            padding, dilation = self.padding, self.dilation
+        else:
+            return super().forward(x)
+        # autocast: aten's kernel, which casts both the forward's and the backward's operands itself
+        if x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return F.conv2d(x, self.weight, None, 1, padding, dilation, self.groups)
+        return _SamePaddedDepthwise.apply(x, self.weight, padding, dilation)
 
 
 class DilConv(nn.Sequential):

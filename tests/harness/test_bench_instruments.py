@@ -269,7 +269,7 @@ def test_engine_benchmark_switches_each_shortcut_off_and_checks_the_numbers(tmp_
     cells, check_note = lines[2].split("(")
     assert cells.split()[0] == "2" and len(cells.split()) == 1 + 2 * (len(bench_engine.SHORTCUTS) + 2)
     assert check_note.startswith("float64: gradients agree to")
-    assert len(lines) == 3 + 2 + 3 * 4  # one row per depthwise shape: 3 resolutions x 4 convolutions
+    assert len(lines) == 3 + 2 + 3 * 4 + 2 * 2  # 3 resolutions x 4 convolutions, 2 reductions x 2 strided ones
     variants, check = bench_engine.shortcut_variants(4, 3, 2)
     model = variants["all"].args[0]
     calls = {}

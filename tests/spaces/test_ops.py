@@ -52,12 +52,12 @@ def test_unknown_op_and_odd_factorized_reduce_raise():
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "dilation"),
-    [(3, 1, 1, 1), (5, 1, 2, 1), (3, 1, 2, 2), (5, 1, 4, 2), (3, 2, 1, 1), (5, 2, 4, 2), (3, 1, 0, 1)],
+    [(3, 1, 1, 1), (5, 1, 2, 1), (3, 1, 2, 2), (5, 1, 4, 2), (3, 2, 2, 2), (5, 2, 4, 2), (3, 2, 1, 1), (3, 1, 0, 1)],
 )
 def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, stride, padding, dilation):
     """The separable and dilated convolutions' depthwise layer: nn.Conv2d's parameters, outputs and gradients
-    (first and second order) whether or not its input gradient takes the flipped-kernel forward convolution
-    (stride 1, "same" padding: the first four cases)."""
+    (first and second order) whether or not it takes a shortcut: the flipped-kernel input gradient (stride 1,
+    "same" padding: the first four cases) and the subsampled grid (stride = dilation 2: the next two)."""
     torch.manual_seed(0)
     dw = DepthwiseConv2d(6, kernel, stride, padding, dilation).double()
     ref = nn.Conv2d(6, 6, kernel, stride, padding, dilation=dilation, groups=6, bias=False).double()
@@ -66,7 +66,7 @@ def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, 
     x = torch.randn(2, 6, 9, 9, dtype=torch.double, requires_grad=True)
     y, y_ref = dw(x), ref(x)
     torch.testing.assert_close(y, y_ref)
-    fast = stride == 1 and 2 * padding == dilation * (kernel - 1)
+    fast = 2 * padding == dilation * (kernel - 1) and stride in (1, dilation)
     assert ("SamePaddedDepthwise" in type(y.grad_fn).__name__) == fast  # the path the case means to test
     g = torch.randn_like(y)
     grads = torch.autograd.grad(y, (x, dw.weight), g, create_graph=True)
