@@ -104,7 +104,7 @@ class DepthwiseConv2d(nn.Conv2d):
         (kh, kw), (dh, dw), (ph, pw), (sh, sw) = self.kernel_size, self.dilation, self.padding, self.stride
         same = 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
         plain = self.bias is not None or self.padding_mode != "zeros" or self.groups != self.in_channels
-        if plain or not same:
+        if plain or not same or x.is_meta:  # meta: shapes only (MAC counts), and no autocast state to ask
             return super().forward(x)
         if (sh, sw) == (dh, dw) != (1, 1) and ph % dh == 0 and pw % dw == 0:
             x, padding, dilation = x[:, :, ::dh, ::dw], (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)
