@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tasks.spaces import cell, ops
-from .bench_methods import make_method
+from .bench_methods import _batch, make_method
 from .speed import MEMORY_FORMATS
 from .timing import time_interleaved
 
@@ -71,10 +71,7 @@ def shortcut_variants(
     ``check(dtype)`` runs :func:`same_numbers` on a copy of the network in ``dtype``."""
     method = make_method("darts_1st", channels, layers, "cpu", memory_format)
     model = method.ctx.model
-    g = torch.Generator().manual_seed(0)
-    fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
-    x = torch.randn(batch, 3, 32, 32, generator=g).contiguous(memory_format=fmt)  # (B, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,), generator=g)  # (B,)
+    x, y = _batch(torch.Generator().manual_seed(0), batch)  # bench_methods' data; the model lays x out
     variants = {
         name: functools.partial(_step, model, x, y, method.probabilities, off)
         for name, off in {"all": (), **{f"no_{s}": (s,) for s in SHORTCUTS}, "none": SHORTCUTS}.items()
@@ -83,28 +80,29 @@ def shortcut_variants(
     def check(dtype: torch.dtype = torch.float64) -> float:
         net = copy.deepcopy(model).to(dtype)
         weights = {t: w.detach().to(dtype) for t, w in method.probabilities().items()}
-        return same_numbers(net, x.to(dtype), y, weights)
+        return same_numbers(net, x.to(dtype), y, lambda: weights)
 
     return variants, check
 
 
-def _step(model: nn.Module, x, y, weights, off: tuple[str, ...]) -> torch.Tensor:
+def _step(model: nn.Module, x, y, weights: Callable[[], dict], off: tuple[str, ...]) -> torch.Tensor:
+    """One forward + backward without the shortcuts ``off``; ``weights()`` inside it, as a method's step."""
     model.zero_grad(set_to_none=True)
     with shortcuts_off(model, off):
-        loss = F.cross_entropy(model(x, weights() if callable(weights) else weights), y)
+        loss = F.cross_entropy(model(x, weights()), y)
         loss.backward()
     return loss.detach()
 
 
-def same_numbers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: dict, bound: float = 1e-9) -> float:
+def same_numbers(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, weights: Callable[[], dict], bound: float = 1e-9
+) -> float:
     """The largest difference between the gradients of ``all`` and ``none``, relative to each gradient's scale;
     raises above ``bound``. Run in float64 (``shortcut_variants``'s check): in float32 the network's own rounding
     already moves its worst-conditioned gradients by a few percent (BN backward), with or without the shortcuts.
     BN uses batch statistics in both (training mode), so the order of the two calls does not matter."""
-    state = copy.deepcopy(model.state_dict())
     loss_all = _step(model, x, y, weights, ())
     grads = [p.grad.clone() for p in model.parameters()]
-    model.load_state_dict(state)
     loss_none = _step(model, x, y, weights, SHORTCUTS)
     worst = max(
         float((a - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
@@ -129,8 +127,7 @@ def depthwise_kernels(batch: int, channels: int, layers: int, rounds: int) -> li
         shapes += [(c, size, k, d, 1) for k, d in ((3, 1), (5, 1), (3, 2), (5, 2))]
     for c, size, k, d, stride in dict.fromkeys(shapes):
         forms = _input_gradient_forms(batch, c, size, k, d) if stride == 1 else _strided_forms(batch, c, size, k, d)
-        for a, b in zip(*(torch.atleast_1d(f()) for f in forms.values()), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(forms["ours"](), forms["aten"](), rtol=1e-4, atol=1e-3)
         r = time_interleaved(forms, rounds, "aten", {})
         rows.append({"shape": (batch, c, size, size), "kernel": k, "dilation": d, "stride": stride, **r["median_s"]})
     return rows
@@ -150,6 +147,7 @@ def _input_gradient_forms(batch: int, c: int, size: int, k: int, d: int) -> dict
 
 
 def _strided_forms(batch: int, c: int, size: int, k: int, d: int) -> dict[str, Callable[[], tuple]]:
+    """Forward + backward of a stride-``d``, dilation-``d`` depthwise convolution: ``(input grad, weight grad)``."""
     ours = ops.DepthwiseConv2d(c, k, d, d * (k - 1) // 2, d)
     aten = nn.Conv2d(c, c, k, d, d * (k - 1) // 2, dilation=d, groups=c, bias=False)
     aten.load_state_dict(ours.state_dict())
@@ -157,7 +155,7 @@ def _strided_forms(batch: int, c: int, size: int, k: int, d: int) -> dict[str, C
     grad = torch.randn_like(aten(x))
 
     def form(conv: nn.Module) -> Callable[[], tuple]:
-        return lambda: torch.stack([g.sum() for g in torch.autograd.grad(conv(x), (x, conv.weight), grad)])
+        return lambda: torch.autograd.grad(conv(x), (x, conv.weight), grad)
 
     return {"aten": form(aten), "ours": form(ours)}
 

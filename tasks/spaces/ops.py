@@ -59,8 +59,8 @@ class _SamePaddedDepthwise(torch.autograd.Function):
 
     For stride 1 and ``2 * padding == dilation * (kernel - 1)`` the gradient of the input is the output
     gradient correlated with the spatially flipped kernel, at the same padding and dilation. oneDNN's
-    backward-data kernel for depthwise convolutions takes 1.1-1.4x (undilated) to 4-7x (dilated) the time of
-    its forward kernel on a CPU (``docs/benchmarks.md#bench_engine``); the weight gradient keeps
+    backward-data kernel for depthwise convolutions takes 1.2-1.6x (undilated) to 4.4-7.6x (dilated) the time
+    of its forward kernel on a CPU (``docs/benchmarks.md#bench_engine``); the weight gradient keeps
     aten's kernel. The same sums in another order: equal up to float rounding. Twice differentiable.
     """
 
@@ -94,7 +94,10 @@ class DepthwiseConv2d(nn.Conv2d):
     - where the stride equals the dilation (a reduction edge's ``dil_conv``: stride 2, dilation 2) every tap
       reads a pixel of the subsampled grid ``x[:, :, ::d, ::d]``, so the convolution is the undilated,
       stride-1 one of that grid (padding ``padding / d``): the same sums on a quarter of the pixels, where
-      oneDNN's strided dilated backward takes 10-30 ms at batch 32 (``docs/benchmarks.md#bench_engine``).
+      oneDNN's strided dilated kernels take 8-19 ms forward + backward at batch 32, 6.2-6.5x as long
+      (``docs/benchmarks.md#bench_engine``).
+
+    The constructor fixes what else the shortcuts assume (no bias, one group per channel, zero padding).
     """
 
     def __init__(self, c: int, kernel: int, stride: int, padding: int, dilation: int):
@@ -103,8 +106,7 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (dh, dw), (ph, pw), (sh, sw) = self.kernel_size, self.dilation, self.padding, self.stride
         same = 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
-        plain = self.bias is not None or self.padding_mode != "zeros" or self.groups != self.in_channels
-        if plain or not same or x.is_meta:  # meta: shapes only (MAC counts), and no autocast state to ask
+        if not same or x.is_meta:  # meta: shapes only (MAC counts), and no autocast state to ask
             return super().forward(x)
         if (sh, sw) == (dh, dw) != (1, 1) and ph % dh == 0 and pw % dw == 0:
             x, padding, dilation = x[:, :, ::dh, ::dw], (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)
@@ -237,23 +239,22 @@ class PoolBN(nn.Sequential):
         if key is None:
             return self(src.x)
         pool, bn = self[0], self[1]
-        pooled = src.memo.get(key)
-        if pooled is None:
-            pooled = src.memo[key] = pool(src.x)  # (B, C, H/stride, W/stride)
+        memo = src.memo
+        if key not in memo:
+            memo[key] = pool(src.x)  # (B, C, H/stride, W/stride)
+        pooled = memo[key]
         if not bn.training:
             return bn(pooled)
-        shared = src.memo.get((key, "bn"))
-        if shared is None:
-            out = bn(pooled)
-            src.memo[(key, "bn")] = [out, None]
-            return out
+        if (key, "bn") not in memo:  # the first BN: its own forward, which updates its statistics
+            memo[key, "bn"] = bn(pooled)
+            return memo[key, "bn"]
         if bn.track_running_stats:
-            if shared[1] is None:
+            if (key, "stats") not in memo:
                 with torch.no_grad():
                     var, mean = torch.var_mean(pooled, dim=(0, 2, 3), correction=1)  # (C,) each, unbiased var
-                shared[1] = (mean, var)
-            _update_running_stats(bn, *shared[1])
-        return shared[0]
+                memo[key, "stats"] = mean, var
+            _update_running_stats(bn, *memo[key, "stats"])
+        return memo[key, "bn"]
 
 
 def _hooked(module: nn.Module) -> bool:

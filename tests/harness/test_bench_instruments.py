@@ -281,6 +281,11 @@ def test_engine_benchmark_switches_each_shortcut_off_and_checks_the_numbers(tmp_
     assert calls["all"]["max_pool2d_with_indices"] == 5 * 3 and calls["none"]["max_pool2d_with_indices"] == 14 * 3
     assert calls["all"]["addcmul_"] > 0 and calls["none"]["addcmul_"] == 0
     assert all(not m[0]._forward_hooks for m in model.modules() if type(m).__name__ == "PoolBN")  # back on after
+    dw = next(m for m in model.modules() if type(m).__name__ == "DepthwiseConv2d" and m.stride == (1, 1))
+    x = torch.randn(2, dw.in_channels, 8, 8, requires_grad=True)
+    with bench_engine.shortcuts_off(model, ("depthwise",)):
+        assert type(dw(x).grad_fn).__name__ == "ConvolutionBackward0"  # aten's kernels, forward and backward
+    assert "SamePaddedDepthwise" in type(dw(x).grad_fn).__name__  # back on after the block
     assert check(torch.float64) < 1e-9
     wrong = lambda out, w, y: 1.01 * w * y if out is None else out + w * y  # an "off" path that changed the numbers
     with (
