@@ -36,14 +36,23 @@ DENSE = tuple(name for name, (method, _) in VARIANTS.items() if METHODS.get(meth
 SAMPLED = tuple(name for name in VARIANTS if name not in DENSE)
 
 
-def time_compiled(name: str, channels: int, layers: int, batch: int, rounds: int, memory_format: str) -> dict:
-    """Eager and inductor-compiled ``method.step`` of one dense variant: compile seconds and interleaved medians."""
+def time_compiled(
+    name: str,
+    channels: int,
+    layers: int,
+    batch: int,
+    rounds: int,
+    memory_format: str,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Eager and inductor-compiled ``method.step`` of one dense variant: compile seconds and interleaved medians
+    (each step syncs on its loss)."""
     torch._dynamo.reset()
-    eager = make_method(name, channels, layers, memory_format=memory_format)
-    compiled = make_method(name, channels, layers, memory_format=memory_format)
+    eager = make_method(name, channels, layers, device, memory_format)
+    compiled = make_method(name, channels, layers, device, memory_format)
     if not compile_supernet(compiled.ctx.model):
         raise ValueError(f"{name}'s supernet has no compiled search forward")
-    steps = {"eager": method_step(eager, batch), "compiled": method_step(compiled, batch)}
+    steps = {"eager": method_step(eager, batch, device), "compiled": method_step(compiled, batch, device)}
     before = _unique_graphs()
     start = time.perf_counter()
     steps["compiled"]()  # the compilation (and the first step)
@@ -63,11 +72,19 @@ def time_compiled(name: str, channels: int, layers: int, batch: int, rounds: int
     }
 
 
-def sample_graphs(name: str, channels: int, layers: int, batch: int, steps: int, memory_format: str) -> dict:
+def sample_graphs(
+    name: str,
+    channels: int,
+    layers: int,
+    batch: int,
+    steps: int,
+    memory_format: str,
+    device: str | torch.device = "cpu",
+) -> dict:
     """A sampling variant's supernet forward compiled with dynamo's graph-only backend over ``steps`` steps: the
     distinct active-op sets its samples asked for and the graphs dynamo made for them."""
     torch._dynamo.reset()
-    method = make_method(name, channels, layers, memory_format=memory_format)
+    method = make_method(name, channels, layers, device, memory_format)
     model = method.ctx.model
     seen: set = set()
     compiled = torch.compile(model.forward_active, backend="eager")
@@ -78,7 +95,7 @@ def sample_graphs(name: str, channels: int, layers: int, batch: int, steps: int,
 
     model.forward_active = forward_active  # what compile_supernet would compile, with the sets it is called with
     before = _unique_graphs()
-    step = method_step(method, batch)
+    step = method_step(method, batch, device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -113,21 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample-steps", type=int, default=10, help="steps of each sampling variant under dynamo")
     parser.add_argument("--memory-format", default="channels_last", choices=("contiguous", "channels_last"))
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    size = f"C={args.channels}, {args.layers} cells, batch {args.batch}, {torch.get_num_threads()} threads"
+    size = (
+        f"C={args.channels}, {args.layers} cells, batch {args.batch}, {args.device}, {torch.get_num_threads()} threads"
+    )
     results = []
     print(f"compile: true, one search step (method.step), {size}, {args.memory_format}, {args.rounds} rounds")
     for name in args.methods:
         if name in DENSE:
-            r = time_compiled(name, args.channels, args.layers, args.batch, args.rounds, args.memory_format)
+            r = time_compiled(
+                name, args.channels, args.layers, args.batch, args.rounds, args.memory_format, args.device
+            )
             print(
                 f"  {name:10s} compile {r['compile_s']:7.1f} s ({r['graphs']} graphs, {r['graphs_after_first_step']}"
                 f" after)  eager {r['eager_s']:.3f} s  compiled {r['compiled_s']:.3f} s  speed-up {r['speedup']:.2f}x",
                 flush=True,
             )
         else:
-            r = sample_graphs(name, args.channels, args.layers, args.batch, args.sample_steps, args.memory_format)
+            r = sample_graphs(
+                name, args.channels, args.layers, args.batch, args.sample_steps, args.memory_format, args.device
+            )
             print(
                 f"  {name:10s} not compiled: {r['steps']} steps sampled {r['distinct_active_sets']} distinct active-op"
                 f" sets; dynamo made {r['graphs']} graphs (recompile limit {r['recompile_limit']}, then eager)",

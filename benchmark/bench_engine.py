@@ -38,7 +38,7 @@ from torch import nn
 from ..tasks.spaces import cell, ops
 from .bench_methods import _batch, make_method
 from .speed import MEMORY_FORMATS
-from .timing import time_interleaved
+from .timing import sync, time_interleaved
 
 __all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
 
@@ -65,13 +65,18 @@ def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
 
 
 def shortcut_variants(
-    channels: int, layers: int, batch: int, memory_format: str = "channels_last"
+    channels: int,
+    layers: int,
+    batch: int,
+    memory_format: str = "channels_last",
+    device: str | torch.device = "cpu",
 ) -> tuple[dict[str, Callable[[], torch.Tensor]], Callable[[torch.dtype], float]]:
-    """``({variant: step}, check)``: each step one forward + backward of the dense supernet, returning the loss;
-    ``check(dtype)`` runs :func:`same_numbers` on a copy of the network in ``dtype``."""
-    method = make_method("darts_1st", channels, layers, "cpu", memory_format)
+    """``({variant: step}, check)``: each step one forward + backward of the dense supernet on ``device``, returning
+    the loss; ``check(dtype)`` runs :func:`same_numbers` on a copy of the network in ``dtype``."""
+    method = make_method("darts_1st", channels, layers, device, memory_format)
     model = method.ctx.model
-    x, y = _batch(torch.Generator().manual_seed(0), batch)  # bench_methods' data; the model lays x out
+    g = torch.Generator().manual_seed(0)
+    x, y = (t.to(device) for t in _batch(g, batch))  # bench_methods' data; the model lays x out
     variants = {
         name: functools.partial(_step, model, x, y, method.probabilities, off)
         for name, off in {"all": (), **{f"no_{s}": (s,) for s in SHORTCUTS}, "none": SHORTCUTS}.items()
@@ -86,11 +91,13 @@ def shortcut_variants(
 
 
 def _step(model: nn.Module, x, y, weights: Callable[[], dict], off: tuple[str, ...]) -> torch.Tensor:
-    """One forward + backward without the shortcuts ``off``; ``weights()`` inside it, as a method's step."""
+    """One forward + backward without the shortcuts ``off``; ``weights()`` inside it, as a method's step; synced
+    (CUDA queues its kernels)."""
     model.zero_grad(set_to_none=True)
     with shortcuts_off(model, off):
         loss = F.cross_entropy(model(x, weights()), y)
         loss.backward()
+    sync(x.device)
     return loss.detach()
 
 
@@ -113,7 +120,9 @@ def same_numbers(
     return worst
 
 
-def depthwise_kernels(batch: int, channels: int, layers: int, rounds: int) -> list[dict]:
+def depthwise_kernels(
+    batch: int, channels: int, layers: int, rounds: int, device: str | torch.device = "cpu"
+) -> list[dict]:
     """Each distinct depthwise convolution of the supernet alone (channels-last): at stride 1 the input gradient
     by oneDNN's backward-data kernel (``aten``) and by the forward kernel on the flipped weights (``ours``); in
     reduction cells, the strided dilated ones' forward + backward as ``nn.Conv2d`` and as ``DepthwiseConv2d``."""
@@ -126,17 +135,28 @@ def depthwise_kernels(batch: int, channels: int, layers: int, rounds: int) -> li
             size = size // 2
         shapes += [(c, size, k, d, 1) for k, d in ((3, 1), (5, 1), (3, 2), (5, 2))]
     for c, size, k, d, stride in dict.fromkeys(shapes):
-        forms = _input_gradient_forms(batch, c, size, k, d) if stride == 1 else _strided_forms(batch, c, size, k, d)
+        make = _input_gradient_forms if stride == 1 else _strided_forms
+        forms = make(batch, c, size, k, d, torch.device(device))
         torch.testing.assert_close(forms["ours"](), forms["aten"](), rtol=1e-4, atol=1e-3)
-        r = time_interleaved(forms, rounds, "aten", {})
+        r = time_interleaved({n: _synced(f, device) for n, f in forms.items()}, rounds, "aten", {})
         rows.append({"shape": (batch, c, size, size), "kernel": k, "dilation": d, "stride": stride, **r["median_s"]})
     return rows
 
 
-def _input_gradient_forms(batch: int, c: int, size: int, k: int, d: int) -> dict[str, Callable[[], torch.Tensor]]:
+def _synced(run: Callable[[], object], device: str | torch.device) -> Callable[[], None]:
+    def timed() -> None:
+        run()
+        sync(device)
+
+    return timed
+
+
+def _input_gradient_forms(
+    batch: int, c: int, size: int, k: int, d: int, device: torch.device
+) -> dict[str, Callable[[], torch.Tensor]]:
     pad = d * (k - 1) // 2  # "same" padding, stride 1: the supernet's depthwise convolutions outside reductions
-    grad = torch.randn(batch, c, size, size).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
-    x, w = torch.randn_like(grad), torch.randn(c, 1, k, k)
+    grad = torch.randn(batch, c, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x, w = torch.randn_like(grad), torch.randn(c, 1, k, k, device=device)  # (B, C, H, W), (C, 1, k, k)
     mask = (True, False, False)  # the input gradient only
     return {
         "aten": lambda: torch.ops.aten.convolution_backward(
@@ -146,12 +166,15 @@ def _input_gradient_forms(batch: int, c: int, size: int, k: int, d: int) -> dict
     }
 
 
-def _strided_forms(batch: int, c: int, size: int, k: int, d: int) -> dict[str, Callable[[], tuple]]:
+def _strided_forms(
+    batch: int, c: int, size: int, k: int, d: int, device: torch.device
+) -> dict[str, Callable[[], tuple]]:
     """Forward + backward of a stride-``d``, dilation-``d`` depthwise convolution: ``(input grad, weight grad)``."""
-    ours = ops.DepthwiseConv2d(c, k, d, d * (k - 1) // 2, d)
-    aten = nn.Conv2d(c, c, k, d, d * (k - 1) // 2, dilation=d, groups=c, bias=False)
+    ours = ops.DepthwiseConv2d(c, k, d, d * (k - 1) // 2, d).to(device)
+    aten = nn.Conv2d(c, c, k, d, d * (k - 1) // 2, dilation=d, groups=c, bias=False).to(device)
     aten.load_state_dict(ours.state_dict())
-    x = torch.randn(batch, c, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = torch.randn(batch, c, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     grad = torch.randn_like(aten(x))
 
     def form(conv: nn.Module) -> Callable[[], tuple]:
@@ -167,10 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--memory-format", default="channels_last", choices=MEMORY_FORMATS)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--kernels", action="store_true", help="also the depthwise input-gradient kernels alone")
     parser.add_argument("--out", default=None, help="also write the tables to this text file")
     args = parser.parse_args(argv)
-    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    else:
+        where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     lines = [
         f"dense DARTS supernet, forward + backward, C={args.channels}, {args.layers} cells, 32x32, "
         f"{args.memory_format}, {where}, median of {args.rounds} interleaved rounds; ratio = variant / all",
@@ -179,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     lines[-1] += f" {'none s':>9} {'ratio':>6}"
     print(*lines, sep="\n")
     for batch in args.batch:
-        variants, check = shortcut_variants(args.channels, args.layers, batch, args.memory_format)
+        variants, check = shortcut_variants(args.channels, args.layers, batch, args.memory_format, device)
         worst = check(torch.float64)
         r = time_interleaved(variants, args.rounds, "all", {})
         cells = [f"{r['median_s'][n]:{20 if n != 'none' else 9}.3f} {r['ratio_to_all'][n]:6.3f}" for n in variants]
@@ -193,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'shape':>18} {'k':>2} {'d':>2} {'s':>2} {'aten ms':>9} {'ours ms':>9} {'ratio':>6}",
         ]
         print(*lines[-2:], sep="\n")
-        for row in depthwise_kernels(batch, args.channels, args.layers, args.rounds):
+        for row in depthwise_kernels(batch, args.channels, args.layers, args.rounds, device):
             shape = "x".join(map(str, row["shape"]))
             lines.append(
                 f"{shape:>18} {row['kernel']:2d} {row['dilation']:2d} {row['stride']:2d} {1e3 * row['aten']:9.2f} "
