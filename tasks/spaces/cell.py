@@ -116,10 +116,12 @@ class MixedEdge(nn.Module):
 
 def _accumulate(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``out + w * y``: in place into ``out`` (a sum this module made; autograd saves ``w`` and ``y``, never
-    ``out``), out of place for the first term or where the dtypes differ (autocast)."""
+    ``out``) on a CPU; out of place for the first term, where the dtypes differ (autocast) and on a GPU, where
+    the host-side cost of in-place autograd outweighed the saved kernel (H200: 0.95x,
+    results/benchmarks/gpu-engine.txt)."""
     if out is None:
         return w * y
-    if out.dtype != y.dtype:
+    if out.dtype != y.dtype or out.device.type != "cpu":
         return out + w * y
     return out.addcmul_(w, y)
 

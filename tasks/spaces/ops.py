@@ -106,7 +106,9 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (dh, dw), (ph, pw), (sh, sw) = self.kernel_size, self.dilation, self.padding, self.stride
         same = 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
-        if not same or x.is_meta:  # meta: shapes only (MAC counts), and no autocast state to ask
+        # CPU only: on CUDA both forms were measured slower than cuDNN's own kernels (H200: the strided one 1.6-2.2x,
+        # the whole dense step 1.2-1.5x, results/benchmarks/gpu-engine.txt); meta: shapes only (MAC counts)
+        if not same or x.device.type != "cpu":
             return super().forward(x)
         if (sh, sw) == (dh, dw) != (1, 1) and ph % dh == 0 and pw % dw == 0:
             x, padding, dilation = x[:, :, ::dh, ::dw], (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)
