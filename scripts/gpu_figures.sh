@@ -6,8 +6,9 @@
 #   SMALL=1 bash scripts/gpu_figures.sh /tmp/out   # a CPU rehearsal at tiny sizes (minutes)
 #
 # The machine's python3 (its own torch) runs the checked-out tree, copied as the installed package would lay it
-# out (pyproject's package-dir), so no build step; xautodl comes as a wheel in .whl/ (bench_peer only). Each
-# benchmark has its own time limit, so one that overruns leaves the others' figures.
+# out (pyproject's package-dir), so no build step. What the image lacks comes as wheels in .whl/ (carry it):
+# pydantic, pydantic-core, annotated-types, typing-inspection (cp312) and xautodl (bench_peer). Each benchmark has
+# its own time limit, so one that overruns leaves the others' figures; the whole takes about 8 minutes on an H200.
 set -u
 out=${1:?an output folder}
 mkdir -p "$out"
@@ -25,7 +26,7 @@ cd "$site" || exit 1 # not the repository root: its egsbench/ folder holds only 
 if [ "${SMALL:-0}" = 1 ]; then
     dev=cpu check="--steps 2 --small" size="--channels 4 --layers 3" batches="8" rounds=1 layers=3
 else
-    dev=cuda check="--steps 100" size="--channels 16 --layers 6" batches="32 64" rounds=5 layers=50
+    dev=cuda check="--steps 50" size="--channels 16 --layers 6" batches="32 64" rounds=5 layers=5
 fi
 log=$out/log.txt
 py() { # py LIMIT_S MODULE ARGS...: one benchmark, its output to the log and the terminal
@@ -43,7 +44,7 @@ py() { # py LIMIT_S MODULE ARGS...: one benchmark, its output to the log and the
     git -C "$repo" rev-parse --short HEAD 2>/dev/null
 } 2>&1 | tee "$log"
 
-py 180 gpu_check $check --device $dev --json "$out/gpu-check.json"
+py 240 gpu_check $check --device $dev --json "$out/gpu-check.json"
 for precision in no bf16; do
     py 50 bench_layout --channels 16 32 --layers $layers --batch 64 --rounds $rounds \
         --device $dev --precision $precision --csv "$out/memory-format-cuda.csv"
