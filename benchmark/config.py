@@ -100,10 +100,10 @@ class ExperimentConfig:
     # both learning rates by the world size (Goyal et al.), "none" keeps them as configured. Recorded.
     lr_scaling: str = "none"
     # The fast path (see benchmark/speed.py): channels_last lays every 4-D weight and input out NHWC, in the search
-    # and the final training (the same values up to float rounding; faster convolutions and pools on CPUs and
-    # tensor cores); auto picks per network from the device, dtype and width (speed.resolve_memory_format) and the
-    # record says what each phase ran in. compile runs the final network through torch.compile (the search stays
-    # eager).
+    # and the final training (the same values up to float rounding; faster convolutions and pools on CPUs, measured);
+    # auto picks per network from the device, dtype and width (speed.resolve_memory_format) and the record says
+    # what each phase ran in. compile runs the final network through torch.compile and, for the dense methods, the
+    # search supernet's forward (the sampling methods' supernets stay eager).
     memory_format: str = field(default="auto", metadata={"omit_default": True})  # auto | contiguous | channels_last
     compile: bool = field(default=False, metadata={"omit_default": True})
     # A transfer run: {"source": <config name or path, or run folder>, "task": <the task it searched on>}. The
