@@ -24,7 +24,6 @@ from ..core.errors import UserError
 from ..core.genotype import Genotype
 from ..tasks.spaces import SPACES
 from .config import ExperimentConfig
-from .plots import plot_cell, plot_curves, plot_probability_evolution
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
 MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
@@ -228,6 +227,10 @@ def read_json(path: Path) -> dict | None:
 
 
 def _write_figures(cfg: ExperimentConfig, out_dir: Path, genotype: Genotype, found: dict, final: dict) -> None:
+    # matplotlib (0.5 s) loads where a run draws its figures, not in every process that imports the runner
+    # (a sweep's parent, the CLI's other commands, a run that stops at an error)
+    from .plots import plot_cell, plot_curves, plot_probability_evolution
+
     space = SPACES.get(cfg.space)
     for cell_type, cell in genotype.cells.items():
         title = f"{cfg.method_name}: {cell_type} cell"
