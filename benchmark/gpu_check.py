@@ -4,7 +4,7 @@ Times search steps of EGS (M = 7) and DARTS (first order) and final-training ste
 on-device data, then extrapolates the ``paper/egs-cifar10`` runs against the targets on one H100: search
 <= 1 h, final training <= 8 h::
 
-    python -m egsbench.benchmark.gpu_check                              # on the GPU: about 8 minutes on an H200
+    python -m egsbench.benchmark.gpu_check                              # on the GPU: over 5 minutes on an H200
     python -m egsbench.benchmark.gpu_check --steps 2 --small --device cpu   # smoke test: tiny sizes, seconds
 
 Method and reading: docs/benchmarks.md#gpu_check.

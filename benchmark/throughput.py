@@ -39,7 +39,8 @@ def matmul_flops_per_s(
     ``n`` defaults to 1024 on a CPU and 8192 on a GPU (where a 1024 product is over in tens of microseconds, too
     short for a host clock and its synchronisation to time)."""
     device = torch.device(device)
-    n = n or (1024 if device.type == "cpu" else 8192)
+    if n is None:
+        n = 1024 if device.type == "cpu" else 8192
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     torch.matmul(a, b)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...core.genotype import CellGenotype
-from .ops import FactorizedReduce, Identity, PoolBN, ReLUConvBN, make_op
+from .ops import FactorizedReduce, Identity, PoolBN, ReLUConvBN, make_op, takes_shortcuts
 from .space import SearchSpace
 
 __all__ = [
@@ -116,12 +116,11 @@ class MixedEdge(nn.Module):
 
 def _accumulate(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``out + w * y``: in place into ``out`` (a sum this module made; autograd saves ``w`` and ``y``, never
-    ``out``) on a CPU; out of place for the first term, where the dtypes differ (autocast) and on a GPU, where
-    the host-side cost of in-place autograd outweighed the saved kernel (H200: 0.95x,
-    results/benchmarks/gpu-engine.txt)."""
+    ``out``) where :func:`~.ops.takes_shortcuts`; out of place for the first term, where the dtypes differ
+    (autocast) and on other devices."""
     if out is None:
         return w * y
-    if out.dtype != y.dtype or out.device.type != "cpu":
+    if out.dtype != y.dtype or not takes_shortcuts(out):
         return out + w * y
     return out.addcmul_(w, y)
 

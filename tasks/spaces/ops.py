@@ -27,7 +27,9 @@ __all__ = [
     "ReLUConvBN",
     "SepConv",
     "Zero",
+    "SHORTCUT_DEVICES",
     "make_op",
+    "takes_shortcuts",
 ]
 
 # The order is part of the format: alpha columns and op indices follow it (genotypes.py PRIMITIVES).
@@ -41,6 +43,18 @@ PRIMITIVES: tuple[str, ...] = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
+
+
+# The devices where the kernel-level shortcuts (DepthwiseConv2d's, cell._accumulate's in-place sum) run: where
+# they were measured faster. On an H200 the depthwise ones made the dense step 1.20x (batch 32) and 1.49x
+# (batch 64) slower and the in-place sum read 0.95-0.96x, inside the spread of those host-bound steps; both stay
+# off there, so the GPU figures describe this code (results/benchmarks/gpu-h200-2026-12-04.txt).
+SHORTCUT_DEVICES = frozenset({"cpu"})
+
+
+def takes_shortcuts(x: torch.Tensor) -> bool:
+    """Whether the kernel-level shortcuts run for ``x``'s device (:data:`SHORTCUT_DEVICES`; meta: never)."""
+    return x.device.type in SHORTCUT_DEVICES
 
 
 class ReLUConvBN(nn.Sequential):
@@ -89,6 +103,8 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(c, c, kernel, stride, padding, dilation, groups=c, bias=False)`` (the same parameters and
     values) with two exact shortcuts for "same"-padded kernels (``2 * padding == dilation * (kernel - 1)``):
 
+    On the devices of :data:`SHORTCUT_DEVICES` (a CPU; elsewhere it is ``nn.Conv2d``):
+
     - at stride 1, outside autocast, the input gradient takes the faster forward kernel
       (:class:`_SamePaddedDepthwise`);
     - where the stride equals the dilation (a reduction edge's ``dil_conv``: stride 2, dilation 2) every tap
@@ -106,9 +122,7 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (dh, dw), (ph, pw), (sh, sw) = self.kernel_size, self.dilation, self.padding, self.stride
         same = 2 * ph == dh * (kh - 1) and 2 * pw == dw * (kw - 1)
-        # CPU only: on CUDA both forms were measured slower than cuDNN's own kernels (H200: the strided one 1.6-2.2x,
-        # the whole dense step 1.2-1.5x, results/benchmarks/gpu-engine.txt); meta: shapes only (MAC counts)
-        if not same or x.device.type != "cpu":
+        if not same or not takes_shortcuts(x):  # meta (MAC counts): shapes only
             return super().forward(x)
         if (sh, sw) == (dh, dw) != (1, 1) and ph % dh == 0 and pw % dw == 0:
             x, padding, dilation = x[:, :, ::dh, ::dw], (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)

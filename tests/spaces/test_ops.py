@@ -94,3 +94,22 @@ def test_depthwise_conv_under_autocast_is_nn_conv2d_under_autocast():
     y.float().square().sum().backward()
     y_ref.float().square().sum().backward()
     assert dw.weight.grad.dtype == torch.float32 and torch.equal(dw.weight.grad, ref.weight.grad)
+
+
+def test_the_kernel_shortcuts_run_only_on_the_devices_measured_faster(monkeypatch):
+    """ops.SHORTCUT_DEVICES decides, for the depthwise convolution and the in-place node sum alike: a CPU takes
+    them; any other device (meta here, as CUDA would) runs nn.Conv2d's kernel and adds out of place."""
+    from egsbench.tasks.spaces import ops
+    from egsbench.tasks.spaces.cell import _accumulate
+
+    assert ops.SHORTCUT_DEVICES == {"cpu"}
+    dw = DepthwiseConv2d(4, 3, 1, 1, 1)
+    for device, shortcut in (("cpu", True), ("meta", False)):
+        conv = dw.to(device)
+        y = conv(torch.randn(2, 4, 8, 8, device=device, requires_grad=True))
+        assert ("SamePaddedDepthwise" in type(y.grad_fn).__name__) == shortcut
+        out, w, term = (torch.ones(2, 3, device=device) for _ in range(3))
+        assert (_accumulate(out, w, term) is out) == shortcut  # addcmul_ returns the tensor it added into
+    monkeypatch.setattr(ops, "SHORTCUT_DEVICES", frozenset({"cpu", "meta"}))
+    out = torch.ones(2, 3, device="meta")
+    assert _accumulate(out, out, out) is out  # the one switch, read where the sum is made
