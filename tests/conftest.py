@@ -1,8 +1,14 @@
 """Shared fixtures: the real data in ../shared/data (skipped cleanly when absent) and tiny spaces.
 
+A whole-suite run (``pytest`` with no paths, where pytest-xdist is installed and the machine has two cores or
+more) runs on two xdist workers, a test file at a time each (``--dist loadfile``: a file's module fixtures are
+built once), one intra-op thread per worker. ``-n 0`` (or ``-p no:xdist``) runs it in one process; paths given
+on the command line run in one process unless ``-n`` says otherwise.
+
 The two-process launches of ``tests/distributed`` start in the background as soon as the tests that read
 them are collected (and are stopped if the session ends first), and their tests run last, so the launches
-run beside the rest of the suite (on a loaded machine).
+run beside the rest of the suite (on a loaded machine). Under xdist the controller process starts them and
+the worker given those tests reads their results from the folder they write to.
 """
 
 from __future__ import annotations
@@ -21,11 +27,47 @@ SHARED_DATA = Path(
 CIFAR_TAR = SHARED_DATA / "cifar10-jpg.tar.gz"
 
 
+XDIST_WORKERS = 2  # a whole-suite run's workers (fewer on a one-core machine: none)
+
+
+def _xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Two xdist workers for a whole-suite run (see the module docstring); an explicit ``-n`` always wins."""
+    opt = config.option
+    if _xdist_worker() or not config.pluginmanager.hasplugin("xdist") or opt.numprocesses is not None:
+        return
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS or opt.collectonly or opt.usepdb:
+        return
+    if getattr(opt, "benchmark_only", False) or os.environ.get("EGSBENCH_BENCH", "") not in ("", "0"):
+        return  # timings: one process (pytest-benchmark turns itself off under xdist)
+    workers = min(XDIST_WORKERS, os.cpu_count() or 1)
+    if workers > 1:
+        opt.numprocesses, opt.tx = workers, ["popen"] * workers
+        opt.dist = "loadfile" if opt.dist == "no" else opt.dist
+        if hasattr(opt, "benchmark_disable"):  # its cases are skipped in this run anyway: no warning that says so
+            opt.benchmark_disable = True
+
+
+def pytest_configure(config):
+    if _xdist_worker():  # two workers share the cores: the processes their tests start get one thread too
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Decoded-data caches go to a per-session folder, never the user's home."""
+    """Decoded-data caches go to a per-session folder (shared by xdist workers, written atomically), never the
+    user's home."""
     old = os.environ.get("EGSBENCH_CACHE")
-    os.environ["EGSBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # (threads: pytest_runtest_setup)
+    if _xdist_worker():  # the workers' base folders are popen-gwN under one session folder
+        cache = tmp_path_factory.getbasetemp().parent / "cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("cache")
+    os.environ["EGSBENCH_CACHE"] = str(cache)  # (threads: pytest_runtest_setup)
     yield
     if old is None:
         os.environ.pop("EGSBENCH_CACHE", None)
@@ -71,6 +113,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
+    if _xdist_worker():  # the controller starts the launches (pytest_xdist_node_collection_finished)
+        return
     if any("distributed_launches" in getattr(item, "fixturenames", ()) for item in session.items):
         from tests.distributed.launches import Background
 
@@ -79,10 +123,37 @@ def pytest_collection_finish(session):
         session.config.stash[_background] = background
 
 
+_ddp_root = pytest.StashKey()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(xdist controller) Every worker learns the folder the distributed launches write their results to."""
+    config = node.config
+    if _ddp_root not in config.stash:
+        config.stash[_ddp_root] = Path(tempfile.mkdtemp(prefix="egsbench-ddp-"))
+    node.workerinput["egsbench_ddp_root"] = str(config.stash[_ddp_root])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """(xdist controller) The launches start once a worker has collected the distributed tests."""
+    config = node.config
+    if _background not in config.stash and any(nodeid.startswith(DISTRIBUTED) for nodeid in ids):
+        from tests.distributed.launches import Background
+
+        background = Background(config.stash[_ddp_root])
+        background.start()
+        config.stash[_background] = background
+
+
 def pytest_runtest_setup(item):
     """One intra-op thread while the two-process launches run beside this process (two ranks of one thread each
     share the two cores with it), two once they are done: three spinning OpenMP threads on two cores would
-    slow everything far more than the thread it saves."""
+    slow everything far more than the thread it saves. An xdist worker always takes one (two workers)."""
+    if _xdist_worker():
+        torch.set_num_threads(1)
+        return
     background = item.config.stash.get(_background, None)
     busy = background is not None and background.thread is not None and background.thread.is_alive()
     torch.set_num_threads(1 if busy else min(2, os.cpu_count() or 1))
@@ -95,11 +166,18 @@ def pytest_unconfigure(config):
             background.stop()
             background.thread.join(timeout=30)
         shutil.rmtree(next(iter(background.launches.values())).out.parent, ignore_errors=True)
+    if _ddp_root in config.stash:  # (xdist controller) the folder exists even when no launch ran
+        shutil.rmtree(config.stash[_ddp_root], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def distributed_launches(request):
-    """The background launches (started here when the session did not start them)."""
+    """The background launches (started here when the session did not start them; an xdist worker reads the
+    results of the controller's)."""
+    if _xdist_worker():
+        from tests.distributed.launches import Background
+
+        return Background(Path(request.config.workerinput["egsbench_ddp_root"]), remote=True)
     background = request.config.stash.get(_background, None)
     if background is None:
         from tests.distributed.launches import Background

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,26 @@ class Launch:
         self.done = subprocess.CompletedProcess(command, self.process.returncode, stdout, stderr)
         (self.out / "launch.log").write_text(stdout + "\n--- stderr ---\n" + stderr)
 
+    def save(self) -> None:
+        """Write what happened to ``out/result.json`` (atomically): a pytest-xdist worker reads it with ``load``."""
+        done = self.done
+        result = {"error": self.error, "done": None if done is None else [done.returncode, done.stdout, done.stderr]}
+        part = self.out / "result.json.part"
+        part.write_text(json.dumps(result))
+        part.replace(self.out / "result.json")
+
+    def load(self) -> bool:
+        """Read ``out/result.json`` once it exists (the launch ran in another process); False until then."""
+        path = self.out / "result.json"
+        if not path.is_file():
+            return False
+        result = json.loads(path.read_text())
+        self.error = result["error"]
+        if result["done"] is not None:
+            returncode, stdout, stderr = result["done"]
+            self.done = subprocess.CompletedProcess(self.command, returncode, stdout, stderr)
+        return True
+
     def stop(self) -> None:
         """Kill the launch's processes (the launcher and its ranks) if they still run."""
         if self.process is not None and self.process.poll() is None:
@@ -149,7 +170,8 @@ class Launch:
         return None
 
 
-def plan(root: Path) -> dict[str, Launch]:
+def plan(root: Path, prepare: bool = True) -> dict[str, Launch]:
+    """The launches under ``root``; ``prepare=False`` writes no input files (a reader of their results)."""
     launches: dict[str, Launch] = {}
     worker = [str(HERE / "worker.py"), str(root / "alphas")]
     worker += [f"{name},{config}" + "".join(f",{o}" for o in sets) for name, (config, sets) in METHODS.items()]
@@ -201,8 +223,11 @@ def plan(root: Path) -> dict[str, Launch]:
     from egsbench.tasks.lm import write_lm_files
 
     lm = root / "wt2-transfer" / "data"
-    env = {"EGSBENCH_PTB": str(write_lm_files(lm / "ptb", "ptb.{split}.txt", lines=60))}
-    wt2 = write_lm_files(lm / "wt2", "wiki.{split}.tokens", lines=60, seed=1)
+    ptb_files, wt2 = lm / "ptb", lm / "wt2"
+    if prepare:
+        write_lm_files(ptb_files, "ptb.{split}.txt", lines=60)
+        write_lm_files(wt2, "wiki.{split}.tokens", lines=60, seed=1)
+    env = {"EGSBENCH_PTB": str(ptb_files)}
     command = [
         "-m",
         "egsbench",
@@ -234,13 +259,18 @@ def plan(root: Path) -> dict[str, Launch]:
 
 
 class Background:
-    """The launches, run in order in one daemon thread; ``get(name)`` waits for that one."""
+    """The launches, run in order in one daemon thread; ``get(name)`` waits for that one.
 
-    def __init__(self, root: Path):
-        self.launches = plan(root)
+    Under pytest-xdist the controller process runs them (``Background(root)``) and the worker that holds
+    the distributed tests reads their results from the shared folder (``Background(root, remote=True)``).
+    """
+
+    def __init__(self, root: Path, remote: bool = False):
+        self.launches = plan(root, prepare=not remote)
         self.finished = {name: threading.Event() for name in self.launches}
         self.thread: threading.Thread | None = None
         self.stopping = False
+        self.remote = remote
 
     def start(self) -> None:
         if self.thread is None:
@@ -259,6 +289,7 @@ class Background:
                 launch.run()
             except Exception as err:  # reported by the test that asks for it
                 launch.error = f"{name} could not start: {err!r}"
+            launch.save()
             self.finished[name].set()
 
     def stop(self) -> None:
@@ -268,6 +299,15 @@ class Background:
             launch.stop()
 
     def get(self, name: str) -> Launch:
+        launch = self.launches[name]
+        if self.remote:  # the controller runs it; every earlier launch must end first, each within TIMEOUT_S
+            deadline = time.monotonic() + TIMEOUT_S * len(self.launches)
+            while not launch.load():
+                if time.monotonic() > deadline:
+                    launch.error = f"{name}: no result from the xdist controller in {TIMEOUT_S * len(self.launches)} s"
+                    break
+                time.sleep(0.5)
+            return launch
         self.start()
         self.finished[name].wait()
-        return self.launches[name]
+        return launch
