@@ -69,10 +69,22 @@ TOP_KEYS = (
     "lr_scaling",
     "memory_format",
     "compile",
+    "figures",
     "transfer_from",
 )
+# keys that change how a run goes but none of its numbers: out of the config hash, and a resume or a transfer's
+# source may differ in them
+NOT_IN_HASH = ("threads", "figures")
 # keys a transfer run (``transfer_from``) passes on to the search it runs: how to run, not what to run
-RUNTIME_KEYS = ("device", "deterministic", "threads", "search_mixed_precision", "lr_scaling", "memory_format")
+RUNTIME_KEYS = (
+    "device",
+    "deterministic",
+    "threads",
+    "search_mixed_precision",
+    "lr_scaling",
+    "memory_format",
+    "figures",
+)
 
 
 @dataclass
@@ -106,6 +118,9 @@ class ExperimentConfig:
     # search supernet's forward (the sampling methods' supernets stay eager).
     memory_format: str = field(default="auto", metadata={"omit_default": True})  # auto | contiguous | channels_last
     compile: bool = field(default=False, metadata={"omit_default": True})
+    # the run folder's PNG figures (cells, probabilities, curves: about 0.5 s of rendering per run); false for many
+    # tiny runs (CI, tests, large sweeps), whose CSVs and JSON hold the same numbers. Not part of the config hash.
+    figures: bool = field(default=True, metadata={"omit_default": True})
     # A transfer run: {"source": <config name or path, or run folder>, "task": <the task it searched on>}. The
     # method, space and search blocks are the source's (a search on that task); this config trains and tests its
     # cell on this config's task (see Transfer).
@@ -147,9 +162,9 @@ class ExperimentConfig:
         return self.transfer.config(self)
 
     def hash(self) -> str:
-        """sha256 of the resolved config without the seed (and the thread count, which changes speed, not results):
-        the identity of a run up to its seed."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("seed", "threads")}
+        """sha256 of the resolved config without the seed (and the thread count, which changes speed, not results,
+        and whether figures are drawn): the identity of a run up to its seed."""
+        data = {k: v for k, v in self.to_dict().items() if k != "seed" and k not in NOT_IN_HASH}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -385,6 +400,7 @@ class TopLevel:
     lr_scaling: str = "none"
     memory_format: str = "auto"
     compile: bool = False
+    figures: bool = True
 
 
 TOP_LEVEL = tuple(f.name for f in dataclasses.fields(TopLevel))  # the scalar keys, typed by TopLevel
@@ -591,6 +607,7 @@ def parse_config(data: dict) -> ExperimentConfig:
         lr_scaling=_choice(top, "lr_scaling", "none", LR_SCALINGS),
         memory_format=_choice(top, "memory_format", "auto", MEMORY_FORMAT_CHOICES),
         compile=top.get("compile", False),
+        figures=top.get("figures", True),
         transfer_from=transfer,
     )
 

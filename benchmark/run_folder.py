@@ -23,7 +23,7 @@ from safetensors.torch import save_model
 from ..core.errors import UserError
 from ..core.genotype import Genotype
 from ..tasks.spaces import SPACES
-from .config import ExperimentConfig
+from .config import NOT_IN_HASH, ExperimentConfig
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
 MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
@@ -154,11 +154,11 @@ def check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool, probe_lock:
 
 
 def holds_config(out_dir: Path, cfg: ExperimentConfig) -> bool:
-    """Whether ``out_dir/config.yaml`` is ``cfg`` (seed included; the thread count changes speed, not results,
-    so a resume may change it)."""
+    """Whether ``out_dir/config.yaml`` is ``cfg`` (seed included; the thread count and the figures change no
+    number, so a resume may change them: ``NOT_IN_HASH``)."""
 
     def identity(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k != "threads"}
+        return {k: v for k, v in config.items() if k not in NOT_IN_HASH}
 
     return identity(yaml.safe_load((out_dir / "config.yaml").read_text()) or {}) == identity(cfg.to_dict())
 
@@ -268,14 +268,15 @@ def write_start(out_dir: Path, cfg: ExperimentConfig, data: dict) -> None:
 def write_outputs(
     out_dir: Path, cfg: ExperimentConfig, genotype: Genotype, found: dict, final: dict, record: dict
 ) -> None:
-    """A finished run's files: cell, weights, curves, probabilities, figures, and ``record.json`` last (its
-    presence marks a complete run)."""
+    """A finished run's files: cell, weights, curves, probabilities, figures (unless ``figures: false``), and
+    ``record.json`` last (its presence marks a complete run)."""
     write_json(out_dir / "genotype.json", genotype.to_dict())
     _save_weights(final["model"], out_dir / MODEL_FILE, genotype, cfg.run_name)
     write_csv(out_dir / "search_curves.csv", found["curves"])
     write_csv(out_dir / "eval_curves.csv", final["curves"])
     write_json(out_dir / "arch_probabilities.json", found["probabilities"])
-    _write_figures(cfg, out_dir, genotype, found, final)
+    if cfg.figures:
+        _write_figures(cfg, out_dir, genotype, found, final)
     write_record(out_dir / "record.json", record)
 
 

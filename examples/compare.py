@@ -22,8 +22,10 @@ from egsbench.benchmark.records import read_record
 from egsbench.methods import METHODS
 from egsbench.tasks.spaces import UserError
 
-# --fast: the cheapest end-to-end run (one search and one training step, a few dozen images); numbers mean nothing
+# --fast: the cheapest end-to-end run (one search and one training step, a few dozen images, no PNG figures);
+# numbers mean nothing
 FAST = {
+    "figures": False,
     "task.train_limit": 64,
     "task.test_limit": 32,
     "search.batch_size": 16,

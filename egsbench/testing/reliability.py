@@ -16,9 +16,11 @@ from PIL import Image
 
 __all__ = ["BASE", "FAST", "image", "image_folder", "jpeg_bytes", "overrides", "snapshot", "tar_gz"]
 
-# The cheapest end-to-end run: GDAS (one sampled op per edge), one step per epoch, a few dozen images.
+# The cheapest end-to-end run: GDAS (one sampled op per edge), one step per epoch, a few dozen images, no PNG
+# figures (their rendering would be a third of such a run).
 BASE = "smoke/gdas-cifar10"
 FAST = [
+    "figures=false",
     "task.train_limit=64",
     "task.test_limit=32",
     "search.batch_size=16",

@@ -46,6 +46,9 @@ SIZES = {
     "full": ["search.max_steps_per_epoch=1", "evaluate.max_steps_per_epoch=1"],
     "small": ["task.train_limit=64", "task.test_limit=32"],
 }
+# The CLI cases' runs draw no figures (a third of a run this small); the slow-rank launches draw them (the main
+# process only).
+NO_FIGURES = ["figures=false"]
 LAUNCHERS = ("torchrun", "accelerate")
 
 
@@ -184,7 +187,12 @@ def plan(root: Path, prepare: bool = True) -> dict[str, Launch]:
     launches["alphas"] = Launch("alphas", worker, out=root / "alphas")
     for kind in LAUNCHERS:
         specs = [
-            {"name": name, "config": METHODS[name][0], "set": [*METHODS[name][1], *SIZES[size]], "repeats": 2}
+            {
+                "name": name,
+                "config": METHODS[name][0],
+                "set": [*METHODS[name][1], *SIZES[size], *NO_FIGURES],
+                "repeats": 2,
+            }
             for launched_by, size, name in cli_cases()
             if launched_by == kind
         ]

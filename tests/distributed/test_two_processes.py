@@ -2,7 +2,7 @@
 
 - Every method through the CLI under both launchers, on the smoke data and on 64 training / 32 test
   images (uneven and empty shards), each run twice: both ranks exit 0, one record with world size 2, metrics over every
-  test sample once, and the repeat gives the same genotype and metrics.
+  test sample once, and the repeat gives the same genotype and metrics (with ``figures: false``: no PNG anywhere).
 - Every method's search keeps identical alphas and derives the same genotype on both ranks.
 - A rank that arrives late at its first collective (rank 1, and the main process) only makes the
   others wait; a run refused by the main process (a finished folder) stops both ranks with one line.
@@ -83,6 +83,7 @@ def test_every_method_runs_on_two_processes_through_the_cli(distributed_launches
         assert record["manifest"]["device"].endswith("x2")  # joined the process group: gloo on the CPU
         assert record["extras"]["test_count"] == record["data"]["sizes"]["test"]  # every test sample, once
         assert (record["data"]["sizes"]["train"] == 64) == (size == "small")
+        assert not list((launch.out / method / repeat).rglob("*.png"))  # figures=false, on every rank
         records.append(record)
     assert _comparable(records[0]) == _comparable(records[1]), "the same config ran twice gave another result"
 
@@ -94,6 +95,7 @@ def test_a_rank_late_to_its_first_collective_only_makes_the_others_wait(distribu
     assert record["status"] == "ok" and record["world_size"] == 2
     assert record["extras"]["test_count"] == record["data"]["sizes"]["test"] == 32
     assert launch.done.stdout.count("run folder:") == 1  # results printed by the main process only
+    assert len(list((launch.out / "run").glob("*.png"))) == 5  # the figures, drawn once (by the main process)
     assert "in use by another egsbench run" not in launch.done.stderr
 
 

@@ -13,6 +13,7 @@ import yaml
 from egsbench.benchmark.cli import main
 from egsbench.benchmark.config import load_config
 from egsbench.benchmark.phases import arch_entropy
+from egsbench.benchmark.run_folder import holds_config
 from egsbench.benchmark.runner import run_experiment
 from egsbench.benchmark.speed import CHANNELS_LAST_FROM
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
@@ -99,6 +100,19 @@ def test_smoke_run_on_embedded_data(shipped_smoke):
 
 
 @pytest.mark.slow
+def test_figures_false_writes_every_file_but_the_figures(shipped_smoke, tmp_path):
+    """``figures: false`` leaves out the PNGs only; the key is not part of the run's identity (its hash)."""
+    cfg = load_config("smoke/egs-cifar10", ["figures=false"])
+    assert not cfg.figures and cfg.hash() == load_config("smoke/egs-cifar10").hash()
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    drawn = {p.name for p in shipped_smoke("egs").iterdir()}
+    written = {p.name for p in (tmp_path / "run").iterdir()}
+    assert written == {name for name in drawn if not name.endswith(".png")} and len(drawn - written) == 5
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["figures"] is False
+    assert holds_config(tmp_path / "run", load_config("smoke/egs-cifar10"))  # a resume may draw them
+    assert not holds_config(tmp_path / "run", load_config("smoke/egs-cifar10", ["seed=1"]))
+
+
 def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
     out = tmp_path / "real"
     args = [

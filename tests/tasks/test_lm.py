@@ -103,6 +103,7 @@ def test_hidden_state_is_carried_across_batches_and_detached(ptb_files):
 def test_embedding_init_and_the_alpha_loss_follow_darts(ptb_files):
     """rnn/model.py: embedding (tied decoder) U(-0.04, 0.04), decoder bias 0; model_search.py ``_loss``: the alpha
     loss is the NLL alone, the weights' loss adds TAR (train_search.py); ``alpha_loss: nll+tar`` adds it to both."""
+    torch.manual_seed(0)  # on some initialisations the hidden states move so little that NLL + TAR rounds to NLL
     task = _task(ptb_files)
     space = SPACES.get("darts_rnn")
     cfg = LMSearchConfig(batch_size=2, emsize=32, nhid=32, bptt=6, beta=10.0)  # TAR large enough to see
@@ -239,7 +240,7 @@ SMOKE = [c for c in bundled_configs() if c.startswith("smoke/") and c.endswith("
 @pytest.mark.parametrize("config", SMOKE)
 def test_smoke_search_and_evaluation_per_method(config, tmp_path):
     folder = write_lm_files(tmp_path / "ptb", "ptb.{split}.txt", lines=80)
-    cfg = load_config(config, [f"task.data_dir={folder}", "task.max_tokens=400"])
+    cfg = load_config(config, [f"task.data_dir={folder}", "task.max_tokens=400", "figures=false"])
     record = run_experiment(cfg, tmp_path / "run", progress=False).record
     m = record["metrics"]
     assert set(m) >= {"test_ppl", "test_loss", "params_m"} and m["test_ppl"] == pytest.approx(math.exp(m["test_loss"]))
