@@ -113,7 +113,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
-    if _xdist_worker():  # the controller starts the launches (pytest_xdist_node_collection_finished)
+    if _xdist_worker() or session.config.option.collectonly:  # (xdist: the controller starts them)
         return
     if any("distributed_launches" in getattr(item, "fixturenames", ()) for item in session.items):
         from tests.distributed.launches import Background

@@ -110,7 +110,12 @@ def changed(path: str, value=None, delete: bool = False) -> dict:
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    fast = ["search.max_steps_per_epoch=1", "evaluate.max_steps_per_epoch=1", "method.derive_candidates=1"]
+    fast = [
+        "search.max_steps_per_epoch=1",
+        "evaluate.max_steps_per_epoch=1",
+        "method.derive_candidates=1",
+        "figures=false",
+    ]
     cfg = load_config("smoke/egs-cifar10", fast)
     out = tmp_path_factory.mktemp("smoke") / "run"
     return cfg, run_experiment(cfg, out, progress=False)

@@ -27,6 +27,7 @@ OVERRIDES = [
     "evaluate.epochs=2",
     "evaluate.batch_size=16",
     "evaluate.max_steps_per_epoch=2",
+    "figures=false",
 ]
 VOLATILE = {"created", "search", "evaluate", "manifest"}  # wall times, memory, machine: differ between any two runs
 

@@ -267,7 +267,13 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_uninterrupted_record(phase,
     from egsbench.benchmark.checkpoint import Checkpointer
 
     folder = write_lm_files(tmp_path / "ptb", "ptb.{split}.txt", lines=80)
-    overrides = [f"task.data_dir={folder}", "task.max_tokens=400", "search.epochs=2", "evaluate.epochs=3"]
+    overrides = [
+        f"task.data_dir={folder}",
+        "task.max_tokens=400",
+        "search.epochs=2",
+        "evaluate.epochs=3",
+        "figures=false",
+    ]
     cfg = load_config("smoke/egs-ptb", overrides)
     reference = run_experiment(cfg, tmp_path / "whole", progress=False).record
     save = Checkpointer.save
