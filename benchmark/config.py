@@ -72,19 +72,12 @@ TOP_KEYS = (
     "figures",
     "transfer_from",
 )
-# keys that change how a run goes but none of its numbers: out of the config hash, and a resume or a transfer's
-# source may differ in them
-NOT_IN_HASH = ("threads", "figures")
-# keys a transfer run (``transfer_from``) passes on to the search it runs: how to run, not what to run
-RUNTIME_KEYS = (
-    "device",
-    "deterministic",
-    "threads",
-    "search_mixed_precision",
-    "lr_scaling",
-    "memory_format",
-    "figures",
-)
+# keys that change how a run goes but none of its numbers: out of the config hash (with the seed), and a resume or
+# a transfer's source may differ in them
+RESULT_NEUTRAL = ("threads", "figures")
+# keys a transfer run (``transfer_from``) passes on to the search it runs: how to run, not what to run (not
+# figures: a search alone draws none)
+RUNTIME_KEYS = ("device", "deterministic", "threads", "search_mixed_precision", "lr_scaling", "memory_format")
 
 
 @dataclass
@@ -164,7 +157,7 @@ class ExperimentConfig:
     def hash(self) -> str:
         """sha256 of the resolved config without the seed (and the thread count, which changes speed, not results,
         and whether figures are drawn): the identity of a run up to its seed."""
-        data = {k: v for k, v in self.to_dict().items() if k != "seed" and k not in NOT_IN_HASH}
+        data = {k: v for k, v in self.to_dict().items() if k != "seed" and k not in RESULT_NEUTRAL}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

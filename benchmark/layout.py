@@ -16,14 +16,14 @@ import pandas as pd
 
 from ..methods import METHODS
 from ..tasks.spaces import UnknownNameError
-from .config import NOT_IN_HASH
+from .config import RESULT_NEUTRAL
 from .groups import PRESET_ORDER, STD, _is_missing, _label, _setups, _split_variant, summarize
 from .references import TaskMetric, load_reference, references_for, reported_column
 from .render import SIGNAL
 
 __all__ = ["ablation_key", "paper_layout"]
 
-NOT_IDENTITY = ("seed", *NOT_IN_HASH)  # config keys that never make two runs different configs
+NOT_IDENTITY = ("seed", *RESULT_NEUTRAL)  # config keys that never make two runs different configs
 REPORTED = "reported"  # the Preset of a row the paper reports (not a run of ours)
 # columns of a reference table that describe a row rather than report a number of it
 _REFERENCE_META = ("architecture", "source", "method", "task", "preset", "selector", "genotype", "searched_on", "note")

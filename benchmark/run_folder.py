@@ -23,7 +23,7 @@ from safetensors.torch import save_model
 from ..core.errors import UserError
 from ..core.genotype import Genotype
 from ..tasks.spaces import SPACES
-from .config import NOT_IN_HASH, ExperimentConfig
+from .config import RESULT_NEUTRAL, ExperimentConfig
 from .records import SCHEMA_VERSION, atomic_write_text, manifest, write_csv, write_json, write_record
 
 MODEL_FILE = "model.safetensors"  # the trained final network's weights, beside genotype.json
@@ -155,10 +155,10 @@ def check_folder(cfg: ExperimentConfig, out_dir: Path, resume: bool, probe_lock:
 
 def holds_config(out_dir: Path, cfg: ExperimentConfig) -> bool:
     """Whether ``out_dir/config.yaml`` is ``cfg`` (seed included; the thread count and the figures change no
-    number, so a resume may change them: ``NOT_IN_HASH``)."""
+    number, so a resume may change them: ``RESULT_NEUTRAL``)."""
 
     def identity(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k not in NOT_IN_HASH}
+        return {k: v for k, v in config.items() if k not in RESULT_NEUTRAL}
 
     return identity(yaml.safe_load((out_dir / "config.yaml").read_text()) or {}) == identity(cfg.to_dict())
 

@@ -175,9 +175,9 @@ def distributed_launches(request):
     """The background launches (started here when the session did not start them; an xdist worker reads the
     results of the controller's)."""
     if _xdist_worker():
-        from tests.distributed.launches import Background
+        from tests.distributed.launches import Results
 
-        return Background(Path(request.config.workerinput["egsbench_ddp_root"]), remote=True)
+        return Results(Path(request.config.workerinput["egsbench_ddp_root"]))
     background = request.config.stash.get(_background, None)
     if background is None:
         from tests.distributed.launches import Background

@@ -17,7 +17,7 @@ from PIL import Image
 __all__ = ["BASE", "FAST", "image", "image_folder", "jpeg_bytes", "overrides", "snapshot", "tar_gz"]
 
 # The cheapest end-to-end run: GDAS (one sampled op per edge), one step per epoch, a few dozen images, no PNG
-# figures (their rendering would be a third of such a run).
+# figures (drawing them took 0.75 s of a 1.83 s one-step GDAS smoke run, profiled).
 BASE = "smoke/gdas-cifar10"
 FAST = [
     "figures=false",

@@ -48,22 +48,23 @@ def test_a_whole_suite_run_takes_two_workers_a_file_at_a_time(two_cores):
 
 
 @pytest.mark.parametrize(
-    "config, env",
+    "made, env",
     [
-        (_config(source=ARGS), {}),  # paths on the command line
-        (_config(numprocesses=0), {}),  # -n 0
-        (_config(plugins=("benchmark",)), {}),  # no xdist (or -p no:xdist)
-        (_config(collectonly=True), {}),
-        (_config(usepdb=True), {}),
-        (_config(benchmark_only=True), {}),  # timings run in one process
-        (_config(), {"EGSBENCH_BENCH": "1"}),
-        (_config(), {"PYTEST_XDIST_WORKER": "gw0"}),  # a worker never starts workers
+        ({"source": ARGS}, {}),  # paths on the command line
+        ({"numprocesses": 0}, {}),  # -n 0
+        ({"plugins": ("benchmark",)}, {}),  # no xdist (or -p no:xdist)
+        ({"collectonly": True}, {}),
+        ({"usepdb": True}, {}),
+        ({"benchmark_only": True}, {}),  # timings run in one process
+        ({}, {"EGSBENCH_BENCH": "1"}),
+        ({}, {"PYTEST_XDIST_WORKER": "gw0"}),  # a worker never starts workers
     ],
     ids=["paths", "n0", "no-xdist", "collect-only", "pdb", "benchmark-only", "EGSBENCH_BENCH", "in-a-worker"],
 )
-def test_anything_else_runs_in_one_process(two_cores, config, env):
+def test_anything_else_runs_in_one_process(two_cores, made, env):
     for key, value in env.items():
         two_cores.setenv(key, value)
+    config = _config(**made)
     before = vars(config.option).copy()
     conftest.pytest_cmdline_main(config)
     assert vars(config.option) == before

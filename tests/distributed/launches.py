@@ -46,8 +46,8 @@ SIZES = {
     "full": ["search.max_steps_per_epoch=1", "evaluate.max_steps_per_epoch=1"],
     "small": ["task.train_limit=64", "task.test_limit=32"],
 }
-# The CLI cases' runs draw no figures (a third of a run this small); the slow-rank launches draw them (the main
-# process only).
+# The CLI cases' runs draw no figures (0.75 s of a 1.83 s one-step GDAS smoke run, profiled); the slow-rank
+# launches draw them (the main process only).
 NO_FIGURES = ["figures=false"]
 LAUNCHERS = ("torchrun", "accelerate")
 
@@ -146,11 +146,11 @@ class Launch:
 
     def save(self) -> None:
         """Write what happened to ``out/result.json`` (atomically): a pytest-xdist worker reads it with ``load``."""
+        from egsbench.benchmark.records import atomic_write_text
+
         done = self.done
         result = {"error": self.error, "done": None if done is None else [done.returncode, done.stdout, done.stderr]}
-        part = self.out / "result.json.part"
-        part.write_text(json.dumps(result))
-        part.replace(self.out / "result.json")
+        atomic_write_text(self.out / "result.json", json.dumps(result))
 
     def load(self) -> bool:
         """Read ``out/result.json`` once it exists (the launch ran in another process); False until then."""
@@ -278,16 +278,15 @@ def plan(root: Path, prepare: bool = True) -> dict[str, Launch]:
 class Background:
     """The launches, run in order in one daemon thread; ``get(name)`` waits for that one.
 
-    Under pytest-xdist the controller process runs them (``Background(root)``) and the worker that holds
-    the distributed tests reads their results from the shared folder (``Background(root, remote=True)``).
+    Under pytest-xdist the controller process runs them and the worker that holds the distributed tests reads
+    their results from the shared folder (:class:`Results`).
     """
 
-    def __init__(self, root: Path, remote: bool = False):
-        self.launches = plan(root, prepare=not remote)
+    def __init__(self, root: Path):
+        self.launches = plan(root)
         self.finished = {name: threading.Event() for name in self.launches}
         self.thread: threading.Thread | None = None
         self.stopping = False
-        self.remote = remote
 
     def start(self) -> None:
         if self.thread is None:
@@ -316,15 +315,25 @@ class Background:
             launch.stop()
 
     def get(self, name: str) -> Launch:
-        launch = self.launches[name]
-        if self.remote:  # the controller runs it; every earlier launch must end first, each within TIMEOUT_S
-            deadline = time.monotonic() + TIMEOUT_S * len(self.launches)
-            while not launch.load():
-                if time.monotonic() > deadline:
-                    launch.error = f"{name}: no result from the xdist controller in {TIMEOUT_S * len(self.launches)} s"
-                    break
-                time.sleep(0.5)
-            return launch
         self.start()
         self.finished[name].wait()
+        return self.launches[name]
+
+
+class Results:
+    """The launches a :class:`Background` in another process (the xdist controller) runs under ``root``:
+    ``get(name)`` waits for that one's ``result.json``."""
+
+    def __init__(self, root: Path):
+        self.launches = plan(root, prepare=False)
+
+    def get(self, name: str) -> Launch:
+        launch = self.launches[name]
+        limit = TIMEOUT_S * len(self.launches)  # every earlier launch ends first, each within TIMEOUT_S
+        deadline = time.monotonic() + limit
+        while not launch.load():
+            if time.monotonic() > deadline:
+                launch.error = f"{name}: no result from the xdist controller in {limit} s"
+                break
+            time.sleep(0.5)
         return launch

@@ -99,7 +99,6 @@ def test_smoke_run_on_embedded_data(shipped_smoke):
     assert snapshot(folder) == before  # refused before writing anything
 
 
-@pytest.mark.slow
 def test_figures_false_writes_every_file_but_the_figures(shipped_smoke, tmp_path):
     """``figures: false`` leaves out the PNGs only; the key is not part of the run's identity (its hash)."""
     cfg = load_config("smoke/egs-cifar10", ["figures=false"])
@@ -113,6 +112,7 @@ def test_figures_false_writes_every_file_but_the_figures(shipped_smoke, tmp_path
     assert not holds_config(tmp_path / "run", load_config("smoke/egs-cifar10", ["seed=1"]))
 
 
+@pytest.mark.slow
 def test_smoke_run_on_real_cifar10_via_cli(cifar_tar, tmp_path, capsys):
     out = tmp_path / "real"
     args = [
