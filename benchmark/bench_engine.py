@@ -42,7 +42,7 @@ from .timing import sync, time_interleaved
 
 __all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
 
-SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise")
+SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise", "weight_grad", "subsample")
 
 
 def _out_of_place(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -57,10 +57,16 @@ def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
             for m in model.modules():
                 if isinstance(m, ops.PoolBN):
                     stack.callback(m[0].register_forward_hook(lambda *_: None).remove)
+        if "subsample" in names:  # an observed convolution runs the original (FactorizedReduce.after_activation)
+            for m in model.modules():
+                if isinstance(m, ops.FactorizedReduce):
+                    stack.callback(m.conv_1.register_forward_hook(lambda *_: None).remove)
         if "inplace_sum" in names:
             stack.enter_context(mock.patch.object(cell, "_accumulate", _out_of_place))
         if "depthwise" in names:
             stack.enter_context(mock.patch.object(ops.DepthwiseConv2d, "forward", nn.Conv2d.forward))
+        if "weight_grad" in names:
+            stack.enter_context(mock.patch.object(ops, "_depthwise_weight_grad", ops._aten_weight_grad))
         yield
 
 

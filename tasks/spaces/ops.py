@@ -87,16 +87,92 @@ class _SamePaddedDepthwise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        groups = weight.shape[0]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = _SamePaddedDepthwise.apply(grad, weight.flip(-2, -1), ctx.padding, ctx.dilation)
         if ctx.needs_input_grad[1]:
-            mask = (False, True, False)
-            _, grad_w, _ = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], list(ctx.padding), list(ctx.dilation), False, [0, 0], groups, mask
-            )
+            grad_w = _depthwise_weight_grad(grad, x, weight, ctx.padding, ctx.dilation)
         return grad_x, grad_w, None, None
+
+
+# oneDNN's depthwise weight-gradient kernel on a CPU is fast for kernels up to 3 columns wide at dilation 1 and
+# 5-10x slower per tap beyond (a 5x5 kernel 11x a 3x3's time, 5x3 as fast as 3x3, 3x3 at dilation 2 7x;
+# docs/benchmarks.md#bench_engine): wider and dilated kernels are summed from pieces of that kind.
+FAST_WGRAD_COLUMNS = 3
+
+
+def _aten_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding, dilation) -> torch.Tensor:
+    mask = (False, True, False)
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], weight.shape[0], mask
+    )[1]
+
+
+def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding, dilation):
+    """The weight gradient ``(C, 1, kh, kw)`` of the stride-1 depthwise convolution of ``x`` ``(B, C, H, W)``
+    with ``weight`` at ``padding`` and ``dilation``, given its output gradient ``grad`` ``(B, C, Ho, Wo)``.
+
+    The same sums as aten's kernel, in pieces its fast path takes: a kernel dilated by ``d`` only reads pixels of
+    one of the ``d x d`` phases of the padded grid per output pixel, so it is the undilated kernel over the phases
+    stacked along the batch (:func:`_phases`); a kernel wider than :data:`FAST_WGRAD_COLUMNS` is blocks of at
+    most that many columns, each correlated with the padded input shifted by its first column. Differentiable.
+    """
+    kw, (dh, dw) = weight.shape[-1], dilation
+    if (kw <= FAST_WGRAD_COLUMNS and dh == dw == 1) or dh != dw:
+        return _aten_weight_grad(grad, x, weight, padding, dilation)
+    (ph, pw), d = padding, dh
+    extra = ((-grad.shape[-2]) % d, (-grad.shape[-1]) % d)  # grad's sides to multiples of d (zero rows add 0)
+    xp = F.pad(x, (pw, pw + extra[1], ph, ph + extra[0]))  # (B, C, Ho' + d (kh - 1), Wo' + d (kw - 1))
+    if d > 1:
+        grad = F.pad(grad, (0, extra[1], 0, extra[0])) if any(extra) else grad
+        xp, grad = _phases(xp, d), _phases(grad, d)  # (d^2 B, C, ...): a stride-1, undilated correlation
+    wo = grad.shape[-1]
+    blocks = [
+        _aten_weight_grad(grad, xp[..., j : j + wo + c - 1], weight[..., j : j + c], (0, 0), (1, 1))
+        for j in range(0, kw, FAST_WGRAD_COLUMNS)
+        for c in [min(FAST_WGRAD_COLUMNS, kw - j)]
+    ]
+    return torch.cat(blocks, dim=-1) if len(blocks) > 1 else blocks[0]
+
+
+def _phases(t: torch.Tensor, d: int) -> torch.Tensor:
+    """``(B, C, H, W) -> (d * d * B, C, H / d, W / d)``: phase ``(r, s)`` (pixels ``[r::d, s::d]``) is batch block
+    ``r * d + s``; one copy, in ``t``'s memory layout (H and W multiples of ``d``)."""
+    b, c, h, w = t.shape
+    if _layout(t) is torch.channels_last:
+        nhwc = t.permute(0, 2, 3, 1).reshape(b, h // d, d, w // d, d, c).permute(2, 4, 0, 1, 3, 5)
+        return nhwc.reshape(d * d * b, h // d, w // d, c).permute(0, 3, 1, 2)
+    return t.reshape(b, c, h // d, d, w // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * b, c, h // d, w // d)
+
+
+class _Subsample(torch.autograd.Function):
+    """``x[:, :, offset::sh, offset::sw]`` as a compact tensor in ``x``'s memory layout, whose input gradient is in
+    that layout too. Autograd's gradient of a slice is a zero tensor in the default layout: added to the
+    channels-last gradients of the same input it makes the sum and each elementwise backward after it channels-
+    mixed, 4-5x slower (a ReLU's backward: 4.10 ms against 0.80 ms at 32x64x32x32, docs/benchmarks.md#bench_engine)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, offset: int, step: tuple[int, int]) -> torch.Tensor:
+        ctx.shape, ctx.offset, ctx.step, ctx.layout = x.shape, offset, step, _layout(x)
+        return x[:, :, offset :: step[0], offset :: step[1]].contiguous(memory_format=ctx.layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (sh, sw), o = ctx.step, ctx.offset
+        grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
+        grad_x[:, :, o::sh, o::sw] = grad  # differentiable: DARTS's second order differentiates through it
+        return grad_x, None, None
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def subsample(x: torch.Tensor, offset: int, step: tuple[int, int]) -> torch.Tensor:
+    """``x[:, :, offset::step[0], offset::step[1]]`` ``(B, C, H', W')``: a copy in ``x``'s layout whose gradient
+    is in that layout too (:class:`_Subsample`)."""
+    return _Subsample.apply(x, offset, tuple(step))
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -125,7 +201,7 @@ class DepthwiseConv2d(nn.Conv2d):
         if not same or not takes_shortcuts(x):  # meta (MAC counts): shapes only
             return super().forward(x)
         if (sh, sw) == (dh, dw) != (1, 1) and ph % dh == 0 and pw % dw == 0:
-            x, padding, dilation = x[:, :, ::dh, ::dw], (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)
+            x, padding, dilation = subsample(x, 0, (dh, dw)), (ph // dh, pw // dw), (1, 1)  # (B, C, H/d, W/d)
         elif (sh, sw) == (1, 1):
             padding, dilation = self.padding, self.dilation
         else:
@@ -219,7 +295,14 @@ class FactorizedReduce(nn.Module):
         """The op on an input that is already ``pre_activation(x)``."""
         # The second path sees the input shifted by one pixel, so the two halves sample
         # complementary positions. (B, C_out, H/2, W/2)
-        return self.bn(torch.cat([self.conv_1(activated), self.conv_2(activated[:, :, 1:, 1:])], dim=1))
+        a, c1, c2 = activated, self.conv_1, self.conv_2
+        if takes_shortcuts(a) and not (_hooked(c1) or _hooked(c2)):
+            # The same sums: a 1x1 stride-2 convolution reads the pixels (2i, 2j) of its input, the shifted one
+            # (2i + 1, 2j + 1), so each is the stride-1 one of that grid (subsample: its gradient keeps the layout).
+            halves = [F.conv2d(subsample(a, r, (2, 2)), c.weight) for r, c in ((0, c1), (1, c2))]
+        else:
+            halves = [c1(a), c2(a[:, :, 1:, 1:])]
+        return self.bn(torch.cat(halves, dim=1))
 
 
 class PoolBN(nn.Sequential):

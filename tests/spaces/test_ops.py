@@ -81,6 +81,75 @@ def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, 
     assert isinstance(make_op("dil_conv_5x5", 6, 1, affine=False)[1], DepthwiseConv2d)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(
+    ("kernel", "padding", "dilation", "size"),
+    [(5, 2, 1, 9), (7, 3, 1, 8), (3, 2, 2, 9), (5, 4, 2, 8), (5, 6, 3, 10), (3, 1, 1, 9)],
+)
+def test_depthwise_weight_gradient_in_pieces_is_atens(kernel, padding, dilation, size, layout):
+    """The weight gradient from column blocks of at most three (oneDNN's fast kernel) and, dilated, from the
+    phases of the grid stacked along the batch: aten's own, first and second order, in either layout (odd sides
+    pad to a multiple of the dilation)."""
+    from egsbench.tasks.spaces import ops
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, size, size + 1, dtype=torch.double).contiguous(memory_format=layout).requires_grad_()
+    w = torch.randn(4, 1, kernel, kernel, dtype=torch.double)
+    out = torch.nn.functional.conv2d(x, w, None, 1, padding, dilation, 4)
+    g = torch.randn_like(out).requires_grad_()
+    ours = ops._depthwise_weight_grad(g, x, w, (padding, padding), (dilation, dilation))
+    aten = ops._aten_weight_grad(g, x, w, (padding, padding), (dilation, dilation))
+    torch.testing.assert_close(ours, aten)
+    v = torch.randn_like(aten)
+    second = torch.autograd.grad((ours * v).sum(), (g, x))
+    second_ref = torch.autograd.grad((aten * v).sum(), (g, x))
+    for a, b in zip(second, second_ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def _graph_nodes(t: torch.Tensor) -> set[str]:
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo += [n for n, _ in node.next_functions]
+    return names
+
+
+def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout():
+    """FactorizedReduce as the stride-1 1x1 convolutions of its two subsampled grids (on a CPU): the original's
+    values and gradients, first and second order; the input gradient stays channels-last (autograd's slice
+    gradient is NCHW); an observed conv (a MAC counter's hook) runs the original."""
+    torch.manual_seed(0)
+    size = 8
+    fr = FactorizedReduce(6, 8, affine=True).double()
+    fr.bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 6, size, size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+
+    def run(observed: bool):
+        handle = fr.conv_2.register_forward_hook(lambda *_: None) if observed else None
+        try:
+            y = fr.after_activation(x)  # the gradient of x as the ReLU's backward receives it
+            grads = torch.autograd.grad(y.square().sum(), (x, *fr.parameters()), create_graph=True)
+            second = torch.autograd.grad(sum(t.square().sum() for t in grads), (x, fr.conv_1.weight))
+        finally:
+            if handle is not None:
+                handle.remove()
+        return y, grads, second
+
+    (y, grads, second), (y_ref, grads_ref, second_ref) = run(False), run(True)
+    torch.testing.assert_close(y, y_ref)
+    for a, b in zip((*grads, *second), (*grads_ref, *second_ref), strict=True):
+        torch.testing.assert_close(a, b)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    assert not grads_ref[0].is_contiguous(memory_format=torch.channels_last)
+    assert "_SubsampleBackward" in _graph_nodes(y) and "_SubsampleBackward" not in _graph_nodes(y_ref)
+
+
 def test_depthwise_conv_under_autocast_is_nn_conv2d_under_autocast():
     """bf16 autocast (a config's mixed_precision): aten's kernel casts the operands, forward and backward."""
     torch.manual_seed(0)
