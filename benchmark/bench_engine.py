@@ -6,10 +6,16 @@ The dense DARTS supernet's forward + backward (``bench_peer``'s ``ours_darts`` s
 network:
 
 - ``shared_pools``: the edges that leave one node share its pools with their BN (``ops.PoolBN``);
-- ``inplace_sum``: a node's edges add ``w * op(x)`` into one running sum in place (``cell._accumulate``);
+- ``inplace_sum``: a node's edges add ``w * op(x)`` into one running sum in place, one autograd node per node
+  whose backward takes each weight's gradient as a dot product (``cell.weighted_sum``; ``cell._accumulate``
+  where that does not run);
 - ``depthwise``: a same-padded depthwise convolution takes its input gradient from the flipped-kernel
   forward convolution at stride 1, and runs a strided dilated kernel (stride = dilation, a reduction edge's
-  ``dil_conv``) as the undilated one on the subsampled grid (``ops.DepthwiseConv2d``).
+  ``dil_conv``) as the undilated one on the subsampled grid (``ops.DepthwiseConv2d``);
+- ``weight_grad``: that convolution's weight gradient in pieces oneDNN's fast kernel takes (column blocks of at
+  most three, a dilated kernel over the grid's phases; ``ops._depthwise_weight_grad``);
+- ``subsample``: ``FactorizedReduce`` as stride-1 1x1 convolutions of its two subsampled grids, whose gradient
+  keeps the channels-last layout (``ops.subsample``).
 
 Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
 gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
@@ -49,6 +55,13 @@ def _out_of_place(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) ->
     return w * y if out is None else out + w * y
 
 
+def _out_of_place_sum(weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor]) -> torch.Tensor:
+    out = None
+    for (e, k), y in zip(index, ys, strict=True):
+        out = _out_of_place(out, weights[e, k], y)
+    return out
+
+
 @contextlib.contextmanager
 def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
     """Run ``model`` without the named shortcuts inside the block (the modules' own paths instead)."""
@@ -63,6 +76,7 @@ def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
                     stack.callback(m.conv_1.register_forward_hook(lambda *_: None).remove)
         if "inplace_sum" in names:
             stack.enter_context(mock.patch.object(cell, "_accumulate", _out_of_place))
+            stack.enter_context(mock.patch.object(cell, "weighted_sum", _out_of_place_sum))
         if "depthwise" in names:
             stack.enter_context(mock.patch.object(ops.DepthwiseConv2d, "forward", nn.Conv2d.forward))
         if "weight_grad" in names:

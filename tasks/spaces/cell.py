@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...core.genotype import CellGenotype
-from .ops import FactorizedReduce, Identity, PoolBN, ReLUConvBN, make_op, takes_shortcuts
+from .ops import FactorizedReduce, Identity, PoolBN, ReLUConvBN, _layout, make_op, takes_shortcuts
 from .space import SearchSpace
 
 __all__ = [
@@ -99,6 +99,12 @@ class MixedEdge(nn.Module):
         ``out``, a node's running sum, is added to in place (one pass per op, no new tensor); pass a
         :class:`SharedInput` to share work with the other edges leaving the same node.
         """
+        for k, y in self.outputs(x, active, drop_prob):
+            out = _accumulate(out, weights[k], y)
+        return out
+
+    def outputs(self, x: torch.Tensor | SharedInput, active: list[int], drop_prob: float = 0.0):
+        """``(k, op_k(x))`` for each ``k`` in ``active``, in order, unweighted (drop path applied)."""
         src = x if isinstance(x, SharedInput) else SharedInput(x)
         for k in active:
             op = self.ops[k]
@@ -110,8 +116,7 @@ class MixedEdge(nn.Module):
                 y = op(src.x)
             if drop_prob > 0.0 and not isinstance(op, Identity):
                 y = drop_path(y, drop_prob)  # one mask per sample and op (SNAS search-time drop path)
-            out = _accumulate(out, weights[k], y)
-        return out
+            yield k, y
 
 
 def _accumulate(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -130,18 +135,91 @@ def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_
 
     ``edges[e]`` is the :class:`MixedEdge` of the space's ``e``-th edge (destination-major); ``zeros()`` makes a
     node whose incoming edges all ran nothing. Each node's edges share a :class:`SharedInput` of it and add
-    into one running sum. Shared by the DARTS-space and the NAS-Bench-201 search cells.
+    into one running sum (:func:`weighted_sum` on the devices of ``ops.SHORTCUT_DEVICES``). Shared by the
+    DARTS-space and the NAS-Bench-201 search cells.
     """
     inputs = [SharedInput(s) for s in states]
     e = 0
+    fused = takes_shortcuts(weights) and not torch.compiler.is_compiling()
     for dst in nodes:
         node = None
-        for src in range(dst):
-            node = edges[e](inputs[src], weights[e], active[e], drop_prob, out=node)
-            e += 1
+        if fused:
+            index, ys = [], []
+            for src in range(dst):
+                for k, y in edges[e].outputs(inputs[src], active[e], drop_prob):
+                    index.append((e, k))
+                    ys.append(y)
+                e += 1
+            node = weighted_sum(weights, index, ys) if ys else None
+        else:
+            for src in range(dst):
+                node = edges[e](inputs[src], weights[e], active[e], drop_prob, out=node)
+                e += 1
         states.append(node if node is not None else zeros())
         inputs.append(SharedInput(states[-1]))
     return states
+
+
+def weighted_sum(weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_i weights[index[i]] * ys[i]`` (``weights`` ``(E, K)``, each ``ys[i]`` ``(B, C, H, W)``): a multiply,
+    then fused multiply-adds in place, in order (as :func:`_accumulate` adds); where the dtypes agree, one
+    autograd node (:class:`_WeightedSum`) whose backward reads each term once for its weight's gradient."""
+    if any(y.dtype != weights.dtype for y in ys):  # autocast: out of place (_accumulate)
+        out = None
+        for (e, k), y in zip(index, ys, strict=True):
+            out = _accumulate(out, weights[e, k], y)
+        return out
+    return _WeightedSum.apply(weights, index, *ys)
+
+
+class _WeightedSum(torch.autograd.Function):
+    """One node's weighted sum as one autograd node.
+
+    Autograd's own graph of ``w * y`` and ``addcmul_`` costs, per term: a select of ``w`` from its row and of
+    the row from ``weights`` (each a zero tensor and a copy in the backward), ``y * 1`` (``addcmul``'s
+    ``value``), ``grad * that`` and its sum for ``w``'s gradient, and ``grad * w`` for ``y``'s. Here: a dot
+    product of ``grad`` and ``y`` (a read of both, no temporary) and ``grad * w``; the weights' gradient is one
+    ``(E, K)`` tensor. The same values; the weight gradient summed in another order. Differentiable again.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, index: list[tuple[int, int]], *ys: torch.Tensor) -> torch.Tensor:
+        ctx.index = index
+        ctx.save_for_backward(weights, *ys)
+        out = ys[0] * weights[index[0]]
+        for (e, k), y in zip(index[1:], ys[1:], strict=True):
+            out.addcmul_(weights[e, k], y)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weights, *ys = ctx.saved_tensors
+        grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad = _like(grad, ys[0])
+            flat = _flat(grad)
+            dots = torch.stack([torch.dot(flat, _flat(_like(y, grad))) for y in ys])
+            rows, cols = (torch.tensor(c, device=weights.device) for c in zip(*ctx.index, strict=True))
+            grad_w = weights.new_zeros(weights.shape).index_put((rows, cols), dots, accumulate=True)
+        needs = ctx.needs_input_grad[2:]
+        grad_ys = [grad * weights[e, k] if need else None for (e, k), need in zip(ctx.index, needs, strict=True)]
+        return grad_w, None, *grad_ys
+
+
+def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``ref``'s strides (a copy only where they differ: a gradient that is a slice of a concat's)."""
+    if t.stride() == ref.stride() and _dense(t):
+        return t
+    return t.contiguous(memory_format=_layout(ref))
+
+
+def _dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor's elements as a 1-D view, in memory order."""
+    return t.reshape(-1) if t.is_contiguous() else t.permute(0, 2, 3, 1).reshape(-1)
 
 
 class SearchCell(nn.Module):

@@ -287,6 +287,40 @@ def test_a_shared_relu_gives_each_ops_own_output_and_gradients(stride):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # summation order may differ in the last bit
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_nodes_weighted_sum_is_autograds_in_values_and_gradients(layout):
+    """cell.weighted_sum (one autograd node per search-cell node on a CPU): the values of a multiply then
+    multiply-adds in order, bit for bit; the gradients of the weights (dot products) and of the terms, first and
+    second order, as autograd's own graph gives them, also where the output's gradient is a slice of a concat
+    (the last node's); weights of another dtype (autocast) take the out-of-place sum."""
+    from egsbench.tasks.spaces.cell import weighted_sum
+
+    torch.manual_seed(0)
+    weights = torch.rand(5, 4, dtype=torch.double, requires_grad=True)
+    index = [(0, 1), (0, 3), (2, 0), (4, 2)]
+    ys = [torch.randn(2, 3, 5, 6, dtype=torch.double).contiguous(memory_format=layout) for _ in index]
+    ys = [y.requires_grad_() for y in ys]
+    out = weighted_sum(weights, index, ys)
+    assert type(out.grad_fn).__name__ == "_WeightedSumBackward" and out.stride() == ys[0].stride()
+    ref = weights[index[0]] * ys[0]
+    for (e, k), y in zip(index[1:], ys[1:], strict=True):
+        ref = ref.addcmul(weights[e, k], y)
+    assert torch.equal(out, ref)
+    for node, reference in ((out, ref), (torch.cat([out, torch.zeros_like(ref)], 1)[:, :3], ref)):  # then a slice
+        g = torch.randn_like(reference)
+        grads = torch.autograd.grad(node, (weights, *ys), g, create_graph=True)
+        grads_ref = torch.autograd.grad(reference, (weights, *ys), g, create_graph=True)
+        for a, b in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(a, b)
+        second = torch.autograd.grad(sum(t.square().sum() for t in grads), (weights, *ys))
+        second_ref = torch.autograd.grad(sum(t.square().sum() for t in grads_ref), (weights, *ys))
+        for a, b in zip(second, second_ref, strict=True):
+            torch.testing.assert_close(a, b)
+    mixed = weighted_sum(weights.float(), index, ys)
+    assert "WeightedSum" not in type(mixed.grad_fn).__name__
+    torch.testing.assert_close(mixed, ref, rtol=1e-6, atol=1e-6)
+
+
 def test_an_op_with_a_swapped_activation_applies_its_own():
     from egsbench.tasks.spaces.cell import MixedEdge
 
