@@ -15,7 +15,9 @@ network:
 - ``weight_grad``: that convolution's weight gradient in pieces oneDNN's fast kernel takes (column blocks of at
   most three, a dilated kernel over the grid's phases; ``ops._depthwise_weight_grad``);
 - ``subsample``: ``FactorizedReduce`` as stride-1 1x1 convolutions of its two subsampled grids, whose gradient
-  keeps the channels-last layout (``ops.subsample``).
+  keeps the channels-last layout (``ops.subsample``);
+- ``shared_preprocess``: the two cells that read one cell's output (three preprocessings of the stem's) share
+  its preprocessing ReLU (``cell.SharedInput``, ``SearchNetwork.forward_active``).
 
 Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
 gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
@@ -48,11 +50,15 @@ from .timing import sync, time_interleaved
 
 __all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
 
-SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise", "weight_grad", "subsample")
+SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise", "weight_grad", "subsample", "shared_preprocess")
 
 
 def _out_of_place(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return w * y if out is None else out + w * y
+
+
+def _own_preprocessing(pre: nn.Module, s) -> torch.Tensor:
+    return pre(s.x if isinstance(s, cell.SharedInput) else s)
 
 
 def _out_of_place_sum(weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor]) -> torch.Tensor:
@@ -74,6 +80,8 @@ def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
             for m in model.modules():
                 if isinstance(m, ops.FactorizedReduce):
                     stack.callback(m.conv_1.register_forward_hook(lambda *_: None).remove)
+        if "shared_preprocess" in names:
+            stack.enter_context(mock.patch.object(cell, "_preprocessed", _own_preprocessing))
         if "inplace_sum" in names:
             stack.enter_context(mock.patch.object(cell, "_accumulate", _out_of_place))
             stack.enter_context(mock.patch.object(cell, "weighted_sum", _out_of_place_sum))

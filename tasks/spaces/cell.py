@@ -236,19 +236,30 @@ class SearchCell(nn.Module):
 
     def forward(
         self,
-        s0: torch.Tensor,
-        s1: torch.Tensor,
+        s0: torch.Tensor | SharedInput,
+        s1: torch.Tensor | SharedInput,
         weights: torch.Tensor,
         active: list[list[int]],
         drop_prob: float = 0.0,
     ) -> torch.Tensor:
-        """``drop_prob`` > 0 drops each executed non-identity op output per sample (callers pass 0 in eval)."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]  # each (B, C, H, W)
+        """``drop_prob`` > 0 drops each executed non-identity op output per sample (callers pass 0 in eval).
+
+        An input passed as a :class:`SharedInput` shares its preprocessing ReLU with the other cell that reads it
+        (every cell output feeds two cells; the stem's output three preprocessings)."""
+        states = [_preprocessed(self.preprocess0, s0), _preprocessed(self.preprocess1, s1)]  # each (B, C, H, W)
         stride = 2 if self.reduction else 1
         # A node whose every edge was zero is zeros of the cell's output size.
         zeros = lambda: torch.zeros_like(states[0][:, :, ::stride, ::stride])
         sum_into_nodes(self.edges, states, self.space.intermediate_nodes, weights, active, drop_prob, zeros)
         return torch.cat(states[self.space.n_inputs :], dim=1)  # (B, n_nodes * C, H/stride, W/stride)
+
+
+def _preprocessed(pre: nn.Module, s: torch.Tensor | SharedInput) -> torch.Tensor:
+    if not isinstance(s, SharedInput):
+        return pre(s)
+    if type(getattr(pre, "pre_activation", None)) is nn.ReLU:
+        return pre.after_activation(s.relu())
+    return pre(s.x)
 
 
 def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:

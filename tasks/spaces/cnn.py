@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...core.genotype import Genotype
-from .cell import Cell, ScheduledDropPath, SearchCell, active_ops, drop_path
+from .cell import Cell, ScheduledDropPath, SearchCell, SharedInput, active_ops, drop_path
 from .cost import MacCount, count_macs, count_parameters
 from .ops import Identity
 from .space import SearchSpace
@@ -136,11 +136,11 @@ class SearchNetwork(Supernet, nn.Module):
     ) -> torch.Tensor:
         """The forward given the ops each edge runs: the part :meth:`compile_search_forward` compiles, to which
         ``active`` is a constant (a dense method's never changes, so it compiles once)."""
-        s0 = s1 = self.stem(x)  # (B, 3C, H, W)
+        s0 = s1 = SharedInput(self.stem(x))  # (B, 3C, H, W); the cells reading one state share its ReLU
         for cell in self.cells:
             t = self.cell_type(cell)
-            s0, s1 = s1, cell(s0, s1, weights[t], active[t], drop_prob)
-        return self.classifier(self.global_pooling(s1).flatten(1))  # (B, num_classes)
+            s0, s1 = s1, SharedInput(cell(s0, s1, weights[t], active[t], drop_prob))
+        return self.classifier(self.global_pooling(s1.x).flatten(1))  # (B, num_classes)
 
     def compile_search_forward(self, **options) -> bool:
         self.forward_active = torch.compile(self.forward_active, **options)

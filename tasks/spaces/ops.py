@@ -67,6 +67,15 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    @property
+    def pre_activation(self) -> nn.Module:
+        """The leading ReLU (a search cell's preprocessing shares it with the other cell reading that input)."""
+        return self[0]
+
+    def after_activation(self, activated: torch.Tensor) -> torch.Tensor:
+        """The op on an input that is already ``pre_activation(x)``."""
+        return self[2](self[1](activated))
+
 
 class _SamePaddedDepthwise(torch.autograd.Function):
     """A stride-1, "same"-padded depthwise convolution whose input gradient is itself such a convolution.

@@ -401,3 +401,32 @@ def test_pool_sharing_in_eval_keeps_each_bn_s_own_statistics_and_stops_for_a_swa
     assert cell.edges[2].ops[max_pool].share_key() != cell.edges[5].ops[max_pool].share_key()
     with torch.no_grad():
         torch.testing.assert_close(cell(s0, s1, w, active), separate(s0, s1, w, active), rtol=1e-5, atol=1e-6)
+
+
+def test_the_cells_reading_one_state_share_its_preprocessing_relu(monkeypatch):
+    """Every cell output feeds two cells' preprocessing and the stem's output three: each is ReLU'd once. The
+    output and the gradients are those of each preprocessing applying its own ReLU (float64)."""
+    from egsbench.tasks.spaces import cell as cell_module
+
+    torch.manual_seed(0)
+    space = SPACES.get("darts")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=5).double()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.double)
+    shape = (space.num_edges, space.num_ops)
+    w = {t: torch.softmax(torch.randn(shape, dtype=torch.double), 1).requires_grad_() for t in ("normal", "reduce")}
+
+    def run():
+        net.zero_grad()
+        for v in w.values():
+            v.grad = None
+        with torch.no_grad(), aten_calls() as calls:
+            net(x, w)
+        net(x, w).square().sum().backward()
+        return calls["relu"], [p.grad.clone() for p in net.parameters()] + [v.grad.clone() for v in w.values()]
+
+    shared_relus, grads = run()
+    monkeypatch.setattr(cell_module, "_preprocessed", lambda pre, s: pre(s.x))
+    own_relus, grads_own = run()
+    assert own_relus - shared_relus == 5  # 2 per cell down to one per state read: the stem's and 4 cells'
+    for a, b in zip(grads, grads_own, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
