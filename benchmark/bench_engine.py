@@ -22,8 +22,9 @@ network:
 Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
 gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
 ``--kernels`` adds the depthwise convolutions alone at the supernet's shapes: at stride 1 the input gradient,
-oneDNN's backward-data kernel against the forward kernel on the flipped weights; at stride = dilation 2 the
-forward + backward of ``nn.Conv2d`` against ``DepthwiseConv2d``.
+oneDNN's backward-data kernel against the forward kernel on the flipped weights, and the weight gradient, aten's
+kernel against its pieces; at stride = dilation 2 the forward + backward of ``nn.Conv2d`` against
+``DepthwiseConv2d``.
 
     python -m egsbench.benchmark.bench_engine --rounds 7 --kernels --out results/benchmarks/engine-cpu.txt
 """
@@ -163,11 +164,13 @@ def depthwise_kernels(
             size = size // 2
         shapes += [(c, size, k, d, 1) for k, d in ((3, 1), (5, 1), (3, 2), (5, 2))]
     for c, size, k, d, stride in dict.fromkeys(shapes):
-        make = _input_gradient_forms if stride == 1 else _strided_forms
-        forms = make(batch, c, size, k, d, torch.device(device))
-        torch.testing.assert_close(forms["ours"](), forms["aten"](), rtol=1e-4, atol=1e-3)
-        r = time_interleaved({n: _synced(f, device) for n, f in forms.items()}, rounds, "aten", {})
-        rows.append({"shape": (batch, c, size, size), "kernel": k, "dilation": d, "stride": stride, **r["median_s"]})
+        makes = {"input": _input_gradient_forms, "weight": _weight_gradient_forms} if stride == 1 else {}
+        for grad, make in (makes or {"both": _strided_forms}).items():
+            forms = make(batch, c, size, k, d, torch.device(device))
+            torch.testing.assert_close(forms["ours"](), forms["aten"](), rtol=1e-4, atol=1e-3)
+            r = time_interleaved({n: _synced(f, device) for n, f in forms.items()}, rounds, "aten", {})
+            shape = (batch, c, size, size)
+            rows.append({"shape": shape, "kernel": k, "dilation": d, "stride": stride, "grad": grad, **r["median_s"]})
     return rows
 
 
@@ -191,6 +194,20 @@ def _input_gradient_forms(
             grad, x, w, None, [1, 1], [pad, pad], [d, d], False, [0, 0], c, mask
         )[0],
         "ours": lambda: F.conv2d(grad, w.flip(-2, -1), None, 1, pad, d, c),
+    }
+
+
+def _weight_gradient_forms(
+    batch: int, c: int, size: int, k: int, d: int, device: torch.device
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """The weight gradient of a stride-1 "same" depthwise convolution: aten's kernel against the pieces its fast
+    path takes (``ops._depthwise_weight_grad``)."""
+    pad = d * (k - 1) // 2
+    grad = torch.randn(batch, c, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x, w = torch.randn_like(grad), torch.randn(c, 1, k, k, device=device)
+    return {
+        "aten": lambda: ops._aten_weight_grad(grad, x, w, (pad, pad), (d, d)),
+        "ours": lambda: ops._depthwise_weight_grad(grad, x, w, (pad, pad), (d, d)),
     }
 
 
@@ -245,14 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         batch = args.batch[0]
         lines += [
             f"depthwise convolutions alone, channels-last, {where}, median of {args.rounds} interleaved rounds: "
-            "stride 1: the input gradient; stride 2: forward + backward; ratio = ours / aten",
-            f"{'shape':>18} {'k':>2} {'d':>2} {'s':>2} {'aten ms':>9} {'ours ms':>9} {'ratio':>6}",
+            "stride 1: the input gradient and the weight gradient; stride 2: forward + backward; ratio = ours / aten",
+            f"{'shape':>18} {'k':>2} {'d':>2} {'s':>2} {'gradient':>8} {'aten ms':>9} {'ours ms':>9} {'ratio':>6}",
         ]
         print(*lines[-2:], sep="\n")
         for row in depthwise_kernels(batch, args.channels, args.layers, args.rounds, device):
             shape = "x".join(map(str, row["shape"]))
             lines.append(
-                f"{shape:>18} {row['kernel']:2d} {row['dilation']:2d} {row['stride']:2d} {1e3 * row['aten']:9.2f} "
+                f"{shape:>18} {row['kernel']:2d} {row['dilation']:2d} {row['stride']:2d} {row['grad']:>8} "
+                f"{1e3 * row['aten']:9.2f} "
                 f"{1e3 * row['ours']:9.2f} {row['ours'] / row['aten']:6.3f}"
             )
             print(lines[-1], flush=True)

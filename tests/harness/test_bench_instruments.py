@@ -269,7 +269,9 @@ def test_engine_benchmark_switches_each_shortcut_off_and_checks_the_numbers(tmp_
     cells, check_note = lines[2].split("(")
     assert cells.split()[0] == "2" and len(cells.split()) == 1 + 2 * (len(bench_engine.SHORTCUTS) + 2)
     assert check_note.startswith("float64: gradients agree to")
-    assert len(lines) == 3 + 2 + 3 * 4 + 2 * 2  # 3 resolutions x 4 convolutions, 2 reductions x 2 strided ones
+    # 3 resolutions x 4 convolutions x (input, weight gradient), 2 reductions x 2 strided ones
+    assert len(lines) == 3 + 2 + 3 * 4 * 2 + 2 * 2
+    assert {line.split()[4] for line in lines[5:]} == {"input", "weight", "both"}
     variants, check = bench_engine.shortcut_variants(4, 3, 2)
     model = variants["all"].args[0]
     calls = {}
@@ -280,6 +282,7 @@ def test_engine_benchmark_switches_each_shortcut_off_and_checks_the_numbers(tmp_
     # off: every edge pools for itself (14 edges x 3 cells) and adds out of place
     assert calls["all"]["max_pool2d_with_indices"] == 5 * 3 and calls["none"]["max_pool2d_with_indices"] == 14 * 3
     assert calls["all"]["addcmul_"] > 0 and calls["none"]["addcmul_"] == 0
+    assert calls["none"]["relu"] - calls["all"]["relu"] == 3  # preprocessing ReLUs: 2 per cell, 1 per state
     assert all(not m[0]._forward_hooks for m in model.modules() if type(m).__name__ == "PoolBN")  # back on after
     dw = next(m for m in model.modules() if type(m).__name__ == "DepthwiseConv2d" and m.stride == (1, 1))
     x = torch.randn(2, dw.in_channels, 8, 8, requires_grad=True)
