@@ -17,7 +17,9 @@ network:
 - ``subsample``: ``FactorizedReduce`` as stride-1 1x1 convolutions of its two subsampled grids, whose gradient
   keeps the channels-last layout (``ops.subsample``);
 - ``shared_preprocess``: the two cells that read one cell's output (three preprocessings of the stem's) share
-  its preprocessing ReLU (``cell.SharedInput``, ``SearchNetwork.forward_active``).
+  its preprocessing ReLU (``cell.SharedInput``, ``SearchNetwork.forward_active``);
+- ``bn_weight``: a convolution op's edge weight is its closing BN's weight (``ops.scaled_bn``), so the node sum
+  adds its output as it is.
 
 Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
 gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
@@ -51,7 +53,7 @@ from .timing import sync, time_interleaved
 
 __all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
 
-SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise", "weight_grad", "subsample", "shared_preprocess")
+SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise", "weight_grad", "subsample", "shared_preprocess", "bn_weight")
 
 
 def _out_of_place(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -62,10 +64,10 @@ def _own_preprocessing(pre: nn.Module, s) -> torch.Tensor:
     return pre(s.x if isinstance(s, cell.SharedInput) else s)
 
 
-def _out_of_place_sum(weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor]) -> torch.Tensor:
+def _out_of_place_sum(weights: torch.Tensor, index: list[tuple[int, int]], ys: list, scaled=None) -> torch.Tensor:
     out = None
-    for (e, k), y in zip(index, ys, strict=True):
-        out = _out_of_place(out, weights[e, k], y)
+    for (e, k), y, s in zip(index, ys, scaled or [False] * len(ys), strict=True):
+        out = (y if out is None else out + y) if s else _out_of_place(out, weights[e, k], y)
     return out
 
 
@@ -81,6 +83,8 @@ def shortcuts_off(model: nn.Module, names: tuple[str, ...]) -> Iterator[None]:
             for m in model.modules():
                 if isinstance(m, ops.FactorizedReduce):
                     stack.callback(m.conv_1.register_forward_hook(lambda *_: None).remove)
+        if "bn_weight" in names:  # every op output is weighted by the node sum
+            stack.enter_context(mock.patch.object(ops.DilConv, "takes_scale", property(lambda self: False)))
         if "shared_preprocess" in names:
             stack.enter_context(mock.patch.object(cell, "_preprocessed", _own_preprocessing))
         if "inplace_sum" in names:

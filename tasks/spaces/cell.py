@@ -99,24 +99,28 @@ class MixedEdge(nn.Module):
         ``out``, a node's running sum, is added to in place (one pass per op, no new tensor); pass a
         :class:`SharedInput` to share work with the other edges leaving the same node.
         """
-        for k, y in self.outputs(x, active, drop_prob):
+        for k, y, _ in self.outputs(x, active, drop_prob):
             out = _accumulate(out, weights[k], y)
         return out
 
-    def outputs(self, x: torch.Tensor | SharedInput, active: list[int], drop_prob: float = 0.0):
-        """``(k, op_k(x))`` for each ``k`` in ``active``, in order, unweighted (drop path applied)."""
+    def outputs(self, x: torch.Tensor | SharedInput, active: list[int], drop_prob: float = 0.0, scales=None):
+        """``(k, y, scaled)`` for each ``k`` in ``active``, in order (drop path applied): ``y = op_k(x)``, or,
+        where ``scales`` (a sequence of 0-dim tensors indexed by ``k``) is given and the op can fold it into its
+        closing BN (``ops.scaled_bn``), ``scales[k] * op_k(x)`` with ``scaled`` true."""
         src = x if isinstance(x, SharedInput) else SharedInput(x)
         for k in active:
             op = self.ops[k]
+            scaled = False
             if type(getattr(op, "pre_activation", None)) is nn.ReLU:
-                y = op.after_activation(src.relu())
+                scaled = scales is not None and getattr(op, "takes_scale", False)
+                y = op.after_activation(src.relu(), scales[k]) if scaled else op.after_activation(src.relu())
             elif isinstance(op, PoolBN):
                 y = op.shared_forward(src)
             else:
                 y = op(src.x)
             if drop_prob > 0.0 and not isinstance(op, Identity):
                 y = drop_path(y, drop_prob)  # one mask per sample and op (SNAS search-time drop path)
-            yield k, y
+            yield k, y, scaled
 
 
 def _accumulate(out: torch.Tensor | None, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -141,16 +145,21 @@ def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_
     inputs = [SharedInput(s) for s in states]
     e = 0
     fused = takes_shortcuts(weights) and not torch.compiler.is_compiling()
+    if fused:  # each weight as a 0-dim tensor, one autograd node for all: the ops that can take it as a BN weight
+        k = weights.shape[1]
+        flat = weights.reshape(-1).unbind()
+        scales = [flat[i : i + k] for i in range(0, len(flat), k)]
     for dst in nodes:
         node = None
         if fused:
-            index, ys = [], []
+            index, ys, scaled = [], [], []
             for src in range(dst):
-                for k, y in edges[e].outputs(inputs[src], active[e], drop_prob):
+                for k, y, s in edges[e].outputs(inputs[src], active[e], drop_prob, scales[e]):
                     index.append((e, k))
                     ys.append(y)
+                    scaled.append(s)
                 e += 1
-            node = weighted_sum(weights, index, ys) if ys else None
+            node = weighted_sum(weights, index, ys, scaled) if ys else None
         else:
             for src in range(dst):
                 node = edges[e](inputs[src], weights[e], active[e], drop_prob, out=node)
@@ -160,16 +169,21 @@ def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_
     return states
 
 
-def weighted_sum(weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor]) -> torch.Tensor:
-    """``sum_i weights[index[i]] * ys[i]`` (``weights`` ``(E, K)``, each ``ys[i]`` ``(B, C, H, W)``): a multiply,
-    then fused multiply-adds in place, in order (as :func:`_accumulate` adds); where the dtypes agree, one
-    autograd node (:class:`_WeightedSum`) whose backward reads each term once for its weight's gradient."""
+def weighted_sum(
+    weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor], scaled: list[bool] | None = None
+) -> torch.Tensor:
+    """``sum_i weights[index[i]] * ys[i]`` (``weights`` ``(E, K)``, each ``ys[i]`` ``(B, C, H, W)``), where a term
+    whose ``scaled[i]`` is true already holds its weight (``MixedEdge.outputs``) and is added as it is: a
+    multiply (or a copy), then fused multiply-adds in place, in order (as :func:`_accumulate` adds); where the
+    dtypes agree, one autograd node (:class:`_WeightedSum`) whose backward reads each unscaled term once for its
+    weight's gradient."""
+    scaled = scaled or [False] * len(ys)
     if any(y.dtype != weights.dtype for y in ys):  # autocast: out of place (_accumulate)
         out = None
-        for (e, k), y in zip(index, ys, strict=True):
-            out = _accumulate(out, weights[e, k], y)
+        for (e, k), y, s in zip(index, ys, scaled, strict=True):
+            out = (y if out is None else out + y) if s else _accumulate(out, weights[e, k], y)
         return out
-    return _WeightedSum.apply(weights, index, *ys)
+    return _WeightedSum.apply(weights, index, scaled, *ys)
 
 
 class _WeightedSum(torch.autograd.Function):
@@ -183,27 +197,31 @@ class _WeightedSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, index: list[tuple[int, int]], *ys: torch.Tensor) -> torch.Tensor:
-        ctx.index = index
-        ctx.save_for_backward(weights, *ys)
-        out = ys[0] * weights[index[0]]
-        for (e, k), y in zip(index[1:], ys[1:], strict=True):
-            out.addcmul_(weights[e, k], y)
+    def forward(ctx, weights: torch.Tensor, index: list[tuple[int, int]], scaled: list[bool], *ys: torch.Tensor):
+        ctx.index, ctx.scaled = index, scaled
+        ctx.save_for_backward(weights, *(y for y, s in zip(ys, scaled, strict=True) if not s))  # unscaled terms
+        out = ys[0].clone() if scaled[0] else ys[0] * weights[index[0]]
+        for (e, k), s, y in zip(index[1:], scaled[1:], ys[1:], strict=True):
+            out.add_(y) if s else out.addcmul_(weights[e, k], y)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        weights, *ys = ctx.saved_tensors
+        weights, *ys = ctx.saved_tensors  # the unscaled terms
+        unscaled = [ek for ek, s in zip(ctx.index, ctx.scaled, strict=True) if not s]
         grad_w = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and ys:
             grad = _like(grad, ys[0])
             flat = _flat(grad)
             dots = torch.stack([torch.dot(flat, _flat(_like(y, grad))) for y in ys])
-            rows, cols = (torch.tensor(c, device=weights.device) for c in zip(*ctx.index, strict=True))
+            rows, cols = (torch.tensor(c, device=weights.device) for c in zip(*unscaled, strict=True))
             grad_w = weights.new_zeros(weights.shape).index_put((rows, cols), dots, accumulate=True)
-        needs = ctx.needs_input_grad[2:]
-        grad_ys = [grad * weights[e, k] if need else None for (e, k), need in zip(ctx.index, needs, strict=True)]
-        return grad_w, None, *grad_ys
+        needs = ctx.needs_input_grad[3:]
+        grad_ys = [
+            None if not need else grad if s else grad * weights[e, k]
+            for (e, k), s, need in zip(ctx.index, ctx.scaled, needs, strict=True)
+        ]
+        return grad_w, None, None, *grad_ys
 
 
 def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

@@ -319,6 +319,20 @@ def test_a_nodes_weighted_sum_is_autograds_in_values_and_gradients(layout):
     mixed = weighted_sum(weights.float(), index, ys)
     assert "WeightedSum" not in type(mixed.grad_fn).__name__
     torch.testing.assert_close(mixed, ref, rtol=1e-6, atol=1e-6)
+    # terms that hold their weight already (an op's closing BN took it) are added as they are
+    scaled = [False, True, True, False]
+    terms = [weights[e, k] * y if s else y for (e, k), y, s in zip(index, ys, scaled, strict=True)]
+    out = weighted_sum(weights, index, terms, scaled)
+    assert type(out.grad_fn).__name__ == "_WeightedSumBackward"
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, (weights, *ys), g, create_graph=True)
+    grads_ref = torch.autograd.grad(ref, (weights, *ys), g, create_graph=True)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    for flags in ([True] * 4, [True, False, False, True]):  # none unscaled; a scaled first term
+        terms = [weights[i] * y if f else y for i, y, f in zip(index, ys, flags, strict=True)]
+        torch.testing.assert_close(weighted_sum(weights, index, terms, flags), ref)
 
 
 def test_an_op_with_a_swapped_activation_applies_its_own():

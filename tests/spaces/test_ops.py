@@ -150,6 +150,42 @@ def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout():
     assert "_SubsampleBackward" in _graph_nodes(y) and "_SubsampleBackward" not in _graph_nodes(y_ref)
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_scale_folded_into_a_search_bn_is_the_scaled_bn(momentum, layout):
+    """ops.scaled_bn: ``scale * bn(x)`` as a BN whose weight is the scale: values, the gradients of x and of the
+    scale (first and second order), the running statistics while training and their use in eval; a separable
+    op folds its weight only where its closing BN is a search BN nobody observes."""
+    from egsbench.tasks.spaces.ops import SepConv, scaled_bn
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(5, affine=False, momentum=momentum).double()
+    ref = nn.BatchNorm2d(5, affine=False, momentum=momentum).double()
+    x = torch.randn(4, 5, 6, 7, dtype=torch.double).contiguous(memory_format=layout).requires_grad_()
+    scale = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
+    for _ in range(2):  # twice: momentum None averages over num_batches_tracked
+        y, y_ref = scaled_bn(bn, x, scale), scale * ref(x)
+    torch.testing.assert_close(y, y_ref)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(bn, name), getattr(ref, name))
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, scale), g, create_graph=True)
+    grads_ref = torch.autograd.grad(y_ref, (x, scale), g, create_graph=True)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    second = torch.autograd.grad(sum(t.square().sum() for t in grads), (x, scale))
+    second_ref = torch.autograd.grad(sum(t.square().sum() for t in grads_ref), (x, scale))
+    for a, b in zip(second, second_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    bn.eval(), ref.eval()
+    torch.testing.assert_close(scaled_bn(bn, x, scale), scale * ref(x))
+    op = SepConv(5, 5, 3, 1, 1, affine=False)
+    assert op.takes_scale and not SepConv(5, 5, 3, 1, 1, affine=True).takes_scale
+    handle = op[1][3].register_forward_hook(lambda *_: None)  # a counter observing the closing BN
+    assert not op.takes_scale
+    handle.remove()
+
+
 def test_depthwise_conv_under_autocast_is_nn_conv2d_under_autocast():
     """bf16 autocast (a config's mixed_precision): aten's kernel casts the operands, forward and backward."""
     torch.manual_seed(0)
