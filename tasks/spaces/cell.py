@@ -146,9 +146,9 @@ def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_
     e = 0
     fused = takes_shortcuts(weights) and not torch.compiler.is_compiling()
     if fused:  # each weight as a 0-dim tensor, one autograd node for all: the ops that can take it as a BN weight
-        k = weights.shape[1]
+        n_ops = weights.shape[1]
         flat = weights.reshape(-1).unbind()
-        scales = [flat[i : i + k] for i in range(0, len(flat), k)]
+        scales = [flat[i : i + n_ops] for i in range(0, len(flat), n_ops)]
     for dst in nodes:
         node = None
         if fused:
@@ -202,7 +202,10 @@ class _WeightedSum(torch.autograd.Function):
         ctx.save_for_backward(weights, *(y for y, s in zip(ys, scaled, strict=True) if not s))  # unscaled terms
         out = ys[0].clone() if scaled[0] else ys[0] * weights[index[0]]
         for (e, k), s, y in zip(index[1:], scaled[1:], ys[1:], strict=True):
-            out.add_(y) if s else out.addcmul_(weights[e, k], y)
+            if s:
+                out.add_(y)
+            else:
+                out.addcmul_(weights[e, k], y)
         return out
 
     @staticmethod
