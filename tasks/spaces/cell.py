@@ -178,12 +178,21 @@ def weighted_sum(
     dtypes agree, one autograd node (:class:`_WeightedSum`) whose backward reads each unscaled term once for its
     weight's gradient."""
     scaled = scaled or [False] * len(ys)
-    if any(y.dtype != weights.dtype for y in ys):  # autocast: out of place (_accumulate)
-        out = None
-        for (e, k), y, s in zip(index, ys, scaled, strict=True):
-            out = (y if out is None else out + y) if s else _accumulate(out, weights[e, k], y)
-        return out
+    if any(y.dtype != weights.dtype for y in ys):  # autocast: autograd's own graph
+        return sum_terms(weights, index, ys, scaled)
     return _WeightedSum.apply(weights, index, scaled, *ys)
+
+
+def sum_terms(weights: torch.Tensor, index: list[tuple[int, int]], ys: list[torch.Tensor], scaled: list[bool]):
+    """:func:`weighted_sum` as autograd's own graph: each term through :func:`_accumulate`, a scaled one out of
+    place (autocast's dtypes; ``bench_engine`` times the engine with it)."""
+    out = None
+    for (e, k), y, s in zip(index, ys, scaled, strict=True):
+        if s:
+            out = y if out is None else out + y
+        else:
+            out = _accumulate(out, weights[e, k], y)
+    return out
 
 
 class _WeightedSum(torch.autograd.Function):
@@ -200,8 +209,15 @@ class _WeightedSum(torch.autograd.Function):
     def forward(ctx, weights: torch.Tensor, index: list[tuple[int, int]], scaled: list[bool], *ys: torch.Tensor):
         ctx.index, ctx.scaled = index, scaled
         ctx.save_for_backward(weights, *(y for y, s in zip(ys, scaled, strict=True) if not s))  # unscaled terms
-        out = ys[0].clone() if scaled[0] else ys[0] * weights[index[0]]
-        for (e, k), s, y in zip(index[1:], scaled[1:], ys[1:], strict=True):
+        terms = list(zip(index, scaled, ys, strict=True))
+        if not scaled[0]:
+            out, rest = ys[0] * weights[index[0]], terms[1:]
+        elif len(ys) == 1:
+            return ys[0].clone()  # (the output may not be an input)
+        else:  # a scaled first term needs no pass of its own: the sum starts as it plus the second term
+            (e, k), s, y = terms[1]
+            out, rest = (ys[0] + y if s else torch.addcmul(ys[0], weights[e, k], y)), terms[2:]
+        for (e, k), s, y in rest:
             if s:
                 out.add_(y)
             else:

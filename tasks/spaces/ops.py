@@ -106,7 +106,7 @@ class _SamePaddedDepthwise(torch.autograd.Function):
 
 
 # oneDNN's depthwise weight-gradient kernel on a CPU is fast for kernels up to 3 columns wide at dilation 1 and
-# 5-10x slower per tap beyond (a 5x5 kernel 11x a 3x3's time, 5x3 as fast as 3x3, 3x3 at dilation 2 7x;
+# 3-5x slower per tap beyond (a 5x5 kernel 11x a 3x3's time, 5x3 as fast as 3x3, 3x3 at dilation 2 7x;
 # docs/benchmarks.md#bench_engine): wider and dilated kernels are summed from pieces of that kind.
 FAST_WGRAD_COLUMNS = 3
 
@@ -267,12 +267,15 @@ class SepConv(nn.Sequential):
 
     def after_activation(self, activated: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The op on an input that is already ``pre_activation(x)`` (``scale``: as ``DilConv``'s)."""
-        second = self[1]
-        return second.after_activation(second.pre_activation(self[0].after_activation(activated)), scale)
+        first, second = self[0].after_activation(activated), self[1]
+        if scale is None:
+            return second(first)
+        return second.after_activation(second.pre_activation(first), scale)
 
     @property
     def takes_scale(self) -> bool:
-        return self[1].takes_scale and type(self[1].pre_activation) is nn.ReLU and not _hooked(self[1])
+        """Whether the second block can fold a scale (it runs past its own ``forward`` then: not when observed)."""
+        return self[1].takes_scale and not _hooked(self[1])
 
 
 def _foldable(bn: nn.Module) -> bool:
@@ -287,8 +290,7 @@ def scaled_bn(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch
     last CPU kernel of torch 2.14 (measured: errors of 7e10)."""
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        factor = _count_batch(bn)
     batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
     track = not bn.training or bn.track_running_stats
     weight = scale.expand(x.shape[1]).contiguous()  # (C,)
@@ -408,11 +410,17 @@ def _hooked(module: nn.Module) -> bool:
     )
 
 
+def _count_batch(bn: nn.BatchNorm2d) -> float:
+    """What ``bn``'s forward does first with a training batch: count it in ``num_batches_tracked``; returns the
+    factor its running statistics average the batch's in with (``1 / count`` where ``momentum`` is None)."""
+    bn.num_batches_tracked.add_(1)
+    return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+
+
 def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
     """What ``bn``'s forward does to its buffers while training, given the batch's mean and unbiased var."""
     with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        factor = _count_batch(bn)
         bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
         bn.running_var.mul_(1.0 - factor).add_(var, alpha=factor)
 

@@ -333,6 +333,9 @@ def test_a_nodes_weighted_sum_is_autograds_in_values_and_gradients(layout):
     for flags in ([True] * 4, [True, False, False, True]):  # none unscaled; a scaled first term
         terms = [weights[i] * y if f else y for i, y, f in zip(index, ys, flags, strict=True)]
         torch.testing.assert_close(weighted_sum(weights, index, terms, flags), ref)
+    alone = weights[index[0]] * ys[0]  # one scaled term: the node is a copy of it, not the term itself
+    node = weighted_sum(weights, index[:1], [alone], [True])
+    assert torch.equal(node, alone) and node.data_ptr() != alone.data_ptr()
 
 
 def test_an_op_with_a_swapped_activation_applies_its_own():

@@ -84,12 +84,12 @@ def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(
     ("kernel", "padding", "dilation", "size"),
-    [(5, 2, 1, 9), (7, 3, 1, 8), (3, 2, 2, 9), (5, 4, 2, 8), (5, 6, 3, 10), (3, 1, 1, 9)],
+    [(5, 2, 1, 9), (7, 3, 1, 8), (3, 2, 2, 9), (5, 4, 2, 8), (5, 6, 3, 10), (7, 6, 2, 9)],
 )
 def test_depthwise_weight_gradient_in_pieces_is_atens(kernel, padding, dilation, size, layout):
     """The weight gradient from column blocks of at most three (oneDNN's fast kernel) and, dilated, from the
-    phases of the grid stacked along the batch: aten's own, first and second order, in either layout (odd sides
-    pad to a multiple of the dilation)."""
+    phases of the grid stacked along the batch (a 7x7 at dilation 2: both, three blocks): aten's own, first and
+    second order, in either layout (odd sides pad to a multiple of the dilation)."""
     from egsbench.tasks.spaces import ops
 
     torch.manual_seed(0)
@@ -183,6 +183,12 @@ def test_a_scale_folded_into_a_search_bn_is_the_scaled_bn(momentum, layout):
     assert op.takes_scale and not SepConv(5, 5, 3, 1, 1, affine=True).takes_scale
     handle = op[1][3].register_forward_hook(lambda *_: None)  # a counter observing the closing BN
     assert not op.takes_scale
+    handle.remove()
+    calls = []
+    handle = op[1].register_forward_hook(lambda *_: calls.append(1))  # observing the second block
+    assert not op.takes_scale
+    op.after_activation(torch.randn(2, 5, 6, 6).relu())
+    assert calls == [1]  # unscaled, the second block runs as a module: its hooks see it
     handle.remove()
 
 
