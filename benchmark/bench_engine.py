@@ -14,8 +14,8 @@ network:
   ``dil_conv``) as the undilated one on the subsampled grid (``ops.DepthwiseConv2d``);
 - ``weight_grad``: that convolution's weight gradient in pieces oneDNN's fast kernel takes (column blocks of at
   most three, a dilated kernel over the grid's phases; ``ops._depthwise_weight_grad``);
-- ``subsample``: ``FactorizedReduce`` as stride-1 1x1 convolutions of its two subsampled grids, whose gradient
-  keeps the channels-last layout (``ops.subsample``);
+- ``subsample``: ``FactorizedReduce`` as one two-group stride-1 1x1 convolution of its two subsampled grids side
+  by side in channels, whose gradient keeps the channels-last layout (``ops._PhasePair``);
 - ``shared_preprocess``: the two cells that read one cell's output (three preprocessings of the stem's) share
   its preprocessing ReLU (``cell.SharedInput``, ``SearchNetwork.forward_active``);
 - ``bn_weight``: a convolution op's edge weight is its closing BN's weight (``ops.scaled_bn``), so the node sum

@@ -174,6 +174,41 @@ class _Subsample(torch.autograd.Function):
         return grad_x, None, None
 
 
+class _PhasePair(torch.autograd.Function):
+    """``(B, C, H, W) -> (B, 2C, H/2, W/2)``, H and W even: channels ``[0, C)`` the pixels ``(2i, 2j)``, ``[C, 2C)``
+    the pixels ``(2i + 1, 2j + 1)``, in ``x``'s memory layout: one copy forward, one pass backward (each input
+    pixel is written once: its gradient or a zero), in that layout too (see :class:`_Subsample`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.layout = x.shape, _layout(x)
+        cl = ctx.layout is torch.channels_last
+        out = torch.cat([_phase(x, 0, 0, cl), _phase(x, 1, 1, cl)], dim=-1 if cl else 1)
+        return out.permute(0, 3, 1, 2) if cl else out  # (B, 2C, H/2, W/2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        c, cl = ctx.shape[1], ctx.layout is torch.channels_last
+        grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout)
+        g = grad.permute(0, 2, 3, 1) if cl else grad  # (B, H/2, W/2, 2C) or (B, 2C, H/2, W/2)
+        halves = (g[..., :c], g[..., c:]) if cl else (g[:, :c], g[:, c:])
+        # a fresh view per write: DARTS's second order differentiates through these copies
+        _phase(grad_x, 0, 0, cl).copy_(halves[0])
+        _phase(grad_x, 1, 1, cl).copy_(halves[1])
+        _phase(grad_x, 0, 1, cl).zero_()  # the pixels neither phase reads
+        _phase(grad_x, 1, 0, cl).zero_()
+        return grad_x
+
+
+def _phase(x: torch.Tensor, r: int, s: int, channels_last: bool) -> torch.Tensor:
+    """The pixels ``(2i + r, 2j + s)`` of ``x`` ``(B, C, H, W)`` (H, W even) as a view: ``(B, H/2, W/2, C)`` on
+    channels-last memory, else ``(B, C, H/2, W/2)``."""
+    b, c, h, w = x.shape
+    if channels_last:
+        return x.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c)[:, :, r, :, s]
+    return x.view(b, c, h // 2, 2, w // 2, 2)[:, :, :, r, :, s]
+
+
 def _layout(x: torch.Tensor) -> torch.memory_format:
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if cl else torch.contiguous_format
@@ -341,13 +376,12 @@ class FactorizedReduce(nn.Module):
         # The second path sees the input shifted by one pixel, so the two halves sample
         # complementary positions. (B, C_out, H/2, W/2)
         a, c1, c2 = activated, self.conv_1, self.conv_2
-        if takes_shortcuts(a) and not (_hooked(c1) or _hooked(c2)):
+        if takes_shortcuts(a) and not (_hooked(c1) or _hooked(c2)) and a.shape[-2] % 2 == a.shape[-1] % 2 == 0:
             # The same sums: a 1x1 stride-2 convolution reads the pixels (2i, 2j) of its input, the shifted one
-            # (2i + 1, 2j + 1), so each is the stride-1 one of that grid (subsample: its gradient keeps the layout).
-            halves = [F.conv2d(subsample(a, r, (2, 2)), c.weight) for r, c in ((0, c1), (1, c2))]
-        else:
-            halves = [c1(a), c2(a[:, :, 1:, 1:])]
-        return self.bn(torch.cat(halves, dim=1))
+            # (2i + 1, 2j + 1); the two grids side by side in channels are one stride-1 convolution of two groups,
+            # whose output is the concatenation (_PhasePair: its gradient keeps the layout).
+            return self.bn(F.conv2d(_PhasePair.apply(a), torch.cat([c1.weight, c2.weight]), groups=2))
+        return self.bn(torch.cat([c1(a), c2(a[:, :, 1:, 1:])], dim=1))
 
 
 class PoolBN(nn.Sequential):

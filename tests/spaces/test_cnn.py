@@ -336,6 +336,37 @@ def test_a_nodes_weighted_sum_is_autograds_in_values_and_gradients(layout):
     alone = weights[index[0]] * ys[0]  # one scaled term: the node is a copy of it, not the term itself
     node = weighted_sum(weights, index[:1], [alone], [True])
     assert torch.equal(node, alone) and node.data_ptr() != alone.data_ptr()
+    # every term scaled and the node's gradient a slice of a concat's: the terms still get it dense, in their layout
+    terms = [(weights[i] * y).detach().requires_grad_() for i, y in zip(index, ys, strict=True)]
+    sliced = torch.cat([weighted_sum(weights, index, terms, [True] * 4), torch.zeros_like(ref)], 1)[:, :3]
+    grads = torch.autograd.grad(sliced, terms, g)
+    assert all(t.is_contiguous(memory_format=layout) and torch.equal(t, g) for t in grads)
+
+
+def test_a_cells_op_weights_are_one_autograd_node_with_the_same_gradients():
+    """cell.entries: the active entries of an (E, K) weight tensor as 0-dim tensors of one autograd node; the
+    entries used get their gradients, the unused none, first and second order, as indexing gives them."""
+    from egsbench.tasks.spaces.cell import entries
+
+    torch.manual_seed(0)
+    weights = torch.rand(4, 3, dtype=torch.double, requires_grad=True)
+    active = [[0, 2], [], [1], [0, 1, 2]]
+    picked = entries(weights, active)
+    assert [sorted(d) for d in picked] == active
+    assert all(torch.equal(picked[e][k], weights[e, k]) for e, ks in enumerate(active) for k in ks)
+    assert len({type(v.grad_fn).__name__ for d in picked for v in d.values()}) == 1
+    used = [(0, 2), (2, 1), (3, 0), (3, 2)]  # (0, 0) and (3, 1) picked but unused
+    coef = torch.tensor([1.5, -2.0, 0.5, 3.0], dtype=torch.double)
+
+    def loss(values):
+        return sum(c * values[i].square() for i, c in enumerate(coef))
+
+    out = torch.autograd.grad(loss([picked[e][k] for e, k in used]), weights, create_graph=True)[0]
+    ref = torch.autograd.grad(loss([weights[e, k] for e, k in used]), weights, create_graph=True)[0]
+    torch.testing.assert_close(out, ref)
+    assert out[0, 0] == 0 and out[3, 1] == 0 and out[0, 2] != 0
+    torch.testing.assert_close(*(torch.autograd.grad(g.sum(), weights)[0] for g in (out, ref)))
+    assert entries(weights, [[], []]) == [{}, {}]
 
 
 def test_an_op_with_a_swapped_activation_applies_its_own():

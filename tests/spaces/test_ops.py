@@ -119,15 +119,16 @@ def _graph_nodes(t: torch.Tensor) -> set[str]:
     return names
 
 
-def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout():
-    """FactorizedReduce as the stride-1 1x1 convolutions of its two subsampled grids (on a CPU): the original's
-    values and gradients, first and second order; the input gradient stays channels-last (autograd's slice
-    gradient is NCHW); an observed conv (a MAC counter's hook) runs the original."""
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout(layout):
+    """FactorizedReduce as one two-group stride-1 1x1 convolution of its two subsampled grids side by side (on a
+    CPU): the original's values and gradients, first and second order; the input gradient keeps the input's
+    layout (autograd's slice gradient is NCHW); an observed conv (a MAC counter's hook) runs the original."""
     torch.manual_seed(0)
     size = 8
     fr = FactorizedReduce(6, 8, affine=True).double()
     fr.bn.weight.data.uniform_(0.5, 1.5)
-    x = torch.randn(2, 6, size, size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 6, size, size, dtype=torch.double).contiguous(memory_format=layout)
     x.requires_grad_()
 
     def run(observed: bool):
@@ -145,9 +146,10 @@ def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout():
     torch.testing.assert_close(y, y_ref)
     for a, b in zip((*grads, *second), (*grads_ref, *second_ref), strict=True):
         torch.testing.assert_close(a, b)
-    assert grads[0].is_contiguous(memory_format=torch.channels_last)
-    assert not grads_ref[0].is_contiguous(memory_format=torch.channels_last)
-    assert "_SubsampleBackward" in _graph_nodes(y) and "_SubsampleBackward" not in _graph_nodes(y_ref)
+    assert grads[0].is_contiguous(memory_format=layout)
+    if layout is torch.channels_last:
+        assert not grads_ref[0].is_contiguous(memory_format=torch.channels_last)
+    assert "_PhasePairBackward" in _graph_nodes(y) and "_PhasePairBackward" not in _graph_nodes(y_ref)
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
