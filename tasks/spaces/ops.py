@@ -123,25 +123,43 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     with ``weight`` at ``padding`` and ``dilation``, given its output gradient ``grad`` ``(B, C, Ho, Wo)``.
 
     The same sums as aten's kernel, in pieces its fast path takes: a kernel dilated by ``d`` only reads pixels of
-    one of the ``d x d`` phases of the padded grid per output pixel, so it is the undilated kernel over the phases
-    stacked along the batch (:func:`_phases`); a kernel wider than :data:`FAST_WGRAD_COLUMNS` is blocks of at
-    most that many columns, each correlated with the padded input shifted by its first column. Differentiable.
+    one of the ``d x d`` phases of the grid per output pixel, so it is the undilated kernel over the phases
+    stacked along the batch (:func:`_phases`; where the sides and the padding are multiples of ``d`` the phases
+    of ``x`` itself at padding ``/ d``, else of ``x`` padded); a kernel wider than :data:`FAST_WGRAD_COLUMNS` is
+    blocks of at most that many columns (:func:`_column_blocks`). Differentiable.
     """
     kw, (dh, dw) = weight.shape[-1], dilation
     if (kw <= FAST_WGRAD_COLUMNS and dh == dw == 1) or dh != dw:
         return _aten_weight_grad(grad, x, weight, padding, dilation)
     (ph, pw), d = padding, dh
-    extra = ((-grad.shape[-2]) % d, (-grad.shape[-1]) % d)  # grad's sides to multiples of d (zero rows add 0)
-    xp = F.pad(x, (pw, pw + extra[1], ph, ph + extra[0]))  # (B, C, Ho' + d (kh - 1), Wo' + d (kw - 1))
     if d > 1:
-        grad = F.pad(grad, (0, extra[1], 0, extra[0])) if any(extra) else grad
-        xp, grad = _phases(xp, d), _phases(grad, d)  # (d^2 B, C, ...): a stride-1, undilated correlation
-    wo = grad.shape[-1]
-    blocks = [
-        _aten_weight_grad(grad, xp[..., j : j + wo + c - 1], weight[..., j : j + c], (0, 0), (1, 1))
-        for j in range(0, kw, FAST_WGRAD_COLUMNS)
-        for c in [min(FAST_WGRAD_COLUMNS, kw - j)]
-    ]
+        if ph % d or pw % d or any(side % d for side in (*x.shape[-2:], *grad.shape[-2:])):
+            extra = ((-grad.shape[-2]) % d, (-grad.shape[-1]) % d)  # grad's sides to multiples of d (zeros add 0)
+            x = F.pad(x, (pw, pw + extra[1], ph, ph + extra[0]))  # (B, C, Ho' + d (kh - 1), Wo' + d (kw - 1))
+            grad = F.pad(grad, (0, extra[1], 0, extra[0])) if any(extra) else grad
+            ph = pw = 0
+        else:  # output phase (r, s) reads input phase (r, s) only
+            ph, pw = ph // d, pw // d
+        x, grad = _phases(x, d), _phases(grad, d)  # (d^2 B, C, ...): a stride-1, undilated correlation
+        if kw <= FAST_WGRAD_COLUMNS:
+            return _aten_weight_grad(grad, x, weight, (ph, pw), (1, 1))
+    return _column_blocks(grad, x, weight, (ph, pw), pad_rows=d > 1)
+
+
+def _column_blocks(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding, pad_rows: bool):
+    """The undilated weight gradient as blocks of at most :data:`FAST_WGRAD_COLUMNS` columns: block ``j`` correlates
+    ``grad`` with the columns ``j - pw ...`` of ``x``, one copy made by ``F.pad`` (a negative pad crops) that
+    leaves the rows to aten's padding (``pad_rows``: to the copy; aten's kernel ran 2x slower on 4x4 phase grids
+    at padding 2, its padded-row path). Measured at batch 32 and 64: 0.55-0.86 of the time of slicing one padded
+    copy, whose slices aten's kernel copied again (``docs/benchmarks.md#bench_engine``)."""
+    (ph, pw), kw = padding, weight.shape[-1]
+    wo, w_in = grad.shape[-1], x.shape[-1]
+    rows, aten_rows = ((ph, ph), 0) if pad_rows else ((0, 0), ph)
+    blocks = []
+    for j in range(0, kw, FAST_WGRAD_COLUMNS):
+        c = min(FAST_WGRAD_COLUMNS, kw - j)
+        piece = F.pad(x, (pw - j, j - pw + wo + c - 1 - w_in, *rows))  # (B, C, H', Wo + c - 1)
+        blocks.append(_aten_weight_grad(grad, piece, weight[..., j : j + c], (aten_rows, 0), (1, 1)))
     return torch.cat(blocks, dim=-1) if len(blocks) > 1 else blocks[0]
 
 

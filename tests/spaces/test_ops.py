@@ -84,16 +84,27 @@ def test_depthwise_conv_is_nn_conv2d_in_values_gradients_and_parameters(kernel, 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(
     ("kernel", "padding", "dilation", "size"),
-    [(5, 2, 1, 9), (7, 3, 1, 8), (3, 2, 2, 9), (5, 4, 2, 8), (5, 6, 3, 10), (7, 6, 2, 9)],
+    [
+        (5, 2, 1, (9, 10)),
+        (7, 3, 1, (8, 9)),
+        (3, 2, 2, (9, 10)),
+        (5, 4, 2, (8, 9)),
+        (5, 6, 3, (10, 11)),
+        (7, 6, 2, (9, 10)),
+        (3, 2, 2, (8, 12)),
+        (5, 4, 2, (8, 8)),
+        (7, 6, 3, (9, 12)),
+    ],
 )
 def test_depthwise_weight_gradient_in_pieces_is_atens(kernel, padding, dilation, size, layout):
     """The weight gradient from column blocks of at most three (oneDNN's fast kernel) and, dilated, from the
     phases of the grid stacked along the batch (a 7x7 at dilation 2: both, three blocks): aten's own, first and
-    second order, in either layout (odd sides pad to a multiple of the dilation)."""
+    second order, in either layout (sides that are no multiple of the dilation pad to one; the last three cases:
+    the phases of the input itself)."""
     from egsbench.tasks.spaces import ops
 
     torch.manual_seed(0)
-    x = torch.randn(3, 4, size, size + 1, dtype=torch.double).contiguous(memory_format=layout).requires_grad_()
+    x = torch.randn(3, 4, *size, dtype=torch.double).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(4, 1, kernel, kernel, dtype=torch.double)
     out = torch.nn.functional.conv2d(x, w, None, 1, padding, dilation, 4)
     g = torch.randn_like(out).requires_grad_()
