@@ -27,7 +27,7 @@ from .speed import MEMORY_FORMATS, apply_memory_format
 from .throughput import counted_flops, hardware_line, matmul_flops_per_s
 from .timing import sync, time_interleaved
 
-__all__ = ["BASELINE", "DIFFERENCES", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
+__all__ = ["BASELINE", "DIFFERENCES", "SAMPLED", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
 
 BASELINE = "ours_darts"
 OTHER_LAYOUT = {"channels_last": "ours_darts_nchw", "contiguous": "ours_darts_cl"}  # our dense supernet, other layout
@@ -41,6 +41,9 @@ DIFFERENCES = (
     "xautodl GDAS syncs with the host once per edge (.item()); ours once per cell type and forward",
     "xautodl keeps alphas in the network; ours take weights from the method (inside the timed step)",
 )
+# the variants whose step runs another sampled architecture on each call (its cost varies: 0.5-0.8 s per call for
+# xautodl's GDAS at batch 32); --samples steps each per round
+SAMPLED = ("ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7")
 # name: (numerator, denominator, target upper bound of the ratio or None); issue 21's targets. "ours_cl" is our
 # dense supernet in channels-last, whichever layout --memory-format gives the others.
 TARGETS = {
@@ -147,17 +150,23 @@ def make_variants(
     peers = {name: net.to(device) for name, net in _xautodl_nets(channels, layers).items()}
     peer_cl = apply_memory_format(copy.deepcopy(peers["xautodl_darts"]), "channels_last")  # same weights, NHWC
 
+    # Gradients are dropped as an optimiser's zero_grad drops them, from a list made once: nn.Module.zero_grad
+    # walks every module (about 4 ms on either supernet's 3,600-4,100 modules), which is no part of a step.
     def our_step(model: nn.Module, weights: Callable[[], dict]) -> Callable[[], None]:
+        params = list(model.parameters())
+
         def run() -> None:
-            model.zero_grad(set_to_none=True)
+            _drop_grads(params)
             F.cross_entropy(model(x, weights()), y).backward()
             sync(device)
 
         return run
 
     def peer_step(net: nn.Module) -> Callable[[], None]:
+        params = list(net.parameters())
+
         def run() -> None:
-            net.zero_grad(set_to_none=True)
+            _drop_grads(params)
             F.cross_entropy(net(x)[1], y).backward()  # forward returns (pooled features, logits)
             sync(device)
 
@@ -176,6 +185,11 @@ def make_variants(
     params = {name: _weights(m.ctx.model) for name, m in ours.items()} | {n: _weights(m) for n, m in peers.items()}
     params |= {OTHER_LAYOUT[memory_format]: _weights(ours_other.ctx.model), "xautodl_darts_cl": _weights(peer_cl)}
     return variants, {"parameters": params, "egs_m7_active_fraction": counter, "memory_format": memory_format}
+
+
+def _drop_grads(params: list[torch.Tensor]) -> None:
+    for p in params:
+        p.grad = None
 
 
 def _weights(model: nn.Module) -> int:
@@ -210,14 +224,17 @@ def time_peer(
     rounds: int,
     device: str | torch.device = "cpu",
     memory_format: str = "channels_last",
+    samples: int = 1,
 ) -> dict:
-    """Median seconds per forward + backward of every variant, interleaved, with the issue's ratios."""
+    """Median seconds per forward + backward of every variant, interleaved, with the issue's ratios; each round
+    times ``samples`` steps of a sampled variant (:data:`SAMPLED`, new samples each) and takes their mean."""
     variants, info = make_variants(channels, layers, batch, device, memory_format)
     result = time_interleaved(
         variants,
         rounds,
         BASELINE,
         {"channels": channels, "layers": layers, "batch": batch, "device": str(device), "memory_format": memory_format},
+        repeats=dict.fromkeys(SAMPLED, samples),
     )
     fraction = info["egs_m7_active_fraction"]
     return result | {
@@ -244,7 +261,8 @@ def print_peer(result: dict) -> None:
     print(
         f"ours vs xautodl, forward + backward, C={cfg['channels']}, {cfg['layers']} cells, batch {cfg['batch']}, "
         f"{cfg['device']}, ours {cfg['memory_format']}, {cfg['rounds']} interleaved rounds, "
-        f"{cfg['threads']} threads"
+        f"{cfg['threads']} threads, sampled variants the mean of {max(cfg.get('repeats', {}).values(), default=1)} "
+        "steps per round"
     )
     for name, median in result["median_s"].items():
         print(f"  {name:14s} median {median:8.3f} s   params {result['parameters'][name]:>9,d}")
@@ -265,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=6, help="cells; a multiple of 3 (xautodl N = layers / 3)")
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--samples", type=int, default=4, help="steps per round of each sampled variant (GDAS, EGS), their mean"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -275,13 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.samples < 1:
+        parser.error(f"--samples must be at least 1, got {args.samples}")
     if not peer_available():
         parser.error("the optional xautodl package is not installed: pip install --no-deps xautodl")
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
     for batch in args.batch:
-        results.append(time_peer(args.channels, args.layers, batch, args.rounds, args.device, args.memory_format))
+        results.append(
+            time_peer(args.channels, args.layers, batch, args.rounds, args.device, args.memory_format, args.samples)
+        )
         print_peer(results[-1])
     print("differences between the two supernets:\n" + "\n".join(f"  - {d}" for d in DIFFERENCES))
     if args.json:

@@ -20,24 +20,39 @@ def sync(device: torch.device | str) -> None:
 
 
 def time_interleaved(
-    variants: dict[str, Callable[[], object]], rounds: int, baseline: str, config: dict, label: str | None = None
+    variants: dict[str, Callable[[], object]],
+    rounds: int,
+    baseline: str,
+    config: dict,
+    label: str | None = None,
+    repeats: dict[str, int] | None = None,
 ) -> dict:
     """Call each variant once untimed (warm-up), then once per round in turn, so noise hits them alike.
 
-    Returns the config (with the torch thread count), each variant's median seconds, its ratio
+    ``repeats`` (name -> n) has a variant called ``n`` times back to back per round, its time for the round the
+    mean of those calls: for a step whose cost varies from call to call (a sampled architecture runs other ops
+    each time), so that each round's figure estimates its mean.
+
+    Returns the config (with the torch thread count and the repeats), each variant's median seconds, its ratio
     to the ``baseline`` variant (under ``ratio_to_<label>``) and the raw times.
     """
+    repeats = {name: n for name, n in (repeats or {}).items() if name in variants}
+    if any(n < 1 for n in repeats.values()):
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     times: dict[str, list[float]] = {name: [] for name in variants}
     for run in variants.values():
         run()
     for _ in range(rounds):
         for name, run in variants.items():
+            n = repeats.get(name, 1)
             start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(n):
+                run()
+            times[name].append((time.perf_counter() - start) / n)
     medians = {name: statistics.median(t) for name, t in times.items()}
+    config = config | {"rounds": rounds, "threads": torch.get_num_threads()} | ({"repeats": repeats} if repeats else {})
     return {
-        "config": config | {"rounds": rounds, "threads": torch.get_num_threads()},
+        "config": config,
         "median_s": medians,
         f"ratio_to_{label or baseline}": {name: m / medians[baseline] for name, m in medians.items()},
         "times_s": times,

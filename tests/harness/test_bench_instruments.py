@@ -52,9 +52,10 @@ def test_peer_networks_share_the_macro_structure():
 @needs_xautodl
 def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     out = tmp_path / "peer.json"
-    argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--json", str(out)]
+    argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--samples", "2", "--json", str(out)]
     assert bench_peer.main(argv) == 0
     result = json.loads(out.read_text())["results"][0]
+    assert result["config"]["repeats"] == dict.fromkeys(bench_peer.SAMPLED, 2)  # the sampled steps: mean of 2
     assert set(result["median_s"]) == {
         "ours_darts",
         "xautodl_darts",
@@ -76,6 +77,33 @@ def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     assert hardware["flops_per_s"] == pytest.approx(hardware["flops"] / result["median_s"]["ours_darts"])
     out = capsys.readouterr().out
     assert "differences between the two supernets" in out and "GFLOP per step (counted)" in out
+
+
+def test_interleaved_timing_repeats_a_variant_and_reports_the_mean_call():
+    """time_interleaved's repeats: a variant runs n times per round (after one warm-up call) and its round time
+    is the mean call (a clock that each call advances by its variant's cost), so a variant repeated reads as one
+    call of it; n < 1 is refused."""
+    from egsbench.benchmark import timing
+
+    clock = {"now": 0.0}
+    calls = {"once": 0, "thrice": 0}
+
+    def variant(name: str, seconds: float):
+        def run() -> None:
+            calls[name] += 1
+            clock["now"] += seconds
+
+        return run
+
+    variants = {"once": variant("once", 1.0), "thrice": variant("thrice", 2.0)}
+    with mock.patch.object(timing.time, "perf_counter", lambda: clock["now"]):
+        result = timing.time_interleaved(variants, 2, "once", {}, repeats={"thrice": 3, "absent": 5})
+    assert calls == {"once": 1 + 2, "thrice": 1 + 2 * 3}
+    assert result["config"]["repeats"] == {"thrice": 3}
+    assert result["times_s"] == {"once": [1.0, 1.0], "thrice": [2.0, 2.0]}  # the mean call, not the sum of three
+    assert result["ratio_to_once"]["thrice"] == 2.0
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        timing.time_interleaved(variants, 1, "once", {}, repeats={"once": 0})
 
 
 def test_peer_rejects_a_cell_count_xautodl_cannot_build():
