@@ -99,7 +99,11 @@ class _SamePaddedDepthwise(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = _SamePaddedDepthwise.apply(grad, weight.flip(-2, -1), ctx.padding, ctx.dilation)
+            flipped = weight.flip(-2, -1)
+            if torch.is_grad_enabled():  # create_graph: a node of its own, differentiable again
+                grad_x = _SamePaddedDepthwise.apply(grad, flipped, ctx.padding, ctx.dilation)
+            else:  # the plain kernel call (a Function's apply costs 15-20 us on a CPU)
+                grad_x = F.conv2d(grad, flipped, None, 1, ctx.padding, ctx.dilation, weight.shape[0])
         if ctx.needs_input_grad[1]:
             grad_w = _depthwise_weight_grad(grad, x, weight, ctx.padding, ctx.dilation)
         return grad_x, grad_w, None, None
@@ -150,8 +154,8 @@ def _column_blocks(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pa
     """The undilated weight gradient as blocks of at most :data:`FAST_WGRAD_COLUMNS` columns: block ``j`` correlates
     ``grad`` with the columns ``j - pw ...`` of ``x``, one copy made by ``F.pad`` (a negative pad crops) that
     leaves the rows to aten's padding (``pad_rows``: to the copy; aten's kernel ran 2x slower on 4x4 phase grids
-    at padding 2, its padded-row path). Measured at batch 32 and 64: 0.55-0.86 of the time of slicing one padded
-    copy, whose slices aten's kernel copied again (``docs/benchmarks.md#bench_engine``)."""
+    at padding 2, its padded-row path). With the phases of the input itself, 0.48-0.86 of the time of the previous
+    form, slices of one padded copy that aten's kernel copied again (``docs/benchmarks.md#bench_engine``)."""
     (ph, pw), kw = padding, weight.shape[-1]
     wo, w_in = grad.shape[-1], x.shape[-1]
     rows, aten_rows = ((ph, ph), 0) if pad_rows else ((0, 0), ph)
