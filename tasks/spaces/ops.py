@@ -449,13 +449,24 @@ class PoolBN(nn.Sequential):
             memo[key, "bn"] = bn(pooled)
             return memo[key, "bn"]
         if bn.track_running_stats:
-            if (key, "stats") not in memo:  # BN's own statistics kernel: var_mean took 8x a whole BN forward
-                with torch.no_grad():
-                    mean, var = torch.batch_norm_update_stats(pooled, None, None, 0.0)  # (C,) each, biased var
-                n = pooled.numel() // pooled.shape[1]
-                memo[key, "stats"] = mean, var * (n / max(n - 1, 1))  # unbiased, as the running var takes it
+            if (key, "stats") not in memo:
+                memo[key, "stats"] = _batch_stats(pooled)
+
             _update_running_stats(bn, *memo[key, "stats"])
         return memo[key, "bn"]
+
+
+def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and unbiased variance of ``x`` ``(B, C, H, W)``, as a BN's running statistics take
+    them: from BN's own statistics kernel where aten has one for the device (``var_mean`` over a channels-last
+    tensor took 8x a whole BN forward on a CPU, 2.1 ms at 64x16x32x32), else from ``var_mean``."""
+    with torch.no_grad():
+        if x.device.type not in ("cpu", "cuda"):
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
+            return mean, var
+        mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)  # (C,) each, the biased variance
+        n = x.numel() // x.shape[1]
+        return mean, var * (n / max(n - 1, 1))
 
 
 def _hooked(module: nn.Module) -> bool:

@@ -237,3 +237,18 @@ def test_the_kernel_shortcuts_run_only_on_the_devices_measured_faster(monkeypatc
     monkeypatch.setattr(ops, "SHORTCUT_DEVICES", frozenset({"cpu", "meta"}))
     out = torch.ones(2, 3, device="meta")
     assert _accumulate(out, out, out) is out  # the one switch, read where the sum is made
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_shared_pools_batch_statistics_are_the_unbiased_ones(layout):
+    """ops._batch_stats (the other BNs' running averages of a shared pool): BN's statistics kernel, the mean and
+    the unbiased variance var_mean gives; a device without that kernel (meta here) takes var_mean's shapes."""
+    from egsbench.tasks.spaces import ops
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 4, 6, dtype=torch.double) * 2 + 1).contiguous(memory_format=layout)
+    mean, var = ops._batch_stats(x)
+    var_ref, mean_ref = torch.var_mean(x, dim=(0, 2, 3), correction=1)
+    torch.testing.assert_close(mean, mean_ref)
+    torch.testing.assert_close(var, var_ref)
+    assert [t.shape for t in ops._batch_stats(x.to("meta"))] == [torch.Size([5])] * 2
