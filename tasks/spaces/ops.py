@@ -451,7 +451,6 @@ class PoolBN(nn.Sequential):
         if bn.track_running_stats:
             if (key, "stats") not in memo:
                 memo[key, "stats"] = _batch_stats(pooled)
-
             _update_running_stats(bn, *memo[key, "stats"])
         return memo[key, "bn"]
 
