@@ -99,11 +99,7 @@ class _SamePaddedDepthwise(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            flipped = weight.flip(-2, -1)
-            if torch.is_grad_enabled():  # create_graph: a node of its own, differentiable again
-                grad_x = _SamePaddedDepthwise.apply(grad, flipped, ctx.padding, ctx.dilation)
-            else:  # the plain kernel call (a Function's apply costs 15-20 us on a CPU)
-                grad_x = F.conv2d(grad, flipped, None, 1, ctx.padding, ctx.dilation, weight.shape[0])
+            grad_x = _SamePaddedDepthwise.apply(grad, weight.flip(-2, -1), ctx.padding, ctx.dilation)
         if ctx.needs_input_grad[1]:
             grad_w = _depthwise_weight_grad(grad, x, weight, ctx.padding, ctx.dilation)
         return grad_x, grad_w, None, None
@@ -167,14 +163,22 @@ def _column_blocks(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pa
     return torch.cat(blocks, dim=-1) if len(blocks) > 1 else blocks[0]
 
 
-def _phases(t: torch.Tensor, d: int) -> torch.Tensor:
-    """``(B, C, H, W) -> (d * d * B, C, H / d, W / d)``: phase ``(r, s)`` (pixels ``[r::d, s::d]``) is batch block
-    ``r * d + s``; one copy, in ``t``'s memory layout (H and W multiples of ``d``)."""
+def _split(t: torch.Tensor, d: int) -> torch.Tensor:
+    """``t`` ``(B, C, H, W)`` as the view ``(B, C, H / d, d, W / d, d)``: index ``[:, :, :, r, :, s]`` is phase
+    ``(r, s)``, the pixels ``[r::d, s::d]``. Splitting a dimension is a view in any memory layout, so ops on it
+    (a ``cat``, a ``copy_``) keep ``t``'s."""
     b, c, h, w = t.shape
-    if _layout(t) is torch.channels_last:
-        nhwc = t.permute(0, 2, 3, 1).reshape(b, h // d, d, w // d, d, c).permute(2, 4, 0, 1, 3, 5)
-        return nhwc.reshape(d * d * b, h // d, w // d, c).permute(0, 3, 1, 2)
-    return t.reshape(b, c, h // d, d, w // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * b, c, h // d, w // d)
+    return t.view(b, c, h // d, d, w // d, d)
+
+
+def _phases(t: torch.Tensor, d: int) -> torch.Tensor:
+    """``(B, C, H, W) -> (d * d * B, C, H / d, W / d)``: phase ``(r, s)`` is batch block ``r * d + s``; one copy,
+    in ``t``'s memory layout (H and W multiples of ``d``)."""
+    b, c, h, w = t.shape
+    v = _split(t, d)  # (B, C, H/d, d, W/d, d)
+    if _layout(t) is torch.channels_last:  # copied in (r, s, B, H/d, W/d, C) order, viewed as NCHW
+        return v.permute(3, 5, 0, 2, 4, 1).reshape(d * d * b, h // d, w // d, c).permute(0, 3, 1, 2)
+    return v.permute(3, 5, 0, 1, 2, 4).reshape(d * d * b, c, h // d, w // d)
 
 
 class _Subsample(torch.autograd.Function):
@@ -204,31 +208,19 @@ class _PhasePair(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape, ctx.layout = x.shape, _layout(x)
-        cl = ctx.layout is torch.channels_last
-        out = torch.cat([_phase(x, 0, 0, cl), _phase(x, 1, 1, cl)], dim=-1 if cl else 1)
-        return out.permute(0, 3, 1, 2) if cl else out  # (B, 2C, H/2, W/2)
+        v = _split(x, 2)
+        return torch.cat([v[:, :, :, 0, :, 0], v[:, :, :, 1, :, 1]], dim=1)  # (B, 2C, H/2, W/2)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        c, cl = ctx.shape[1], ctx.layout is torch.channels_last
+        c = ctx.shape[1]
         grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout)
-        g = grad.permute(0, 2, 3, 1) if cl else grad  # (B, H/2, W/2, 2C) or (B, 2C, H/2, W/2)
-        halves = (g[..., :c], g[..., c:]) if cl else (g[:, :c], g[:, c:])
         # a fresh view per write: DARTS's second order differentiates through these copies
-        _phase(grad_x, 0, 0, cl).copy_(halves[0])
-        _phase(grad_x, 1, 1, cl).copy_(halves[1])
-        _phase(grad_x, 0, 1, cl).zero_()  # the pixels neither phase reads
-        _phase(grad_x, 1, 0, cl).zero_()
+        _split(grad_x, 2)[:, :, :, 0, :, 0].copy_(grad[:, :c])
+        _split(grad_x, 2)[:, :, :, 1, :, 1].copy_(grad[:, c:])
+        _split(grad_x, 2)[:, :, :, 0, :, 1].zero_()  # the pixels neither phase reads
+        _split(grad_x, 2)[:, :, :, 1, :, 0].zero_()
         return grad_x
-
-
-def _phase(x: torch.Tensor, r: int, s: int, channels_last: bool) -> torch.Tensor:
-    """The pixels ``(2i + r, 2j + s)`` of ``x`` ``(B, C, H, W)`` (H, W even) as a view: ``(B, H/2, W/2, C)`` on
-    channels-last memory, else ``(B, C, H/2, W/2)``."""
-    b, c, h, w = x.shape
-    if channels_last:
-        return x.permute(0, 2, 3, 1).view(b, h // 2, 2, w // 2, 2, c)[:, :, r, :, s]
-    return x.view(b, c, h // 2, 2, w // 2, 2)[:, :, :, r, :, s]
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:

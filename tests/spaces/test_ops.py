@@ -158,6 +158,11 @@ def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout(layout):
     for a, b in zip((*grads, *second), (*grads_ref, *second_ref), strict=True):
         torch.testing.assert_close(a, b)
     assert grads[0].is_contiguous(memory_format=layout)
+    from egsbench.tasks.spaces.ops import _PhasePair
+
+    pair = _PhasePair.apply(x)  # what the two-group convolution reads: both grids, dense in x's layout
+    assert pair.is_contiguous(memory_format=layout)
+    assert torch.equal(pair, torch.cat([x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]], 1))
     if layout is torch.channels_last:
         assert not grads_ref[0].is_contiguous(memory_format=torch.channels_last)
     assert "_PhasePairBackward" in _graph_nodes(y) and "_PhasePairBackward" not in _graph_nodes(y_ref)
