@@ -193,10 +193,14 @@ class _Entries(torch.autograd.Function):
         used = [(ek, g) for ek, g in zip(ctx.index, grads, strict=True) if g is not None]
         if not used:
             return None, None
-        (rows, cols), values = zip(*(ek for ek, _ in used), strict=True), torch.stack([g for _, g in used])
-        grad = values.new_zeros(ctx.shape)
-        index = (torch.tensor(rows, device=grad.device), torch.tensor(cols, device=grad.device))
-        return grad.index_put(index, values, accumulate=True), None  # differentiable again
+        return _scatter([ek for ek, _ in used], torch.stack([g for _, g in used]), ctx.shape), None
+
+
+def _scatter(index: list[tuple[int, int]], values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A zero ``shape`` ``(E, K)`` tensor with ``values[i]`` added at ``index[i]``: an ``(E, K)`` weight gradient
+    from per-entry ones, in one ``index_put`` (differentiable again)."""
+    rows, cols = (torch.tensor(c, device=values.device) for c in zip(*index, strict=True))
+    return values.new_zeros(shape).index_put((rows, cols), values, accumulate=True)
 
 
 def weighted_sum(
@@ -263,8 +267,7 @@ class _WeightedSum(torch.autograd.Function):
         if ctx.needs_input_grad[0] and ys:
             flat = _flat(grad)
             dots = torch.stack([torch.dot(flat, _flat(_dense_in(y, ctx.layout))) for y in ys])
-            rows, cols = (torch.tensor(c, device=weights.device) for c in zip(*unscaled, strict=True))
-            grad_w = weights.new_zeros(weights.shape).index_put((rows, cols), dots, accumulate=True)
+            grad_w = _scatter(unscaled, dots, weights.shape)
         needs = ctx.needs_input_grad[3:]
         grad_ys = [
             None if not need else grad if s else grad * weights[e, k]
