@@ -172,7 +172,8 @@ def entries(weights: torch.Tensor, active: list[list[int]]) -> list[dict[int, to
     """``weights[e, k]`` ``(E, K)`` as 0-dim tensors, ``{k: weights[e, k]}`` per edge ``e`` for ``k`` in
     ``active[e]``: one autograd node (:class:`_Entries`), whose backward writes the gradients that came back
     into one ``(E, K)`` tensor. ``unbind`` (one view per entry) had its backward make a zero tensor for each of
-    the ``E * K`` entries the step did not use: 104 of 112 per sampled DARTS cell, 620 allocations per step."""
+    the ``E * K`` entries the step did not use: in a GDAS step (DARTS space, batch 32) 104 of 112 per cell,
+    620 per step."""
     index = [(e, k) for e, ks in enumerate(active) for k in ks]
     if not index:
         return [{} for _ in active]

@@ -149,9 +149,9 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
 def _column_blocks(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding, pad_rows: bool):
     """The undilated weight gradient as blocks of at most :data:`FAST_WGRAD_COLUMNS` columns: block ``j`` correlates
     ``grad`` with the columns ``j - pw ...`` of ``x``, one copy made by ``F.pad`` (a negative pad crops) that
-    leaves the rows to aten's padding (``pad_rows``: to the copy; aten's kernel ran 2x slower on 4x4 phase grids
-    at padding 2, its padded-row path). With the phases of the input itself, 0.48-0.86 of the time of the previous
-    form, slices of one padded copy that aten's kernel copied again (``docs/benchmarks.md#bench_engine``)."""
+    leaves the rows to aten's padding (``pad_rows``: to the copy; aten's kernel took 2.8-3.3x as long on 4x4
+    phase grids at padding 2, its padded-row path). With the phases of the input itself, 0.48-0.86 of the time of
+    the previous form, slices of one padded copy that aten's kernel copied again (docs/benchmarks.md#bench_engine)."""
     (ph, pw), kw = padding, weight.shape[-1]
     wo, w_in = grad.shape[-1], x.shape[-1]
     rows, aten_rows = ((ph, ph), 0) if pad_rows else ((0, 0), ph)
