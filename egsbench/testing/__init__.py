@@ -17,12 +17,13 @@ same functions over the whole registry (``METHOD_CHECKS``, ``TASK_CHECKS``).
 from __future__ import annotations
 
 from .fixtures import voc_palette, write_image_folder, write_lm_files, write_voc_fixture
-from .methods import METHOD_CHECKS, aten_calls, batch, check_method, op_calls, tiny_context
+from .methods import METHOD_CHECKS, aten_calls, autograd_nodes, batch, check_method, op_calls, tiny_context
 from .nats import write_nats_tss
 from .tasks import TASK_CHECKS, check_task, conformance_task
 
 __all__ = [
     "aten_calls",
+    "autograd_nodes",
     "METHOD_CHECKS",
     "TASK_CHECKS",
     "batch",

@@ -67,6 +67,25 @@ def op_calls(net: torch.nn.Module) -> Iterator[Counter]:
             calls[key] = max(calls[key], n)
 
 
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    """The type names of every node in ``t``'s autograd graph (``_WeightedSumBackward``, ``AddmmBackward0``, ...).
+
+    Examples:
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> sorted(autograd_nodes((2 * x).sum()))
+        ['AccumulateGrad', 'MulBackward0', 'SumBackward0']
+    """
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo += [n for n, _ in node.next_functions]
+    return names
+
+
 @contextmanager
 def aten_calls() -> Iterator[Counter]:
     """Count the aten ops run inside the block by name (``max_pool2d_with_indices``, ``addcmul_``, ...).

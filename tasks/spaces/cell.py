@@ -146,24 +146,20 @@ def sum_into_nodes(edges, states: list, nodes: list[int], weights, active, drop_
     inputs = [SharedInput(s) for s in states]
     e = 0
     fused = takes_shortcuts(weights) and not torch.compiler.is_compiling()
-    if fused:  # each active op's weight as a 0-dim tensor, for the ops that can take it as a BN weight
-        scales = entries(weights, active)
+    # each active op's weight as a 0-dim tensor, for the ops that can take it as a BN weight
+    scales = entries(weights, active) if fused else [None] * len(active)
     for dst in nodes:
-        node = None
-        if fused:
-            index, ys, scaled = [], [], []
-            for src in range(dst):
-                for k, y, s in edges[e].outputs(inputs[src], active[e], drop_prob, scales[e]):
-                    index.append((e, k))
-                    ys.append(y)
-                    scaled.append(s)
-                e += 1
-            node = weighted_sum(weights, index, ys, scaled) if ys else None
-        else:
-            for src in range(dst):
-                node = edges[e](inputs[src], weights[e], active[e], drop_prob, out=node)
-                e += 1
-        states.append(node if node is not None else zeros())
+        index, ys, scaled = [], [], []
+        for src in range(dst):
+            for k, y, s in edges[e].outputs(inputs[src], active[e], drop_prob, scales[e]):
+                index.append((e, k))
+                ys.append(y)
+                scaled.append(s)
+            e += 1
+        if not ys:
+            states.append(zeros())
+        else:  # one autograd node per node where the shortcuts run, else autograd's graph of the same sums
+            states.append((weighted_sum if fused else sum_terms)(weights, index, ys, scaled))
         inputs.append(SharedInput(states[-1]))
     return states
 

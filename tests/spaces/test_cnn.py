@@ -19,7 +19,7 @@ from egsbench.tasks.spaces import (
     count_parameters,
     drop_path,
 )
-from egsbench.testing import aten_calls, op_calls
+from egsbench.testing import aten_calls, autograd_nodes, op_calls
 
 
 def uniform(space, value=None):
@@ -478,3 +478,33 @@ def test_the_cells_reading_one_state_share_its_preprocessing_relu(monkeypatch):
     assert own_relus - shared_relus == 5  # 2 per cell down to one per state read: the stem's and 4 cells'
     for a, b in zip(grads, grads_own, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_the_search_cell_without_the_shortcuts_is_the_same_function(monkeypatch):
+    """sum_into_nodes on a device outside ops.SHORTCUT_DEVICES (a GPU; here the CPU with the set emptied), the
+    path torch.compile traces as well: autograd's own graph of the same sums, the same loss and gradients
+    (float64), none of the shortcut nodes in the graph."""
+    from egsbench.tasks.spaces import ops
+
+    torch.manual_seed(0)
+    space = SPACES.get("darts")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=3).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.double)
+    shape = (space.num_edges, space.num_ops)
+    w = {t: torch.softmax(torch.randn(shape, dtype=torch.double), 1).requires_grad_() for t in ("normal", "reduce")}
+
+    def run():
+        loss = net(x, w).square().sum()
+        params = [*net.parameters(), *w.values()]
+        return loss, torch.autograd.grad(loss, params, allow_unused=True), autograd_nodes(loss)
+
+    loss, grads, names = run()
+    monkeypatch.setattr(ops, "SHORTCUT_DEVICES", frozenset())
+    loss_plain, grads_plain, names_plain = run()
+    assert "_WeightedSumBackward" in names and "_EntriesBackward" in names
+    assert not names_plain & {"_WeightedSumBackward", "_EntriesBackward", "_PhasePairBackward"}
+    torch.testing.assert_close(loss_plain, loss, rtol=1e-12, atol=0)
+    for a, b in zip(grads_plain, grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

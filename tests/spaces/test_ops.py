@@ -6,6 +6,7 @@ from torch import nn
 
 from egsbench.tasks.spaces import PRIMITIVES, make_op
 from egsbench.tasks.spaces.ops import DepthwiseConv2d, FactorizedReduce
+from egsbench.testing import autograd_nodes
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)
@@ -118,18 +119,6 @@ def test_depthwise_weight_gradient_in_pieces_is_atens(kernel, padding, dilation,
         torch.testing.assert_close(a, b)
 
 
-def _graph_nodes(t: torch.Tensor) -> set[str]:
-    seen, todo, names = set(), [t.grad_fn], set()
-    while todo:
-        node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        names.add(type(node).__name__)
-        todo += [n for n, _ in node.next_functions]
-    return names
-
-
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout(layout):
     """FactorizedReduce as one two-group stride-1 1x1 convolution of its two subsampled grids side by side (on a
@@ -165,7 +154,7 @@ def test_factorized_reduce_subsamples_and_keeps_the_gradient_layout(layout):
     assert torch.equal(pair, torch.cat([x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]], 1))
     if layout is torch.channels_last:
         assert not grads_ref[0].is_contiguous(memory_format=torch.channels_last)
-    assert "_PhasePairBackward" in _graph_nodes(y) and "_PhasePairBackward" not in _graph_nodes(y_ref)
+    assert "_PhasePairBackward" in autograd_nodes(y) and "_PhasePairBackward" not in autograd_nodes(y_ref)
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
