@@ -456,12 +456,7 @@ def test_the_cells_reading_one_state_share_its_preprocessing_relu(monkeypatch):
     output and the gradients are those of each preprocessing applying its own ReLU (float64)."""
     from egsbench.tasks.spaces import cell as cell_module
 
-    torch.manual_seed(0)
-    space = SPACES.get("darts")
-    net = SearchNetwork(space, channels=4, num_classes=10, layers=5).double()
-    x = torch.randn(2, 3, 16, 16, dtype=torch.double)
-    shape = (space.num_edges, space.num_ops)
-    w = {t: torch.softmax(torch.randn(shape, dtype=torch.double), 1).requires_grad_() for t in ("normal", "reduce")}
+    net, x, w = _float64_supernet(layers=5, size=16)
 
     def run():
         net.zero_grad()
@@ -486,12 +481,7 @@ def test_the_search_cell_without_the_shortcuts_is_the_same_function(monkeypatch)
     (float64), none of the shortcut nodes in the graph."""
     from egsbench.tasks.spaces import ops
 
-    torch.manual_seed(0)
-    space = SPACES.get("darts")
-    net = SearchNetwork(space, channels=4, num_classes=10, layers=3).double()
-    x = torch.randn(2, 3, 8, 8, dtype=torch.double)
-    shape = (space.num_edges, space.num_ops)
-    w = {t: torch.softmax(torch.randn(shape, dtype=torch.double), 1).requires_grad_() for t in ("normal", "reduce")}
+    net, x, w = _float64_supernet(layers=3, size=8)
 
     def run():
         loss = net(x, w).square().sum()
@@ -508,3 +498,14 @@ def test_the_search_cell_without_the_shortcuts_is_the_same_function(monkeypatch)
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _float64_supernet(layers: int, size: int) -> tuple[SearchNetwork, torch.Tensor, dict[str, torch.Tensor]]:
+    """A seeded float64 DARTS supernet (C = 4), a batch of 2 images and dense softmax weights per cell type."""
+    torch.manual_seed(0)
+    space = SPACES.get("darts")
+    net = SearchNetwork(space, channels=4, num_classes=10, layers=layers).double()
+    x = torch.randn(2, 3, size, size, dtype=torch.double)
+    shape = (space.num_edges, space.num_ops)
+    w = {t: torch.softmax(torch.randn(shape, dtype=torch.double), 1).requires_grad_() for t in space.cell_types}
+    return net, x, w
