@@ -16,6 +16,8 @@ import argparse
 import copy
 import importlib.util
 import json
+import math
+import statistics
 from collections.abc import Callable
 
 import torch
@@ -27,7 +29,22 @@ from .speed import MEMORY_FORMATS, apply_memory_format
 from .throughput import counted_flops, hardware_line, matmul_flops_per_s
 from .timing import sync, time_interleaved
 
-__all__ = ["BASELINE", "DIFFERENCES", "SAMPLED", "TARGETS", "main", "make_variants", "peer_available", "time_peer"]
+__all__ = [
+    "BASELINE",
+    "DIFFERENCES",
+    "PAIRED",
+    "SAMPLED",
+    "SharedDraws",
+    "TARGETS",
+    "force_peer_ops",
+    "main",
+    "make_variants",
+    "peer_available",
+    "per_op_variants",
+    "sampling_interval",
+    "time_peer",
+    "time_per_op",
+]
 
 BASELINE = "ours_darts"
 OTHER_LAYOUT = {"channels_last": "ours_darts_nchw", "contiguous": "ours_darts_cl"}  # our dense supernet, other layout
@@ -44,6 +61,14 @@ DIFFERENCES = (
 # the variants whose step runs another sampled architecture on each call (its cost varies: 0.5-0.8 s per call for
 # xautodl's GDAS at batch 32); --samples steps each per round
 SAMPLED = ("ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7")
+PAIRED = ("ours_gdas", "xautodl_gdas")  # call i of each runs the same draw (SharedDraws)
+# our op names -> xautodl's (its DARTS space: "dua_sepc" two stacked separable blocks, "dil_sepc" one dilated one)
+PEER_OP_NAMES = {
+    "sep_conv_3x3": "dua_sepc_3x3",
+    "sep_conv_5x5": "dua_sepc_5x5",
+    "dil_conv_3x3": "dil_sepc_3x3",
+    "dil_conv_5x5": "dil_sepc_5x5",
+}
 # name: (numerator, denominator, target upper bound of the ratio or None); issue 21's targets. "ours_cl" is our
 # dense supernet in channels-last, whichever layout --memory-format gives the others.
 TARGETS = {
@@ -118,6 +143,50 @@ class _ActiveFraction:
         return self.active_macs / max(self.total_macs, 1.0)
 
 
+class SharedDraws:
+    """The two GDAS steps run the same architectures: the ``i``-th call of each runs the ``i``-th draw.
+
+    Each draw is our GDAS method's hard Gumbel sample (``sample``: cell type -> ``(E, K)`` weights); xautodl's
+    step takes it by setting its alphas to -1000 and the drawn op's entry to +1000, so that its own Gumbel
+    argmax, run as shipped, picks that op on every edge (:func:`force_peer_ops`). Two supernets that draw
+    independently differ in cost call by call with what each drew (xautodl's GDAS at batch 32: 0.50-0.79 s), and
+    the ratio of their means is then uncertain by both spreads; on common draws each call of one has its partner
+    in the other (:func:`sampling_interval` with ``paired``). A draw is dropped once both steps have taken it.
+    """
+
+    def __init__(self, sample: Callable[[], dict[str, torch.Tensor]], names: tuple[str, str]):
+        self.sample, self.names = sample, names
+        self.draws: dict[int, dict[str, torch.Tensor]] = {}
+        self.calls = dict.fromkeys(names, 0)
+
+    def __call__(self, name: str) -> dict[str, torch.Tensor]:
+        i = self.calls[name]
+        self.calls[name] += 1
+        if i not in self.draws:
+            self.draws[i] = self.sample()
+        draw = self.draws[i]
+        if all(n > i for n in self.calls.values()):
+            del self.draws[i]
+        return draw
+
+
+def force_peer_ops(peer: nn.Module, columns: dict[str, torch.Tensor]) -> None:
+    """Set xautodl ``NASNetworkGDAS``'s alphas so that its Gumbel argmax picks ``columns[t][e]`` (a column of its
+    op list) on edge ``e`` of cell type ``t``: log-softmax 0 against -2000, which no Gumbel draw (tau 10)
+    overturns. Its forward then runs as shipped, on those ops."""
+    with torch.no_grad():
+        for t, alpha in (("normal", peer.arch_normal_parameters), ("reduce", peer.arch_reduce_parameters)):
+            alpha.fill_(-1000.0).scatter_(1, columns[t].view(-1, 1).to(alpha.device), 1000.0)
+
+
+def peer_columns(ops: tuple[str, ...]) -> torch.Tensor:
+    """For each of our op indices, the column of that op in xautodl's DARTS op list."""
+    from xautodl.models.cell_operations import SearchSpaceNames
+
+    theirs = list(SearchSpaceNames["darts"])
+    return torch.tensor([theirs.index(PEER_OP_NAMES.get(op, op)) for op in ops])
+
+
 def make_variants(
     channels: int, layers: int, batch: int, device: str | torch.device = "cpu", memory_format: str = "channels_last"
 ) -> tuple[dict[str, Callable[[], None]], dict]:
@@ -140,9 +209,11 @@ def make_variants(
     ours_other = make_method(OURS["ours_darts"], channels, layers, device, other)
     egs_m7 = ours["egs_m7"]
     counter = _ActiveFraction(egs_m7.ctx.model, egs_m7.ctx.space.op_index("none"))
+    gdas = SharedDraws(ours["ours_gdas"].sample, ("ours_gdas", "xautodl_gdas"))  # hard straight-through Gumbel
+    to_peer = peer_columns(ours["ours_gdas"].ctx.space.ops)  # our op index -> xautodl's column
     weight_fns = {
         "ours_darts": ours["ours_darts"].probabilities,  # softmax(alpha): dense
-        "ours_gdas": ours["ours_gdas"].sample,  # hard straight-through Gumbel, tau = 10
+        "ours_gdas": lambda: gdas("ours_gdas"),  # tau = 10
         "egs_m1": ours["egs_m1"].sample,
         "egs_m7": lambda: counter(egs_m7.sample()),
     }
@@ -162,21 +233,26 @@ def make_variants(
 
         return run
 
-    def peer_step(net: nn.Module) -> Callable[[], None]:
+    def peer_step(net: nn.Module, before: Callable[[], None] | None = None) -> Callable[[], None]:
         params = list(net.parameters())
 
         def run() -> None:
+            if before is not None:  # a shared draw set as its alphas: tiny tensor ops (0.02 ms), timed with it
+                before()
             _drop_grads(params)
             F.cross_entropy(net(x)[1], y).backward()  # forward returns (pooled features, logits)
             sync(device)
 
         return run
 
+    def drawn() -> dict[str, torch.Tensor]:  # the shared draw's ops as xautodl's columns, per cell type
+        return {t: to_peer[w.detach().argmax(-1).cpu()] for t, w in gdas("xautodl_gdas").items()}
+
     variants = {
         "ours_darts": our_step(ours["ours_darts"].ctx.model, weight_fns["ours_darts"]),
         "xautodl_darts": peer_step(peers["xautodl_darts"]),
         "ours_gdas": our_step(ours["ours_gdas"].ctx.model, weight_fns["ours_gdas"]),
-        "xautodl_gdas": peer_step(peers["xautodl_gdas"]),
+        "xautodl_gdas": peer_step(peers["xautodl_gdas"], lambda: force_peer_ops(peers["xautodl_gdas"], drawn())),
         "egs_m1": our_step(ours["egs_m1"].ctx.model, weight_fns["egs_m1"]),
         "egs_m7": our_step(egs_m7.ctx.model, weight_fns["egs_m7"]),
         OTHER_LAYOUT[memory_format]: our_step(ours_other.ctx.model, ours_other.probabilities),
@@ -196,16 +272,27 @@ def _weights(model: nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("arch_"))
 
 
-def ratios(medians: dict[str, float], active_fraction: float, mac_fraction: float | None = None) -> dict[str, dict]:
+def ratios(
+    medians: dict[str, float],
+    active_fraction: float,
+    mac_fraction: float | None = None,
+    samples: dict[str, list[float]] | None = None,
+) -> dict[str, dict]:
     """The issue's ratios from median seconds per variant, each with its target and whether it is met.
 
     EGS M = 7's target is an upper bound: at most 15% above ``active_fraction`` x DARTS's time (faster is fine).
+    ``samples`` (variant -> seconds: every call of a sampled variant, the round times of the others) gives each
+    ratio with a sampled side its interval (:func:`sampling_interval`).
     """
     out = {}
-    medians = medians | {"ours_cl": medians.get("ours_darts_cl", medians["ours_darts"])}
+    alias = {"ours_cl": "ours_darts_cl" if "ours_darts_cl" in medians else "ours_darts"}
+    medians = medians | {"ours_cl": medians[alias["ours_cl"]]}
     for key, (num, den, target) in TARGETS.items():
         value = medians[num] / medians[den]
         out[key] = {"ratio": value, "target": target, "met": None if target is None else value <= target}
+        if samples and (num in SAMPLED or den in SAMPLED):
+            paired = {num, den} == set(PAIRED)
+            out[key] |= sampling_interval(samples[alias.get(num, num)], samples[alias.get(den, den)], target, paired)
     expected = active_fraction  # EGS M = 7's time, as a fraction of DARTS's, if time followed the ops run
     value = out["egs_m7/ours_darts"]["ratio"]
     out["egs_m7/ours_darts"] |= {
@@ -215,6 +302,114 @@ def ratios(medians: dict[str, float], active_fraction: float, mac_fraction: floa
         "met": value <= 1.15 * expected,
     }
     return out
+
+
+def sampling_interval(num: list[float], den: list[float], target: float | None = None, paired: bool = False) -> dict:
+    """The ratio of the mean of ``num`` to the mean of ``den`` (seconds per call) with its 95 % interval.
+
+    A sampled step's cost moves with what was drawn (xautodl's GDAS at batch 32: 0.50-0.79 s per call), so a
+    ratio of sampled steps is an estimate of the ratio of their expected costs, uncertain by the spread of the
+    draws. Independent sides: the delta method's standard error ``r * sqrt((se_n / m_n)^2 + (se_d / m_d)^2)``,
+    ``se = sd / sqrt(calls)`` (a side with one value counts as exact). ``paired`` (call ``i`` of each ran the
+    same draw, :class:`SharedDraws`): the ratio estimator's ``sd(num_i - r den_i) / (sqrt(n) mean(den))``, which
+    keeps what the two have in common out of the error. Then the normal 1.96. ``verdict`` places the target
+    against the interval: ``below`` (the whole interval under it), ``above``, or ``inside``.
+    """
+
+    def mean_se(values: list[float]) -> tuple[float, float]:
+        m = statistics.fmean(values)
+        return m, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
+
+    (mn, sn), (md, sd) = mean_se(num), mean_se(den)
+    r = mn / md
+    if paired:
+        if len(num) != len(den):
+            raise ValueError(f"paired samples need as many calls on each side, got {len(num)} and {len(den)}")
+        se = mean_se([a - r * b for a, b in zip(num, den, strict=True)])[1] / md
+    else:
+        se = r * math.hypot(sn / mn, sd / md)
+    half = 1.96 * se
+    out = {"mean_ratio": r, "ci95": [r - half, r + half], "calls": [len(num), len(den)], "paired": paired}
+    if isinstance(target, float):
+        out["verdict"] = "below" if r + half <= target else "above" if r - half > target else "inside"
+    return out
+
+
+def per_op_variants(
+    channels: int, layers: int, batch: int, device: str | torch.device = "cpu", memory_format: str = "channels_last"
+) -> tuple[dict[str, Callable[[], None]], list[str]]:
+    """One GDAS-style step (hard one-hot weights) of each supernet with every edge forced to one op, per op.
+
+    Ours runs the op on all 14 edges of every cell with weight 1 (a leaf that takes its gradient, as a
+    straight-through sample does); xautodl's ``NASNetworkGDAS`` runs it because its alphas are set so that the
+    Gumbel argmax always picks it. Returns ``({"ours:<op>" | "xautodl:<op>": step}, ops)``: where the sampled
+    ratio comes from, op by op (``none`` left out: neither network runs it).
+    """
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)  # (B, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)  # (B,)
+    method = make_method(OURS["ours_gdas"], channels, layers, device, memory_format)
+    model, space = method.ctx.model, method.ctx.space
+    torch.manual_seed(0)
+    peer = _xautodl_nets(channels, layers)["xautodl_gdas"].to(device)
+    to_peer = peer_columns(space.ops)
+    ops = [op for op in space.ops if op != "none"]
+    shapes = {t: w.shape for t, w in method.sample().items()}  # cell type -> (E, K)
+    ours_params, peer_params = list(model.parameters()), list(peer.parameters())
+
+    def ours(op: str) -> Callable[[], None]:
+        weights = {}
+        for t, shape in shapes.items():
+            w = torch.zeros(shape, device=device)
+            w[:, space.op_index(op)] = 1.0
+            weights[t] = w.requires_grad_()
+
+        def run() -> None:
+            _drop_grads(ours_params)
+            F.cross_entropy(model(x, weights), y).backward()
+            sync(device)
+
+        return run
+
+    def theirs(op: str) -> Callable[[], None]:
+        column = to_peer[space.op_index(op)]
+        columns = {t: column.expand(shape[0]) for t, shape in shapes.items()}
+
+        def run() -> None:
+            force_peer_ops(peer, columns)
+            _drop_grads(peer_params)
+            F.cross_entropy(peer(x)[1], y).backward()
+            sync(device)
+
+        return run
+
+    variants = {}
+    for op in ops:
+        variants[f"ours:{op}"], variants[f"xautodl:{op}"] = ours(op), theirs(op)
+    return variants, ops
+
+
+def time_per_op(
+    channels: int,
+    layers: int,
+    batch: int,
+    rounds: int,
+    device: str | torch.device = "cpu",
+    memory_format: str = "channels_last",
+) -> dict:
+    """Median seconds of :func:`per_op_variants`' steps, interleaved, and ours / xautodl per op."""
+    variants, ops = per_op_variants(channels, layers, batch, device, memory_format)
+    result = time_interleaved(variants, rounds, f"ours:{ops[0]}", {"batch": batch})
+    med = result["median_s"]
+    return {
+        op: {
+            "ours_s": med[f"ours:{op}"],
+            "xautodl_s": med[f"xautodl:{op}"],
+            "ratio": med[f"ours:{op}"] / med[f"xautodl:{op}"],
+        }
+        for op in ops
+    }
 
 
 def time_peer(
@@ -238,7 +433,9 @@ def time_peer(
     )
     fraction = info["egs_m7_active_fraction"]
     return result | {
-        "ratios": ratios(result["median_s"], fraction.value, fraction.macs),
+        "ratios": ratios(
+            result["median_s"], fraction.value, fraction.macs, result["times_s"] | result.get("calls_s", {})
+        ),
         "parameters": info["parameters"],
         "hardware": hardware(BASELINE, variants[BASELINE], result["median_s"][BASELINE], device),
     }
@@ -273,8 +470,17 @@ def print_peer(result: dict) -> None:
             if "active_fraction" in r
             else ""
         )
+        if "ci95" in r:
+            lo, hi = r["ci95"]
+            calls = f"{r['calls'][0]} / {r['calls'][1]} calls" + (", common draws" if r["paired"] else "")
+            extra += f"   (mean over calls {r['mean_ratio']:.3f}, 95 % {lo:.3f}-{hi:.3f}, {calls}"
+            extra += f"; target {r['verdict']} the interval)" if "verdict" in r else ")"
         print(f"  {key:26s} {r['ratio']:6.3f}   target {target:22s} {'met' if r['met'] else 'MISSED'}{extra}")
     print(f"  {result['hardware']['line']}")
+    if "per_op" in result:
+        print("  every edge one op (GDAS-style hard weights), forward + backward, median s: ours / xautodl")
+        for op, r in result["per_op"].items():
+            print(f"    {op:14s} {r['ours_s']:7.3f} / {r['xautodl_s']:7.3f}   {r['ratio']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--samples", type=int, default=4, help="steps per round of each sampled variant (GDAS, EGS), their mean"
+        "--samples", type=int, default=16, help="steps per round of each sampled variant (GDAS, EGS), their mean"
+    )
+    parser.add_argument(
+        "--per-op",
+        action="store_true",
+        help="also time steps with every edge forced to one op, op by op, on both GDAS supernets",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -307,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             time_peer(args.channels, args.layers, batch, args.rounds, args.device, args.memory_format, args.samples)
         )
+        if args.per_op:
+            results[-1]["per_op"] = time_per_op(
+                args.channels, args.layers, batch, args.rounds, args.device, args.memory_format
+            )
         print_peer(results[-1])
     print("differences between the two supernets:\n" + "\n".join(f"  - {d}" for d in DIFFERENCES))
     if args.json:

@@ -31,24 +31,34 @@ def time_interleaved(
 
     ``repeats`` (name -> n) has a variant called ``n`` times back to back per round, its time for the round the
     mean of those calls: for a step whose cost varies from call to call (a sampled architecture runs other ops
-    each time), so that each round's figure estimates its mean.
+    each time), so that each round's figure estimates its mean. Each of those calls is timed on its own and
+    kept (``calls_s``): their spread is what a mean over them is uncertain by.
 
     Returns the config (with the torch thread count and the repeats), each variant's median seconds, its ratio
-    to the ``baseline`` variant (under ``ratio_to_<label>``) and the raw times.
+    to the ``baseline`` variant (under ``ratio_to_<label>``), the raw round times and, for repeated variants,
+    every call's time.
     """
     repeats = {name: n for name, n in (repeats or {}).items() if name in variants}
     if any(n < 1 for n in repeats.values()):
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     times: dict[str, list[float]] = {name: [] for name in variants}
+    calls: dict[str, list[float]] = {name: [] for name in repeats}
     for run in variants.values():
         run()
     for _ in range(rounds):
         for name, run in variants.items():
-            n = repeats.get(name, 1)
-            start = time.perf_counter()
-            for _ in range(n):
+            if name not in repeats:
+                start = time.perf_counter()
                 run()
-            times[name].append((time.perf_counter() - start) / n)
+                times[name].append(time.perf_counter() - start)
+                continue
+            these = []
+            for _ in range(repeats[name]):
+                start = time.perf_counter()
+                run()
+                these.append(time.perf_counter() - start)
+            calls[name] += these
+            times[name].append(statistics.fmean(these))
     medians = {name: statistics.median(t) for name, t in times.items()}
     config = config | {"rounds": rounds, "threads": torch.get_num_threads()} | ({"repeats": repeats} if repeats else {})
     return {
@@ -56,7 +66,7 @@ def time_interleaved(
         "median_s": medians,
         f"ratio_to_{label or baseline}": {name: m / medians[baseline] for name, m in medians.items()},
         "times_s": times,
-    }
+    } | ({"calls_s": calls} if calls else {})
 
 
 def print_result(result: dict, title: str, json_path: str | None = None) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from unittest import mock
 
 import pytest
 import torch
+from torch import nn
 
 from egsbench.benchmark import (
     bench_compile,
@@ -101,9 +103,116 @@ def test_interleaved_timing_repeats_a_variant_and_reports_the_mean_call():
     assert calls == {"once": 1 + 2, "thrice": 1 + 2 * 3}
     assert result["config"]["repeats"] == {"thrice": 3}
     assert result["times_s"] == {"once": [1.0, 1.0], "thrice": [2.0, 2.0]}  # the mean call, not the sum of three
+    assert result["calls_s"] == {"thrice": [2.0] * 6}  # each repeated call, timed on its own
     assert result["ratio_to_once"]["thrice"] == 2.0
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         timing.time_interleaved(variants, 1, "once", {}, repeats={"once": 0})
+
+
+def test_sampling_interval_is_the_delta_method_on_the_means():
+    """Means 2 (calls 1 and 3: se 1) over 4 (one value: exact): ratio 0.5, se 0.5 x 1/2, 95 % 0.5 -+ 0.49; the
+    verdict places a target below, inside or above that interval."""
+    out = bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.995)
+    assert out["mean_ratio"] == 0.5 and out["calls"] == [2, 1]
+    assert out["ci95"] == pytest.approx([0.5 - 1.96 * 0.25, 0.5 + 1.96 * 0.25])
+    assert out["verdict"] == "below"
+    assert bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.3)["verdict"] == "inside"
+    assert bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.005)["verdict"] == "above"
+    both = bench_peer.sampling_interval([1.0, 3.0], [2.0, 6.0])  # relative errors add in quadrature
+    assert both["mean_ratio"] == 0.5 and "verdict" not in both
+    assert both["ci95"][1] - 0.5 == pytest.approx(1.96 * 0.5 * math.hypot(0.5, 0.5))
+
+
+def test_a_paired_interval_keeps_the_common_spread_out():
+    """Calls that cost in proportion on common draws: the paired ratio has no error, the unpaired one does."""
+    den = [0.5, 0.8, 0.6, 0.7]
+    num = [0.4 * d for d in den]
+    paired = bench_peer.sampling_interval(num, den, 0.41, paired=True)
+    assert paired["ci95"] == [pytest.approx(0.4)] * 2 and paired["verdict"] == "below" and paired["paired"]
+    unpaired = bench_peer.sampling_interval(num, den, 0.41)
+    assert unpaired["ci95"][0] < 0.4 - 0.02 and unpaired["verdict"] == "inside"
+    with pytest.raises(ValueError, match="as many calls"):
+        bench_peer.sampling_interval(num, den[:3], paired=True)
+
+
+def test_shared_draws_hand_each_step_the_same_draws_in_order():
+    made = []
+
+    def sample():
+        made.append(len(made))
+        return {"normal": torch.tensor(made[-1])}
+
+    draws = bench_peer.SharedDraws(sample, ("a", "b"))
+    first = [int(draws("a")["normal"]) for _ in range(3)]  # a round: one variant's calls, then the other's
+    assert first == [0, 1, 2] and len(draws.draws) == 3
+    assert [int(draws("b")["normal"]) for _ in range(3)] == [
+        0,
+        1,
+        2,
+    ] and draws.draws == {}  # each dropped when both took it
+    assert int(draws("b")["normal"]) == 3 and int(draws("a")["normal"]) == 3 and made == [0, 1, 2, 3]
+
+
+@needs_xautodl
+def test_forced_alphas_make_xautodls_gdas_run_our_draw(one_thread):
+    """Our GDAS draw, set as xautodl's alphas, is what its forward runs: on every edge of every cell, the op in
+    the drawn column and no other (a hook on each edge's candidate modules; the edge orders agree)."""
+    ours = make_method("gdas", channels=2, layers=3)
+    peer = bench_peer._xautodl_nets(channels=2, layers=3)["xautodl_gdas"]
+    to_peer = bench_peer.peer_columns(ours.ctx.space.ops)
+    torch.manual_seed(1)
+    draw = {t: to_peer[w.detach().argmax(-1)] for t, w in ours.sample().items()}
+    ran = set()
+    for c, cell in enumerate(peer.cells):
+        for key, candidates in cell.edges.items():
+            for k, op in enumerate(candidates._ops):  # xautodl MixedOp: its candidate modules
+                op.register_forward_hook(lambda *_, at=(c, cell.edge2index[key], k): ran.add(at))
+    bench_peer.force_peer_ops(peer, draw)
+    peer(torch.randn(2, 3, 32, 32))
+    kinds = ["reduce" if cell.reduction else "normal" for cell in peer.cells]
+    assert ran == {(c, e, int(draw[t][e])) for c, t in enumerate(kinds) for e in range(len(draw[t]))}
+    assert len({int(k) for t in draw for k in draw[t]}) > 1  # the draw is not one op everywhere
+
+
+def test_peer_ratios_give_the_sampled_ones_an_interval():
+    medians = dict.fromkeys(["ours_darts", "xautodl_darts", "xautodl_darts_cl", "egs_m7"], 1.0)
+    medians |= {"ours_gdas": 0.4, "xautodl_gdas": 1.0, "egs_m1": 0.1}
+    samples = {name: [m, m] for name, m in medians.items()} | {"ours_gdas": [0.3, 0.5], "egs_m1": [0.1, 0.1, 0.1]}
+    out = bench_peer.ratios(medians, 0.5, 0.4, samples)
+    assert "ci95" not in out["ours_darts/xautodl_darts"] and "ci95" not in out["ours_cl/xautodl_darts_cl"]
+    assert out["ours_gdas/xautodl_gdas"]["ci95"][0] < 0.4 < out["ours_gdas/xautodl_gdas"]["ci95"][1]
+    assert out["ours_gdas/xautodl_gdas"]["verdict"] == "inside"
+    assert out["egs_m1/ours_darts"]["ci95"] == [pytest.approx(0.1)] * 2  # no spread on either side
+    assert out["egs_m1/ours_darts"]["verdict"] == "below" and out["egs_m1/ours_darts"]["calls"] == [3, 2]
+    assert out["ours_gdas/xautodl_gdas"]["paired"] and not out["egs_m1/ours_darts"]["paired"]
+
+
+@needs_xautodl
+@pytest.mark.parametrize(
+    ("op", "runs"),
+    [("sep_conv_3x3", {("depthwise", 3, 1)}), ("dil_conv_5x5", {("depthwise", 5, 2)}), ("max_pool_3x3", {"max"})],
+)
+def test_per_op_steps_run_the_forced_op_on_both_supernets(one_thread, op, runs):
+    """Each per-op step runs that op and no other candidate on ours and on xautodl's GDAS supernet (seen by a
+    global forward hook: depthwise convolutions by kernel and dilation, pools by kind)."""
+    variants, ops = bench_peer.per_op_variants(channels=2, layers=3, batch=2)
+    assert ops == ["max_pool_3x3", "avg_pool_3x3", "skip_connect", *bench_peer.PEER_OP_NAMES]
+    seen = {"ours": set(), "xautodl": set()}
+    side = "ours"
+
+    def hook(module, args, output):
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+            seen[side].add(("depthwise", module.kernel_size[0], module.dilation[0]))
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            seen[side].add("max" if isinstance(module, nn.MaxPool2d) else "avg")
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        for side in seen:  # noqa: B007 (the hook reads it)
+            variants[f"{side}:{op}"]()
+    finally:
+        handle.remove()
+    assert seen == {"ours": runs, "xautodl": runs}
 
 
 def test_peer_rejects_a_cell_count_xautodl_cannot_build():
