@@ -312,8 +312,9 @@ def sampling_interval(num: list[float], den: list[float], target: float | None =
     draws. Independent sides: the delta method's standard error ``r * sqrt((se_n / m_n)^2 + (se_d / m_d)^2)``,
     ``se = sd / sqrt(calls)`` (a side with one value counts as exact). ``paired`` (call ``i`` of each ran the
     same draw, :class:`SharedDraws`): the ratio estimator's ``sd(num_i - r den_i) / (sqrt(n) mean(den))``, which
-    keeps what the two have in common out of the error. Then the normal 1.96. ``verdict`` places the target
-    against the interval: ``below`` (the whole interval under it), ``above``, or ``inside``.
+    keeps what the two have in common out of the error. Then the normal 1.96. ``verdict`` places the interval
+    against the target: ``below`` (all of it under the target: met whatever the draws), ``above`` (all of it
+    over: missed), or ``across`` (the draws cannot say at that many calls).
     """
 
     def mean_se(values: list[float]) -> tuple[float, float]:
@@ -331,7 +332,7 @@ def sampling_interval(num: list[float], den: list[float], target: float | None =
     half = 1.96 * se
     out = {"mean_ratio": r, "ci95": [r - half, r + half], "calls": [len(num), len(den)], "paired": paired}
     if isinstance(target, float):
-        out["verdict"] = "below" if r + half <= target else "above" if r - half > target else "inside"
+        out["verdict"] = "below" if r + half <= target else "above" if r - half > target else "across"
     return out
 
 
@@ -474,7 +475,7 @@ def print_peer(result: dict) -> None:
             lo, hi = r["ci95"]
             calls = f"{r['calls'][0]} / {r['calls'][1]} calls" + (", common draws" if r["paired"] else "")
             extra += f"   (mean over calls {r['mean_ratio']:.3f}, 95 % {lo:.3f}-{hi:.3f}, {calls}"
-            extra += f"; target {r['verdict']} the interval)" if "verdict" in r else ")"
+            extra += f"; interval {r['verdict']} the target)" if "verdict" in r else ")"
         print(f"  {key:26s} {r['ratio']:6.3f}   target {target:22s} {'met' if r['met'] else 'MISSED'}{extra}")
     print(f"  {result['hardware']['line']}")
     if "per_op" in result:

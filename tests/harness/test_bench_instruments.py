@@ -111,12 +111,12 @@ def test_interleaved_timing_repeats_a_variant_and_reports_the_mean_call():
 
 def test_sampling_interval_is_the_delta_method_on_the_means():
     """Means 2 (calls 1 and 3: se 1) over 4 (one value: exact): ratio 0.5, se 0.5 x 1/2, 95 % 0.5 -+ 0.49; the
-    verdict places a target below, inside or above that interval."""
+    verdict places that interval below, across or above a target."""
     out = bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.995)
     assert out["mean_ratio"] == 0.5 and out["calls"] == [2, 1]
     assert out["ci95"] == pytest.approx([0.5 - 1.96 * 0.25, 0.5 + 1.96 * 0.25])
     assert out["verdict"] == "below"
-    assert bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.3)["verdict"] == "inside"
+    assert bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.3)["verdict"] == "across"
     assert bench_peer.sampling_interval([1.0, 3.0], [4.0], 0.005)["verdict"] == "above"
     both = bench_peer.sampling_interval([1.0, 3.0], [2.0, 6.0])  # relative errors add in quadrature
     assert both["mean_ratio"] == 0.5 and "verdict" not in both
@@ -130,7 +130,7 @@ def test_a_paired_interval_keeps_the_common_spread_out():
     paired = bench_peer.sampling_interval(num, den, 0.41, paired=True)
     assert paired["ci95"] == [pytest.approx(0.4)] * 2 and paired["verdict"] == "below" and paired["paired"]
     unpaired = bench_peer.sampling_interval(num, den, 0.41)
-    assert unpaired["ci95"][0] < 0.4 - 0.02 and unpaired["verdict"] == "inside"
+    assert unpaired["ci95"][0] < 0.4 - 0.02 and unpaired["verdict"] == "across"
     with pytest.raises(ValueError, match="as many calls"):
         bench_peer.sampling_interval(num, den[:3], paired=True)
 
@@ -181,7 +181,7 @@ def test_peer_ratios_give_the_sampled_ones_an_interval():
     out = bench_peer.ratios(medians, 0.5, 0.4, samples)
     assert "ci95" not in out["ours_darts/xautodl_darts"] and "ci95" not in out["ours_cl/xautodl_darts_cl"]
     assert out["ours_gdas/xautodl_gdas"]["ci95"][0] < 0.4 < out["ours_gdas/xautodl_gdas"]["ci95"][1]
-    assert out["ours_gdas/xautodl_gdas"]["verdict"] == "inside"
+    assert out["ours_gdas/xautodl_gdas"]["verdict"] == "across"
     assert out["egs_m1/ours_darts"]["ci95"] == [pytest.approx(0.1)] * 2  # no spread on either side
     assert out["egs_m1/ours_darts"]["verdict"] == "below" and out["egs_m1/ours_darts"]["calls"] == [3, 2]
     assert out["ours_gdas/xautodl_gdas"]["paired"] and not out["egs_m1/ours_darts"]["paired"]
