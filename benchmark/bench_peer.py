@@ -187,6 +187,40 @@ def peer_columns(ops: tuple[str, ...]) -> torch.Tensor:
     return torch.tensor([theirs.index(PEER_OP_NAMES.get(op, op)) for op in ops])
 
 
+def _batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed seeded batch every variant trains on: ``(B, 3, 32, 32)`` images and ``(B,)`` labels."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
+
+
+# Gradients are dropped as an optimiser's zero_grad drops them, from a list made once: nn.Module.zero_grad walks
+# every module (about 4 ms on either supernet's 3,600-4,100 modules), which is no part of a step.
+def _our_step(model: nn.Module, weights: Callable[[], dict], batch, device) -> Callable[[], None]:
+    """One forward + backward of our supernet on ``batch`` with ``weights()`` (drawn inside the step)."""
+    params, (x, y) = list(model.parameters()), batch
+
+    def run() -> None:
+        _drop_grads(params)
+        F.cross_entropy(model(x, weights()), y).backward()
+        sync(device)
+
+    return run
+
+
+def _peer_step(net: nn.Module, batch, device, before: Callable[[], None] | None = None) -> Callable[[], None]:
+    """One forward + backward of an xautodl supernet (its forward returns ``(pooled features, logits)``)."""
+    params, (x, y) = list(net.parameters()), batch
+
+    def run() -> None:
+        if before is not None:  # a draw set as its alphas (force_peer_ops): tiny tensor ops (0.02 ms), timed with it
+            before()
+        _drop_grads(params)
+        F.cross_entropy(net(x)[1], y).backward()
+        sync(device)
+
+    return run
+
+
 def make_variants(
     channels: int, layers: int, batch: int, device: str | torch.device = "cpu", memory_format: str = "channels_last"
 ) -> tuple[dict[str, Callable[[], None]], dict]:
@@ -201,9 +235,7 @@ def make_variants(
         ops EGS M = 7 ran in the calls made so far.
     """
     device = torch.device(device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)  # (B, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,), generator=g).to(device)  # (B,)
+    data = _batch(batch, device)
     ours = {name: make_method(variant, channels, layers, device, memory_format) for name, variant in OURS.items()}
     other = "contiguous" if memory_format == "channels_last" else "channels_last"
     ours_other = make_method(OURS["ours_darts"], channels, layers, device, other)
@@ -221,42 +253,20 @@ def make_variants(
     peers = {name: net.to(device) for name, net in _xautodl_nets(channels, layers).items()}
     peer_cl = apply_memory_format(copy.deepcopy(peers["xautodl_darts"]), "channels_last")  # same weights, NHWC
 
-    # Gradients are dropped as an optimiser's zero_grad drops them, from a list made once: nn.Module.zero_grad
-    # walks every module (about 4 ms on either supernet's 3,600-4,100 modules), which is no part of a step.
-    def our_step(model: nn.Module, weights: Callable[[], dict]) -> Callable[[], None]:
-        params = list(model.parameters())
-
-        def run() -> None:
-            _drop_grads(params)
-            F.cross_entropy(model(x, weights()), y).backward()
-            sync(device)
-
-        return run
-
-    def peer_step(net: nn.Module, before: Callable[[], None] | None = None) -> Callable[[], None]:
-        params = list(net.parameters())
-
-        def run() -> None:
-            if before is not None:  # a shared draw set as its alphas: tiny tensor ops (0.02 ms), timed with it
-                before()
-            _drop_grads(params)
-            F.cross_entropy(net(x)[1], y).backward()  # forward returns (pooled features, logits)
-            sync(device)
-
-        return run
-
     def drawn() -> dict[str, torch.Tensor]:  # the shared draw's ops as xautodl's columns, per cell type
         return {t: to_peer[w.detach().argmax(-1).cpu()] for t, w in gdas("xautodl_gdas").items()}
 
     variants = {
-        "ours_darts": our_step(ours["ours_darts"].ctx.model, weight_fns["ours_darts"]),
-        "xautodl_darts": peer_step(peers["xautodl_darts"]),
-        "ours_gdas": our_step(ours["ours_gdas"].ctx.model, weight_fns["ours_gdas"]),
-        "xautodl_gdas": peer_step(peers["xautodl_gdas"], lambda: force_peer_ops(peers["xautodl_gdas"], drawn())),
-        "egs_m1": our_step(ours["egs_m1"].ctx.model, weight_fns["egs_m1"]),
-        "egs_m7": our_step(egs_m7.ctx.model, weight_fns["egs_m7"]),
-        OTHER_LAYOUT[memory_format]: our_step(ours_other.ctx.model, ours_other.probabilities),
-        "xautodl_darts_cl": peer_step(peer_cl),
+        "ours_darts": _our_step(ours["ours_darts"].ctx.model, weight_fns["ours_darts"], data, device),
+        "xautodl_darts": _peer_step(peers["xautodl_darts"], data, device),
+        "ours_gdas": _our_step(ours["ours_gdas"].ctx.model, weight_fns["ours_gdas"], data, device),
+        "xautodl_gdas": _peer_step(
+            peers["xautodl_gdas"], data, device, lambda: force_peer_ops(peers["xautodl_gdas"], drawn())
+        ),
+        "egs_m1": _our_step(ours["egs_m1"].ctx.model, weight_fns["egs_m1"], data, device),
+        "egs_m7": _our_step(egs_m7.ctx.model, weight_fns["egs_m7"], data, device),
+        OTHER_LAYOUT[memory_format]: _our_step(ours_other.ctx.model, ours_other.probabilities, data, device),
+        "xautodl_darts_cl": _peer_step(peer_cl, data, device),
     }
     params = {name: _weights(m.ctx.model) for name, m in ours.items()} | {n: _weights(m) for n, m in peers.items()}
     params |= {OTHER_LAYOUT[memory_format]: _weights(ours_other.ctx.model), "xautodl_darts_cl": _weights(peer_cl)}
@@ -347,9 +357,7 @@ def per_op_variants(
     ratio comes from, op by op (``none`` left out: neither network runs it).
     """
     device = torch.device(device)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, generator=g).to(device)  # (B, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,), generator=g).to(device)  # (B,)
+    data = _batch(batch, device)
     method = make_method(OURS["ours_gdas"], channels, layers, device, memory_format)
     model, space = method.ctx.model, method.ctx.space
     torch.manual_seed(0)
@@ -357,7 +365,6 @@ def per_op_variants(
     to_peer = peer_columns(space.ops)
     ops = [op for op in space.ops if op != "none"]
     shapes = {t: w.shape for t, w in method.sample().items()}  # cell type -> (E, K)
-    ours_params, peer_params = list(model.parameters()), list(peer.parameters())
 
     def ours(op: str) -> Callable[[], None]:
         weights = {}
@@ -365,25 +372,12 @@ def per_op_variants(
             w = torch.zeros(shape, device=device)
             w[:, space.op_index(op)] = 1.0
             weights[t] = w.requires_grad_()
-
-        def run() -> None:
-            _drop_grads(ours_params)
-            F.cross_entropy(model(x, weights), y).backward()
-            sync(device)
-
-        return run
+        return _our_step(model, lambda: weights, data, device)
 
     def theirs(op: str) -> Callable[[], None]:
         column = to_peer[space.op_index(op)]
         columns = {t: column.expand(shape[0]) for t, shape in shapes.items()}
-
-        def run() -> None:
-            force_peer_ops(peer, columns)
-            _drop_grads(peer_params)
-            F.cross_entropy(peer(x)[1], y).backward()
-            sync(device)
-
-        return run
+        return _peer_step(peer, data, device, lambda: force_peer_ops(peer, columns))
 
     variants = {}
     for op in ops:
