@@ -151,7 +151,8 @@ class SharedDraws:
     argmax, run as shipped, picks that op on every edge (:func:`force_peer_ops`). Two supernets that draw
     independently differ in cost call by call with what each drew (xautodl's GDAS at batch 32: 0.50-0.79 s), and
     the ratio of their means is then uncertain by both spreads; on common draws each call of one has its partner
-    in the other (:func:`sampling_interval` with ``paired``). A draw is dropped once both steps have taken it.
+    in the other (:func:`sampling_interval` with ``paired``). A draw is dropped once both steps have taken it (one
+    step called alone, as the pytest-benchmark cases call it, keeps its draws: two ``(14, 8)`` tensors each).
     """
 
     def __init__(self, sample: Callable[[], dict[str, torch.Tensor]], names: tuple[str, str]):
