@@ -40,10 +40,10 @@ __all__ = [
     "main",
     "make_variants",
     "peer_available",
+    "per_op_ratios",
     "per_op_variants",
     "sampling_interval",
     "time_peer",
-    "time_per_op",
 ]
 
 BASELINE = "ours_darts"
@@ -386,23 +386,13 @@ def per_op_variants(
     return variants, ops
 
 
-def time_per_op(
-    channels: int,
-    layers: int,
-    batch: int,
-    rounds: int,
-    device: str | torch.device = "cpu",
-    memory_format: str = "channels_last",
-) -> dict:
-    """Median seconds of :func:`per_op_variants`' steps, interleaved, and ours / xautodl per op."""
-    variants, ops = per_op_variants(channels, layers, batch, device, memory_format)
-    result = time_interleaved(variants, rounds, f"ours:{ops[0]}", {"batch": batch})
-    med = result["median_s"]
+def per_op_ratios(medians: dict[str, float], ops: list[str]) -> dict[str, dict]:
+    """Ours / xautodl per op from the median seconds of :func:`per_op_variants`' steps."""
     return {
         op: {
-            "ours_s": med[f"ours:{op}"],
-            "xautodl_s": med[f"xautodl:{op}"],
-            "ratio": med[f"ours:{op}"] / med[f"xautodl:{op}"],
+            "ours_s": medians[f"ours:{op}"],
+            "xautodl_s": medians[f"xautodl:{op}"],
+            "ratio": medians[f"ours:{op}"] / medians[f"xautodl:{op}"],
         }
         for op in ops
     }
@@ -416,9 +406,11 @@ def time_peer(
     device: str | torch.device = "cpu",
     memory_format: str = "channels_last",
     samples: int = 1,
+    per_op: bool = False,
 ) -> dict:
     """Median seconds per forward + backward of every variant, interleaved, with the issue's ratios; each round
-    times ``samples`` steps of a sampled variant (:data:`SAMPLED`, new samples each) and takes their mean."""
+    times ``samples`` steps of a sampled variant (:data:`SAMPLED`, new samples each) and takes their mean.
+    ``per_op``: then, interleaved among themselves, :func:`per_op_variants`' steps (under ``"per_op"``)."""
     variants, info = make_variants(channels, layers, batch, device, memory_format)
     result = time_interleaved(
         variants,
@@ -428,13 +420,17 @@ def time_peer(
         repeats=dict.fromkeys(SAMPLED, samples),
     )
     fraction = info["egs_m7_active_fraction"]
-    return result | {
+    result |= {
         "ratios": ratios(
             result["median_s"], fraction.value, fraction.macs, result["times_s"] | result.get("calls_s", {})
         ),
         "parameters": info["parameters"],
         "hardware": hardware(BASELINE, variants[BASELINE], result["median_s"][BASELINE], device),
     }
+    if per_op:
+        forced, ops = per_op_variants(channels, layers, batch, device, memory_format)
+        result["per_op"] = per_op_ratios(time_interleaved(forced, rounds, f"ours:{ops[0]}", {})["median_s"], ops)
+    return result
 
 
 def hardware(name: str, step: Callable[[], None], seconds: float, device: str | torch.device) -> dict:
@@ -512,12 +508,17 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for batch in args.batch:
         results.append(
-            time_peer(args.channels, args.layers, batch, args.rounds, args.device, args.memory_format, args.samples)
-        )
-        if args.per_op:
-            results[-1]["per_op"] = time_per_op(
-                args.channels, args.layers, batch, args.rounds, args.device, args.memory_format
+            time_peer(
+                args.channels,
+                args.layers,
+                batch,
+                args.rounds,
+                args.device,
+                args.memory_format,
+                args.samples,
+                args.per_op,
             )
+        )
         print_peer(results[-1])
     print("differences between the two supernets:\n" + "\n".join(f"  - {d}" for d in DIFFERENCES))
     if args.json:

@@ -47,18 +47,14 @@ def time_interleaved(
         run()
     for _ in range(rounds):
         for name, run in variants.items():
-            if name not in repeats:
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-                continue
             these = []
-            for _ in range(repeats[name]):
+            for _ in range(repeats.get(name, 1)):
                 start = time.perf_counter()
                 run()
                 these.append(time.perf_counter() - start)
-            calls[name] += these
             times[name].append(statistics.fmean(these))
+            if name in calls:
+                calls[name] += these
     medians = {name: statistics.median(t) for name, t in times.items()}
     config = config | {"rounds": rounds, "threads": torch.get_num_threads()} | ({"repeats": repeats} if repeats else {})
     return {

@@ -54,9 +54,12 @@ def test_peer_networks_share_the_macro_structure():
 @needs_xautodl
 def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     out = tmp_path / "peer.json"
-    argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--samples", "2", "--json", str(out)]
-    assert bench_peer.main(argv) == 0
+    argv = ["--channels", "2", "--layers", "3", "--batch", "2", "--rounds", "1", "--samples", "2", "--per-op"]
+    assert bench_peer.main([*argv, "--json", str(out)]) == 0
     result = json.loads(out.read_text())["results"][0]
+    assert list(result["per_op"]) == ["max_pool_3x3", "avg_pool_3x3", "skip_connect", *bench_peer.PEER_OP_NAMES]
+    for r in result["per_op"].values():
+        assert r["ours_s"] > 0 and r["xautodl_s"] > 0 and r["ratio"] == r["ours_s"] / r["xautodl_s"]
     assert result["config"]["repeats"] == dict.fromkeys(bench_peer.SAMPLED, 2)  # the sampled steps: mean of 2
     assert set(result["median_s"]) == {
         "ours_darts",
@@ -79,6 +82,7 @@ def test_peer_benchmark_reports_every_ratio(tmp_path, one_thread, capsys):
     assert hardware["flops_per_s"] == pytest.approx(hardware["flops"] / result["median_s"]["ours_darts"])
     out = capsys.readouterr().out
     assert "differences between the two supernets" in out and "GFLOP per step (counted)" in out
+    assert "every edge one op" in out and "common draws" in out
 
 
 def test_interleaved_timing_repeats_a_variant_and_reports_the_mean_call():
