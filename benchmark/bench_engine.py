@@ -23,12 +23,16 @@ network:
 
 Before timing it checks, on a float64 copy of the network, that ``all`` and ``none`` give the same loss and
 gradients (to 1e-9 of each gradient's scale: the same function, summed in another order).
+``--method`` times another method's step on the same supernet (a ``bench_methods`` variant): one that samples
+its architecture (GDAS, EGS, SNAS, random) draws it inside each step, call ``i`` of every variant with the seed
+``i`` (common draws), each round the mean of ``--samples`` calls, and each ratio gets its paired 95 % interval.
 ``--kernels`` adds the depthwise convolutions alone at the supernet's shapes: at stride 1 the input gradient,
 oneDNN's backward-data kernel against the forward kernel on the flipped weights, and the weight gradient, aten's
 kernel against its pieces; at stride = dilation 2 the forward + backward of ``nn.Conv2d`` against
 ``DepthwiseConv2d``.
 
     python -m egsbench.benchmark.bench_engine --rounds 7 --kernels --out results/benchmarks/engine-cpu.txt
+    python -m egsbench.benchmark.bench_engine --method egs_m1 --samples 8 --out results/benchmarks/engine-egs_m1.txt
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import itertools
 import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,12 +51,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..methods import METHODS
 from ..tasks.spaces import cell, ops
-from .bench_methods import _batch, make_method
+from .bench_methods import BASELINE, VARIANTS, _batch, make_method
 from .speed import MEMORY_FORMATS
-from .timing import sync, time_interleaved
+from .timing import sampling_interval, sync, time_interleaved
 
-__all__ = ["SHORTCUTS", "depthwise_kernels", "main", "shortcut_variants", "shortcuts_off"]
+__all__ = [
+    "SHORTCUTS",
+    "common_draws",
+    "depthwise_kernels",
+    "draws_inside",
+    "main",
+    "shortcut_variants",
+    "shortcuts_off",
+]
 
 SHORTCUTS = ("shared_pools", "inplace_sum", "depthwise", "weight_grad", "subsample", "shared_preprocess", "bn_weight")
 
@@ -96,24 +110,48 @@ def shortcut_variants(
     batch: int,
     memory_format: str = "channels_last",
     device: str | torch.device = "cpu",
+    method: str = BASELINE,
 ) -> tuple[dict[str, Callable[[], torch.Tensor]], Callable[[torch.dtype], float]]:
-    """``({variant: step}, check)``: each step one forward + backward of the dense supernet on ``device``, returning
-    the loss; ``check(dtype)`` runs :func:`same_numbers` on a copy of the network in ``dtype``."""
-    method = make_method("darts_1st", channels, layers, device, memory_format)
-    model = method.ctx.model
+    """``({variant: step}, check)``: each step one forward + backward of ``method``'s supernet (a ``bench_methods``
+    variant; the dense DARTS step by default) on ``device``, returning the loss; ``check(dtype)`` runs
+    :func:`same_numbers` on a copy of the network in ``dtype``, on one set of weights.
+
+    A method that samples its architecture draws it inside each step, as its own step does; the ``i``-th call of
+    every variant draws with the seed ``i`` (:func:`common_draws`), so call ``i`` of each runs the same ops and
+    the variants' calls pair up (``timing.sampling_interval`` with ``paired``)."""
+    m = make_method(method, channels, layers, device, memory_format)
+    model = m.ctx.model
     g = torch.Generator().manual_seed(0)
     x, y = (t.to(device) for t in _batch(g, batch))  # bench_methods' data; the model lays x out
+    draw = common_draws(m.sample) if draws_inside(method) else (lambda: m.probabilities)
     variants = {
-        name: functools.partial(_step, model, x, y, method.probabilities, off)
+        name: functools.partial(_step, model, x, y, draw(), off)
         for name, off in {"all": (), **{f"no_{s}": (s,) for s in SHORTCUTS}, "none": SHORTCUTS}.items()
     }
 
     def check(dtype: torch.dtype = torch.float64) -> float:
         net = copy.deepcopy(model).to(dtype)
-        weights = {t: w.detach().to(dtype) for t, w in method.probabilities().items()}
+        weights = {t: w.detach().to(dtype) for t, w in draw()().items()}
         return same_numbers(net, x.to(dtype), y, lambda: weights)
 
     return variants, check
+
+
+def draws_inside(method: str) -> bool:
+    """Whether the ``bench_methods`` variant ``method`` samples its architecture in each step (it has ``sample``)."""
+    return hasattr(METHODS.get(VARIANTS[method][0]), "sample")
+
+
+def common_draws(sample: Callable[..., dict]) -> Callable[[], Callable[[], dict]]:
+    """A maker of weight functions: each one it makes calls ``sample(generator=...)`` with the seed ``i`` on its
+    ``i``-th call, so the variants that each take one draw the same architectures in the same order (each its own
+    tensors, with their own graph to the alphas: every variant's backward runs through its draw)."""
+
+    def one() -> Callable[[], dict]:
+        calls = itertools.count()
+        return lambda: sample(generator=torch.Generator().manual_seed(next(calls)))
+
+    return one
 
 
 def _step(model: nn.Module, x, y, weights: Callable[[], dict], off: tuple[str, ...]) -> torch.Tensor:
@@ -133,14 +171,15 @@ def same_numbers(
     """The largest difference between the gradients of ``all`` and ``none``, relative to each gradient's scale;
     raises above ``bound``. Run in float64 (``shortcut_variants``'s check): in float32 the network's own rounding
     already moves its worst-conditioned gradients by a few percent (BN backward), with or without the shortcuts.
-    BN uses batch statistics in both (training mode), so the order of the two calls does not matter."""
+    BN uses batch statistics in both (training mode), so the order of the two calls does not matter. With sampled
+    weights the ops not drawn have no gradient in either; a parameter with a gradient in only one is a difference."""
     loss_all = _step(model, x, y, weights, ())
-    grads = [p.grad.clone() for p in model.parameters()]
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     loss_none = _step(model, x, y, weights, SHORTCUTS)
-    worst = max(
-        float((a - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-30))
-        for a, p in zip(grads, model.parameters(), strict=True)
-    )
+    pairs = list(zip(grads, (p.grad for p in model.parameters()), strict=True))
+    if any((a is None) != (b is None) for a, b in pairs):
+        raise RuntimeError("the shortcuts change which parameters get a gradient")
+    worst = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in pairs if a is not None)
     if worst > bound or not torch.allclose(loss_all, loss_none, rtol=bound):
         raise RuntimeError(f"the shortcuts change the numbers: loss {loss_all} vs {loss_none}, gradient {worst:.2e}")
     return worst
@@ -233,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-format", default="channels_last", choices=MEMORY_FORMATS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--method", default=BASELINE, choices=list(VARIANTS), help="whose step (bench_methods)")
+    parser.add_argument("--samples", type=int, default=8, help="calls per round of a step that samples")
     parser.add_argument("--kernels", action="store_true", help="also the depthwise input-gradient kernels alone")
     parser.add_argument("--out", default=None, help="also write the tables to this text file")
     args = parser.parse_args(argv)
@@ -241,20 +282,32 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     else:
         where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    sampled = draws_inside(args.method)
+    step = f"{args.method} step (its draws inside it, call i of each variant on seed i)" if sampled else "dense step"
+    per_round = f", each the mean of {args.samples} calls" if sampled else ""
     lines = [
-        f"dense DARTS supernet, forward + backward, C={args.channels}, {args.layers} cells, 32x32, "
-        f"{args.memory_format}, {where}, median of {args.rounds} interleaved rounds; ratio = variant / all",
+        f"DARTS-space supernet, {step}, forward + backward, C={args.channels}, {args.layers} cells, 32x32, "
+        f"{args.memory_format}, {where}, median of {args.rounds} interleaved rounds{per_round}; ratio = variant / all",
         f"{'batch':>5} " + " ".join(f"{n + ' s':>20} {'ratio':>6}" for n in ("all", *map("no_{}".format, SHORTCUTS))),
     ]
     lines[-1] += f" {'none s':>9} {'ratio':>6}"
     print(*lines, sep="\n")
     for batch in args.batch:
-        variants, check = shortcut_variants(args.channels, args.layers, batch, args.memory_format, device)
+        variants, check = shortcut_variants(args.channels, args.layers, batch, args.memory_format, device, args.method)
         worst = check(torch.float64)
-        r = time_interleaved(variants, args.rounds, "all", {})
+        repeats = dict.fromkeys(variants, args.samples) if sampled else {}
+        r = time_interleaved(variants, args.rounds, "all", {}, repeats=repeats)
         cells = [f"{r['median_s'][n]:{20 if n != 'none' else 9}.3f} {r['ratio_to_all'][n]:6.3f}" for n in variants]
         lines.append(f"{batch:5d} " + " ".join(cells) + f"   (float64: gradients agree to {worst:.1e} of their scale)")
         print(lines[-1], flush=True)
+        if sampled:  # each variant's calls against the same draws' calls of all
+            calls = r["calls_s"]
+            intervals = {n: sampling_interval(calls[n], calls["all"], paired=True) for n in variants if n != "all"}
+            cells = [
+                f"{n} {v['mean_ratio']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" for n, v in intervals.items()
+            ]
+            lines.append(f"{batch:5d} mean over {len(calls['all'])} common draws [95 %]: " + ", ".join(cells))
+            print(lines[-1], flush=True)
     if args.kernels:
         batch = args.batch[0]
         lines += [

@@ -16,8 +16,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import math
-import statistics
 from collections.abc import Callable
 
 import torch
@@ -27,7 +25,7 @@ from torch import nn
 from .bench_methods import make_method
 from .speed import MEMORY_FORMATS, apply_memory_format
 from .throughput import counted_flops, hardware_line, matmul_flops_per_s
-from .timing import sync, time_interleaved
+from .timing import sampling_interval, sync, time_interleaved
 
 __all__ = [
     "BASELINE",
@@ -312,38 +310,6 @@ def ratios(
         "target": f"<= 1.15 x {expected:.3f}",
         "met": value <= 1.15 * expected,
     }
-    return out
-
-
-def sampling_interval(num: list[float], den: list[float], target: float | None = None, paired: bool = False) -> dict:
-    """The ratio of the mean of ``num`` to the mean of ``den`` (seconds per call) with its 95 % interval.
-
-    A sampled step's cost moves with what was drawn (xautodl's GDAS at batch 32: 0.50-0.79 s per call), so a
-    ratio of sampled steps is an estimate of the ratio of their expected costs, uncertain by the spread of the
-    draws. Independent sides: the delta method's standard error ``r * sqrt((se_n / m_n)^2 + (se_d / m_d)^2)``,
-    ``se = sd / sqrt(calls)`` (a side with one value counts as exact). ``paired`` (call ``i`` of each ran the
-    same draw, :class:`SharedDraws`): the ratio estimator's ``sd(num_i - r den_i) / (sqrt(n) mean(den))``, which
-    keeps what the two have in common out of the error. Then the normal 1.96. ``verdict`` places the interval
-    against the target: ``below`` (all of it under the target: met whatever the draws), ``above`` (all of it
-    over: missed), or ``across`` (the draws cannot say at that many calls).
-    """
-
-    def mean_se(values: list[float]) -> tuple[float, float]:
-        m = statistics.fmean(values)
-        return m, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
-
-    (mn, sn), (md, sd) = mean_se(num), mean_se(den)
-    r = mn / md
-    if paired:
-        if len(num) != len(den):
-            raise ValueError(f"paired samples need as many calls on each side, got {len(num)} and {len(den)}")
-        se = mean_se([a - r * b for a, b in zip(num, den, strict=True)])[1] / md
-    else:
-        se = r * math.hypot(sn / mn, sd / md)
-    half = 1.96 * se
-    out = {"mean_ratio": r, "ci95": [r - half, r + half], "calls": [len(num), len(den)], "paired": paired}
-    if isinstance(target, float):
-        out["verdict"] = "below" if r + half <= target else "above" if r - half > target else "across"
     return out
 
 

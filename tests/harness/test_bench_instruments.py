@@ -439,6 +439,33 @@ def test_engine_benchmark_switches_each_shortcut_off_and_checks_the_numbers(tmp_
         check(torch.float64)
 
 
+def test_engine_benchmark_times_a_sampling_method_on_common_draws(tmp_path, one_thread):
+    """``--method``: a method that samples draws inside each step, call ``i`` of every variant on the seed ``i``;
+    a second row gives each variant's mean ratio to ``all`` over those paired calls with its interval."""
+    assert bench_engine.draws_inside("gdas") and not bench_engine.draws_inside("darts_1st")
+    out = tmp_path / "engine.txt"
+    argv = ["--method", "gdas", "--batch", "2", "--channels", "4", "--layers", "3", "--rounds", "2", "--samples", "2"]
+    assert bench_engine.main([*argv, "--out", str(out)]) == 0
+    header, _, row, intervals = out.read_text().splitlines()
+    assert "gdas step" in header and "each the mean of 2 calls" in header
+    assert row.split()[0] == "2" and len(row.split("(")[0].split()) == 1 + 2 * (len(bench_engine.SHORTCUTS) + 2)
+    assert intervals.startswith("    2 mean over 4 common draws [95 %]: no_shared_pools ")  # 2 rounds x 2 calls
+    for cell in intervals.split(": ", 1)[1].split(", ")[1::2]:  # "name r [lo", "hi]" pieces: the upper bounds
+        assert float(cell.rstrip("]")) > 0
+
+    variants, check = bench_engine.shortcut_variants(4, 3, 2, method="gdas")
+    model, weights = variants["all"].args[0], variants["all"].args[3]
+    other = variants["none"].args[3]
+    first, again = weights(), other()  # call 0 of two variants: the same draw, each its own graph to the alphas
+    assert all(torch.equal(first[t], again[t]) and first[t] is not again[t] for t in first)
+    second = weights()
+    assert any(not torch.equal(first[t], second[t]) for t in first)  # call 1: the next seed
+    for w in (first, again):
+        (w["normal"] * torch.arange(8.0)).sum().backward()  # each backward runs through its own draw
+    assert check(torch.float64) < 1e-9  # the ops not drawn have no gradient in either
+    assert any(p.grad is None for p in model.parameters())
+
+
 def _with_kernel_scaled(form, kernel):
     """``form`` run with ``kernel`` scaled by 1.5 and the others' as they are (a merge that changed the numbers)."""
 
