@@ -32,7 +32,7 @@ kernel against its pieces; at stride = dilation 2 the forward + backward of ``nn
 ``DepthwiseConv2d``.
 
     python -m egsbench.benchmark.bench_engine --rounds 7 --kernels --out results/benchmarks/engine-cpu.txt
-    python -m egsbench.benchmark.bench_engine --method egs_m1 --samples 8 --out results/benchmarks/engine-egs_m1.txt
+    python -m egsbench.benchmark.bench_engine --method egs_m1 --samples 8 --out results/benchmarks/engine-egs_m1-cpu.txt
 """
 
 from __future__ import annotations
@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", action="store_true", help="also the depthwise input-gradient kernels alone")
     parser.add_argument("--out", default=None, help="also write the tables to this text file")
     args = parser.parse_args(argv)
+    if args.samples < 1:
+        parser.error(f"--samples must be at least 1, got {args.samples}")
     device = torch.device(args.device)
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"

@@ -443,6 +443,9 @@ def test_engine_benchmark_times_a_sampling_method_on_common_draws(tmp_path, one_
     """``--method``: a method that samples draws inside each step, call ``i`` of every variant on the seed ``i``;
     a second row gives each variant's mean ratio to ``all`` over those paired calls with its interval."""
     assert bench_engine.draws_inside("gdas") and not bench_engine.draws_inside("darts_1st")
+    with pytest.raises(SystemExit) as exit_:
+        bench_engine.main(["--method", "gdas", "--samples", "0"])
+    assert exit_.value.code == 2
     out = tmp_path / "engine.txt"
     argv = ["--method", "gdas", "--batch", "2", "--channels", "4", "--layers", "3", "--rounds", "2", "--samples", "2"]
     assert bench_engine.main([*argv, "--out", str(out)]) == 0
