@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import copy
 import functools
-import itertools
 import platform
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,13 +52,12 @@ from torch import nn
 
 from ..methods import METHODS
 from ..tasks.spaces import cell, ops
-from .bench_methods import BASELINE, VARIANTS, _batch, make_method
+from .bench_methods import BASELINE, VARIANTS, fixed_batch, make_method
 from .speed import MEMORY_FORMATS
-from .timing import sampling_interval, sync, time_interleaved
+from .timing import common_draws, sampling_interval, sync, time_interleaved
 
 __all__ = [
     "SHORTCUTS",
-    "common_draws",
     "depthwise_kernels",
     "draws_inside",
     "main",
@@ -117,22 +115,22 @@ def shortcut_variants(
     :func:`same_numbers` on a copy of the network in ``dtype``, on one set of weights.
 
     A method that samples its architecture draws it inside each step, as its own step does; the ``i``-th call of
-    every variant draws with the seed ``i`` (:func:`common_draws`), so call ``i`` of each runs the same ops and
+    every variant draws with the seed ``i`` (``timing.common_draws``), so call ``i`` of each runs the same ops and
     the variants' calls pair up (``timing.sampling_interval`` with ``paired``)."""
     m = make_method(method, channels, layers, device, memory_format)
     model = m.ctx.model
-    g = torch.Generator().manual_seed(0)
-    x, y = (t.to(device) for t in _batch(g, batch))  # bench_methods' data; the model lays x out
-    draw = common_draws(m.sample) if draws_inside(method) else (lambda: m.probabilities)
+    x, y = fixed_batch(batch, device)  # the model lays x out
+    # each variant's own weight function (a sampling method's: seed i on call i)
+    weight_fn = (lambda: common_draws(m.sample)) if draws_inside(method) else (lambda: m.probabilities)
     variants = {
-        name: functools.partial(_step, model, x, y, draw(), off)
+        name: functools.partial(_step, model, x, y, weight_fn(), off)
         for name, off in {"all": (), **{f"no_{s}": (s,) for s in SHORTCUTS}, "none": SHORTCUTS}.items()
     }
 
     def check(dtype: torch.dtype = torch.float64) -> float:
         net = copy.deepcopy(model).to(dtype)
-        weights = {t: w.detach().to(dtype) for t, w in draw()().items()}
-        return same_numbers(net, x.to(dtype), y, lambda: weights)
+        fixed = {t: w.detach().to(dtype) for t, w in weight_fn()().items()}
+        return same_numbers(net, x.to(dtype), y, lambda: fixed)
 
     return variants, check
 
@@ -140,18 +138,6 @@ def shortcut_variants(
 def draws_inside(method: str) -> bool:
     """Whether the ``bench_methods`` variant ``method`` samples its architecture in each step (it has ``sample``)."""
     return hasattr(METHODS.get(VARIANTS[method][0]), "sample")
-
-
-def common_draws(sample: Callable[..., dict]) -> Callable[[], Callable[[], dict]]:
-    """A maker of weight functions: each one it makes calls ``sample(generator=...)`` with the seed ``i`` on its
-    ``i``-th call, so the variants that each take one draw the same architectures in the same order (each its own
-    tensors, with their own graph to the alphas: every variant's backward runs through its draw)."""
-
-    def one() -> Callable[[], dict]:
-        calls = itertools.count()
-        return lambda: sample(generator=torch.Generator().manual_seed(next(calls)))
-
-    return one
 
 
 def _step(model: nn.Module, x, y, weights: Callable[[], dict], off: tuple[str, ...]) -> torch.Tensor:

@@ -25,7 +25,7 @@ from ..tasks.spaces import SPACES, LossOutput, SearchNetwork
 from .speed import apply_memory_format
 from .timing import print_result, time_interleaved
 
-__all__ = ["BASELINE", "VARIANTS", "main", "make_method", "make_step", "method_step", "time_methods"]
+__all__ = ["BASELINE", "VARIANTS", "fixed_batch", "main", "make_method", "make_step", "method_step", "time_methods"]
 
 VARIANTS = {  # name -> (method, config overrides)
     "egs_m7": ("egs", {"M": 7}),
@@ -46,6 +46,13 @@ def _loss(model, batch, weights) -> LossOutput:
 
 def _batch(g: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+
+
+def fixed_batch(batch: int, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded batch the benchmarks that time a bare forward + backward train on, on ``device``: ``(B, 3, 32, 32)``
+    random images and ``(B,)`` labels (the first of :func:`method_step`'s two)."""
+    g = torch.Generator().manual_seed(0)
+    return tuple(t.to(device) for t in _batch(g, batch))
 
 
 def make_method(

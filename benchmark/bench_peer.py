@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import importlib.util
 import json
 from collections.abc import Callable
@@ -22,17 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bench_methods import make_method
+from .bench_methods import fixed_batch, make_method
 from .speed import MEMORY_FORMATS, apply_memory_format
 from .throughput import counted_flops, hardware_line, matmul_flops_per_s
-from .timing import sampling_interval, sync, time_interleaved
+from .timing import common_draws, sampling_interval, sync, time_interleaved
 
 __all__ = [
     "BASELINE",
     "DIFFERENCES",
     "PAIRED",
     "SAMPLED",
-    "SharedDraws",
     "TARGETS",
     "force_peer_ops",
     "main",
@@ -59,7 +59,7 @@ DIFFERENCES = (
 # the variants whose step runs another sampled architecture on each call (its cost varies: 0.5-0.8 s per call for
 # xautodl's GDAS at batch 32); --samples steps each per round
 SAMPLED = ("ours_gdas", "xautodl_gdas", "egs_m1", "egs_m7")
-PAIRED = ("ours_gdas", "xautodl_gdas")  # call i of each runs the same draw (SharedDraws)
+PAIRED = ("ours_gdas", "xautodl_gdas")  # call i of each runs the same draw (timing.common_draws)
 # our op names -> xautodl's (its DARTS space: "dua_sepc" two stacked separable blocks, "dil_sepc" one dilated one)
 PEER_OP_NAMES = {
     "sep_conv_3x3": "dua_sepc_3x3",
@@ -141,34 +141,6 @@ class _ActiveFraction:
         return self.active_macs / max(self.total_macs, 1.0)
 
 
-class SharedDraws:
-    """The two GDAS steps run the same architectures: the ``i``-th call of each runs the ``i``-th draw.
-
-    Each draw is our GDAS method's hard Gumbel sample (``sample``: cell type -> ``(E, K)`` weights); xautodl's
-    step takes it by setting its alphas to -1000 and the drawn op's entry to +1000, so that its own Gumbel
-    argmax, run as shipped, picks that op on every edge (:func:`force_peer_ops`). Two supernets that draw
-    independently differ in cost call by call with what each drew (xautodl's GDAS at batch 32: 0.50-0.79 s), and
-    the ratio of their means is then uncertain by both spreads; on common draws each call of one has its partner
-    in the other (:func:`sampling_interval` with ``paired``). A draw is dropped once both steps have taken it (one
-    step called alone, as the pytest-benchmark cases call it, keeps its draws: two ``(14, 8)`` tensors each).
-    """
-
-    def __init__(self, sample: Callable[[], dict[str, torch.Tensor]], names: tuple[str, str]):
-        self.sample, self.names = sample, names
-        self.draws: dict[int, dict[str, torch.Tensor]] = {}
-        self.calls = dict.fromkeys(names, 0)
-
-    def __call__(self, name: str) -> dict[str, torch.Tensor]:
-        i = self.calls[name]
-        self.calls[name] += 1
-        if i not in self.draws:
-            self.draws[i] = self.sample()
-        draw = self.draws[i]
-        if all(n > i for n in self.calls.values()):
-            del self.draws[i]
-        return draw
-
-
 def force_peer_ops(peer: nn.Module, columns: dict[str, torch.Tensor]) -> None:
     """Set xautodl ``NASNetworkGDAS``'s alphas so that its Gumbel argmax picks ``columns[t][e]`` (a column of its
     op list) on edge ``e`` of cell type ``t``: log-softmax 0 against -2000, which no Gumbel draw (tau 10)
@@ -184,12 +156,6 @@ def peer_columns(ops: tuple[str, ...]) -> torch.Tensor:
 
     theirs = list(SearchSpaceNames["darts"])
     return torch.tensor([theirs.index(PEER_OP_NAMES.get(op, op)) for op in ops])
-
-
-def _batch(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed seeded batch every variant trains on: ``(B, 3, 32, 32)`` images and ``(B,)`` labels."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(batch, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
 
 
 # Gradients are dropped as an optimiser's zero_grad drops them, from a list made once: nn.Module.zero_grad walks
@@ -211,7 +177,7 @@ def _peer_step(net: nn.Module, batch, device, before: Callable[[], None] | None 
     params, (x, y) = list(net.parameters()), batch
 
     def run() -> None:
-        if before is not None:  # a draw set as its alphas (force_peer_ops): tiny tensor ops (0.02 ms), timed with it
+        if before is not None:  # a draw set as its alphas (force_peer_ops): 0.15 ms with the draw, timed with it
             before()
         _drop_grads(params)
         F.cross_entropy(net(x)[1], y).backward()
@@ -234,17 +200,18 @@ def make_variants(
         ops EGS M = 7 ran in the calls made so far.
     """
     device = torch.device(device)
-    data = _batch(batch, device)
+    data = fixed_batch(batch, device)
     ours = {name: make_method(variant, channels, layers, device, memory_format) for name, variant in OURS.items()}
     other = "contiguous" if memory_format == "channels_last" else "channels_last"
     ours_other = make_method(OURS["ours_darts"], channels, layers, device, other)
     egs_m7 = ours["egs_m7"]
     counter = _ActiveFraction(egs_m7.ctx.model, egs_m7.ctx.space.op_index("none"))
-    gdas = SharedDraws(ours["ours_gdas"].sample, ("ours_gdas", "xautodl_gdas"))  # hard straight-through Gumbel
-    to_peer = peer_columns(ours["ours_gdas"].ctx.space.ops)  # our op index -> xautodl's column
+    gdas = ours["ours_gdas"]
+    to_peer = peer_columns(gdas.ctx.space.ops)  # our op index -> xautodl's column
+    peer_draws = common_draws(functools.partial(gdas.sample, detach=True))  # the same draws as ours_gdas's
     weight_fns = {
         "ours_darts": ours["ours_darts"].probabilities,  # softmax(alpha): dense
-        "ours_gdas": lambda: gdas("ours_gdas"),  # tau = 10
+        "ours_gdas": common_draws(gdas.sample),  # hard straight-through Gumbel, tau = 10
         "egs_m1": ours["egs_m1"].sample,
         "egs_m7": lambda: counter(egs_m7.sample()),
     }
@@ -252,8 +219,8 @@ def make_variants(
     peers = {name: net.to(device) for name, net in _xautodl_nets(channels, layers).items()}
     peer_cl = apply_memory_format(copy.deepcopy(peers["xautodl_darts"]), "channels_last")  # same weights, NHWC
 
-    def drawn() -> dict[str, torch.Tensor]:  # the shared draw's ops as xautodl's columns, per cell type
-        return {t: to_peer[w.detach().argmax(-1).cpu()] for t, w in gdas("xautodl_gdas").items()}
+    def drawn() -> dict[str, torch.Tensor]:  # call i: ours_gdas's i-th draw's ops as xautodl's columns, per cell type
+        return {t: to_peer[w.argmax(-1).cpu()] for t, w in peer_draws().items()}
 
     variants = {
         "ours_darts": _our_step(ours["ours_darts"].ctx.model, weight_fns["ours_darts"], data, device),
@@ -324,7 +291,7 @@ def per_op_variants(
     ratio comes from, op by op (``none`` left out: neither network runs it).
     """
     device = torch.device(device)
-    data = _batch(batch, device)
+    data = fixed_batch(batch, device)
     method = make_method(OURS["ours_gdas"], channels, layers, device, memory_format)
     model, space = method.ctx.model, method.ctx.space
     torch.manual_seed(0)

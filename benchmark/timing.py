@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -10,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["print_result", "sampling_interval", "sync", "time_interleaved"]
+__all__ = ["common_draws", "print_result", "sampling_interval", "sync", "time_interleaved"]
 
 
 def sync(device: torch.device | str) -> None:
@@ -87,7 +88,7 @@ def sampling_interval(num: list[float], den: list[float], target: float | None =
     ratio of sampled steps is an estimate of the ratio of their expected costs, uncertain by the spread of the
     draws. Independent sides: the delta method's standard error ``r * sqrt((se_n / m_n)^2 + (se_d / m_d)^2)``,
     ``se = sd / sqrt(calls)`` (a side with one value counts as exact). ``paired`` (call ``i`` of each ran the
-    same draw: ``bench_peer.SharedDraws``, ``bench_engine``'s seeded draws): the ratio estimator's
+    same draw: :func:`common_draws`): the ratio estimator's
     ``sd(num_i - r den_i) / (sqrt(n) mean(den))``, which keeps what the two have in common out of the error.
     Then the normal 1.96. ``verdict`` places the interval against the target: ``below`` (all of it under the
     target: met whatever the draws), ``above`` (all of it over: missed), or ``across`` (the draws cannot say at
@@ -111,3 +112,13 @@ def sampling_interval(num: list[float], den: list[float], target: float | None =
     if isinstance(target, float):
         out["verdict"] = "below" if r + half <= target else "above" if r - half > target else "across"
     return out
+
+
+def common_draws(sample: Callable[..., dict]) -> Callable[[], dict]:
+    """A weight function for one timed variant whose ``i``-th call returns ``sample(generator=...)`` drawn with
+    the seed ``i``: the functions made from one ``sample`` for several variants draw the same architectures in the
+    same order, so call ``i`` of each runs the same ops and their calls pair up (:func:`sampling_interval` with
+    ``paired``). Each call draws afresh (its own tensors, with their own graph to the alphas), so every variant's
+    backward runs through its own draw; a variant called alone draws seeds 0, 1, ... as well."""
+    calls = itertools.count()
+    return lambda: sample(generator=torch.Generator().manual_seed(next(calls)))

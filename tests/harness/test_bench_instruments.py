@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from unittest import mock
 
 import pytest
@@ -21,6 +22,7 @@ from egsbench.benchmark import (
     bench_scaling,
     gpu_check,
     memory,
+    timing,
 )
 from egsbench.benchmark.bench_methods import make_method
 from egsbench.benchmark.memory import MemoryProbe
@@ -89,8 +91,6 @@ def test_interleaved_timing_repeats_a_variant_and_reports_the_mean_call():
     """time_interleaved's repeats: a variant runs n times per round (after one warm-up call) and its round time
     is the mean call (a clock that each call advances by its variant's cost), so a variant repeated reads as one
     call of it; n < 1 is refused."""
-    from egsbench.benchmark import timing
-
     clock = {"now": 0.0}
     calls = {"once": 0, "thrice": 0}
 
@@ -139,22 +139,18 @@ def test_a_paired_interval_keeps_the_common_spread_out():
         bench_peer.sampling_interval(num, den[:3], paired=True)
 
 
-def test_shared_draws_hand_each_step_the_same_draws_in_order():
+def test_common_draws_hand_each_variant_the_same_draws_in_order():
     made = []
 
-    def sample():
-        made.append(len(made))
+    def sample(generator):
+        made.append(int(torch.randint(0, 10**9, (), generator=generator)))
         return {"normal": torch.tensor(made[-1])}
 
-    draws = bench_peer.SharedDraws(sample, ("a", "b"))
-    first = [int(draws("a")["normal"]) for _ in range(3)]  # a round: one variant's calls, then the other's
-    assert first == [0, 1, 2] and len(draws.draws) == 3
-    assert [int(draws("b")["normal"]) for _ in range(3)] == [
-        0,
-        1,
-        2,
-    ] and draws.draws == {}  # each dropped when both took it
-    assert int(draws("b")["normal"]) == 3 and int(draws("a")["normal"]) == 3 and made == [0, 1, 2, 3]
+    a, b = timing.common_draws(sample), timing.common_draws(sample)
+    first = [int(a()["normal"]) for _ in range(3)]  # a round: one variant's calls, then the other's
+    assert len(set(first)) == 3  # a new draw on each call
+    assert [int(b()["normal"]) for _ in range(3)] == first  # call i of each: seed i, the same draw
+    assert int(b()["normal"]) == int(a()["normal"]) not in first and len(made) == 8  # each call draws afresh
 
 
 @needs_xautodl
@@ -453,8 +449,9 @@ def test_engine_benchmark_times_a_sampling_method_on_common_draws(tmp_path, one_
     assert "gdas step" in header and "each the mean of 2 calls" in header
     assert row.split()[0] == "2" and len(row.split("(")[0].split()) == 1 + 2 * (len(bench_engine.SHORTCUTS) + 2)
     assert intervals.startswith("    2 mean over 4 common draws [95 %]: no_shared_pools ")  # 2 rounds x 2 calls
-    for cell in intervals.split(": ", 1)[1].split(", ")[1::2]:  # "name r [lo", "hi]" pieces: the upper bounds
-        assert float(cell.rstrip("]")) > 0
+    cells = re.findall(r"(\w+) ([\d.]+) \[([\d.]+), ([\d.]+)\]", intervals.split(": ", 1)[1])
+    assert [name for name, *_ in cells] == [*(f"no_{s}" for s in bench_engine.SHORTCUTS), "none"]  # all but `all`
+    assert all(float(lo) <= float(r) <= float(hi) for _, r, lo, hi in cells)  # each interval around its mean ratio
 
     variants, check = bench_engine.shortcut_variants(4, 3, 2, method="gdas")
     model, weights = variants["all"].args[0], variants["all"].args[3]
