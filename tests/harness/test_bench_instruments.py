@@ -22,9 +22,10 @@ from egsbench.benchmark import (
     bench_scaling,
     gpu_check,
     memory,
+    profile_step,
     timing,
 )
-from egsbench.benchmark.bench_methods import make_method
+from egsbench.benchmark.bench_methods import make_method, method_step
 from egsbench.benchmark.memory import MemoryProbe
 from egsbench.testing import aten_calls
 
@@ -479,3 +480,82 @@ def _with_kernel_scaled(form, kernel):
                 kernel.div_(1.5)
 
     return run
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    """Every tensor in a nested state (dicts, lists, tuples), in a fixed order."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for k in sorted(tree, key=str) for t in _tensors(tree[k])]
+    if isinstance(tree, (list, tuple)):
+        return [t for v in tree for t in _tensors(v)]
+    return []
+
+
+def test_aten_timer_times_the_backward_and_its_repeats_leave_the_step_as_it_was(one_thread):
+    """aten_timer with warm repeats over a dense DARTS step: the backward's calls are timed too, and the repeats run
+    on copies of what a call writes (BN running statistics, in-place sums, the optimisers' updates), so the network
+    and the method after the step are bitwise those of the same step without the timer."""
+    plain, timed = (make_method("darts_1st", channels=4, layers=3) for _ in range(2))
+    method_step(plain, 2)()
+    step, timer = method_step(timed, 2), profile_step.aten_timer(by_input=True, warm=True)
+    with timer:
+        step()
+        torch.rand(3)  # a draw: timed, never repeated
+    ops = {op for op, _ in timer.rows}
+    assert {"aten.convolution_backward.default", "aten.native_batch_norm_backward.default"} <= ops
+    assert "aten.native_batch_norm.default" in ops and any(op.endswith("_.Tensor") for op in ops)  # written args
+    assert timer.rows[("aten.rand.default", "")][1:] == [1, 0.0, 0]
+    assert any(op.startswith("aten._foreach_") for op in ops)  # the optimisers' list updates, repeated on copies
+    for (op, inputs), (seconds, calls, warm_s, repeats) in timer.rows.items():
+        namespace, name, overload = op.split(".")  # aten.add_.Tensor, profiler._record_function_enter_new.default
+        func = getattr(getattr(getattr(torch.ops, namespace), name), overload)
+        assert seconds > 0 and calls >= 1, op
+        assert (repeats, warm_s > 0) == ((calls, True) if profile_step._repeatable(func) else (0, False)), op
+        assert all(re.fullmatch(r"\[?(\d+(x\d+)*|scalar):(c|cl|s)\]?", t) for t in inputs.split()), inputs
+    assert any(":s" in inputs for _, inputs in timer.rows)  # a strided input is named as one (a slice, a view)
+    assert any(op == "aten.cat.default" and inputs.startswith("[") for op, inputs in timer.rows)  # a list's tensors
+    for a, b in zip(
+        _tensors([plain.ctx.model.state_dict(), plain.state_dict()]),
+        _tensors([timed.ctx.model.state_dict(), timed.state_dict()]),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+def test_aten_timer_repeats_no_draw_and_writes_only_copies():
+    ops = torch.ops.aten
+    assert profile_step._repeatable(ops.add_.Tensor) and profile_step._repeatable(ops._foreach_add_.List)
+    assert not profile_step._repeatable(ops.bernoulli_.float)  # a repeat would move the generator
+    base = torch.ones(4, 6)
+    view, expanded = base[:, ::2], torch.ones(1, 3).expand(4, 3)
+    copied = profile_step._copy((view, [base], expanded, 2.0))
+    assert copied[0].stride() == view.stride() and copied[0].data_ptr() != view.data_ptr()  # the same kernel path
+    copied[0].add_(1)
+    copied[1][0].add_(1)
+    assert torch.equal(base, torch.ones(4, 6))  # the repeat wrote copies
+    assert copied[2] is expanded and copied[3] == 2.0
+
+
+def test_profile_step_aten_table_by_input_with_repeats(tmp_path, one_thread, capsys):
+    out = tmp_path / "aten.json"
+    argv = ["--variant", "gdas", "--channels", "4", "--layers", "3", "--batch", "2", "--formats", "channels_last"]
+    assert (
+        profile_step.main([*argv, "--aten", "--by-input", "--warm", "--steps", "2", "--rows", "6", "--json", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "2 steps" in printed and "first/repeat" in printed
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["steps"] == 2 and r["step_s"] > 0 and r["calls"] > 100 and len(r["top"]) == 6
+    assert [t["ms"] for t in r["top"]] == sorted((t["ms"] for t in r["top"]), reverse=True)
+    assert all(t["inputs"] and t["op"].startswith("aten.") for t in r["top"])
+    assert any(":cl" in t["inputs"] for t in r["top"])  # the channels-last network's activations
+
+
+@pytest.mark.parametrize("argv", [["--warm"], ["--aten", "--steps", "0"]])
+def test_profile_step_rejects_options_it_cannot_honour(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        profile_step.main(argv)
+    assert e.value.code == 2 and "Traceback" not in capsys.readouterr().err
