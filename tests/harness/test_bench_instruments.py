@@ -495,8 +495,9 @@ def _tensors(tree) -> list[torch.Tensor]:
 
 def test_aten_timer_times_the_backward_and_its_repeats_leave_the_step_as_it_was(one_thread):
     """aten_timer with warm repeats over a dense DARTS step: the backward's calls are timed too, and the repeats run
-    on copies of what a call writes (BN running statistics, in-place sums, the optimisers' updates), so the network
-    and the method after the step are bitwise those of the same step without the timer."""
+    on copies of each call's inputs (BN's running statistics, which its schema does not mark written, in-place sums,
+    the optimisers' updates), so the network and the method after the step are bitwise those of the same step
+    without the timer."""
     plain, timed = (make_method("darts_1st", channels=4, layers=3) for _ in range(2))
     method_step(plain, 2)()
     step, timer = method_step(timed, 2), profile_step.aten_timer(by_input=True, warm=True)
