@@ -298,19 +298,18 @@ def per_op_variants(
     peer = _xautodl_nets(channels, layers)["xautodl_gdas"].to(device)
     to_peer = peer_columns(space.ops)
     ops = [op for op in space.ops if op != "none"]
-    shapes = {t: w.shape for t, w in method.sample().items()}  # cell type -> (E, K)
+    shape = (space.num_edges, space.num_ops)  # every cell type's weights, (E, K)
 
     def ours(op: str) -> Callable[[], None]:
         weights = {}
-        for t, shape in shapes.items():
+        for t in space.cell_types:
             w = torch.zeros(shape, device=device)
             w[:, space.op_index(op)] = 1.0
             weights[t] = w.requires_grad_()
         return _our_step(model, lambda: weights, data, device)
 
     def theirs(op: str) -> Callable[[], None]:
-        column = to_peer[space.op_index(op)]
-        columns = {t: column.expand(shape[0]) for t, shape in shapes.items()}
+        columns = dict.fromkeys(space.cell_types, to_peer[space.op_index(op)].expand(space.num_edges))
         return _peer_step(peer, data, device, lambda: force_peer_ops(peer, columns))
 
     variants = {}

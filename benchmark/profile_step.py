@@ -22,19 +22,18 @@ per-step means.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from .bench_methods import VARIANTS, make_step
-from .records import atomic_write_text
+from .records import write_json
 from .speed import MEMORY_FORMATS
 
-__all__ = ["aten_profile", "aten_timer", "main", "profile_step"]
+__all__ = ["AtenRow", "aten_profile", "aten_timer", "main", "profile_step"]
 
 
 def profile_step(variant: str, channels: int, layers: int, batch: int, memory_format: str, rows: int) -> dict:
@@ -90,6 +89,17 @@ def _copy(a):
     return torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device).copy_(a)
 
 
+@dataclass
+class AtenRow:
+    """One key's sums under :func:`aten_timer`: its calls and their seconds, and the timed repeats of those calls
+    (fewer than ``calls`` where a call drew random numbers or its inputs could not be copied)."""
+
+    seconds: float = 0.0
+    calls: int = 0
+    repeat_seconds: float = 0.0
+    repeats: int = 0
+
+
 def aten_timer(by_input: bool = False, warm: bool = False):
     """A ``TorchDispatchMode`` (a context manager) that times every aten call made under it, each call alone, and
     sums the wall seconds per key in ``rows``: ``{(op, inputs): [seconds, calls, repeat seconds, repeats]}``, where
@@ -105,7 +115,7 @@ def aten_timer(by_input: bool = False, warm: bool = False):
     class AtenTimer(TorchDispatchMode):
         def __init__(self):
             super().__init__()
-            self.rows: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0.0, 0])
+            self.rows: dict[tuple[str, str], AtenRow] = defaultdict(AtenRow)
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
@@ -113,8 +123,8 @@ def aten_timer(by_input: bool = False, warm: bool = False):
             out = func(*args, **kwargs)
             seconds = time.perf_counter() - start
             row = self.rows[(str(func), _inputs(args) if by_input else "")]
-            row[0] += seconds
-            row[1] += 1
+            row.seconds += seconds
+            row.calls += 1
             if warm and _repeatable(func):
                 try:
                     rep_args, rep_kwargs = _copy(args), {k: _copy(v) for k, v in kwargs.items()}
@@ -123,8 +133,8 @@ def aten_timer(by_input: bool = False, warm: bool = False):
                 func(*rep_args, **rep_kwargs)
                 start = time.perf_counter()
                 func(*rep_args, **rep_kwargs)
-                row[2] += time.perf_counter() - start
-                row[3] += 1
+                row.repeat_seconds += time.perf_counter() - start
+                row.repeats += 1
             return out
 
     return AtenTimer()
@@ -153,19 +163,19 @@ def aten_profile(
     with timer:
         for _ in range(steps):
             step()
-    total = sum(r[0] for r in timer.rows.values())
-    ranked = sorted(timer.rows.items(), key=lambda kv: kv[1][0], reverse=True)
+    total = sum(r.seconds for r in timer.rows.values())
+    ranked = sorted(timer.rows.items(), key=lambda kv: kv[1].seconds, reverse=True)
     top = [
         {
             "op": op,
             "inputs": inputs,
-            "ms": 1e3 * s / steps,
-            "share": s / total,
-            "calls": calls / steps,
-            # the same calls' second repeats; None where the op draws random numbers (not repeated)
-            "warm_ms": 1e3 * ws / steps if repeats == calls else None,
+            "ms": 1e3 * r.seconds / steps,
+            "share": r.seconds / total,
+            "calls": r.calls / steps,
+            # the same calls' second repeats; None unless every call was repeated (AtenRow)
+            "warm_ms": 1e3 * r.repeat_seconds / steps if r.repeats == r.calls else None,
         }
-        for (op, inputs), (s, calls, ws, repeats) in ranked[:rows]
+        for (op, inputs), r in ranked[:rows]
     ]
     return {
         "variant": variant,
@@ -173,7 +183,7 @@ def aten_profile(
         "steps": steps,
         "step_s": step_s,
         "aten_s": total / steps,
-        "calls": sum(r[1] for r in timer.rows.values()) / steps,
+        "calls": sum(r.calls for r in timer.rows.values()) / steps,
         "top": top,
     }
 
@@ -212,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
-    defaults = {"steps": 1, "by_input": False, "warm": False, "json": None}
-    extras = [f for f, default in defaults.items() if getattr(args, f) != default]
+    extras = [f for f in ("steps", "by_input", "warm", "json") if getattr(args, f) != parser.get_default(f)]
     if extras and not args.aten:
         parser.error(f"--{extras[0].replace('_', '-')} needs --aten")
     if args.threads:
@@ -243,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in r["top"]:
             print(f"  {t['op']:44s} {t['self_ms']:9.1f} ms  {100 * t['share']:5.1f} %  {t['calls']:6d} calls")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps({"threads": torch.get_num_threads(), "results": results}, indent=1))
+        write_json(args.json, {"threads": torch.get_num_threads(), "results": results})
     return 0
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from .fixtures import voc_palette, write_image_folder, write_lm_files, write_voc_fixture
 from .methods import METHOD_CHECKS, aten_calls, autograd_nodes, batch, check_method, op_calls, tiny_context
 from .nats import write_nats_tss
-from .tasks import TASK_CHECKS, check_task, conformance_task
+from .tasks import TASK_CHECKS, check_task, conformance_task, nested_equal
 
 __all__ = [
     "aten_calls",
@@ -30,6 +30,7 @@ __all__ = [
     "check_method",
     "check_task",
     "conformance_task",
+    "nested_equal",
     "op_calls",
     "tiny_context",
     "voc_palette",

@@ -29,6 +29,7 @@ __all__ = [
     "check_supernet_search_loss",
     "check_task",
     "conformance_task",
+    "nested_equal",
 ]
 
 BATCH = 4
@@ -68,14 +69,17 @@ def _first_batch(task, split: str, seed: int = 0, recipe=None):
     return next(iter(task.loader(split, BATCH, torch.Generator().manual_seed(seed), recipe)))
 
 
-def _same(a, b) -> bool:
-    """Equality of nested batches: tensors, sequences and mappings of them."""
+def nested_equal(a, b) -> bool:
+    """Bitwise equality of nested values: tensors, sequences and mappings of them (batches, state dicts), other
+    leaves by ``==``."""
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
     if isinstance(a, Mapping):
-        return isinstance(b, Mapping) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return isinstance(b, Mapping) and a.keys() == b.keys() and all(nested_equal(a[k], b[k]) for k in a)
     if isinstance(a, Sequence) and not isinstance(a, str):
-        return isinstance(b, Sequence) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return (
+            isinstance(b, Sequence) and len(a) == len(b) and all(nested_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
     return a == b
 
 
@@ -113,7 +117,7 @@ def check_data_splits(task) -> None:
     assert dict(again.sizes) == dict(info.sizes), "preparing the same data twice gave two sets of split sizes"
     for split in SPLITS:
         first = _first_batch(task, split, seed=0)
-        assert _same(first, _first_batch(task, split, seed=0)), (
+        assert nested_equal(first, _first_batch(task, split, seed=0)), (
             f"split {split!r}: the same seeds gave two different first batches (seed every random draw from the "
             "loader's generator or torch's global one)"
         )

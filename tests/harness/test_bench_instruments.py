@@ -27,7 +27,7 @@ from egsbench.benchmark import (
 )
 from egsbench.benchmark.bench_methods import make_method, method_step
 from egsbench.benchmark.memory import MemoryProbe
-from egsbench.testing import aten_calls
+from egsbench.testing import aten_calls, nested_equal
 
 
 @pytest.fixture
@@ -482,17 +482,6 @@ def _with_kernel_scaled(form, kernel):
     return run
 
 
-def _tensors(tree) -> list[torch.Tensor]:
-    """Every tensor in a nested state (dicts, lists, tuples), in a fixed order."""
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        return [t for k in sorted(tree, key=str) for t in _tensors(tree[k])]
-    if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in _tensors(v)]
-    return []
-
-
 def test_aten_timer_times_the_backward_and_its_repeats_leave_the_step_as_it_was(one_thread):
     """aten_timer with warm repeats over a dense DARTS step: the backward's calls are timed too, and the repeats run
     on copies of each call's inputs (BN's running statistics, which its schema does not mark written, in-place sums,
@@ -507,22 +496,20 @@ def test_aten_timer_times_the_backward_and_its_repeats_leave_the_step_as_it_was(
     ops = {op for op, _ in timer.rows}
     assert {"aten.convolution_backward.default", "aten.native_batch_norm_backward.default"} <= ops
     assert "aten.native_batch_norm.default" in ops and any(op.endswith("_.Tensor") for op in ops)  # written args
-    assert timer.rows[("aten.rand.default", "")][1:] == [1, 0.0, 0]
+    draw = timer.rows[("aten.rand.default", "")]
+    assert (draw.calls, draw.repeat_seconds, draw.repeats) == (1, 0.0, 0)
     assert any(op.startswith("aten._foreach_") for op in ops)  # the optimisers' list updates, repeated on copies
-    for (op, inputs), (seconds, calls, warm_s, repeats) in timer.rows.items():
+    for (op, inputs), r in timer.rows.items():
         namespace, name, overload = op.split(".")  # aten.add_.Tensor, profiler._record_function_enter_new.default
         func = getattr(getattr(getattr(torch.ops, namespace), name), overload)
-        assert seconds > 0 and calls >= 1, op
-        assert (repeats, warm_s > 0) == ((calls, True) if profile_step._repeatable(func) else (0, False)), op
+        assert r.seconds > 0 and r.calls >= 1, op
+        repeated = (r.calls, True) if profile_step._repeatable(func) else (0, False)
+        assert (r.repeats, r.repeat_seconds > 0) == repeated, op
         assert all(re.fullmatch(r"\[?(\d+(x\d+)*|scalar):(c|cl|s)\]?", t) for t in inputs.split()), inputs
     assert any(":s" in inputs for _, inputs in timer.rows)  # a strided input is named as one (a slice, a view)
     assert any(op == "aten.cat.default" and inputs.startswith("[") for op, inputs in timer.rows)  # a list's tensors
-    for a, b in zip(
-        _tensors([plain.ctx.model.state_dict(), plain.state_dict()]),
-        _tensors([timed.ctx.model.state_dict(), timed.state_dict()]),
-        strict=True,
-    ):
-        assert torch.equal(a, b)
+    assert nested_equal(plain.ctx.model.state_dict(), timed.ctx.model.state_dict())
+    assert nested_equal(plain.state_dict(), timed.state_dict())  # alphas, optimisers, generator, schedule
 
 
 def test_aten_timer_repeats_no_draw_and_writes_only_copies():
