@@ -16,6 +16,9 @@ import json
 import os
 import shutil
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,24 @@ logger = get_logger(__name__)
 KEEP = 2  # the newest checkpoint and the one before it, the fallback when the newest is unreadable
 MANIFEST = "manifest.json"
 KILL_ENV = "EGSBENCH_DEBUG_KILL"  # "PHASE:EPOCH": SIGKILL every rank once that checkpoint is complete (resume tests)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back until the block ends, then handled (Python runs the handler on the next line).
+
+    What the block changes on disk and what this process knows of it then agree in any interrupt's report: a
+    signal between ``rename`` and the bookkeeping after it told the user ``--resume`` would redo the epoch it had
+    just saved. Where signals cannot be masked (Windows, a thread other than the main one, which never runs
+    Python's handlers), the block runs as it is."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def debug_kill(phase: str, epoch: int) -> None:

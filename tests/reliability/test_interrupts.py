@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from egsbench.benchmark.checkpoint import Checkpointer
+from egsbench.benchmark.checkpoint import Checkpointer, signals_deferred
 from egsbench.testing.reliability import BASE, FAST, overrides
 
 
@@ -62,6 +62,36 @@ def test_an_interrupt_in_the_final_training_names_its_epoch(cli, tmp_path, monke
     assert result.error.endswith("--resume continues from evaluate epoch 1")
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stopped(signum)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals cannot be masked here (Windows)")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_deferred_block_is_handled_once_the_block_ends(sig):
+    """The checkpoint's rename and the epoch it reports are one step: a signal raised between them (here sent to
+    this thread, so it is pending at once) runs its handler after both, and only then."""
+    previous = signal.signal(sig, _stop)
+    done = []
+    try:
+        with pytest.raises(_Stopped):
+            with signals_deferred():
+                signal.raise_signal(sig)
+                done.append("rename")
+                done.append("newest")
+            done.append("after the block")  # not reached: the handler raised as the block ended
+        with pytest.raises(_Stopped):  # outside a block, the handler runs at once
+            signal.raise_signal(sig)
+            done.append("not reached")
+    finally:
+        signal.signal(sig, previous)
+    assert done == ["rename", "newest"]
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -83,7 +113,9 @@ def test_a_real_signal_stops_the_run_with_the_line_and_its_exit_status(tmp_path,
         search = out / "checkpoints" / "search"
         # a condition on disk, not a delay: any complete checkpoint (epochs of one step can rotate epoch-0000 away
         # between two looks; waiting for that one name hung the test until the 100,000 epochs ran out)
+        deadline = time.monotonic() + 600  # a hang guard: a run that never checkpoints fails here, not at CI's limit
         while not any(search.glob("epoch-*")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint appeared in 600 s"
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[1]
         proc.send_signal(sig)
