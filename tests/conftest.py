@@ -82,20 +82,26 @@ def cifar_tar() -> Path:
     return CIFAR_TAR.resolve()
 
 
+# The thread count of the smoke runs that tests compare bit for bit (test_gate reruns shipped_smoke's): CPU float
+# results depend on it (how a reduction is split), and a config without `threads` takes the session's, which
+# pytest_runtest_setup moves from 1 to 2 once the background launches end (a single-process session).
+SMOKE_THREADS = "threads=1"
+
+
 @pytest.fixture(scope="session")
 def shipped_smoke(tmp_path_factory):
     """``shipped_smoke(method)``: the folder of ``smoke/<method>-cifar10`` run as shipped, once per session, in a
     folder holding only such runs (``.parent``: what ``egsbench regress --runs`` reads). Tests read it, never
-    write into it."""
+    write into it. They run on one thread (``SMOKE_THREADS``), outside a run's identity (its hash)."""
     from egsbench.benchmark.config import load_config
-    from egsbench.testing.reliability import run_on_one_thread
+    from egsbench.benchmark.runner import run_experiment
 
     root = tmp_path_factory.mktemp("shipped-smoke")
 
     def run(method: str) -> Path:
         folder = root / method
         if not (folder / "record.json").is_file():
-            run_on_one_thread(load_config(f"smoke/{method}-cifar10"), folder)  # test_gate reruns it bit for bit
+            run_experiment(load_config(f"smoke/{method}-cifar10", [SMOKE_THREADS]), folder, progress=False)
         return folder
 
     return run

@@ -14,17 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = [
-    "BASE",
-    "FAST",
-    "image",
-    "image_folder",
-    "jpeg_bytes",
-    "overrides",
-    "run_on_one_thread",
-    "snapshot",
-    "tar_gz",
-]
+__all__ = ["BASE", "FAST", "image", "image_folder", "jpeg_bytes", "overrides", "snapshot", "tar_gz"]
 
 # The cheapest end-to-end run: GDAS (one sampled op per edge), one step per epoch, a few dozen images, no PNG
 # figures (drawing them took 0.75 s of a 1.83 s one-step GDAS smoke run, profiled).
@@ -50,23 +40,6 @@ def overrides(*values: str) -> list[str]:
         ['--set', 'seed=1', '--set', 'search.epochs=2']
     """
     return [x for v in values for x in ("--set", v)]
-
-
-def run_on_one_thread(cfg, out: Path) -> None:
-    """``run_experiment(cfg, out)`` on one intra-op thread, the count restored afterwards, for runs a test compares
-    bit for bit: CPU float results depend on the thread count (how a reduction is split), and a config without
-    ``threads`` takes the session's, which ``tests/conftest.py`` moves from 1 to 2 once the background launches
-    end (a single-process session), so two runs of one config could otherwise differ by when they ran."""
-    import torch
-
-    from ..benchmark.runner import run_experiment
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_experiment(cfg, out, progress=False)
-    finally:
-        torch.set_num_threads(before)
 
 
 def snapshot(root: Path) -> dict[str, str]:

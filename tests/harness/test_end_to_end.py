@@ -18,6 +18,7 @@ from egsbench.benchmark.runner import run_experiment
 from egsbench.benchmark.speed import CHANNELS_LAST_FROM
 from egsbench.tasks.spaces import SPACES, Genotype, UserError
 from egsbench.testing.reliability import snapshot
+from tests.conftest import SMOKE_THREADS
 
 RECORD_KEYS = {
     "schema_version",
@@ -77,7 +78,7 @@ def check_run_folder(folder, cfg):
 def test_smoke_run_on_embedded_data(shipped_smoke):
     """The shipped smoke run's folder (the session's shared run; the returned record equals the written one:
     test_records.py)."""
-    cfg = load_config("smoke/egs-cifar10")
+    cfg = load_config("smoke/egs-cifar10", [SMOKE_THREADS])  # as shipped_smoke runs it
     folder = shipped_smoke("egs")
     record = check_run_folder(folder, cfg)
     assert record["data"]["source"] == "embedded:cifar10_demo.npz"

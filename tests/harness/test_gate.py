@@ -23,7 +23,8 @@ from egsbench.benchmark.regress import (
 from egsbench.benchmark.runner import run_experiment
 from egsbench.methods import METHODS
 from egsbench.tasks import TASKS, Metric
-from egsbench.testing.reliability import FAST, run_on_one_thread
+from egsbench.testing.reliability import FAST
+from tests.conftest import SMOKE_THREADS
 from tests.harness.test_tables import PennTreebank, ptb_record
 
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
@@ -37,7 +38,8 @@ def smoke_runs(shipped_smoke, tmp_path_factory) -> dict[str, Path]:
     b = tmp_path_factory.mktemp("smoke-runs")
     for name in METHODS.names():
         a = shipped_smoke(name).parent
-        run_on_one_thread(load_config(f"smoke/{name}-cifar10", ["figures=false"]), b / name)  # as shipped_smoke
+        cfg = load_config(f"smoke/{name}-cifar10", ["figures=false", SMOKE_THREADS])  # as shipped_smoke runs them
+        run_experiment(cfg, b / name, progress=False)
     return {"a": a, "b": b}
 
 
