@@ -33,7 +33,7 @@ from .bench_methods import VARIANTS, make_step
 from .records import write_json
 from .speed import MEMORY_FORMATS
 
-__all__ = ["AtenRow", "aten_profile", "aten_timer", "main", "profile_step"]
+__all__ = ["AtenRow", "aten_profile", "aten_table", "aten_timer", "main", "profile_step"]
 
 
 def profile_step(variant: str, channels: int, layers: int, batch: int, memory_format: str, rows: int) -> dict:
@@ -102,8 +102,8 @@ class AtenRow:
 
 def aten_timer(by_input: bool = False, warm: bool = False):
     """A ``TorchDispatchMode`` (a context manager) that times every aten call made under it, each call alone, and
-    sums the wall seconds per key in ``rows``: ``{(op, inputs): [seconds, calls, repeat seconds, repeats]}``, where
-    ``inputs`` is ``""`` or, with ``by_input``, the call's tensor inputs' shapes and layouts. The forward's calls
+    sums them per key in ``rows``: ``{(op, inputs): AtenRow}``, where ``inputs`` is ``""`` or, with ``by_input``,
+    the call's tensor inputs' shapes and layouts. The forward's calls
     and the backward's (which autograd makes on this thread on a CPU) both count; a call's time includes what its
     kernel does inside, and none of the Python or autograd bookkeeping between calls.
 
@@ -163,8 +163,15 @@ def aten_profile(
     with timer:
         for _ in range(steps):
             step()
-    total = sum(r.seconds for r in timer.rows.values())
-    ranked = sorted(timer.rows.items(), key=lambda kv: kv[1].seconds, reverse=True)
+    facts = {"variant": variant, "memory_format": memory_format, "steps": steps, "step_s": step_s}
+    return facts | aten_table(timer.rows, steps, rows)
+
+
+def aten_table(timed: dict[tuple[str, str], AtenRow], steps: int, rows: int) -> dict:
+    """:func:`aten_timer`'s ``rows`` over ``steps`` steps as per-step figures: ``top``, the ``rows`` keys with the
+    most time, slowest first, and the totals over every key (``aten_s``, ``calls``)."""
+    total = sum(r.seconds for r in timed.values())
+    ranked = sorted(timed.items(), key=lambda kv: kv[1].seconds, reverse=True)
     top = [
         {
             "op": op,
@@ -177,15 +184,7 @@ def aten_profile(
         }
         for (op, inputs), r in ranked[:rows]
     ]
-    return {
-        "variant": variant,
-        "memory_format": memory_format,
-        "steps": steps,
-        "step_s": step_s,
-        "aten_s": total / steps,
-        "calls": sum(r.calls for r in timer.rows.values()) / steps,
-        "top": top,
-    }
+    return {"aten_s": total / steps, "calls": sum(r.calls for r in timed.values()) / steps, "top": top}
 
 
 def print_aten(r: dict, channels: int, layers: int, batch: int) -> None:

@@ -548,13 +548,33 @@ def test_profile_step_aten_table_by_input_with_repeats(tmp_path, one_thread, cap
     assert not any(t["inputs"] for t in top if t["op"] == "aten.empty.memory_format")  # sizes only: no tensors
 
 
-def test_profile_step_aten_rows_keeps_the_slowest(tmp_path, one_thread):
+def test_profile_step_aten_rows_option_limits_the_table(tmp_path, one_thread):
+    """--rows reaches the table (which rows it keeps: the next test, on fixed sums)."""
     out = tmp_path / "aten.json"
     argv = ["--variant", "gdas", "--channels", "4", "--layers", "3", "--batch", "2", "--formats", "channels_last"]
     assert profile_step.main([*argv, "--aten", "--steps", "1", "--rows", "3", "--json", str(out)]) == 0
     (r,) = json.loads(out.read_text())["results"]
     assert len(r["top"]) == 3 and sum(t["share"] for t in r["top"]) < 1
     assert [t["ms"] for t in r["top"]] == sorted((t["ms"] for t in r["top"]), reverse=True)
+
+
+def test_aten_table_keeps_the_slowest_keys_and_totals_them_all():
+    """The table from fixed sums (no clock): ``rows`` keeps the keys with the most time, slowest first, per step;
+    the totals count every key; a key not repeated on every call has no warm time."""
+    Row = profile_step.AtenRow
+    timed = {
+        ("aten.relu.default", ""): Row(seconds=0.002, calls=4, repeat_seconds=0.001, repeats=4),
+        ("aten.empty.memory_format", ""): Row(seconds=0.001, calls=10),
+        ("aten.convolution.default", ""): Row(seconds=0.006, calls=2, repeat_seconds=0.004, repeats=2),
+        ("aten.rand.default", ""): Row(seconds=0.003, calls=2, repeat_seconds=0.001, repeats=1),
+    }
+    r = profile_step.aten_table(timed, steps=2, rows=3)
+    assert [t["op"] for t in r["top"]] == ["aten.convolution.default", "aten.rand.default", "aten.relu.default"]
+    assert [t["ms"] for t in r["top"]] == pytest.approx([3.0, 1.5, 1.0])  # per step
+    assert [t["share"] for t in r["top"]] == pytest.approx([0.5, 0.25, 1 / 6])  # of all four keys' 12 ms
+    assert [t["warm_ms"] for t in r["top"]] == [pytest.approx(2.0), None, pytest.approx(0.5)]
+    assert [t["calls"] for t in r["top"]] == [1, 1, 2]
+    assert r["aten_s"] == pytest.approx(0.006) and r["calls"] == 9  # every key, per step
 
 
 @pytest.mark.parametrize("argv", [["--warm"], ["--aten", "--steps", "0"]])
