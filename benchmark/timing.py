@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+from .records import write_json
 
 __all__ = ["common_draws", "print_result", "sampling_interval", "sync", "time_interleaved"]
 
@@ -77,8 +78,7 @@ def print_result(result: dict, title: str, json_path: str | None = None) -> None
     for name, median in result["median_s"].items():
         print(f"  {name:14s} median {median:8.3f} s   {ratio_key.replace('_', ' ')} {result[ratio_key][name]:.3f}")
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(json_path, result)
 
 
 def sampling_interval(num: list[float], den: list[float], target: float | None = None, paired: bool = False) -> dict:
