@@ -149,8 +149,9 @@ class Checkpointer:
             (tmp / "progress.json").write_text(json.dumps({"epoch": epoch, **progress}, allow_nan=False))
             _write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)  # the checkpoint appears whole or not at all
-            self.newest = epoch  # complete from here: an interrupt during the clean-up below resumes after it
+            with signals_deferred():  # a signal between the two would name the epoch before as the newest
+                tmp.rename(final)  # the checkpoint appears whole or not at all
+                self.newest = epoch  # complete from here: an interrupt during the clean-up below resumes after it
             for old in self._epochs()[:-KEEP]:  # only once the new one is complete
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()

@@ -13,10 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from egsbench.benchmark.checkpoint import Checkpointer, signals_deferred
+from egsbench.benchmark.config import load_config
+from egsbench.benchmark.launch import make_accelerator
 from egsbench.testing.reliability import BASE, FAST, overrides
 
 
@@ -90,6 +93,35 @@ def test_a_signal_inside_a_deferred_block_is_handled_once_the_block_ends(sig):
     finally:
         signal.signal(sig, previous)
     assert done == ["rename", "newest"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signals cannot be masked here (Windows)")
+def test_a_signal_during_a_checkpoints_rename_is_handled_once_the_epoch_is_recorded(tmp_path, monkeypatch):
+    """Checkpointer.save defers the signal: Ctrl-C arriving as the rename completes is handled only once the
+    checkpointer knows the epoch it just saved, which is what the interrupt's resume line reports."""
+    ckpt = Checkpointer(tmp_path / "search", make_accelerator(load_config(BASE)))
+    seen = []
+
+    def stop(signum, frame):
+        seen.append(ckpt.newest)  # what the interrupt's report would read
+        raise _Stopped(signum)
+
+    rename = Path.rename
+
+    def rename_then_signal(self, target):
+        moved = rename(self, target)
+        if Path(target).name == "epoch-0003":
+            signal.raise_signal(signal.SIGINT)  # pending at once on this thread
+        return moved
+
+    monkeypatch.setattr(Path, "rename", rename_then_signal)
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        with pytest.raises(_Stopped):
+            ckpt.save(3, {}, {})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [3] and (tmp_path / "search" / "epoch-0003").is_dir()
 
 
 def _default_sigint() -> None:
