@@ -89,7 +89,7 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_a_crash_frees_it(cli,
         task = TASKS.get(load_config(BASE).task_name)
         with mock.patch.object(task, "prepare_data", side_effect=AssertionError("the data was read")) as read:
             result = cli("run", BASE, "--out", out, "--no-progress", *overrides(*slow, "seed=1"))
-        assert not read.called  # refused at once: before the data is read (and the lock is probed, not waited on)
+        assert not read.called  # refused by the folder check, which runs before the data is read
         assert result.code == 2
         assert result.error == (
             f"error: {out} is in use by another egsbench run (pid {first.pid}); wait for it to "
